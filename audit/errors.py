@@ -1,0 +1,31 @@
+"""Errors that map to the command line's exit codes (SPEC §8).
+
+Library code raises these; the CLI turns them into a one-line message and an exit code,
+so users never see a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_INPUT = 2
+EXIT_INTEGRITY = 3
+EXIT_INTERNAL = 4
+
+
+class AuditError(Exception):
+    """Base class of the errors the CLI reports without a traceback."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class InputError(AuditError):
+    """Bad usage, configuration or input data (exit code 2)."""
+
+    exit_code = EXIT_INPUT
+
+
+class IntegrityError(AuditError):
+    """The SAE or classifier cannot be trusted on this data (exit code 3)."""
+
+    exit_code = EXIT_INTEGRITY

@@ -1,0 +1,125 @@
+"""Atomic file writes: every file is written to a temporary name and renamed into place.
+
+A crash (even ``kill -9``) therefore leaves either the old file or the new one under the final
+name, never a partial file. Temporary files start with ``.`` and end with ``.tmp``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from audit.errors import InputError
+
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    return _OS_ERROR_HINTS.get(exc.errno or -1, exc.strerror or str(exc))
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents); a failure becomes an :class:`InputError`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise InputError(f"cannot create folder {path}: a file with that name exists") from exc
+    except OSError as exc:
+        raise InputError(f"cannot create folder {path}: {describe_os_error(exc)}") from exc
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
+
+    Use this for writers that want a file name (``np.save``, ``safetensors``).
+    """
+    final = Path(path)
+    ensure_dir(final.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {final}: {describe_os_error(exc)}") from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {final}: {describe_os_error(exc)}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file for writing; it replaces ``path`` only if the block succeeds."""
+    if "b" not in mode:
+        kwargs.setdefault("encoding", "utf-8")
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, mode, **kwargs) as handle:
+                yield handle
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {describe_os_error(exc)}") from exc
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
+    """Write JSON atomically; NaN/inf are refused so every file is standard JSON."""
+    write_text(path, json.dumps(obj, indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    """Read a JSON file; missing or malformed files become one-line :class:`InputError`s."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"{what} not found: {p}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {p} is not UTF-8 text") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {p}: {describe_os_error(exc)}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} {p} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+
+
+def _fsync_file(path: Path) -> None:
+    # Durability matters for checkpoints: rename must not reach disk before the data does.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

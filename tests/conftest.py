@@ -1,0 +1,59 @@
+"""Shared fixtures: small planted data sets and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("MSAE_AUDIT_NO_DOWNLOAD", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def planted():
+    from audit.data.planted import planted_embeddings
+
+    return planted_embeddings(n_samples=4000, dim=32, n_atoms=32, active=3, seed=0)
+
+
+@pytest.fixture
+def planted_store(tmp_path: Path, planted):
+    from audit.store import write_store
+
+    return write_store(tmp_path / "store", planted.embeddings, model="planted", modality="image")
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.exit_code, self.stdout, self.stderr = code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``msae-audit`` in-process; returns exit code and captured output."""
+    from audit.cli import run
+
+    def invoke(*args: str) -> CliResult:
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
+
+
+def assert_one_line_error(result: CliResult, code: int = 2, contains: str | None = None) -> None:
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    text = " ".join(result.stderr.split())
+    assert "error" in text.lower()
+    if contains is not None:
+        assert contains.lower() in text.lower(), text
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

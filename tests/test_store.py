@@ -1,0 +1,193 @@
+"""Embedding stores: formats, memory mapping, resumable atomic writing and validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audit.errors import InputError
+from audit.store import StoreWriter, open_store, read_labels_csv, write_store
+
+
+def test_round_trip_with_shards_and_metadata(tmp_path, rng):
+    x = rng.normal(size=(1000, 12)).astype(np.float32)
+    meta = pd.DataFrame({"id": np.arange(1000), "label": rng.integers(0, 2, 1000)})
+    store = write_store(
+        tmp_path / "s",
+        x,
+        meta,
+        model="ViT-B-32",
+        pretrained="openai",
+        modality="image",
+        shard_rows=300,
+    )
+    assert store.count == 1000 and store.dim == 12 and len(store.shards) == 4
+    assert isinstance(store.shards[0], np.memmap) or isinstance(store.shards[0].base, np.memmap)
+    np.testing.assert_array_equal(store.read(), x)
+    np.testing.assert_array_equal(store.read(250, 650), x[250:650])  # spans three shards
+    rows = rng.integers(0, 1000, 50)
+    np.testing.assert_array_equal(store.take(rows), x[rows])
+    assert list(store.labels("label")) == list(meta["label"])
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    for key in (
+        "format",
+        "version",
+        "model",
+        "pretrained",
+        "modality",
+        "dim",
+        "count",
+        "normalized",
+    ):
+        assert key in manifest
+    assert manifest["format"] == "msae-audit/embeddings" and manifest["count"] == 1000
+    chunks = list(store.iter_chunks(333))
+    assert [lo for lo, _ in chunks] == [0, 333, 666, 999]
+    np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), x)
+
+
+def test_single_shard_is_named_embeddings_npy(tmp_path, rng):
+    x = rng.normal(size=(10, 4)).astype(np.float16)
+    write_store(tmp_path / "s", x, dtype="float16")
+    assert (tmp_path / "s" / "embeddings.npy").exists()
+    loaded = np.load(tmp_path / "s" / "embeddings.npy")
+    assert loaded.dtype == np.float16 and loaded.shape == (10, 4)
+    assert open_store(tmp_path / "s").read().dtype == np.float32
+
+
+def test_plain_npy_with_labels(tmp_path, rng):
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    pd.DataFrame({"y": range(20)}).to_csv(tmp_path / "y.csv", index=False)
+    store = open_store(tmp_path / "x.npy", labels=tmp_path / "y.csv")
+    assert store.count == 20 and list(store.labels("y")) == list(range(20))
+    with pytest.raises(InputError, match="rows"):
+        pd.DataFrame({"y": range(19)}).to_csv(tmp_path / "y2.csv", index=False)
+        open_store(tmp_path / "x.npy", labels=tmp_path / "y2.csv")
+    with pytest.raises(InputError, match="not found"):
+        store.labels("nope")
+
+
+def test_interrupted_writer_resumes_from_the_last_shard(tmp_path, rng):
+    x = rng.normal(size=(1000, 6)).astype(np.float32)
+    meta = pd.DataFrame({"id": range(1000)})
+    writer = StoreWriter(tmp_path / "s", 6, shard_rows=256, model="m")
+    writer.append(x[:600], meta.iloc[:600])  # two full shards flushed, 88 rows buffered
+    del writer  # "crash": buffered rows are lost, finished shards stay
+    assert not (tmp_path / "s" / "manifest.json").exists()
+    with pytest.raises(InputError, match="interrupted"):
+        open_store(tmp_path / "s")
+    resumed = StoreWriter(tmp_path / "s", 6, shard_rows=256, model="m")
+    assert resumed.rows_done == 512
+    resumed.append(x[512:], meta.iloc[512:])
+    store = resumed.finalize()
+    np.testing.assert_array_equal(store.read(), x)
+    assert list(store.metadata["id"]) == list(range(1000))
+    assert not (tmp_path / "s" / ".partial").exists()
+
+
+def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    write_store(tmp_path / "s", x)
+    with pytest.raises(InputError, match="already holds a store"):
+        write_store(tmp_path / "s", x)
+    write_store(tmp_path / "s", x * 2, overwrite=True)
+    np.testing.assert_array_equal(open_store(tmp_path / "s").read(), x * 2)
+    w = StoreWriter(tmp_path / "t", 4, shard_rows=4, model="a")
+    w.append(x)
+    with pytest.raises(InputError, match="different settings"):
+        StoreWriter(tmp_path / "t", 4, shard_rows=4, model="b")
+    with pytest.raises(InputError, match="NaN"):
+        StoreWriter(tmp_path / "u", 4).append(np.full((2, 4), np.nan, dtype=np.float32))
+    with pytest.raises(InputError, match="expected"):
+        StoreWriter(tmp_path / "v", 4).append(np.zeros((2, 5), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        (lambda p: np.save(p / "x.npy", np.zeros((3, 4, 5), dtype=np.float32)), "2-D"),
+        (lambda p: np.save(p / "x.npy", np.zeros((3, 4), dtype=np.int64)), "dtype"),
+        (
+            lambda p: np.save(p / "x.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True),
+            "numeric",
+        ),
+        (lambda p: (p / "x.npy").write_bytes(b"\x93NUMPY garbage"), "npy"),
+    ],
+)
+def test_bad_npy_files(tmp_path, setup, message):
+    setup(tmp_path)
+    with pytest.raises(InputError, match=message):
+        open_store(tmp_path / "x.npy")
+
+
+def test_manifest_mismatches(tmp_path, rng):
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    write_store(tmp_path / "s", x)
+    manifest_path = tmp_path / "s" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for change, message in [
+        ({"dim": 5}, "columns"),
+        ({"count": 11}, "count"),
+        ({"format": "x"}, "format"),
+        ({"version": 9}, "version"),
+    ]:
+        manifest_path.write_text(json.dumps({**manifest, **change}))
+        with pytest.raises(InputError, match=message):
+            open_store(tmp_path / "s")
+    manifest_path.write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        open_store(tmp_path / "s")
+    manifest_path.write_text(json.dumps({**manifest, "shards": [{"file": "../etc/passwd"}]}))
+    with pytest.raises(InputError, match="invalid shard name"):
+        open_store(tmp_path / "s")
+
+
+def test_metadata_row_count_must_match(tmp_path, rng):
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    write_store(tmp_path / "s", x, pd.DataFrame({"a": range(10)}))
+    pd.DataFrame({"a": range(9)}).to_csv(tmp_path / "s" / "metadata.csv", index=False)
+    with pytest.raises(InputError, match="9 rows"):
+        open_store(tmp_path / "s")
+
+
+def test_non_finite_rows_are_named(tmp_path, rng):
+    x = rng.normal(size=(100, 4)).astype(np.float32)
+    x[57, 2] = np.inf
+    np.save(tmp_path / "x.npy", x)
+    store = open_store(tmp_path / "x.npy")
+    with pytest.raises(InputError, match="row 57"):
+        store.check_finite(chunk_rows=16)
+    with pytest.raises(InputError, match="dimension 4"):
+        open_store(tmp_path / "x.npy", expected_dim=8)
+
+
+def test_labels_csv_errors(tmp_path):
+    (tmp_path / "bad.csv").write_bytes(b"a,b\n\xff\xfe,1\n")
+    with pytest.raises(InputError):
+        read_labels_csv(tmp_path / "bad.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InputError, match="empty"):
+        read_labels_csv(tmp_path / "empty.csv")
+    with pytest.raises(InputError, match="not found"):
+        read_labels_csv(tmp_path / "missing.csv")
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(0, 50), dim=st.integers(1, 6), shard=st.integers(1, 17))
+def test_property_store_round_trip_keeps_row_order(tmp_path_factory, rows, dim, shard):
+    x = np.arange(rows * dim, dtype=np.float32).reshape(rows, dim)
+    out = tmp_path_factory.mktemp("p") / "s"
+    store = write_store(out, x, shard_rows=shard)
+    np.testing.assert_array_equal(store.read(), x)
+    assert store.count == rows
+    assert all(
+        Path(store.path, s["file"]).exists()
+        for s in json.loads((out / "manifest.json").read_text())["shards"]
+    )
