@@ -1,0 +1,1 @@
+"""Data sources: CelebA and manifest readers, planted synthetic embeddings, the synthetic world."""

@@ -1,0 +1,309 @@
+"""Checkpoint I/O (SPEC §3, "Checkpoint format").
+
+A model is a directory with ``sae.safetensors`` (``W_enc [d, n]``, ``b_enc [n]``, ``W_dec [n, d]``,
+``b_pre [d]``, ``mean [d]``, ``scale []`` and, for ``batchtopk``, ``threshold [] or [n]``) and
+``config.json``. Loading never unpickles: safetensors only. A ``.pt``/``.pth`` file from the
+paper's reference code (github.com/WolodjaZ/MSAE) is read with ``torch.load(weights_only=True)``,
+which refuses anything but tensors and plain data, and its architecture is parsed from the file
+name the way that code names its files.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from audit.errors import InputError
+from audit.fileio import atomic_path, ensure_dir, read_json, write_json
+from audit.sae.base import SAEConfig, SparseAutoencoder
+from audit.sae.matryoshka import matryoshka_k_list
+from audit.sae.registry import build_sae
+
+WEIGHTS_FILE = "sae.safetensors"
+CONFIG_FILE = "config.json"
+_CORE_TENSORS = ("W_enc", "b_enc", "W_dec", "b_pre", "mean", "scale")
+
+
+def model_tensors(model: SparseAutoencoder) -> dict[str, torch.Tensor]:
+    tensors = {
+        name: getattr(model, name).detach().to("cpu", torch.float32).contiguous()
+        for name in _CORE_TENSORS
+    }
+    if model.cfg.arch == "batchtopk":
+        tensors["threshold"] = model.threshold.detach().to("cpu", torch.float32).contiguous()
+    return tensors
+
+
+def save_sae(model: SparseAutoencoder, out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``sae.safetensors`` and ``config.json`` atomically into ``out_dir``."""
+    out = ensure_dir(Path(out_dir))
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(
+            model_tensors(model),
+            str(tmp),
+            metadata={"format": "msae-audit/sae", "arch": model.cfg.arch},
+        )
+    write_json(out / CONFIG_FILE, model.cfg.to_json())
+    return out
+
+
+def load_sae(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> SparseAutoencoder:
+    """Load a model directory (ours), a ``sae.safetensors`` file, or a reference ``.pt`` file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"SAE not found: {p}")
+    if p.is_file() and p.suffix in (".pt", ".pth"):
+        model = load_reference_checkpoint(p)
+    else:
+        directory = p.parent if p.is_file() else p
+        weights = p if p.is_file() else p / WEIGHTS_FILE
+        if p.is_file() and p.suffix != ".safetensors":
+            raise InputError(
+                f"{p}: expected an SAE directory, a .safetensors file or a reference .pt file"
+            )
+        if not weights.exists():
+            raise InputError(f"{directory} is not an SAE directory: {WEIGHTS_FILE} is missing")
+        cfg = SAEConfig.from_json(
+            read_json(directory / CONFIG_FILE, "SAE config"), str(directory / CONFIG_FILE)
+        )
+        tensors = _read_safetensors(weights)
+        model = build_sae(cfg)
+        _assign(model, tensors, str(weights))
+    model.eval()
+    return model.to(device)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(
+            f"{path}: corrupt or truncated safetensors file ({_first_line(exc)})"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _assign(model: SparseAutoencoder, tensors: dict[str, torch.Tensor], source: str) -> None:
+    d, n = model.d_in, model.n_latents
+    expected = {
+        "W_enc": (d, n),
+        "b_enc": (n,),
+        "W_dec": (n, d),
+        "b_pre": (d,),
+        "mean": (d,),
+        "scale": (),
+    }
+    if model.cfg.arch == "batchtopk":
+        expected["threshold"] = tuple(tensors["threshold"].shape) if "threshold" in tensors else ()
+        if expected["threshold"] not in ((), (n,)):
+            raise InputError(
+                f"{source}: threshold must have shape [] or [{n}], got {list(expected['threshold'])}"
+            )
+    missing = [k for k in expected if k not in tensors]
+    if missing:
+        raise InputError(
+            f"{source}: missing tensors {', '.join(missing)} for a {model.cfg.arch} SAE"
+        )
+    for name, shape in expected.items():
+        t = tensors[name]
+        if tuple(t.shape) != shape:
+            raise InputError(
+                f"{source}: {name} has shape {list(t.shape)}, expected {list(shape)} "
+                f"(d_in={d}, n_latents={n}: is this checkpoint for another model?)"
+            )
+        if not t.is_floating_point():
+            raise InputError(f"{source}: {name} must be floating point, got {t.dtype}")
+        if not torch.isfinite(t).all():
+            raise InputError(f"{source}: {name} contains NaN or inf")
+    if float(tensors["scale"]) <= 0:
+        raise InputError(f"{source}: scale must be positive")
+    with torch.no_grad():
+        for name in expected:
+            target = getattr(model, name)
+            value = tensors[name].to(torch.float32)
+            if name == "threshold" and value.shape != target.shape:
+                model.threshold = value.clone()
+            else:
+                target.copy_(value)
+
+
+# ------------------------------------------------------------------------------------------
+# The paper's reference code
+# ------------------------------------------------------------------------------------------
+
+_REF_NAME = re.compile(r"^(?P<n>\d+)_(?P<d>\d+)_(?P<rest>.+)$")
+
+
+def parse_reference_name(filename: str) -> dict[str, Any]:
+    """Architecture settings from a reference checkpoint's file name.
+
+    The reference code saves ``{n}_{d}_{activation}[_{k or l1 digits}][_UW|_RW]_{tied}_{normalize}
+    _{soft_cap}_{dataset}.pth``.
+
+    >>> parse_reference_name("6144_768_TopKReLU_64_UW_False_False_0.0_cc3m.pth")["arch"]
+    'matryoshka'
+    >>> parse_reference_name("6144_768_ReLU_003_False_False_0.0_cc3m.pth")["l1"]
+    0.003
+    """
+    stem = Path(filename).name
+    stem = re.sub(r"\.pth?$", "", stem)
+    m = _REF_NAME.match(stem)
+    if not m:
+        raise InputError(
+            f"{filename}: not a reference checkpoint name ('<n>_<d>_<activation>_..._<dataset>.pt')"
+        )
+    n, d = int(m["n"]), int(m["d"])
+    parts = m["rest"].split("_")
+    activation = parts.pop(0)
+    settings: dict[str, Any] = {"n_latents": n, "d_in": d, "activation": activation}
+    if "JumpReLU" in activation or "abs" in activation:
+        raise InputError(
+            f"{filename}: activation {activation} is not supported (use TopKReLU, BatchTopKReLU or ReLU)"
+        )
+    if "TopK" in activation:
+        if not activation.endswith("ReLU"):
+            raise InputError(
+                f"{filename}: activation {activation} has no ReLU; only *ReLU variants are supported"
+            )
+        try:
+            k = int(parts.pop(0))
+        except (IndexError, ValueError) as exc:
+            raise InputError(f"{filename}: missing k after {activation}") from exc
+        if parts and parts[0] in ("UW", "RW"):
+            settings.update(arch="matryoshka", k_min=k, weighting=parts.pop(0).lower())
+        elif activation.startswith("BatchTopK"):
+            settings.update(arch="batchtopk", k=k)
+        else:
+            settings.update(arch="topk", k=k)
+    elif activation == "ReLU":
+        digits = parts.pop(0) if parts and parts[0].isdigit() else "0"
+        settings.update(arch="relu", l1=float(f"0.{digits}"))
+    else:
+        raise InputError(f"{filename}: unknown activation {activation!r}")
+    try:
+        settings["tied"] = parts.pop(0) == "True"
+        settings["normalize"] = parts.pop(0) == "True"
+        settings["soft_cap"] = float(parts.pop(0))
+    except (IndexError, ValueError) as exc:
+        raise InputError(
+            f"{filename}: cannot read tied/normalize/soft-cap fields from the name"
+        ) from exc
+    settings["dataset"] = "_".join(parts) or None
+    return settings
+
+
+def _torch_load_weights_only(path: Path) -> Any:
+    # numpy scalars/dtypes are plain data (the reference stores its target norm as one); allow
+    # exactly those, nothing that can run code.
+    import importlib
+
+    safe: list[Any] = [np.dtype]
+    for module_name in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            safe.append(importlib.import_module(module_name).scalar)
+            break
+        except (ImportError, AttributeError):
+            continue
+    for name in ("Float64DType", "Float32DType"):
+        if hasattr(np, "dtypes") and hasattr(np.dtypes, name):
+            safe.append(getattr(np.dtypes, name))
+    try:
+        with torch.serialization.safe_globals(safe):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
+        raise InputError(
+            f"{path}: refused to load: the file needs code to unpickle (only tensors and plain data "
+            f"are read; weights_only=True) or is not a PyTorch checkpoint ({_first_line(exc)})"
+        ) from exc
+    except (EOFError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)})") from exc
+
+
+def load_reference_checkpoint(path: str | os.PathLike[str]) -> SparseAutoencoder:
+    """Build one of our models from a reference ``.pt`` file (never executing pickled code)."""
+    p = Path(path)
+    settings = parse_reference_name(p.name)
+    if settings["normalize"]:
+        raise InputError(
+            f"{p}: models trained with per-sample input normalisation are not supported"
+        )
+    blob = _torch_load_weights_only(p)
+    if not isinstance(blob, dict) or "model" not in blob or not isinstance(blob["model"], dict):
+        raise InputError(
+            f"{p}: expected a dict with a 'model' state dict (the reference code's format)"
+        )
+    state = blob["model"]
+    for key in ("encoder", "latent_bias", "pre_bias"):
+        if key not in state:
+            raise InputError(f"{p}: reference state dict has no '{key}'")
+    encoder = state["encoder"]
+    decoder = state.get("decoder")
+    if settings["tied"] or decoder is None:
+        decoder = encoder.T
+    d, n = settings["d_in"], settings["n_latents"]
+    arch = settings["arch"]
+    extra = {"imported_from": p.name, "reference_activation": settings["activation"]}
+    cfg = SAEConfig(
+        arch=arch,
+        d_in=d,
+        n_latents=n,
+        k=settings.get("k"),
+        k_list=matryoshka_k_list(n, settings["k_min"]) if arch == "matryoshka" else None,
+        weighting=settings.get("weighting", "uw"),
+        l1=settings.get("l1"),
+        soft_cap=settings["soft_cap"],
+        extra=extra,
+    )
+    mean = blob.get("mean_center", 0.0)
+    mean_t = (
+        torch.as_tensor(np.asarray(mean, dtype=np.float32))
+        if not isinstance(mean, torch.Tensor)
+        else mean
+    )
+    if mean_t.ndim == 0:
+        mean_t = mean_t.expand(d)
+    tensors = {
+        "W_enc": encoder.float(),
+        "b_enc": state["latent_bias"].float(),
+        "W_dec": decoder.float(),
+        "b_pre": state["pre_bias"].float(),
+        "mean": mean_t.float(),
+        "scale": torch.tensor(float(blob.get("scaling_factor", 1.0))),
+    }
+    if arch == "batchtopk":
+        # The reference has no inference threshold; its batch-independent code is ReLU(pre).
+        tensors["threshold"] = torch.zeros(())
+    model = build_sae(cfg)
+    _assign(model, tensors, str(p))
+    return model
+
+
+def convert_reference(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Convert a reference ``.pt`` checkpoint into our directory format."""
+    return save_sae(load_reference_checkpoint(path), out_dir)
+
+
+def sae_fingerprint(model: SparseAutoencoder) -> str:
+    """A content hash of the model's tensors and config: concept banks and reports record it so
+    that a bank is never applied to a different SAE."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps(model.cfg.to_json(), sort_keys=True).encode())
+    for name, tensor in sorted(model_tensors(model).items()):
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+    return "sha256:" + digest.hexdigest()[:32]

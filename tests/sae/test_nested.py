@@ -1,0 +1,127 @@
+"""The fast nested decode equals the naive per-level computation (loss and gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import audit.sae.nested as nested
+from audit.sae.matryoshka import matryoshka_k_list
+from audit.sae.nested import naive_nested_loss, nested_topk_loss
+
+
+def _problem(batch: int, n: int, d: int, shift: float, seed: int = 0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, d, generator=g, dtype=dtype)
+    w_dec = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=1)
+    w_enc = w_dec.T * 0.3 + 0.05 * torch.randn(d, n, generator=g, dtype=dtype)
+    b_enc = torch.randn(n, generator=g, dtype=dtype) * 0.1 - shift
+    b_pre = torch.randn(d, generator=g, dtype=dtype) * 0.1
+    return x, [w_enc, b_enc, w_dec, b_pre]
+
+
+def _compare(x, params, k_list, weights, loss_kind="mse", chunk_elements=nested.CHUNK_ELEMENTS):
+    fast_params = [p.clone().requires_grad_(True) for p in params]
+    naive_params = [p.clone().requires_grad_(True) for p in params]
+    out = nested_topk_loss(
+        x, *fast_params, k_list, weights, loss_kind, chunk_elements=chunk_elements
+    )
+    out.loss.backward()
+    w_enc, b_enc, w_dec, b_pre = naive_params
+    pre = (x - b_pre) @ w_enc + b_enc
+    loss, levels = naive_nested_loss(pre, x, w_dec, b_pre, k_list, weights, loss_kind)
+    loss.backward()
+    torch.testing.assert_close(out.loss, loss, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out.level_losses, levels, rtol=1e-10, atol=1e-12)
+    for fast, slow in zip(fast_params, naive_params, strict=True):
+        torch.testing.assert_close(fast.grad, slow.grad, rtol=1e-9, atol=1e-12)
+    return out
+
+
+@pytest.mark.parametrize("weighting", ["uw", "rw"])
+@pytest.mark.parametrize("loss_kind", ["mse", "nmse"])
+@pytest.mark.parametrize("shift", [0.0, 0.4, 1.5])
+@pytest.mark.parametrize("cost_factor", [0.0, 3.0, 1e9])  # all sparse, mixed, all dense
+def test_fast_equals_naive(weighting, loss_kind, shift, cost_factor, monkeypatch):
+    monkeypatch.setattr(nested, "SPARSE_COST_FACTOR", cost_factor)
+    ks = matryoshka_k_list(256, 8)
+    weights = [float(len(ks) - i) for i in range(len(ks))] if weighting == "rw" else [1.0] * len(ks)
+    x, params = _problem(48, 256, 24, shift)
+    _compare(x, params, ks, weights, loss_kind)
+
+
+def test_chunked_rows_equal_unchunked():
+    ks = matryoshka_k_list(128, 4)
+    x, params = _problem(50, 128, 16, 0.2)
+    out = _compare(x, params, ks, [1.0] * len(ks), chunk_elements=128 * 7)  # 7 rows per chunk
+    assert out.x_hat.shape == (50, 16) and out.active.shape == (50,) and out.fired.shape == (128,)
+
+
+def test_single_level_and_edge_cases():
+    x, params = _problem(20, 64, 8, 0.0)
+    _compare(x, params, (5,), (1.0,))  # TopK
+    _compare(x, params, (64,), (1.0,))  # full ReLU code
+    _compare(x, params, (3, 64), (2.0, 1.0))
+    x, params = _problem(20, 64, 8, 50.0)  # nothing fires
+    out = _compare(x, params, (4, 16, 64), (1.0, 1.0, 1.0))
+    assert int(out.active.sum()) == 0 and not bool(out.fired.any())
+    x, params = _problem(1, 64, 8, 0.3)  # a single row
+    _compare(x, params, (4, 16, 64), (1.0, 1.0, 1.0))
+
+
+def test_outputs_describe_the_last_level():
+    ks = (4, 16, 64)
+    x, params = _problem(30, 64, 8, 0.2)
+    out = nested_topk_loss(x, *params, ks, (1.0, 1.0, 1.0))
+    w_enc, b_enc, w_dec, b_pre = params
+    pre = (x - b_pre) @ w_enc + b_enc
+    code = pre.clamp_min(0)
+    torch.testing.assert_close(out.x_hat, code @ w_dec + b_pre)
+    assert torch.equal(out.active, (code > 0).sum(1))
+    assert torch.equal(out.fired, (code > 0).any(0))
+    torch.testing.assert_close(out.pre, pre)
+
+
+def test_extra_gradient_through_pre_is_added():
+    ks = (4, 16, 64)
+    x, params = _problem(30, 64, 8, 0.2)
+    fast = [p.clone().requires_grad_(True) for p in params]
+    out = nested_topk_loss(x, *fast, ks, (1.0, 1.0, 1.0))
+    (out.loss + 0.01 * out.pre.clamp_min(0).sum()).backward()
+    slow = [p.clone().requires_grad_(True) for p in params]
+    pre = (x - slow[3]) @ slow[0] + slow[1]
+    loss, _ = naive_nested_loss(pre, x, slow[2], slow[3], ks, (1.0, 1.0, 1.0))
+    (loss + 0.01 * pre.clamp_min(0).sum()).backward()
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 24),
+    n=st.sampled_from([16, 40, 96]),
+    d=st.integers(2, 12),
+    k_min=st.sampled_from([1, 2, 3, 8]),
+    shift=st.floats(-0.5, 2.0),
+    seed=st.integers(0, 10_000),
+    cost=st.sampled_from([0.0, 3.0, 10.0, 1e9]),
+)
+def test_property_fast_equals_naive(batch, n, d, k_min, shift, seed, cost):
+    old = nested.SPARSE_COST_FACTOR
+    nested.SPARSE_COST_FACTOR = cost
+    try:
+        ks = matryoshka_k_list(n, min(k_min, n))
+        x, params = _problem(batch, n, d, shift, seed)
+        _compare(x, params, ks, [float(i + 1) for i in range(len(ks))])
+    finally:
+        nested.SPARSE_COST_FACTOR = old
+
+
+def test_rejects_bad_k_lists():
+    x, params = _problem(4, 16, 4, 0.0)
+    with pytest.raises(ValueError):
+        nested_topk_loss(x, *params, (8, 4), (1.0, 1.0))
+    with pytest.raises(ValueError):
+        nested_topk_loss(x, *params, (4, 8), (1.0,))
