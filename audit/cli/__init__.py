@@ -1,0 +1,74 @@
+"""The ``msae-audit`` command line: a thin layer over the library.
+
+Every error the library raises as :class:`audit.errors.AuditError` becomes one line on stderr and
+its exit code (2 input/usage, 3 integrity); anything unexpected is exit code 4, with the
+traceback only when ``MSAE_AUDIT_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+import traceback
+
+import typer
+
+from audit.cli.app import app, err_console
+from audit.errors import EXIT_INPUT, EXIT_INTERNAL, AuditError
+
+
+def _register_commands() -> None:
+    # Each module in this package (other than app) adds its commands to `app` on import.
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module.name != "app":
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (used by tests and :func:`main`)."""
+    _register_commands()
+    command = typer.main.get_command(app)
+    try:
+        # Standalone mode lets Click report usage errors itself (exit code 2) and turns
+        # ``typer.Exit(code)`` into SystemExit; our own errors propagate to the handlers below.
+        command.main(args=argv, prog_name="msae-audit", standalone_mode=True)
+    except SystemExit as exc:
+        return _exit_code(exc.code)
+    except AuditError as exc:
+        err_console.print(f"[bold red]error:[/] {_one_line(str(exc))}", markup=True, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except Exception as exc:
+        if os.environ.get("MSAE_AUDIT_DEBUG"):
+            traceback.print_exc()
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {_one_line(str(exc))} "
+            "(set MSAE_AUDIT_DEBUG=1 for the traceback)",
+            markup=True,
+            soft_wrap=True,
+        )
+        return EXIT_INTERNAL
+    return 0
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    err_console.print(str(code))
+    return EXIT_INPUT
+
+
+def _one_line(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(" ".join(text.split()))
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

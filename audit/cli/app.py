@@ -1,0 +1,79 @@
+"""The Typer application object and the helpers every command module shares.
+
+Command modules in this package register themselves on :data:`app` when imported; they parse
+options, call the library and render. No maths lives here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from audit.errors import InputError
+
+app = typer.Typer(
+    name="msae-audit",
+    help="Audit CLIP-embedding classifiers for bias with Matryoshka sparse autoencoders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: Results (tables, summaries) go to stdout; progress and errors to stderr.
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@app.callback()
+def _root() -> None:
+    """Audit CLIP-embedding classifiers for bias with Matryoshka sparse autoencoders."""
+
+
+def progress_enabled(quiet: bool = False) -> bool:
+    return not quiet and err_console.is_terminal
+
+
+def load_yaml_config(path: Path | None, allowed: set[str], what: str = "config") -> dict[str, Any]:
+    """A flat YAML mapping of option names (``batch-size`` or ``batch_size``) to values."""
+    if path is None:
+        return {}
+    if not path.exists():
+        raise InputError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise InputError(f"{path}: malformed YAML{where}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of option names to values")
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in allowed:
+            valid = ", ".join(sorted(k.replace("_", "-") for k in allowed))
+            raise InputError(f"{path}: unknown option '{key}' (valid: {valid})")
+        out[name] = value
+    return out
+
+
+def pick(cli_value: Any, config: dict[str, Any], name: str, default: Any) -> Any:
+    """Explicit command-line value, else the YAML config's, else the default."""
+    if cli_value is not None:
+        return cli_value
+    return config.get(name, default)
+
+
+def stdout_is_redirected() -> bool:
+    return not sys.stdout.isatty()

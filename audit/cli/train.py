@@ -1,0 +1,221 @@
+"""``msae-audit train``: fit an SAE on an embedding store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from audit.cli.app import app, console, err_console, load_yaml_config, pick, progress_enabled
+from audit.errors import InputError
+from audit.sae import SAEConfig, matryoshka_k_list
+from audit.sae.base import expansion_to_latents
+from audit.sae.train import TrainConfig, train_sae
+from audit.store import open_store
+
+_YAML_KEYS = {
+    "embeddings",
+    "labels",
+    "arch",
+    "expansion",
+    "n_latents",
+    "k_min",
+    "k",
+    "l1",
+    "weighting",
+    "loss",
+    "aux_k",
+    "aux_coef",
+    "epochs",
+    "batch_size",
+    "lr",
+    "max_steps",
+    "seed",
+    "device",
+    "out",
+    "checkpoint_every",
+    "data_on_device",
+    "mean_center",
+    "decay_fraction",
+    "dead_window",
+}
+
+
+@app.command(rich_help_panel="Models")
+def train(
+    embeddings: Path = typer.Option(
+        None, "--embeddings", help="Embedding store directory or .npy file."
+    ),
+    arch: str = typer.Option(
+        None, "--arch", help="matryoshka | topk | batchtopk | relu  [default: matryoshka]"
+    ),
+    expansion: float = typer.Option(
+        None, "--expansion", help="n_latents = expansion × d  [default: 8]"
+    ),
+    n_latents: int = typer.Option(
+        None, "--n-latents", help="Number of latents (overrides --expansion)."
+    ),
+    k_min: int = typer.Option(
+        None, "--k-min", help="Matryoshka: smallest k; the k-list doubles up to n  [default: 64]"
+    ),
+    weighting: str = typer.Option(
+        None, "--weighting", help="Matryoshka level weights: uw | rw  [default: uw]"
+    ),
+    k: int = typer.Option(None, "--k", help="TopK / BatchTopK: active latents per sample."),
+    l1: float = typer.Option(None, "--l1", help="ReLU: L1 coefficient λ  [default: 0.003]"),
+    loss: str = typer.Option(None, "--loss", help="mse | nmse  [default: mse]"),
+    aux_k: int = typer.Option(
+        None, "--aux-k", help="AuxK latents to revive dead ones (0 = off)  [default: 0]"
+    ),
+    aux_coef: float = typer.Option(None, "--aux-coef", help="AuxK loss weight  [default: 1/32]"),
+    epochs: int = typer.Option(None, "--epochs", help="Passes over the data  [default: 10]"),
+    batch_size: int = typer.Option(None, "--batch-size", help="Samples per step  [default: 4096]"),
+    lr: float = typer.Option(
+        None, "--lr", help="AdamW learning rate  [default: per architecture, as the paper's code]"
+    ),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps."),
+    seed: int = typer.Option(
+        None, "--seed", help="Seed for initialisation and data order  [default: 0]"
+    ),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda  [default: auto]"),
+    checkpoint_every: int = typer.Option(
+        None, "--checkpoint-every", help="Steps between checkpoints  [default: 500]"
+    ),
+    data_on_device: str = typer.Option(
+        None, "--data-on-device", help="auto | yes | no (stream from disk)"
+    ),
+    mean_center: bool = typer.Option(
+        None, "--mean-center/--no-mean-center", help="Subtract the training mean  [default: on]"
+    ),
+    config: Path = typer.Option(None, "--config", help="YAML file with any of these options."),
+    out: Path = typer.Option(None, "--out", help="Output SAE directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished model in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a Matryoshka (or TopK, BatchTopK, ReLU) sparse autoencoder on embeddings."""
+    cfg = load_yaml_config(config, _YAML_KEYS)
+    embeddings = pick(embeddings, cfg, "embeddings", None)
+    out = pick(out, cfg, "out", None)
+    if embeddings is None:
+        raise InputError("--embeddings is required (a store directory or a .npy file)")
+    if out is None:
+        raise InputError("--out is required (the SAE directory to write)")
+    out = Path(out)
+    if (out / "sae.safetensors").exists() and not resume and not overwrite:
+        raise InputError(
+            f"{out} already holds a model (use --overwrite to replace it, or another --out)"
+        )
+    store = open_store(Path(embeddings))
+
+    arch = pick(arch, cfg, "arch", "matryoshka")
+    n = pick(n_latents, cfg, "n_latents", None) or expansion_to_latents(
+        store.dim, float(pick(expansion, cfg, "expansion", 8))
+    )
+    k_value = pick(k, cfg, "k", None)
+    if arch in ("topk", "batchtopk") and k_value is None:
+        k_value = 64
+    sae_cfg = SAEConfig(
+        arch=arch,
+        d_in=store.dim,
+        n_latents=int(n),
+        k=int(k_value) if arch in ("topk", "batchtopk") else None,
+        k_list=matryoshka_k_list(int(n), int(pick(k_min, cfg, "k_min", 64)))
+        if arch == "matryoshka"
+        else None,
+        weighting=str(pick(weighting, cfg, "weighting", "uw")).lower(),
+        l1=float(pick(l1, cfg, "l1", 0.003)) if arch == "relu" else None,
+        loss=str(pick(loss, cfg, "loss", "mse")).lower(),
+        aux_k=int(pick(aux_k, cfg, "aux_k", 0)),
+        aux_coef=float(pick(aux_coef, cfg, "aux_coef", 1 / 32)),
+        mean_center=bool(pick(mean_center, cfg, "mean_center", True)),
+        embedding_model=store.model,
+        pretrained=store.pretrained,
+        modality=store.modality,
+    )
+    train_cfg = TrainConfig(
+        epochs=int(pick(epochs, cfg, "epochs", 10)),
+        batch_size=int(pick(batch_size, cfg, "batch_size", 4096)),
+        lr=pick(lr, cfg, "lr", None),
+        max_steps=pick(max_steps, cfg, "max_steps", None),
+        seed=int(pick(seed, cfg, "seed", 0)),
+        device=str(pick(device, cfg, "device", "auto")),
+        checkpoint_every=int(pick(checkpoint_every, cfg, "checkpoint_every", 500)),
+        data_on_device=str(pick(data_on_device, cfg, "data_on_device", "auto")),
+        decay_fraction=float(cfg.get("decay_fraction", 0.2)),
+        dead_window=int(cfg.get("dead_window", 1_000_000)),
+    )
+    if overwrite and not resume:
+        for name in ("sae.safetensors", "config.json", "training.json", "checkpoint.safetensors"):
+            (out / name).unlink(missing_ok=True)
+
+    err_console.print(
+        f"training [bold]{arch}[/] SAE: d={store.dim}, n={sae_cfg.n_latents}"
+        + (f", k-list={list(sae_cfg.k_list)}" if sae_cfg.k_list else "")
+        + (f", k={sae_cfg.k}" if sae_cfg.k else "")
+        + f" on {store.describe()}"
+    )
+    if progress_enabled(quiet):
+        with Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("train", total=None, stats="")
+
+            def on_step(state, metrics):  # type: ignore[no-untyped-def]
+                bar.update(
+                    task,
+                    completed=state.step,
+                    total=_total_steps(store.count, train_cfg),
+                    stats=f"loss {metrics['loss']:.4f}  fvu {metrics['fvu']:.4f}  L0 {metrics['l0']:.1f}  dead {metrics['dead']}",
+                )
+
+            result = train_sae(store, sae_cfg, train_cfg, out, resume=resume, on_step=on_step)
+    else:
+        result = train_sae(store, sae_cfg, train_cfg, out, resume=resume)
+    console.print(_summary_table(result.summary, out))
+
+
+def _total_steps(count: int, cfg: TrainConfig) -> int:
+    steps = cfg.epochs * -(-count // cfg.batch_size)
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def _summary_table(summary: dict, out: Path) -> Table:
+    final = summary.get("final", {})
+    table = Table(title="Training summary", show_header=False, title_justify="left")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("steps", f"{summary['steps']}"),
+        ("epochs", f"{summary['epochs']}"),
+        ("time", f"{summary['seconds']:.1f} s"),
+        (
+            "samples / s",
+            f"{summary['samples_per_second']:,.0f}" if summary.get("samples_per_second") else "-",
+        ),
+        ("device", summary["device"]),
+        ("final loss", f"{final.get('loss', float('nan')):.5f}"),
+        ("final FVU (batch)", f"{final.get('fvu', float('nan')):.4f}"),
+        ("final L0", f"{final.get('l0', float('nan')):.1f}"),
+        ("dead latents", f"{summary['dead_latents']}"),
+        ("saved to", str(out)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table

@@ -1,0 +1,166 @@
+"""`msae-audit train` end to end, its YAML config and its error handling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_one_line_error
+
+
+def test_train_writes_spec_checkpoint(cli, planted_store, tmp_path):
+    out = tmp_path / "sae"
+    r = cli(
+        "train",
+        "--embeddings",
+        planted_store.path,
+        "--arch",
+        "matryoshka",
+        "--expansion",
+        "2",
+        "--k-min",
+        "4",
+        "--weighting",
+        "rw",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "256",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "1",
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "Training summary" in r.stdout
+    cfg = json.loads((out / "config.json").read_text())
+    assert (
+        cfg["arch"] == "matryoshka"
+        and cfg["n_latents"] == 64
+        and cfg["k_list"] == [4, 8, 16, 32, 64]
+    )
+    assert (
+        cfg["weighting"] == "rw"
+        and cfg["embedding_model"] == "planted"
+        and cfg["modality"] == "image"
+    )
+    training = json.loads((out / "training.json").read_text())
+    assert training["steps"] == 2 * 16 and training["history"]
+    # A second run into the same folder is refused unless asked.
+    r = cli("train", "--embeddings", planted_store.path, "--out", out, "--epochs", "1")
+    assert_one_line_error(r, 2, "already holds a model")
+
+
+def test_yaml_config_and_cli_override(cli, planted_store, tmp_path):
+    conf = tmp_path / "train.yaml"
+    conf.write_text(
+        f"embeddings: {planted_store.path}\narch: topk\nk: 3\nn-latents: 48\nepochs: 1\nbatch_size: 500\n"
+    )
+    r = cli("train", "--config", conf, "--k", "5", "--out", tmp_path / "t")
+    assert r.exit_code == 0, r.stderr
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert (cfg["arch"], cfg["k"], cfg["n_latents"]) == ("topk", 5, 48)
+
+
+@pytest.mark.parametrize(
+    "yaml_text,message",
+    [
+        ("arch: [unclosed\n", "malformed YAML"),
+        ("bogus_option: 1\n", "unknown option"),
+        ("- a\n- b\n", "mapping"),
+    ],
+)
+def test_bad_yaml(cli, tmp_path, yaml_text, message):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml_text)
+    assert_one_line_error(cli("train", "--config", conf, "--out", tmp_path / "o"), 2, message)
+
+
+def test_bad_inputs_exit_2(cli, tmp_path, rng):
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    x[7, 0] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    assert_one_line_error(
+        cli("train", "--embeddings", tmp_path / "nan.npy", "--out", tmp_path / "o"), 2, "row 7"
+    )
+    np.save(tmp_path / "3d.npy", np.zeros((2, 3, 4), dtype=np.float32))
+    assert_one_line_error(
+        cli("train", "--embeddings", tmp_path / "3d.npy", "--out", tmp_path / "o"), 2, "2-D"
+    )
+    assert_one_line_error(
+        cli("train", "--embeddings", tmp_path / "missing", "--out", tmp_path / "o"), 2, "not found"
+    )
+    np.save(tmp_path / "ok.npy", np.nan_to_num(x))
+    assert_one_line_error(
+        cli(
+            "train",
+            "--embeddings",
+            tmp_path / "ok.npy",
+            "--arch",
+            "sparse",
+            "--out",
+            tmp_path / "o",
+        ),
+        2,
+        "unknown architecture",
+    )
+    assert_one_line_error(
+        cli(
+            "train",
+            "--embeddings",
+            tmp_path / "ok.npy",
+            "--arch",
+            "topk",
+            "--k",
+            "99",
+            "--n-latents",
+            "12",
+            "--out",
+            tmp_path / "o",
+        ),
+        2,
+        "k",
+    )
+    r = cli("train", "--no-such-flag")
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+
+
+def test_resume_flag_continues(cli, planted_store, tmp_path):
+    from audit.sae import SAEConfig, matryoshka_k_list
+    from audit.sae.train import TrainConfig, train_sae
+
+    cfg = SAEConfig(
+        arch="matryoshka",
+        d_in=planted_store.dim,
+        n_latents=64,
+        k_list=matryoshka_k_list(64, 64),
+        embedding_model="planted",
+        modality="image",
+    )
+    train_sae(
+        planted_store,
+        cfg,
+        TrainConfig(epochs=2, batch_size=256, seed=0),
+        tmp_path / "r",
+        stop_after=5,
+    )
+    r = cli(
+        "train",
+        "--embeddings",
+        planted_store.path,
+        "--n-latents",
+        "64",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "256",
+        "--out",
+        tmp_path / "r",
+        "--resume",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "r" / "training.json").read_text())["steps"] == 32
