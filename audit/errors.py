@@ -14,9 +14,17 @@ EXIT_INTERNAL = 4
 
 
 class AuditError(Exception):
-    """Base class of the errors the CLI reports without a traceback."""
+    """Base class of the errors the CLI reports without a traceback.
+
+    ``details`` (optional, multi-line) is shown after the one-line message, e.g. the folder
+    tree a data set is expected to have.
+    """
 
     exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, details: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class InputError(AuditError):

@@ -38,6 +38,8 @@ def run(argv: list[str] | None = None) -> int:
         return _exit_code(exc.code)
     except AuditError as exc:
         err_console.print(f"[bold red]error:[/] {_one_line(str(exc))}", markup=True, soft_wrap=True)
+        if exc.details:
+            err_console.print(exc.details, markup=False, highlight=False, style="dim")
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
