@@ -63,8 +63,8 @@ def tune_cpu_allocator() -> bool:
     return ok
 
 
-def configure_threads() -> None:
-    """TF32 matmuls on CUDA (the fp32 paths of training); nothing to do on CPU."""
+def enable_tf32() -> None:
+    """TF32 tensor-core matmuls for the fp32 parts of training on CUDA."""
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

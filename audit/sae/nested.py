@@ -258,7 +258,10 @@ def _rank_segments(
 
 
 class _NestedTopKLoss(torch.autograd.Function):
+    # Under CUDA autocast the inputs are cast to fp32 and the body runs without autocast: the
+    # sparse (CSR) kernels want one dtype, and TF32 tensor cores keep the dense products fast.
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, x_tilde, W_enc, b_enc, W_dec, b_pre, k_list, weights, sample_w):  # type: ignore[override]
         ctx.set_materialize_grads(False)
         batch, n = x_tilde.shape[0], W_enc.shape[1]
@@ -357,6 +360,7 @@ class _NestedTopKLoss(torch.autograd.Function):
         return loss, all_levels, x_hat.detach(), pre, active_last, fired
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_loss, _g_levels, _g_xhat, grad_pre_ext, _g_active, _g_fired):  # type: ignore[override]
         x_in, W_enc, W_dec, sample_w, w_eff, *residuals = ctx.saved_tensors
         pieces: list[_Piece] = ctx.pieces

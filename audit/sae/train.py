@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from audit import __version__
-from audit.device import autocast, resolve_device, tune_cpu_allocator
+from audit.device import autocast, enable_tf32, resolve_device, tune_cpu_allocator
 from audit.errors import InputError
 from audit.fileio import atomic_path, ensure_dir, write_json
 from audit.sae.base import SAEConfig, SparseAutoencoder
@@ -131,6 +131,8 @@ def train_sae(
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         tune_cpu_allocator()
+    else:
+        enable_tf32()
     if store.dim != sae_cfg.d_in:
         raise InputError(
             f"embeddings have dimension {store.dim} but the SAE expects {sae_cfg.d_in}"
@@ -198,7 +200,7 @@ def train_sae(
             for group in optimizer.param_groups:
                 group["lr"] = base_lr * lr_factor(state.step, total_steps, cfg.decay_fraction)
             dead = dead_counter >= window if sae_cfg.aux_k else None
-            with autocast(device, enabled=sae_cfg.arch in ("batchtopk",)):
+            with autocast(device):
                 out_step = model.training_loss(x, dead)
             optimizer.zero_grad(set_to_none=True)
             out_step.loss.backward()
