@@ -25,21 +25,18 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from audit.data.planted import planted_embeddings  # noqa: E402
-from audit.device import resolve_device, tune_cpu_allocator  # noqa: E402
-from audit.sae import SAEConfig, build_sae, matryoshka_k_list  # noqa: E402
-from audit.sae.base import SparseAutoencoder  # noqa: E402
-from audit.sae.train import TrainConfig, train_sae  # noqa: E402
-from audit.store import write_store  # noqa: E402
+from audit.data.planted import planted_embeddings
+from audit.device import resolve_device, tune_cpu_allocator
+from audit.sae import SAEConfig, build_sae, matryoshka_k_list
+from audit.sae.base import SparseAutoencoder
+from audit.sae.train import TrainConfig, train_sae
+from audit.store import write_store
 
 
 def make_step(model: SparseAutoencoder, naive: bool):
@@ -65,7 +62,9 @@ def loss_and_grads(model: SparseAutoencoder, x: torch.Tensor, naive: bool):
     return float(loss), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
-def time_steps(model: SparseAutoencoder, x: torch.Tensor, naive: bool, repeats: int, warmup: int) -> list[float]:
+def time_steps(
+    model: SparseAutoencoder, x: torch.Tensor, naive: bool, repeats: int, warmup: int
+) -> list[float]:
     """Milliseconds per step; every repetition starts from the same weights."""
     times = []
     for i in range(warmup + repeats):
@@ -82,11 +81,16 @@ def time_steps(model: SparseAutoencoder, x: torch.Tensor, naive: bool, repeats: 
     return times
 
 
-def compare(label: str, model: SparseAutoencoder, x: torch.Tensor, repeats: int, warmup: int) -> dict:
+def compare(
+    label: str, model: SparseAutoencoder, x: torch.Tensor, repeats: int, warmup: int
+) -> dict:
     loss_fast, grads_fast = loss_and_grads(model, x, naive=False)
     loss_naive, grads_naive = loss_and_grads(model, x, naive=True)
     grad_err = max(
-        float((grads_fast[k] - grads_naive[k]).abs().max() / grads_naive[k].abs().max().clamp_min(1e-30))
+        float(
+            (grads_fast[k] - grads_naive[k]).abs().max()
+            / grads_naive[k].abs().max().clamp_min(1e-30)
+        )
         for k in grads_fast
     )
     with torch.no_grad():
@@ -110,7 +114,9 @@ def compare(label: str, model: SparseAutoencoder, x: torch.Tensor, repeats: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--d", type=int, default=512)
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=4096)
@@ -118,7 +124,9 @@ def main() -> None:
     parser.add_argument("--weighting", default="uw", choices=["uw", "rw"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--train-steps", type=int, default=300, help="steps of training for the 'trained' regime")
+    parser.add_argument(
+        "--train-steps", type=int, default=300, help="steps of training for the 'trained' regime"
+    )
     parser.add_argument("--train-rows", type=int, default=65536)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cpu")
@@ -129,20 +137,38 @@ def main() -> None:
     if device.type == "cpu":
         tune_cpu_allocator()  # applies to both implementations alike
     torch.manual_seed(args.seed)
-    data = planted_embeddings(n_samples=args.train_rows, dim=args.d, n_atoms=args.n // 2, active=8, seed=args.seed)
-    cfg = SAEConfig(arch="matryoshka", d_in=args.d, n_latents=args.n, k_list=matryoshka_k_list(args.n, args.k_min),
-                    weighting=args.weighting)
-    print(f"device={device} threads={torch.get_num_threads()} d={args.d} n={args.n} batch={args.batch} "
-          f"k_list={list(cfg.k_list)} weighting={args.weighting} torch={torch.__version__}")
+    data = planted_embeddings(
+        n_samples=args.train_rows, dim=args.d, n_atoms=args.n // 2, active=8, seed=args.seed
+    )
+    cfg = SAEConfig(
+        arch="matryoshka",
+        d_in=args.d,
+        n_latents=args.n,
+        k_list=matryoshka_k_list(args.n, args.k_min),
+        weighting=args.weighting,
+    )
+    print(
+        f"device={device} threads={torch.get_num_threads()} d={args.d} n={args.n} batch={args.batch} "
+        f"k_list={list(cfg.k_list)} weighting={args.weighting} torch={torch.__version__}"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         store = write_store(Path(tmp) / "planted", data.embeddings)
         # The trained regime: fast-path training on planted data (also fits μ and s).
         t0 = time.perf_counter()
         trained = train_sae(
-            store, cfg,
-            TrainConfig(epochs=1000, max_steps=args.train_steps, batch_size=args.batch, lr=args.lr, seed=args.seed,
-                        checkpoint_every=0, device=str(device), decay_fraction=0.0),
+            store,
+            cfg,
+            TrainConfig(
+                epochs=1000,
+                max_steps=args.train_steps,
+                batch_size=args.batch,
+                lr=args.lr,
+                seed=args.seed,
+                checkpoint_every=0,
+                device=str(device),
+                decay_fraction=0.0,
+            ),
             Path(tmp) / "sae",
         ).model.to(device)
         train_seconds = time.perf_counter() - t0
@@ -153,15 +179,19 @@ def main() -> None:
         batch = torch.from_numpy(data.embeddings[: args.batch]).to(device)
         x = trained.preprocess(batch).detach()
 
-        results = [compare("init", init.train(), x, args.repeats, args.warmup),
-                   compare("trained", trained.train(), x, args.repeats, args.warmup)]
+        results = [
+            compare("init", init.train(), x, args.repeats, args.warmup),
+            compare("trained", trained.train(), x, args.repeats, args.warmup),
+        ]
     print(f"(trained regime: {args.train_steps} steps of fast training in {train_seconds:.1f} s)")
     header = f"{'regime':8s} {'active mean/max':>16s} {'ours ms':>9s} {'naive ms':>9s} {'ratio':>6s} {'|Δloss|':>9s} {'max rel Δgrad':>13s}"
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r['regime']:8s} {r['active_mean']:8.0f}/{r['active_max']:<7.0f} {r['fast_ms']:9.1f} {r['naive_ms']:9.1f} "
-              f"{r['ratio']:5.2f}x {r['loss_abs_diff']:9.2e} {r['grad_max_rel_diff']:13.2e}")
+        print(
+            f"{r['regime']:8s} {r['active_mean']:8.0f}/{r['active_max']:<7.0f} {r['fast_ms']:9.1f} {r['naive_ms']:9.1f} "
+            f"{r['ratio']:5.2f}x {r['loss_abs_diff']:9.2e} {r['grad_max_rel_diff']:13.2e}"
+        )
 
 
 if __name__ == "__main__":
