@@ -117,40 +117,79 @@ def _decode_entries(values: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:
     return code @ W_dec
 
 
-def nested_topk_decodes(z: Tensor, W_dec: Tensor, ks: Sequence[int]) -> list[Tensor]:
+def _chain_segments(
+    z: Tensor, levels: Sequence[int], skip: int
+) -> tuple[list[tuple[Tensor, Tensor] | None], Tensor]:
+    """Entries of each rank segment ``[levels[j−1], levels[j])`` (``levels[−1] = 0``) of every row.
+
+    One unsorted top-``levels[-1]`` of ``z``, then a chain of shrinking top-k calls on the
+    survivors: cheaper than sorting each row. Returns the segments' ``(values, latents)``
+    (``[B, width]`` each; ``None`` for segment ``skip``, which the caller never decodes) and the
+    latents of the largest level (``[B, levels[-1]]``).
+    """
+    rows = z.shape[0]
+    top_values, top_latents = torch.topk(z, levels[-1], dim=1, sorted=False)
+    segments: list[tuple[Tensor, Tensor] | None] = [None] * len(levels)
+    values, latents = top_values, top_latents
+    for j in range(len(levels) - 1, 0, -1):
+        inner_values, position = torch.topk(values, levels[j - 1], dim=1, sorted=False)
+        if j != skip:
+            outer = torch.ones_like(values, dtype=torch.bool).scatter_(1, position, False)
+            width = levels[j] - levels[j - 1]
+            segments[j] = (values[outer].view(rows, width), latents[outer].view(rows, width))
+        values, latents = inner_values, latents.gather(1, position)
+    segments[0] = (values, latents)
+    return segments, top_latents
+
+
+def nested_topk_decodes(
+    z: Tensor, W_dec: Tensor, ks: Sequence[int], active: Tensor | None = None
+) -> list[Tensor]:
     """``keep_topk(z, k) @ W_dec`` for every ``k`` in ``ks`` (ascending), from one full decode.
 
     ``z``: ``[B, n]``, non-negative (every architecture's code is); ``W_dec``: ``[n, d]``. Returns
     one ``[B, d]`` tensor per ``k`` (no bias; levels at or above the largest active count are the
     full decode itself). Exact up to floating-point rounding, except that among exactly tied
     values ``torch.topk`` may pick other latents than a separate top-k call would.
+
+    With ``A`` the largest active count and levels ``k_1 < … < k_L < A``, rank segment ``s`` holds
+    each row's entries ranked ``[k_s, k_{s+1})`` (``k_0 = 0``, ``k_{L+1} = A``). Level ``j`` is
+    segments ``0..j``: small levels are decoded as heads ``Σ_{s ≤ j} C_s``, large ones as tails
+    ``F − Σ_{s > j} C_s`` with ``F = z W_dec``, split at the widest segment, which is never
+    decoded. ``active`` (``[B]``, the non-zero count of each row) saves recounting.
     """
     ks = [int(k) for k in ks]
     if ks != sorted(ks) or (ks and ks[0] < 1):
         raise ValueError(f"ks must be ascending positive integers, got {ks}")
     full = z @ W_dec
     out = [full] * len(ks)
-    top = int((z > 0).sum(1).max()) if z.shape[0] else 0
+    if active is None:
+        active = (z > 0).sum(1)
+    top = int(active.max()) if z.shape[0] else 0
     need = [i for i, k in enumerate(ks) if k < top]
     if not need:
         return out
-    values, indices = torch.topk(z, top, dim=1, sorted=True)
-    # Segment s holds ranks [bounds[s], bounds[s+1]); level need[j] is segments 0..j.
-    bounds = [0, *(ks[i] for i in need), top]
+    levels = [ks[i] for i in need]
+    bounds = [0, *levels, top]
     widths = [b - a for a, b in itertools.pairwise(bounds)]
-    split = max(range(len(widths)), key=lambda s: (widths[s], s))  # never decoded
+    split = max(range(len(widths)), key=lambda s: (widths[s], s))
+    segments, top_latents = _chain_segments(z, levels, skip=split)
 
-    def segment(s: int) -> Tensor:
-        lo, hi = bounds[s], bounds[s + 1]
-        return _decode_entries(values[:, lo:hi], indices[:, lo:hi], W_dec)
+    def decode(s: int) -> Tensor:
+        if s < len(levels):
+            values, latents = segments[s]  # type: ignore[misc]
+        else:  # ranks levels[-1] … top: what the largest level leaves of z
+            rest = z.scatter(1, top_latents, 0.0)
+            values, latents = torch.topk(rest, top - levels[-1], dim=1, sorted=False)
+        return _decode_entries(values, latents, W_dec)
 
     head: Tensor | None = None
     for j in range(split):
-        head = segment(j) if head is None else head + segment(j)
+        head = decode(j) if head is None else head + decode(j)
         out[need[j]] = head
     tail = full
-    for j in range(len(need) - 1, split - 1, -1):
-        tail = tail - segment(j + 1)
+    for j in range(len(levels) - 1, split - 1, -1):
+        tail = tail - decode(j + 1)
         out[need[j]] = tail
     return out
 
@@ -300,7 +339,7 @@ def evaluate_sae(
 
     spread = SpreadAccumulator()
     levels = [ReconstructionAccumulator() for _ in ks]
-    fires = torch.zeros(n, dtype=torch.int64, device=device)
+    fired = torch.zeros(n, dtype=torch.bool, device=device)
     W_dec, b_pre = model.W_dec, model.b_pre
     pass_started = time.perf_counter()
     for lo, block in store.iter_chunks(chunk_rows):
@@ -310,13 +349,12 @@ def evaluate_sae(
             row = lo + int(torch.nonzero(~finite)[0, 0])
             raise InputError(f"{store.path}: row {row} contains NaN or inf values")
         z = model.encode(x, topk=cfg.topk)
-        nonzero = z != 0
-        active = nonzero.sum(1)
-        fires += nonzero.sum(0)
+        active = (z > 0).sum(1)  # codes are non-negative
+        fired |= z.amax(0) > 0
         spread.update(x)
         x_spread = (x - x.mean(1, keepdim=True)).pow(2).sum(1)
         x_norm = x.norm(dim=1)
-        decodes = nested_topk_decodes(z, W_dec, ks)
+        decodes = nested_topk_decodes(z, W_dec, ks, active)
         for k, acc, part in zip(ks, levels, decodes, strict=True):
             x_hat = model.postprocess(part + b_pre)
             acc.update(x, x_hat, active.clamp_max(k), x_spread=x_spread, x_norm=x_norm)
@@ -333,7 +371,7 @@ def evaluate_sae(
     total_seconds = time.perf_counter() - started
 
     main = levels[-1].summary(spread, n)
-    dead = int((fires == 0).sum())
+    dead = int((~fired).sum())
     progressive = (
         [{"k": k, **acc.summary(spread, n)} for k, acc in zip(ks, levels, strict=True)]
         if cfg.progressive
