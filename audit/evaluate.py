@@ -199,64 +199,92 @@ def nested_topk_decodes(
 # ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Probe:
-    """A logistic probe fit on some labelled rows; the other labelled rows are scored."""
+@dataclass(frozen=True)
+class LinearProbe:
+    """A logistic probe fit on some labelled rows of a store; the other labelled rows are scored.
 
-    model: Any  # sklearn LogisticRegression
+    Features are ``x / ‖x‖`` (as in the paper), standardised with the fit rows' statistics, then
+    ``sklearn.linear_model.LogisticRegression(C)``: a linear classifier of the embedding
+    direction. It depends on the store, the labels and the seed only, so one probe serves every
+    SAE evaluated on the same data.
+    """
+
+    model: Any  # sklearn Pipeline(StandardScaler, LogisticRegression)
     label_codes: np.ndarray  # [N] class index per row, -1 where unlabelled
     scored: np.ndarray  # [N] bool: labelled and not used for fitting
-    classes: list[str]
+    classes: tuple[str, ...]
     fit_rows: int
     label_column: str | None
-    kl_sum: float = 0.0
-    agree_sum: float = 0.0
+    fit_seconds: float
+
+    def logits(self, x: Tensor) -> np.ndarray:
+        """Decision values ``[B, C]`` (``[B]`` for two classes) for raw embeddings ``[B, d]``."""
+        unit = x.double() / x.double().norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return np.asarray(self.model.decision_function(unit.cpu().numpy()))
+
+    def predict(self, logits: np.ndarray) -> np.ndarray:
+        column = (logits > 0).astype(int) if logits.ndim == 1 else logits.argmax(1)
+        return np.asarray(self.model.classes_)[column]
+
+
+@dataclass
+class _ProbeScores:
+    """Running sums of the probe comparison over the scored rows of each chunk."""
+
+    probe: LinearProbe
+    kl: float = 0.0
+    agree: float = 0.0
     correct_x: float = 0.0
     correct_x_hat: float = 0.0
     rows: int = 0
 
-    def logits(self, x: Tensor) -> np.ndarray:
-        unit = x.double() / x.double().norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return np.asarray(self.model.decision_function(unit.cpu().numpy()))
-
     def update(self, lo: int, x: Tensor, x_hat: Tensor) -> None:
-        mask = self.scored[lo : lo + x.shape[0]]
+        mask = self.probe.scored[lo : lo + x.shape[0]]
         if not mask.any():
             return
         sel = torch.from_numpy(mask).to(x.device)
-        logit_x, logit_hat = self.logits(x[sel]), self.logits(x_hat[sel])
-        self.kl_sum += float(probe_kl(logit_x, logit_hat).sum())
-        self.agree_sum += float(probe_agreement(logit_x, logit_hat).sum())
-        truth = self.label_codes[lo : lo + x.shape[0]][mask]
-        self.correct_x += float((self._predict(logit_x) == truth).sum())
-        self.correct_x_hat += float((self._predict(logit_hat) == truth).sum())
+        logit_x, logit_hat = self.probe.logits(x[sel]), self.probe.logits(x_hat[sel])
+        self.kl += float(probe_kl(logit_x, logit_hat).sum())
+        self.agree += float(probe_agreement(logit_x, logit_hat).sum())
+        truth = self.probe.label_codes[lo : lo + x.shape[0]][mask]
+        self.correct_x += float((self.probe.predict(logit_x) == truth).sum())
+        self.correct_x_hat += float((self.probe.predict(logit_hat) == truth).sum())
         self.rows += int(mask.sum())
-
-    def _predict(self, logits: np.ndarray) -> np.ndarray:
-        column = (logits > 0).astype(int) if logits.ndim == 1 else logits.argmax(1)
-        return np.asarray(self.model.classes_)[column]
 
     def summary(self) -> dict[str, Any]:
         rows = max(1, self.rows)
+        probe = self.probe
         return {
-            "label_column": self.label_column,
-            "classes": self.classes,
-            "features": "x / ||x|| (L2-normalised, as in the paper)",
-            "model": f"sklearn LogisticRegression(C={self.model.C}, lbfgs)",
-            "fit_rows": self.fit_rows,
+            "label_column": probe.label_column,
+            "classes": list(probe.classes),
+            "features": "x / ||x|| (L2-normalised, as in the paper), standardised",
+            "model": f"sklearn StandardScaler + LogisticRegression(C={probe.model[-1].C})",
+            "fit_rows": probe.fit_rows,
             "scored_rows": self.rows,
-            "kl": self.kl_sum / rows,
-            "agreement": self.agree_sum / rows,
+            "kl": self.kl / rows,
+            "agreement": self.agree / rows,
             "accuracy_x": self.correct_x / rows,
             "accuracy_x_hat": self.correct_x_hat / rows,
         }
 
 
-def _fit_probe(
-    store: EmbeddingStore, labels: pd.Series, cfg: EvalConfig, label_column: str | None
-) -> _Probe:
-    from sklearn.linear_model import LogisticRegression
+def fit_probe(
+    store: EmbeddingStore,
+    labels: pd.Series,
+    cfg: EvalConfig | None = None,
+    label_column: str | None = None,
+) -> LinearProbe:
+    """Fit the LP-KL / LP-agreement probe on a seeded subset of the labelled rows.
 
+    The subset holds at most ``cfg.probe_fit_rows`` rows and at most half of the labelled ones;
+    every other labelled row is scored. Missing labels (NaN) are skipped.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cfg = cfg or EvalConfig()
+    started = time.perf_counter()
     if len(labels) != store.count:
         raise InputError(f"{len(labels)} labels for {store.count} embeddings (rows must align)")
     present = labels.notna().to_numpy()
@@ -269,8 +297,7 @@ def _fit_probe(
     labelled = np.flatnonzero(present)
     if len(labelled) < 4:
         raise InputError(f"{name} has {len(labelled)} labelled rows; the probe needs at least 4")
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(labelled)
+    order = np.random.default_rng(cfg.seed).permutation(labelled)
     n_fit = min(cfg.probe_fit_rows, len(labelled) // 2)
     fit_rows = np.sort(order[:n_fit])
     y_fit = label_codes[fit_rows]
@@ -278,7 +305,7 @@ def _fit_probe(
         raise InputError(f"{name}: the probe's seeded fit subset holds a single class")
     x_fit = store.take(fit_rows).astype(np.float64)
     x_fit /= np.maximum(np.linalg.norm(x_fit, axis=1, keepdims=True), 1e-12)
-    model = LogisticRegression(C=cfg.probe_c, max_iter=2000)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.probe_c, max_iter=1000))
     with warnings.catch_warnings():
         # A probe that has not fully converged still defines a fixed classifier to compare
         # x and x̂ with; convergence warnings would only clutter the terminal.
@@ -286,7 +313,15 @@ def _fit_probe(
         model.fit(x_fit, y_fit)
     scored = present.copy()
     scored[fit_rows] = False
-    return _Probe(model, label_codes, scored, [str(c) for c in classes], n_fit, label_column)
+    return LinearProbe(
+        model,
+        label_codes,
+        scored,
+        tuple(str(c) for c in classes),
+        n_fit,
+        label_column,
+        time.perf_counter() - started,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -308,13 +343,15 @@ def evaluate_sae(
     labels: pd.Series | None = None,
     label_column: str | None = None,
     sae_path: str | None = None,
+    probe: LinearProbe | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on every row of ``store``; returns the eval JSON (SPEC §8) as a dict.
 
     ``labels`` (row-aligned, missing values allowed) enables LP-KL and LP-agreement: a logistic
-    probe is fit on a seeded subset of the labelled rows (at most ``probe_fit_rows`` and at most
-    half of them) and the remaining labelled rows are scored on ``x`` and ``x̂``.
+    probe is fit on a seeded subset of the labelled rows (:func:`fit_probe`) and the remaining
+    labelled rows are scored on ``x`` and ``x̂``. Pass ``probe`` to reuse one fit (when comparing
+    several SAEs on the same data).
     ``on_progress(rows_done, rows_total)`` is called after every chunk.
     """
     cfg = cfg or EvalConfig()
@@ -334,8 +371,11 @@ def evaluate_sae(
     chunk_rows = cfg.rows_per_chunk(n)
     ks = progressive_ks(n) if cfg.progressive else [n]
 
-    probe = _fit_probe(store, labels, cfg, label_column) if labels is not None else None
-    probe_seconds = time.perf_counter() - started
+    if probe is None and labels is not None:
+        probe = fit_probe(store, labels, cfg, label_column)
+    if probe is not None and len(probe.label_codes) != store.count:
+        raise InputError(f"the probe was fit for {len(probe.label_codes)} rows, not {store.count}")
+    probe_scores = _ProbeScores(probe) if probe is not None else None
 
     spread = SpreadAccumulator()
     levels = [ReconstructionAccumulator() for _ in ks]
@@ -358,8 +398,8 @@ def evaluate_sae(
         for k, acc, part in zip(ks, levels, decodes, strict=True):
             x_hat = model.postprocess(part + b_pre)
             acc.update(x, x_hat, active.clamp_max(k), x_spread=x_spread, x_norm=x_norm)
-        if probe is not None:
-            probe.update(lo, x, model.postprocess(decodes[-1] + b_pre))
+        if probe_scores is not None:
+            probe_scores.update(lo, x, model.postprocess(decodes[-1] + b_pre))
         if on_progress is not None:
             on_progress(min(lo + chunk_rows, total), total)
     pass_seconds = time.perf_counter() - pass_started
@@ -377,7 +417,7 @@ def evaluate_sae(
         if cfg.progressive
         else []
     )
-    probe_summary = probe.summary() if probe is not None else None
+    probe_summary = probe_scores.summary() if probe_scores is not None else None
     result: dict[str, Any] = {
         "schema": EVAL_SCHEMA,
         "version": EVAL_VERSION,
@@ -416,7 +456,7 @@ def evaluate_sae(
             "seconds_total": total_seconds,
             "seconds_reconstruction_pass": pass_seconds,
             "seconds_cknna": cknna_seconds,
-            "seconds_probe_fit": probe_seconds,
+            "seconds_probe_fit": probe.fit_seconds if probe is not None else 0.0,
             "rows_per_second": total / pass_seconds if pass_seconds > 0 else None,
         },
     }

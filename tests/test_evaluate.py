@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from audit.errors import InputError
-from audit.evaluate import EvalConfig, evaluate_sae, json_safe, nested_topk_decodes
+from audit.evaluate import EvalConfig, evaluate_sae, fit_probe, json_safe, nested_topk_decodes
 from audit.metrics import cknna, fvu, fvu_per_sample, l0, mean_cosine, progressive_ks
 from audit.sae import keep_topk, load_sae
 from tests.eval_fixtures import mean_sae, perfect_sae, planted_store, trained_matryoshka
@@ -173,6 +173,10 @@ def test_probe_skips_unlabelled_rows_and_needs_two_classes(world):
     assert probe["fit_rows"] + probe["scored_rows"] == int(labels.notna().sum())
     assert probe["classes"] == ["neg", "pos"]
     assert 0.5 < probe["agreement"] <= 1.0 and probe["kl"] >= 0.0
+    # A probe fit once (as `compare` does) gives the same numbers.
+    shared = fit_probe(store, labels, EvalConfig())
+    again = evaluate_sae(model, store, EvalConfig(device="cpu", cknna_samples=0), probe=shared)
+    assert again["linear_probe"] == pytest.approx(probe)
     with pytest.raises(InputError, match="two classes"):
         evaluate_sae(model, store, EvalConfig(device="cpu"), labels=pd.Series(["a"] * store.count))
 

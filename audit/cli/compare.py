@@ -12,7 +12,7 @@ from rich.table import Table
 
 from audit.cli.app import app, console, err_console
 from audit.cli.eval import CHUNK_HELP, CKNNA_HELP, TOPK_HELP, open_eval_store, row_progress
-from audit.evaluate import EvalConfig, evaluate_sae
+from audit.evaluate import EvalConfig, evaluate_sae, fit_probe
 from audit.fileio import write_json, write_text
 from audit.report.compare import (
     COLUMNS,
@@ -56,6 +56,8 @@ def compare(
     store, label_series = open_eval_store(embeddings, labels, label_column)
     models = [load_sae(path) for path in saes]  # fail on a bad SAE before any long work
     names = model_names([str(p) for p in saes])
+    # The probe depends on the data only: fit it once for all models.
+    probe = fit_probe(store, label_series, cfg, label_column) if label_series is not None else None
     results = []
     for name, path, model in zip(names, saes, models, strict=True):
         with row_progress(f"eval {name}", quiet) as on_progress:
@@ -64,8 +66,7 @@ def compare(
                     model,
                     store,
                     cfg,
-                    labels=label_series,
-                    label_column=label_column,
+                    probe=probe,
                     sae_path=str(path),
                     on_progress=on_progress,
                 )
