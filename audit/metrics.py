@@ -21,14 +21,15 @@ LP-KL                       ``(1/N) Σ_i KL(p(x_i) ‖ p(x̂_i))`` for a linear 
 LP-agreement                ``(1/N) Σ_i 1[argmax p(x_i) = argmax p(x̂_i)]``
 ==========================  ===================================================================
 
-**Why two FVUs.** The dataset-level FVU is the textbook one (and sklearn's ``1 − R²`` summed over
-outputs): the error energy over the variance of the data *around the data mean*. The paper's
-per-sample variant divides each vector's error variance by *that vector's* variance across its
-own coordinates, then averages. A CLIP embedding has a large component shared by all images (the
-data mean), so ``Var_j(x_ij)`` is close to ``‖x_i‖²/d`` and much larger than the per-sample
-share of ``Σ‖x − x̄‖²/N``: the per-sample FVU of the same reconstruction is several times smaller
-than the dataset-level one. Neither is wrong; they answer different questions. The paper's
-numbers (e.g. FVU .002 for MSAE-UW) use the per-sample variant, so compare like with like.
+**Why two FVUs.** The dataset-level FVU is the textbook one (``1 − R²``): the error energy over
+the spread of the data *around the data mean*. The paper's per-sample variant divides each
+vector's error variance by the variance of *that vector's own coordinates*, then averages. For
+large ``d`` a vector's coordinate mean is near 0, so ``Var_j(x_ij) ≈ ‖x_i‖²/d`` and the
+per-sample FVU measures the error relative to ``‖x‖²`` instead of ``‖x − x̄‖²``: it is smaller by
+about the factor ``1 − ‖x̄‖² / mean_i ‖x_i‖²``. CLIP embeddings share a large common component
+(their mean is far from 0), so the two differ substantially on them. Neither is wrong; they answer
+different questions. The paper's numbers (e.g. FVU .002 for MSAE-UW) use the per-sample variant,
+so compare like with like.
 
 Every function accepts NumPy arrays, nested lists or torch tensors and computes in float64 unless
 said otherwise. Arrays are row-major: one sample per row.
