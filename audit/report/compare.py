@@ -34,8 +34,19 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("lp_agreement", "LP-agr.", ".4f", "high"),
 )
 
-#: Colour-blind-safe palette (Okabe–Ito), cycled over models.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+#: Colour-blind-safe colours (Okabe–Ito without its pale yellow, then Tol's wine/olive/teal).
+PALETTE = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#000000",
+    "#882255",
+    "#999933",
+    "#44AA99",
+)
 
 
 def build_comparison(results: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
@@ -78,14 +89,15 @@ def table_rows(comparison: dict[str, Any]) -> list[list[str]]:
 
 
 def best_cells(comparison: dict[str, Any]) -> list[list[bool]]:
-    """Which cells hold the best value of their column (for bold type), per :data:`COLUMNS`."""
+    """Which cells hold the best value of their column (for bold type), per :data:`COLUMNS`;
+    none in a column where every model has the same value."""
     models = comparison["models"]
     flags = [[False] * len(COLUMNS) for _ in models]
     for c, (key, _, _, better) in enumerate(COLUMNS):
         values = [_value(m, key) for m in models]
         finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-        if not better or len(finite) < 2:
-            continue
+        if not better or len(finite) < 2 or min(finite) == max(finite):
+            continue  # nothing to single out
         target = max(finite) if better == "high" else min(finite)
         for r, v in enumerate(values):
             flags[r][c] = v == target
