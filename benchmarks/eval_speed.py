@@ -67,7 +67,7 @@ def naive_progressive_seconds(model, store: EmbeddingStore, rows: int, device) -
     ks = progressive_ks(model.n_latents)
     started = time.perf_counter()
     for lo in range(0, rows, 4096):
-        x = torch.from_numpy(store.read(lo, min(lo + 4096, rows))).to(device)
+        x = torch.tensor(store.read(lo, min(lo + 4096, rows)), device=device)
         z = model.encode(x)
         for k in ks:
             x_hat = model.decode(keep_topk(z, k))
@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=0)
     parser.add_argument("--naive-rows", type=int, default=0)
+    parser.add_argument(
+        "--no-progressive", action="store_true", help="skip progressive recovery (k = 16 … n)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.threads:
@@ -98,7 +101,9 @@ def main() -> None:
         store = make_store(root, args.rows, args.dim, seed=0)
         model = make_sae(store, args.latents, args.train_steps, root, args.device)
         setup = time.perf_counter() - t0
-        cfg = EvalConfig(device=args.device, chunk_rows=args.chunk_rows)
+        cfg = EvalConfig(
+            device=args.device, chunk_rows=args.chunk_rows, progressive=not args.no_progressive
+        )
         t0 = time.perf_counter()
         result = evaluate_sae(model, store, cfg)
         seconds = time.perf_counter() - t0
