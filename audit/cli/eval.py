@@ -20,8 +20,8 @@ from audit.sae import load_sae
 from audit.store import EmbeddingStore, open_store
 
 TOPK_HELP = "Evaluate the inference code limited to its top-k latents."
-CHUNK_HELP = "Rows per chunk  [default: about 16M code entries / n_latents]"
-CKNNA_HELP = "Rows in the seeded CKNNA subsample (0 = skip)  [default: 4096]"
+CHUNK_HELP = "Rows per chunk (default: 16M code entries / n_latents, at least 256)."
+CKNNA_HELP = "Rows in the seeded CKNNA subsample (0 = skip)."
 
 
 def open_eval_store(
