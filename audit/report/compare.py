@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -64,8 +65,6 @@ def build_comparison(results: Sequence[dict[str, Any]], names: Sequence[str]) ->
 
 def model_names(paths: Sequence[str]) -> list[str]:
     """Folder names when they are unique, else the paths as given."""
-    from pathlib import Path
-
     short = [Path(p).name or str(p) for p in paths]
     return short if len(set(short)) == len(short) else [str(p) for p in paths]
 
