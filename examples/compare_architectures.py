@@ -25,7 +25,6 @@ LP-agreement are computed too.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +53,7 @@ class Spec:
     weighting: str = "uw"
 
 
-# ReLU λ on the paper's scale. The reference code's penalty is λ · mean_b Σ_j |z_bj| / ‖x̃_b‖
-# while audit.sae.relu uses λ · mean_b Σ_j z_bj, and ‖x̃‖ ≈ sqrt(d) after preprocessing, so
-# the models here are trained with λ / sqrt(d) (see relu_l1).
+# ReLU λ on the paper's scale: audit.sae.relu normalises the L1 term by ‖x̃‖ like the paper's code.
 SPECS = (
     Spec("ReLU λ=0.03", "relu", l1=0.03),
     Spec("ReLU λ=0.003", "relu", l1=0.003),
@@ -85,11 +82,6 @@ def write_planted_store(path: Path, rows: int, dim: int, atoms: int, active: int
     print(f"wrote {rows:,} planted embeddings (d={dim}, {atoms} atoms, {active} active) to {path}")
 
 
-def relu_l1(paper_lambda: float, dim: int) -> float:
-    """Our L1 coefficient equivalent to the reference code's input-norm-normalised one."""
-    return paper_lambda / math.sqrt(dim)
-
-
 def sae_config(spec: Spec, store: EmbeddingStore, n_latents: int, k_min: int) -> SAEConfig:
     return SAEConfig(
         arch=spec.arch,
@@ -98,7 +90,7 @@ def sae_config(spec: Spec, store: EmbeddingStore, n_latents: int, k_min: int) ->
         k=spec.k,
         k_list=matryoshka_k_list(n_latents, k_min) if spec.arch == "matryoshka" else None,
         weighting=spec.weighting,
-        l1=relu_l1(spec.l1, store.dim) if spec.l1 is not None else None,
+        l1=spec.l1,
         embedding_model=store.model,
         modality=store.modality,
     )
@@ -195,7 +187,7 @@ def main() -> None:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr or "per-architecture default",
-        "relu_l1_used": {s.name: relu_l1(s.l1, store.dim) for s in SPECS if s.l1 is not None},
+        "relu_l1_used": {s.name: s.l1 for s in SPECS if s.l1 is not None},
         "seed": args.seed,
         "expansion": args.expansion,
         "k_min": args.k_min,

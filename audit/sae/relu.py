@@ -1,7 +1,13 @@
-"""ReLU SAE with an L1 penalty: ``z = ReLU(pre)``, loss ``ℓ(x̃, x̂̃) + λ·mean_b Σ_j |z_bj|``."""
+"""ReLU SAE with an L1 penalty: ``z = ReLU(pre)``, loss ``ℓ(x̃, x̂̃) + λ·mean_b Σ_j |z_bj| / ‖x̃_b‖``.
+
+The penalty is measured relative to each sample's norm, as in the paper's reference code, so
+the paper's λ values (e.g. 0.003) mean the same thing here (``‖x̃‖ ≈ sqrt(d)`` after
+preprocessing).
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from audit.sae.base import SAEConfig, SparseAutoencoder, TrainOutput
@@ -32,7 +38,8 @@ class ReLUSAE(SparseAutoencoder):
             (1.0,),
             self.cfg.loss,
         )
-        sparsity = out.pre.clamp_min(0).sum(1).mean()
+        norms = x_tilde.norm(dim=1).clamp_min(torch.finfo(x_tilde.dtype).tiny)
+        sparsity = (out.pre.clamp_min(0).sum(1) / norms).mean()
         aux = self.aux_loss(x_tilde, out.x_hat, out.pre, dead)
         loss = out.loss + self.l1 * sparsity + aux
         return TrainOutput(loss, out.loss.detach(), aux.detach(), out.x_hat, out.active, out.fired)

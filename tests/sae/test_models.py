@@ -168,7 +168,7 @@ def test_relu_loss_adds_the_l1_penalty():
     out = model.training_loss(x)
     z = model.pre_activations(x).clamp_min(0)
     recon = ((z @ model.W_dec + model.b_pre - x) ** 2).mean()
-    torch.testing.assert_close(out.loss, recon + 0.5 * z.sum(1).mean())
+    torch.testing.assert_close(out.loss, recon + 0.5 * (z.sum(1) / x.norm(dim=1)).mean())
 
 
 def test_auxk_loss_only_with_dead_latents():
