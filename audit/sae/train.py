@@ -16,11 +16,12 @@ gradient for any split, including a last batch that does not divide evenly (a ra
 rows runs a placeholder row with weight 0, so the all-reduce still happens). Everything that
 follows the gradient (decoder projection, clipping, AdamW, renormalisation) is then the same
 on every rank. Fired-latent masks and step metrics are all-reduced, so dead-latent counters
-and the history equal the single-process ones. Two things stay per rank, as in every
-data-parallel BatchTopK/AuxK implementation: BatchTopK keeps the top ``k·n_rank`` entries of
-each rank's slice (its inference threshold is the mean of the ranks' estimates, identical on
-every rank), and AuxK normalises by the variance of the rank's own residuals. Rank 0 alone
-writes checkpoints and the model; every rank resumes from the same checkpoint.
+and the history equal the single-process ones. Two things stay per rank: BatchTopK keeps the
+top ``k·n_rank`` entries of each rank's slice (a global top-k would gather every rank's
+``[n_rank, n]`` pre-activations each step; the inference threshold is the mean of the ranks'
+estimates, identical on every rank), and AuxK normalises by the variance of the rank's own
+residuals (the normaliser is computed inside the SAE's loss). Rank 0 alone writes
+checkpoints and the model; every rank resumes from the same checkpoint.
 """
 
 from __future__ import annotations

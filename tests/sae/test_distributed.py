@@ -71,6 +71,8 @@ def _worker(rank: int, world_size: int, root: str, store_path: str) -> None:
         train_sae(store, _sae_cfg(), _train_cfg(**STREAM), out / "stream", stop_after=7)
         result = train_sae(store, _sae_cfg(), _train_cfg(**STREAM), out / "stream", resume=True)
         save_file(_model_tensors(result.model), str(out / f"stream-rank{rank}.safetensors"))
+        # Interrupted with two processes; the parent resumes it with one (see below).
+        train_sae(store, _sae_cfg(), _train_cfg(**STREAM), out / "cross", stop_after=9)
         # TopK, with latents that go dead: the fired masks must be combined across ranks.
         result = train_sae(
             store, _sae_cfg("topk"), _train_cfg(data_on_device="yes", dead_window=150), out / "topk"
@@ -142,6 +144,16 @@ def test_ddp_equals_single_process(ddp_runs, tmp_path, name, arch, overrides):
         "sae.safetensors",
         "training.json",
     ]
+
+
+def test_a_distributed_checkpoint_resumes_in_a_single_process(ddp_runs, tmp_path):
+    root, store = ddp_runs
+    assert (root / "cross" / "checkpoint.safetensors").exists()
+    assert not (root / "cross" / "sae.safetensors").exists()
+    resumed = train_sae(store, _sae_cfg(), _train_cfg(**STREAM), root / "cross", resume=True)
+    single = train_sae(store, _sae_cfg(), _train_cfg(**STREAM), tmp_path / "single")
+    assert resumed.state.step == single.state.step == 22
+    _assert_models_close(_model_tensors(resumed.model), _model_tensors(single.model))
 
 
 def test_ddp_batchtopk_keeps_ranks_identical(ddp_runs):
