@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -110,16 +111,37 @@ class EmbeddingStore:
             parts.append(np.asarray(self.shards[i][a:b], dtype=np.float32))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def take(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Rows at the given indices (any order, repeats allowed) as float32."""
-        rows = np.asarray(rows, dtype=np.int64)
+    def take(self, rows: Sequence[int] | np.ndarray, piece_rows: int = 4096) -> np.ndarray:
+        """Rows at the given indices (any order, repeats allowed) as float32.
+
+        The memory map is read in ascending row order (a store on disk is read forwards, which
+        read-ahead rewards). Runs of consecutive rows are copied straight into the result;
+        scattered rows are gathered in pieces of at most ``piece_rows``, so the only temporary
+        beyond the result is one piece.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= self.count):
             raise InputError(f"row index out of range for store {self.path} with {self.count} rows")
         out = np.empty((rows.size, self.dim), dtype=np.float32)
-        shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
-        for i in np.unique(shard_of):
-            sel = np.nonzero(shard_of == i)[0]
-            out[sel] = self.shards[int(i)][rows[sel] - self.offsets[i]]
+        if not rows.size:
+            return out
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        bounds = np.searchsorted(ordered, self.offsets)  # where each shard's rows begin
+        for i, shard in enumerate(self.shards):
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            if a == b:
+                continue
+            local = ordered[a:b] - self.offsets[i]
+            run_starts = np.flatnonzero(np.diff(local) != 1) + 1
+            if len(run_starts) + 1 <= (b - a) // 64:  # long runs (a whole buffer of chunks)
+                edges = [0, *run_starts.tolist(), b - a]
+                for lo, hi in itertools.pairwise(edges):
+                    out[order[a + lo : a + hi]] = shard[local[lo] : local[lo] + hi - lo]
+            else:
+                for lo in range(0, b - a, max(1, piece_rows)):
+                    hi = min(lo + piece_rows, b - a)
+                    out[order[a + lo : a + hi]] = shard[local[lo:hi]]
         return out
 
     def iter_chunks(

@@ -37,7 +37,11 @@ def run(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return _exit_code(exc.code)
     except AuditError as exc:
-        err_console.print(f"[bold red]error:[/] {_one_line(str(exc))}", markup=True, soft_wrap=True)
+        err_console.print(
+            f"{_rank_prefix()}[bold red]error:[/] {_one_line(str(exc))}",
+            markup=True,
+            soft_wrap=True,
+        )
         if exc.details:
             err_console.print(exc.details, markup=False, highlight=False, style="dim")
         return exc.exit_code
@@ -48,7 +52,7 @@ def run(argv: list[str] | None = None) -> int:
         if os.environ.get("MSAE_AUDIT_DEBUG"):
             traceback.print_exc()
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {_one_line(str(exc))} "
+            f"{_rank_prefix()}[bold red]internal error:[/] {type(exc).__name__}: {_one_line(str(exc))} "
             "(set MSAE_AUDIT_DEBUG=1 for the traceback)",
             markup=True,
             soft_wrap=True,
@@ -64,6 +68,22 @@ def _exit_code(code: object) -> int:
         return code
     err_console.print(str(code))
     return EXIT_INPUT
+
+
+def _rank_prefix() -> str:
+    """Under ``torchrun`` every process reports its own errors; say which one speaks."""
+    from audit.distributed import env_rank, launched_with_torchrun
+
+    try:
+        return _escape(f"[rank {env_rank()}] ") if launched_with_torchrun() else ""
+    except AuditError:
+        return ""
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def _one_line(text: str) -> str:

@@ -1,7 +1,12 @@
-"""``msae-audit train``: fit an SAE on an embedding store."""
+"""``msae-audit train``: fit an SAE on an embedding store.
+
+Under ``torchrun --nproc-per-node N -m audit train …`` the same command trains data-parallel
+(DDP, NCCL on GPUs, gloo on CPUs); only rank 0 prints and writes files.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -16,11 +21,12 @@ from rich.progress import (
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console, load_yaml_config, pick, progress_enabled
+from audit.distributed import distributed_session, env_rank
 from audit.errors import InputError
 from audit.sae import SAEConfig, matryoshka_k_list
 from audit.sae.base import expansion_to_latents
 from audit.sae.train import TrainConfig, train_sae
-from audit.store import open_store
+from audit.store import EmbeddingStore, open_store
 
 _YAML_KEYS = {
     "embeddings",
@@ -44,6 +50,9 @@ _YAML_KEYS = {
     "out",
     "checkpoint_every",
     "data_on_device",
+    "stream_chunk_rows",
+    "stream_buffer_chunks",
+    "stream_shuffle",
     "mean_center",
     "decay_fraction",
     "dead_window",
@@ -91,7 +100,25 @@ def train(
         None, "--checkpoint-every", help="Steps between checkpoints  [default: 500]"
     ),
     data_on_device: str = typer.Option(
-        None, "--data-on-device", help="auto | yes | no (stream from disk)"
+        None,
+        "--data-on-device",
+        help="yes: hold the data on the device; no: stream it from the store's memory map; "
+        "auto: yes when it fits in half the free device memory  [default: auto]",
+    ),
+    stream_chunk_rows: int = typer.Option(
+        None, "--stream-chunk-rows", help="Streaming: rows per chunk read  [default: 65536]"
+    ),
+    stream_buffer_chunks: int = typer.Option(
+        None,
+        "--stream-buffer-chunks",
+        help="Streaming: chunks shuffled together; memory ≈ chunk rows × chunks × d × 4 bytes  "
+        "[default: 4]",
+    ),
+    stream_shuffle: str = typer.Option(
+        None,
+        "--stream-shuffle",
+        help="Streaming: buffer (shuffle inside the buffer, forward reads) | global (the "
+        "in-memory order, random reads)  [default: buffer]",
     ),
     mean_center: bool = typer.Option(
         None, "--mean-center/--no-mean-center", help="Subtract the training mean  [default: on]"
@@ -151,18 +178,41 @@ def train(
         device=str(pick(device, cfg, "device", "auto")),
         checkpoint_every=int(pick(checkpoint_every, cfg, "checkpoint_every", 500)),
         data_on_device=str(pick(data_on_device, cfg, "data_on_device", "auto")),
+        stream_chunk_rows=int(pick(stream_chunk_rows, cfg, "stream_chunk_rows", 1 << 16)),
+        stream_buffer_chunks=int(pick(stream_buffer_chunks, cfg, "stream_buffer_chunks", 4)),
+        stream_shuffle=str(pick(stream_shuffle, cfg, "stream_shuffle", "buffer")).lower(),
         decay_fraction=float(cfg.get("decay_fraction", 0.2)),
         dead_window=int(cfg.get("dead_window", 1_000_000)),
     )
-    if overwrite and not resume:
+    main_rank = env_rank() == 0  # torchrun: only rank 0 prints and deletes
+    if overwrite and not resume and main_rank:
         for name in ("sae.safetensors", "config.json", "training.json", "checkpoint.safetensors"):
             (out / name).unlink(missing_ok=True)
 
+    with distributed_session(train_cfg.device):
+        _run_training(store, sae_cfg, train_cfg, out, resume, quiet, main_rank)
+
+
+def _run_training(
+    store: EmbeddingStore,
+    sae_cfg: SAEConfig,
+    train_cfg: TrainConfig,
+    out: Path,
+    resume: bool,
+    quiet: bool,
+    main_rank: bool,
+) -> None:
+    if not main_rank:
+        train_sae(store, sae_cfg, train_cfg, out, resume=resume)
+        return
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    arch = sae_cfg.arch
     err_console.print(
         f"training [bold]{arch}[/] SAE: d={store.dim}, n={sae_cfg.n_latents}"
         + (f", k-list={list(sae_cfg.k_list)}" if sae_cfg.k_list else "")
         + (f", k={sae_cfg.k}" if sae_cfg.k else "")
         + f" on {store.describe()}"
+        + (f", {world} processes" if world > 1 else "")
     )
     if progress_enabled(quiet):
         with Progress(
@@ -210,6 +260,8 @@ def _summary_table(summary: dict, out: Path) -> Table:
             f"{summary['samples_per_second']:,.0f}" if summary.get("samples_per_second") else "-",
         ),
         ("device", summary["device"]),
+        ("processes", f"{summary.get('world_size', 1)}"),
+        ("data", summary.get("data_source", "-")),
         ("final loss", f"{final.get('loss', float('nan')):.5f}"),
         ("final FVU (batch)", f"{final.get('fvu', float('nan')):.4f}"),
         ("final L0", f"{final.get('l0', float('nan')):.1f}"),

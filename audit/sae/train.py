@@ -6,10 +6,27 @@ The learning rate is constant, then decays linearly to 0 over the last ``decay_f
 the steps. A checkpoint (model, optimizer, counters) is one safetensors file written
 atomically; ``resume=True`` continues from it and ends with the same weights as a run that
 was never interrupted (same seed, same data).
+
+**Data parallel.** When a ``torch.distributed`` process group is running (``torchrun``, see
+:mod:`audit.distributed`), the model is wrapped in ``DistributedDataParallel`` and each rank
+trains on its slice of every global batch of ``batch_size`` rows. The Matryoshka, TopK and
+ReLU losses are means over the batch, so each rank scales its local mean by
+``W · n_rank / n_batch`` before DDP averages the gradients: the result is the single-process
+gradient for any split, including a last batch that does not divide evenly (a rank with no
+rows runs a placeholder row with weight 0, so the all-reduce still happens). Everything that
+follows the gradient (decoder projection, clipping, AdamW, renormalisation) is then the same
+on every rank. Fired-latent masks and step metrics are all-reduced, so dead-latent counters
+and the history equal the single-process ones. Two things stay per rank: BatchTopK keeps the
+top ``k·n_rank`` entries of each rank's slice (a global top-k would gather every rank's
+``[n_rank, n]`` pre-activations each step; the inference threshold is the mean of the ranks'
+estimates, identical on every rank), and AuxK normalises by the variance of the rank's own
+residuals (the normaliser is computed inside the SAE's loss). Rank 0 alone writes
+checkpoints and the model; every rank resumes from the same checkpoint.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -19,18 +36,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from audit import __version__
 from audit.device import autocast, enable_tf32, resolve_device, tune_cpu_allocator
+from audit.distributed import DistContext, current_context, device_for_rank
 from audit.errors import InputError
 from audit.fileio import atomic_path, ensure_dir, write_json
 from audit.sae.base import SAEConfig, SparseAutoencoder
 from audit.sae.checkpoint import save_sae
 from audit.sae.data import (
     DEFAULT_CHUNK_ROWS,
+    SHUFFLE_MODES,
     InMemoryBatches,
     Preprocessing,
     StreamingBatches,
@@ -63,6 +83,7 @@ class TrainConfig:
     data_on_device: str = "auto"  # "auto" | "yes" | "no" (stream from the memory map)
     stream_chunk_rows: int = DEFAULT_CHUNK_ROWS
     stream_buffer_chunks: int = 4
+    stream_shuffle: str = "buffer"  # "buffer" (bounded window) | "global" (= in-memory order)
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -78,6 +99,12 @@ class TrainConfig:
             raise InputError(f"decay_fraction must lie in [0, 1], got {self.decay_fraction}")
         if self.data_on_device not in ("auto", "yes", "no"):
             raise InputError(f"data_on_device must be auto, yes or no, got {self.data_on_device!r}")
+        if self.stream_shuffle not in SHUFFLE_MODES:
+            raise InputError(
+                f"stream_shuffle must be one of {', '.join(SHUFFLE_MODES)}, got {self.stream_shuffle!r}"
+            )
+        if self.stream_chunk_rows < 1 or self.stream_buffer_chunks < 1:
+            raise InputError("stream_chunk_rows and stream_buffer_chunks must be positive")
 
     def learning_rate(self, arch: str) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[arch]
@@ -126,9 +153,12 @@ def train_sae(
 
     ``on_step`` receives the state and the step's metrics (for progress bars). ``stop_after``
     ends the run after that many steps *without* finishing it (used to simulate interruption).
+    Inside a ``torch.distributed`` process group every rank calls this with the same arguments
+    (see the module docstring); ``cuda`` then means ``cuda:LOCAL_RANK``.
     """
     out = ensure_dir(Path(out_dir))
-    device = resolve_device(cfg.device)
+    device = device_for_rank(resolve_device(cfg.device))
+    dist_ctx = current_context(device)
     if device.type == "cpu":
         tune_cpu_allocator()
     else:
@@ -142,18 +172,31 @@ def train_sae(
     checkpoint_path = out / CHECKPOINT_FILE
     fingerprint = _data_fingerprint(store)
     torch.manual_seed(cfg.seed)
+    from_checkpoint = resume and checkpoint_path.exists()
+    finished = (out / "sae.safetensors").exists() and (out / "training.json").exists()
+    dist_ctx.agree(
+        [from_checkpoint, resume and finished],
+        f"the contents of {out} (with several nodes, --out must be on a file system all of them see)",
+    )
 
     model: SparseAutoencoder
-    if resume and checkpoint_path.exists():
+    if from_checkpoint:
         model, optimizer_state, state, prep, dead_counter = _load_checkpoint(
             checkpoint_path, sae_cfg, cfg, fingerprint
         )
     else:
-        if resume and (out / "sae.safetensors").exists() and (out / "training.json").exists():
+        if resume and finished:
             raise InputError(
                 f"{out} already holds a finished model; nothing to resume (use another --out)"
             )
-        prep = fit_preprocessing(store, mean_center=sae_cfg.mean_center)
+        prep = fit_preprocessing(
+            store,
+            mean_center=sae_cfg.mean_center,
+            chunk_rows=cfg.stream_chunk_rows,
+            rank=dist_ctx.rank,
+            world_size=dist_ctx.world_size,
+            all_reduce=dist_ctx.all_reduce_numpy,
+        )
         model = build_sae(sae_cfg)
         model.reset_parameters(generator=torch.Generator().manual_seed(cfg.seed))
         model.set_preprocessing(torch.from_numpy(prep.mean).float(), prep.scale)
@@ -162,6 +205,10 @@ def train_sae(
         dead_counter = torch.zeros(sae_cfg.n_latents, dtype=torch.int64)
     model.to(device).train()
     dead_counter = dead_counter.to(device)
+    # DDP's hooks sit on the parameters' gradient accumulators, so they fire for the custom
+    # autograd Function of the nested loss too; every parameter gets a gradient every step,
+    # so find_unused_parameters stays off.
+    ddp = _wrap_ddp(model, device) if dist_ctx.enabled else None
 
     optimizer = torch.optim.AdamW(
         model.parameters(),
@@ -177,7 +224,7 @@ def train_sae(
             for i, slots in optimizer_state.items()
         }
         optimizer.load_state_dict(restored)
-    source = _batch_source(store, prep, cfg, device)
+    source = _batch_source(store, prep, cfg, device, dist_ctx)
     steps_per_epoch = source.steps_per_epoch
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -189,9 +236,18 @@ def train_sae(
 
     def checkpoint() -> None:
         state.elapsed = time.perf_counter() - started
-        _save_checkpoint(
-            checkpoint_path, model, optimizer, state, prep, dead_counter, sae_cfg, cfg, fingerprint
-        )
+        if dist_ctx.is_main:  # every rank holds the same state; one writer
+            _save_checkpoint(
+                checkpoint_path,
+                model,
+                optimizer,
+                state,
+                prep,
+                dead_counter,
+                sae_cfg,
+                cfg,
+                fingerprint,
+            )
 
     while state.step < total_steps:
         for x in source.batches(state.epoch, state.step_in_epoch):
@@ -200,29 +256,45 @@ def train_sae(
             for group in optimizer.param_groups:
                 group["lr"] = base_lr * lr_factor(state.step, total_steps, cfg.decay_fraction)
             dead = dead_counter >= window if sae_cfg.aux_k else None
+            batch_rows = min(cfg.batch_size, store.count - state.step_in_epoch * cfg.batch_size)
+            local_rows = x.shape[0]
+            if ddp is not None and local_rows == 0:
+                x = torch.ones((1, store.dim), device=device)  # placeholder, weight 0 below
             with autocast(device):
-                out_step = model.training_loss(x, dead)
+                out_step = model.training_loss(x, dead) if ddp is None else ddp(x, dead)
+            loss = out_step.loss
+            if ddp is not None:
+                # DDP averages gradients over ranks: weigh each local mean by its share of rows.
+                loss = loss * (dist_ctx.world_size * local_rows / batch_rows)
             optimizer.zero_grad(set_to_none=True)
-            out_step.loss.backward()
+            loss.backward()
             model.project_decoder_grad()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             model.normalize_decoder()
+            if ddp is None:
+                fired = out_step.fired
+            else:
+                fired, reduced = _all_reduce_step(dist_ctx, model, x, out_step, local_rows)
             model.after_step(out_step)
             with torch.no_grad():
-                dead_counter += x.shape[0]
-                dead_counter[out_step.fired] = 0
+                dead_counter += batch_rows
+                dead_counter[fired] = 0
             state.step += 1
             state.step_in_epoch += 1
-            state.samples += x.shape[0]
+            state.samples += batch_rows
             steps_this_run += 1
-            metrics = _step_metrics(x, out_step, dead_counter, window)
+            if ddp is None:
+                metrics = _step_metrics(x, out_step, dead_counter, window)
+            else:
+                metrics = {**reduced, "dead": int((dead_counter >= window).sum())}
             if state.step % max(1, cfg.log_every) == 0 or state.step == total_steps:
                 state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
             if on_step is not None:
                 on_step(state, metrics)
             if stop_after is not None and steps_this_run >= stop_after:
                 checkpoint()
+                dist_ctx.barrier()  # the checkpoint is on disk before any rank returns
                 return TrainResult(model, state, {"interrupted": True}, out)
             if (
                 cfg.checkpoint_every
@@ -240,7 +312,6 @@ def train_sae(
 
     state.elapsed = time.perf_counter() - started
     model.eval()
-    save_sae(model, out)
     summary = {
         "msae_audit_version": __version__,
         "steps": state.step,
@@ -251,15 +322,104 @@ def train_sae(
         if state.elapsed > 0
         else None,
         "device": str(device),
+        "world_size": dist_ctx.world_size,
         "data_on_device": isinstance(source, InMemoryBatches),
+        "data_source": _describe_source(source),
         "train_config": asdict(cfg),
         "final": state.history[-1] if state.history else {},
         "dead_latents": int((dead_counter >= window).sum()),
         "data": fingerprint,
     }
-    write_json(out / "training.json", {**summary, "history": state.history})
-    checkpoint_path.unlink(missing_ok=True)
+    if dist_ctx.is_main:
+        save_sae(model, out)
+        write_json(out / "training.json", {**summary, "history": state.history})
+        checkpoint_path.unlink(missing_ok=True)
+    dist_ctx.barrier()  # the model is on disk before any rank returns
     return TrainResult(model, state, summary, out)
+
+
+class _TrainingLoss(torch.nn.Module):
+    """``training_loss`` as a module's forward, the call DDP intercepts to prepare its reducer."""
+
+    def __init__(self, model: SparseAutoencoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, dead: torch.Tensor | None) -> Any:
+        return self.model.training_loss(x, dead)
+
+
+def _wrap_ddp(
+    model: SparseAutoencoder, device: torch.device
+) -> torch.nn.parallel.DistributedDataParallel:
+    ddp_class = torch.nn.parallel.DistributedDataParallel
+    # The buffers (mean, scale, BatchTopK's threshold) are kept equal by construction (they
+    # are synced once at construction); broadcasting them before every forward only costs
+    # time. Recent PyTorch renamed the switch; older releases know only the old name.
+    no_forward_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(ddp_class.__init__).parameters
+        else {"broadcast_buffers": False}
+    )
+    return ddp_class(
+        _TrainingLoss(model),
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=False,
+        **no_forward_sync,
+    )
+
+
+@torch.no_grad()
+def _all_reduce_step(
+    dist_ctx: DistContext,
+    model: SparseAutoencoder,
+    x: torch.Tensor,
+    out: Any,
+    local_rows: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One all-reduce of the step's fired latents, metric sums and BatchTopK threshold estimate.
+
+    Returns the global fired mask and the global batch's metrics (as a single process on the
+    whole batch would report them). Sets the threshold estimate BatchTopK's ``after_step``
+    folds in to the mean over the ranks that had rows.
+    """
+    n, d = out.fired.numel(), x.shape[1]
+    stats = torch.zeros(n + d + 9, dtype=torch.float64, device=x.device)
+    kept = getattr(model, "_last_min_kept", None)  # BatchTopK's smallest kept activation
+    if local_rows:
+        xd = x.double()
+        stats[:n] = out.fired.double()
+        stats[n : n + d] = xd.sum(0)
+        has_kept = kept is not None
+        stats[n + d :] = torch.stack(
+            [
+                out.loss.detach().double() * local_rows,
+                out.recon_loss.double() * local_rows,
+                out.aux_loss.double() * local_rows,
+                (out.x_hat.double() - xd).pow(2).sum(),
+                xd.pow(2).sum(),
+                xd.new_tensor(float(local_rows)),
+                out.active.double().sum(),
+                kept.double() if has_kept else xd.new_zeros(()),
+                xd.new_tensor(1.0 if has_kept else 0.0),
+            ]
+        )
+    dist_ctx.all_reduce_tensor(stats, "sum")
+    loss, recon, aux, err, sq, rows, active, kept_sum, kept_count = stats[n + d :].tolist()
+    if hasattr(model, "_last_min_kept"):
+        model._last_min_kept = (
+            model.threshold.new_tensor(kept_sum / kept_count) if kept_count > 0 else None
+        )
+    x_sum = stats[n : n + d]
+    variance = max(sq - float(x_sum.pow(2).sum()) / rows, 1e-12)
+    metrics = {
+        "loss": loss / rows,
+        "recon": recon / rows,
+        "aux": aux / rows,
+        "fvu": err / variance,
+        "l0": active / rows,
+    }
+    return stats[:n] > 0, metrics
 
 
 def _batch_source(
@@ -267,10 +427,16 @@ def _batch_source(
     prep: Preprocessing,
     cfg: TrainConfig,
     device: torch.device,
-    rank: int = 0,
-    world_size: int = 1,
+    dist_ctx: DistContext | None = None,
 ) -> InMemoryBatches | StreamingBatches:
-    fits = store.count * store.dim * 4 <= memory_budget_bytes(device)
+    dist_ctx = dist_ctx or DistContext(device=device)
+    rank, world_size = dist_ctx.rank, dist_ctx.world_size
+    budget = memory_budget_bytes(device)
+    if device.type == "cpu":
+        budget //= max(1, dist_ctx.local_world_size)  # each local process holds its own copy
+    fits = store.count * store.dim * 4 <= budget
+    # Every rank must pick the same source (their orders differ): stream if any rank must.
+    fits = bool(dist_ctx.all_reduce_numpy(np.array([float(fits)]), "min")[0])
     if cfg.data_on_device == "yes" or (cfg.data_on_device == "auto" and fits):
         return InMemoryBatches(
             store, prep, cfg.batch_size, cfg.seed, device, rank, world_size, cfg.stream_chunk_rows
@@ -285,7 +451,16 @@ def _batch_source(
         world_size,
         cfg.stream_chunk_rows,
         cfg.stream_buffer_chunks,
+        cfg.stream_shuffle,
     )
+
+
+def _describe_source(source: InMemoryBatches | StreamingBatches) -> str:
+    if isinstance(source, InMemoryBatches):
+        return "in-memory"
+    if source.shuffle == "global":
+        return "streamed (global shuffle)"
+    return f"streamed (shuffle buffer of {source.buffer_rows} rows)"
 
 
 @torch.no_grad()
@@ -358,6 +533,7 @@ def _resume_relevant(cfg: TrainConfig) -> dict[str, Any]:
         "data_on_device",
         "stream_chunk_rows",
         "stream_buffer_chunks",
+        "stream_shuffle",
     ):
         data.pop(key)
     return data

@@ -1,0 +1,46 @@
+"""The benchmark scripts run (tiny sizes) and report what RESULTS.md quotes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_throughput_benchmark_runs(tmp_path):
+    out = tmp_path / "figures.json"
+    args = [
+        "--d",
+        "16",
+        "--n",
+        "64",
+        "--batch",
+        "64",
+        "--k-min",
+        "4",
+        "--rows",
+        "256",
+        "--naive-steps",
+        "1",
+        "--threads",
+        "1",
+    ]
+    script = ROOT / "benchmarks" / "train_throughput.py"
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--json", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "faster than naive" in done.stdout and "samples/s" in done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["train_sae"]["steps"] == 4 and figures["train_sae"]["samples_per_second"] > 0
+    for regime in ("init", "trained"):
+        loops = figures["bare_loops"][regime]
+        assert loops["speedup_vs_naive"] > 0 and len(loops["naive_step_seconds"]) == 1
