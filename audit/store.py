@@ -108,7 +108,7 @@ class EmbeddingStore:
             if lo >= stop:
                 break
             a, b = max(start, lo) - lo, min(stop, hi) - lo
-            parts.append(np.asarray(self.shards[i][a:b], dtype=np.float32))
+            parts.append(np.array(self.shards[i][a:b], dtype=np.float32))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def take(self, rows: Sequence[int] | np.ndarray, piece_rows: int = 4096) -> np.ndarray:
