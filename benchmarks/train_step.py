@@ -33,7 +33,7 @@ import torch
 
 from audit.data.planted import planted_embeddings
 from audit.device import resolve_device, tune_cpu_allocator
-from audit.sae import SAEConfig, build_sae, matryoshka_k_list
+from audit.sae import SAEConfig, build_sae, load_sae, matryoshka_k_list
 from audit.sae.base import SparseAutoencoder
 from audit.sae.train import TrainConfig, train_sae
 from audit.store import write_store
@@ -59,7 +59,7 @@ def loss_and_grads(model: SparseAutoencoder, x: torch.Tensor, naive: bool):
     model.zero_grad(set_to_none=True)
     loss = model.naive_training_loss(x) if naive else model.training_loss(x).loss
     loss.backward()
-    return float(loss), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    return float(loss.detach()), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
 def time_steps(
@@ -125,10 +125,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
-        "--train-steps", type=int, default=300, help="steps of training for the 'trained' regime"
+        "--train-steps", type=int, default=1500, help="steps of training for the 'trained' regime"
     )
+    parser.add_argument("--train-batch", type=int, default=1024, help="batch size of that training")
     parser.add_argument("--train-rows", type=int, default=65536)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-3, help="learning rate of that training")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "msae-audit" / "bench",
+        help="where the trained weights are kept between runs",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -152,38 +159,48 @@ def main() -> None:
         f"k_list={list(cfg.k_list)} weighting={args.weighting} torch={torch.__version__}"
     )
 
+    key = (
+        f"d{args.d}-n{args.n}-k{args.k_min}-{args.weighting}-s{args.train_steps}"
+        f"-b{args.train_batch}-lr{args.lr}-r{args.train_rows}-seed{args.seed}"
+    )
+    sae_dir = args.cache / key
+    train_seconds = None
     with tempfile.TemporaryDirectory() as tmp:
-        store = write_store(Path(tmp) / "planted", data.embeddings)
-        # The trained regime: fast-path training on planted data (also fits μ and s).
-        t0 = time.perf_counter()
-        trained = train_sae(
-            store,
-            cfg,
-            TrainConfig(
-                epochs=1000,
-                max_steps=args.train_steps,
-                batch_size=args.batch,
-                lr=args.lr,
-                seed=args.seed,
-                checkpoint_every=0,
-                device=str(device),
-                decay_fraction=0.0,
-            ),
-            Path(tmp) / "sae",
-        ).model.to(device)
-        train_seconds = time.perf_counter() - t0
-        init = build_sae(cfg)
-        init.reset_parameters(torch.Generator().manual_seed(args.seed))
-        init.set_preprocessing(trained.mean.cpu(), trained.scale.cpu())
-        init = init.to(device)
-        batch = torch.from_numpy(data.embeddings[: args.batch]).to(device)
-        x = trained.preprocess(batch).detach()
-
-        results = [
-            compare("init", init.train(), x, args.repeats, args.warmup),
-            compare("trained", trained.train(), x, args.repeats, args.warmup),
-        ]
-    print(f"(trained regime: {args.train_steps} steps of fast training in {train_seconds:.1f} s)")
+        if not (sae_dir / "sae.safetensors").exists():
+            # The trained regime: fast-path training on planted data (also fits μ and s).
+            store = write_store(Path(tmp) / "planted", data.embeddings)
+            t0 = time.perf_counter()
+            train_sae(
+                store,
+                cfg,
+                TrainConfig(
+                    epochs=1000,
+                    max_steps=args.train_steps,
+                    batch_size=args.train_batch,
+                    lr=args.lr,
+                    seed=args.seed,
+                    checkpoint_every=0,
+                    device=str(device),
+                    decay_fraction=0.0,
+                ),
+                sae_dir,
+            )
+            train_seconds = time.perf_counter() - t0
+    trained = load_sae(sae_dir, device=device)
+    init = build_sae(cfg)
+    init.reset_parameters(torch.Generator().manual_seed(args.seed))
+    init.set_preprocessing(trained.mean.cpu(), trained.scale.cpu())
+    init = init.to(device)
+    batch = torch.from_numpy(data.embeddings[: args.batch]).to(device)
+    x = trained.preprocess(batch).detach()
+    results = [
+        compare("init", init.train(), x, args.repeats, args.warmup),
+        compare("trained", trained.train(), x, args.repeats, args.warmup),
+    ]
+    took = f" in {train_seconds:.1f} s" if train_seconds is not None else f" (cached in {sae_dir})"
+    print(
+        f"(trained regime: {args.train_steps} steps of fast training at batch {args.train_batch}{took})"
+    )
     header = f"{'regime':8s} {'active mean/max':>16s} {'ours ms':>9s} {'naive ms':>9s} {'ratio':>6s} {'|Δloss|':>9s} {'max rel Δgrad':>13s}"
     print(header)
     print("-" * len(header))
