@@ -1,0 +1,1 @@
+"""Reports rendered from result JSON: terminal tables, HTML, JUnit XML and Markdown."""
