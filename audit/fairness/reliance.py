@@ -52,10 +52,10 @@ from audit.concepts import ConceptBank
 from audit.fairness.classifiers import Classifier, LinearHead
 from audit.fairness.groups import Cells
 from audit.fairness.stats import (
+    CountSampler,
     bootstrap_delta_wga,
     delta_wga_from_pairs,
     percentile_interval,
-    sample_poisson_binomial_counts,
     sequential_mc_pvalue,
 )
 from audit.sae import SparseAutoencoder
@@ -170,21 +170,31 @@ def rerun_ablation_margins(
     return classifier.margin(x_edit)
 
 
-def encode_columns(sae: SparseAutoencoder, x: Tensor, cols: Tensor) -> Tensor:
-    """The inference code restricted to some latents, without computing the others when the
-    activation is element-wise (ReLU-type, Matryoshka, BatchTopK); TopK needs the full row."""
+def encode_columns(sae: SparseAutoencoder, x: Tensor, cols: Tensor | None = None) -> Tensor:
+    """The inference code, optionally restricted to some latents.
+
+    Equal to ``sae.encode(x)[:, cols]``; for element-wise activations (ReLU-type, Matryoshka,
+    BatchTopK) it computes only the requested latents and applies the activation in place,
+    which saves a ``[B, n]`` temporary on the full code. TopK needs the full row.
+    """
     arch = sae.cfg.arch
-    if arch == "topk" or cols.numel() == 0:
-        return sae.encode(x)[:, cols] if cols.numel() else x.new_zeros((x.shape[0], 0))
+    if arch == "topk":
+        z = sae.encode(x)
+        return z if cols is None else z[:, cols]
+    if cols is not None and cols.numel() == 0:
+        return x.new_zeros((x.shape[0], 0))
     x_t = sae.preprocess(x) - sae.b_pre
-    pre = torch.addmm(sae.b_enc[cols], x_t, sae.W_enc[:, cols])
+    if cols is None:
+        pre = torch.addmm(sae.b_enc, x_t, sae.W_enc)
+    else:
+        pre = torch.addmm(sae.b_enc[cols], x_t, sae.W_enc[:, cols])
     if arch == "batchtopk":
         theta = sae.threshold.clamp_min(0)
-        if theta.ndim == 1:
+        if theta.ndim == 1 and cols is not None:
             theta = theta[cols]
-        z = pre * (pre > theta)
+        z = pre.mul_(pre > theta)
     else:
-        z = pre.clamp_min(0)
+        z = pre.clamp_min_(0)
     return sae._cap(z)
 
 
@@ -297,29 +307,27 @@ def edited_margins(
 class ScanResult:
     """Counts from the all-latent pass.
 
-    ``positive[k, col]``: samples of stratum ``k = 2·cell + correct_before`` predicted positive
-    after ablating column ``col`` (columns: the ``n`` latents, then the name groups).
+    ``flips[k, col]``: samples of stratum ``k = 2·cell + correct_before`` whose prediction flips
+    when column ``col`` is ablated (columns: the ``n`` latents, then the name groups). For a
+    binary decision a flip turns a correct prediction wrong or a wrong one right, so these
+    counts are the pair counts of the paired bootstrap.
     """
 
-    positive: np.ndarray  # [2·cells, n + R] int64
+    flips: np.ndarray  # [2·cells, n + R] int64
     stratum_n: np.ndarray  # [2·cells]
     act_sum: np.ndarray  # [cells, n] float64
     act_count: np.ndarray  # [cells, n] int64
     exact: bool
     group_latents: list[tuple[int, ...]]
+    checked_fraction: float = 1.0  # share of (sample, latent) pairs the exact pruning evaluated
 
-    def pairs(self, col: int, cell_label: np.ndarray) -> np.ndarray:
+    def pairs(self, col: int, cell_label: np.ndarray | None = None) -> np.ndarray:
         """``[cells, 4]`` pair counts (✓✓, ✓✗, ✗✓, ✗✗) for one column."""
-        cells = cell_label.size
-        pos = self.positive[:, col].reshape(cells, 2)
-        n = self.stratum_n.reshape(cells, 2)
-        # After-correct = predicted positive for positive cells, negative for negative cells.
-        after_ok = np.where(cell_label[:, None] == 1, pos, n - pos)
-        n11 = after_ok[:, 1]
-        n10 = n[:, 1] - n11
-        n01 = after_ok[:, 0]
-        n00 = n[:, 0] - n01
-        return np.stack([n11, n10, n01, n00], axis=1)
+        flips = self.flips[:, col].reshape(-1, 2)
+        n = self.stratum_n.reshape(-1, 2)
+        n10 = flips[:, 1]  # correct before, flipped: wrong after
+        n01 = flips[:, 0]  # wrong before, flipped: right after
+        return np.stack([n[:, 1] - n10, n10, n01, n[:, 0] - n01], axis=1)
 
 
 def _group_matrix(
@@ -343,106 +351,185 @@ def mean_activations(eng: Engine, progress: Callable[[int], None] | None = None)
     return (total / max(1, eng.rows.count)).to(eng.dtype)
 
 
+#: Rows per block of the exact pruning (rows are sorted by |margin| within a chunk).
+PRUNE_BLOCK = 256
+
+
+def _flip_counts(after: Tensor, m: Tensor, onehot: Tensor) -> Tensor:
+    """Per-stratum counts of predictions that change: ``[strata, cols]``."""
+    flip = (after > 0) != (m > 0)[:, None]
+    return onehot @ flip.to(onehot.dtype)
+
+
+def _raw_flips_pruned(
+    z: Tensor,
+    m: Tensor,
+    g: Tensor,
+    values: Tensor | None,
+    onehot: Tensor,
+    strata: Tensor,
+    out: Tensor,
+) -> int:
+    """Flip counts of every single-latent ablation for a linear head on raw inputs, exactly.
+
+    A latent can only flip sample ``i`` if its largest possible margin change in this chunk,
+    ``reach_j = max(v_j, max_i z_ij) · |g_j|``, is at least ``|m_i|`` (the change is
+    ``(v_j − z_ij) g_j`` and ``|v_j − z_ij| ≤ max(v_j, z_ij)`` for non-negative codes). With the
+    rows sorted by ``|m|``, block ``b`` only needs the latents whose reach exceeds the block's
+    smallest ``|m|``; every other (sample, latent) pair provably keeps its prediction (a float
+    sum ``m + Δ`` with ``|Δ| < |m|`` keeps the sign of ``m``). Returns the pairs evaluated.
+    """
+    absm = m.abs()
+    zmax = z.amax(0)
+    bound = zmax if values is None else torch.maximum(zmax, values)
+    reach = bound * g.abs()
+    checked = 0
+    for r0 in range(0, z.shape[0], PRUNE_BLOCK):
+        cols = torch.nonzero(reach >= absm[r0]).flatten()
+        if cols.numel() == 0:
+            break  # rows are sorted: later blocks have larger |m|
+        r1 = min(z.shape[0], r0 + PRUNE_BLOCK)
+        sub = z[r0:r1].index_select(1, cols)
+        if values is None:
+            # Zero ablation changes only active entries: evaluate the non-zeros alone.
+            rows, idx = torch.nonzero(sub, as_tuple=True)
+            mm = m[r0:r1][rows]
+            after = torch.addcmul(mm, sub[rows, idx], g[cols[idx]], value=-1.0)
+            flip = (after > 0) != (mm > 0)
+            if bool(flip.any()):
+                hit_rows, hit_cols = rows[flip], cols[idx[flip]]
+                out.index_put_(
+                    (strata[r0:r1][hit_rows], hit_cols),
+                    torch.ones(hit_rows.numel(), dtype=out.dtype, device=out.device),
+                    accumulate=True,
+                )
+            checked += rows.numel()
+            continue
+        after = ablation_margins_raw(m[r0:r1], sub, g[cols], values[cols])
+        out.index_add_(1, cols, _flip_counts(after, m[r0:r1], onehot[:, r0:r1]).to(out.dtype))
+        checked += sub.numel()
+    return checked
+
+
 def scan_latents(
     eng: Engine,
     groups: list[tuple[int, ...]],
     progress: Callable[[int], None] | None = None,
 ) -> ScanResult:
-    """Pass 1: base margins and, for every latent and name group, the after-ablation counts."""
+    """Pass 1: base margins and, for every latent and name group, the flip counts."""
     sae, cells = eng.sae, eng.cells
     n = sae.n_latents
-    n_cells = cells.n_cells
-    cell_all = cells.cell
-    y_all = cells.y
+    n_strata = 2 * cells.n_cells
+    cell_all, y_all = cells.cell, cells.y
     kind = eng.kind
     u = sae.decoder_directions().detach().to(eng.dtype)
-    gmat = _group_matrix(groups, n, eng.device, eng.dtype)
-    positive = np.zeros((2 * n_cells, n + len(groups)), dtype=np.int64)
-    act_sum = np.zeros((n_cells, n))
-    act_count = np.zeros((n_cells, n), dtype=np.int64)
+    dev, dt = eng.device, eng.dtype
+    flips = torch.zeros((n_strata, n + len(groups)), device=dev, dtype=torch.float64)
+    act_sum = torch.zeros((n_strata, n), device=dev, dtype=torch.float64)
+    act_count = torch.zeros((n_strata, n), device=dev, dtype=torch.float64)
     margins = np.empty(eng.rows.count, dtype=np.float64)
     dot_w = np.empty(eng.rows.count) if kind == "linear_l2" else None
     sq_norm = np.empty(eng.rows.count) if kind == "linear_l2" else None
     values = eng.values
+    gmat = _group_matrix(groups, n, dev, dt)
+    checked = 0
     if kind != "rerun":
         head = eng.classifier
         assert isinstance(head, LinearHead)
-        g = (u @ head.weight.to(eng.device, eng.dtype)).contiguous()
+        w = head.weight.to(dev, dt)
+        g = (u @ w).contiguous()
         eng.g = g
         u_sq = (u * u).sum(1)
         grams = [u[list(s)] @ u[list(s)].T for s in groups]
+        group_flat = torch.tensor([j for s in groups for j in s], dtype=torch.long, device=dev)
+        group_of = torch.tensor(
+            [r for r, s in enumerate(groups) for _ in s], dtype=torch.long, device=dev
+        )
+        vg_groups = None if values is None else (values * g) @ gmat
     for lo, block in eng.rows.chunks(eng.chunk):
         hi = lo + len(block)
         x = eng.tensor(block)
         with torch.no_grad():
             m = eng.classifier.margin(x)
-        y = y_all[lo:hi]
-        before_ok = (m.cpu().numpy() > 0) == (y == 1)
-        key = 2 * cell_all[lo:hi] + before_ok
-        order = np.argsort(key, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=2 * n_cells))])
-        x = x[torch.from_numpy(order).to(eng.device)]
-        m = m[torch.from_numpy(order).to(eng.device)]
-        margins[lo:hi] = m.cpu().numpy()[np.argsort(order, kind="stable")]
+        m_np = m.cpu().numpy().astype(np.float64)
+        # Rows sorted by |margin|: the exact pruning needs it, the counts do not care.
+        order = np.argsort(np.abs(m_np), kind="stable")
+        margins[lo:hi] = m_np
+        key = 2 * cell_all[lo:hi] + ((m_np > 0) == (y_all[lo:hi] == 1))
+        order_t = torch.from_numpy(order).to(dev)
+        x, m = x[order_t], m[order_t]
+        strata = torch.from_numpy(key[order]).to(dev)
+        onehot = torch.zeros((n_strata, len(block)), device=dev, dtype=dt)
+        onehot[strata, torch.arange(len(block), device=dev)] = 1.0
         if kind == "rerun":
-            # First-order screening: the input gradient stands in for w (exact evaluation of the
-            # shortlist comes later).
+            # First-order screening: the input gradient stands in for w (the shortlist is then
+            # evaluated exactly by decode-and-rerun).
             x_req = x.detach().clone().requires_grad_(True)
             try:
                 with torch.enable_grad():
                     grad = torch.autograd.grad(eng.classifier.margin(x_req).sum(), x_req)[0]
             except RuntimeError:
                 grad = torch.zeros_like(x)
-            with torch.no_grad():
-                z = sae.encode(x)
+        with torch.no_grad():
+            z = encode_columns(sae, x)
+            act_sum += (onehot @ z).double()
+            # Codes are non-negative for every architecture, so sign(z) is the 0/1 activity.
+            act_count += (onehot @ torch.sign(z)).double()
+            if kind == "linear_raw":
+                checked += _raw_flips_pruned(z, m, g, values, onehot, strata, flips[:, :n])
+                if groups:
+                    # Σ_{j∈S} z_j g_j by gathering the groups' columns (sparse, unlike z @ M).
+                    zg = z.index_select(1, group_flat) * g[group_flat]
+                    effect = torch.zeros((len(block), len(groups)), device=dev, dtype=dt)
+                    effect.index_add_(1, group_of, zg)
+                    after_g = m[:, None] - effect
+                    if vg_groups is not None:
+                        after_g = after_g + vg_groups[None, :]
+                    flips[:, n:] += _flip_counts(after_g, m, onehot)
+            elif kind == "linear_l2":
+                xu = x @ u.T
+                dw = x @ w
+                sq = (x * x).sum(1)
+                inverse = np.argsort(order, kind="stable")
+                dot_w[lo:hi] = dw.cpu().numpy()[inverse]
+                sq_norm[lo:hi] = sq.cpu().numpy()[inverse]
+                after = ablation_margins_l2(dw, sq, xu, z, g, u_sq, head.bias, values)
+                flips[:, :n] += _flip_counts(after, m, onehot)
+                checked += after.numel()
+                if groups:
+                    after_g = torch.stack(
+                        [
+                            _l2_group_margin(dw, sq, xu, z, g, gram, s, head.bias, values)
+                            for s, gram in zip(groups, grams, strict=True)
+                        ],
+                        dim=1,
+                    )
+                    flips[:, n:] += _flip_counts(after_g, m, onehot)
+            else:
                 gu = grad @ u.T
                 c = -z if values is None else values[None, :] - z
                 after = m[:, None] + c * gu
-                after_g = m[:, None] + (c * gu) @ gmat if groups else None
-        else:
-            with torch.no_grad():
-                z = sae.encode(x)
-                if kind == "linear_raw":
-                    after = ablation_margins_raw(m, z, g, values)
-                    if groups:
-                        c = -z if values is None else values[None, :] - z
-                        after_g = m[:, None] + (c * g[None, :]) @ gmat
-                else:
-                    xu = x @ u.T
-                    dw = x @ head.weight.to(eng.device, eng.dtype)
-                    sq = (x * x).sum(1)
-                    dot_w[lo:hi] = dw.cpu().numpy()[np.argsort(order, kind="stable")]
-                    sq_norm[lo:hi] = sq.cpu().numpy()[np.argsort(order, kind="stable")]
-                    after = ablation_margins_l2(dw, sq, xu, z, g, u_sq, head.bias, values)
-                    if groups:
-                        after_g = torch.stack(
-                            [
-                                _l2_group_margin(dw, sq, xu, z, g, gram, s, head.bias, values)
-                                for s, gram in zip(groups, grams, strict=True)
-                            ],
-                            dim=1,
-                        )
-        with torch.no_grad():
-            pos = after > 0
-            pos_g = after_g > 0 if groups else None
-            active = z > 0
-            for k in range(2 * n_cells):
-                a, b = int(bounds[k]), int(bounds[k + 1])
-                if a == b:
-                    continue
-                positive[k, :n] += pos[a:b].sum(0).cpu().numpy()
+                flips[:, :n] += _flip_counts(after, m, onehot)
                 if groups:
-                    positive[k, n:] += pos_g[a:b].sum(0).cpu().numpy()
-                act_sum[k // 2] += z[a:b].sum(0, dtype=torch.float64).cpu().numpy()
-                act_count[k // 2] += active[a:b].sum(0).cpu().numpy()
+                    flips[:, n:] += _flip_counts(m[:, None] + (c * gu) @ gmat, m, onehot)
         if progress:
             progress(len(block))
     eng.margin = margins
     eng.dot_w, eng.sq_norm = dot_w, sq_norm
     stratum_n = np.bincount(
-        2 * cell_all + ((margins > 0) == (y_all == 1)), minlength=2 * n_cells
+        2 * cell_all + ((margins > 0) == (y_all == 1)), minlength=n_strata
     ).astype(np.int64)
-    return ScanResult(positive, stratum_n, act_sum, act_count, kind != "rerun", groups)
+    cell_sum = act_sum.cpu().numpy().reshape(cells.n_cells, 2, n).sum(1)
+    cell_count = np.rint(act_count.cpu().numpy().reshape(cells.n_cells, 2, n).sum(1))
+    return ScanResult(
+        np.rint(flips.cpu().numpy()).astype(np.int64),
+        stratum_n,
+        cell_sum,
+        cell_count.astype(np.int64),
+        kind != "rerun",
+        groups,
+        checked / max(1, eng.rows.count * n),
+    )
 
 
 def _l2_group_margin(dw, sq, xu, z, g, gram, latents, bias, values):  # type: ignore[no-untyped-def]
@@ -634,20 +721,12 @@ def relocation_null(
         if idx.size == 0:
             continue
         s, nt = successes[idx], class_n[idx]
-        fixed = int(np.count_nonzero(s == nt))
         random_part = (s > 0) & (s < nt)
-        key, mult = (
-            np.unique(np.stack([s[random_part], nt[random_part]], 1), axis=0, return_counts=True)
-            if random_part.any()
-            else (np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))
-        )
-        probs = key[:, 0] / key[:, 1] if key.size else np.zeros(0)
-        plans.append((idx.size, fixed, probs, mult))
+        probs = s[random_part] / nt[random_part]
+        plans.append((idx.size, CountSampler(probs, int(np.count_nonzero(s == nt)))))
 
     def draw(k: int) -> np.ndarray:
-        acc = np.stack(
-            [sample_poisson_binomial_counts(p, mlt, fx, k, rng) / n for n, fx, p, mlt in plans], 1
-        )
+        acc = np.stack([sampler.draw(k, rng) / n for n, sampler in plans], 1)
         return wga_after - acc.min(1)
 
     p, used, stats = sequential_mc_pvalue(draw, lambda s: s >= delta_wga - 1e-12, max_draws)

@@ -98,7 +98,7 @@ def _engine(sae, classifier, x: np.ndarray, y=None, a=None, dtype=torch.float64)
     )
     cells = build_cells(labels, "t", "a")
     rows = rl.Rows(lambda lo, hi: x[lo:hi], lambda pos: x[np.asarray(pos)], n)
-    return rl.Engine(sae, classifier, rows, cells, torch.device("cpu"), chunk=17, dtype=dtype)
+    return rl.Engine(sae, classifier, rows, cells, torch.device("cpu"), chunk=64, dtype=dtype)
 
 
 def _brute_force_pairs(eng: rl.Engine, x: torch.Tensor, latents: tuple[int, ...]) -> np.ndarray:
@@ -116,9 +116,12 @@ def _brute_force_pairs(eng: rl.Engine, x: torch.Tensor, latents: tuple[int, ...]
     )
 
 
+@pytest.mark.parametrize("mean_values", [False, True])
 @pytest.mark.parametrize("kind", ["raw", "l2", "rerun"])
-def test_scan_counts_match_brute_force(kind):
-    """The all-latent pass (chunked, rows regrouped by cell) gives the rerun's exact counts."""
+def test_scan_counts_match_brute_force(kind, mean_values, monkeypatch):
+    """The all-latent pass (chunked, rows sorted by |margin|, pruned block by block) gives the
+    rerun's exact counts."""
+    monkeypatch.setattr(rl, "PRUNE_BLOCK", 3)  # many small blocks: the pruning really prunes
     sae = random_sae(n=24)
     head = random_head(sae.d_in, kind == "l2", seed=4)
     x = torch.randn(200, sae.d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
@@ -126,6 +129,9 @@ def test_scan_counts_match_brute_force(kind):
     if kind == "rerun":
         clf = ScriptedClassifier(torch.jit.script(_Linear(head)), "raw", "mem", "sha256:0")
     eng = _engine(sae, clf, x.numpy())
+    if mean_values:
+        with torch.no_grad():
+            eng.values = sae.encode(x).mean(0)
     groups = [(1, 2), (4, 9, 20)]
     scan = rl.scan_latents(eng, groups)
     labels = eng.cells.cell_labels()
@@ -141,6 +147,8 @@ def test_scan_counts_match_brute_force(kind):
             pairs, _ = rl.exact_pairs(eng, row, rl.RowData(zcol, None))
             np.testing.assert_array_equal(pairs, expected)
     assert changed > 50  # the test exercises real flips
+    if kind == "raw":
+        assert scan.checked_fraction < 0.7  # ... and the pruning skips pairs
     if kind != "rerun":
         for r, latents in enumerate(groups):
             np.testing.assert_array_equal(
