@@ -79,7 +79,7 @@ class AuditSettings:
     unnamed_top: int = 10  # unnamed latents listed for discovery
     dose_top: int = 3
     examples: int = 6
-    integrity_rows: int = 20_000
+    integrity_rows: int = 8192
     probe_c: float = 1.0
 
 
@@ -351,8 +351,7 @@ def run_audit(
     lap("scan")
     base_pred = (eng.margin > 0).astype(np.int8)
     result.update(group_report(cells, base_pred))
-    labels_of_cell = cells.cell_labels()
-    pairs = {r.latents: scan.pairs(column[r.latents], labels_of_cell) for r in rows}
+    pairs = {r.latents: scan.pairs(column[r.latents]) for r in rows}
     summaries = {r.latents: rl.pair_summary(pairs[r.latents], cells) for r in rows}
     tested = [r for r in rows if r.tested]
     untested = [r for r in rows if not r.tested]
@@ -500,10 +499,16 @@ def run_audit(
     focus = flagged or [c for c in concepts if c["tested"]][:1]
     worst_cell = _worst_cell(result, cells)
     doses, examples = [], []
+    missing = sorted({j for c in focus for j in c["latents"]} - set(where))
+    if missing:  # the focus rows were not among those with per-sample activations yet
+        extra_z, extra_xu = rl.extract_columns(eng, missing)
+        zcols = np.concatenate([zcols, extra_z], axis=1)
+        if xucols is not None and extra_xu is not None:
+            xucols = np.concatenate([xucols, extra_xu], axis=1)
+        where.update({j: len(latents) + i for i, j in enumerate(missing)})
+        latents = latents + missing
     for c in focus:
         r = by_key[tuple(c["latents"])]
-        if r not in needs:
-            continue
         data = data_of(r)
         curve = rl.dose_response(eng, r, data)
         doses.append(

@@ -78,24 +78,24 @@ def groups_table(result: dict) -> Table:
 
 
 def concepts_table(result: dict, top: int = 10) -> Table:
-    table = Table(
-        title=f"Top concepts by ΔWGA (of {len(result.get('concepts', []))} listed)",
-        title_justify="left",
-    )
-    for col in ("rank", "concept", "ΔWGA", "95% CI", "q", "flagged", "flip rate"):
-        table.add_column(
-            col,
-            justify="left" if col in ("concept", "flagged") else "right",
-            no_wrap=col != "concept",
-        )
+    n = len(result.get("concepts", []))
+    table = Table(title=f"Top concepts by ΔWGA (of {n} listed)", title_justify="left")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("concept", min_width=18, ratio=1)
+    for col in ("ΔWGA", "95% CI", "q", "flag", "flips"):
+        table.add_column(col, justify="left" if col == "flag" else "right", no_wrap=True)
     for c in result.get("concepts", [])[:top]:
-        label = Text(
-            c["label"], style="bold red" if c["flagged"] else ("" if c["tested"] else "italic dim")
-        )
+        style = "bold red" if c["flagged"] else ("" if c["tested"] else "italic dim")
+        lo, hi = c["ci"]
         table.add_row(
-            str(c["rank"]), label, _num(c["delta_wga"], 4), _num(c["ci"], 4), _num(c["q"], 4),
-            Text("yes", style="bold red") if c["flagged"] else Text("no"), f"{100 * c['flip_rate']:.2f}%",
-        )  # fmt: skip
+            str(c["rank"]),
+            Text(c["label"], style=style),
+            f"{c['delta_wga']:+.3f}",
+            f"[{lo:+.3f}, {hi:+.3f}]",
+            _num(c["q"], 3),
+            Text("yes", style="bold red") if c["flagged"] else Text("no"),
+            f"{100 * c['flip_rate']:.1f}%",
+        )
     return table
 
 
