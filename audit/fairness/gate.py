@@ -249,7 +249,7 @@ def evaluate_checks(result: dict, gate: GateConfig) -> list[dict]:
                 reason=f"group '{worst['name']}' has n={worst['n']} < min_group_size={gate.min_group_size}",
             )
         elif not bounds:
-            entry.update(status="info", reason="no gate entry: reported, never fails")
+            entry.update(status="info", reason="no gate entry: never fails")
         else:
             ok = ("min" not in bounds or value >= bounds["min"] - 1e-12) and (
                 "max" not in bounds or value <= bounds["max"] + 1e-12

@@ -43,6 +43,13 @@ def verdict_panel(result: dict) -> Panel:
     return Panel(Group(*body), title="msae-audit", expand=False)
 
 
+def _threshold(check: dict) -> str:
+    t = check["threshold"]
+    if isinstance(check["value"], int) and isinstance(t, float) and t.is_integer():
+        return str(int(t))  # counts (flagged_concepts) get integer thresholds
+    return _num(t, 4)
+
+
 def checks_table(result: dict) -> Table:
     table = Table(title="Checks", title_justify="left")
     for col, just in (
@@ -57,7 +64,7 @@ def checks_table(result: dict) -> Table:
         table.add_row(
             Text(c["name"]),
             _num(c["value"], 4) if isinstance(c["value"], float) else _num(c["value"]),
-            _num(c["threshold"], 4) if isinstance(c["threshold"], float) else _num(c["threshold"]),
+            _threshold(c),
             Text(c["status"], style=STATUS_STYLE.get(c["status"], "")),
             Text(str(c.get("reason", "")), style="dim"),
         )

@@ -168,3 +168,17 @@ def test_rejudge_applies_new_flag_rules_and_allowlist():
     assert out["verdict"] == "pass"
     with pytest.raises(InputError, match="not an audit result"):
         rejudge({"schema": "msae-audit/eval"}, cfg)
+
+
+def test_example_gate_file_and_workflow():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    cfg = load_gate(root / "gate.yaml")
+    assert cfg.gates["flagged_concepts"] == {"max": 0.0} and cfg.min_group_size == 100
+    workflow = yaml.safe_load((root / "github-workflow.yml").read_text())
+    steps = workflow["jobs"]["audit"]["steps"]
+    run = next(s["run"] for s in steps if "run" in s and "msae-audit audit" in s["run"])
+    assert "--gate examples/gate.yaml" in run and "--junit" in run

@@ -102,3 +102,18 @@ def test_doctests(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_poisson_binomial_pmf_and_sampler_are_exact():
+    from audit.fairness.stats import CountSampler, poisson_binomial_pmf
+
+    rng = np.random.default_rng(3)
+    p = rng.random(300) ** 3
+    dp = np.array([1.0])
+    for q in p:  # the textbook dynamic programme
+        dp = np.convolve(dp, [1 - q, q])
+    assert np.abs(poisson_binomial_pmf(p) - dp).max() < 1e-12
+    sampler = CountSampler(p, fixed=7)
+    draws = sampler.draw(20_000, np.random.default_rng(4))
+    assert abs(draws.mean() - (7 + p.sum())) < 0.05
+    assert abs(draws.var() - (p * (1 - p)).sum()) < 0.6
