@@ -186,16 +186,9 @@ def encode_columns(sae: SparseAutoencoder, x: Tensor, cols: Tensor | None = None
     x_t = sae.preprocess(x) - sae.b_pre
     if cols is None:
         pre = torch.addmm(sae.b_enc, x_t, sae.W_enc)
-    else:
-        pre = torch.addmm(sae.b_enc[cols], x_t, sae.W_enc[:, cols])
-    if arch == "batchtopk":
-        theta = sae.threshold.clamp_min(0)
-        if theta.ndim == 1 and cols is not None:
-            theta = theta[cols]
-        z = pre.mul_(pre > theta)
-    else:
-        z = pre.clamp_min_(0)
-    return sae._cap(z)
+        return _activate_subset(sae, pre, torch.arange(sae.n_latents, device=x.device))
+    pre = torch.addmm(sae.b_enc[cols], x_t, sae.W_enc[:, cols])
+    return _activate_subset(sae, pre, cols)
 
 
 # ------------------------------------------------------------------------------------------
@@ -549,19 +542,41 @@ def extract_columns(
     eng: Engine, latents: list[int], progress: Callable[[int], None] | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``z[:, latents]`` for every audited row (and ``x · u_j`` for heads on L2 inputs)."""
-    cols = torch.tensor(latents, dtype=torch.long, device=eng.device)
     out = np.zeros((eng.rows.count, len(latents)), dtype=np.float32)
     xu_out = np.zeros_like(out) if eng.kind == "linear_l2" else None
-    u = _u(eng.sae, tuple(latents)).to(eng.dtype) if latents else None
+    if not latents:
+        return out, xu_out
+    sae = eng.sae
+    cols = torch.tensor(latents, dtype=torch.long, device=eng.device)
+    u = _u(sae, tuple(latents)).to(eng.dtype)
+    elementwise = sae.cfg.arch != "topk"
+    if elementwise:  # gather the encoder columns once, not per chunk
+        w_sub = sae.W_enc.detach()[:, cols].contiguous()
+        b_sub = sae.b_enc.detach()[cols]
     for lo, block in eng.rows.chunks(eng.chunk):
         x = eng.tensor(block)
         with torch.no_grad():
-            out[lo : lo + len(block)] = encode_columns(eng.sae, x, cols).cpu().numpy()
-            if xu_out is not None and u is not None:
+            if elementwise:
+                pre = torch.addmm(b_sub, sae.preprocess(x) - sae.b_pre, w_sub)
+                z = _activate_subset(sae, pre, cols)
+            else:
+                z = encode_columns(sae, x, cols)
+            out[lo : lo + len(block)] = z.cpu().numpy()
+            if xu_out is not None:
                 xu_out[lo : lo + len(block)] = (x @ u.T).cpu().numpy()
         if progress:
             progress(len(block))
     return out, xu_out
+
+
+def _activate_subset(sae: SparseAutoencoder, pre: Tensor, cols: Tensor) -> Tensor:
+    """The element-wise activation of a column subset of pre-activations (in place)."""
+    if sae.cfg.arch == "batchtopk":
+        theta = sae.threshold.clamp_min(0)
+        if theta.ndim == 1:
+            theta = theta[cols]
+        return sae._cap(pre.mul_(pre > theta))
+    return sae._cap(pre.clamp_min_(0))
 
 
 # ------------------------------------------------------------------------------------------
