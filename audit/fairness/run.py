@@ -214,6 +214,390 @@ def _base_margins(eng: rl.Engine) -> np.ndarray:
     return out
 
 
+class _Activations:
+    """Per-sample activations of the latents that need them (a column cache over pass 2)."""
+
+    def __init__(self, eng: rl.Engine) -> None:
+        self.eng = eng
+        self.where: dict[int, int] = {}
+        self.z = np.zeros((eng.rows.count, 0), dtype=np.float32)
+        self.xu: np.ndarray | None = None
+
+    def ensure(self, latents: set[int], tick: Callable[[int], None] | None = None) -> None:
+        missing = sorted(set(latents) - set(self.where))
+        if not missing and self.where:
+            return
+        z, xu = rl.extract_columns(self.eng, missing, tick)
+        offset = self.z.shape[1]
+        self.where.update({j: offset + i for i, j in enumerate(missing)})
+        self.z = np.concatenate([self.z, z], axis=1)
+        if xu is not None:
+            self.xu = xu if self.xu is None else np.concatenate([self.xu, xu], axis=1)
+
+    def of(self, row: rl.ConceptRow) -> rl.RowData:
+        idx = [self.where[j] for j in row.latents]
+        return rl.RowData(self.z[:, idx], None if self.xu is None else self.xu[:, idx])
+
+
+class _AuditRun:
+    """One audit, step by step; each method fills part of ``self.result``."""
+
+    def __init__(
+        self,
+        store: EmbeddingStore,
+        labels: pd.DataFrame,
+        sae: SparseAutoencoder,
+        bank: ConceptBank,
+        settings: AuditSettings,
+        gate: GateConfig,
+        progress: Callable[[str, int, int], None] | None,
+    ) -> None:
+        self.store, self.labels, self.sae, self.bank = store, labels, sae, bank
+        self.settings, self.gate, self.progress = settings, gate, progress
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+        self.result: dict[str, Any] = {}
+        self.pairs: dict[tuple[int, ...], np.ndarray] = {}
+        self.summaries: dict[tuple[int, ...], dict] = {}
+        self.afters: dict[tuple[int, ...], np.ndarray] = {}
+        self.pvalues: dict[tuple[int, ...], float] = {}
+        self.nulls: dict[tuple[int, ...], tuple[int, tuple[float, float]]] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self._clock
+        self._clock = now
+
+    def tick(self, stage: str, total: int) -> Callable[[int], None] | None:
+        return _tick(self.progress, stage, total)
+
+    # -- inputs ------------------------------------------------------------------------------
+    def prepare(self, classifier: Classifier | str) -> None:
+        """Validate inputs, choose the rows, fit the probe if asked, build the engine."""
+        from audit.device import resolve_device
+
+        settings, store = self.settings, self.store
+        if settings.ablation not in rl.ABLATIONS:
+            raise InputError(f"--ablation must be zero or mean, got {settings.ablation!r}")
+        if len(self.labels) != store.count:
+            raise InputError(
+                f"labels have {len(self.labels)} rows but the embeddings have {store.count}"
+            )
+        if self.sae.d_in != store.dim:
+            raise InputError(
+                f"the SAE expects {self.sae.d_in}-dimensional embeddings, the store has {store.dim}"
+            )
+        self.bank.check_sae(sae_fingerprint(self.sae))
+        device = resolve_device(settings.device)
+        cells_all = build_cells(self.labels, settings.target, settings.spurious)
+        probe = isinstance(classifier, str)
+        if probe and classifier != "probe":
+            raise InputError(f"--classifier must be a file or 'probe', got {classifier!r}")
+        self.selection = select_rows(self.labels, cells_all, settings.split, probe, settings.seed)
+        if self.selection.audit.size == 0:
+            raise InputError("no rows to audit")
+        if isinstance(classifier, str):
+            train = self.selection.train
+            assert train is not None
+            classifier = fit_probe(
+                store.take(train), cells_all.y[train], settings.classifier_input,
+                settings.seed, settings.probe_c,
+            )  # fmt: skip
+            self.classifier_info: dict[str, Any] = {
+                "kind": "probe",
+                "input": settings.classifier_input,
+                "train_rows": int(train.size),
+                "c": settings.probe_c,
+                "weight_norm": float(classifier.weight.norm()),
+            }
+        else:
+            self.classifier_info = classifier.describe()
+        self.cells = subset_cells(cells_all, self.selection.audit)
+        self.eng = rl.Engine(
+            self.sae.to(device).eval(), classifier.to(device),
+            _rows_view(store, self.selection.audit), self.cells, device, settings.chunk_rows,
+        )  # fmt: skip
+        self.activations = _Activations(self.eng)
+        self.lap("inputs")
+
+    def header(self, provenance: dict | None, extra: dict | None) -> None:
+        settings, cells = self.settings, self.cells
+        provenance = provenance or {}
+        self.result = {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "tool": tool_versions(),
+            "seed": settings.seed,
+            "inputs": {
+                **provenance,
+                "classifier": {**provenance.get("classifier", {}), **self.classifier_info},
+            },
+            "settings": _settings_json(settings, self.gate),
+            "gate": self.gate.describe(),
+            "data": {
+                "rows_total": int(self.store.count),
+                "rows_audited": int(self.selection.audit.size),
+                "split": self.selection.source,
+                "target": settings.target,
+                "spurious": settings.spurious,
+                "positive_class": cells.target_values[1],
+                "classifier_kind": self.eng.kind,
+            },
+            "notes": [],
+            **(extra or {}),
+        }
+
+    # -- integrity ---------------------------------------------------------------------------
+    def integrity_ok(self) -> bool:
+        """Measure the integrity check; on failure fill the groups and the error, refuse the rest."""
+        gate = self.gate
+        integrity = _integrity(self.eng, self.settings)
+        self.result["integrity"] = {
+            **integrity,
+            "min_cosine": gate.min_cosine,
+            "min_agreement": gate.min_agreement,
+        }
+        self.lap("integrity")
+        if (
+            integrity["sae_cosine"] >= gate.min_cosine
+            and integrity["classifier_agreement"] >= gate.min_agreement
+        ):
+            return True
+        self.eng.margin = _base_margins(self.eng)
+        self.result.update(group_report(self.cells, (self.eng.margin > 0).astype(np.int8)))
+        self.result.update(
+            concepts=[], concepts_computed=False, family=None, dose_response=[], examples=[]
+        )
+        self.result["error"] = (
+            f"integrity check failed: mean cosine(x, x̂) = {integrity['sae_cosine']:.3f} "
+            f"(min {gate.min_cosine}), classifier agreement on x̂ = "
+            f"{integrity['classifier_agreement']:.3f} (min {gate.min_agreement}); the SAE does not "
+            "explain what this classifier uses on this data, so no concept is attributed"
+        )
+        return False
+
+    # -- pass 1 ------------------------------------------------------------------------------
+    def scan(self) -> None:
+        """Ablate every latent and name group; group metrics from the base predictions."""
+        eng, n = self.eng, self.sae.n_latents
+        if self.settings.ablation == "mean":
+            eng.values = rl.mean_activations(eng, self.tick("mean activations", eng.rows.count))
+            self.lap("mean activations")
+        self.rows = rl.build_concept_rows(self.bank, n)
+        groups = [r.latents for r in self.rows if len(r.latents) > 1]
+        column = {g: n + i for i, g in enumerate(groups)}
+        self.scan_result = rl.scan_latents(
+            eng, groups, self.tick("ablate every latent", eng.rows.count)
+        )
+        self.lap("scan")
+        self.result.update(group_report(self.cells, (eng.margin > 0).astype(np.int8)))
+        for r in self.rows:
+            self.set_pairs(r, self.scan_result.pairs(column.get(r.latents, r.latent)))
+        self.tested = [r for r in self.rows if r.tested]
+
+    def set_pairs(self, row: rl.ConceptRow, pairs: np.ndarray) -> None:
+        self.pairs[row.latents] = pairs
+        self.summaries[row.latents] = rl.pair_summary(pairs, self.cells)
+
+    def delta(self, row: rl.ConceptRow) -> float:
+        return self.summaries[row.latents]["delta_wga"]
+
+    def by_delta(self, rows: list[rl.ConceptRow]) -> list[rl.ConceptRow]:
+        return sorted(rows, key=lambda r: (-self.delta(r), r.latent))
+
+    # -- which rows are reported, with exact numbers -----------------------------------------
+    def choose_rows(self) -> None:
+        """Every named concept (linear heads) or a screened shortlist (other classifiers),
+        plus the unnamed latents with the largest ΔWGA > 0."""
+        settings = self.settings
+        untested = [r for r in self.rows if not r.tested]
+        if self.eng.exact_all:
+            self.listed_tested = self.tested
+            self.listed_untested = [r for r in self.by_delta(untested) if self.delta(r) > 0][
+                : settings.unnamed_top
+            ]
+        else:
+            self.listed_tested = self.by_delta(self.tested)[: settings.shortlist]
+            self.listed_untested = self.by_delta(untested)[: settings.unnamed_top]
+            self.result["notes"].append(
+                f"non-linear classifier: {len(self.listed_tested)} of {len(self.tested)} named "
+                "concepts shortlisted by a first-order screen and evaluated exactly by "
+                "decode-and-rerun; the others count in the BH family with p = 1"
+            )
+        # Per-sample activations: exact reruns, the null's candidates, name groups, the top row.
+        listed = self.listed_tested + self.listed_untested
+        needs = set(listed) if not self.eng.exact_all else set()
+        needs |= {r for r in listed if len(r.latents) > 1}
+        if self.tested:
+            needs.add(self.by_delta(self.tested)[0])
+        if self.eng.exact_all:
+            needs |= set(self.null_candidates())
+        self.activations.ensure(
+            {j for r in needs for j in r.latents}, self.tick("activations", self.eng.rows.count)
+        )
+        self.lap("activations")
+        if not self.eng.exact_all:
+            for r in listed:
+                pairs, self.afters[r.latents] = rl.exact_pairs(self.eng, r, self.activations.of(r))
+                self.set_pairs(r, pairs)
+            self.listed_tested = self.by_delta(self.listed_tested)
+            self.listed_untested = [
+                r for r in self.by_delta(self.listed_untested) if self.delta(r) > 0
+            ]
+            self.lap("rerun shortlist")
+
+    def null_candidates(self) -> list[rl.ConceptRow]:
+        pool = self.listed_tested
+        return [r for r in self.by_delta(pool) if self.delta(r) > 0][: self.settings.null_rows]
+
+    # -- statistics --------------------------------------------------------------------------
+    def null_pvalues(self) -> None:
+        """The relocation null for the top named concepts with ΔWGA > 0 (p = 1 for the rest, a
+        valid and conservative choice); BH over every validated name."""
+        self.family = len(self.tested)
+        self.max_draws = null_draws_for_family(
+            self.family, self.gate.max_q, self.settings.null_min_draws
+        )
+        candidates = self.null_candidates()
+        tick = self.tick("null", len(candidates))
+        for r in candidates:
+            s = self.summaries[r.latents]
+            p, used, band = rl.relocation_null(
+                self.eng, r, self.activations.of(r), s["delta_wga"], s["wga_after"],
+                self.max_draws, rl.row_rng(self.settings.seed, 2, r), self.settings.null_atoms,
+            )  # fmt: skip
+            self.pvalues[r.latents] = p
+            self.nulls[r.latents] = (used, band)
+            if tick:
+                tick(1)
+        self.with_null = len(candidates)
+        all_p = np.array([self.pvalues.get(r.latents, 1.0) for r in self.tested])
+        self.qvalues = dict(zip([r.latents for r in self.tested], bh_qvalues(all_p), strict=True))
+        self.lap("null")
+
+    def concept_entries(self) -> None:
+        """One JSON row per reported concept: ΔWGA with its bootstrap CI, p, q, per-group
+        effects and activations; then flags and ranks."""
+        gate, cells = self.gate, self.cells
+        boot_seed = self.settings.seed if gate.bootstrap_seed is None else gate.bootstrap_seed
+        counts = np.bincount(cells.cell, minlength=cells.n_cells)
+        present = [c for c in range(cells.n_cells) if counts[c]]
+        concepts = []
+        for r in self.listed_tested + self.listed_untested:
+            ci = rl.bootstrap_ci(
+                self.pairs[r.latents], gate.bootstrap_samples, rl.row_rng(boot_seed, 1, r)
+            )
+            act_sum = self.scan_result.act_sum[:, list(r.latents)].sum(1)
+            rate = self._activation_rate(r, counts)
+            used, band = self.nulls.get(r.latents, (0, None))
+            concepts.append(
+                {
+                    "latent": r.latent,
+                    "latents": list(r.latents),
+                    "name": r.name if r.tested else None,
+                    "label": r.label,
+                    "tested": r.tested,
+                    "closest": r.closest,
+                    "score": r.score,
+                    **self.summaries[r.latents],
+                    "ci": list(ci),
+                    "p": self.pvalues.get(r.latents, 1.0) if r.tested else None,
+                    "q": float(self.qvalues[r.latents]) if r.tested else None,
+                    "null_draws": used,
+                    "null_band": list(band) if band is not None else None,
+                    "mean_activation": {
+                        cells.cell_name(c): act_sum[c] / counts[c] for c in present
+                    },
+                    "activation_rate": None
+                    if rate is None
+                    else {cells.cell_name(c): rate[c] for c in present},
+                    "exact": True,
+                }
+            )
+        self.lap("bootstrap")
+        flag_concepts(concepts, gate)
+        concepts.sort(
+            key=lambda c: (
+                -round(c["delta_wga"], 9),
+                -round(c["ci"][0], 9),
+                1.0 if c["q"] is None else c["q"],
+                c["latent"],
+            )
+        )
+        for i, c in enumerate(concepts, 1):
+            c["rank"] = i
+        self.result["concepts"] = concepts
+        self.result["concepts_computed"] = True
+        self.result["family"] = {
+            "size": self.family,
+            "with_null": self.with_null,
+            "null_draws_max": self.max_draws,
+            "min_attainable_p": 1.0 / (self.max_draws + 1),
+            "null": "relocation within target class (see README)",
+            "ablation": self.settings.ablation,
+            "bootstrap_samples": gate.bootstrap_samples,
+            "bootstrap_seed": boot_seed,
+        }
+
+    def _activation_rate(self, row: rl.ConceptRow, counts: np.ndarray) -> np.ndarray | None:
+        if len(row.latents) == 1:
+            return self.scan_result.act_count[:, row.latent] / np.maximum(counts, 1)
+        if not set(row.latents) <= set(self.activations.where):
+            return None
+        active = (self.activations.of(row).z > 0).any(1).astype(float)
+        n_cells = self.cells.n_cells
+        return np.bincount(self.cells.cell, weights=active, minlength=n_cells) / np.maximum(
+            counts, 1
+        )
+
+    # -- dose-response and examples ----------------------------------------------------------
+    def focus(self) -> None:
+        """Steering curves and example rows for the top flagged concepts (else the top named)."""
+        concepts = self.result["concepts"]
+        flagged = [c for c in concepts if c["flagged"]][: self.settings.dose_top]
+        focus = flagged or [c for c in concepts if c["tested"]][:1]
+        self.activations.ensure({j for c in focus for j in c["latents"]})
+        by_key = {r.latents: r for r in self.rows}
+        worst_cell = _worst_cell(self.result, self.cells)
+        doses, examples = [], []
+        for c in focus:
+            r = by_key[tuple(c["latents"])]
+            data = self.activations.of(r)
+            head = {"label": c["label"], "latents": c["latents"]}
+            curve = rl.dose_response(self.eng, r, data)
+            doses.append({**head, "name": c["name"], "flagged": c["flagged"], **curve})
+            after = self.afters.get(r.latents)
+            if after is None:
+                after = rl.row_margins(
+                    self.eng, r, data, rl.ablation_coefficients(self.eng, r, data)
+                )
+            top, flips = rl.top_examples(self.eng, data, after, worst_cell, self.settings.examples)
+            examples.append(
+                {
+                    **head,
+                    "top_activating": [self._example(i, data, after) for i in top],
+                    "flipped": [self._example(i, data, after) for i in flips],
+                }
+            )
+        self.result["dose_response"] = doses
+        self.result["examples"] = examples
+        self.lap("dose-response")
+
+    def _example(self, pos: int, data: rl.RowData, after: np.ndarray) -> dict:
+        row = int(self.selection.audit[pos])
+        out: dict[str, Any] = {
+            "row": row,
+            "group": self.cells.cell_name(int(self.cells.cell[pos])),
+            "activation": float(data.z[pos].sum()),
+            "margin_before": float(self.eng.margin[pos]),
+            "margin_after": float(after[pos]),
+        }
+        for col in ("id", "path"):
+            if col in self.labels.columns:
+                out[col] = str(self.labels[col].iloc[row])
+        return out
+
+
 def run_audit(
     store: EmbeddingStore,
     labels: pd.DataFrame,
@@ -227,336 +611,23 @@ def run_audit(
     extra: dict | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[dict, dict[str, float]]:
-    """Run the audit; returns the result dictionary (the audit JSON) and stage timings."""
-    from audit.device import resolve_device
+    """Run the audit; returns the result dictionary (the audit JSON) and stage timings.
 
+    ``classifier`` is a loaded classifier or ``"probe"``; ``extra`` adds top-level JSON fields
+    (e.g. ``{"demo": {"planted_concept": "blond hair"}}``).
+    """
     gate = gate or GateConfig()
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - clock
-        clock = now
-
-    if settings.ablation not in rl.ABLATIONS:
-        raise InputError(f"--ablation must be zero or mean, got {settings.ablation!r}")
-    if len(labels) != store.count:
-        raise InputError(f"labels have {len(labels)} rows but the embeddings have {store.count}")
-    if sae.d_in != store.dim:
-        raise InputError(
-            f"the SAE expects {sae.d_in}-dimensional embeddings, the store has {store.dim}"
-        )
-    bank.check_sae(sae_fingerprint(sae))
     _check_extra(extra)
-    device = resolve_device(settings.device)
-    cells_all = build_cells(labels, settings.target, settings.spurious)
-    probe = isinstance(classifier, str)
-    if probe and classifier != "probe":
-        raise InputError(f"--classifier must be a file or 'probe', got {classifier!r}")
-    selection = select_rows(labels, cells_all, settings.split, probe, settings.seed)
-    classifier_info: dict[str, Any]
-    if probe:
-        train = selection.train
-        assert train is not None
-        head = fit_probe(
-            store.take(train),
-            cells_all.y[train],
-            settings.classifier_input,
-            settings.seed,
-            settings.probe_c,
-        )
-        classifier = head
-        classifier_info = {
-            "kind": "probe",
-            "input": settings.classifier_input,
-            "train_rows": int(train.size),
-            "c": settings.probe_c,
-            "weight_norm": float(head.weight.norm()),
-        }
-    else:
-        assert not isinstance(classifier, str)
-        classifier_info = classifier.describe()
-    lap("inputs")
-    cells = subset_cells(cells_all, selection.audit)
-    sae = sae.to(device).eval()
-    classifier = classifier.to(device)
-    eng = rl.Engine(
-        sae, classifier, _rows_view(store, selection.audit), cells, device, settings.chunk_rows
-    )
-    if selection.audit.size == 0:
-        raise InputError("no rows to audit")
-
-    result: dict[str, Any] = {
-        "schema": SCHEMA,
-        "version": SCHEMA_VERSION,
-        "tool": tool_versions(),
-        "seed": settings.seed,
-        "inputs": {
-            **(provenance or {}),
-            "classifier": {**(provenance or {}).get("classifier", {}), **classifier_info},
-        },
-        "settings": _settings_json(settings, gate),
-        "gate": gate.describe(),
-        "data": {
-            "rows_total": int(store.count),
-            "rows_audited": int(selection.audit.size),
-            "split": selection.source,
-            "target": settings.target,
-            "spurious": settings.spurious,
-            "positive_class": cells.target_values[1],
-            "classifier_kind": eng.kind,
-        },
-        "notes": [],
-    }
-    if extra:
-        result.update(extra)
-
-    integrity = _integrity(eng, settings)
-    result["integrity"] = {
-        **integrity,
-        "min_cosine": gate.min_cosine,
-        "min_agreement": gate.min_agreement,
-    }
-    lap("integrity")
-    if (
-        integrity["sae_cosine"] < gate.min_cosine
-        or integrity["classifier_agreement"] < gate.min_agreement
-    ):
-        eng.margin = _base_margins(eng)
-        result.update(group_report(cells, (eng.margin > 0).astype(np.int8)))
-        result.update(
-            concepts=[], concepts_computed=False, family=None, dose_response=[], examples=[]
-        )
-        result["error"] = (
-            f"integrity check failed: mean cosine(x, x̂) = {integrity['sae_cosine']:.3f} "
-            f"(min {gate.min_cosine}), classifier agreement on x̂ = "
-            f"{integrity['classifier_agreement']:.3f} (min {gate.min_agreement}); the SAE does not "
-            "explain what this classifier uses on this data, so no concept is attributed"
-        )
-        return _finish(result, gate), timings
-
-    if settings.ablation == "mean":
-        eng.values = rl.mean_activations(eng, _tick(progress, "mean activations", eng.rows.count))
-        lap("mean activations")
-    rows = rl.build_concept_rows(bank, sae.n_latents)
-    groups = [r.latents for r in rows if len(r.latents) > 1]
-    column = {}
-    for r in rows:
-        column[r.latents] = (
-            r.latent if len(r.latents) == 1 else sae.n_latents + groups.index(r.latents)
-        )
-    scan = rl.scan_latents(eng, groups, _tick(progress, "ablate every latent", eng.rows.count))
-    lap("scan")
-    base_pred = (eng.margin > 0).astype(np.int8)
-    result.update(group_report(cells, base_pred))
-    pairs = {r.latents: scan.pairs(column[r.latents]) for r in rows}
-    summaries = {r.latents: rl.pair_summary(pairs[r.latents], cells) for r in rows}
-    tested = [r for r in rows if r.tested]
-    untested = [r for r in rows if not r.tested]
-
-    def by_delta(candidates: list[rl.ConceptRow]) -> list[rl.ConceptRow]:
-        return sorted(candidates, key=lambda r: (-summaries[r.latents]["delta_wga"], r.latent))
-
-    if eng.exact_all:
-        listed_tested = tested
-        listed_untested = [r for r in by_delta(untested) if summaries[r.latents]["delta_wga"] > 0][
-            : settings.unnamed_top
-        ]
-    else:
-        listed_tested = by_delta(tested)[: settings.shortlist]
-        listed_untested = by_delta(untested)[: settings.unnamed_top]
-        result["notes"].append(
-            f"non-linear classifier: {len(listed_tested)} of {len(tested)} named concepts shortlisted "
-            "by a first-order screen and evaluated exactly by decode-and-rerun; the others count "
-            "in the BH family with p = 1"
-        )
-    listed = listed_tested + listed_untested
-
-    # Rows that need per-sample activations: exact reruns, the null, name groups, the top row.
-    needs = set(listed) if not eng.exact_all else set()
-    needs |= {r for r in listed if len(r.latents) > 1}
-    if tested:
-        needs.add(by_delta(tested)[0])
-    if eng.exact_all:
-        positive = [r for r in by_delta(tested) if summaries[r.latents]["delta_wga"] > 0]
-        needs |= set(positive[: settings.null_rows])
-    latents = sorted({j for r in needs for j in r.latents})
-    zcols, xucols = rl.extract_columns(eng, latents, _tick(progress, "activations", eng.rows.count))
-    where = {j: i for i, j in enumerate(latents)}
-
-    def data_of(r: rl.ConceptRow) -> rl.RowData:
-        idx = [where[j] for j in r.latents]
-        return rl.RowData(zcols[:, idx], None if xucols is None else xucols[:, idx])
-
-    lap("activations")
-    afters: dict[tuple[int, ...], np.ndarray] = {}
-    if not eng.exact_all:
-        for r in listed:
-            pairs[r.latents], afters[r.latents] = rl.exact_pairs(eng, r, data_of(r))
-            summaries[r.latents] = rl.pair_summary(pairs[r.latents], cells)
-        lap("rerun shortlist")
-        listed_tested = by_delta(listed_tested)
-        listed_untested = [
-            r for r in by_delta(listed_untested) if summaries[r.latents]["delta_wga"] > 0
-        ]
-        listed = listed_tested + listed_untested
-
-    # p-values: the relocation null for tested rows with ΔWGA > 0 (top `null_rows`); p = 1 for
-    # the rest (a valid, conservative choice). BH over every tested (validated) name.
-    family = len(tested)
-    max_draws = null_draws_for_family(family, gate.max_q, settings.null_min_draws)
-    candidates = [r for r in by_delta(listed_tested) if summaries[r.latents]["delta_wga"] > 0]
-    candidates = candidates[: settings.null_rows]
-    pvals: dict[tuple[int, ...], float] = {}
-    nulls: dict[tuple[int, ...], tuple[int, tuple[float, float]]] = {}
-    tick = _tick(progress, "null", len(candidates))
-    for r in candidates:
-        s = summaries[r.latents]
-        p, used, band = rl.relocation_null(
-            eng, r, data_of(r), s["delta_wga"], s["wga_after"], max_draws,
-            rl.row_rng(settings.seed, 2, r), settings.null_atoms,
-        )  # fmt: skip
-        pvals[r.latents] = p
-        nulls[r.latents] = (used, band)
-        if tick:
-            tick(1)
-    all_p = np.array([pvals.get(r.latents, 1.0) for r in tested])
-    qvals = dict(zip([r.latents for r in tested], bh_qvalues(all_p), strict=True))
-    lap("null")
-
-    boot_seed = settings.seed if gate.bootstrap_seed is None else gate.bootstrap_seed
-    n_cells = cells.n_cells
-    counts = np.bincount(cells.cell, minlength=n_cells)
-    concepts = []
-    for r in listed:
-        s = summaries[r.latents]
-        ci = rl.bootstrap_ci(pairs[r.latents], gate.bootstrap_samples, rl.row_rng(boot_seed, 1, r))
-        act_sum = scan.act_sum[:, list(r.latents)].sum(1)
-        if len(r.latents) == 1:
-            rate = scan.act_count[:, r.latent] / np.maximum(counts, 1)
-        elif r in needs:
-            active = (data_of(r).z > 0).any(1)
-            rate = np.bincount(
-                cells.cell, weights=active.astype(float), minlength=n_cells
-            ) / np.maximum(counts, 1)
-        else:
-            rate = None
-        used, band = nulls.get(r.latents, (0, None))
-        concepts.append(
-            {
-                "latent": r.latent,
-                "latents": list(r.latents),
-                "name": r.name if r.tested else None,
-                "label": r.label,
-                "tested": r.tested,
-                "closest": r.closest,
-                "score": r.score,
-                **s,
-                "ci": list(ci),
-                "p": pvals.get(r.latents, 1.0) if r.tested else None,
-                "q": float(qvals[r.latents]) if r.tested else None,
-                "null_draws": used,
-                "null_band": list(band) if band is not None else None,
-                "mean_activation": {
-                    cells.cell_name(c): act_sum[c] / counts[c] for c in range(n_cells) if counts[c]
-                },
-                "activation_rate": None
-                if rate is None
-                else {cells.cell_name(c): rate[c] for c in range(n_cells) if counts[c]},
-                "exact": True,
-            }
-        )
-    lap("bootstrap")
-    flag_concepts(concepts, gate)
-    concepts.sort(
-        key=lambda c: (
-            -round(c["delta_wga"], 9),
-            -round(c["ci"][0], 9),
-            1.0 if c["q"] is None else c["q"],
-            c["latent"],
-        )
-    )
-    for i, c in enumerate(concepts, 1):
-        c["rank"] = i
-    result["concepts"] = concepts
-    result["concepts_computed"] = True
-    result["family"] = {
-        "size": family,
-        "with_null": len(candidates),
-        "null_draws_max": max_draws,
-        "min_attainable_p": 1.0 / (max_draws + 1),
-        "null": "relocation within target class (see README)",
-        "ablation": settings.ablation,
-        "bootstrap_samples": gate.bootstrap_samples,
-        "bootstrap_seed": boot_seed,
-    }
-
-    # Dose–response and examples for the top flagged concepts (else the top tested one).
-    by_key = {r.latents: r for r in rows}
-    flagged = [c for c in concepts if c["flagged"]][: settings.dose_top]
-    focus = flagged or [c for c in concepts if c["tested"]][:1]
-    worst_cell = _worst_cell(result, cells)
-    doses, examples = [], []
-    missing = sorted({j for c in focus for j in c["latents"]} - set(where))
-    if missing:  # the focus rows were not among those with per-sample activations yet
-        extra_z, extra_xu = rl.extract_columns(eng, missing)
-        zcols = np.concatenate([zcols, extra_z], axis=1)
-        if xucols is not None and extra_xu is not None:
-            xucols = np.concatenate([xucols, extra_xu], axis=1)
-        where.update({j: len(latents) + i for i, j in enumerate(missing)})
-        latents = latents + missing
-    for c in focus:
-        r = by_key[tuple(c["latents"])]
-        data = data_of(r)
-        curve = rl.dose_response(eng, r, data)
-        doses.append(
-            {
-                "label": c["label"],
-                "name": c["name"],
-                "latents": c["latents"],
-                "flagged": c["flagged"],
-                **curve,
-            }
-        )
-        after = afters.get(r.latents)
-        if after is None:
-            after = rl.row_margins(eng, r, data, rl.ablation_coefficients(eng, r, data))
-        top, flips = rl.top_examples(eng, data, after, worst_cell, settings.examples)
-        examples.append(
-            {
-                "label": c["label"],
-                "latents": c["latents"],
-                "top_activating": [
-                    _example(labels, selection.audit, cells, i, eng, data, after) for i in top
-                ],
-                "flipped": [
-                    _example(labels, selection.audit, cells, i, eng, data, after) for i in flips
-                ],
-            }
-        )
-    result["dose_response"] = doses
-    result["examples"] = examples
-    lap("dose-response")
-    return _finish(result, gate), timings
-
-
-def _example(
-    labels, audit_rows, cells: Cells, pos: int, eng: rl.Engine, data: rl.RowData, after: np.ndarray
-) -> dict:  # type: ignore[no-untyped-def]
-    row = int(audit_rows[pos])
-    out: dict[str, Any] = {
-        "row": row,
-        "group": cells.cell_name(int(cells.cell[pos])),
-        "activation": float(data.z[pos].sum()),
-        "margin_before": float(eng.margin[pos]),
-        "margin_after": float(after[pos]),
-    }
-    for col in ("id", "path"):
-        if col in labels.columns:
-            out[col] = str(labels[col].iloc[row])
-    return out
+    run = _AuditRun(store, labels, sae, bank, settings, gate, progress)
+    run.prepare(classifier)
+    run.header(provenance, extra)
+    if run.integrity_ok():
+        run.scan()
+        run.choose_rows()
+        run.null_pvalues()
+        run.concept_entries()
+        run.focus()
+    return _finish(run.result, gate), run.timings
 
 
 def _worst_cell(result: dict, cells: Cells) -> int:
