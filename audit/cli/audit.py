@@ -227,7 +227,9 @@ def celeba_labels(root: Path, store_path: Path) -> pd.DataFrame:
         raise InputError(
             f"{store_path}: duplicate ids in metadata.csv (first: {ids[ids.duplicated()].iloc[0]!r})"
         )
-    return indexed.loc[ids.to_numpy()].reset_index()
+    aligned = indexed.loc[ids.to_numpy()].reset_index()
+    aligned.attrs["source"] = f"CelebA attributes and split under {root}, aligned by id"
+    return aligned
 
 
 @app.command("celeba", rich_help_panel="Audit")

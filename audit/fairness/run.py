@@ -731,7 +731,8 @@ def load_inputs(
         digest = hashlib.sha256(
             pd.util.hash_pandas_object(store.metadata, index=False).to_numpy().tobytes()
         )
-        labels_info = {"path": None, "sha256": "sha256:" + digest.hexdigest(), "source": "table"}
+        source = str(labels.attrs.get("source", "a labels table"))
+        labels_info = {"path": None, "sha256": "sha256:" + digest.hexdigest(), "source": source}
     else:
         labels_path = Path(labels) if labels is not None else Path(embeddings) / "metadata.csv"
         labels_info = {"path": str(labels_path), "sha256": file_sha256(labels_path)}

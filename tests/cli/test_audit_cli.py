@@ -223,6 +223,7 @@ def test_celeba_with_a_store_uses_celeba_attributes_and_split(cli, tmp_path):
     assert data["data"]["target"] == "Male" and data["data"]["spurious"] == "Blond_Hair"
     assert data["data"]["split"] == "test split"
     assert data["data"]["rows_audited"] == int((table["partition"] == 2).sum())
+    assert data["inputs"]["labels"]["source"].startswith("CelebA attributes and split")
     example = data["examples"][0]["top_activating"][0]
     assert example["path"].endswith(example["id"]) and Path(example["path"]).exists()
     assert "data:image/jpeg;base64," in (tmp_path / "c.html").read_text()  # thumbnails embedded
