@@ -1,1 +1,2 @@
-"""Reports: terminal tables, self-contained HTML pages (Jinja2 templates in ``templates/``)."""
+"""Reports rendered from result JSON: terminal tables, self-contained HTML (Jinja2 templates in
+``templates/``), JUnit XML and Markdown."""

@@ -1,0 +1,314 @@
+"""``msae-audit audit``, ``celeba`` and ``check``: the bias audit and the CI gate (SPEC §8).
+
+Exit codes: 0 every gate passes, 1 a gate failed, 2 usage / config / input error, 3 integrity
+failure (the SAE or the classifier cannot be trusted on this data), 4 internal error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from audit.cli.app import app, console, err_console, progress_enabled
+from audit.errors import InputError
+
+DEFAULT_REPORTS = Path("reports")
+
+_EMBEDDINGS = typer.Option(None, "--embeddings", help="Embedding store directory or .npy file.")
+_SAE = typer.Option(..., "--sae", help="SAE directory (sae.safetensors + config.json).")
+_BANK = typer.Option(
+    ..., "--bank", help="Concept bank: a name (./concept_banks, built-ins) or a path."
+)
+_CLASSIFIER = typer.Option(
+    ...,
+    "--classifier",
+    help="'probe' (logistic regression fit on the train split), a linear head (.safetensors/.npz "
+    "with weight [C, d], bias [C]) or a TorchScript file (runs the code it contains).",
+)
+_CLASSIFIER_INPUT = typer.Option(
+    "raw",
+    "--classifier-input",
+    help="raw | l2: whether the classifier expects L2-normalised embeddings.",
+)
+_JSON = typer.Option(
+    None, "--json", help="Audit JSON (the source of truth)  [default: reports/<cmd>.json]"
+)
+_HTML = typer.Option(
+    None, "--html", help="Self-contained HTML report  [default: reports/<cmd>.html]"
+)
+_JUNIT = typer.Option(
+    None, "--junit", help="JUnit XML, one test case per check  [default: reports/<cmd>.xml]"
+)
+_MARKDOWN = typer.Option(
+    None, "--markdown", help="Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)."
+)
+_GATE = typer.Option(None, "--gate", help="Gate file (YAML): thresholds that decide the exit code.")
+_SEED = typer.Option(0, "--seed", help="Seed for splits, bootstrap and null draws.")
+_DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
+_ABLATION = typer.Option(
+    "zero", "--ablation", help="zero | mean: the value an ablated latent is set to."
+)
+_SPLIT = typer.Option(
+    "auto",
+    "--split",
+    help="auto | all | train | valid | test (auto: the test split when there is one).",
+)
+_TOP = typer.Option(10, "--top", help="Concepts shown in the terminal table.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+class _Bars:
+    """A rich progress bar per stage of the audit (on stderr, only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = (
+            Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+            )
+            if enabled
+            else None
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _Bars:
+        if self.progress:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress:
+            self.progress.__exit__(None, None, None)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total or None)
+        self.progress.update(self.tasks[stage], completed=done)
+
+
+def _execute(
+    command: str,
+    *,
+    embeddings: Path,
+    labels: Path | pd.DataFrame | None,
+    target: str,
+    spurious: str,
+    sae: Path,
+    bank: str,
+    classifier: str,
+    classifier_input: str,
+    json_out: Path | None,
+    html_out: Path | None,
+    junit_out: Path | None,
+    markdown_out: Path | None,
+    gate: Path | None,
+    seed: int,
+    device: str,
+    ablation: str,
+    split: str,
+    top: int,
+    quiet: bool,
+) -> None:
+    from audit.fairness import audit_files, load_gate
+    from audit.report.terminal import render_terminal
+
+    gate_cfg = load_gate(gate) if gate is not None else None  # a bad gate file fails fast (exit 2)
+    with _Bars(progress_enabled(quiet)) as bars:
+        outcome = audit_files(
+            embeddings,
+            sae=sae,
+            bank=bank,
+            classifier=classifier,
+            labels=labels,
+            target=target,
+            spurious=spurious,
+            out_dir=DEFAULT_REPORTS,
+            stem=command,
+            json_path=json_out,
+            html_path=html_out,
+            junit_path=junit_out,
+            markdown_path=markdown_out,
+            gate=gate_cfg,
+            seed=seed,
+            device=device,
+            ablation=ablation,
+            split=split,
+            classifier_input=classifier_input,
+            progress=bars,
+        )
+    render_terminal(outcome.result, console, top=top)
+    for kind, path in outcome.paths.items():
+        err_console.print(f"{kind}: {path}", markup=False, highlight=False)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command("audit", rich_help_panel="Audit")
+def audit_command(
+    embeddings: Path = _EMBEDDINGS,
+    labels: Path = typer.Option(
+        None, "--labels", help="Row-aligned labels CSV (else the store's metadata.csv)."
+    ),
+    target: str = typer.Option(
+        ..., "--target", help="Binary target column (the classifier's label)."
+    ),
+    spurious: str = typer.Option(
+        ..., "--spurious", help="Attribute column the groups are split by."
+    ),
+    sae: Path = _SAE,
+    bank: str = _BANK,
+    classifier: str = _CLASSIFIER,
+    classifier_input: str = _CLASSIFIER_INPUT,
+    json_out: Path = _JSON,
+    html_out: Path = _HTML,
+    junit_out: Path = _JUNIT,
+    markdown_out: Path = _MARKDOWN,
+    gate: Path = _GATE,
+    seed: int = _SEED,
+    device: str = _DEVICE,
+    ablation: str = _ABLATION,
+    split: str = _SPLIT,
+    top: int = _TOP,
+    quiet: bool = _QUIET,
+) -> None:
+    """Audit a classifier on any embeddings + labels: groups, concept reliance, the gate."""
+    if embeddings is None:
+        raise InputError("--embeddings is required (a store directory or a .npy file)")
+    _execute(
+        "audit", embeddings=embeddings, labels=labels, target=target, spurious=spurious, sae=sae,
+        bank=bank, classifier=classifier, classifier_input=classifier_input, json_out=json_out,
+        html_out=html_out, junit_out=junit_out, markdown_out=markdown_out, gate=gate, seed=seed,
+        device=device, ablation=ablation, split=split, top=top, quiet=quiet,
+    )  # fmt: skip
+
+
+def _embed_celeba_cached(
+    root: Path, model: str | None, pretrained: str | None, device: str
+) -> Path:
+    """Embed CelebA with open_clip into a cached store and return its path.
+
+    Needs the open_clip encoders (``audit/encoders.py``), which live on another branch; until they
+    are wired in, the audit takes a store made by ``msae-audit embed celeba`` via ``--embeddings``.
+    """
+    raise InputError(
+        "embed CelebA first with `msae-audit embed celeba --root DIR --model M --pretrained P "
+        "--out STORE` and pass --embeddings STORE"
+    )
+
+
+def celeba_labels(root: Path, store_path: Path) -> pd.DataFrame:
+    """CelebA's attributes, split and image paths aligned to a store's rows by ``id``."""
+    from audit.data.celeba import read_celeba
+    from audit.store import open_store
+
+    table = read_celeba(root, require_images=False).table
+    store = open_store(store_path)
+    if store.metadata is None or "id" not in store.metadata.columns:
+        raise InputError(
+            f"{store_path}: the store's metadata.csv needs an 'id' column with CelebA file names "
+            "(make it with `msae-audit embed celeba`)"
+        )
+    ids = store.metadata["id"].astype(str)
+    indexed = table.assign(id=table["id"].astype(str)).set_index("id")
+    missing = ~ids.isin(indexed.index)
+    if missing.any():
+        raise InputError(
+            f"{int(missing.sum())} store rows have ids not in CelebA under {root} "
+            f"(first: {ids[missing].iloc[0]!r})"
+        )
+    if ids.duplicated().any():
+        raise InputError(
+            f"{store_path}: duplicate ids in metadata.csv (first: {ids[ids.duplicated()].iloc[0]!r})"
+        )
+    aligned = indexed.loc[ids.to_numpy()].reset_index()
+    aligned.attrs["source"] = f"CelebA attributes and split under {root}, aligned by id"
+    return aligned
+
+
+@app.command("celeba", rich_help_panel="Audit")
+def celeba_command(
+    root: Path = typer.Option(
+        ..., "--root", help="CelebA folder (official, torchvision or Kaggle layout)."
+    ),
+    sae: Path = _SAE,
+    bank: str = _BANK,
+    classifier: str = _CLASSIFIER,
+    classifier_input: str = _CLASSIFIER_INPUT,
+    target: str = typer.Option(
+        "Male", "--target", help="CelebA attribute the classifier predicts."
+    ),
+    spurious: str = typer.Option(
+        "Blond_Hair", "--spurious", help="CelebA attribute the groups are split by."
+    ),
+    model: str = typer.Option(None, "--model", help="open_clip model  [default: the SAE's model]"),
+    pretrained: str = typer.Option(
+        None, "--pretrained", help="open_clip weights  [default: the SAE's]"
+    ),
+    embeddings: Path = typer.Option(
+        None, "--embeddings", help="A store from `msae-audit embed celeba` (skips embedding)."
+    ),
+    json_out: Path = _JSON,
+    html_out: Path = _HTML,
+    junit_out: Path = _JUNIT,
+    markdown_out: Path = _MARKDOWN,
+    gate: Path = _GATE,
+    seed: int = _SEED,
+    device: str = _DEVICE,
+    ablation: str = _ABLATION,
+    split: str = _SPLIT,
+    top: int = _TOP,
+    quiet: bool = _QUIET,
+) -> None:
+    """Audit a CelebA classifier (default: Male across Blond_Hair) on CelebA's test split."""
+    from audit.fairness.gate import load_gate
+
+    if gate is not None:
+        load_gate(gate)  # a bad gate file is reported before any heavy work
+    if embeddings is None:
+        from audit.sae import load_sae
+
+        cfg = load_sae(sae).cfg
+        embeddings = _embed_celeba_cached(
+            root, model or cfg.embedding_model, pretrained or cfg.pretrained, device
+        )
+    labels = celeba_labels(root, embeddings)
+    _execute(
+        "celeba", embeddings=embeddings, labels=labels, target=target, spurious=spurious, sae=sae,
+        bank=bank, classifier=classifier, classifier_input=classifier_input, json_out=json_out,
+        html_out=html_out, junit_out=junit_out, markdown_out=markdown_out, gate=gate, seed=seed,
+        device=device, ablation=ablation, split=split, top=top, quiet=quiet,
+    )  # fmt: skip
+
+
+@app.command("check", rich_help_panel="Audit")
+def check_command(
+    results: Path = typer.Argument(..., help="An audit JSON written by `audit` or `celeba`."),
+    config: Path = typer.Option(..., "--config", help="Gate file (YAML)."),
+    json_out: Path = typer.Option(None, "--json", help="Write the re-judged JSON here."),
+    junit_out: Path = typer.Option(
+        None, "--junit", help="Write JUnit XML for the re-judged checks."
+    ),
+    markdown_out: Path = _MARKDOWN,
+) -> None:
+    """Re-judge saved audit results against a gate file; the exit code is the verdict."""
+    from audit.fairness import load_gate, rejudge
+    from audit.fairness.run import write_reports
+    from audit.fileio import read_json
+    from audit.report.terminal import checks_table, verdict_panel
+
+    gate = load_gate(config)
+    result, notes = rejudge(read_json(results, "audit results"), gate)
+    console.print(verdict_panel(result))
+    console.print(checks_table(result))
+    for note in notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False)
+    if json_out or junit_out or markdown_out:
+        write_reports(result, {"json": json_out, "junit": junit_out, "markdown": markdown_out})
+    raise typer.Exit(int(result["exit_code"]))

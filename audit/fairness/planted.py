@@ -1,0 +1,208 @@
+"""A planted-bias world with exact ground truth, for tests, the demo and the benchmark.
+
+Embeddings are built from orthonormal atoms, and the SAE's decoder *is* those atoms (encoder = the
+transpose, with the stored mean ``μ`` and scale ``s``), so every latent's activation is exactly the
+planted coefficient of its atom. In preprocessed space ``x̃ = Σ_k z_k a_k + ε⊥`` (noise orthogonal to
+every atom), and the raw embedding is ``x = μ + x̃ / s``.
+
+Roles (binary target ``Male``, spurious attribute ``Blond_Hair`` that is much more common among
+the negative class):
+
+* **target** ("masculine face") — carries the label; the classifier uses it legitimately,
+* **spurious** ("blond hair") — active exactly on ``Blond_Hair = 1``; with ``bias=True`` the
+  classifier reads it as evidence for the negative class (a shortcut that hurts blond positives),
+* **decoy** ("necktie") — correlated with the target, *not* used by the classifier,
+* **nuisance** ("smiling") — used by the classifier, independent of target and attribute,
+* **background** — independent concepts the classifier uses a little (random small weights); two
+  of them share the name "hat", three are unnamed, one has an unvalidated name.
+
+The linear head's margin is ``4(z_target − 0.65) − β_s z_spurious + β_n (z_nuisance − E z_n) +
+Σ_k β_k (z_k − E z_k)``, written as raw-space weights ``w = s Σ β_k a_k``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from audit.concepts import Concept, ConceptBank, save_bank
+from audit.fairness.classifiers import LinearHead
+from audit.sae import SAEConfig, SparseAutoencoder, build_sae, sae_fingerprint, save_sae
+
+ROLE_NAMES = {
+    "target": "masculine face",
+    "spurious": "blond hair",
+    "decoy": "necktie",
+    "nuisance": "smiling",
+}
+BACKGROUND_NAMES = (
+    "glasses", "hat", "hat", "sky", "grass", "red", "text", "dog", "car", "lamp", None, None, None,
+)  # fmt: skip
+UNNAMED_CLOSEST = ("tree", "water", "cloud")
+UNVALIDATED = "lamp"
+
+
+@dataclass
+class PlantedWorld:
+    embeddings: np.ndarray  # [N, d] float32
+    labels: pd.DataFrame  # id, Male, Blond_Hair (and split when asked)
+    sae: SparseAutoencoder
+    bank: ConceptBank
+    head: LinearHead
+    roles: dict[str, int]  # role -> latent
+    codes: np.ndarray  # [N, n] the planted activations
+    weights: np.ndarray  # [n] the classifier's margin weight per latent (β)
+
+    @property
+    def planted_concept(self) -> str:
+        return ROLE_NAMES["spurious"]
+
+
+def planted_bias_world(
+    n_samples: int = 6000,
+    dim: int = 48,
+    seed: int = 0,
+    bias: bool = True,
+    shortcut_strength: float = 1.2,
+    nuisance_weight: float = 1.0,
+    background_scale: float = 0.25,
+    noise: float = 0.05,
+    with_split: bool = False,
+) -> PlantedWorld:
+    """Draw a planted world; ``bias=False`` gives the same data with a classifier that ignores the
+    spurious concept (the no-bias null world)."""
+    rng = np.random.default_rng(seed)
+    roles = {"target": 0, "spurious": 1, "decoy": 2, "nuisance": 3}
+    n_atoms = len(roles) + len(BACKGROUND_NAMES)
+    if dim < n_atoms + 2:
+        raise ValueError(f"dim must be at least {n_atoms + 2}")
+    atoms = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:n_atoms]  # orthonormal rows
+    y = (rng.random(n_samples) < 0.5).astype(np.int64)
+    blond = (rng.random(n_samples) < np.where(y == 1, 0.08, 0.35)).astype(np.int64)
+    z = np.zeros((n_samples, n_atoms))
+    z[:, 0] = np.clip(
+        np.where(y == 1, rng.normal(1.1, 0.3, n_samples), rng.normal(0.25, 0.25, n_samples)),
+        0,
+        None,
+    )
+    z[:, 1] = blond * rng.uniform(0.6, 1.4, n_samples)
+    z[:, 2] = (rng.random(n_samples) < np.where(y == 1, 0.8, 0.15)) * rng.uniform(
+        0.5, 1.5, n_samples
+    )
+    z[:, 3] = (rng.random(n_samples) < 0.5) * rng.uniform(0.5, 1.5, n_samples)
+    for k in range(len(roles), n_atoms):
+        z[:, k] = (rng.random(n_samples) < 0.15) * rng.uniform(0.3, 1.2, n_samples)
+    beta = np.zeros(n_atoms)
+    beta[0] = 4.0
+    beta[1] = -shortcut_strength if bias else 0.0
+    beta[3] = nuisance_weight
+    beta[len(roles) :] = rng.normal(0.0, background_scale, n_atoms - len(roles))
+    expected = z.mean(0)
+    expected[0] = 0.65  # the target's threshold
+    expected[1] = 0.0
+
+    mean = rng.normal(0.0, 2.0 / np.sqrt(dim), dim)
+    scale = 1.7
+    eps = rng.normal(0.0, noise, (n_samples, dim))
+    eps -= (eps @ atoms.T) @ atoms  # keep the noise orthogonal to every atom
+    x_tilde = z @ atoms + eps
+    x = (mean + x_tilde / scale).astype(np.float32)
+
+    cfg = SAEConfig(arch="matryoshka", d_in=dim, n_latents=n_atoms, k_list=(n_atoms,),
+                    embedding_model="planted-atoms")  # fmt: skip
+    model = build_sae(cfg)
+    with torch.no_grad():
+        model.W_dec.copy_(torch.from_numpy(atoms).float())
+        model.W_enc.copy_(torch.from_numpy(atoms.T).float())
+        model.b_enc.fill_(-1e-4)  # clips float round-off, so inactive atoms stay exactly 0
+        model.b_pre.zero_()
+        model.set_preprocessing(torch.from_numpy(mean).float(), scale)
+    model.eval()
+
+    w = scale * (beta @ atoms)
+    b = -float(w @ mean) - float((beta * expected).sum())
+    head = LinearHead(torch.from_numpy(w.astype(np.float32)), b, "raw", "linear", "planted head")
+
+    concepts = [
+        Concept(j, name, 0.5, name, True, [], 1)
+        for name, j in ((ROLE_NAMES[r], roles[r]) for r in roles)
+    ]
+    unnamed = iter(UNNAMED_CLOSEST)
+    for offset, name in enumerate(BACKGROUND_NAMES):
+        j = len(roles) + offset
+        if name is None:
+            concepts.append(Concept(j, None, 0.1, next(unnamed), False, [], None))
+        else:
+            concepts.append(Concept(j, name, 0.4, name, name != UNVALIDATED, [], 1))
+    bank = ConceptBank(
+        name="planted",
+        sae={
+            "fingerprint": sae_fingerprint(model),
+            "arch": "matryoshka",
+            "d_in": dim,
+            "n_latents": n_atoms,
+        },
+        concepts=concepts,
+        embedding_model="planted-atoms",
+        threshold=0.2,
+        threshold_method="planted (exact atoms)",
+    )
+    labels = pd.DataFrame(
+        {"id": [f"s{i:06d}" for i in range(n_samples)], "Male": y, "Blond_Hair": blond}
+    )
+    if with_split:
+        labels["split"] = np.where(rng.random(n_samples) < 0.5, "train", "test")
+    return PlantedWorld(x, labels, model, bank, head, roles, z, beta)
+
+
+def save_head(head: LinearHead, path: str | os.PathLike[str]) -> Path:
+    """Write a linear head as ``.npz`` (``weight [1, d]``, ``bias [1]``) or ``.safetensors``."""
+    from audit.fileio import atomic_path
+
+    p = Path(path)
+    weight = head.weight.detach().cpu().numpy().astype(np.float32)[None, :]
+    bias = np.array([head.bias], dtype=np.float32)
+    with atomic_path(p) as tmp:
+        if p.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            save_file({"weight": weight, "bias": bias}, str(tmp))
+        else:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, weight=weight, bias=bias)
+    return p
+
+
+def save_planted_world(world: PlantedWorld, out: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write the world as files the CLI takes: a store with metadata, an SAE, a bank, a head."""
+    from audit.store import write_store
+
+    root = Path(out)
+    store = root / "embeddings"
+    write_store(
+        store,
+        world.embeddings,
+        world.labels,
+        model="planted-atoms",
+        modality="image",
+        overwrite=True,
+    )
+    sae_dir = save_sae(world.sae, root / "sae")
+    bank_path = save_bank(world.bank, root / "planted-bank.yaml")
+    head_path = save_head(world.head, root / "head.npz")
+    labels_path = root / "labels.csv"
+    from audit.fileio import write_text
+
+    write_text(labels_path, world.labels.to_csv(index=False))
+    return {
+        "store": store,
+        "sae": sae_dir,
+        "bank": bank_path,
+        "head": head_path,
+        "labels": labels_path,
+    }

@@ -1,0 +1,251 @@
+"""The audit as one self-contained HTML page (Jinja2, autoescape on).
+
+Everything is inline: CSS, SVG charts and base64 image thumbnails; no scripts, fonts, external
+URLs or images, and a Content-Security-Policy that forbids the browser from fetching anything.
+Chart geometry is computed here (numbers only); every string from the user's data (concept
+names, label values, column names, paths) reaches the page through Jinja2's autoescaping.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+TEMPLATES = Path(__file__).parent / "templates"
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
+FOREST_ROWS = 20
+ACTIVATION_ROWS = 8
+THUMBNAIL = 112
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = fmt_number
+    env.filters["pct"] = fmt_percent
+    return env
+
+
+def fmt_number(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt_number(v, digits) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def fmt_percent(value: Any, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * float(value):.{digits}f}%"
+
+
+# ------------------------------------------------------------------------------------------
+# Chart geometry (numbers only; labels are escaped by the template)
+# ------------------------------------------------------------------------------------------
+
+
+def _scale(lo: float, hi: float, x0: float, x1: float):  # type: ignore[no-untyped-def]
+    span = (hi - lo) or 1.0
+    return lambda v: round(x0 + (float(v) - lo) / span * (x1 - x0), 2)
+
+
+def group_bars(result: dict) -> dict:
+    """Accuracy with its Wilson CI per group on a shared [lo, 1] axis."""
+    groups = result.get("groups", [])
+    lo = min([0.5] + [g["ci"][0] for g in groups])
+    lo = max(0.0, (int(lo * 10)) / 10)
+    sx = _scale(lo, 1.0, 240, 620)
+    rows = []
+    for i, g in enumerate(groups):
+        y = 30 + 26 * i
+        rows.append(
+            {
+                "y": y,
+                "name": g["name"],
+                "x_lo": sx(g["ci"][0]),
+                "x_hi": sx(g["ci"][1]),
+                "x": sx(g["accuracy"]),
+                "worst": g["name"] == result.get("worst_group"),
+                "text": f"{g['accuracy']:.3f}  (n={g['n']:,})",
+            }
+        )
+    ticks = [{"x": sx(t), "label": f"{t:.1f}"} for t in _ticks(lo, 1.0)]
+    return {
+        "rows": rows,
+        "ticks": ticks,
+        "height": 50 + 26 * len(groups),
+        "axis_y": 38 + 26 * len(groups),
+    }
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    step = (hi - lo) / n
+    return [round(lo + k * step, 4) for k in range(n + 1)]
+
+
+def forest_plot(result: dict) -> dict:
+    """ΔWGA with its bootstrap CI and the null's central 95 % band for the top concepts."""
+    concepts = result.get("concepts", [])[:FOREST_ROWS]
+    min_dwga = (result.get("settings") or {}).get("min_dwga", 0.02)
+    values = [0.0, min_dwga]
+    for c in concepts:
+        values += [c["ci"][0], c["ci"][1], c["delta_wga"]]
+        if c.get("null_band"):
+            values += c["null_band"]
+    lo, hi = min(values), max(values)
+    pad = 0.05 * ((hi - lo) or 1.0)
+    lo, hi = lo - pad, hi + pad
+    sx = _scale(lo, hi, 260, 640)
+    rows = []
+    for i, c in enumerate(concepts):
+        y = 30 + 24 * i
+        band = c.get("null_band")
+        rows.append(
+            {
+                "y": y,
+                "label": c["label"],
+                "tested": c["tested"],
+                "flagged": c["flagged"],
+                "x": sx(c["delta_wga"]),
+                "x_lo": sx(c["ci"][0]),
+                "x_hi": sx(c["ci"][1]),
+                "band": None
+                if not band
+                else {"x": sx(band[0]), "w": max(1.0, sx(band[1]) - sx(band[0]))},
+                "text": f"{c['delta_wga']:+.3f}",
+            }
+        )
+    ticks = [{"x": sx(t), "label": f"{t:+.2f}"} for t in _ticks(lo, hi)]
+    height = 50 + 24 * len(concepts)
+    return {
+        "rows": rows,
+        "ticks": ticks,
+        "zero": sx(0.0),
+        "threshold": sx(min_dwga),
+        "height": height,
+        "axis_y": height - 12,
+    }
+
+
+def activation_bars(result: dict) -> dict:
+    """Mean activation per group of the top concepts (one small bar chart per concept)."""
+    groups = [g["name"] for g in result.get("groups", [])]
+    concepts = [c for c in result.get("concepts", []) if c.get("mean_activation")][:ACTIVATION_ROWS]
+    peak = max([1e-12] + [v for c in concepts for v in c["mean_activation"].values()])
+    charts = []
+    for c in concepts:
+        bars = []
+        for i, g in enumerate(groups):
+            v = c["mean_activation"].get(g, 0.0)
+            h = round(60 * v / peak, 2)
+            bars.append(
+                {
+                    "x": 10 + 22 * i,
+                    "y": 70 - h,
+                    "h": h,
+                    "color": PALETTE[i % len(PALETTE)],
+                    "group": g,
+                    "value": v,
+                }
+            )
+        charts.append({"label": c["label"], "bars": bars, "width": 20 + 22 * len(groups)})
+    legend = [{"group": g, "color": PALETTE[i % len(PALETTE)]} for i, g in enumerate(groups)]
+    return {"charts": charts, "legend": legend}
+
+
+def dose_charts(result: dict) -> list[dict]:
+    """WGA and every group's accuracy as the concept is steered, α = 0 … 3."""
+    charts = []
+    for d in result.get("dose_response", []):
+        alphas = d["alphas"]
+        sx = _scale(min(alphas), max(alphas), 50, 420)
+        sy = _scale(0.0, 1.0, 210, 20)
+        lines = []
+        for i, (g, ys) in enumerate(sorted(d["accuracy_by_group"].items())):
+            pts = " ".join(f"{sx(a)},{sy(v)}" for a, v in zip(alphas, ys, strict=True))
+            lines.append(
+                {"points": pts, "color": PALETTE[i % len(PALETTE)], "group": g, "wga": False}
+            )
+        pts = " ".join(
+            f"{sx(a)},{sy(v)}" for a, v in zip(alphas, d["worst_group_accuracy"], strict=True)
+        )
+        lines.append({"points": pts, "color": "#111", "group": "worst-group accuracy", "wga": True})
+        charts.append(
+            {
+                "label": d["label"],
+                "flagged": d["flagged"],
+                "lines": lines,
+                "x_ticks": [
+                    {"x": sx(a), "label": f"{a:g}"} for a in alphas if float(a).is_integer()
+                ],
+                "y_ticks": [{"y": sy(t), "label": f"{t:.1f}"} for t in (0.0, 0.25, 0.5, 0.75, 1.0)],
+                "baseline": sx(1.0),
+            }
+        )
+    return charts
+
+
+def thumbnail(path: str | None) -> str | None:
+    """A base64 JPEG data URI of an image file, or None when it cannot be read."""
+    if not path:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((THUMBNAIL, THUMBNAIL))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=80)
+    except (OSError, ValueError, ImportError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def example_galleries(result: dict) -> list[dict]:
+    galleries = []
+    for ex in result.get("examples", []):
+        sections = []
+        for key, title in (
+            ("top_activating", "top-activating"),
+            ("flipped", "flipped by the ablation"),
+        ):
+            items = []
+            for item in ex.get(key, []):
+                uri = thumbnail(item.get("path"))
+                if uri:
+                    items.append({**item, "uri": uri})
+            if items:
+                sections.append({"title": title, "items": items})
+        if sections:
+            galleries.append({"label": ex["label"], "sections": sections})
+    return galleries
+
+
+def render_html(result: dict) -> str:
+    """The full page for one audit result."""
+    template = _env().get_template("audit.html.j2")
+    return template.render(
+        r=result,
+        groups_chart=group_bars(result),
+        forest=forest_plot(result),
+        activations=activation_bars(result),
+        doses=dose_charts(result),
+        galleries=example_galleries(result),
+        top_concepts=result.get("concepts", [])[:25],
+    )

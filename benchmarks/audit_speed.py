@@ -1,0 +1,151 @@
+"""Speed of the CelebA-scale audit on synthetic data (SPEC: under 60 s on 2 CPU cores).
+
+200,000 rows, d = 768, n = 6144 latents, a linear head, 1000 bootstrap samples, the relocation
+null for up to 200 concepts. The data are sparse mixtures of the SAE's own decoder atoms plus a
+CLIP-like common offset and noise, so the integrity check passes honestly; a planted shortcut atom
+gives the audit something to find. Prints the total time and the stage breakdown::
+
+    PYTHONPATH=. python benchmarks/audit_speed.py            # full size
+    PYTHONPATH=. python benchmarks/audit_speed.py --rows 20000 --latents 1536   # quick
+
+Timings on a shared machine are noisy; run it twice and report the faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from audit.concepts import Concept, ConceptBank, save_bank
+from audit.device import tune_cpu_allocator
+from audit.fairness.classifiers import LinearHead
+from audit.fairness.planted import save_head
+from audit.fairness.run import audit_files
+from audit.sae import SAEConfig, build_sae, sae_fingerprint, save_sae
+from audit.store import write_store
+
+
+def make_world(
+    out: Path, rows: int, dim: int, latents: int, active: int, named: int, seed: int
+) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    atoms = torch.randn(latents, dim, generator=g)
+    # The two planted atoms are orthonormal and orthogonal to every other atom, so crosstalk
+    # between the (non-orthogonal) background atoms never reaches them.
+    atoms[:2] = torch.linalg.qr(atoms[:2].T)[0].T
+    atoms[2:] -= (atoms[2:] @ atoms[:2].T) @ atoms[:2]
+    atoms /= atoms.norm(dim=1, keepdim=True)
+    y = (rng.random(rows) < 0.5).astype(np.int64)
+    blond = (rng.random(rows) < np.where(y == 1, 0.06, 0.3)).astype(np.int64)
+    target_atom, spurious_atom = 0, 1
+    offset = torch.randn(dim, generator=g)
+    offset = 2.0 * offset / offset.norm()
+    x = np.empty((rows, dim), dtype=np.float32)
+    codes_t = np.clip(
+        np.where(y == 1, rng.normal(1.2, 0.35, rows), rng.normal(0.3, 0.3, rows)), 0, None
+    )
+    for lo in range(0, rows, 8192):
+        hi = min(rows, lo + 8192)
+        b = hi - lo
+        idx = torch.randint(2, latents, (b, active), generator=g)
+        val = torch.rand(b, active, generator=g) * 0.8 + 0.4
+        xt = (val[:, :, None] * atoms[idx]).sum(1)
+        xt += torch.from_numpy(codes_t[lo:hi]).float()[:, None] * atoms[target_atom]
+        xt += (
+            torch.from_numpy(blond[lo:hi] * rng.uniform(0.7, 1.3, b)).float()[:, None]
+            * atoms[spurious_atom]
+        )
+        xt += 0.02 * torch.randn(b, dim, generator=g)
+        x[lo:hi] = (offset + xt / 3.0).numpy()
+    cfg = SAEConfig(arch="matryoshka", d_in=dim, n_latents=latents, k_list=(64, 128, 256, 512, 1024, 2048, 4096, latents)[: 1 + int(np.log2(latents / 64))] + ((latents,) if latents not in (64, 128, 256, 512, 1024, 2048, 4096) else ()),
+                    embedding_model="synthetic")  # fmt: skip
+    sae = build_sae(cfg)
+    with torch.no_grad():
+        sae.W_dec.copy_(atoms)
+        sae.W_enc.copy_(atoms.T)
+        sae.b_enc.fill_(-0.3)  # suppresses crosstalk between the non-orthogonal atoms
+        sae.b_enc[:2] = 0.0
+        sae.set_preprocessing(offset, 3.0)
+    sae.eval()
+    weight = torch.zeros(dim)
+    weight += 3.0 * 4.0 * atoms[target_atom] - 3.0 * 1.3 * atoms[spurious_atom]
+    weight += 3.0 * 0.05 * torch.randn(latents, generator=g) @ atoms
+    bias = -float(weight @ offset) - 4.0 * 0.75
+    head = LinearHead(weight, bias)
+    names = [f"concept {k // 2 if k % 7 == 0 else k}" for k in range(named)]  # some shared names
+    names[0], names[1] = "masculine face", "blond hair"
+    concepts = [
+        Concept(
+            j,
+            names[j] if j < named else None,
+            0.3,
+            names[j] if j < named else f"word {j}",
+            j < named,
+            [],
+            1,
+        )
+        for j in range(latents)
+    ]
+    bank = ConceptBank("bench", {"fingerprint": sae_fingerprint(sae)}, concepts)
+    labels = pd.DataFrame({"id": np.arange(rows), "Male": y, "Blond_Hair": blond})
+    write_store(out / "store", x, labels, model="synthetic", overwrite=True)
+    return {
+        "store": out / "store",
+        "sae": save_sae(sae, out / "sae"),
+        "bank": save_bank(bank, out / "bench.yaml"),
+        "head": save_head(head, out / "head.npz"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--latents", type=int, default=6144)
+    parser.add_argument("--active", type=int, default=24, help="atoms per sample")
+    parser.add_argument("--named", type=int, default=2000, help="latents with a validated name")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=Path, default=None, help="folder to keep the data in")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tune_cpu_allocator()
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="audit-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    paths = make_world(
+        folder, args.rows, args.dim, args.latents, args.active, args.named, args.seed
+    )
+    print(f"data: {args.rows:,} x {args.dim}, {args.latents} latents, {args.named} named "
+          f"(generated in {time.perf_counter() - start:.1f} s, {os.cpu_count()} CPUs visible, "
+          f"{torch.get_num_threads()} torch threads)")  # fmt: skip
+    load_before = os.getloadavg()[0]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    outcome = audit_files(
+        paths["store"], sae=paths["sae"], bank=paths["bank"], classifier=paths["head"],
+        target="Male", spurious="Blond_Hair", out_dir=folder / "reports", device="cpu",
+    )  # fmt: skip
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    r = outcome.result
+    print(f"audit: {total:.1f} s total  (verdict {r['verdict']}, WGA {r['worst_group_accuracy']:.3f}, "
+          f"top concept {r['concepts'][0]['label']!r} ΔWGA {r['concepts'][0]['delta_wga']:+.3f}, "
+          f"{r['family']['size']} tested, {r['family']['with_null']} with a null, "
+          f"integrity cos {r['integrity']['sae_cosine']:.3f})")  # fmt: skip
+    print(
+        f"CPU time {cpu:.1f} s over {torch.get_num_threads()} threads; load average before/after: "
+        f"{load_before:.1f}/{os.getloadavg()[0]:.1f} (other processes share these cores)"
+    )
+    for stage, seconds in outcome.timings.items():
+        print(f"  {stage:<18} {seconds:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()

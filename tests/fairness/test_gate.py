@@ -1,0 +1,184 @@
+"""The gate file, the checks and the verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.errors import InputError
+from audit.fairness.gate import (
+    GateConfig,
+    evaluate_checks,
+    load_gate,
+    parse_gate,
+    rejudge,
+    verdict_of,
+)
+
+
+def result(**over) -> dict:
+    base = {
+        "schema": "msae-audit/audit",
+        "groups": [
+            {"name": "T=0, A=0", "n": 500},
+            {"name": "T=0, A=1", "n": 300},
+            {"name": "T=1, A=0", "n": 400},
+            {"name": "T=1, A=1", "n": 60},
+        ],
+        "worst_group_accuracy": 0.7,
+        "accuracy_gap": 0.25,
+        "equalized_odds_difference": 0.2,
+        "demographic_parity_difference": 0.4,
+        "accuracy": 0.9,
+        "concepts": [
+            {
+                "name": "blond hair",
+                "label": "blond hair",
+                "tested": True,
+                "delta_wga": 0.2,
+                "ci": [0.1, 0.3],
+                "q": 0.01,
+            },
+            {
+                "name": "beard",
+                "label": "beard",
+                "tested": True,
+                "delta_wga": 0.05,
+                "ci": [0.01, 0.09],
+                "q": 0.03,
+            },
+            {
+                "name": None,
+                "label": "latent 9 (~sky)",
+                "tested": False,
+                "delta_wga": 0.3,
+                "ci": [0.2, 0.4],
+                "q": None,
+            },
+        ],
+        "integrity": {"sae_cosine": 0.99, "classifier_agreement": 0.98},
+        "checks": [],
+    }
+    base.update(over)
+    return base
+
+
+def statuses(checks: list[dict]) -> dict[str, str]:
+    return {c["name"]: c["status"] for c in checks}
+
+
+def test_spec_example_gate_parses():
+    cfg = parse_gate(
+        {
+            "gates": {
+                "worst_group_accuracy": {"min": 0.80},
+                "accuracy_gap": {"max": 0.10},
+                "equalized_odds_difference": {"max": 0.10},
+                "flagged_concepts": {"max": 0},
+            },
+            "concepts": {"min_dwga": 0.02, "max_q": 0.05, "allowlist": ["beard", "man", "woman"]},
+            "bootstrap": {"samples": 1000, "seed": 0},
+            "min_group_size": 100,
+        }
+    )
+    assert cfg.gates["worst_group_accuracy"] == {"min": 0.8} and cfg.min_group_size == 100
+    assert cfg.allowlist == ("beard", "man", "woman") and cfg.bootstrap_seed == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"gates": {"worst_group_acc": {"min": 0.8}}}, "unknown check 'worst_group_acc'"),
+        ({"gate": {}}, "unknown key 'gate'"),
+        ({"gates": {"accuracy_gap": {"below": 0.1}}}, "needs 'min' and/or 'max'"),
+        ({"gates": {"accuracy_gap": {"max": "0.1"}}}, "must be a number"),
+        ({"gates": {"accuracy_gap": 0.1}}, "must be a mapping"),
+        ({"concepts": {"max_q": 0}}, "max_q must be in (0, 1]"),
+        ({"concepts": {"min_dwga": 0.02, "maxq": 0.1}}, "unknown key concepts.maxq"),
+        ({"concepts": {"allowlist": "beard"}}, "allowlist must be a list"),
+        ({"bootstrap": {"samples": 0}}, "bootstrap.samples must be an integer"),
+        ({"min_group_size": -1}, "min_group_size must be an integer"),
+        ({"integrity": {"min_cos": 0.9}}, "unknown key integrity.min_cos"),
+        (["gates"], "expected a mapping"),
+    ],
+)
+def test_bad_gate_files_are_input_errors(data, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_gate(data)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "gate.yaml"
+    bad.write_text("gates:\n  worst_group_accuracy: {min: 0.8\n")
+    with pytest.raises(InputError, match="malformed YAML"):
+        load_gate(bad)
+    with pytest.raises(InputError, match="not found"):
+        load_gate(tmp_path / "none.yaml")
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text("gates: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(InputError, match="malformed YAML"):
+        load_gate(unsafe)  # safe_load refuses tags that would run code
+
+
+def test_ungated_checks_are_informational_and_never_fail():
+    checks = evaluate_checks(result(), GateConfig())
+    s = statuses(checks)
+    assert s["worst_group_accuracy"] == s["accuracy_gap"] == "info"
+    assert s["sae_cosine"] == s["classifier_agreement"] == "pass"
+    assert verdict_of(checks) == ("pass", 0)
+
+
+def test_gate_pass_fail_and_min_group_size_skips():
+    cfg = GateConfig(gates={"worst_group_accuracy": {"min": 0.8}, "accuracy": {"min": 0.85}})
+    checks = evaluate_checks(result(), cfg)
+    assert (
+        statuses(checks)["worst_group_accuracy"] == "fail"
+        and statuses(checks)["accuracy"] == "pass"
+    )
+    assert verdict_of(checks) == ("fail", 1)
+    cfg.min_group_size = 100  # the T=1, A=1 group has n = 60
+    checks = evaluate_checks(result(), cfg)
+    s = statuses(checks)
+    assert s["worst_group_accuracy"] == "skipped" and s["accuracy"] == "pass"  # not group-based
+    assert (
+        "n=60 < min_group_size=100"
+        in next(c for c in checks if c["name"] == "worst_group_accuracy")["reason"]
+    )
+    assert verdict_of(checks) == ("pass", 0)
+
+
+def test_integrity_failure_is_exit_3_even_when_gates_fail():
+    cfg = GateConfig(gates={"worst_group_accuracy": {"min": 0.99}})
+    checks = evaluate_checks(
+        result(integrity={"sae_cosine": 0.5, "classifier_agreement": 0.99}), cfg
+    )
+    assert verdict_of(checks) == ("error", 3)
+
+
+def test_rejudge_applies_new_flag_rules_and_allowlist():
+    cfg = GateConfig(gates={"flagged_concepts": {"max": 0}})
+    out, notes = rejudge(result(), cfg)
+    assert [c["name"] for c in out["concepts"] if c["flagged"]] == ["blond hair", "beard"]
+    assert not out["concepts"][2]["flagged"]  # unnamed: never flagged
+    assert out["verdict"] == "fail" and out["exit_code"] == 1 and notes == []
+    cfg = GateConfig(
+        gates={"flagged_concepts": {"max": 0}}, allowlist=("Blond Hair",), min_dwga=0.1
+    )
+    out, _ = rejudge(result(), cfg)
+    assert out["flagged_concepts"] == 0 and out["concepts"][0]["allowlisted"]
+    assert out["verdict"] == "pass"
+    with pytest.raises(InputError, match="not an audit result"):
+        rejudge({"schema": "msae-audit/eval"}, cfg)
+
+
+def test_example_gate_file_and_workflow():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    cfg = load_gate(root / "gate.yaml")
+    assert cfg.gates["flagged_concepts"] == {"max": 0.0} and cfg.min_group_size == 100
+    workflow = yaml.safe_load((root / "github-workflow.yml").read_text())
+    steps = workflow["jobs"]["audit"]["steps"]
+    run = next(s["run"] for s in steps if "run" in s and "msae-audit audit" in s["run"])
+    assert "--gate examples/gate.yaml" in run and "--junit" in run

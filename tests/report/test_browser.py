@@ -1,0 +1,97 @@
+"""The HTML report in headless Chromium: no console errors, no network requests, no script
+execution from hostile strings, and a non-blank screenshot."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.audit_worlds import HOSTILE_NAME, HOSTILE_VALUE, hostile_world
+
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+)
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    from audit.fairness.run import AuditSettings, run_audit
+    from audit.report.html import render_html
+    from audit.store import open_store
+
+    root = tmp_path_factory.mktemp("browser")
+    paths, world = hostile_world(root)
+    store = open_store(paths["store"])
+    result, _ = run_audit(
+        store,
+        store.metadata,
+        world.sae,
+        world.bank,
+        world.head,
+        AuditSettings("Male", "Blond_Hair"),
+    )
+    page = root / "audit.html"
+    page.write_text(render_html(result), encoding="utf-8")
+    return page
+
+
+def test_report_in_headless_chromium(report, tmp_path):
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (never `playwright install`)"
+    )
+    from PIL import Image
+
+    console, errors, requests, dialogs = [], [], [], []
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path),  # a fresh --user-data-dir
+            executable_path=CHROMIUM,
+            args=ARGS,
+            headless=True,
+            viewport={"width": 1200, "height": 900},
+        )
+        try:
+            context.on("request", lambda r: requests.append(r.url))
+            page = context.new_page()
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(report.as_uri(), wait_until="load")
+            text = page.inner_text("body")
+            scripts = page.evaluate("document.querySelectorAll('script').length")
+            foreign_images = page.evaluate(
+                "[...document.images].filter(i => !i.src.startsWith('data:')).length"
+            )
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            context.close()
+    assert errors == [] and dialogs == []
+    assert [m for m in console if m.startswith(("error", "warning"))] == []
+    assert requests == [report.as_uri()]  # the page itself, nothing else
+    assert scripts == 0 and foreign_images == 0
+    assert HOSTILE_NAME in text and HOSTILE_VALUE in text  # shown as text, not run
+    image = Image.open(shot).convert("L")
+    assert image.size[0] >= 1000 and image.size[1] > 1500
+    lo, hi = image.getextrema()
+    histogram = image.histogram()
+    assert hi - lo > 100 and max(histogram) < 0.97 * sum(histogram)  # not blank, not one colour
