@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from audit import __version__
+from audit.report.templating import render
 
 COMPARE_SCHEMA = "msae-audit/compare"
 COMPARE_VERSION = 1
@@ -304,13 +304,9 @@ def comparison_figures(comparison: dict[str, Any]) -> list[Markup]:
 
 def render_compare_html(comparison: dict[str, Any]) -> str:
     """The self-contained HTML page (template ``audit/report/templates/compare.html.j2``)."""
-    env = Environment(
-        loader=PackageLoader("audit", "report/templates"),
-        autoescape=select_autoescape(["html", "j2"], default=True),
-    )
-    template = env.get_template("compare.html.j2")
     models = comparison["models"]
-    return template.render(
+    return render(
+        "compare.html.j2",
         comparison=comparison,
         headers=["model", *(header for _, header, _, _ in COLUMNS)],
         better=["", *(better for *_, better in COLUMNS)],

@@ -8,50 +8,12 @@ names, label values, column names, paths) reaches the page through Jinja2's auto
 
 from __future__ import annotations
 
-import base64
-import io
-from pathlib import Path
-from typing import Any
+from audit.report.templating import render, thumbnail
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-TEMPLATES = Path(__file__).parent / "templates"
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 FOREST_ROWS = 20
 ACTIVATION_ROWS = 8
 THUMBNAIL = 112
-
-
-def _env() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(str(TEMPLATES)),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = fmt_number
-    env.filters["pct"] = fmt_percent
-    return env
-
-
-def fmt_number(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(fmt_number(v, digits) for v in value) + "]"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    try:
-        return f"{float(value):.{digits}f}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def fmt_percent(value: Any, digits: int = 1) -> str:
-    return "–" if value is None else f"{100 * float(value):.{digits}f}%"
 
 
 # ------------------------------------------------------------------------------------------
@@ -200,23 +162,6 @@ def dose_charts(result: dict) -> list[dict]:
     return charts
 
 
-def thumbnail(path: str | None) -> str | None:
-    """A base64 JPEG data URI of an image file, or None when it cannot be read."""
-    if not path:
-        return None
-    try:
-        from PIL import Image
-
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((THUMBNAIL, THUMBNAIL))
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=80)
-    except (OSError, ValueError, ImportError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def example_galleries(result: dict) -> list[dict]:
     galleries = []
     for ex in result.get("examples", []):
@@ -227,7 +172,7 @@ def example_galleries(result: dict) -> list[dict]:
         ):
             items = []
             for item in ex.get(key, []):
-                uri = thumbnail(item.get("path"))
+                uri = thumbnail(item.get("path"), THUMBNAIL)
                 if uri:
                     items.append({**item, "uri": uri})
             if items:
@@ -239,8 +184,8 @@ def example_galleries(result: dict) -> list[dict]:
 
 def render_html(result: dict) -> str:
     """The full page for one audit result."""
-    template = _env().get_template("audit.html.j2")
-    return template.render(
+    return render(
+        "audit.html.j2",
         r=result,
         groups_chart=group_bars(result),
         forest=forest_plot(result),

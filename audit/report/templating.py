@@ -1,0 +1,71 @@
+"""The one Jinja2 environment every HTML report uses, and inline image thumbnails.
+
+Autoescaping is on for every template and for strings, so user-provided text (concept names,
+labels, file names) can only reach a page escaped; undefined variables are errors, not blanks.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@lru_cache(maxsize=1)
+def template_env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = fmt_number
+    env.filters["pct"] = fmt_percent
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    return template_env().get_template(template).render(**context)
+
+
+def fmt_number(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt_number(v, digits) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def fmt_percent(value: Any, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * float(value):.{digits}f}%"
+
+
+def thumbnail(path: str | None, size: int = 112) -> str | None:
+    """A base64 JPEG data URI of an image file (fits in ``size``²), or None if unreadable."""
+    if not path:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((size, size))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=80)
+    except (OSError, ValueError, ImportError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
