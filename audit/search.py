@@ -148,3 +148,72 @@ def concept_activations(
     x = torch.from_numpy(store.take(rows)).to(sae.W_enc.device)
     z = sae.encode(x).cpu()
     return {e.name: z[:, list(e.latents)].sum(1).numpy() for e in edits}
+
+
+def run_search(
+    sae: SparseAutoencoder,
+    store: EmbeddingStore,
+    bank: ConceptBank,
+    query: torch.Tensor,
+    set_specs: list[str],
+    remove: list[str],
+    top: int = 20,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    exclude_row: int | None = None,
+) -> dict:
+    """Neighbours of ``query`` [1, d] before and after the concept edits, as a JSON-ready dict."""
+    parsed = parse_edits(bank, set_specs, remove)
+    edits = [ConceptEdit(name, tuple(latents), strength) for name, latents, strength in parsed]
+    all_latents = sorted({j for e in edits for j in e.latents})
+    strengths = dict(
+        zip(all_latents, typical_strength(sae, store, all_latents, chunk_rows), strict=True)
+    )
+    device = sae.W_enc.device
+    x = query.to(device).float()
+    edited = edit_embeddings(sae, x, edits, strengths) if edits else x
+    exclude = [exclude_row] if exclude_row is not None else None
+    before_idx, before_sims = nearest_neighbours(store, x, top, chunk_rows, exclude)
+    after_idx, after_sims = nearest_neighbours(store, edited, top, chunk_rows, exclude)
+    z_query = sae.encode(x).detach().cpu()
+    z_edited = sae.encode(edited).detach().cpu()
+
+    def rows(indices: np.ndarray, sims: np.ndarray) -> list[dict]:
+        acts = concept_activations(sae, store, indices, edits)
+        out = []
+        for rank, (i, s) in enumerate(zip(indices.tolist(), sims.tolist(), strict=True), start=1):
+            item = {
+                "rank": rank,
+                "row": int(i),
+                "similarity": round(float(s), 6),
+                "activations": {e.name: round(float(acts[e.name][rank - 1]), 6) for e in edits},
+            }
+            if store.metadata is not None:
+                for key in ("id", "path"):
+                    if key in store.metadata.columns:
+                        value = store.metadata[key].iloc[int(i)]
+                        item[key] = value.item() if hasattr(value, "item") else value
+            out.append(item)
+        return out
+
+    return {
+        "schema": "msae-audit/search",
+        "gallery": {"path": str(store.path), "count": store.count, "model": store.model},
+        "sae": {"fingerprint": bank.fingerprint, "arch": sae.cfg.arch, "n_latents": sae.n_latents},
+        "bank": bank.name,
+        "edits": [
+            {
+                "name": e.name,
+                "latents": list(e.latents),
+                "strength": e.strength,
+                "typical_strength": [round(float(strengths[j]), 6) for j in e.latents],
+                "query_activation": round(float(z_query[0, list(e.latents)].sum()), 6),
+                "edited_activation": round(float(z_edited[0, list(e.latents)].sum()), 6),
+            }
+            for e in edits
+        ],
+        "cosine_query_to_edited": round(
+            float(torch.nn.functional.cosine_similarity(x, edited).item()), 6
+        ),
+        "before": rows(before_idx[0], before_sims[0]),
+        "after": rows(after_idx[0], after_sims[0]),
+    }

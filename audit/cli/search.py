@@ -1,0 +1,167 @@
+"""``msae-audit search``: similarity search with concept manipulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from audit.cli.app import app, console, err_console
+from audit.concepts import load_bank
+from audit.device import resolve_device
+from audit.errors import InputError
+from audit.fileio import write_json, write_text
+from audit.sae import load_sae, sae_fingerprint
+from audit.search import run_search
+from audit.store import open_store
+
+
+@app.command(rich_help_panel="Explore")
+def search(
+    gallery: Path = typer.Option(..., "--gallery", help="Embedding store to search."),
+    sae: Path = typer.Option(..., "--sae", help="SAE directory."),
+    bank: str = typer.Option(..., "--bank", help="Concept bank name or path."),
+    image: Path = typer.Option(
+        None, "--image", help="Query image (embedded with the gallery's CLIP)."
+    ),
+    text: str = typer.Option(None, "--text", help="Query text (embedded with the gallery's CLIP)."),
+    row: int = typer.Option(None, "--row", help="Use gallery row N as the query."),
+    set_: list[str] = typer.Option(
+        [], "--set", help='Set a concept: "NAME=VALUE" (in units of its typical strength).'
+    ),
+    remove: list[str] = typer.Option([], "--remove", help="Remove a concept (set it to 0)."),
+    top: int = typer.Option(20, "--top", min=1, help="Neighbours to return."),
+    model: str = typer.Option(
+        None, "--model", help="CLIP model for --image/--text [default: the gallery's]."
+    ),
+    pretrained: str = typer.Option(
+        None, "--pretrained", help="CLIP weights [default: the gallery's]."
+    ),
+    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON."),
+    html_out: Path = typer.Option(None, "--html", help="Write a self-contained HTML gallery."),
+    chunk_rows: int = typer.Option(
+        65536, "--chunk-rows", min=1, help="Gallery rows per similarity chunk."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+) -> None:
+    """Find gallery neighbours of a query after turning named concepts up or down."""
+    sources = [s for s in (image, text, row) if s is not None]
+    if len(sources) != 1:
+        raise InputError("give exactly one query: --image FILE, --text TEXT or --row N")
+    if not set_ and not remove:
+        err_console.print("note: no --set/--remove given; showing plain neighbours")
+    store = open_store(gallery)
+    torch_device = resolve_device(device)
+    model_sae = load_sae(sae, device=torch_device)
+    concept_bank = load_bank(bank)
+    concept_bank.check_sae(sae_fingerprint(model_sae.cpu()), sae)
+    model_sae.to(torch_device)
+    if store.dim != model_sae.d_in:
+        raise InputError(
+            f"gallery {gallery} has dimension {store.dim} but the SAE expects {model_sae.d_in}"
+        )
+    recorded = model_sae.cfg.embedding_model
+    if recorded and store.model and recorded != store.model:
+        raise InputError(
+            f"gallery {gallery} was embedded with {store.model!r} but the SAE was trained on {recorded!r} embeddings"
+        )
+    query, query_info = _query_embedding(store, image, text, row, model, pretrained, device)
+    result = run_search(
+        model_sae,
+        store,
+        concept_bank,
+        query,
+        set_,
+        remove,
+        top=top,
+        chunk_rows=chunk_rows,
+        exclude_row=row,
+    )
+    result["query"] = query_info
+    console.print(_table("before the edit", result["before"], result["edits"]))
+    console.print(_table("after the edit", result["after"], result["edits"]))
+    if json_out is not None:
+        write_json(json_out, result)
+        err_console.print(f"wrote {json_out}")
+    if html_out is not None:
+        from audit.report.search import render_search_html
+
+        write_text(html_out, render_search_html(result))
+        err_console.print(f"wrote {html_out}")
+
+
+def _query_embedding(store, image, text, row, model, pretrained, device):  # type: ignore[no-untyped-def]
+    if row is not None:
+        if not 0 <= row < store.count:
+            raise InputError(f"--row {row} is out of range (the gallery has {store.count} rows)")
+        return torch.from_numpy(store.take([row])), {
+            "kind": "row",
+            "row": int(row),
+            **_row_info(store, row),
+        }
+    from audit.encoders import load_clip
+
+    model_name = model or store.model
+    if not model_name:
+        raise InputError("the gallery records no CLIP model; pass --model and --pretrained")
+    weights = pretrained if pretrained is not None else store.pretrained
+    clip = load_clip(model_name, weights, device=device)
+    if store.model and clip.model_id != store.model:
+        raise InputError(
+            f"the query would be embedded with {clip.model_id!r} but the gallery holds {store.model!r} embeddings"
+        )
+    if image is not None:
+        vector = _embed_image(clip, image)
+        info = {"kind": "image", "path": str(image)}
+    else:
+        if not text.strip():
+            raise InputError("--text is empty")
+        vector, _ = clip.encode_text_batch([text])
+        info = {"kind": "text", "text": text}
+    if store.normalized:
+        vector = vector / np.maximum(np.linalg.norm(vector, axis=1, keepdims=True), 1e-12)
+    return torch.from_numpy(np.asarray(vector, dtype=np.float32)), info
+
+
+def _embed_image(clip, path: Path) -> np.ndarray:  # type: ignore[no-untyped-def]
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise InputError(f"query image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            tensor = clip.preprocess(img.convert("RGB")).unsqueeze(0)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read query image {path}: {type(exc).__name__}") from exc
+    return clip.encode_image_batch(tensor)
+
+
+def _row_info(store, row: int) -> dict:  # type: ignore[no-untyped-def]
+    if store.metadata is None:
+        return {}
+    record = store.metadata.iloc[row]
+    return {
+        k: record[k].item() if hasattr(record[k], "item") else record[k]
+        for k in ("id", "path")
+        if k in store.metadata.columns
+    }
+
+
+def _table(title: str, rows: list[dict], edits: list[dict]) -> Table:
+    table = Table(title=f"Neighbours {title}", title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("row", justify="right")
+    table.add_column("id / path", overflow="fold")
+    table.add_column("similarity", justify="right")
+    for edit in edits:
+        table.add_column(Text(edit["name"]), justify="right")
+    for item in rows:
+        label = str(item.get("path") or item.get("id") or "")
+        cells = [str(item["rank"]), str(item["row"]), label, f"{item['similarity']:.4f}"]
+        cells += [f"{item['activations'][e['name']]:.3f}" for e in edits]
+        table.add_row(*(Text(c) for c in cells))  # Text: file names are not rich markup
+    return table
