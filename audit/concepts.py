@@ -522,12 +522,15 @@ def random_direction_threshold(
     rng = np.random.default_rng(seed)
     dim = basis_from.shape[1]
     draws = rng.standard_normal((n_directions, dim)).astype(np.float32)
-    # Right singular vectors with non-negligible singular values span the rows.
-    _, sing, vt = np.linalg.svd(np.asarray(basis_from, dtype=np.float64), full_matrices=False)
-    keep = sing > sing.max() * 1e-6 if sing.size else np.zeros(0, dtype=bool)
-    if keep.sum() < dim:
-        span = vt[keep].astype(np.float32)
-        draws = (draws @ span.T) @ span
+    # The rows' span: eigenvectors of the d×d Gram matrix with non-negligible eigenvalues
+    # (cheaper than an SVD of the [n, d] dictionary).
+    basis = torch.as_tensor(np.array(basis_from, dtype=np.float32))
+    basis = basis / basis.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    eigenvalues, eigenvectors = torch.linalg.eigh((basis.T @ basis).double())
+    keep = eigenvalues > eigenvalues.max().clamp_min(1e-30) * 1e-10
+    if int(keep.sum()) < dim:
+        span = eigenvectors[:, keep].float().numpy()
+        draws = (draws @ span) @ span.T
     best, _ = top_matches(draws, texts, 1, screen=screen)
     return float(np.quantile(best[:, 0], quantile)), best[:, 0]
 
