@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
@@ -133,7 +134,7 @@ def bank_table(bank: ConceptBank, limit: int = 50, include_unnamed: bool = False
     concepts = [c for c in bank.concepts if include_unnamed or c.name]
     concepts.sort(key=lambda c: (not c.validated, c.name is None, -c.score))
     shown = concepts if limit <= 0 else concepts[:limit]
-    title = f"Concept bank '{bank.name}' ({bank.embedding_model or 'unknown model'})"
+    title = escape(f"Concept bank '{bank.name}' ({bank.embedding_model or 'unknown model'})")
     table = Table(title=title, title_justify="left")
     table.add_column("latent", justify="right")
     table.add_column("name")
@@ -144,11 +145,11 @@ def bank_table(bank: ConceptBank, limit: int = 50, include_unnamed: bool = False
     for c in shown:
         table.add_row(
             str(c.latent),
-            c.name if c.name else f"[dim]~{c.closest}[/]",
+            escape(c.name) if c.name else f"[dim]~{escape(c.closest)}[/]",
             f"{c.score:.3f}",
             "-" if c.self_rank is None else str(c.self_rank),
             "[green]yes[/]" if c.validated else "[dim]no[/]",
-            ", ".join(f"{n} {s:.2f}" for n, s in c.alternatives[:3]),
+            escape(", ".join(f"{n} {s:.2f}" for n, s in c.alternatives[:3])),
         )
     if len(concepts) > len(shown):
         table.caption = f"{len(concepts) - len(shown)} more (use --limit 0)"

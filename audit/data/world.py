@@ -44,8 +44,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 135, 25),
 }
 TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
-SIZES: dict[str, float] = {"small": 0.15, "large": 0.27}  # radius as a fraction of the side
-POSITIONS: dict[str, float] = {"left": 0.28, "center": 0.5, "right": 0.72}  # x of the centre
+# Objects are large relative to the image: the tiny CLIP sees 32×32 pixels.
+SIZES: dict[str, float] = {"small": 0.22, "large": 0.34}  # radius as a fraction of the side
+POSITIONS: dict[str, float] = {"left": 0.35, "center": 0.5, "right": 0.65}  # x of the centre
 BACKGROUNDS: dict[str, int] = {"white": 240, "gray": 128, "black": 20}
 
 #: Attribute columns of a scene table, in caption order, with their possible values.
@@ -66,7 +67,7 @@ PROMPTS: dict[str, str] = {
     "position": "an object on the {}",
     "background": "an object on a {} background",
 }
-DEFAULT_IMAGE_SIZE = 48
+DEFAULT_IMAGE_SIZE = 32
 _SUPERSAMPLE = 2
 
 
@@ -299,7 +300,7 @@ def write_world(
 _OPENINGS = ("a {}", "a photo of a {}", "a picture of a {}", "a drawing of a {}", "{}")
 #: How often a caption mentions each attribute.
 MENTION: dict[str, float] = {
-    "shape": 0.8,
+    "shape": 0.9,
     "colour": 0.7,
     "texture": 0.5,
     "size": 0.5,
