@@ -175,7 +175,13 @@ def resolve_bank(
 
 def save_bank(bank: ConceptBank, path: str | os.PathLike[str]) -> Path:
     p = Path(path)
-    text = yaml.safe_dump(bank.to_yaml_dict(), sort_keys=False, allow_unicode=True, width=120)
+    text = yaml.safe_dump(
+        bank.to_yaml_dict(),
+        sort_keys=False,
+        allow_unicode=True,
+        width=120,
+        default_flow_style=None,  # short lists (alternatives) on one line
+    )
     write_text(p, text)
     return p
 
@@ -542,30 +548,40 @@ def typical_input_norm(sae: Any) -> float:
 
 
 def self_ranks(
-    sae: Any, word_embeddings: np.ndarray, latents: np.ndarray, chunk_rows: int = 512
+    sae: Any,
+    word_embeddings: np.ndarray,
+    latents: np.ndarray,
+    word_index: np.ndarray | None = None,
+    chunk_rows: int = 512,
 ) -> np.ndarray:
-    """For each (word embedding, latent) pair, the latent's rank among the word's own SAE
-    activations (1 = strongest); 0 when the latent does not fire on it.
+    """For each (word, latent) pair, the latent's rank among the word's own SAE activations
+    (1 = strongest); 0 when the latent does not fire on it.
 
-    Text and image embeddings of CLIP have different norms, so each text embedding is first
-    rescaled to the SAE's typical input norm (:func:`typical_input_norm`).
+    The pair's word is ``word_embeddings[word_index[i]]`` (or row ``i`` without
+    ``word_index``); pairs are processed sorted by word so that a word named on many latents
+    is encoded once per chunk. Text and image embeddings of CLIP have different norms, so each
+    text embedding is first rescaled to the SAE's typical input norm
+    (:func:`typical_input_norm`).
     """
+    latents = np.asarray(latents, dtype=np.int64)
+    words = np.arange(len(latents)) if word_index is None else np.asarray(word_index)
     ranks = np.zeros(len(latents), dtype=np.int64)
     if not len(latents):
         return ranks
     device = sae.W_dec.device
     target = typical_input_norm(sae)
+    order = np.argsort(words, kind="stable")
     with torch.no_grad():
-        for lo in range(0, len(latents), chunk_rows):
-            hi = min(lo + chunk_rows, len(latents))
-            x = torch.as_tensor(word_embeddings[lo:hi], dtype=torch.float32, device=device)
-            x = _unit(x) * target
-            z = sae.encode(x)
-            cols = torch.as_tensor(latents[lo:hi], device=device)
+        for lo in range(0, len(order), chunk_rows):
+            pairs = order[lo : lo + chunk_rows]
+            unique, inverse = np.unique(words[pairs], return_inverse=True)
+            x = torch.as_tensor(np.array(word_embeddings[unique], dtype=np.float32), device=device)
+            z = sae.encode(_unit(x) * target)[torch.as_tensor(inverse, device=device)]
+            cols = torch.as_tensor(latents[pairs], device=device)
             own = z.gather(1, cols[:, None])
             rank = (z > own).sum(1) + 1
             rank = torch.where(own[:, 0] > 0, rank, torch.zeros_like(rank))
-            ranks[lo:hi] = rank.cpu().numpy()
+            ranks[pairs] = rank.cpu().numpy()
     return ranks
 
 
@@ -639,7 +655,9 @@ def name_latents(
     named = scores[:, 0] >= threshold
     named_latents = np.nonzero(named)[0]
     ranks = np.zeros(sae.n_latents, dtype=np.int64)
-    ranks[named_latents] = self_ranks(sae, text_embeddings[best[named_latents]], named_latents)
+    ranks[named_latents] = self_ranks(
+        sae, text_embeddings, named_latents, word_index=best[named_latents]
+    )
     timings["self_consistency"] = time.perf_counter() - started
 
     concepts = []

@@ -111,7 +111,7 @@ def run_demo(
 
     settings = settings or DemoSettings()
     say = log or (lambda message: None)
-    root = ensure_dir(Path(out))
+    root = ensure_dir(Path(out)).resolve()
     started = time.perf_counter()
     timings: dict[str, float] = {}
 

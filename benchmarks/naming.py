@@ -1,6 +1,7 @@
 """How long naming takes at the paper's scale: ~37k vocabulary entries against 24k latents.
 
     python benchmarks/naming.py [--vocab FILE] [--latents 24576] [--dim 768] [--screen auto]
+                                [--threshold -1] [--naive]
 
 Directions and text embeddings are random (no CLIP is needed): the cost of naming does not
 depend on what the vectors mean. The vocabulary file only sets the number of entries (the
@@ -30,7 +31,14 @@ def main() -> None:
     parser.add_argument("--latents", type=int, default=24576)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--screen", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--naive", action="store_true", help="Also time one dense fp32 matmul.")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="Fixed threshold; -1 names every latent, so self-consistency runs for all of them "
+        "(the worst case). Default: the random-direction threshold.",
+    )
+    parser.add_argument("--naive", action="store_true", help="Also time the search in fp32 only.")
     args = parser.parse_args()
 
     if args.vocab.exists():
@@ -52,7 +60,13 @@ def main() -> None:
     )
     started = time.perf_counter()
     result = name_latents(
-        sae, vocab, texts, bank_name="bench", sae_info={"fingerprint": "bench"}, screen=args.screen
+        sae,
+        vocab,
+        texts,
+        bank_name="bench",
+        sae_info={"fingerprint": "bench"},
+        threshold=args.threshold,
+        screen=args.screen,
     )
     total = time.perf_counter() - started
     for stage, seconds in result.seconds.items():

@@ -190,3 +190,15 @@ def test_text_embedding_shape_is_checked():
     sae = planted_sae(emb, n_planted=2, n_latents=32)
     with pytest.raises(InputError, match="expected \\[10, 16\\]"):
         name_latents(sae, vocab, emb[:9], bank_name="x", sae_info={})
+
+
+def test_self_ranks_with_shared_words_equal_one_pair_at_a_time():
+    _, emb = random_vocab(30, 16, seed=6)
+    sae = planted_sae(emb, n_planted=10, n_latents=48)
+    rng = np.random.default_rng(0)
+    latents = rng.integers(0, 48, 200)
+    words = rng.integers(0, 5, 200)  # few words, many latents each
+    shared = self_ranks(sae, emb, latents, word_index=words, chunk_rows=64)
+    single = self_ranks(sae, emb[words], latents)
+    np.testing.assert_array_equal(shared, single)
+    assert (shared > 0).any()

@@ -47,10 +47,12 @@ def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
     table = Table(title="msae-audit demo", show_header=False, title_justify="left")
     table.add_column("step", style="bold")
     table.add_column("result")
+    fresh = ctx.timings.get("tiny_clip", 0.0) > 5.0
     table.add_row(
         "tiny CLIP",
-        f"trained in {s['tiny_clip']['train_seconds']} s (cached); zero-shot "
-        + ", ".join(f"{k} {v:.0%}" for k, v in zero_shot.items()),
+        ("trained now" if fresh else "loaded from the cache")
+        + f" (training took {s['tiny_clip']['train_seconds']:.0f} s); zero-shot accuracy on "
+        "held-out renders: " + ", ".join(f"{k} {v:.0%}" for k, v in zero_shot.items()),
     )
     table.add_row(
         "world",
@@ -59,7 +61,8 @@ def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
         f"{ctx.settings.p_red_given_square_train:.0%} of train squares; test balanced)",
     )
     table.add_row(
-        "stores", f"corpus {ctx.settings.n_corpus} scenes (SAE training), task {ctx.store}"
+        "stores",
+        escape(f"corpus of {ctx.settings.n_corpus} scenes (SAE training); task {ctx.store}"),
     )
     table.add_row(
         "MSAE",
@@ -79,6 +82,6 @@ def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
         f"worst group {probe['worst_group_accuracy']:.1%} ({groups})",
     )
     table.add_row("audit", s["audit"]["status"])
-    table.add_row("outputs", f"{ctx.json_path} (paths of store, SAE, bank, head)")
+    table.add_row("outputs", escape(f"{ctx.json_path} (paths of store, SAE, bank, head)"))
     table.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in ctx.timings.items()))
     return table

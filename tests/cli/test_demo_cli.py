@@ -63,7 +63,7 @@ def test_latent_named_red_fires_mostly_on_red_objects(demo_dir):
     store = open_store(paths["store"])
     sae = load_sae(paths["sae"])
     with torch.no_grad():
-        z = sae.encode(torch.from_numpy(store.read()))[:, best.latent].numpy()
+        z = sae.encode(torch.from_numpy(np.array(store.read())))[:, best.latent].numpy()
     is_red = store.metadata["is_red"].to_numpy() == 1
     strongest = z >= np.quantile(z, 0.9)
     assert is_red[strongest].mean() > 0.9  # base rate of red: about 0.5
