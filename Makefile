@@ -7,7 +7,7 @@ setup:
 	@PYTHON=$(PYTHON) bash scripts/setup.sh
 
 demo: setup
-	bash examples/quickstart.sh reports/quickstart
+	msae-audit demo --out reports/demo
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -1,0 +1,289 @@
+"""A tiny open_clip model trained on the synthetic world, cached, and loaded like any CLIP.
+
+The model is a custom open_clip config (a narrow ModifiedResNet on 32×32 images and a 2-layer
+text transformer with a 24-token context), trained from scratch with open_clip's own
+``ClipLoss`` on rendered scenes and their template captions. Colour and background are the
+easiest cues, so in 60 % of the batches three quarters of the scenes share one colour and one
+background (hard negatives): their captions can only be told apart by shape, texture, size
+and position. The other quarter stays random, which keeps BatchNorm's batch statistics from
+erasing colour (in a batch of a single colour, batch normalisation removes it).
+
+The result is written to a cache folder — ``$MSAE_AUDIT_CACHE/tinyclip/<key>/`` or
+``~/.cache/msae-audit/tinyclip/<key>/`` — as ``tinyclip.json`` (the open_clip model config),
+``tinyclip.safetensors`` (the weights) and ``info.json`` (training time and zero-shot
+accuracies). The key hashes the config, the settings and this module's and the world's source,
+so a code change retrains instead of reusing a stale model. Everything downstream loads it
+through exactly the user path, ``--model tinyclip.json --pretrained tinyclip.safetensors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from audit.data import world
+from audit.fileio import ensure_dir, write_json
+
+CACHE_ENV = "MSAE_AUDIT_CACHE"
+CONFIG_FILE = "tinyclip.json"
+WEIGHTS_FILE = "tinyclip.safetensors"
+INFO_FILE = "info.json"
+
+#: The open_clip model config (written verbatim as ``tinyclip.json``).
+MODEL_CONFIG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+    "text_cfg": {
+        "context_length": 24,
+        "vocab_size": 49408,
+        "width": 64,
+        "heads": 2,
+        "layers": 2,
+        "mlp_ratio": 2.0,
+    },
+}
+
+
+@dataclass(frozen=True)
+class TinyClipSettings:
+    seed: int = 0
+    train_scenes: int = 6000
+    steps: int = 800
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    hard_fraction: float = 0.6  # batches built around one colour and background
+    hard_share: float = 0.75  # of such a batch, the share drawn from that colour/background
+    eval_scenes: int = 600
+
+
+@dataclass(frozen=True)
+class TinyClip:
+    """Paths of a trained tiny CLIP and what its training reported."""
+
+    directory: Path
+    info: dict[str, Any]
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / CONFIG_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.directory / WEIGHTS_FILE
+
+    @property
+    def zero_shot(self) -> dict[str, float]:
+        return dict(self.info.get("zero_shot_accuracy", {}))
+
+    def load(self, device: str = "auto"):  # type: ignore[no-untyped-def]
+        """The model as a :class:`~audit.encoders.ClipEncoder`, through the user path."""
+        from audit.encoders import load_clip
+
+        return load_clip(str(self.config_path), str(self.checkpoint_path), device=device)
+
+
+def cache_root() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "msae-audit"
+
+
+def cache_key(settings: TinyClipSettings) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(MODEL_CONFIG, sort_keys=True).encode())
+    digest.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    for module in (__file__, world.__file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def tiny_clip(
+    settings: TinyClipSettings | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TinyClip:
+    """The cached tiny CLIP for ``settings``, training (and caching) it first if needed."""
+    settings = settings or TinyClipSettings()
+    root = ensure_dir(Path(cache_dir) if cache_dir is not None else cache_root()) / "tinyclip"
+    final = root / cache_key(settings)
+    if _complete(final):
+        return TinyClip(final, json.loads((final / INFO_FILE).read_text(encoding="utf-8")))
+    say = log or (lambda message: None)
+    say(f"training the tiny CLIP (cached afterwards in {final})")
+    staging = ensure_dir(root / f".staging-{final.name}-{os.getpid()}")
+    try:
+        info = train_tiny_clip(settings, staging, progress=progress)
+        try:
+            os.replace(staging, final)  # atomic publish of the whole folder
+        except OSError:
+            if not _complete(final):  # another process won the race with a complete copy
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return TinyClip(final, info)
+
+
+def _complete(directory: Path) -> bool:
+    return all((directory / f).is_file() for f in (CONFIG_FILE, WEIGHTS_FILE, INFO_FILE))
+
+
+def _normalise(pixels: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - mean) / std
+
+
+def train_tiny_clip(
+    settings: TinyClipSettings,
+    out_dir: str | os.PathLike[str],
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train from scratch, write config + weights + ``info.json`` into ``out_dir``."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from audit.encoders import load_clip
+
+    out = ensure_dir(Path(out_dir))
+    started = time.perf_counter()
+    config_path = out / CONFIG_FILE
+    config_path.write_text(json.dumps(MODEL_CONFIG, indent=2) + "\n", encoding="utf-8")
+    torch.manual_seed(settings.seed)
+    clip = load_clip(str(config_path), None, device="cpu", allow_random_init=True)
+    model, tokenizer = clip.model, clip.tokenizer
+    size = int(MODEL_CONFIG["vision_cfg"]["image_size"])
+
+    scenes = world.sample_scenes(settings.train_scenes, seed=settings.seed)
+    pixels = world.render_scenes(scenes, seed=settings.seed, image_size=size)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    images = _normalise(pixels, mean, std)
+    records = scenes.to_dict("records")
+    rng = np.random.default_rng([settings.seed, 0x7C11])
+    hard_pools = _hard_negative_pools(scenes, settings.batch_size)
+
+    model.train()
+    optimizer = _adamw(model, settings)
+    loss_fn = open_clip.ClipLoss()
+    max_logit_scale = float(np.log(100.0))
+    losses = []
+    for step in range(settings.steps):
+        rows = rng.choice(len(records), settings.batch_size, replace=False)
+        if rng.random() < settings.hard_fraction:
+            pool = hard_pools[int(rng.integers(len(hard_pools)))]
+            n_hard = int(settings.batch_size * settings.hard_share)
+            rows[:n_hard] = rng.choice(pool, n_hard, replace=len(pool) < n_hard)
+        tokens = tokenizer([world.caption(records[i], rng) for i in rows])
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * _lr_factor(step, settings)
+        image_features, text_features, logit_scale = model(images[rows], tokens)
+        loss = loss_fn(image_features, text_features, logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0.0, max_logit_scale)
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, settings.steps)
+    train_seconds = time.perf_counter() - started
+
+    model.eval()
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(out / WEIGHTS_FILE), metadata={"format": "open_clip state_dict"})
+    # Measure what users get: reload through --model/--pretrained, images through PIL.
+    reloaded = load_clip(str(config_path), str(out / WEIGHTS_FILE), device="cpu")
+    accuracy = zero_shot_accuracy(reloaded, settings.eval_scenes, seed=settings.seed + 1000)
+    info = {
+        "model_config": MODEL_CONFIG,
+        "settings": asdict(settings),
+        "train_seconds": round(train_seconds, 2),
+        "torch_threads": torch.get_num_threads(),
+        "final_loss": round(float(np.mean(losses[-20:])), 4),
+        "zero_shot_accuracy": accuracy,
+        "eval": f"{settings.eval_scenes} held-out scenes (seed {settings.seed + 1000}), one "
+        "prompt per attribute value (audit.data.world.PROMPTS), argmax of cosine",
+    }
+    write_json(out / INFO_FILE, info)
+    return info
+
+
+def _adamw(model: torch.nn.Module, settings: TinyClipSettings) -> torch.optim.Optimizer:
+    kwargs = {"lr": settings.lr, "weight_decay": settings.weight_decay}
+    try:
+        # The fused kernel matters on CPU: the 49408-token embedding is updated every step.
+        return torch.optim.AdamW(model.parameters(), fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(model.parameters(), **kwargs)
+
+
+def _lr_factor(step: int, settings: TinyClipSettings) -> float:
+    """Linear warm-up, then cosine decay to 0."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
+
+
+def _hard_negative_pools(scenes: pd.DataFrame, batch_size: int) -> list[np.ndarray]:
+    """Row sets sharing colour and background: in such a batch only the other attributes
+    separate the captions."""
+    keys = scenes["colour"] + "|" + scenes["background"]
+    pools = [np.nonzero((keys == k).to_numpy())[0] for k in sorted(keys.unique())]
+    return [p for p in pools if len(p) >= 8] or [np.arange(len(scenes))]
+
+
+def zero_shot_accuracy(clip: Any, n_scenes: int = 600, seed: int = 1000) -> dict[str, float]:
+    """Zero-shot accuracy per attribute on freshly rendered scenes: each image is assigned the
+    attribute value whose prompt (``world.PROMPTS``) has the highest cosine similarity."""
+    size = _model_image_size(clip)
+    scenes = world.sample_scenes(n_scenes, seed=seed)
+    pixels = world.render_scenes(scenes, seed=seed, image_size=size)
+    batch = torch.stack([clip.preprocess(Image.fromarray(p)) for p in pixels])
+    image_features = _unit(clip.encode_image_batch(batch))
+    result = {}
+    for attribute, values in world.ATTRIBUTES.items():
+        prompts = [world.prompt_for(attribute, v) for v in values]
+        text_features = _unit(clip.encode_texts(prompts))
+        predicted = np.asarray(values)[(image_features @ text_features.T).argmax(1)]
+        result[attribute] = round(float((predicted == scenes[attribute].to_numpy()).mean()), 4)
+    return result
+
+
+def _model_image_size(clip: Any) -> int:
+    size = getattr(clip.model.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def describe(tc: TinyClip) -> str:
+    acc = ", ".join(f"{k} {v:.0%}" for k, v in tc.zero_shot.items())
+    return f"tiny CLIP {tc.directory.name}: trained in {tc.info.get('train_seconds')} s; zero-shot {acc}"
+
+
+__all__ = [
+    "MODEL_CONFIG",
+    "TinyClip",
+    "TinyClipSettings",
+    "cache_root",
+    "tiny_clip",
+    "train_tiny_clip",
+    "zero_shot_accuracy",
+]

@@ -1,0 +1,399 @@
+"""``msae-audit demo``: the whole product, offline, on the synthetic world in a few minutes.
+
+1. the tiny CLIP (trained once, then cached: :mod:`audit.data.tinyclip`);
+2. a broad corpus of the world (every attribute independent and uniform), embedded into
+   ``corpus_store/``: the SAE is trained on it, as a real SAE is trained on a large generic
+   image corpus and then applied to the task data;
+3. the task data, a world with a planted shortcut: the classifier's target is circle vs
+   square; in the train split circles are red 95 % of the time and squares 5 %; the test split
+   is balanced (red with probability 1/2 for both shapes), so a classifier that uses "red"
+   fails there. It is embedded into ``store/`` whose ``metadata.csv`` holds the attributes,
+   ``split``, ``is_circle`` (target) and ``is_red`` (the planted spurious attribute);
+4. a Matryoshka SAE trained on the corpus;
+5. a concept bank naming its latents from the world's vocabulary;
+6. a logistic-regression probe fit on the train split, saved as a linear head ``head.npz``
+   (``weight`` [2, d], ``bias`` [2], acting on raw embeddings; class 1 = circle). It is
+   strongly regularised (C = 0.002 on standardised embeddings), as a quick probe often is,
+   which makes it take the cheap colour cue: the demo needs a classifier with a shortcut;
+7. the audit step (:func:`_audit_step`), which writes ``demo.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audit import __version__
+from audit.errors import InputError
+from audit.fileio import atomic_path, ensure_dir, write_json
+
+PLANTED_CONCEPT = "red"
+TARGET_SHAPES = ("circle", "square")  # the probe's class 1 and class 0
+TARGET_COLUMN = "is_circle"
+SPURIOUS_COLUMN = "is_red"
+DEMO_VOCABULARIES = ["world"]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    seed: int = 0
+    n_corpus: int = 8000
+    n_train: int = 3000
+    n_test: int = 2000
+    p_red_given_circle_train: float = 0.95
+    p_red_given_square_train: float = 0.05
+    sae_expansion: int = 8
+    sae_k_min: int = 16
+    sae_epochs: int = 10
+    sae_batch_size: int = 256
+    sae_lr: float = 1e-3
+    probe_c: float = 0.002
+    embed_batch_size: int = 256
+    workers: int = 0
+
+
+@dataclass
+class DemoContext:
+    """Where everything the demo made lives; the audit step reads from here."""
+
+    out: Path
+    settings: DemoSettings
+    tiny_clip_model: Path  # --model
+    tiny_clip_pretrained: Path  # --pretrained
+    corpus_dir: Path
+    corpus_store: Path
+    world_dir: Path
+    store: Path
+    sae: Path
+    bank: Path
+    head: Path
+    json_path: Path
+    planted_concept: str = PLANTED_CONCEPT
+    target_column: str = TARGET_COLUMN
+    spurious_column: str = SPURIOUS_COLUMN
+    summary: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def paths(self) -> dict[str, str]:
+        return {
+            "model": str(self.tiny_clip_model),
+            "pretrained": str(self.tiny_clip_pretrained),
+            "corpus": str(self.corpus_dir),
+            "corpus_store": str(self.corpus_store),
+            "world": str(self.world_dir),
+            "store": str(self.store),
+            "metadata": str(self.store / "metadata.csv"),
+            "sae": str(self.sae),
+            "bank": str(self.bank),
+            "head": str(self.head),
+        }
+
+
+Log = Callable[[str], None]
+
+
+def run_demo(
+    out: str | Path,
+    settings: DemoSettings | None = None,
+    *,
+    log: Log | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+) -> DemoContext:
+    """Run every step into ``out`` (overwriting earlier demo output there)."""
+    from audit.data.tinyclip import tiny_clip
+
+    settings = settings or DemoSettings()
+    say = log or (lambda message: None)
+    root = ensure_dir(Path(out)).resolve()
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def step(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 2)
+
+    t0 = time.perf_counter()
+    tc = tiny_clip(cache_dir=cache_dir, log=say)
+    step("tiny_clip", t0)
+    ctx = DemoContext(
+        out=root,
+        settings=settings,
+        tiny_clip_model=tc.config_path,
+        tiny_clip_pretrained=tc.checkpoint_path,
+        corpus_dir=root / "corpus",
+        corpus_store=root / "corpus_store",
+        world_dir=root / "world",
+        store=root / "store",
+        sae=root / "sae",
+        bank=root / "concept_banks" / "demo.yaml",
+        head=root / "head.npz",
+        json_path=root / "demo.json",
+        timings=timings,
+    )
+    ctx.summary["tiny_clip"] = {
+        "train_seconds": tc.info.get("train_seconds"),
+        "zero_shot_accuracy": tc.zero_shot,
+        "cache": str(tc.directory),
+    }
+
+    clip = tc.load(device=device)
+    t0 = time.perf_counter()
+    say(f"rendering and embedding a corpus of {settings.n_corpus} scenes for the SAE")
+    corpus = make_corpus(ctx.corpus_dir, settings)
+    embed_world(corpus, clip, ctx.corpus_store, settings)
+    step("corpus", t0)
+
+    t0 = time.perf_counter()
+    say("rendering the task world with a planted shortcut (train: circles red 95 %, squares 5 %)")
+    manifest = make_world(ctx.world_dir, settings)
+    embed_world(manifest, clip, ctx.store, settings)
+    step("world", t0)
+
+    t0 = time.perf_counter()
+    say("training a Matryoshka SAE on the corpus")
+    ctx.summary["sae"] = train_demo_sae(ctx.corpus_store, ctx.sae, settings, device=device)
+    step("sae", t0)
+
+    t0 = time.perf_counter()
+    say("naming latents (concept bank)")
+    ctx.summary["bank"] = build_demo_bank(ctx.sae, ctx.bank, clip)
+    step("bank", t0)
+
+    t0 = time.perf_counter()
+    say("fitting the logistic-regression probe on the train split")
+    ctx.summary["probe"] = fit_probe(ctx.store, ctx.head, settings)
+    step("probe", t0)
+
+    t0 = time.perf_counter()
+    ctx.summary["audit"] = _audit_step(ctx)
+    step("audit", t0)
+    timings["total"] = round(time.perf_counter() - started, 2)
+    return ctx
+
+
+# ------------------------------------------------------------------------------------------
+# Steps
+# ------------------------------------------------------------------------------------------
+
+
+def make_corpus(corpus_dir: Path, settings: DemoSettings) -> pd.DataFrame:
+    """Scenes with independent, uniform attributes (no shortcut), for training the SAE."""
+    from audit.data import world
+
+    scenes = world.sample_scenes(settings.n_corpus, seed=settings.seed + 2)
+    return world.write_world(
+        corpus_dir, scenes, seed=settings.seed + 2, image_size=_tiny_image_size()
+    )
+
+
+def make_world(world_dir: Path, settings: DemoSettings) -> pd.DataFrame:
+    """Train and test scenes (the shortcut only in train) rendered to PNGs + manifest.csv."""
+    from audit.data import world
+
+    a, b = TARGET_SHAPES
+    train = world.shortcut_scenes(
+        settings.n_train,
+        settings.seed,
+        target_shapes=(a, b),
+        spurious_colour=PLANTED_CONCEPT,
+        p_spurious_given_a=settings.p_red_given_circle_train,
+        p_spurious_given_b=settings.p_red_given_square_train,
+    )
+    test = world.shortcut_scenes(
+        settings.n_test,
+        settings.seed + 1,
+        target_shapes=(a, b),
+        spurious_colour=PLANTED_CONCEPT,
+        p_spurious_given_a=0.5,
+        p_spurious_given_b=0.5,
+    )
+    scenes = pd.concat([train, test], ignore_index=True)
+    split = ["train"] * len(train) + ["test"] * len(test)
+    return world.write_world(
+        world_dir,
+        scenes,
+        seed=settings.seed,
+        image_size=_tiny_image_size(),
+        extra_columns={
+            "split": split,
+            TARGET_COLUMN: (scenes["shape"] == a).astype(int).to_numpy(),
+            SPURIOUS_COLUMN: (scenes["colour"] == PLANTED_CONCEPT).astype(int).to_numpy(),
+        },
+    )
+
+
+def _tiny_image_size() -> int:
+    from audit.data.tinyclip import MODEL_CONFIG
+
+    return int(MODEL_CONFIG["vision_cfg"]["image_size"])
+
+
+def embed_world(manifest: pd.DataFrame, clip: Any, store: Path, settings: DemoSettings) -> None:
+    from audit.encoders import embed_images, finish_store
+    from audit.store import StoreWriter
+
+    writer = StoreWriter(
+        store,
+        clip.embed_dim,
+        model=clip.model_id,
+        pretrained=clip.pretrained,
+        modality="image",
+        normalized=False,
+        extra={
+            "source": str(Path(manifest["path"].iloc[0]).parent.parent / "manifest.csv"),
+            **clip.manifest_fields(),
+        },
+        overwrite=True,
+    )
+    result = embed_images(
+        manifest["path"].tolist(),
+        clip,
+        writer,
+        metadata=manifest,
+        batch_size=settings.embed_batch_size,
+        num_workers=settings.workers,
+    )
+    finish_store(writer, result)
+
+
+def train_demo_sae(
+    store_path: Path, sae_dir: Path, settings: DemoSettings, device: str = "auto"
+) -> dict[str, Any]:
+    from audit.sae import SAEConfig, matryoshka_k_list
+    from audit.sae.train import TrainConfig, train_sae
+    from audit.store import open_store
+
+    store = open_store(store_path)
+    n = store.dim * settings.sae_expansion
+    cfg = SAEConfig(
+        arch="matryoshka",
+        d_in=store.dim,
+        n_latents=n,
+        k_list=matryoshka_k_list(n, settings.sae_k_min),
+        weighting="uw",
+        embedding_model=store.model,
+        pretrained=store.pretrained,
+        modality=store.modality,
+    )
+    for name in ("sae.safetensors", "config.json", "training.json", "checkpoint.safetensors"):
+        (sae_dir / name).unlink(missing_ok=True)
+    result = train_sae(
+        store,
+        cfg,
+        TrainConfig(
+            epochs=settings.sae_epochs,
+            batch_size=settings.sae_batch_size,
+            lr=settings.sae_lr,
+            seed=settings.seed,
+            device=device,
+            checkpoint_every=0,
+        ),
+        sae_dir,
+    )
+    final = result.summary.get("final", {})
+    return {
+        "n_latents": n,
+        "k_list": list(cfg.k_list or ()),
+        "steps": result.summary["steps"],
+        "seconds": result.summary["seconds"],
+        "fvu": final.get("fvu"),
+        "dead_latents": result.summary["dead_latents"],
+    }
+
+
+def build_demo_bank(sae_dir: Path, bank_path: Path, clip: Any) -> dict[str, Any]:
+    from audit.concepts import build_bank, save_bank
+
+    result = build_bank(
+        sae_path=sae_dir, vocab_specs=DEMO_VOCABULARIES, bank_name="demo", clip=clip
+    )
+    save_bank(result.bank, bank_path)
+    bank = result.bank
+    planted = [c for c in bank.concepts if c.validated and c.name == PLANTED_CONCEPT]
+    return {
+        **bank.extra["summary"],
+        "threshold": round(bank.threshold, 4),
+        "planted_concept_latents": [c.latent for c in planted],
+        "names": sorted({c.name for c in bank.concepts if c.validated and c.name}),
+    }
+
+
+def fit_probe(store_path: Path, head_path: Path, settings: DemoSettings) -> dict[str, Any]:
+    """Logistic regression on standardised train-split embeddings, folded into a linear head
+    on raw embeddings: ``logits = x @ weight.T + bias`` with softmax equal to the probe's
+    probabilities (class 1 = circle)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from audit.store import open_store
+
+    store = open_store(store_path)
+    meta = store.metadata
+    if meta is None:
+        raise InputError(f"{store_path} has no metadata.csv")
+    x = store.read()
+    y = meta[TARGET_COLUMN].to_numpy()
+    train = (meta["split"] == "train").to_numpy()
+    mu, sigma = x[train].mean(0), x[train].std(0) + 1e-6
+    probe = LogisticRegression(C=settings.probe_c, max_iter=5000)
+    probe.fit((x[train] - mu) / sigma, y[train])
+    w = probe.coef_[0] / sigma
+    b = float(probe.intercept_[0] - (w * mu).sum())
+    # Two symmetric logits: softmax([−s/2, s/2]) = [1 − σ(s), σ(s)] with s = w·x + b.
+    weight = np.stack([-w / 2, w / 2]).astype(np.float32)
+    bias = np.array([-b / 2, b / 2], dtype=np.float32)
+    with atomic_path(head_path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, weight=weight, bias=bias)
+    predicted = (x @ weight.T + bias).argmax(1)
+    groups = {}
+    test = ~train
+    for t in (1, 0):
+        for s in (1, 0):
+            cell = test & (y == t) & (meta[SPURIOUS_COLUMN].to_numpy() == s)
+            name = f"{TARGET_SHAPES[0] if t else TARGET_SHAPES[1]}, {'red' if s else 'not red'}"
+            groups[name] = {
+                "n": int(cell.sum()),
+                "accuracy": round(float((predicted[cell] == y[cell]).mean()), 4),
+            }
+    return {
+        "train_accuracy": round(float((predicted[train] == y[train]).mean()), 4),
+        "test_accuracy": round(float((predicted[test] == y[test]).mean()), 4),
+        "test_groups": groups,
+        "worst_group_accuracy": min(g["accuracy"] for g in groups.values()),
+        "classes": [TARGET_SHAPES[1], TARGET_SHAPES[0]],
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# The audit
+# ------------------------------------------------------------------------------------------
+
+
+def _audit_step(ctx: DemoContext) -> dict[str, Any]:
+    """THE AUDIT HOOK. For now it only records the demo's outputs in ``demo.json``; the bias
+    audit (``audit.fairness``) is wired in here: audit ``ctx.head`` on ``ctx.store`` (target
+    ``ctx.target_column``, spurious ``ctx.spurious_column``, test split) with ``ctx.sae`` and
+    ``ctx.bank``, write its reports under ``ctx.out``, and record
+    ``"demo": {"planted_concept": ctx.planted_concept}`` in the audit JSON."""
+    document = {
+        "schema": "msae-audit/demo",
+        "version": 1,
+        "msae_audit_version": __version__,
+        "demo": {
+            "planted_concept": ctx.planted_concept,
+            "target_column": ctx.target_column,
+            "spurious_column": ctx.spurious_column,
+            "target_classes": {"1": TARGET_SHAPES[0], "0": TARGET_SHAPES[1]},
+            "audit_split": "test",
+        },
+        "paths": ctx.paths(),
+        "summary": ctx.summary,
+        "seconds": ctx.timings,
+    }
+    write_json(ctx.json_path, document)
+    return {"status": "not run (the audit is wired in here)", "json": str(ctx.json_path)}

@@ -1,0 +1,91 @@
+"""``msae-audit concepts`` and ``concepts show`` through the command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audit.concepts import load_bank
+from audit.sae import save_sae
+from tests.conftest import assert_one_line_error
+from tests.test_concepts import planted_sae
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """A vocabulary file, its text embeddings (.npy) and an SAE whose first 8 latents are the
+    directions of the first 8 words."""
+    rng = np.random.default_rng(123)
+    words = [f"concept{i}" for i in range(60)]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("# test words\n" + "\n".join(words) + "\n", encoding="utf-8")
+    emb = rng.standard_normal((60, 24)).astype(np.float32)
+    np.save(tmp_path / "text.npy", emb)
+    save_sae(planted_sae(emb, n_planted=8, n_latents=64), tmp_path / "sae")
+    save_sae(planted_sae(emb, n_planted=8, n_latents=64, seed=9), tmp_path / "other_sae")
+    return tmp_path
+
+
+def test_concepts_from_text_embeddings_and_show(cli, planted, monkeypatch):
+    monkeypatch.chdir(planted)
+    args = ["concepts", "--sae", "sae", "--vocab", "vocab.txt", "--text-embeddings", "text.npy"]
+    result = cli(*args, "--name", "mybank")
+    assert result.exit_code == 0, result.stderr
+    assert "latents have a validated name" in " ".join(result.stdout.split())
+    bank = load_bank("mybank")  # ./concept_banks/mybank.yaml
+    assert (planted / "concept_banks" / "mybank.yaml").exists()
+    assert [c.name for c in bank.concepts[:8]] == [f"concept{i}" for i in range(8)]
+    assert all(c.validated for c in bank.concepts[:8])
+    shown = cli("concepts", "show", "mybank")
+    assert shown.exit_code == 0 and "concept3" in shown.stdout
+    assert cli("concepts", "show", "mybank", "--sae", "sae").exit_code == 0
+    refused = cli("concepts", "show", "mybank", "--sae", "other_sae")
+    assert_one_line_error(refused, 2, "built for another SAE")
+    out = cli(*args, "--out", "elsewhere/b.yaml", "--threshold", "0.99")
+    assert out.exit_code == 0 and load_bank("elsewhere/b.yaml").threshold == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [(b"\x00\x01\x02", "binary"), (b"\xc3\x28 bad\n", "not UTF-8"), (b"# nothing\n\n", "empty")],
+)
+def test_bad_vocabulary_exits_2(cli, planted, content, message):
+    (planted / "bad.txt").write_bytes(content)
+    result = cli(
+        "concepts",
+        "--sae",
+        planted / "sae",
+        "--vocab",
+        planted / "bad.txt",
+        "--text-embeddings",
+        planted / "text.npy",
+        "--out",
+        planted / "b.yaml",
+    )
+    assert_one_line_error(result, 2, message)
+
+
+def test_text_embeddings_must_align(cli, planted):
+    np.save(planted / "short.npy", np.load(planted / "text.npy")[:50])
+    np.save(planted / "narrow.npy", np.load(planted / "text.npy")[:, :10])
+    base = [
+        "concepts",
+        "--sae",
+        planted / "sae",
+        "--vocab",
+        planted / "vocab.txt",
+        "--out",
+        planted / "b.yaml",
+    ]
+    assert_one_line_error(
+        cli(*base, "--text-embeddings", planted / "short.npy"), 2, "50 text embeddings for 60"
+    )
+    assert_one_line_error(
+        cli(*base, "--text-embeddings", planted / "narrow.npy"), 2, "dimension 10"
+    )
+    assert_one_line_error(cli(*base[:-2]), 2, "--name")
+    assert_one_line_error(
+        cli(*base, "--vocab", "nonexistent_builtin", "--text-embeddings", planted / "text.npy"),
+        2,
+        "unknown vocabulary",
+    )

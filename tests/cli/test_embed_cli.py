@@ -1,0 +1,141 @@
+"""``msae-audit embed images|texts|celeba`` through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from audit.data.celeba import write_fake_celeba
+from audit.store import open_store
+from tests.conftest import assert_one_line_error
+from tests.world_helpers import make_random_clip
+
+
+@pytest.fixture(scope="module")
+def model_args(tmp_path_factory) -> list[str]:
+    config, weights, _ = make_random_clip(tmp_path_factory.mktemp("clip"))
+    return ["--model", str(config), "--pretrained", str(weights), "--device", "cpu", "-q"]
+
+
+def _images(folder, n):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_embed_images_folder_and_manifest(cli, tmp_path, model_args):
+    _images(tmp_path / "imgs", 5)
+    result = cli(
+        "embed", "images", tmp_path / "imgs", *model_args, "--out", tmp_path / "s", "--workers", "0"
+    )
+    assert result.exit_code == 0, result.stderr
+    store = open_store(tmp_path / "s")
+    assert store.count == 5 and store.dim == 32 and store.modality == "image"
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["normalized"] is False and manifest["model"].endswith("tinyref.json")
+    assert store.metadata["id"].tolist() == [f"{i}.png" for i in range(5)]
+
+    csv = tmp_path / "m.csv"
+    pd.DataFrame({"path": ["imgs/3.png", "imgs/1.png"], "label": ["b", "a"]}).to_csv(
+        csv, index=False
+    )
+    result = cli("embed", "images", csv, *model_args, "--out", tmp_path / "s2", "--normalize")
+    assert result.exit_code == 0, result.stderr
+    store2 = open_store(tmp_path / "s2")
+    assert store2.metadata["label"].tolist() == ["b", "a"] and store2.normalized
+    np.testing.assert_allclose(
+        store2.read()[0], store.read()[3] / np.linalg.norm(store.read()[3]), atol=1e-5
+    )
+    # An existing store is not replaced silently.
+    again = cli("embed", "images", csv, *model_args, "--out", tmp_path / "s2", "--normalize")
+    assert_one_line_error(again, 2, "--overwrite")
+
+
+def test_unreadable_image_exits_2_naming_the_file(cli, tmp_path, model_args):
+    _images(tmp_path / "imgs", 3)
+    (tmp_path / "imgs" / "zz_broken.png").write_bytes(b"not an image")
+    result = cli("embed", "images", tmp_path / "imgs", *model_args, "--out", tmp_path / "s")
+    assert_one_line_error(result, 2, "zz_broken.png")
+    result = cli(
+        "embed",
+        "images",
+        tmp_path / "imgs",
+        *model_args,
+        "--out",
+        tmp_path / "s",
+        "--skip-bad-images",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "skipped 1" in " ".join(result.stderr.split())
+    assert pd.read_csv(tmp_path / "s" / "skipped.csv")["path"].str.endswith("zz_broken.png").all()
+    assert open_store(tmp_path / "s").count == 3
+
+
+def test_embed_texts_rows_follow_the_vocabulary_rules(cli, tmp_path, model_args):
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("# colours\nred\n\nblue\nRed\ngreen\n", encoding="utf-8")
+    result = cli("embed", "texts", vocab, *model_args, "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.stderr
+    store = open_store(tmp_path / "t")
+    assert store.metadata["text"].tolist() == ["red", "blue", "green"] and store.modality == "text"
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00binary")
+    assert_one_line_error(
+        cli("embed", "texts", bad, *model_args, "--out", tmp_path / "u"), 2, "binary"
+    )
+
+
+def test_embed_celeba_writes_attributes_and_split(cli, tmp_path, model_args):
+    root = write_fake_celeba(tmp_path / "celeba", n_images=12, layout="kaggle", image_size=12)
+    result = cli(
+        "embed", "celeba", "--root", root, *model_args, "--out", tmp_path / "c", "--workers", "0"
+    )
+    assert result.exit_code == 0, result.stderr
+    store = open_store(tmp_path / "c")
+    meta = store.metadata
+    assert store.count == 12 and {"Male", "Blond_Hair", "split", "partition", "id", "path"} <= set(
+        meta
+    )
+    assert meta.shape[1] == 40 + 4 and set(meta["Male"]) <= {0, 1}
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["celeba_layout"] == "kaggle"
+    result = cli(
+        "embed", "celeba", "--root", root, *model_args, "--out", tmp_path / "d", "--split", "test"
+    )
+    assert result.exit_code == 0 and set(open_store(tmp_path / "d").metadata["split"]) == {"test"}
+
+
+def test_missing_celeba_files_show_the_expected_tree(cli, tmp_path, model_args):
+    root = write_fake_celeba(tmp_path / "celeba", n_images=4)
+    (root / "list_eval_partition.txt").unlink()
+    result = cli("embed", "celeba", "--root", root, *model_args, "--out", tmp_path / "c")
+    assert_one_line_error(result, 2, "list_eval_partition.txt is missing")
+    assert "img_align_celeba/" in result.stderr and "list_attr_celeba.txt" in result.stderr
+    result = cli(
+        "embed", "celeba", "--root", tmp_path / "nowhere", *model_args, "--out", tmp_path / "c"
+    )
+    assert_one_line_error(result, 2, "CelebA root not found")
+
+
+def test_model_errors_exit_2(cli, tmp_path):
+    _images(tmp_path / "imgs", 1)
+    result = cli(
+        "embed",
+        "images",
+        tmp_path / "imgs",
+        "--model",
+        "ViT-B-32",
+        "--pretrained",
+        "openai",
+        "--out",
+        tmp_path / "s",
+    )
+    assert_one_line_error(result, 2, "downloads are disabled")
+    result = cli(
+        "embed", "images", tmp_path / "imgs", "--model", "ViT-B-32", "--out", tmp_path / "s"
+    )
+    assert_one_line_error(result, 2, "--pretrained is required")

@@ -1,0 +1,267 @@
+"""open_clip loading and batched embedding: equality with open_clip itself, errors, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from audit.encoders import (
+    embed_images,
+    embed_texts,
+    finish_store,
+    list_images,
+    load_clip,
+    rank_slice,
+)
+from audit.errors import InputError
+from audit.store import StoreWriter, open_store
+from tests.world_helpers import TINY_CONFIG, make_random_clip
+
+
+@pytest.fixture(scope="module")
+def random_clip_files(tmp_path_factory):
+    return make_random_clip(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="module")
+def clip(random_clip_files):
+    config, weights, _ = random_clip_files
+    return load_clip(str(config), str(weights), device="cpu")
+
+
+def _write_images(folder: Path, n: int, size: int = 40, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        pixels = rng.integers(0, 256, size=(size, size + 5 * (i % 3), 3), dtype=np.uint8)
+        path = folder / f"img{i:03d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def _reference_open_clip(config: Path, weights: Path):
+    """open_clip used directly, the way its README shows (independent of audit.encoders)."""
+    import open_clip
+
+    open_clip.add_model_config(config)
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        config.stem, pretrained=str(weights)
+    )
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(config.stem)
+
+
+def test_embeddings_equal_open_clip_encode_image_and_text(tmp_path, random_clip_files, clip):
+    config, weights, _ = random_clip_files
+    paths = _write_images(tmp_path / "imgs", 7)
+    writer = StoreWriter(tmp_path / "store", clip.embed_dim, model=clip.model_id, modality="image")
+    store = finish_store(writer, embed_images([str(p) for p in paths], clip, writer, batch_size=3))
+
+    model, preprocess, tokenizer = _reference_open_clip(config, weights)
+    with torch.no_grad():
+        images = torch.stack([preprocess(Image.open(p)) for p in paths])
+        expected = model.encode_image(images).numpy()
+        texts = ["a red circle", "a photo of a dog", "striped"]
+        expected_text = model.encode_text(tokenizer(texts)).numpy()
+    np.testing.assert_allclose(store.read(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(clip.encode_texts(texts), expected_text, rtol=1e-5, atol=1e-5)
+    # Raw outputs are stored, and the manifest says so honestly.
+    assert store.manifest["normalized"] is False
+    assert not np.allclose(np.linalg.norm(store.read(), axis=1), 1.0)
+
+
+def test_normalize_option_and_torch_checkpoint(tmp_path, random_clip_files, clip):
+    config, _, torch_ckpt = random_clip_files
+    from_pt = load_clip(str(config), str(torch_ckpt), device="cpu")
+    paths = [str(p) for p in _write_images(tmp_path / "imgs", 3)]
+    writer = StoreWriter(tmp_path / "s", clip.embed_dim, normalized=True)
+    store = finish_store(writer, embed_images(paths, from_pt, writer, normalize=True))
+    assert store.normalized is True
+    np.testing.assert_allclose(np.linalg.norm(store.read(), axis=1), 1.0, atol=1e-5)
+    # Same weights from the .pt as from the .safetensors.
+    raw = from_pt.encode_texts(["a star"])
+    np.testing.assert_allclose(raw, clip.encode_texts(["a star"]), atol=1e-6)
+    # The writer's normalized flag must match what is written.
+    with pytest.raises(InputError, match="normalized"):
+        embed_images(paths, clip, StoreWriter(tmp_path / "t", clip.embed_dim), normalize=True)
+
+
+def test_open_clip_config_wrapper_and_recorded_ids(tmp_path, random_clip_files):
+    _, weights, _ = random_clip_files
+    wrapped = tmp_path / "open_clip_config.json"
+    wrapped.write_text(
+        json.dumps(
+            {"model_cfg": TINY_CONFIG, "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}
+        )
+    )
+    encoder = load_clip(str(wrapped), str(weights), device="cpu")
+    assert encoder.model_id == str(wrapped.resolve())
+    assert encoder.pretrained == str(weights.resolve())
+    assert encoder.embed_dim == 32 and encoder.context_length == 16
+    normalize = encoder.preprocess.transforms[-1]
+    assert list(normalize.mean) == [0.5] * 3
+
+
+@pytest.mark.parametrize(
+    "model,pretrained,message",
+    [
+        ("ViT-Nope-99", "openai", "unknown open_clip model"),
+        ("ViT-B-32", "openai", "downloads are disabled"),
+        ("ViT-B-32", "no/such/file.pt", "checkpoint not found"),
+        ("ViT-B-32", "not-a-tag", "neither a checkpoint file nor a known tag"),
+        ("missing-config.json", "x.pt", "model config not found"),
+        ("hf-hub:org/repo", None, "downloads are disabled"),
+    ],
+)
+def test_loading_errors_name_the_problem(monkeypatch, model, pretrained, message):
+    monkeypatch.setenv("MSAE_AUDIT_NO_DOWNLOAD", "1")
+    with pytest.raises(InputError, match=message):
+        load_clip(model, pretrained, device="cpu")
+
+
+def test_mismatched_or_damaged_checkpoint(tmp_path, random_clip_files):
+    config, weights, _ = random_clip_files
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**TINY_CONFIG, "embed_dim": 16}))
+    with pytest.raises(InputError, match="does not match"):
+        load_clip(str(other), str(weights), device="cpu")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(InputError, match=r"broken\.pt"):
+        load_clip(str(config), str(broken), device="cpu")
+    not_config = tmp_path / "notcfg.json"
+    not_config.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(InputError, match="not an open_clip model config"):
+        load_clip(str(not_config), str(weights), device="cpu")
+
+
+def test_unreadable_image_is_named_or_skipped(tmp_path, clip):
+    paths = [str(p) for p in _write_images(tmp_path / "imgs", 5)]
+    bad = tmp_path / "imgs" / "broken.png"
+    bad.write_bytes(b"\x89PNG this is not really a png")
+    paths.insert(2, str(bad))
+    with pytest.raises(InputError, match=r"broken\.png"):
+        embed_images(paths, clip, StoreWriter(tmp_path / "a", clip.embed_dim))
+
+    meta = pd.DataFrame({"id": [Path(p).name for p in paths], "label": range(len(paths))})
+    writer = StoreWriter(tmp_path / "b", clip.embed_dim)
+    result = embed_images(paths, clip, writer, metadata=meta, skip_bad_images=True, num_workers=2)
+    store = finish_store(writer, result)
+    assert store.count == 5 and store.manifest["skipped"] == 1
+    skipped = pd.read_csv(tmp_path / "b" / "skipped.csv")
+    assert skipped["path"].tolist() == [str(bad)] and skipped["row"].tolist() == [2]
+    assert store.metadata["label"].tolist() == [0, 1, 3, 4, 5]  # rows stay aligned
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_embedding_resumes_to_the_same_store(tmp_path, clip):
+    paths = [str(p) for p in _write_images(tmp_path / "imgs", 23)]
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"garbage")
+    paths.insert(4, str(tmp_path / "imgs" / "bad.jpg"))
+    meta = pd.DataFrame({"id": range(len(paths)), "path": paths})
+
+    def run(out: Path, stop_after: int | None = None):
+        writer = StoreWriter(out, clip.embed_dim, shard_rows=5, model="m")
+        calls = {"n": 0}
+
+        def progress(done: int, total: int) -> None:
+            calls["n"] += 1
+            if stop_after is not None and calls["n"] > stop_after:
+                raise _Interrupt
+
+        result = embed_images(
+            paths,
+            clip,
+            writer,
+            metadata=meta,
+            batch_size=3,
+            skip_bad_images=True,
+            progress=progress,
+        )
+        return finish_store(writer, result)
+
+    reference = run(tmp_path / "ref")
+    with pytest.raises(_Interrupt):
+        run(tmp_path / "resumed", stop_after=5)  # after the skipped image, mid-shard
+    assert not (tmp_path / "resumed" / "manifest.json").exists()
+    assert len(list((tmp_path / "resumed" / ".partial").glob("embeddings-*.npy"))) >= 2
+    resumed = run(tmp_path / "resumed")
+    # Equal up to float rounding: the batch around the resume point holds other images, and
+    # BLAS kernels depend on the batch size.
+    np.testing.assert_allclose(resumed.read(), reference.read(), rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(resumed.metadata, reference.metadata)
+    assert resumed.manifest["skipped"] == reference.manifest["skipped"] == 1
+    assert resumed.count == len(paths) - 1
+
+
+def test_resume_with_another_input_list_is_refused(tmp_path, clip):
+    paths = [str(p) for p in _write_images(tmp_path / "imgs", 12)]
+    writer = StoreWriter(tmp_path / "s", clip.embed_dim, shard_rows=4)
+
+    def stop(done: int, total: int) -> None:
+        if done >= 8:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        embed_images(paths, clip, writer, batch_size=4, progress=stop)
+    with pytest.raises(InputError, match="different input list"):
+        embed_images(paths[::-1], clip, StoreWriter(tmp_path / "s", clip.embed_dim, shard_rows=4))
+
+
+def test_text_store_resumes_and_counts_full_contexts(tmp_path, clip):
+    texts = [f"word {i}" for i in range(10)] + ["a very long caption " * 10]
+    writer = StoreWriter(tmp_path / "t", clip.embed_dim, shard_rows=4)
+    result = embed_texts(texts, clip, writer, batch_size=4)
+    store = finish_store(writer, result)
+    assert result.truncated_texts == 1 and store.manifest["texts_filling_context"] == 1
+    np.testing.assert_allclose(store.read(), clip.encode_texts(texts), atol=1e-6)
+
+
+def test_list_images_folder_and_manifest(tmp_path):
+    _write_images(tmp_path / "d" / "sub", 2)
+    _write_images(tmp_path / "d", 2, seed=1)
+    (tmp_path / "d" / "notes.txt").write_text("ignored")
+    table = list_images(tmp_path / "d")
+    assert table["id"].tolist() == ["img000.jpg", "img001.png", "sub/img000.jpg", "sub/img001.png"]
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": ["d/img001.png", "d/sub/img000.jpg"], "y": [1, 0]}).to_csv(
+        manifest, index=False
+    )
+    table = list_images(manifest)
+    assert table.columns[:2].tolist() == ["id", "path"]
+    assert Path(table["path"][0]) == tmp_path / "d" / "img001.png" and table["y"].tolist() == [1, 0]
+    with pytest.raises(InputError, match="'path' column"):
+        pd.DataFrame({"file": ["x.png"]}).to_csv(tmp_path / "bad.csv")
+        list_images(tmp_path / "bad.csv")
+    with pytest.raises(InputError, match="no images"):
+        (tmp_path / "empty").mkdir()
+        list_images(tmp_path / "empty")
+
+
+def test_rank_slices_cover_the_input_in_order():
+    for n, world in [(10, 3), (2, 4), (0, 2), (17, 1)]:
+        parts = [list(rank_slice(n, r, world)) for r in range(world)]
+        assert [i for part in parts for i in part] == list(range(n))
+    with pytest.raises(InputError):
+        rank_slice(5, 3, 3)
+
+
+def test_store_opens_with_metadata(tmp_path, clip):
+    paths = [str(p) for p in _write_images(tmp_path / "imgs", 3)]
+    meta = pd.DataFrame({"id": ["a", "b", "c"], "path": paths, "y": [0, 1, 0]})
+    writer = StoreWriter(tmp_path / "s", clip.embed_dim, model=clip.model_id)
+    finish_store(writer, embed_images(paths, clip, writer, metadata=meta))
+    store = open_store(tmp_path / "s")
+    assert store.labels("y").tolist() == [0, 1, 0]
+    assert store.manifest["model"] == clip.model_id
