@@ -15,7 +15,10 @@
    (``weight`` [2, d], ``bias`` [2], acting on raw embeddings; class 1 = circle). It is
    strongly regularised (C = 0.002 on standardised embeddings), as a quick probe often is,
    which makes it take the cheap colour cue: the demo needs a classifier with a shortcut;
-7. the audit step (:func:`_audit_step`), which writes ``demo.json``.
+7. the bias audit of the probe on the test split, with mean ablation (:func:`_audit_step`):
+   ``audit.json``,
+   ``audit.html`` and ``audit.xml``; the JSON records ``"demo": {"planted_concept": "red"}``;
+8. ``demo.json``: every path, the summary of each step and its time.
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ class DemoContext:
     planted_concept: str = PLANTED_CONCEPT
     target_column: str = TARGET_COLUMN
     spurious_column: str = SPURIOUS_COLUMN
+    device: str = "auto"
     summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    audit_result: dict[str, Any] = field(default_factory=dict)
 
     def paths(self) -> dict[str, str]:
         return {
@@ -134,6 +139,7 @@ def run_demo(
         bank=root / "concept_banks" / "demo.yaml",
         head=root / "head.npz",
         json_path=root / "demo.json",
+        device=device,
         timings=timings,
     )
     ctx.summary["tiny_clip"] = {
@@ -171,9 +177,11 @@ def run_demo(
     step("probe", t0)
 
     t0 = time.perf_counter()
+    say("auditing the probe on the test split (reports: audit.json, audit.html, audit.xml)")
     ctx.summary["audit"] = _audit_step(ctx)
     step("audit", t0)
     timings["total"] = round(time.perf_counter() - started, 2)
+    write_demo_json(ctx)
     return ctx
 
 
@@ -374,26 +382,82 @@ def fit_probe(store_path: Path, head_path: Path, settings: DemoSettings) -> dict
 # ------------------------------------------------------------------------------------------
 
 
+# The gate the demo audits against: the shortcut should fail it (the point of the demo), and
+# the report says which concept did it. Same thresholds as examples/gate.yaml.
+DEMO_GATE = {
+    "gates": {
+        "worst_group_accuracy": {"min": 0.80},
+        "accuracy_gap": {"max": 0.10},
+        "flagged_concepts": {"max": 0},
+    },
+    "concepts": {"min_dwga": 0.02, "max_q": 0.05, "allowlist": []},
+    "bootstrap": {"samples": 1000, "seed": 0},
+    "min_group_size": 100,
+}
+
+
 def _audit_step(ctx: DemoContext) -> dict[str, Any]:
-    """THE AUDIT HOOK. For now it only records the demo's outputs in ``demo.json``; the bias
-    audit (``audit.fairness``) is wired in here: audit ``ctx.head`` on ``ctx.store`` (target
-    ``ctx.target_column``, spurious ``ctx.spurious_column``, test split) with ``ctx.sae`` and
-    ``ctx.bank``, write its reports under ``ctx.out``, and record
-    ``"demo": {"planted_concept": ctx.planted_concept}`` in the audit JSON."""
+    """Audit the probe on the test split with the demo SAE and bank; write ``audit.json``,
+    ``audit.html`` and ``audit.xml`` under ``ctx.out`` (the JSON records the planted concept).
+    The gate is expected to fail: that is the shortcut being caught."""
+    from audit.fairness.gate import parse_gate
+    from audit.fairness.run import audit_files
+
+    demo_fields = _demo_fields(ctx)
+    outcome = audit_files(
+        ctx.store,
+        sae=ctx.sae,
+        bank=ctx.bank,
+        classifier=ctx.head,
+        target=ctx.target_column,
+        spurious=ctx.spurious_column,
+        out_dir=ctx.out,
+        stem="audit",
+        gate=parse_gate(DEMO_GATE, where="the demo gate"),
+        extra={"demo": demo_fields},
+        seed=ctx.settings.seed,
+        split="test",
+        # The shortcut hurts the circles that are *not* red (the probe reads "no red" as
+        # "square"), where a zero ablation of "red" changes nothing; setting the latent to its
+        # mean removes the cue in both directions.
+        ablation="mean",
+        device=ctx.device,
+    )
+    ctx.audit_result = outcome.result
+    result = outcome.result
+    concepts = result.get("concepts", [])
+    planted = [c for c in concepts if c.get("name") == ctx.planted_concept]
+    audit_summary = {
+        "verdict": result["verdict"],
+        "exit_code": outcome.exit_code,
+        "worst_group_accuracy": result.get("worst_group_accuracy"),
+        "top_concept": concepts[0].get("name") if concepts else None,
+        "planted_concept_rank": planted[0]["rank"] if planted else None,
+        "planted_concept_flagged": bool(planted and planted[0].get("flagged")),
+        "planted_concept_delta_wga": planted[0].get("delta_wga") if planted else None,
+        "reports": {k: str(v) for k, v in outcome.paths.items()},
+    }
+    return audit_summary
+
+
+def _demo_fields(ctx: DemoContext) -> dict[str, Any]:
+    return {
+        "planted_concept": ctx.planted_concept,
+        "target_column": ctx.target_column,
+        "spurious_column": ctx.spurious_column,
+        "target_classes": {"1": TARGET_SHAPES[0], "0": TARGET_SHAPES[1]},
+        "audit_split": "test",
+    }
+
+
+def write_demo_json(ctx: DemoContext) -> None:
     document = {
         "schema": "msae-audit/demo",
         "version": 1,
         "msae_audit_version": __version__,
-        "demo": {
-            "planted_concept": ctx.planted_concept,
-            "target_column": ctx.target_column,
-            "spurious_column": ctx.spurious_column,
-            "target_classes": {"1": TARGET_SHAPES[0], "0": TARGET_SHAPES[1]},
-            "audit_split": "test",
-        },
-        "paths": ctx.paths(),
+        "demo": _demo_fields(ctx),
+        "paths": {**ctx.paths(), **ctx.summary.get("audit", {}).get("reports", {})},
         "summary": ctx.summary,
         "seconds": ctx.timings,
     }
     write_json(ctx.json_path, document)
-    return {"status": "not run (the audit is wired in here)", "json": str(ctx.json_path)}

@@ -35,6 +35,9 @@ def demo(
         cache_dir=cache_dir,
         device=device,
     )
+    from audit.report.terminal import render_terminal
+
+    render_terminal(ctx.audit_result, console, top=5)
     console.print(summary_table(ctx))
 
 
@@ -81,7 +84,25 @@ def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
         f"train acc {probe['train_accuracy']:.1%}, test acc {probe['test_accuracy']:.1%}, "
         f"worst group {probe['worst_group_accuracy']:.1%} ({groups})",
     )
-    table.add_row("audit", s["audit"]["status"])
-    table.add_row("outputs", escape(f"{ctx.json_path} (paths of store, SAE, bank, head)"))
+    a = s["audit"]
+    planted = ctx.planted_concept
+    if a["planted_concept_rank"] is None:
+        found = f"the planted concept '{planted}' is not in the bank's named concepts"
+    else:
+        found = (
+            f"planted concept '{planted}' ranked {a['planted_concept_rank']} "
+            f"(ΔWGA {a['planted_concept_delta_wga']:+.3f}, "
+            + ("flagged" if a["planted_concept_flagged"] else "not flagged")
+            + ")"
+        )
+    table.add_row(
+        "audit",
+        f"gate verdict {a['verdict']} (exit code {a['exit_code']} for `msae-audit audit`); "
+        + found,
+    )
+    reports = ", ".join(a["reports"].values())
+    table.add_row(
+        "outputs", escape(f"{reports}; {ctx.json_path} (paths of store, SAE, bank, head)")
+    )
     table.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in ctx.timings.items()))
     return table

@@ -71,3 +71,23 @@ def test_latent_named_red_fires_mostly_on_red_objects(demo_dir):
     # The probe took the shortcut: it is worse on the groups that break the correlation.
     probe = document["summary"]["probe"]
     assert probe["worst_group_accuracy"] < probe["test_accuracy"] - 0.05
+
+
+@pytest.mark.slow
+def test_audit_finds_the_planted_shortcut(demo_dir):
+    """The audit, run by the demo on the test split, ranks the planted concept first by ΔWGA
+    and flags it; the gate fails because of it; the JSON records what was planted."""
+    result = json.loads((demo_dir / "audit.json").read_text())
+    assert result["schema"] == "msae-audit/audit"
+    assert result["demo"]["planted_concept"] == "red"
+    assert result["verdict"] == "fail"
+    top = result["concepts"][0]
+    assert top["name"] == "red" and top["rank"] == 1 and top["flagged"]
+    assert top["delta_wga"] > 0.05 and top["ci"][0] > 0 and top["q"] <= 0.05
+    flagged_check = next(c for c in result["checks"] if c["name"] == "flagged_concepts")
+    assert flagged_check["status"] == "fail" and flagged_check["value"] >= 1
+    html = (demo_dir / "audit.html").read_text()
+    assert "red" in html and "<script src=" not in html
+    assert (demo_dir / "audit.xml").read_text().startswith("<?xml")
+    summary = json.loads((demo_dir / "demo.json").read_text())["summary"]["audit"]
+    assert summary["planted_concept_rank"] == 1 and summary["planted_concept_flagged"]
