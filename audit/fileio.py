@@ -131,3 +131,13 @@ def _fsync_file(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+CACHE_ENV = "MSAE_AUDIT_CACHE"
+
+
+def cache_root() -> Path:
+    """Where reusable artefacts live (the tiny CLIP, embedded CelebA):
+    ``$MSAE_AUDIT_CACHE`` or ``~/.cache/msae-audit``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "msae-audit"

@@ -33,6 +33,7 @@ import torch
 
 from audit.data.planted import planted_embeddings
 from audit.device import resolve_device, tune_cpu_allocator
+from audit.fileio import cache_root
 from audit.sae import SAEConfig, build_sae, load_sae, matryoshka_k_list
 from audit.sae.base import SparseAutoencoder
 from audit.sae.train import TrainConfig, train_sae
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path.home() / ".cache" / "msae-audit" / "bench",
+        default=cache_root() / "bench",
         help="where the trained weights are kept between runs",
     )
     parser.add_argument("--device", default="cpu")

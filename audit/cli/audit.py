@@ -190,17 +190,43 @@ def audit_command(
 
 
 def _embed_celeba_cached(
-    root: Path, model: str | None, pretrained: str | None, device: str
+    root: Path, model: str | None, pretrained: str | None, device: str, quiet: bool = False
 ) -> Path:
-    """Embed CelebA with open_clip into a cached store and return its path.
+    """Embed CelebA with open_clip into ``<cache>/celeba/<key>/`` and return that store.
 
-    Needs the open_clip encoders (``audit/encoders.py``), which live on another branch; until they
-    are wired in, the audit takes a store made by ``msae-audit embed celeba`` via ``--embeddings``.
-    """
-    raise InputError(
-        "embed CelebA first with `msae-audit embed celeba --root DIR --model M --pretrained P "
-        "--out STORE` and pass --embeddings STORE"
+    The key covers the CelebA folder, the model, the weights and the size and time of the
+    label files, so a second audit of the same data reuses the store; an interrupted
+    embedding resumes (the store writer is resumable)."""
+    import hashlib
+    import json
+
+    from audit.cli.embed import embed_celeba
+    from audit.fileio import cache_root
+
+    if not model:
+        raise InputError(
+            "the SAE records no embedding model; pass --model and --pretrained "
+            "(or --embeddings STORE from `msae-audit embed celeba`)"
+        )
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise InputError(f"CelebA folder not found: {root}")
+    labels = sorted(
+        (str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns)
+        for f in [*root.glob("*"), *root.glob("*/*")]
+        if f.is_file() and f.suffix.lower() in (".txt", ".csv")
     )
+    key_source = {"root": str(root), "model": model, "pretrained": pretrained, "labels": labels}
+    key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:20]
+    store = cache_root() / "celeba" / key
+    if (store / "manifest.json").exists():
+        err_console.print(f"using the CelebA embeddings cached in {store}", markup=False)
+        return store
+    err_console.print(
+        f"embedding CelebA with {model} into {store} (reused by later audits)", markup=False
+    )
+    embed_celeba(root, model, pretrained, store, device=device, quiet=quiet)
+    return store
 
 
 def celeba_labels(root: Path, store_path: Path) -> pd.DataFrame:
@@ -276,7 +302,7 @@ def celeba_command(
 
         cfg = load_sae(sae).cfg
         embeddings = _embed_celeba_cached(
-            root, model or cfg.embedding_model, pretrained or cfg.pretrained, device
+            root, model or cfg.embedding_model, pretrained or cfg.pretrained, device, quiet
         )
     labels = celeba_labels(root, embeddings)
     _execute(

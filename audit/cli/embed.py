@@ -135,9 +135,34 @@ def embed_celeba_command(
     quiet: bool = _Common.quiet,
 ) -> None:
     """Embed CelebA; the 40 attributes (0/1), partition and split go into metadata.csv."""
+    embed_celeba(
+        root, model, pretrained, _require(model, pretrained, out), split=split, limit=limit,
+        batch_size=batch_size, workers=workers, skip_bad_images=skip_bad_images, device=device,
+        precision=precision, normalize=normalize, dtype=dtype, overwrite=overwrite, quiet=quiet,
+    )  # fmt: skip
+
+
+def embed_celeba(
+    root: Path,
+    model: str,
+    pretrained: str | None,
+    out: Path,
+    *,
+    split: str = "all",
+    limit: int | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    skip_bad_images: bool = False,
+    device: str = "auto",
+    precision: str = "auto",
+    normalize: bool = False,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Embed CelebA images into the store ``out`` (shared by ``embed celeba`` and ``celeba``)."""
     from audit.data.celeba import read_celeba
 
-    out = _require(model, pretrained, out)
     data = read_celeba(root)
     table = data.table
     if split != "all":

@@ -34,9 +34,8 @@ import torch
 from PIL import Image
 
 from audit.data import world
-from audit.fileio import ensure_dir, write_json
+from audit.fileio import cache_root, ensure_dir, write_json
 
-CACHE_ENV = "MSAE_AUDIT_CACHE"
 CONFIG_FILE = "tinyclip.json"
 WEIGHTS_FILE = "tinyclip.safetensors"
 INFO_FILE = "info.json"
@@ -94,11 +93,6 @@ class TinyClip:
         from audit.encoders import load_clip
 
         return load_clip(str(self.config_path), str(self.checkpoint_path), device=device)
-
-
-def cache_root() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "msae-audit"
 
 
 def cache_key(settings: TinyClipSettings) -> str:

@@ -229,22 +229,43 @@ def test_celeba_with_a_store_uses_celeba_attributes_and_split(cli, tmp_path):
     assert "data:image/jpeg;base64," in (tmp_path / "c.html").read_text()  # thumbnails embedded
 
 
-def test_celeba_without_a_store_asks_for_one(cli, world, tmp_path):
+def test_celeba_without_a_store_embeds_with_the_sae_model_and_caches(
+    cli, world, tmp_path, monkeypatch
+):
+    """Without --embeddings, `celeba` embeds the images with the model recorded in the SAE
+    (an open_clip config + local checkpoint here), caches the store and reuses it."""
     from audit.data.celeba import write_fake_celeba
+    from audit.store import open_store
+    from tests.world_helpers import make_random_clip
 
-    root = write_fake_celeba(tmp_path / "celeba", n_images=10)
-    r = cli(
-        "celeba",
-        "--root",
-        root,
-        "--sae",
-        world["sae"],
-        "--bank",
-        world["bank"],
-        "--classifier",
-        world["head"],
-    )
-    assert_one_line_error(r, 2, "embed CelebA first")
+    monkeypatch.setenv("MSAE_AUDIT_CACHE", str(tmp_path / "cache"))
+    root = write_fake_celeba(tmp_path / "celeba", n_images=240, seed=3, image_size=16)
+    config, weights, _ = make_random_clip(tmp_path / "clip")
+    clip_args = ["--model", config, "--pretrained", weights]
+    r = cli("embed", "celeba", "--root", root, *clip_args, "--out", tmp_path / "s", "--workers", 0)
+    assert r.exit_code == 0, r.stderr
+    r = cli("train", "--embeddings", tmp_path / "s", "--arch", "topk", "--k", 8, "--expansion", 2,
+            "--epochs", 30, "--batch-size", 64, "--out", tmp_path / "sae")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    r = cli("concepts", "--sae", tmp_path / "sae", "--vocab", "colors", *clip_args,
+            "--name", "c", "--out", tmp_path / "bank.yaml")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    args = ["celeba", "--root", root, "--sae", tmp_path / "sae", "--bank", tmp_path / "bank.yaml",
+            "--classifier", "probe", "--json", tmp_path / "c.json", "--html", tmp_path / "c.html",
+            "--junit", tmp_path / "c.xml"]  # fmt: skip
+    first = cli(*args)
+    assert first.exit_code in (0, 1, 3), first.stderr
+    assert "embedding CelebA with" in first.stderr
+    (cached,) = (tmp_path / "cache" / "celeba").iterdir()
+    np.testing.assert_array_equal(open_store(cached).read(), open_store(tmp_path / "s").read())
+    second = cli(*args)
+    assert second.exit_code == first.exit_code
+    assert "using the CelebA embeddings cached in" in second.stderr
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["inputs"]["embeddings"]["path"] == str(cached)
+
+
+def test_celeba_errors(cli, world, tmp_path):
     r = cli("celeba", "--root", tmp_path / "nowhere", "--sae", world["sae"], "--bank", world["bank"],
             "--classifier", world["head"], "--embeddings", world["store"])  # fmt: skip
     assert_one_line_error(r, 2, "CelebA root not found")
