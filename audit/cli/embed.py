@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -286,6 +287,14 @@ def _run_images(
 ) -> None:
     if batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
+    from audit.distributed import launched_with_torchrun
+
+    if launched_with_torchrun():
+        _run_images_distributed(
+            table, model, pretrained, out, batch_size, workers, skip_bad_images, device,
+            precision, normalize, dtype, overwrite, quiet, extra,
+        )  # fmt: skip
+        return
     clip = load_clip(model, pretrained, device=device, precision=precision)
     writer = _writer(out, clip, "image", normalize, dtype, overwrite, extra)
     with _progress("images", quiet) as update:
@@ -307,6 +316,55 @@ def _run_images(
             f"[yellow]skipped {len(result.skipped)} unreadable image(s)[/], listed in "
             f"{out / 'skipped.csv'} (first: {result.skipped[0].path}: {result.skipped[0].error})"
         )
+
+
+def _run_images_distributed(
+    table: pd.DataFrame,
+    model: str,
+    pretrained: str | None,
+    out: Path,
+    batch_size: int,
+    workers: int | None,
+    skip_bad_images: bool,
+    device: str,
+    precision: str,
+    normalize: bool,
+    dtype: str,
+    overwrite: bool,
+    quiet: bool,
+    extra: dict,
+) -> None:
+    """Under ``torchrun``: each rank embeds its block into a part store; rank 0 merges."""
+    from audit.distributed import device_for_rank, distributed_session, env_rank
+    from audit.device import resolve_device
+    from audit.encoders import embed_images_distributed
+
+    started = time.perf_counter()
+    with distributed_session(device):
+        rank_device = device_for_rank(resolve_device(device))
+        clip = load_clip(model, pretrained, device=str(rank_device), precision=precision)
+        with _progress(f"images (rank {env_rank()})", quiet or env_rank() != 0) as update:
+            store = embed_images_distributed(
+                table["path"].tolist(),
+                clip,
+                out,
+                lambda part: _writer(part, clip, "image", normalize, dtype, overwrite, extra),
+                metadata=table,
+                progress=update,
+                overwrite=overwrite,
+                batch_size=batch_size,
+                num_workers=_default_workers() if workers is None else workers,
+                skip_bad_images=skip_bad_images,
+                normalize=normalize,
+            )
+    if store is not None:
+        console.print(_summary(store, EmbedResult(store.count, [], time.perf_counter() - started, 0), "images"))
+        skipped = int(store.manifest.get("skipped", 0) or 0)
+        if skipped:
+            err_console.print(
+                f"[yellow]skipped {skipped} unreadable image(s)[/], listed in "
+                f"{out / 'skipped.csv'}"
+            )
 
 
 @contextmanager

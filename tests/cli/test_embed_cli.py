@@ -139,3 +139,40 @@ def test_model_errors_exit_2(cli, tmp_path):
         "embed", "images", tmp_path / "imgs", "--model", "ViT-B-32", "--out", tmp_path / "s"
     )
     assert_one_line_error(result, 2, "--pretrained is required")
+
+
+@pytest.mark.slow
+def test_torchrun_embed_equals_single_process(cli, tmp_path, model_args):
+    """``torchrun --nproc-per-node 2 -m audit embed images``: each rank embeds its block into a
+    part store, rank 0 merges them; rows, metadata and the skipped-image record equal a
+    single-process run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _images(tmp_path / "imgs", 11)
+    (tmp_path / "imgs" / "7.png").write_bytes(b"not a png")  # on rank 1's block
+    args = ["embed", "images", str(tmp_path / "imgs"), *model_args, "--workers", "0",
+            "--skip-bad-images", "--batch-size", "4"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("MSAE_AUDIT_DEBUG", None)
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "audit", *args, "--out", str(tmp_path / "ddp")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("Embedding store") == 1  # rank 0 alone reports
+    single = cli(*args, "--out", tmp_path / "single")
+    assert single.exit_code == 0, single.stderr
+    ddp, one = open_store(tmp_path / "ddp"), open_store(tmp_path / "single")
+    assert ddp.count == one.count == 10
+    np.testing.assert_allclose(ddp.read(), one.read(), atol=1e-6)
+    pd.testing.assert_frame_equal(ddp.metadata, one.metadata)
+    skipped = pd.read_csv(tmp_path / "ddp" / "skipped.csv")
+    pd.testing.assert_frame_equal(skipped, pd.read_csv(tmp_path / "single" / "skipped.csv"))
+    # Sorted by relative path: 0, 1, 10, 2, …, so 7.png is input row 8 (in rank 1's block).
+    assert skipped["row"].tolist() == [8] and skipped["path"].iloc[0].endswith("7.png")
+    assert ddp.manifest["skipped"] == 1
+    assert not (tmp_path / "ddp" / ".ranks").exists()
