@@ -672,7 +672,12 @@ def embed_images_distributed(
     """
     from audit.distributed import current_context
     from audit.store import open_store
-    from audit.store_merge import merge_rank_stores, rank_part_path, rank_part_paths, rank_row_blocks
+    from audit.store_merge import (
+        merge_rank_stores,
+        rank_part_path,
+        rank_part_paths,
+        rank_row_blocks,
+    )
 
     ctx = current_context(clip.device)
     blocks = rank_row_blocks(len(paths), ctx.rank, ctx.world_size)

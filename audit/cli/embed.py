@@ -335,8 +335,8 @@ def _run_images_distributed(
     extra: dict,
 ) -> None:
     """Under ``torchrun``: each rank embeds its block into a part store; rank 0 merges."""
-    from audit.distributed import device_for_rank, distributed_session, env_rank
     from audit.device import resolve_device
+    from audit.distributed import device_for_rank, distributed_session, env_rank
     from audit.encoders import embed_images_distributed
 
     started = time.perf_counter()
@@ -358,12 +358,15 @@ def _run_images_distributed(
                 normalize=normalize,
             )
     if store is not None:
-        console.print(_summary(store, EmbedResult(store.count, [], time.perf_counter() - started, 0), "images"))
+        console.print(
+            _summary(
+                store, EmbedResult(store.count, [], time.perf_counter() - started, 0), "images"
+            )
+        )
         skipped = int(store.manifest.get("skipped", 0) or 0)
         if skipped:
             err_console.print(
-                f"[yellow]skipped {skipped} unreadable image(s)[/], listed in "
-                f"{out / 'skipped.csv'}"
+                f"[yellow]skipped {skipped} unreadable image(s)[/], listed in {out / 'skipped.csv'}"
             )
 
 
