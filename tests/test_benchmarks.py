@@ -44,3 +44,21 @@ def test_train_throughput_benchmark_runs(tmp_path):
     for regime in ("init", "trained"):
         loops = figures["bare_loops"][regime]
         assert loops["speedup_vs_naive"] > 0 and len(loops["naive_step_seconds"]) == 1
+
+
+def test_embed_speed_benchmark_runs(tmp_path):
+    from tests.world_helpers import make_random_clip
+
+    config, _, _ = make_random_clip(tmp_path / "clip")
+    out = tmp_path / "figures.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "embed_speed.py"), "--model", str(config),
+         "--images", "12", "--size", "40", "--batch-size", "5", "--workers", "0",
+         "--json", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "faster than naive" in done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["ours"]["images_per_second"] > 0 and figures["naive"]["images_per_second"] > 0
+    assert figures["max_abs_difference"] < 1e-4  # batched and one-at-a-time agree
