@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from audit.encoders import embed_images, finish_store, load_clip  # noqa: E402
-from audit.store import StoreWriter  # noqa: E402
+from audit.encoders import embed_images, finish_store, load_clip
+from audit.store import StoreWriter
 
 
 def write_images(folder: Path, count: int, size: int, seed: int = 0) -> list[str]:
