@@ -46,6 +46,33 @@ class SearchResult:
     )  # concept -> [k] summed activation
 
 
+def check_gallery(store: EmbeddingStore, sae: SparseAutoencoder, bank: ConceptBank) -> None:
+    """Refuse a gallery embedded with another CLIP than the SAE and the bank were built on.
+
+    Compares the CLIP model and weights each one records (a plain ``.npy`` records none and is
+    only checked for its dimension): an SAE's latents mean nothing on another model's
+    embeddings, even of the same width.
+    """
+    where = f"gallery {store.path}"
+    expected = [
+        ("the SAE was trained on", sae.cfg.embedding_model, sae.cfg.pretrained),
+        ("the concept bank was named with", bank.embedding_model, bank.pretrained),
+    ]
+    for who, model, pretrained in expected:
+        if model and store.model and model != store.model:
+            raise InputError(
+                f"{where} holds embeddings of CLIP model {store.model!r} but {who} {model!r}: "
+                "search a gallery embedded with that model (or use an SAE trained on this one)"
+            )
+        if pretrained and store.pretrained and pretrained != store.pretrained:
+            raise InputError(
+                f"{where} holds embeddings of {store.model!r} with weights {store.pretrained!r} "
+                f"but {who} weights {pretrained!r}: search a gallery embedded with those weights"
+            )
+    if store.dim != sae.d_in:
+        raise InputError(f"{where} has dimension {store.dim} but the SAE expects {sae.d_in}")
+
+
 def parse_edits(
     bank: ConceptBank, set_specs: list[str], remove: list[str]
 ) -> list[tuple[str, list[int], float]]:
