@@ -9,10 +9,14 @@ so the parts of ``x`` the SAE does not reconstruct are untouched (SPEC §7's rul
 re-encoding after the edit). Neighbours are then retrieved by exact cosine similarity over the
 gallery, in chunks, so millions of rows never need a full similarity matrix in memory.
 
-Edit values are in units of the latent's *typical strength*: the mean of its activations
-over the gallery rows where it is clearly on (above 10 % of its largest activation; the
-threshold keeps numerically tiny activations from diluting the mean). ``--set "red=2"`` sets the red latents to twice their typical
-strength, ``--remove red`` sets them to 0.
+A concept name resolves through the bank to every latent carrying it (validated or not; a
+colour of the demo world has several, and editing all of them retrieves better than the
+validated ones alone). Edit values are in units of the latent's *typical strength*: the mean
+of its activations over the gallery rows where it is clearly on (above 10 % of its largest
+activation; the threshold keeps numerically tiny activations from diluting the mean).
+``--set "red=2"`` sets the red latents to twice their typical strength, ``--remove red`` sets
+them to 0. How far a value moves the neighbours depends on how much of the concept the named
+latents carry: in the demo world a colour needs about 4 (README, "Concept search").
 """
 
 from __future__ import annotations

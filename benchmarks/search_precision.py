@@ -2,13 +2,14 @@
 
     python benchmarks/search_precision.py [--out reports/search_precision] [--demo reports/demo]
                                           [--queries 20] [--values 1,2,4] [--json FILE]
+                                          [--world-seed 0] [--corpus 8000] [--epochs 10]
 
 The gallery, SAE and concept bank are the demo's (:mod:`audit.demo`): a corpus of scenes with
 independent, uniform attributes (``DemoSettings().n_corpus`` = 8000), embedded with the tiny
 CLIP, a Matryoshka SAE trained on it and a bank naming its latents from the world's vocabulary.
 ``--demo DIR`` reuses the output of ``msae-audit demo --out DIR``; otherwise the same three are
-built into ``--out`` (same seeds, about half a minute on 2 CPU cores once the tiny CLIP is
-cached).
+built into ``--out`` (same seeds; 15–30 s on 2 CPU cores once the tiny CLIP is cached), or,
+with ``--world-seed``/``--corpus``/``--epochs``, a variant of them.
 
 Queries are freshly rendered scenes (a seed the gallery never used), ``--queries`` of each
 colour, embedded from PIL images exactly as ``msae-audit search --image`` does. Each edit goes
