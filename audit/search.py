@@ -9,10 +9,14 @@ so the parts of ``x`` the SAE does not reconstruct are untouched (SPEC §7's rul
 re-encoding after the edit). Neighbours are then retrieved by exact cosine similarity over the
 gallery, in chunks, so millions of rows never need a full similarity matrix in memory.
 
-Edit values are in units of the latent's *typical strength*: the mean of its activations
-over the gallery rows where it is clearly on (above 10 % of its largest activation; the
-threshold keeps numerically tiny activations from diluting the mean). ``--set "red=2"`` sets the red latents to twice their typical
-strength, ``--remove red`` sets them to 0.
+A concept name resolves through the bank to every latent carrying it (validated or not; a
+colour of the demo world has several, and editing all of them retrieves better than the
+validated ones alone). Edit values are in units of the latent's *typical strength*: the mean
+of its activations over the gallery rows where it is clearly on (above 10 % of its largest
+activation; the threshold keeps numerically tiny activations from diluting the mean).
+``--set "red=2"`` sets the red latents to twice their typical strength, ``--remove red`` sets
+them to 0. How far a value moves the neighbours depends on how much of the concept the named
+latents carry: in the demo world a colour needs about 4 (README, "Concept search").
 """
 
 from __future__ import annotations
@@ -44,6 +48,33 @@ class SearchResult:
     activations: dict[str, np.ndarray] = field(
         default_factory=dict
     )  # concept -> [k] summed activation
+
+
+def check_gallery(store: EmbeddingStore, sae: SparseAutoencoder, bank: ConceptBank) -> None:
+    """Refuse a gallery embedded with another CLIP than the SAE and the bank were built on.
+
+    Compares the CLIP model and weights each one records (a plain ``.npy`` records none and is
+    only checked for its dimension): an SAE's latents mean nothing on another model's
+    embeddings, even of the same width.
+    """
+    where = f"gallery {store.path}"
+    expected = [
+        ("the SAE was trained on", sae.cfg.embedding_model, sae.cfg.pretrained),
+        ("the concept bank was named with", bank.embedding_model, bank.pretrained),
+    ]
+    for who, model, pretrained in expected:
+        if model and store.model and model != store.model:
+            raise InputError(
+                f"{where} holds embeddings of CLIP model {store.model!r} but {who} {model!r}: "
+                "search a gallery embedded with that model (or use an SAE trained on this one)"
+            )
+        if pretrained and store.pretrained and pretrained != store.pretrained:
+            raise InputError(
+                f"{where} holds embeddings of {store.model!r} with weights {store.pretrained!r} "
+                f"but {who} weights {pretrained!r}: search a gallery embedded with those weights"
+            )
+    if store.dim != sae.d_in:
+        raise InputError(f"{where} has dimension {store.dim} but the SAE expects {sae.d_in}")
 
 
 def parse_edits(

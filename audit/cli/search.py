@@ -16,7 +16,7 @@ from audit.device import resolve_device
 from audit.errors import InputError
 from audit.fileio import write_json, write_text
 from audit.sae import load_sae, sae_fingerprint
-from audit.search import run_search
+from audit.search import check_gallery, parse_edits, run_search
 from audit.store import open_store
 
 
@@ -52,24 +52,17 @@ def search(
     sources = [s for s in (image, text, row) if s is not None]
     if len(sources) != 1:
         raise InputError("give exactly one query: --image FILE, --text TEXT or --row N")
-    if not set_ and not remove:
-        err_console.print("note: no --set/--remove given; showing plain neighbours")
     store = open_store(gallery)
     torch_device = resolve_device(device)
     model_sae = load_sae(sae, device=torch_device)
     concept_bank = load_bank(bank)
     concept_bank.check_sae(sae_fingerprint(model_sae.cpu()), sae)
     model_sae.to(torch_device)
-    if store.dim != model_sae.d_in:
-        raise InputError(
-            f"gallery {gallery} has dimension {store.dim} but the SAE expects {model_sae.d_in}"
-        )
-    recorded = model_sae.cfg.embedding_model
-    if recorded and store.model and recorded != store.model:
-        raise InputError(
-            f"gallery {gallery} was embedded with {store.model!r} but the SAE was trained on {recorded!r} embeddings"
-        )
+    check_gallery(store, model_sae, concept_bank)
+    parse_edits(concept_bank, set_, remove)  # unknown names fail before a CLIP is loaded
     query, query_info = _query_embedding(store, image, text, row, model, pretrained, device)
+    if not set_ and not remove:
+        err_console.print("note: no --set/--remove given; showing plain neighbours")
     result = run_search(
         model_sae,
         store,
@@ -113,6 +106,11 @@ def _query_embedding(store, image, text, row, model, pretrained, device):  # typ
     if store.model and clip.model_id != store.model:
         raise InputError(
             f"the query would be embedded with {clip.model_id!r} but the gallery holds {store.model!r} embeddings"
+        )
+    if store.pretrained and clip.pretrained and clip.pretrained != store.pretrained:
+        raise InputError(
+            f"the query would be embedded with weights {clip.pretrained!r} but the gallery holds "
+            f"embeddings from {store.pretrained!r}"
         )
     if image is not None:
         vector = _embed_image(clip, image)
