@@ -521,7 +521,10 @@ class _SparseBlocks:
 
     def transposed(self) -> Tensor:
         """The ``[n, slots·B]`` CSR transpose, built by a stable sort on the column index."""
-        order = torch.argsort(self.cols, stable=True)
+        # A stable sort on the narrowest integer type that holds a column index (a 16-bit
+        # radix sort is ~3× faster than a 64-bit one on CPU).
+        key_dtype = torch.int16 if self.n <= torch.iinfo(torch.int16).max else torch.int32
+        order = torch.argsort(self.cols.to(key_dtype), stable=True)
         crow = torch.zeros(self.n + 1, dtype=torch.int64, device=self.cols.device)
         torch.cumsum(torch.bincount(self.cols, minlength=self.n), 0, out=crow[1:])
         return torch.sparse_csr_tensor(
