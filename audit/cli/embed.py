@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -290,10 +291,40 @@ def _run_images(
     from audit.distributed import launched_with_torchrun
 
     if launched_with_torchrun():
-        _run_images_distributed(
-            table, model, pretrained, out, batch_size, workers, skip_bad_images, device,
-            precision, normalize, dtype, overwrite, quiet, extra,
-        )  # fmt: skip
+        # Each rank embeds its block into a part store; rank 0 merges them.
+        from audit.device import resolve_device
+        from audit.distributed import device_for_rank, distributed_session, env_rank
+        from audit.encoders import embed_images_distributed
+
+        started = time.perf_counter()
+        with distributed_session(device):
+            rank_device = device_for_rank(resolve_device(device))
+            clip = load_clip(model, pretrained, device=str(rank_device), precision=precision)
+            with _progress(f"images (rank {env_rank()})", quiet or env_rank() != 0) as update:
+                store = embed_images_distributed(
+                    table["path"].tolist(),
+                    clip,
+                    out,
+                    lambda part: _writer(part, clip, "image", normalize, dtype, overwrite, extra),
+                    metadata=table,
+                    progress=update,
+                    overwrite=overwrite,
+                    batch_size=batch_size,
+                    num_workers=_default_workers() if workers is None else workers,
+                    skip_bad_images=skip_bad_images,
+                    normalize=normalize,
+                )
+        if store is not None:
+            console.print(
+                _summary(
+                    store, EmbedResult(store.count, [], time.perf_counter() - started, 0), "images"
+                )
+            )
+            skipped = int(store.manifest.get("skipped", 0) or 0)
+            if skipped:
+                err_console.print(
+                    f"[yellow]skipped {skipped} unreadable image(s)[/], listed in {escape(str(out / 'skipped.csv'))}"
+                )
         return
     clip = load_clip(model, pretrained, device=device, precision=precision)
     writer = _writer(out, clip, "image", normalize, dtype, overwrite, extra)
@@ -314,60 +345,8 @@ def _run_images(
     if result.skipped:
         err_console.print(
             f"[yellow]skipped {len(result.skipped)} unreadable image(s)[/], listed in "
-            f"{out / 'skipped.csv'} (first: {result.skipped[0].path}: {result.skipped[0].error})"
+            f"{escape(str(out / 'skipped.csv'))} (first: {escape(str(result.skipped[0].path))}: {escape(str(result.skipped[0].error))})"
         )
-
-
-def _run_images_distributed(
-    table: pd.DataFrame,
-    model: str,
-    pretrained: str | None,
-    out: Path,
-    batch_size: int,
-    workers: int | None,
-    skip_bad_images: bool,
-    device: str,
-    precision: str,
-    normalize: bool,
-    dtype: str,
-    overwrite: bool,
-    quiet: bool,
-    extra: dict,
-) -> None:
-    """Under ``torchrun``: each rank embeds its block into a part store; rank 0 merges."""
-    from audit.device import resolve_device
-    from audit.distributed import device_for_rank, distributed_session, env_rank
-    from audit.encoders import embed_images_distributed
-
-    started = time.perf_counter()
-    with distributed_session(device):
-        rank_device = device_for_rank(resolve_device(device))
-        clip = load_clip(model, pretrained, device=str(rank_device), precision=precision)
-        with _progress(f"images (rank {env_rank()})", quiet or env_rank() != 0) as update:
-            store = embed_images_distributed(
-                table["path"].tolist(),
-                clip,
-                out,
-                lambda part: _writer(part, clip, "image", normalize, dtype, overwrite, extra),
-                metadata=table,
-                progress=update,
-                overwrite=overwrite,
-                batch_size=batch_size,
-                num_workers=_default_workers() if workers is None else workers,
-                skip_bad_images=skip_bad_images,
-                normalize=normalize,
-            )
-    if store is not None:
-        console.print(
-            _summary(
-                store, EmbedResult(store.count, [], time.perf_counter() - started, 0), "images"
-            )
-        )
-        skipped = int(store.manifest.get("skipped", 0) or 0)
-        if skipped:
-            err_console.print(
-                f"[yellow]skipped {skipped} unreadable image(s)[/], listed in {out / 'skipped.csv'}"
-            )
 
 
 @contextmanager
