@@ -38,7 +38,7 @@ import yaml
 
 from audit import __version__
 from audit.errors import InputError
-from audit.fileio import write_text
+from audit.fileio import read_yaml, write_text
 
 BANK_FORMAT = "msae-audit/concept-bank"
 BANK_VERSION = 1
@@ -191,14 +191,7 @@ def load_bank(
 ) -> ConceptBank:
     """Read and validate a bank file (safe YAML: no tags, no code)."""
     path = resolve_bank(name_or_path, workspace)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(f"{path}: malformed YAML{where}") from exc
+    data = read_yaml(path, "concept bank")
     if not isinstance(data, dict) or data.get("format") != BANK_FORMAT:
         raise InputError(f"{path}: not a concept bank (format must be '{BANK_FORMAT}')")
     if data.get("version") != BANK_VERSION:

@@ -22,6 +22,8 @@ _OS_ERROR_HINTS = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (file size limit reached)",
+    errno.EPERM: "operation not permitted",
 }
 
 
@@ -111,6 +113,46 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{what} {p} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+
+
+def read_yaml(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
+    """Parse a YAML file safely: plain data only (``CSafeLoader``, the C parser when PyYAML has
+    it, else ``SafeLoader``). Tags such as ``!!python/object`` are refused, never constructed;
+    every problem (missing, a folder, not UTF-8, malformed) is a one-line :class:`InputError`."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"{what} not found: {p}") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{what} {p} is a folder, not a file") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {p}: {describe_os_error(exc)}") from exc
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)  # a safe loader: plain data only
+    except yaml.constructor.ConstructorError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = str(getattr(exc, "problem", "") or "")
+        if "constructor for the tag" in problem:
+            tag = problem.split("tag", 1)[1].strip().strip("'")
+            raise InputError(
+                f"{p}: YAML tag {tag!r} is not allowed{where}; only plain data is read "
+                "(no Python objects)"
+            ) from exc
+        raise InputError(f"{p}: malformed YAML{where} ({problem or 'unsupported value'})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise InputError(f"{p}: malformed YAML{where}") from exc
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # Explicit scalar tags with bad values (``!!float nope``, ``!!int x``) fail here.
+        raise InputError(f"{p}: malformed YAML ({type(exc).__name__}: {exc})") from exc
 
 
 def _current_umask() -> int:

@@ -45,3 +45,39 @@ def test_os_errors_become_input_errors_and_leave_nothing(tmp_path, monkeypatch, 
         write_text(tmp_path / "keep.txt", "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     assert (tmp_path / "keep.txt").read_text() == "old"
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("a: !!python/object/apply:os.system ['touch {marker}']\n", "tag .* is not allowed"),
+        ("a: !!python/name:os.system\n", "tag .* is not allowed"),
+        ("a: !custom 1\n", "tag '!custom' is not allowed"),
+        ("a: [1\n", r"malformed YAML \(line 2\)"),
+        ("a: !!float nope\n", "malformed YAML"),
+        ("? [a, b]\n: 1\n", "malformed YAML"),
+    ],
+)
+def test_read_yaml_refuses_tags_and_bad_values_without_running_anything(tmp_path, text, words):
+    from audit.fileio import read_yaml
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "f.yaml"
+    path.write_text(text.format(marker=marker), encoding="utf-8")
+    with pytest.raises(InputError, match=words):
+        read_yaml(path)
+    assert not marker.exists()
+
+
+def test_read_yaml_file_errors(tmp_path):
+    from audit.fileio import read_yaml
+
+    with pytest.raises(InputError, match="not found"):
+        read_yaml(tmp_path / "none.yaml")
+    with pytest.raises(InputError, match="is a folder"):
+        read_yaml(tmp_path)
+    (tmp_path / "latin.yaml").write_bytes("a: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_yaml(tmp_path / "latin.yaml")
+    (tmp_path / "ok.yaml").write_text("a: [1, 2]\nb: {c: x}\n", encoding="utf-8")
+    assert read_yaml(tmp_path / "ok.yaml") == {"a": [1, 2], "b": {"c": "x"}}

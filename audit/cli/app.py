@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
 
 from audit.errors import InputError
+from audit.fileio import read_yaml
 
 app = typer.Typer(
     name="msae-audit",
@@ -44,16 +44,7 @@ def load_yaml_config(path: Path | None, allowed: set[str], what: str = "config")
     """A flat YAML mapping of option names (``batch-size`` or ``batch_size``) to values."""
     if path is None:
         return {}
-    if not path.exists():
-        raise InputError(f"{what} file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(f"{path}: malformed YAML{where}") from exc
+    data = read_yaml(path, f"{what} file")
     if data is None:
         return {}
     if not isinstance(data, dict):

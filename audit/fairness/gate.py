@@ -1,6 +1,6 @@
 """The CI fairness gate: the gate file, the checks and the verdict (SPEC §8).
 
-Gate file (YAML, read with ``yaml.safe_load``)::
+Gate file (YAML, read with a safe loader: plain data, no tags)::
 
     gates:                       # each check: min and/or max; unknown names are an error (exit 2)
       worst_group_accuracy: {min: 0.80}
@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from audit.errors import EXIT_GATE_FAILED, EXIT_INTEGRITY, EXIT_OK, InputError
+from audit.fileio import read_yaml
 
 #: Checks a gate may name. Group-dependent checks are skipped when a group is too small.
 GROUP_CHECKS = (
@@ -165,20 +164,11 @@ def _integer(value: Any, where: str, minimum: int) -> int:
 
 
 def load_gate(path: str | os.PathLike[str]) -> GateConfig:
-    """Read and validate a gate file (``yaml.safe_load``: no tags, no code)."""
+    """Read and validate a gate file (safe YAML: no tags, no code)."""
     from audit.fairness.classifiers import file_sha256
 
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"gate file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{p}: not UTF-8 text") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(f"{p}: malformed YAML{where}") from exc
+    data = read_yaml(p, "gate file")
     cfg = parse_gate(data, str(p))
     cfg.source = str(p)
     cfg.sha256 = file_sha256(p)
