@@ -115,7 +115,7 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         load_gate(tmp_path / "none.yaml")
     unsafe = tmp_path / "unsafe.yaml"
     unsafe.write_text("gates: !!python/object/apply:os.system ['true']\n")
-    with pytest.raises(InputError, match="YAML tag .*python/object/apply:os.system.* not allowed"):
+    with pytest.raises(InputError, match=r"YAML tag .*python/object/apply:os.system.* not allowed"):
         load_gate(unsafe)  # a safe loader refuses tags that would run code
 
 
