@@ -287,7 +287,7 @@ class _AuditRun:
             raise InputError(
                 f"the SAE expects {self.sae.d_in}-dimensional embeddings, the store has {store.dim}"
             )
-        self.bank.check_sae(sae_fingerprint(self.sae))
+        self.bank.check_sae(sae_fingerprint(self.sae), n_latents=self.sae.n_latents)
         device = resolve_device(settings.device)
         cells_all = build_cells(self.labels, settings.target, settings.spurious)
         probe = isinstance(classifier, str)
