@@ -43,7 +43,10 @@ def run(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         if exc.details:
-            err_console.print(exc.details, markup=False, highlight=False, style="dim")
+            # soft_wrap: a folder tree must not be re-wrapped at the terminal's width.
+            err_console.print(
+                exc.details, markup=False, highlight=False, style="dim", soft_wrap=True
+            )
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
