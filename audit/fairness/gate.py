@@ -13,6 +13,7 @@ Gate file (YAML, read with a safe loader: plain data, no tags)::
       allowlist: [beard, man, woman]
     bootstrap: {samples: 1000, seed: 0}
     min_group_size: 100          # a check that depends on a smaller group is skipped, not passed
+                                 # (so is one that depends on an empty target × attribute cell)
     integrity: {min_cosine: 0.9, min_agreement: 0.9}   # optional (these are the defaults)
 
 A check without an entry in ``gates`` is reported (status ``info``) but never fails the run.
@@ -232,6 +233,11 @@ def evaluate_checks(result: dict, gate: GateConfig) -> list[dict]:
         }
         if value is None:
             entry.update(status="skipped", reason="not computed (integrity check failed)")
+        elif name in GROUP_CHECKS and result.get("empty_groups"):
+            entry.update(
+                status="skipped",
+                reason=f"group '{result['empty_groups'][0]}' has no rows: cannot be measured",
+            )
         elif name in GROUP_CHECKS and small:
             worst = min(small, key=lambda g: g["n"])
             entry.update(

@@ -54,7 +54,7 @@ RESERVED_KEYS = frozenset(
         "checks", "worst_group_accuracy", "worst_group", "accuracy", "accuracy_gap",
         "equalized_odds_difference", "demographic_parity_difference", "integrity", "inputs",
         "settings", "tool", "seed", "family", "dose_response", "examples", "gate",
-        "flagged_concepts", "concepts_computed", "data", "notes", "error",
+        "flagged_concepts", "concepts_computed", "data", "notes", "error", "empty_groups",
     }
 )  # fmt: skip
 DECIMALS = 6
@@ -720,6 +720,7 @@ def load_inputs(
         store = open_store(embeddings, labels)
     if store.metadata is None:
         raise InputError(f"{embeddings} has no metadata.csv; pass --labels FILE.csv")
+    store.check_finite()  # a NaN row is bad input (exit 2), not an integrity failure (exit 3)
     model = load_sae(sae)
     bank_obj = load_bank(bank)
     clf: Classifier | str

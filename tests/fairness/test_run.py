@@ -25,6 +25,13 @@ def test_empty_cell_is_ignored():
     result = audit(world)
     assert len(result["groups"]) == 3 and "Male=1, Blond_Hair=1" not in result["worst_group"]
     assert all(np.isfinite(c["delta_wga"]) for c in result["concepts"])
+    # A gate cannot pass on a group that is not there: every all-cell check is skipped.
+    assert result["empty_groups"] == ["Male=1, Blond_Hair=1"]
+    from audit.fairness.gate import GROUP_CHECKS
+
+    for check in result["checks"]:
+        if check["name"] in GROUP_CHECKS:
+            assert check["status"] == "skipped" and "has no rows" in check["reason"], check
 
 
 def test_three_valued_attribute():
