@@ -27,6 +27,7 @@ import difflib
 import hashlib
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -153,13 +154,24 @@ class ConceptBank:
         }
 
 
+_PLAIN_NAME = re.compile(r"\w[\w.-]*")
+
+
+def validate_file_name(name: str, what: str = "name") -> str:
+    """A plain file name (letters, digits, ``_``, ``-``, ``.``; not starting with ``.`` or ``-``):
+    no folders, no ``..``, no control characters, so it cannot escape its folder."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
+        raise InputError(
+            f"invalid {what} {name!r}: use letters, digits, '-', '_' and '.' (no paths)"
+        )
+    if len(name) > 100:
+        raise InputError(f"{what} is too long (100 characters at most)")
+    return name
+
+
 def validate_bank_name(name: str) -> str:
     """Bank names are plain file names: they cannot escape the banks folder."""
-    if not name or name in (".", "..") or any(ch in name for ch in "/\\\0") or name.startswith("."):
-        raise InputError(f"invalid bank name {name!r}: use letters, digits, '-', '_' (no paths)")
-    if len(name) > 100:
-        raise InputError("bank name is too long (100 characters at most)")
-    return name
+    return validate_file_name(name, "bank name")
 
 
 def bank_path_for_name(name: str, workspace: str | os.PathLike[str] | None = None) -> Path:

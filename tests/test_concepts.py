@@ -243,3 +243,21 @@ def test_self_ranks_with_shared_words_equal_one_pair_at_a_time():
     single = self_ranks(sae, emb[words], latents)
     np.testing.assert_array_equal(shared, single)
     assert (shared > 0).any()
+
+
+@pytest.mark.parametrize(
+    "name", ["../../x", "..", ".hidden", "-rf", "a/b", "a\\b", "/etc/passwd", "a\x01b", "", "x\n"]
+)
+def test_bank_names_cannot_escape_the_banks_folder(tmp_path, name):
+    from audit.concepts import bank_path_for_name
+
+    with pytest.raises(InputError, match="invalid bank name"):
+        bank_path_for_name(name, tmp_path)
+
+
+def test_plain_bank_names_stay_inside_the_banks_folder(tmp_path):
+    from audit.concepts import bank_path_for_name
+
+    for name in ("demo", "celeba-v2.1", "ünïcode_ok"):
+        path = bank_path_for_name(name, tmp_path)
+        assert path.parent == tmp_path / "concept_banks" and path.name == f"{name}.yaml"

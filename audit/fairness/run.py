@@ -831,6 +831,9 @@ def audit_files(
     ``overrides`` are :class:`AuditSettings` fields (``seed=1``, ``ablation="mean"``, …);
     ``extra`` adds top-level JSON fields, e.g. ``{"demo": {"planted_concept": "blond hair"}}``.
     """
+    from audit.concepts import validate_file_name
+
+    validate_file_name(stem, "report name")  # reports stay inside out_dir
     base = settings or AuditSettings(target=target, spurious=spurious)
     settings = replace(base, target=target, spurious=spurious, **overrides)
     gate_cfg = gate if isinstance(gate, GateConfig) else (load_gate(gate) if gate else GateConfig())

@@ -90,3 +90,15 @@ def test_l2_head_path_is_exact_and_finds_the_shortcut():
     result = audit(world, head)
     assert result["data"]["classifier_kind"] == "linear_l2"
     assert result["concepts"][0]["name"] == ROLE_NAMES["spurious"]
+
+
+@pytest.mark.parametrize("stem", ["../../x", "a/b", ".hidden", ""])
+def test_report_names_cannot_escape_the_report_folder(tmp_path, stem):
+    from audit.fairness.run import audit_files
+
+    with pytest.raises(InputError, match="invalid report name"):
+        audit_files(
+            tmp_path / "none", sae=tmp_path, bank="b", classifier="probe", target="y",
+            spurious="a", out_dir=tmp_path / "reports", stem=stem,
+        )  # fmt: skip
+    assert not (tmp_path / "reports").exists() and not (tmp_path.parent / "x.json").exists()
