@@ -109,6 +109,11 @@ def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
         StoreWriter(tmp_path / "v", 4).append(np.zeros((2, 5), dtype=np.float32))
 
 
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])
+
+
 @pytest.mark.parametrize(
     "setup,message",
     [
@@ -119,6 +124,13 @@ def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
             "numeric",
         ),
         (lambda p: (p / "x.npy").write_bytes(b"\x93NUMPY garbage"), "npy"),
+        (lambda p: (p / "x.npy").write_bytes(b""), "empty file"),
+        (lambda p: (p / "x.npy").write_text("1,2,3\n"), "no NumPy header"),
+        (
+            lambda p: (np.save(p / "x.npy", np.ones((50, 8), np.float32)), _truncate(p / "x.npy")),
+            "truncated .npy file",
+        ),
+        (lambda p: (p / "x.npy").mkdir(), "manifest.json is missing"),
     ],
 )
 def test_bad_npy_files(tmp_path, setup, message):
