@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,8 +66,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {final}: {describe_os_error(exc)}") from exc
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        code = _wrapped_os_error(exc)
+        if code is not None:
+            reason = describe_os_error(OSError(code, os.strerror(code)))
+            raise InputError(f"cannot write {final}: {reason}") from exc
         raise
 
 
@@ -153,6 +158,15 @@ def read_yaml(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         # Explicit scalar tags with bad values (``!!float nope``, ``!!int x``) fail here.
         raise InputError(f"{p}: malformed YAML ({type(exc).__name__}: {exc})") from exc
+
+
+def _wrapped_os_error(exc: BaseException) -> int | None:
+    """The errno inside a writer's own error type: safetensors reports a full disk as
+    ``SafetensorError: Error while serializing: I/O error: ... (os error 28)``."""
+    if type(exc).__name__ != "SafetensorError":
+        return None
+    match = re.search(r"os error (\d+)", str(exc))
+    return int(match.group(1)) if match else None
 
 
 def _current_umask() -> int:

@@ -81,3 +81,20 @@ def test_read_yaml_file_errors(tmp_path):
         read_yaml(tmp_path / "latin.yaml")
     (tmp_path / "ok.yaml").write_text("a: [1, 2]\nb: {c: x}\n", encoding="utf-8")
     assert read_yaml(tmp_path / "ok.yaml") == {"a": [1, 2], "b": {"c": "x"}}
+
+
+def test_safetensors_io_errors_become_input_errors(tmp_path):
+    from safetensors import SafetensorError
+
+    from audit.fileio import atomic_path
+
+    write_text(tmp_path / "w.safetensors", "old")
+    with (
+        pytest.raises(InputError, match="no space left on device"),
+        atomic_path(tmp_path / "w.safetensors"),
+    ):
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+    assert (tmp_path / "w.safetensors").read_text() == "old"
