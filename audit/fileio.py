@@ -1,16 +1,21 @@
 """Atomic file writes: every file is written to a temporary name and renamed into place.
 
 A crash (even ``kill -9``) therefore leaves either the old file or the new one under the final
-name, never a partial file. Temporary files start with ``.`` and end with ``.tmp``.
+name, never a partial file. Temporary files are named ``.<final name>.<host>-<pid>.<random>.tmp``
+(hidden, never matched by any reader); the next write of the same file removes those whose
+process on this host no longer exists, so repeated crashes do not pile up large leftovers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
+import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,8 +56,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     ensure_dir(final.parent)
+    _remove_orphans(final)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=final.parent
+        )
     except OSError as exc:
         raise InputError(f"cannot write {final}: {describe_os_error(exc)}") from exc
     os.close(fd)
@@ -158,6 +166,44 @@ def read_yaml(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         # Explicit scalar tags with bad values (``!!float nope``, ``!!int x``) fail here.
         raise InputError(f"{p}: malformed YAML ({type(exc).__name__}: {exc})") from exc
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_NAME = re.compile(r"\.(?P<final>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.tmp")
+
+
+def temp_name_owner(name: str) -> tuple[str, str, int] | None:
+    """``(final name, host, pid)`` of a temporary file written by :func:`atomic_path`."""
+    match = _TEMP_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return match["final"], match["host"], int(match["pid"])
+
+
+def _remove_orphans(final: Path) -> None:
+    """Delete temporary files of ``final`` left by writers on this host that no longer run."""
+    try:
+        candidates = list(final.parent.glob(glob.escape(f".{final.name}.") + "*.tmp"))
+    except OSError:
+        return
+    for candidate in candidates:
+        owner = temp_name_owner(candidate.name)
+        if owner is None or owner[0] != final.name or owner[1] != _HOST:
+            continue
+        if owner[2] == os.getpid() or _process_alive(owner[2]):
+            continue
+        with contextlib.suppress(OSError):
+            candidate.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists but is not ours, or an impossible pid: leave the file alone
+    return True
 
 
 def _wrapped_os_error(exc: BaseException) -> int | None:

@@ -98,3 +98,30 @@ def test_safetensors_io_errors_become_input_errors(tmp_path):
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
     assert (tmp_path / "w.safetensors").read_text() == "old"
+
+
+def test_temp_files_are_recognisable_and_orphans_of_dead_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from audit.fileio import atomic_path, temp_name_owner
+
+    target = tmp_path / "model.safetensors"
+    with atomic_path(target) as tmp:
+        final, _host, pid = temp_name_owner(tmp.name)
+        assert (final, pid) == ("model.safetensors", os.getpid()) and tmp.name.startswith(".")
+        tmp.write_bytes(b"new")
+    # A writer killed mid-write leaves its temp file behind; a live writer's is kept.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    host = temp_name_owner(tmp.name)[1]
+    orphan = tmp_path / f".model.safetensors.{host}-{dead}.abcd1234.tmp"
+    alive = tmp_path / f".model.safetensors.{host}-{os.getppid()}.efgh5678.tmp"
+    elsewhere = tmp_path / f".model.safetensors.0badc0de-{dead}.ijkl9012.tmp"
+    other_file = tmp_path / f".other.json.{host}-{dead}.mnop3456.tmp"
+    for f in (orphan, alive, elsewhere, other_file):
+        f.write_bytes(b"partial")
+    write_text(target, "newer")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert orphan.name not in left
+    assert {alive.name, elsewhere.name, other_file.name, "model.safetensors"} == set(left)
