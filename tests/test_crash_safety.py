@@ -203,7 +203,7 @@ def test_kill_9_while_writing_a_store_never_leaves_a_partial_file(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-def _kill_repeatedly(kind: str, out: Path, check, want: int = 2, most: int = 12) -> int:
+def _kill_repeatedly(kind: str, out: Path, check, want: int = 1, most: int = 12) -> int:
     """Kill a looping writer at random moments until ``want`` kills interrupted a write (left a
     temporary file) or ``most`` kills were made; ``check`` inspects what is left after each.
     Returns the number of interrupted writes."""
