@@ -96,9 +96,19 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
             raise InputError(f"cannot write {path}: {describe_os_error(exc)}") from exc
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD. Python decodes file names that are not
+    UTF-8 with ``surrogateescape`` (``caf\\xe9`` becomes ``caf\\udce9``); such a name inside a
+    report would make the UTF-8 encoder fail."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as handle:
-        handle.write(text)
+        handle.write(utf8_safe(text))
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -125,3 +125,13 @@ def test_temp_files_are_recognisable_and_orphans_of_dead_writers_are_removed(tmp
     left = sorted(p.name for p in tmp_path.iterdir())
     assert orphan.name not in left
     assert {alive.name, elsewhere.name, other_file.name, "model.safetensors"} == set(left)
+
+
+def test_file_names_that_are_not_utf8_can_be_written_into_reports(tmp_path):
+    """Python decodes a non-UTF-8 file name with surrogateescape; writing it must not fail."""
+    name = os.fsdecode(b"caf\xe9.npy")
+    assert "\udce9" in name
+    write_json(tmp_path / "r.json", {"path": name})
+    assert read_json(tmp_path / "r.json") == {"path": "caf\ufffd.npy"}
+    write_text(tmp_path / "r.html", f"<p>{name}</p>")
+    assert (tmp_path / "r.html").read_text(encoding="utf-8") == "<p>caf\ufffd.npy</p>"
