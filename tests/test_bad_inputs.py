@@ -43,7 +43,10 @@ class Case:
     build: Callable[[Ctx], list]  # the command-line arguments
     after: Callable[[Ctx], None] | None = None  # extra assertions (nothing ran, nothing partial)
     details: bool = False  # the message is followed by multi-line details (the CelebA tree)
-    child: bool = False  # run as `python -m audit` in a child process with Ctx.rlimit_fsize
+    child: bool = False  # run as `python -m audit` in a child process, with:
+    file_limit: int | None = None  # RLIMIT_FSIZE (bytes): larger writes fail with EFBIG
+    child_env: tuple[tuple[str, str], ...] = ()
+    readme: str | None = None  # "what the user sees" in the README when it is not an error line
 
 
 @dataclass
@@ -433,6 +436,20 @@ CASES: list[Case] = [
     Case("single-value-attribute", "an attribute with a single value", "audit",
          "--spurious 'Blond_Hair' has a single value", 2,
          lambda c: audit(c, labels=_csv(c, c.labels().assign(Blond_Hair=0)))),
+    Case("non-utf8-file-name", "a store folder whose name is not UTF-8 (caf\\xe9)", "audit",
+         "", 0,
+         lambda c: audit(c, embeddings=_non_utf8_copy(c, "store"), labels=c.world["labels"]),
+         after=lambda c: _json_has(c, "caf\ufffd"),
+         readme="reports written; the undecodable byte shows as U+FFFD"),
+    Case("non-utf8-output-name", "an output file name that is not UTF-8, stdout strict UTF-8",
+         "concepts", "", 0,
+         lambda c: [*concepts(c, vocab(c))[:-2], "--out", os.fsdecode(bytes(c.tmp) + b"/caf\xe9.yaml")],
+         child=True, child_env=(("PYTHONIOENCODING", "utf-8"),),
+         after=lambda c: _named_in_output(c, "caf\\udce9.yaml"),
+         readme="the bank is written; the name prints as `caf\\udce9.yaml`"),
+    Case("non-utf8-missing-file", "a missing file whose name is not UTF-8", "eval",
+         "SAE not found:", 2,
+         lambda c: evaluate(c, sae=Path(os.fsdecode(bytes(c.tmp) + b"/caf\xe9")))),
     Case("empty-group", "no rows in one target x attribute cell (no blond men)", "audit",
          "skipped", 0,
          lambda c: gate(c, "gates:\n  worst_group_accuracy: {min: 0.99}\n", **_no_blond_men(c)),
@@ -623,7 +640,7 @@ CASES: list[Case] = [
     Case("file-size-limit-weights", "writing the SAE weights fails (file size limit)", "train",
          "file too large", 2,
          lambda c: train(c, c.world["store"], "--n-latents", "512"),
-         after=sae_weights_not_published, child=True),
+         after=sae_weights_not_published, child=True, file_limit=64 * 1024),
     Case("output-under-a-file", "an output folder that is an existing file", "check",
          "a file with that name exists", 2,
          lambda c: check(c, saved_results(c), None, "--json", c.text("afile", "x") / "r.json")),
@@ -743,6 +760,17 @@ def _duplicate_image(root: Path) -> None:
     _write_attr(root, lines)
 
 
+def _non_utf8_copy(ctx: Ctx, key: str) -> Path:
+    target = Path(os.fsdecode(bytes(ctx.tmp) + b"/caf\xe9-" + ctx.world[key].name.encode()))
+    shutil.copytree(ctx.world[key], target)
+    return target
+
+
+def _json_has(ctx: Ctx, words: str) -> None:
+    text = (ctx.tmp / "out" / "a.json").read_text(encoding="utf-8")  # valid UTF-8
+    assert words in text and json.loads(text)
+
+
 def _nothing_written_above(ctx: Ctx) -> None:
     assert not (ctx.tmp.parent / "x.yaml").exists() and not (ctx.tmp / "x.yaml").exists()
     assert not list(ctx.tmp.rglob("*.yaml"))
@@ -790,7 +818,7 @@ def test_bad_input(case: Case, shared, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # concept banks and default reports land here, if anywhere
     args = [str(a) for a in case.build(ctx)]
     if case.child:
-        code, out, err = _run_child(args, limit=64 * 1024)
+        code, out, err = _run_child(args, case.file_limit, dict(case.child_env))
     else:
         from audit.cli import run
 
@@ -827,8 +855,9 @@ def _assert_one_line_error(err: str, case: Case) -> None:
         assert rest == [], err  # the message is the last thing printed
 
 
-def _run_child(args: list[str], limit: int) -> tuple[int, str, str]:
-    """``python -m audit ARGS`` with files larger than ``limit`` bytes refused by the kernel."""
+def _run_child(args: list[str], limit: int | None, extra_env: dict) -> tuple[int, str, str]:
+    """``python -m audit ARGS``; with ``limit``, files larger than that are refused by the
+    kernel (RLIMIT_FSIZE), the way a full disk refuses them."""
     import resource
     import signal
 
@@ -838,10 +867,11 @@ def _run_child(args: list[str], limit: int) -> tuple[int, str, str]:
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200"}
     proc = subprocess.run(
-        [sys.executable, "-m", "audit", *args], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=300, preexec_fn=limit_file_size,
+        [sys.executable, "-m", "audit", *args], cwd=REPO, env={**env, **extra_env},
+        capture_output=True, timeout=300, preexec_fn=limit_file_size if limit else None,
     )  # fmt: skip
-    return proc.returncode, proc.stdout, proc.stderr
+    decode = lambda b: b.decode("utf-8", "backslashreplace")  # noqa: E731
+    return proc.returncode, decode(proc.stdout), decode(proc.stderr)
 
 
 # ------------------------------------------------------------------------------------------
@@ -859,7 +889,7 @@ def readme_table() -> str:
         "| ---: | --- | --- | --- | --- | :---: |",
     ]
     for i, case in enumerate(CASES, start=1):
-        seen = f"`error: …{case.shows}…`" if case.code == 2 else _outcome(case)
+        seen = case.readme or (f"`error: …{case.shows}…`" if case.code == 2 else _outcome(case))
         lines.append(
             f"| {i} | `{case.id}` | {_cell(case.what)} | `{case.command}` | {_cell(seen)} "
             f"| {case.code} |"
