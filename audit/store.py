@@ -310,6 +310,10 @@ def _load_npy(path: Path) -> np.ndarray:
         raise InputError(f"{path}: not a plain numeric .npy array ({exc})") from exc
     except (OSError, EOFError) as exc:
         raise InputError(f"{path}: unreadable or truncated .npy file") from exc
+    except Exception as exc:
+        # numpy parses the header as a Python literal: a damaged one raises SyntaxError,
+        # tokenize.TokenError, TypeError, ... (found by fuzzing).
+        raise InputError(f"{path}: damaged .npy header ({type(exc).__name__})") from exc
     if not isinstance(array, np.ndarray):
         raise InputError(f"{path}: expected a single array")
     if array.ndim != 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -203,3 +204,15 @@ def test_property_store_round_trip_keeps_row_order(tmp_path_factory, rows, dim, 
         Path(store.path, s["file"]).exists()
         for s in json.loads((out / "manifest.json").read_text())["shards"]
     )
+
+
+@pytest.mark.parametrize("cut", [45, 59, 80])
+def test_damaged_npy_headers_are_input_errors(tmp_path, cut):
+    """Found by tests/test_fuzz_parsers.py: a header cut short and followed by a second copy of
+    the file made numpy's header parser raise tokenize.TokenError (an internal error, exit 4)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(40, dtype=np.float32).reshape(10, 4))
+    data = buffer.getvalue()
+    (tmp_path / "x.npy").write_bytes(data[:cut] + data)
+    with pytest.raises(InputError, match="x.npy"):
+        open_store(tmp_path / "x.npy")
