@@ -316,6 +316,49 @@ def test_saved_results_rejudged_by_any_gate(result, gate_doc):
 
 
 # ------------------------------------------------------------------------------------------
+# Image manifests (`embed images MANIFEST.csv`) and training configs (`train --config`)
+# ------------------------------------------------------------------------------------------
+
+IMAGE_MANIFEST = b"path,label\nimgs/a.png,cat\n/abs/b.jpg,dog\n../c.png,\n"
+
+
+@FUZZ
+@given(files_like(IMAGE_MANIFEST))
+def test_image_manifests(data):
+    from audit.encoders import list_images
+
+    table = _expect_input_error_only(lambda: list_images(_file("m.csv", data)))
+    if table is not None:
+        assert list(table.columns[:2]) == ["id", "path"] and len(table) > 0
+        assert all(isinstance(p, str) for p in table["path"])
+
+
+TRAIN_CONFIG = {"arch": "topk", "k": 4, "n_latents": 16, "epochs": 1, "batch_size": 32,
+                "lr": 0.001, "seed": 1, "mean_center": True, "loss": "mse", "weighting": "uw"}  # fmt: skip
+
+
+@FUZZ
+@given(
+    st.one_of(perturbed(TRAIN_CONFIG).map(_dump), files_like(yaml.safe_dump(TRAIN_CONFIG).encode()))
+)
+def test_training_configs(data):
+    """The config half of ``train --config``: every option is read and type-checked exactly as
+    the command does before any training starts."""
+    from audit.cli.app import load_yaml_config, pick
+    from audit.cli.train import _YAML_KEYS
+
+    config = _expect_input_error_only(lambda: load_yaml_config(_file("c.yaml", data), _YAML_KEYS))
+    if config is None:
+        return
+    kinds = {"arch": str, "k": int, "n_latents": int, "epochs": int, "batch_size": int,
+             "lr": float, "seed": int, "mean_center": bool, "loss": str, "weighting": str,
+             "expansion": float, "aux_coef": float, "out": str}  # fmt: skip
+    for name, kind in kinds.items():
+        value = _expect_input_error_only(lambda n=name, k=kind: pick(None, config, n, None, k))
+        assert value is None or isinstance(value, kind)
+
+
+# ------------------------------------------------------------------------------------------
 # Concept banks and SAE configs
 # ------------------------------------------------------------------------------------------
 
