@@ -424,6 +424,86 @@ def test_reference_checkpoint_names(name):
 
 
 # ------------------------------------------------------------------------------------------
+# Model files: SAE weights, reference .pt checkpoints, linear heads
+# ------------------------------------------------------------------------------------------
+
+
+def _sae_files() -> tuple[bytes, bytes]:
+    import torch
+    from safetensors.torch import save
+
+    from audit.sae import SAEConfig, build_sae
+    from audit.sae.checkpoint import model_tensors
+
+    torch.manual_seed(0)
+    model = build_sae(SAEConfig(arch="topk", d_in=8, n_latents=16, k=4))
+    weights = save(model_tensors(model), metadata={"format": "msae-audit/sae", "arch": "topk"})
+    reference = io.BytesIO()
+    torch.save(
+        {"model": {"encoder": torch.randn(8, 16), "latent_bias": torch.zeros(16),
+                   "pre_bias": torch.zeros(8), "decoder": torch.randn(16, 8)},
+         "mean_center": torch.zeros(8), "scaling_factor": 1.5},
+        reference,
+    )  # fmt: skip
+    return weights, reference.getvalue()
+
+
+SAE_WEIGHTS, REFERENCE_PT = _sae_files()
+SAE_DIR_CONFIG = {"format": "msae-audit/sae", "version": 1, "arch": "topk", "d_in": 8,
+                  "n_latents": 16, "k": 4}  # fmt: skip
+
+
+@FUZZ
+@given(mutated(SAE_WEIGHTS, 4))
+def test_sae_weight_files(data):
+    from audit.sae import load_sae
+
+    folder = _DIR / "sae"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(SAE_DIR_CONFIG))
+    (folder / "sae.safetensors").write_bytes(data)
+    model = _expect_input_error_only(lambda: load_sae(folder))
+    if model is not None:
+        import torch
+
+        assert torch.isfinite(model.W_dec).all()
+
+
+@FUZZ
+@given(mutated(REFERENCE_PT, 4))
+def test_reference_checkpoint_files(data):
+    from audit.sae.checkpoint import load_reference_checkpoint
+
+    path = _file("16_8_TopKReLU_4_False_False_0.0_cc3m.pt", data)
+    _expect_input_error_only(lambda: load_reference_checkpoint(path))
+
+
+def _head_files() -> tuple[bytes, bytes]:
+    from safetensors.numpy import save
+
+    weight, bias = np.ones((1, 8), np.float32), np.zeros(1, np.float32)
+    npz = io.BytesIO()
+    np.savez(npz, weight=weight, bias=bias)
+    return npz.getvalue(), save({"weight": weight, "bias": bias})
+
+
+HEAD_NPZ, HEAD_SAFETENSORS = _head_files()
+
+
+@FUZZ
+@given(st.booleans(), mutated(HEAD_NPZ, 4), mutated(HEAD_SAFETENSORS, 4))
+def test_linear_head_files(npz, npz_data, safetensors_data):
+    from audit.fairness.classifiers import load_classifier
+
+    path = _file("head.npz", npz_data) if npz else _file("head.safetensors", safetensors_data)
+    head = _expect_input_error_only(lambda: load_classifier(path, 8))
+    if head is not None:
+        import torch
+
+        assert torch.isfinite(head.margin(torch.ones(2, 8))).all()
+
+
+# ------------------------------------------------------------------------------------------
 # Stores: manifests and .npy files
 # ------------------------------------------------------------------------------------------
 
