@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,7 +40,7 @@ import yaml
 
 from audit import __version__
 from audit.errors import InputError
-from audit.fileio import write_text
+from audit.fileio import read_yaml, write_text
 
 BANK_FORMAT = "msae-audit/concept-bank"
 BANK_VERSION = 1
@@ -106,8 +108,14 @@ class ConceptBank:
         hint = f"; did you mean: {', '.join(close)}" if close else ""
         raise InputError(f"concept '{name}' is not in bank '{self.name}'{hint}")
 
-    def check_sae(self, fingerprint: str, sae_path: str | os.PathLike[str] | None = None) -> None:
-        """Refuse a bank built for another SAE."""
+    def check_sae(
+        self,
+        fingerprint: str,
+        sae_path: str | os.PathLike[str] | None = None,
+        n_latents: int | None = None,
+    ) -> None:
+        """Refuse a bank built for another SAE (and, given ``n_latents``, one that names
+        latents the SAE does not have)."""
         if self.fingerprint != fingerprint:
             where = f" ({sae_path})" if sae_path else ""
             raise InputError(
@@ -115,6 +123,13 @@ class ConceptBank:
                 f"({self.sae.get('path', 'unknown path')}, {self.fingerprint}), not this one{where}; "
                 "rebuild it with `msae-audit concepts`"
             )
+        if n_latents is not None:
+            beyond = [c.latent for c in self.concepts if c.latent >= n_latents]
+            if beyond:
+                raise InputError(
+                    f"concept bank '{self.name}' names latent {beyond[0]}, but the SAE has "
+                    f"{n_latents} latents"
+                )
 
     def to_yaml_dict(self) -> dict[str, Any]:
         concepts = []
@@ -139,13 +154,24 @@ class ConceptBank:
         }
 
 
+_PLAIN_NAME = re.compile(r"\w[\w.-]*")
+
+
+def validate_file_name(name: str, what: str = "name") -> str:
+    """A plain file name (letters, digits, ``_``, ``-``, ``.``; not starting with ``.`` or ``-``):
+    no folders, no ``..``, no control characters, so it cannot escape its folder."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
+        raise InputError(
+            f"invalid {what} {name!r}: use letters, digits, '-', '_' and '.' (no paths)"
+        )
+    if len(name) > 100:
+        raise InputError(f"{what} is too long (100 characters at most)")
+    return name
+
+
 def validate_bank_name(name: str) -> str:
     """Bank names are plain file names: they cannot escape the banks folder."""
-    if not name or name in (".", "..") or any(ch in name for ch in "/\\\0") or name.startswith("."):
-        raise InputError(f"invalid bank name {name!r}: use letters, digits, '-', '_' (no paths)")
-    if len(name) > 100:
-        raise InputError("bank name is too long (100 characters at most)")
-    return name
+    return validate_file_name(name, "bank name")
 
 
 def bank_path_for_name(name: str, workspace: str | os.PathLike[str] | None = None) -> Path:
@@ -191,14 +217,7 @@ def load_bank(
 ) -> ConceptBank:
     """Read and validate a bank file (safe YAML: no tags, no code)."""
     path = resolve_bank(name_or_path, workspace)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(f"{path}: malformed YAML{where}") from exc
+    data = read_yaml(path, "concept bank")
     if not isinstance(data, dict) or data.get("format") != BANK_FORMAT:
         raise InputError(f"{path}: not a concept bank (format must be '{BANK_FORMAT}')")
     if data.get("version") != BANK_VERSION:
@@ -206,15 +225,36 @@ def load_bank(
     raw = data.get("concepts")
     if not isinstance(raw, list):
         raise InputError(f"{path}: 'concepts' must be a list")
-    concepts = []
-    for i, item in enumerate(raw):
-        try:
-            concepts.append(_concept_from_dict(item))
-        except (TypeError, ValueError, KeyError) as exc:
-            raise InputError(f"{path}: concept #{i} is malformed ({exc})") from exc
     sae = data.get("sae")
     if not isinstance(sae, dict) or "fingerprint" not in sae:
         raise InputError(f"{path}: missing 'sae.fingerprint' (which SAE the bank belongs to)")
+    n_latents = sae.get("n_latents")
+    if n_latents is not None and (isinstance(n_latents, bool) or not isinstance(n_latents, int)):
+        raise InputError(f"{path}: sae.n_latents must be an integer, got {n_latents!r}")
+    concepts = []
+    seen: set[int] = set()
+    for i, item in enumerate(raw):
+        try:
+            concept = _concept_from_dict(item)
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+            raise InputError(f"{path}: concept #{i} is malformed ({exc})") from exc
+        if n_latents is not None and concept.latent >= n_latents:
+            raise InputError(
+                f"{path}: concept #{i} names latent {concept.latent}, but the bank's SAE has "
+                f"{n_latents} latents"
+            )
+        if concept.latent in seen:
+            raise InputError(f"{path}: latent {concept.latent} is listed twice")
+        seen.add(concept.latent)
+        concepts.append(concept)
+    vocabulary = data.get("vocabulary") or {}
+    if not isinstance(vocabulary, dict):
+        raise InputError(f"{path}: 'vocabulary' must be a mapping")
+    threshold = data.get("threshold")
+    try:
+        threshold = _finite(threshold if threshold is not None else 0.0, "threshold")
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: {exc}") from exc
     known = {
         "format",
         "version",
@@ -228,32 +268,54 @@ def load_bank(
         "threshold_method",
         "concepts",
     }
+    model, pretrained = data.get("embedding_model"), data.get("pretrained")
     return ConceptBank(
         name=str(data.get("name") or path.stem),
         sae=sae,
         concepts=concepts,
-        embedding_model=data.get("embedding_model"),
-        pretrained=data.get("pretrained"),
-        vocabulary=data.get("vocabulary") or {},
-        threshold=float(data.get("threshold") or 0.0),
+        embedding_model=None if model is None else str(model),
+        pretrained=None if pretrained is None else str(pretrained),
+        vocabulary=vocabulary,
+        threshold=threshold,
         threshold_method=str(data.get("threshold_method") or ""),
         extra={k: v for k, v in data.items() if k not in known},
     )
 
 
+def _finite(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return float(value)
+
+
 def _concept_from_dict(item: Any) -> Concept:
     if not isinstance(item, dict):
         raise TypeError("expected a mapping")
+    latent = item["latent"]
+    if isinstance(latent, bool) or not isinstance(latent, int) or latent < 0:
+        raise ValueError(f"latent must be a non-negative integer, got {latent!r}")
     name = item.get("name")
-    alternatives = [(str(a[0]), float(a[1])) for a in item.get("alternatives") or []]
+    alternatives = []
+    for alt in item.get("alternatives") or []:
+        if not isinstance(alt, (list, tuple)) or len(alt) != 2:
+            raise ValueError(f"alternatives must be [name, score] pairs, got {alt!r}")
+        alternatives.append((str(alt[0]), _finite(alt[1], "an alternative's score")))
+    validated = item.get("validated", False)
+    if not isinstance(validated, bool):
+        raise ValueError(f"validated must be true or false, got {validated!r}")
+    self_rank = item.get("self_rank")
+    if self_rank is not None and (isinstance(self_rank, bool) or not isinstance(self_rank, int)):
+        raise ValueError(f"self_rank must be an integer, got {self_rank!r}")
     return Concept(
-        latent=int(item["latent"]),
+        latent=latent,
         name=None if name is None else str(name),
-        score=float(item.get("score", 0.0)),
+        score=_finite(item.get("score", 0.0), "score"),
         closest=str(item.get("closest") or name or ""),
-        validated=bool(item.get("validated", False)),
+        validated=validated,
         alternatives=alternatives,
-        self_rank=None if item.get("self_rank") is None else int(item["self_rank"]),
+        self_rank=self_rank,
     )
 
 

@@ -292,6 +292,8 @@ def _resolve_pretrained(
     path = Path(text)
     if path.is_file():
         info["checkpoint_bytes"] = path.stat().st_size
+        if path.suffix.lower() != ".safetensors":
+            _refuse_unsafe_checkpoint(path)
         return str(path), str(path.resolve())
     if path.is_dir():
         raise InputError(f"--pretrained {text} is a folder; give the checkpoint file inside it")
@@ -307,6 +309,30 @@ def _resolve_pretrained(
         raise InputError(f"checkpoint not found: {path}")
     known = f"; known tags for {name}: {', '.join(tags)}" if tags else ""
     raise InputError(f"--pretrained {text!r} is neither a checkpoint file nor a known tag{known}")
+
+
+def _refuse_unsafe_checkpoint(path: Path) -> None:
+    """Load a pickle-based checkpoint with ``weights_only=True`` before open_clip sees it.
+
+    open_clip's ``load_state_dict`` retries ``torch.load`` *without* ``weights_only`` when the
+    safe load raises ``TypeError`` — which a crafted pickle can trigger — and on torch < 2.6 (or
+    with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``) that retry unpickles arbitrary code. A file the
+    safe loader does not accept is therefore refused here, so open_clip's first, safe load is
+    the only one that ever runs. ``mmap`` keeps this check cheap for large checkpoints.
+    """
+    try:
+        try:
+            torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            torch.load(str(path), map_location="cpu", weights_only=True)  # legacy format
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(
+            f"--pretrained {path}: refused to load: only tensors and plain data are read "
+            f"(torch.load weights_only=True), never pickled code ({first})"
+        ) from exc
 
 
 def _model_error(model: str, pretrained: str | None, exc: BaseException) -> InputError:

@@ -1,15 +1,21 @@
 """Atomic file writes: every file is written to a temporary name and renamed into place.
 
 A crash (even ``kill -9``) therefore leaves either the old file or the new one under the final
-name, never a partial file. Temporary files start with ``.`` and end with ``.tmp``.
+name, never a partial file. Temporary files are named ``.<final name>.<host>-<pid>.<random>.tmp``
+(hidden, never matched by any reader); the next write of the same file removes those whose
+process on this host no longer exists, so repeated crashes do not pile up large leftovers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +28,8 @@ _OS_ERROR_HINTS = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (file size limit reached)",
+    errno.EPERM: "operation not permitted",
 }
 
 
@@ -48,8 +56,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     ensure_dir(final.parent)
+    _remove_orphans(final)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=final.parent
+        )
     except OSError as exc:
         raise InputError(f"cannot write {final}: {describe_os_error(exc)}") from exc
     os.close(fd)
@@ -63,8 +74,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {final}: {describe_os_error(exc)}") from exc
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        code = _wrapped_os_error(exc)
+        if code is not None:
+            reason = describe_os_error(OSError(code, os.strerror(code)))
+            raise InputError(f"cannot write {final}: {reason}") from exc
         raise
 
 
@@ -81,9 +96,19 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
             raise InputError(f"cannot write {path}: {describe_os_error(exc)}") from exc
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD. Python decodes file names that are not
+    UTF-8 with ``surrogateescape`` (``caf\\xe9`` becomes ``caf\\udce9``); such a name inside a
+    report would make the UTF-8 encoder fail."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as handle:
-        handle.write(text)
+        handle.write(utf8_safe(text))
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -111,6 +136,93 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{what} {p} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+
+
+def read_yaml(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
+    """Parse a YAML file safely: plain data only (``CSafeLoader``, the C parser when PyYAML has
+    it, else ``SafeLoader``). Tags such as ``!!python/object`` are refused, never constructed;
+    every problem (missing, a folder, not UTF-8, malformed) is a one-line :class:`InputError`."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"{what} not found: {p}") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{what} {p} is a folder, not a file") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {p}: {describe_os_error(exc)}") from exc
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)  # a safe loader: plain data only
+    except yaml.constructor.ConstructorError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = str(getattr(exc, "problem", "") or "")
+        if "constructor for the tag" in problem:
+            tag = problem.split("tag", 1)[1].strip().strip("'")
+            raise InputError(
+                f"{p}: YAML tag {tag!r} is not allowed{where}; only plain data is read "
+                "(no Python objects)"
+            ) from exc
+        raise InputError(f"{p}: malformed YAML{where} ({problem or 'unsupported value'})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise InputError(f"{p}: malformed YAML{where}") from exc
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # Explicit scalar tags with bad values (``!!float nope``, ``!!int x``) fail here.
+        raise InputError(f"{p}: malformed YAML ({type(exc).__name__}: {exc})") from exc
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_NAME = re.compile(r"\.(?P<final>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.tmp")
+
+
+def temp_name_owner(name: str) -> tuple[str, str, int] | None:
+    """``(final name, host, pid)`` of a temporary file written by :func:`atomic_path`."""
+    match = _TEMP_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return match["final"], match["host"], int(match["pid"])
+
+
+def _remove_orphans(final: Path) -> None:
+    """Delete temporary files of ``final`` left by writers on this host that no longer run."""
+    try:
+        candidates = list(final.parent.glob(glob.escape(f".{final.name}.") + "*.tmp"))
+    except OSError:
+        return
+    for candidate in candidates:
+        owner = temp_name_owner(candidate.name)
+        if owner is None or owner[0] != final.name or owner[1] != _HOST:
+            continue
+        if owner[2] == os.getpid() or _process_alive(owner[2]):
+            continue
+        with contextlib.suppress(OSError):
+            candidate.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists but is not ours, or an impossible pid: leave the file alone
+    return True
+
+
+def _wrapped_os_error(exc: BaseException) -> int | None:
+    """The errno inside a writer's own error type: safetensors reports a full disk as
+    ``SafetensorError: Error while serializing: I/O error: ... (os error 28)``."""
+    if type(exc).__name__ != "SafetensorError":
+        return None
+    match = re.search(r"os error (\d+)", str(exc))
+    return int(match.group(1)) if match else None
 
 
 def _current_umask() -> int:

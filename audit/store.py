@@ -284,14 +284,36 @@ def _shard_files(p: Path, manifest: dict[str, Any]) -> list[Path]:
     return files
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(len(_NPY_MAGIC))
+    except IsADirectoryError as exc:
+        raise InputError(f"{path}: is a folder, not a .npy file") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {describe_os_error(exc)}") from exc
+    if not magic:
+        raise InputError(f"{path}: empty file, not a .npy array")
+    if magic != _NPY_MAGIC:
+        raise InputError(f"{path}: not a .npy file (no NumPy header)")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
+        if "mmap length is greater than file size" in str(exc):
+            raise InputError(
+                f"{path}: truncated .npy file (its header promises more data than it holds)"
+            ) from exc
         # allow_pickle=False makes numpy refuse object arrays instead of unpickling them.
         raise InputError(f"{path}: not a plain numeric .npy array ({exc})") from exc
     except (OSError, EOFError) as exc:
         raise InputError(f"{path}: unreadable or truncated .npy file") from exc
+    except Exception as exc:
+        # numpy parses the header as a Python literal: a damaged one raises SyntaxError,
+        # tokenize.TokenError, TypeError, ... (found by fuzzing).
+        raise InputError(f"{path}: damaged .npy header ({type(exc).__name__})") from exc
     if not isinstance(array, np.ndarray):
         raise InputError(f"{path}: expected a single array")
     if array.ndim != 2:

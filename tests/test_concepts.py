@@ -185,6 +185,47 @@ def test_bank_round_trip_and_refusal_for_another_sae(tmp_path):
         loaded.check_sae(sae_fingerprint(other))
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(threshold="abc"), "threshold must be a number"),
+        (lambda d: d.update(threshold=float("nan")), "threshold must be finite"),
+        (
+            lambda d: d["concepts"][0].update(latent=999),
+            "names latent 999, but the bank's SAE has 64",
+        ),
+        (lambda d: d["concepts"][0].update(latent=-1), "non-negative integer"),
+        (lambda d: d["concepts"][0].update(latent=1.5), "non-negative integer"),
+        (lambda d: d["concepts"][1].update(latent=d["concepts"][0]["latent"]), "listed twice"),
+        (lambda d: d["concepts"][0].update(alternatives=[[]]), "pairs"),
+        (lambda d: d["concepts"][0].update(validated="no"), "true or false"),
+        (lambda d: d["concepts"][0].update(score=float("inf")), "score must be finite"),
+        (lambda d: d.update(vocabulary=[1]), "'vocabulary' must be a mapping"),
+    ],
+)
+def test_tampered_bank_fields_are_input_errors(tmp_path, edit, message):
+    import yaml
+
+    vocab, emb = random_vocab(40, 16, seed=4)
+    sae = planted_sae(emb, n_planted=4, n_latents=64)
+    bank = name_latents(sae, vocab, emb, bank_name="b", sae_info=sae_description(sae, "x")).bank
+    data = bank.to_yaml_dict()
+    edit(data)
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        load_bank(path)
+
+
+def test_check_sae_refuses_latents_the_sae_does_not_have():
+    vocab, emb = random_vocab(40, 16, seed=4)
+    sae = planted_sae(emb, n_planted=4, n_latents=64)
+    bank = name_latents(sae, vocab, emb, bank_name="b", sae_info={"fingerprint": "f"}).bank
+    bank.check_sae("f", n_latents=64)
+    with pytest.raises(InputError, match="names latent 32, but the SAE has 32 latents"):
+        bank.check_sae("f", n_latents=32)
+
+
 def test_text_embedding_shape_is_checked():
     vocab, emb = random_vocab(10, 16)
     sae = planted_sae(emb, n_planted=2, n_latents=32)
@@ -202,3 +243,21 @@ def test_self_ranks_with_shared_words_equal_one_pair_at_a_time():
     single = self_ranks(sae, emb[words], latents)
     np.testing.assert_array_equal(shared, single)
     assert (shared > 0).any()
+
+
+@pytest.mark.parametrize(
+    "name", ["../../x", "..", ".hidden", "-rf", "a/b", "a\\b", "/etc/passwd", "a\x01b", "", "x\n"]
+)
+def test_bank_names_cannot_escape_the_banks_folder(tmp_path, name):
+    from audit.concepts import bank_path_for_name
+
+    with pytest.raises(InputError, match="invalid bank name"):
+        bank_path_for_name(name, tmp_path)
+
+
+def test_plain_bank_names_stay_inside_the_banks_folder(tmp_path):
+    from audit.concepts import bank_path_for_name
+
+    for name in ("demo", "celeba-v2.1", "ünïcode_ok"):
+        path = bank_path_for_name(name, tmp_path)
+        assert path.parent == tmp_path / "concept_banks" and path.name == f"{name}.yaml"

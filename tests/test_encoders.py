@@ -265,3 +265,23 @@ def test_store_opens_with_metadata(tmp_path, clip):
     store = open_store(tmp_path / "s")
     assert store.labels("y").tolist() == [0, 1, 0]
     assert store.manifest["model"] == clip.model_id
+
+
+@pytest.mark.parametrize("force_unsafe_retry", [False, True])
+def test_pickled_pretrained_checkpoints_are_refused_and_never_run(
+    tmp_path, monkeypatch, random_clip_files, force_unsafe_retry
+):
+    from tests.hostile_files import torch_pickle, typeerror_then_code_pickle
+
+    if force_unsafe_retry:
+        # What torch < 2.6 does by default: open_clip's TypeError retry would unpickle code.
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    config = random_clip_files[0]
+    marker = tmp_path / "ran"
+    for evil in (
+        torch_pickle(tmp_path / "evil.pt", marker, key="state_dict"),
+        typeerror_then_code_pickle(tmp_path / "evil.bin", marker),
+    ):
+        with pytest.raises(InputError, match="refused to load"):
+            load_clip(str(config), str(evil), device="cpu")
+        assert not marker.exists(), evil.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -109,6 +110,11 @@ def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
         StoreWriter(tmp_path / "v", 4).append(np.zeros((2, 5), dtype=np.float32))
 
 
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])
+
+
 @pytest.mark.parametrize(
     "setup,message",
     [
@@ -119,6 +125,13 @@ def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
             "numeric",
         ),
         (lambda p: (p / "x.npy").write_bytes(b"\x93NUMPY garbage"), "npy"),
+        (lambda p: (p / "x.npy").write_bytes(b""), "empty file"),
+        (lambda p: (p / "x.npy").write_text("1,2,3\n"), "no NumPy header"),
+        (
+            lambda p: (np.save(p / "x.npy", np.ones((50, 8), np.float32)), _truncate(p / "x.npy")),
+            "truncated .npy file",
+        ),
+        (lambda p: (p / "x.npy").mkdir(), "manifest.json is missing"),
     ],
 )
 def test_bad_npy_files(tmp_path, setup, message):
@@ -191,3 +204,15 @@ def test_property_store_round_trip_keeps_row_order(tmp_path_factory, rows, dim, 
         Path(store.path, s["file"]).exists()
         for s in json.loads((out / "manifest.json").read_text())["shards"]
     )
+
+
+@pytest.mark.parametrize("cut", [45, 59, 80])
+def test_damaged_npy_headers_are_input_errors(tmp_path, cut):
+    """Found by tests/test_fuzz_parsers.py: a header cut short and followed by a second copy of
+    the file made numpy's header parser raise tokenize.TokenError (an internal error, exit 4)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(40, dtype=np.float32).reshape(10, 4))
+    data = buffer.getvalue()
+    (tmp_path / "x.npy").write_bytes(data[:cut] + data)
+    with pytest.raises(InputError, match=r"x\.npy: damaged \.npy header"):
+        open_store(tmp_path / "x.npy")

@@ -7,6 +7,7 @@ traceback only when ``MSAE_AUDIT_DEBUG=1``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -28,6 +29,7 @@ def _register_commands() -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by tests and :func:`main`)."""
+    _tolerate_unencodable_output()
     _register_commands()
     command = typer.main.get_command(app)
     try:
@@ -43,7 +45,10 @@ def run(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         if exc.details:
-            err_console.print(exc.details, markup=False, highlight=False, style="dim")
+            # soft_wrap: a folder tree must not be re-wrapped at the terminal's width.
+            err_console.print(
+                exc.details, markup=False, highlight=False, style="dim", soft_wrap=True
+            )
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -59,6 +64,16 @@ def run(argv: list[str] | None = None) -> int:
         )
         return EXIT_INTERNAL
     return 0
+
+
+def _tolerate_unencodable_output() -> None:
+    """Print file names that are not UTF-8 (surrogate-escaped by Python) as ``\\udce9`` instead
+    of failing with UnicodeEncodeError; Python already does this for stderr, not for stdout."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                reconfigure(errors="backslashreplace")
 
 
 def _exit_code(code: object) -> int:

@@ -6,15 +6,16 @@ options, call the library and render. No maths lives here.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
 
 from audit.errors import InputError
+from audit.fileio import read_yaml
 
 app = typer.Typer(
     name="msae-audit",
@@ -44,16 +45,7 @@ def load_yaml_config(path: Path | None, allowed: set[str], what: str = "config")
     """A flat YAML mapping of option names (``batch-size`` or ``batch_size``) to values."""
     if path is None:
         return {}
-    if not path.exists():
-        raise InputError(f"{what} file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(f"{path}: malformed YAML{where}") from exc
+    data = read_yaml(path, f"{what} file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -68,11 +60,45 @@ def load_yaml_config(path: Path | None, allowed: set[str], what: str = "config")
     return out
 
 
-def pick(cli_value: Any, config: dict[str, Any], name: str, default: Any) -> Any:
-    """Explicit command-line value, else the YAML config's, else the default."""
+def pick(
+    cli_value: Any, config: dict[str, Any], name: str, default: Any, kind: type | None = None
+) -> Any:
+    """Explicit command-line value, else the YAML config's, else the default.
+
+    With ``kind`` (``int``, ``float``, ``str`` or ``bool``) a value from the config file is
+    checked: a wrong type is an :class:`InputError` naming the option, never a crash later.
+    """
     if cli_value is not None:
         return cli_value
-    return config.get(name, default)
+    if name not in config:
+        return default
+    value = config[name]
+    if kind is None or value is None:
+        return value
+    return _check_kind(value, kind, name)
+
+
+def _check_kind(value: Any, kind: type, name: str) -> Any:
+    option = name.replace("_", "-")
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"config option '{option}' must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"config option '{option}' must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise InputError(f"config option '{option}' must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise InputError(f"config option '{option}' must be text, got {value!r}")
+    return str(value)
 
 
 def stdout_is_redirected() -> bool:

@@ -131,8 +131,8 @@ def train(
 ) -> None:
     """Train a Matryoshka (or TopK, BatchTopK, ReLU) sparse autoencoder on embeddings."""
     cfg = load_yaml_config(config, _YAML_KEYS)
-    embeddings = pick(embeddings, cfg, "embeddings", None)
-    out = pick(out, cfg, "out", None)
+    embeddings = pick(embeddings, cfg, "embeddings", None, str)
+    out = pick(out, cfg, "out", None, str)
     if embeddings is None:
         raise InputError("--embeddings is required (a store directory or a .npy file)")
     if out is None:
@@ -144,11 +144,11 @@ def train(
         )
     store = open_store(Path(embeddings))
 
-    arch = pick(arch, cfg, "arch", "matryoshka")
-    n = pick(n_latents, cfg, "n_latents", None) or expansion_to_latents(
-        store.dim, float(pick(expansion, cfg, "expansion", 8))
-    )
-    k_value = pick(k, cfg, "k", None)
+    arch = str(pick(arch, cfg, "arch", "matryoshka", str))
+    n = pick(n_latents, cfg, "n_latents", None, int)
+    if n is None:
+        n = expansion_to_latents(store.dim, float(pick(expansion, cfg, "expansion", 8, float)))
+    k_value = pick(k, cfg, "k", None, int)
     if arch in ("topk", "batchtopk") and k_value is None:
         k_value = 64
     sae_cfg = SAEConfig(
@@ -156,33 +156,33 @@ def train(
         d_in=store.dim,
         n_latents=int(n),
         k=int(k_value) if arch in ("topk", "batchtopk") else None,
-        k_list=matryoshka_k_list(int(n), int(pick(k_min, cfg, "k_min", 64)))
+        k_list=matryoshka_k_list(int(n), int(pick(k_min, cfg, "k_min", 64, int)))
         if arch == "matryoshka"
         else None,
-        weighting=str(pick(weighting, cfg, "weighting", "uw")).lower(),
-        l1=float(pick(l1, cfg, "l1", 0.003)) if arch == "relu" else None,
-        loss=str(pick(loss, cfg, "loss", "mse")).lower(),
-        aux_k=int(pick(aux_k, cfg, "aux_k", 0)),
-        aux_coef=float(pick(aux_coef, cfg, "aux_coef", 1 / 32)),
-        mean_center=bool(pick(mean_center, cfg, "mean_center", True)),
+        weighting=str(pick(weighting, cfg, "weighting", "uw", str)).lower(),
+        l1=float(pick(l1, cfg, "l1", 0.003, float)) if arch == "relu" else None,
+        loss=str(pick(loss, cfg, "loss", "mse", str)).lower(),
+        aux_k=int(pick(aux_k, cfg, "aux_k", 0, int)),
+        aux_coef=float(pick(aux_coef, cfg, "aux_coef", 1 / 32, float)),
+        mean_center=bool(pick(mean_center, cfg, "mean_center", True, bool)),
         embedding_model=store.model,
         pretrained=store.pretrained,
         modality=store.modality,
     )
     train_cfg = TrainConfig(
-        epochs=int(pick(epochs, cfg, "epochs", 10)),
-        batch_size=int(pick(batch_size, cfg, "batch_size", 4096)),
-        lr=pick(lr, cfg, "lr", None),
-        max_steps=pick(max_steps, cfg, "max_steps", None),
-        seed=int(pick(seed, cfg, "seed", 0)),
-        device=str(pick(device, cfg, "device", "auto")),
-        checkpoint_every=int(pick(checkpoint_every, cfg, "checkpoint_every", 500)),
-        data_on_device=str(pick(data_on_device, cfg, "data_on_device", "auto")),
-        stream_chunk_rows=int(pick(stream_chunk_rows, cfg, "stream_chunk_rows", 1 << 16)),
-        stream_buffer_chunks=int(pick(stream_buffer_chunks, cfg, "stream_buffer_chunks", 4)),
-        stream_shuffle=str(pick(stream_shuffle, cfg, "stream_shuffle", "buffer")).lower(),
-        decay_fraction=float(cfg.get("decay_fraction", 0.2)),
-        dead_window=int(cfg.get("dead_window", 1_000_000)),
+        epochs=int(pick(epochs, cfg, "epochs", 10, int)),
+        batch_size=int(pick(batch_size, cfg, "batch_size", 4096, int)),
+        lr=pick(lr, cfg, "lr", None, float),
+        max_steps=pick(max_steps, cfg, "max_steps", None, int),
+        seed=int(pick(seed, cfg, "seed", 0, int)),
+        device=str(pick(device, cfg, "device", "auto", str)),
+        checkpoint_every=int(pick(checkpoint_every, cfg, "checkpoint_every", 500, int)),
+        data_on_device=str(pick(data_on_device, cfg, "data_on_device", "auto", str)),
+        stream_chunk_rows=int(pick(stream_chunk_rows, cfg, "stream_chunk_rows", 1 << 16, int)),
+        stream_buffer_chunks=int(pick(stream_buffer_chunks, cfg, "stream_buffer_chunks", 4, int)),
+        stream_shuffle=str(pick(stream_shuffle, cfg, "stream_shuffle", "buffer", str)).lower(),
+        decay_fraction=float(pick(None, cfg, "decay_fraction", 0.2, float)),
+        dead_window=int(pick(None, cfg, "dead_window", 1_000_000, int)),
     )
     main_rank = env_rank() == 0  # torchrun: only rank 0 prints and deletes
     if overwrite and not resume and main_rank:

@@ -97,6 +97,11 @@ def read_celeba(root: str | os.PathLike[str], require_images: bool = True) -> Ce
     else:
         attrs = _read_attr_txt(attrs_path)
         parts = _read_partition_txt(parts_path)
+    for frame, source in ((attrs, attrs_path), (parts, parts_path)):
+        duplicated = frame["id"].astype(str).duplicated()
+        if duplicated.any():
+            first = frame["id"].astype(str)[duplicated].iloc[0]
+            raise _missing(f"{source}: image {first} is listed more than once")
     if len(parts) != len(attrs) or not np.array_equal(
         parts["id"].to_numpy(), attrs["id"].to_numpy()
     ):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +147,11 @@ def load_classifier(path: str | os.PathLike[str], dim: int, input: str = "raw") 
         return _load_linear(p, dim, input)
     if suffix in TORCHSCRIPT_SUFFIXES:
         try:
-            module = torch.jit.load(str(p), map_location="cpu")
+            with warnings.catch_warnings():
+                # torch >= 2.9 marks torch.jit.load deprecated; the error line stays the only line.
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(p), map_location="cpu")
         except (RuntimeError, ValueError, OSError) as exc:
             first = (
                 str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

@@ -1,6 +1,6 @@
 """The CI fairness gate: the gate file, the checks and the verdict (SPEC §8).
 
-Gate file (YAML, read with ``yaml.safe_load``)::
+Gate file (YAML, read with a safe loader: plain data, no tags)::
 
     gates:                       # each check: min and/or max; unknown names are an error (exit 2)
       worst_group_accuracy: {min: 0.80}
@@ -13,6 +13,7 @@ Gate file (YAML, read with ``yaml.safe_load``)::
       allowlist: [beard, man, woman]
     bootstrap: {samples: 1000, seed: 0}
     min_group_size: 100          # a check that depends on a smaller group is skipped, not passed
+                                 # (so is one that depends on an empty target × attribute cell)
     integrity: {min_cosine: 0.9, min_agreement: 0.9}   # optional (these are the defaults)
 
 A check without an entry in ``gates`` is reported (status ``info``) but never fails the run.
@@ -28,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from audit.errors import EXIT_GATE_FAILED, EXIT_INTEGRITY, EXIT_OK, InputError
+from audit.fileio import read_yaml
 
 #: Checks a gate may name. Group-dependent checks are skipped when a group is too small.
 GROUP_CHECKS = (
@@ -165,20 +165,11 @@ def _integer(value: Any, where: str, minimum: int) -> int:
 
 
 def load_gate(path: str | os.PathLike[str]) -> GateConfig:
-    """Read and validate a gate file (``yaml.safe_load``: no tags, no code)."""
+    """Read and validate a gate file (safe YAML: no tags, no code)."""
     from audit.fairness.classifiers import file_sha256
 
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"gate file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{p}: not UTF-8 text") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(f"{p}: malformed YAML{where}") from exc
+    data = read_yaml(p, "gate file")
     cfg = parse_gate(data, str(p))
     cfg.source = str(p)
     cfg.sha256 = file_sha256(p)
@@ -242,6 +233,11 @@ def evaluate_checks(result: dict, gate: GateConfig) -> list[dict]:
         }
         if value is None:
             entry.update(status="skipped", reason="not computed (integrity check failed)")
+        elif name in GROUP_CHECKS and result.get("empty_groups"):
+            entry.update(
+                status="skipped",
+                reason=f"group '{result['empty_groups'][0]}' has no rows: cannot be measured",
+            )
         elif name in GROUP_CHECKS and small:
             worst = min(small, key=lambda g: g["n"])
             entry.update(
@@ -303,14 +299,79 @@ def verdict_of(checks: list[dict]) -> tuple[str, int]:
     return "pass", EXIT_OK
 
 
-def rejudge(result: dict, gate: GateConfig) -> tuple[dict, list[str]]:
-    """Re-apply a gate to saved results (``msae-audit check``). Returns the updated result and
-    notes about settings that cannot be changed after the fact."""
+def _is_number(value: Any, allow_none: bool = False) -> bool:
+    if value is None:
+        return allow_none
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _saved_field(ok: bool, where: str, what: str, value: Any) -> None:
+    if not ok:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InputError(f"audit result is malformed: {where} must be {what}, got {shown}")
+
+
+def validate_saved_result(result: Any) -> None:
+    """Check the fields of a saved audit JSON that ``check`` reads and re-renders (a file the
+    user gives us: every field is validated, so a damaged one is exit 2, not a crash)."""
     if not isinstance(result, dict) or result.get("schema") != "msae-audit/audit":
         raise InputError("not an audit result: 'schema' must be 'msae-audit/audit'")
     for key in ("groups", "concepts", "checks"):
         if not isinstance(result.get(key), list):
             raise InputError(f"audit result is missing its '{key}' list")
+    for i, g in enumerate(result["groups"]):
+        where = f"groups[{i}]"
+        _saved_field(isinstance(g, dict), where, "an object", g)
+        _saved_field(isinstance(g.get("name"), str), f"{where}.name", "text", g.get("name"))
+        n = g.get("n")
+        _saved_field(_is_number(n) and int(n) == n and n >= 0, f"{where}.n", "a count", n)
+        acc = g.get("accuracy")
+        _saved_field(_is_number(acc, True), f"{where}.accuracy", "a number", acc)
+        _saved_interval(g.get("ci"), f"{where}.ci", allow_none=True)
+    for i, c in enumerate(result["concepts"]):
+        where = f"concepts[{i}]"
+        _saved_field(isinstance(c, dict), where, "an object", c)
+        rank = c.get("rank")
+        _saved_field(_is_number(rank) and int(rank) == rank, f"{where}.rank", "an integer", rank)
+        _saved_field(isinstance(c.get("label"), str), f"{where}.label", "text", c.get("label"))
+        name = c.get("name")
+        _saved_field(name is None or isinstance(name, str), f"{where}.name", "text or null", name)
+        tested = c.get("tested", False)
+        _saved_field(isinstance(tested, bool), f"{where}.tested", "true or false", tested)
+        dwga = c.get("delta_wga")
+        _saved_field(_is_number(dwga), f"{where}.delta_wga", "a number", dwga)
+        _saved_interval(c.get("ci"), f"{where}.ci")
+        _saved_field(_is_number(c.get("q"), True), f"{where}.q", "a number or null", c.get("q"))
+    for name in CHECKS:
+        if name != "flagged_concepts":
+            value = result.get(name)
+            _saved_field(_is_number(value, True), name, "a number or null", value)
+    for key in ("integrity", "settings", "data"):
+        value = result.get(key)
+        _saved_field(value is None or isinstance(value, dict), key, "an object", value)
+    for name in INTEGRITY_CHECKS:
+        value = (result.get("integrity") or {}).get(name)
+        _saved_field(_is_number(value, True), f"integrity.{name}", "a number or null", value)
+    boot = (result.get("settings") or {}).get("bootstrap")
+    _saved_field(boot is None or isinstance(boot, dict), "settings.bootstrap", "an object", boot)
+    rows = (result.get("data") or {}).get("rows_audited", 0)
+    _saved_field(_is_number(rows) and int(rows) == rows, "data.rows_audited", "a count", rows)
+    computed = result.get("concepts_computed", True)
+    _saved_field(isinstance(computed, bool), "concepts_computed", "true or false", computed)
+
+
+def _saved_interval(value: Any, where: str, allow_none: bool = False) -> None:
+    ok = (value is None and allow_none) or (
+        isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
+    )
+    _saved_field(ok, where, "[low, high]", value)
+
+
+def rejudge(result: dict, gate: GateConfig) -> tuple[dict, list[str]]:
+    """Re-apply a gate to saved results (``msae-audit check``). Returns the updated result and
+    notes about settings that cannot be changed after the fact."""
+    validate_saved_result(result)
     notes = []
     stored = (result.get("settings") or {}).get("bootstrap") or {}
     if stored and (

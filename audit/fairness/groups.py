@@ -217,6 +217,9 @@ def group_report(cells: Cells, pred: np.ndarray) -> dict:
     worst = int(np.nanargmin(acc))
     return {
         "groups": groups,
+        # Cells with no rows (e.g. no blond men in the audited split): not listed in ``groups``;
+        # every check that depends on all cells is skipped rather than passed (gate.py).
+        "empty_groups": [cells.cell_name(c) for c in range(cells.n_cells) if n[c] == 0],
         "attribute_groups": attribute_groups,
         "accuracy": float(correct.mean()) if correct.size else 0.0,
         "worst_group": cells.cell_name(worst),

@@ -54,7 +54,7 @@ RESERVED_KEYS = frozenset(
         "checks", "worst_group_accuracy", "worst_group", "accuracy", "accuracy_gap",
         "equalized_odds_difference", "demographic_parity_difference", "integrity", "inputs",
         "settings", "tool", "seed", "family", "dose_response", "examples", "gate",
-        "flagged_concepts", "concepts_computed", "data", "notes", "error",
+        "flagged_concepts", "concepts_computed", "data", "notes", "error", "empty_groups",
     }
 )  # fmt: skip
 DECIMALS = 6
@@ -287,7 +287,7 @@ class _AuditRun:
             raise InputError(
                 f"the SAE expects {self.sae.d_in}-dimensional embeddings, the store has {store.dim}"
             )
-        self.bank.check_sae(sae_fingerprint(self.sae))
+        self.bank.check_sae(sae_fingerprint(self.sae), n_latents=self.sae.n_latents)
         device = resolve_device(settings.device)
         cells_all = build_cells(self.labels, settings.target, settings.spurious)
         probe = isinstance(classifier, str)
@@ -720,6 +720,7 @@ def load_inputs(
         store = open_store(embeddings, labels)
     if store.metadata is None:
         raise InputError(f"{embeddings} has no metadata.csv; pass --labels FILE.csv")
+    store.check_finite()  # a NaN row is bad input (exit 2), not an integrity failure (exit 3)
     model = load_sae(sae)
     bank_obj = load_bank(bank)
     clf: Classifier | str
@@ -830,6 +831,9 @@ def audit_files(
     ``overrides`` are :class:`AuditSettings` fields (``seed=1``, ``ablation="mean"``, …);
     ``extra`` adds top-level JSON fields, e.g. ``{"demo": {"planted_concept": "blond hair"}}``.
     """
+    from audit.concepts import validate_file_name
+
+    validate_file_name(stem, "report name")  # reports stay inside out_dir
     base = settings or AuditSettings(target=target, spurious=spurious)
     settings = replace(base, target=target, spurious=spurious, **overrides)
     gate_cfg = gate if isinstance(gate, GateConfig) else (load_gate(gate) if gate else GateConfig())

@@ -227,7 +227,9 @@ def _torch_load_weights_only(path: Path) -> Any:
             f"{path}: refused to load: the file needs code to unpickle (only tensors and plain data "
             f"are read; weights_only=True) or is not a PyTorch checkpoint ({_first_line(exc)})"
         ) from exc
-    except (EOFError, OSError, ValueError) as exc:
+    except (EOFError, OSError, ValueError, KeyError, IndexError, MemoryError, OverflowError) as exc:
+        # A damaged pickle stream fails inside torch's restricted unpickler with whatever its
+        # bookkeeping hits first (a missing memo key, an empty stack): found by fuzzing.
         raise InputError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)})") from exc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from audit.errors import InputError
 from audit.sae.base import SAEConfig, SparseAutoencoder, TrainOutput
 from audit.sae.nested import naive_nested_loss, nested_topk_loss
 from audit.sae.registry import register
@@ -27,7 +28,7 @@ def matryoshka_k_list(n_latents: int, k_min: int = 64) -> tuple[int, ...]:
     (32,)
     """
     if k_min < 1:
-        raise ValueError(f"k_min must be positive, got {k_min}")
+        raise InputError(f"--k-min must be positive, got {k_min}")
     ks = []
     k = k_min
     while k <= n_latents:

@@ -105,6 +105,8 @@ class TrainConfig:
             )
         if self.stream_chunk_rows < 1 or self.stream_buffer_chunks < 1:
             raise InputError("stream_chunk_rows and stream_buffer_chunks must be positive")
+        if self.checkpoint_every < 0:
+            raise InputError(f"--checkpoint-every must be 0 or more, got {self.checkpoint_every}")
 
     def learning_rate(self, arch: str) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[arch]

@@ -80,6 +80,29 @@ def test_bad_yaml(cli, tmp_path, yaml_text, message):
     assert_one_line_error(cli("train", "--config", conf, "--out", tmp_path / "o"), 2, message)
 
 
+@pytest.mark.parametrize(
+    "yaml_text,message",
+    [
+        ("epochs: many\n", "config option 'epochs' must be an integer, got 'many'"),
+        ("epochs: 1.5\n", "config option 'epochs' must be an integer"),
+        ("lr: .nan\n", "config option 'lr' must be a number"),
+        ("mean_center: 'no'\n", "config option 'mean-center' must be true or false"),
+        ("k_min: 0\n", "--k-min must be positive"),
+        ("n_latents: 0\n", "n_latents must be a positive integer"),
+        ("checkpoint_every: -1\n", "--checkpoint-every must be 0 or more"),
+        ("out: [1, 2]\n", "config option 'out' must be text"),
+    ],
+)
+def test_config_values_of_the_wrong_type_exit_2(cli, planted_store, tmp_path, yaml_text, message):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml_text)
+    args = ["train", "--config", conf, "--embeddings", planted_store.path, "-q"]
+    if not yaml_text.startswith("out:"):
+        args += ["--out", tmp_path / "o"]
+    assert_one_line_error(cli(*args), 2, message)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 def test_bad_inputs_exit_2(cli, tmp_path, rng):
     x = rng.normal(size=(40, 6)).astype(np.float32)
     x[7, 0] = np.nan

@@ -66,6 +66,18 @@ def test_golden_parse(tmp_path):
             "partition values",
         ),
         (lambda r: __import__("shutil").rmtree(r / "img_align_celeba"), "images folder not found"),
+        (
+            lambda r: (r / "list_eval_partition.txt").write_text(
+                "000001.jpg 0\n000001.jpg 1\n000002.jpg 0\n000003.jpg 0\n000004.jpg 0\n"
+            ),
+            "000001.jpg is listed more than once",
+        ),
+        (
+            lambda r: (r / "list_attr_celeba.txt").write_text(
+                (r / "list_attr_celeba.txt").read_text().replace("000002.jpg", "000001.jpg")
+            ),
+            "000001.jpg is listed more than once",
+        ),
     ],
 )
 def test_broken_trees_raise_with_the_expected_tree(tmp_path, damage, message):

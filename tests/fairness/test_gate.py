@@ -31,6 +31,7 @@ def result(**over) -> dict:
         "accuracy": 0.9,
         "concepts": [
             {
+                "rank": 1,
                 "name": "blond hair",
                 "label": "blond hair",
                 "tested": True,
@@ -39,6 +40,7 @@ def result(**over) -> dict:
                 "q": 0.01,
             },
             {
+                "rank": 2,
                 "name": "beard",
                 "label": "beard",
                 "tested": True,
@@ -47,6 +49,7 @@ def result(**over) -> dict:
                 "q": 0.03,
             },
             {
+                "rank": 3,
                 "name": None,
                 "label": "latent 9 (~sky)",
                 "tested": False,
@@ -115,8 +118,8 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         load_gate(tmp_path / "none.yaml")
     unsafe = tmp_path / "unsafe.yaml"
     unsafe.write_text("gates: !!python/object/apply:os.system ['true']\n")
-    with pytest.raises(InputError, match="malformed YAML"):
-        load_gate(unsafe)  # safe_load refuses tags that would run code
+    with pytest.raises(InputError, match=r"YAML tag .*python/object/apply:os.system.* not allowed"):
+        load_gate(unsafe)  # a safe loader refuses tags that would run code
 
 
 def test_ungated_checks_are_informational_and_never_fail():
@@ -182,3 +185,25 @@ def test_example_gate_file_and_workflow():
     steps = workflow["jobs"]["audit"]["steps"]
     run = next(s["run"] for s in steps if "run" in s and "msae-audit audit" in s["run"])
     assert "--gate examples/gate.yaml" in run and "--junit" in run
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # Found by tests/test_fuzz_parsers.py: each crashed `msae-audit check` (exit 4).
+        (lambda r: r.update(concepts=[{}, {}]), r"concepts\[0\].rank must be an integer"),
+        (lambda r: r["concepts"][0].update(name=["a"]), r"concepts\[0\].name must be text"),
+        (lambda r: r.update(settings=True), "settings must be an object"),
+        (lambda r: r.update(accuracy=""), "accuracy must be a number or null"),
+        (lambda r: r.update(worst_group_accuracy={"a": 1}), "worst_group_accuracy must be"),
+        (lambda r: r.update(data={"rows_audited": "many"}), "data.rows_audited must be a count"),
+        (lambda r: r["groups"][0].update(n=True), r"groups\[0\].n must be a count"),
+        (lambda r: r["concepts"][1].update(ci=[0.1]), r"concepts\[1\].ci must be \[low, high\]"),
+        (lambda r: r["concepts"][1].update(delta_wga=float("nan")), "delta_wga must be a number"),
+    ],
+)
+def test_damaged_saved_results_are_input_errors(change, message):
+    saved = result()
+    change(saved)
+    with pytest.raises(InputError, match=message):
+        rejudge(saved, parse_gate({"min_group_size": 10}))

@@ -25,6 +25,13 @@ def test_empty_cell_is_ignored():
     result = audit(world)
     assert len(result["groups"]) == 3 and "Male=1, Blond_Hair=1" not in result["worst_group"]
     assert all(np.isfinite(c["delta_wga"]) for c in result["concepts"])
+    # A gate cannot pass on a group that is not there: every all-cell check is skipped.
+    assert result["empty_groups"] == ["Male=1, Blond_Hair=1"]
+    from audit.fairness.gate import GROUP_CHECKS
+
+    for check in result["checks"]:
+        if check["name"] in GROUP_CHECKS:
+            assert check["status"] == "skipped" and "has no rows" in check["reason"], check
 
 
 def test_three_valued_attribute():
@@ -83,3 +90,15 @@ def test_l2_head_path_is_exact_and_finds_the_shortcut():
     result = audit(world, head)
     assert result["data"]["classifier_kind"] == "linear_l2"
     assert result["concepts"][0]["name"] == ROLE_NAMES["spurious"]
+
+
+@pytest.mark.parametrize("stem", ["../../x", "a/b", ".hidden", ""])
+def test_report_names_cannot_escape_the_report_folder(tmp_path, stem):
+    from audit.fairness.run import audit_files
+
+    with pytest.raises(InputError, match="invalid report name"):
+        audit_files(
+            tmp_path / "none", sae=tmp_path, bank="b", classifier="probe", target="y",
+            spurious="a", out_dir=tmp_path / "reports", stem=stem,
+        )  # fmt: skip
+    assert not (tmp_path / "reports").exists() and not (tmp_path.parent / "x.json").exists()

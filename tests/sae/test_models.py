@@ -15,7 +15,7 @@ def test_k_list_doubles_and_appends_n_once():
     assert matryoshka_k_list(100, 64) == (64, 100)
     assert matryoshka_k_list(64, 64) == (64,)
     assert matryoshka_k_list(10, 64) == (10,)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="--k-min must be positive"):
         matryoshka_k_list(10, 0)
 
 

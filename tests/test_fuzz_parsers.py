@@ -1,0 +1,576 @@
+"""Property tests ("fuzzing") of every parser that reads user files: vocabularies, labels CSVs
+(and the audit's coding of their columns), CelebA attribute and partition files, gate YAML,
+concept-bank YAML, SAE configs, store manifests, ``.npy`` files and saved audit results.
+
+The property is the contract of exit code 2: whatever the bytes, a parser returns a valid
+result or raises :class:`audit.errors.InputError` — never another exception (which the command
+line would report as an internal error, exit 4).
+
+Inputs are arbitrary bytes and text, and — more effective — valid files with random byte-level
+mutations and structured documents with random values in every field.
+
+Two profiles: the default (``fuzz-ci``) is small, derandomised and quick, for the test suite;
+``HYPOTHESIS_PROFILE=fuzz`` runs many examples with a fresh seed each time and remembers what
+failed (``.hypothesis/``)::
+
+    HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=20000 python -m pytest tests/test_fuzz_parsers.py
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audit.errors import InputError
+
+settings.register_profile(
+    "fuzz-ci",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+FUZZ = settings(
+    settings.get_profile("fuzz" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else "fuzz-ci")
+)
+
+_DIR = Path(tempfile.mkdtemp(prefix="msae-audit-fuzz-"))
+
+
+def _file(name: str, data: bytes) -> Path:
+    path = _DIR / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# Strategies
+# ------------------------------------------------------------------------------------------
+
+
+@st.composite
+def mutated(draw, valid: bytes, max_edits: int = 6) -> bytes:
+    """``valid`` with a few random byte edits (replace, insert, delete, duplicate, truncate)."""
+    data = bytearray(valid)
+    for _ in range(draw(st.integers(0, max_edits))):
+        kind = draw(st.sampled_from(["replace", "insert", "delete", "dup", "truncate"]))
+        pos = draw(st.integers(0, max(0, len(data) - 1)))
+        if kind == "replace" and data:
+            data[pos] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            data[pos:pos] = draw(
+                st.sampled_from([b"\x00", b"\n", b",", b'"', b"\xff", b"-", b"1", b" ", b"\r"])
+                | st.binary(min_size=1, max_size=8)
+            )
+        elif kind == "delete" and data:
+            del data[pos : pos + draw(st.integers(1, 16))]
+        elif kind == "dup" and data:
+            end = min(len(data), pos + draw(st.integers(1, 64)))
+            data[pos:pos] = data[pos:end]
+        elif kind == "truncate":
+            del data[pos:]
+    return bytes(data)
+
+
+def files_like(valid: bytes) -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        mutated(valid),
+        st.binary(max_size=512),
+        st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    )
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+)
+JSONISH = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def perturbed(draw, valid: dict, keep_types: float = 0.5) -> dict:
+    """``valid`` (a nested dict) with some values replaced by arbitrary JSON-ish values, keys
+    dropped or added."""
+    out = {}
+    for key, value in valid.items():
+        choice = draw(st.integers(0, 9))
+        if choice == 0:
+            continue  # dropped
+        if choice <= 3:
+            out[key] = draw(JSONISH)
+        elif isinstance(value, dict) and choice <= 6:
+            out[key] = draw(perturbed(value))
+        elif isinstance(value, list) and value and choice <= 6:
+            out[key] = [draw(perturbed(v)) if isinstance(v, dict) else v for v in value]
+        else:
+            out[key] = value
+    for key in draw(st.lists(st.text(max_size=10), max_size=2)):
+        out[key] = draw(JSONISH)
+    return out
+
+
+def _expect_input_error_only(call):
+    try:
+        return call()
+    except InputError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------
+# Vocabularies
+# ------------------------------------------------------------------------------------------
+
+VOCAB = "# colours\nred\n  dark   blue \n\nRed\ncafé\n\ufeffgreen\n".encode()
+
+
+@FUZZ
+@given(files_like(VOCAB))
+def test_vocabulary_reader(data):
+    from audit.concepts import read_vocabulary_file
+
+    entries = _expect_input_error_only(lambda: read_vocabulary_file(_file("v.txt", data)))
+    if entries is not None:
+        assert entries and all(isinstance(e, str) and e and "\n" not in e for e in entries)
+        assert len({e.lower() for e in entries}) == len(entries)  # case-insensitive duplicates
+        assert all(len(e) <= 200 and e == " ".join(e.split()) for e in entries)
+
+
+# ------------------------------------------------------------------------------------------
+# Labels CSV, and how the audit codes its columns
+# ------------------------------------------------------------------------------------------
+
+LABELS = (
+    b"id,Male,Blond_Hair,split\na,1,0,train\nb,0,1,test\nc,1,1,test\nd,0,0,train\ne,1,0,valid\n"
+)
+
+
+@FUZZ
+@given(files_like(LABELS), st.sampled_from(["auto", "all", "train", "test"]), st.booleans())
+def test_labels_csv_reader_and_cells(data, split, probe):
+    from audit.fairness.inputs import build_cells, select_rows
+    from audit.store import read_labels_csv
+
+    frame = _expect_input_error_only(lambda: read_labels_csv(_file("l.csv", data)))
+    if frame is None or frame.shape[1] < 2:
+        return
+    target, spurious = frame.columns[1 if frame.shape[1] > 2 else 0], frame.columns[-1]
+    cells = _expect_input_error_only(lambda: build_cells(frame, target, spurious))
+    if cells is None:
+        return
+    assert set(np.unique(cells.y)) <= {0, 1} and len(cells.y) == len(frame)
+    rows = _expect_input_error_only(lambda: select_rows(frame, cells, split, probe, seed=0))
+    if rows is not None:
+        assert rows.audit.size == 0 or (rows.audit.min() >= 0 and rows.audit.max() < len(frame))
+
+
+# ------------------------------------------------------------------------------------------
+# CelebA
+# ------------------------------------------------------------------------------------------
+
+
+def _celeba_files(n: int = 4) -> tuple[bytes, bytes, bytes, bytes]:
+    names = [f"A{i:02d}" for i in range(38)] + ["Blond_Hair", "Male"]
+    rng = np.random.default_rng(0)
+    values = rng.choice([-1, 1], size=(n, 40))
+    ids = [f"{i + 1:06d}.jpg" for i in range(n)]
+    attr = "\n".join(
+        [str(n), " ".join(names)]
+        + [f"{i} " + " ".join(f"{v:2d}" for v in row) for i, row in zip(ids, values, strict=True)]
+    )
+    part = "\n".join(f"{i} {k % 3}" for k, i in enumerate(ids))
+    attr_csv = (
+        ",".join(["image_id", *names])
+        + "\n"
+        + "\n".join(",".join([i, *map(str, row)]) for i, row in zip(ids, values, strict=True))
+    )
+    part_csv = "image_id,partition\n" + "\n".join(f"{i},{k % 3}" for k, i in enumerate(ids))
+    return (attr + "\n").encode(), (part + "\n").encode(), attr_csv.encode(), part_csv.encode()
+
+
+ATTR, PART, ATTR_CSV, PART_CSV = _celeba_files()
+
+
+@FUZZ
+@given(
+    st.booleans(), mutated(ATTR, 4), mutated(PART, 3), mutated(ATTR_CSV, 4), mutated(PART_CSV, 3)
+)
+def test_celeba_attribute_and_partition_files(kaggle, attr, part, attr_csv, part_csv):
+    import shutil
+
+    from audit.data.celeba import N_ATTRIBUTES, read_celeba
+
+    root = _DIR / "celeba"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    if kaggle:
+        (root / "list_attr_celeba.csv").write_bytes(attr_csv)
+        (root / "list_eval_partition.csv").write_bytes(part_csv)
+    else:
+        (root / "list_attr_celeba.txt").write_bytes(attr)
+        (root / "list_eval_partition.txt").write_bytes(part)
+    data = _expect_input_error_only(lambda: read_celeba(root, require_images=False))
+    if data is not None:
+        table = data.table
+        assert len(data.attributes) == N_ATTRIBUTES and table["id"].is_unique
+        assert set(table["split"]) <= {"train", "valid", "test"}
+        assert all(set(np.unique(table[a])) <= {0, 1} for a in data.attributes)
+
+
+# ------------------------------------------------------------------------------------------
+# Gate YAML and saved audit results (`msae-audit check`)
+# ------------------------------------------------------------------------------------------
+
+GATE = {
+    "gates": {"worst_group_accuracy": {"min": 0.8}, "accuracy_gap": {"max": 0.1},
+              "flagged_concepts": {"max": 0}},
+    "concepts": {"min_dwga": 0.02, "max_q": 0.05, "allowlist": ["beard", "man"]},
+    "bootstrap": {"samples": 1000, "seed": 0},
+    "min_group_size": 100,
+    "integrity": {"min_cosine": 0.9, "min_agreement": 0.9},
+}  # fmt: skip
+GATE_TEXT = yaml.safe_dump(GATE).encode()
+
+
+def _dump(document) -> bytes:
+    try:
+        return yaml.safe_dump(document, allow_unicode=True).encode("utf-8", "surrogatepass")
+    except yaml.YAMLError:
+        return b"{}"
+
+
+@FUZZ
+@given(st.one_of(files_like(GATE_TEXT), perturbed(GATE).map(_dump)))
+def test_gate_files(data):
+    from audit.fairness.gate import load_gate
+
+    gate = _expect_input_error_only(lambda: load_gate(_file("gate.yaml", data)))
+    if gate is not None:
+        assert all(set(b) <= {"min", "max"} for b in gate.gates.values())
+        assert 0 < gate.max_q <= 1 and gate.bootstrap_samples >= 1
+        json.dumps(gate.describe(), allow_nan=False)  # it goes into the audit JSON
+
+
+def _saved_result() -> dict:
+    groups = [
+        {"name": f"y={y}, a={a}", "n": 50 + 10 * y + a, "accuracy": 0.9, "ci": [0.8, 0.95]}
+        for y in (0, 1) for a in (0, 1)
+    ]  # fmt: skip
+    concepts = [
+        {"rank": 1, "latent": 3, "name": "blond hair", "label": "blond hair", "tested": True,
+         "delta_wga": 0.2, "ci": [0.1, 0.3], "q": 0.01, "flagged": True},
+        {"rank": 2, "latent": 5, "name": None, "label": "latent 5 (~tree)", "tested": False,
+         "delta_wga": 0.01, "ci": [0.0, 0.02], "q": None, "flagged": False},
+    ]  # fmt: skip
+    return {
+        "schema": "msae-audit/audit", "version": 1, "groups": groups, "concepts": concepts,
+        "checks": [], "worst_group_accuracy": 0.7, "accuracy_gap": 0.2, "accuracy": 0.9,
+        "equalized_odds_difference": 0.1, "demographic_parity_difference": 0.3,
+        "integrity": {"sae_cosine": 0.99, "classifier_agreement": 0.99},
+        "settings": {"bootstrap": {"samples": 1000, "seed": 0}}, "concepts_computed": True,
+    }  # fmt: skip
+
+
+@FUZZ
+@given(perturbed(_saved_result()), perturbed(GATE))
+def test_saved_results_rejudged_by_any_gate(result, gate_doc):
+    from audit.fairness.gate import parse_gate, rejudge
+    from audit.report.junit import render_junit
+    from audit.report.markdown import render_markdown
+
+    gate = _expect_input_error_only(lambda: parse_gate(gate_doc))
+    if gate is None:
+        return
+    judged = _expect_input_error_only(lambda: rejudge(result, gate))
+    if judged is not None:
+        out, _notes = judged
+        assert out["verdict"] in ("pass", "fail", "error") and out["exit_code"] in (0, 1, 3)
+        render_junit(out)  # `check --junit/--markdown` render what rejudge returns
+        render_markdown(out)
+
+
+# ------------------------------------------------------------------------------------------
+# Image manifests (`embed images MANIFEST.csv`) and training configs (`train --config`)
+# ------------------------------------------------------------------------------------------
+
+IMAGE_MANIFEST = b"path,label\nimgs/a.png,cat\n/abs/b.jpg,dog\n../c.png,\n"
+
+
+@FUZZ
+@given(files_like(IMAGE_MANIFEST))
+def test_image_manifests(data):
+    from audit.encoders import list_images
+
+    table = _expect_input_error_only(lambda: list_images(_file("m.csv", data)))
+    if table is not None:
+        assert list(table.columns[:2]) == ["id", "path"] and len(table) > 0
+        assert all(isinstance(p, str) for p in table["path"])
+
+
+TRAIN_CONFIG = {"arch": "topk", "k": 4, "n_latents": 16, "epochs": 1, "batch_size": 32,
+                "lr": 0.001, "seed": 1, "mean_center": True, "loss": "mse", "weighting": "uw"}  # fmt: skip
+
+
+@FUZZ
+@given(
+    st.one_of(perturbed(TRAIN_CONFIG).map(_dump), files_like(yaml.safe_dump(TRAIN_CONFIG).encode()))
+)
+def test_training_configs(data):
+    """The config half of ``train --config``: every option is read and type-checked exactly as
+    the command does before any training starts."""
+    from audit.cli.app import load_yaml_config, pick
+    from audit.cli.train import _YAML_KEYS
+
+    config = _expect_input_error_only(lambda: load_yaml_config(_file("c.yaml", data), _YAML_KEYS))
+    if config is None:
+        return
+    kinds = {"arch": str, "k": int, "n_latents": int, "epochs": int, "batch_size": int,
+             "lr": float, "seed": int, "mean_center": bool, "loss": str, "weighting": str,
+             "expansion": float, "aux_coef": float, "out": str}  # fmt: skip
+    for name, kind in kinds.items():
+        value = _expect_input_error_only(lambda n=name, k=kind: pick(None, config, n, None, k))
+        assert value is None or isinstance(value, kind)
+
+
+# ------------------------------------------------------------------------------------------
+# Concept banks and SAE configs
+# ------------------------------------------------------------------------------------------
+
+BANK = {
+    "format": "msae-audit/concept-bank", "version": 1, "name": "b",
+    "sae": {"fingerprint": "sha256:x", "n_latents": 8},
+    "threshold": 0.2, "vocabulary": {"source": "v.txt"},
+    "concepts": [
+        {"latent": 0, "name": "red", "score": 0.5, "closest": "red", "validated": True,
+         "alternatives": [["crimson", 0.4]], "self_rank": 1},
+        {"latent": 1, "name": None, "score": 0.1, "closest": "tree", "validated": False,
+         "alternatives": [], "self_rank": None},
+    ],
+}  # fmt: skip
+
+
+@FUZZ
+@given(st.one_of(perturbed(BANK).map(_dump), files_like(yaml.safe_dump(BANK).encode())))
+def test_concept_bank_files(data):
+    from audit.concepts import load_bank
+
+    bank = _expect_input_error_only(lambda: load_bank(_file("bank.yaml", data)))
+    if bank is not None:
+        latents = [c.latent for c in bank.concepts]
+        assert len(set(latents)) == len(latents) and all(x >= 0 for x in latents)
+        for c in bank.concepts:
+            assert isinstance(c.label, str) and np.isfinite(c.score)
+        _expect_input_error_only(lambda: bank.resolve("red"))
+        _expect_input_error_only(lambda: bank.check_sae("sha256:x", n_latents=8))
+
+
+SAE_CONFIG = {
+    "format": "msae-audit/sae", "version": 1, "arch": "matryoshka", "d_in": 8, "n_latents": 32,
+    "k_list": [8, 16, 32], "weighting": "uw", "loss": "mse", "aux_k": 0, "aux_coef": 0.03,
+    "mean_center": True, "embedding_model": None, "modality": None,
+}  # fmt: skip
+
+
+@FUZZ
+@given(perturbed(SAE_CONFIG))
+def test_sae_configs(document):
+    from audit.sae.base import SAEConfig
+    from audit.sae.registry import build_sae
+
+    cfg = _expect_input_error_only(lambda: SAEConfig.from_json(document))
+    if cfg is not None and 0 < cfg.n_latents <= 4096 and 0 < cfg.d_in <= 512:
+        _expect_input_error_only(lambda: build_sae(cfg))
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.from_regex(r"\d{1,5}_\d{1,4}_[A-Za-z]{2,14}(_[\w.]{0,6}){0,6}\.pth?", fullmatch=True),
+    )
+)
+def test_reference_checkpoint_names(name):
+    from audit.sae.checkpoint import parse_reference_name
+
+    settings_ = _expect_input_error_only(lambda: parse_reference_name(name))
+    if settings_ is not None:
+        assert settings_["arch"] in ("matryoshka", "topk", "batchtopk", "relu")
+
+
+# ------------------------------------------------------------------------------------------
+# Model files: SAE weights, reference .pt checkpoints, linear heads
+# ------------------------------------------------------------------------------------------
+
+
+def _sae_files() -> tuple[bytes, bytes]:
+    import torch
+    from safetensors.torch import save
+
+    from audit.sae import SAEConfig, build_sae
+    from audit.sae.checkpoint import model_tensors
+
+    torch.manual_seed(0)
+    model = build_sae(SAEConfig(arch="topk", d_in=8, n_latents=16, k=4))
+    weights = save(model_tensors(model), metadata={"format": "msae-audit/sae", "arch": "topk"})
+    reference = io.BytesIO()
+    torch.save(
+        {"model": {"encoder": torch.randn(8, 16), "latent_bias": torch.zeros(16),
+                   "pre_bias": torch.zeros(8), "decoder": torch.randn(16, 8)},
+         "mean_center": torch.zeros(8), "scaling_factor": 1.5},
+        reference,
+    )  # fmt: skip
+    return weights, reference.getvalue()
+
+
+SAE_WEIGHTS, REFERENCE_PT = _sae_files()
+SAE_DIR_CONFIG = {"format": "msae-audit/sae", "version": 1, "arch": "topk", "d_in": 8,
+                  "n_latents": 16, "k": 4}  # fmt: skip
+
+
+@FUZZ
+@given(mutated(SAE_WEIGHTS, 4))
+def test_sae_weight_files(data):
+    from audit.sae import load_sae
+
+    folder = _DIR / "sae"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(SAE_DIR_CONFIG))
+    (folder / "sae.safetensors").write_bytes(data)
+    model = _expect_input_error_only(lambda: load_sae(folder))
+    if model is not None:
+        import torch
+
+        assert torch.isfinite(model.W_dec).all()
+
+
+@FUZZ
+@given(mutated(REFERENCE_PT, 4))
+def test_reference_checkpoint_files(data):
+    from audit.sae.checkpoint import load_reference_checkpoint
+
+    path = _file("16_8_TopKReLU_4_False_False_0.0_cc3m.pt", data)
+    _expect_input_error_only(lambda: load_reference_checkpoint(path))
+
+
+def _head_files() -> tuple[bytes, bytes]:
+    from safetensors.numpy import save
+
+    weight, bias = np.ones((1, 8), np.float32), np.zeros(1, np.float32)
+    npz = io.BytesIO()
+    np.savez(npz, weight=weight, bias=bias)
+    return npz.getvalue(), save({"weight": weight, "bias": bias})
+
+
+HEAD_NPZ, HEAD_SAFETENSORS = _head_files()
+
+
+@FUZZ
+@given(st.booleans(), mutated(HEAD_NPZ, 4), mutated(HEAD_SAFETENSORS, 4))
+def test_linear_head_files(npz, npz_data, safetensors_data):
+    from audit.fairness.classifiers import load_classifier
+
+    path = _file("head.npz", npz_data) if npz else _file("head.safetensors", safetensors_data)
+    head = _expect_input_error_only(lambda: load_classifier(path, 8))
+    if head is not None:
+        import torch
+
+        assert torch.isfinite(head.margin(torch.ones(2, 8))).all()
+
+
+# ------------------------------------------------------------------------------------------
+# Stores: manifests and .npy files
+# ------------------------------------------------------------------------------------------
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+NPY = _npy(np.arange(40, dtype=np.float32).reshape(10, 4))
+MANIFEST = {
+    "format": "msae-audit/embeddings", "version": 1, "model": "m", "pretrained": None,
+    "modality": "image", "dim": 4, "count": 10, "normalized": False, "dtype": "float32",
+    "shards": [{"file": "embeddings-00000.npy", "rows": 6}, {"file": "embeddings-00001.npy", "rows": 4}],
+}  # fmt: skip
+
+
+def _check_store(store) -> None:
+    x = store.read()
+    assert x.shape == (store.count, store.dim) and x.dtype == np.float32
+    if store.count:
+        rows = np.array([store.count - 1, 0, store.count - 1])
+        np.testing.assert_array_equal(store.take(rows), x[rows])
+    _expect_input_error_only(store.check_finite)
+
+
+@FUZZ
+@given(
+    st.one_of(perturbed(MANIFEST).map(lambda d: json.dumps(d).encode()),
+              files_like(json.dumps(MANIFEST).encode())),
+    st.booleans(),
+)  # fmt: skip
+def test_store_manifests(manifest, with_metadata):
+    import shutil
+
+    from audit.store import open_store
+
+    root = _DIR / "store"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    (root / "embeddings-00000.npy").write_bytes(_npy(x[:6]))
+    (root / "embeddings-00001.npy").write_bytes(_npy(x[6:]))
+    (root / "manifest.json").write_bytes(manifest)
+    if with_metadata:
+        pd.DataFrame({"id": range(10)}).to_csv(root / "metadata.csv", index=False)
+    store = _expect_input_error_only(lambda: open_store(root))
+    if store is not None:
+        assert store.count == int(store.manifest["count"])
+        _check_store(store)
+
+
+@FUZZ
+@given(
+    st.one_of(
+        mutated(NPY, 4), mutated(_npy(np.ones((3, 2), np.float16)), 3), st.binary(max_size=200)
+    )
+)
+def test_npy_store_reader(data):
+    from audit.store import open_store
+
+    store = _expect_input_error_only(lambda: open_store(_file("x.npy", data)))
+    if store is not None:
+        _check_store(store)
+
+
+@pytest.mark.parametrize("profile", ["fuzz-ci", "fuzz"])
+def test_profiles_exist(profile):
+    assert settings.get_profile(profile).deadline is None
