@@ -40,7 +40,7 @@ import yaml
 
 from audit import __version__
 from audit.errors import InputError
-from audit.fileio import read_yaml, write_text
+from audit.fileio import read_user_bytes, read_yaml, write_text
 
 BANK_FORMAT = "msae-audit/concept-bank"
 BANK_VERSION = 1
@@ -352,14 +352,7 @@ def read_vocabulary_file(path: str | os.PathLike[str]) -> list[str]:
     """One entry per line, UTF-8; blank lines and ``#`` comments skipped; whitespace inside an
     entry collapsed; case-insensitive duplicates dropped (the first spelling is kept)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError as exc:
-        raise InputError(f"vocabulary file not found: {p}") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"vocabulary {p} is a folder, not a text file") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read vocabulary {p}: {exc.strerror}") from exc
+    data = read_user_bytes(p, "vocabulary file")
     if b"\0" in data:
         raise InputError(f"vocabulary {p} is a binary file, not text (one entry per line)")
     try:

@@ -121,17 +121,32 @@ def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2
     write_text(path, json.dumps(obj, indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
 
 
+def read_user_bytes(path: str | os.PathLike[str], what: str = "file") -> bytes:
+    """Read a user's file; missing, a folder or unreadable is a one-line :class:`InputError`."""
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError as exc:
+        raise InputError(f"{what} not found: {p}") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{what} {p} is a folder, not a file") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {p}: {describe_os_error(exc)}") from exc
+
+
+def read_user_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """:func:`read_user_bytes` decoded as UTF-8 (anything else is an :class:`InputError`)."""
+    data = read_user_bytes(path, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {path} is not UTF-8 text") from exc
+
+
 def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
     """Read a JSON file; missing or malformed files become one-line :class:`InputError`s."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"{what} not found: {p}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{what} {p} is not UTF-8 text") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {p}: {describe_os_error(exc)}") from exc
+    text = read_user_text(p, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -145,16 +160,7 @@ def read_yaml(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
     import yaml
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"{what} not found: {p}") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{what} {p} is a folder, not a file") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{p}: not UTF-8 text") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {p}: {describe_os_error(exc)}") from exc
+    text = read_user_text(p, what)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         return yaml.load(text, Loader=loader)  # a safe loader: plain data only
