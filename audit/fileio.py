@@ -121,6 +121,31 @@ def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2
     write_text(path, json.dumps(obj, indent=indent, allow_nan=False, ensure_ascii=False) + "\n")
 
 
+def write_safetensors(
+    path: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> None:
+    """Write torch tensors as safetensors, atomically and byte-for-byte reproducibly.
+
+    The Rust serializer keeps ``__metadata__`` in a hash map whose order changes from process to
+    process, so the same model saved twice gave different bytes. The header is re-serialized with
+    the metadata keys sorted; tensor entries and data are left as the library wrote them.
+    """
+    from safetensors.torch import save
+
+    blob = save(tensors, metadata=metadata)
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + header_len])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        header = {"__metadata__": header.pop("__metadata__"), **header}
+    encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8-byte alignment
+    with atomic_open(path, "wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little"))
+        handle.write(encoded)
+        handle.write(memoryview(blob)[8 + header_len :])  # no copy of the tensor data
+
+
 def read_user_bytes(path: str | os.PathLike[str], what: str = "file") -> bytes:
     """Read a user's file; missing, a folder or unreadable is a one-line :class:`InputError`."""
     p = Path(path)

@@ -135,3 +135,29 @@ def test_file_names_that_are_not_utf8_can_be_written_into_reports(tmp_path):
     assert read_json(tmp_path / "r.json") == {"path": "caf\ufffd.npy"}
     write_text(tmp_path / "r.html", f"<p>{name}</p>")
     assert (tmp_path / "r.html").read_text(encoding="utf-8") == "<p>caf\ufffd.npy</p>"
+
+
+def test_safetensors_files_are_byte_for_byte_reproducible(tmp_path):
+    # safetensors keeps metadata in a Rust hash map: without canonicalising, saving the same
+    # tensors with six metadata keys gives a different byte order nearly every time.
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from audit.fileio import write_safetensors
+
+    tensors = {"b": torch.arange(5, dtype=torch.float32), "a": torch.ones(2, 3)}
+    metadata = {key: f"value of {key} ü" for key in ("state", "format", "arch", "data", "z", "m")}
+    blobs = set()
+    for attempt in range(20):
+        path = tmp_path / f"{attempt}.safetensors"
+        write_safetensors(path, tensors, metadata)
+        blobs.add(path.read_bytes())
+    assert len(blobs) == 1
+    header_len = int.from_bytes(next(iter(blobs))[:8], "little")
+    assert header_len % 8 == 0
+    loaded = load_file(str(path))
+    assert set(loaded) == {"a", "b"}
+    assert all(torch.equal(loaded[name], tensors[name]) for name in tensors)
+    with safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata() == metadata

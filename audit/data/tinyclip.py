@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from audit.data import world
-from audit.fileio import cache_root, ensure_dir, write_json
+from audit.fileio import cache_root, ensure_dir, write_json, write_safetensors
 
 CONFIG_FILE = "tinyclip.json"
 WEIGHTS_FILE = "tinyclip.safetensors"
@@ -148,7 +148,6 @@ def train_tiny_clip(
 ) -> dict[str, Any]:
     """Train from scratch, write config + weights + ``info.json`` into ``out_dir``."""
     import open_clip
-    from safetensors.torch import save_file
 
     from audit.encoders import load_clip
 
@@ -198,7 +197,7 @@ def train_tiny_clip(
 
     model.eval()
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(out / WEIGHTS_FILE), metadata={"format": "open_clip state_dict"})
+    write_safetensors(out / WEIGHTS_FILE, weights, metadata={"format": "open_clip state_dict"})
     # Measure what users get: reload through --model/--pretrained, images through PIL.
     reloaded = load_clip(str(config_path), str(out / WEIGHTS_FILE), device="cpu")
     accuracy = zero_shot_accuracy(reloaded, settings.eval_scenes, seed=settings.seed + 1000)

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from audit.errors import InputError
-from audit.fileio import atomic_path, ensure_dir, read_json, write_json
+from audit.fileio import ensure_dir, read_json, write_json, write_safetensors
 from audit.sae.base import SAEConfig, SparseAutoencoder
 from audit.sae.matryoshka import matryoshka_k_list
 from audit.sae.registry import build_sae
@@ -45,12 +45,11 @@ def model_tensors(model: SparseAutoencoder) -> dict[str, torch.Tensor]:
 def save_sae(model: SparseAutoencoder, out_dir: str | os.PathLike[str]) -> Path:
     """Write ``sae.safetensors`` and ``config.json`` atomically into ``out_dir``."""
     out = ensure_dir(Path(out_dir))
-    with atomic_path(out / WEIGHTS_FILE) as tmp:
-        save_file(
-            model_tensors(model),
-            str(tmp),
-            metadata={"format": "msae-audit/sae", "arch": model.cfg.arch},
-        )
+    write_safetensors(
+        out / WEIGHTS_FILE,
+        model_tensors(model),
+        metadata={"format": "msae-audit/sae", "arch": model.cfg.arch},
+    )
     write_json(out / CONFIG_FILE, model.cfg.to_json())
     return out
 

@@ -39,13 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from audit import __version__
 from audit.device import autocast, enable_tf32, resolve_device, tune_cpu_allocator
 from audit.distributed import DistContext, current_context, device_for_rank
 from audit.errors import InputError
-from audit.fileio import atomic_path, ensure_dir, write_json
+from audit.fileio import ensure_dir, write_json, write_safetensors
 from audit.sae.base import SAEConfig, SparseAutoencoder
 from audit.sae.checkpoint import save_sae
 from audit.sae.data import (
@@ -521,8 +521,7 @@ def _save_checkpoint(
         "data": json.dumps(fingerprint),
         "param_names": json.dumps(names),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, metadata=meta)
 
 
 def _resume_relevant(cfg: TrainConfig) -> dict[str, Any]:
