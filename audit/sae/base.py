@@ -238,14 +238,20 @@ class SparseAutoencoder(nn.Module):
             return (err / x_tilde.pow(2).sum(1).clamp_min(torch.finfo(x_tilde.dtype).tiny)).mean()
         return err.mean() / x_tilde.shape[1]
 
-    def aux_loss(self, x_tilde: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> Tensor:
+    def uses_aux_loss(self, dead: Tensor | None) -> bool:
+        """Whether this step has an AuxK term (it needs the pre-activations)."""
+        return bool(self.cfg.aux_k) and dead is not None and bool(dead.any())
+
+    def aux_loss(
+        self, x_tilde: Tensor, x_hat: Tensor, pre: Tensor | None, dead: Tensor | None
+    ) -> Tensor:
         """AuxK (Gao et al., 2024): dead latents' top-``aux_k`` reconstruct the residual.
 
         ``aux_coef · ‖e − ê‖² / ‖e − ē‖²`` with ``e = x̃ − x̂̃`` (detached) and ``ê`` decoded from
         the ``aux_k`` largest pre-activations among dead latents (no bias).
         """
-        if not self.cfg.aux_k or dead is None or not bool(dead.any()):
-            return pre.new_zeros(())
+        if pre is None or not self.uses_aux_loss(dead):
+            return x_tilde.new_zeros(())
         residual = (x_tilde - x_hat).detach()
         k = min(self.cfg.aux_k, int(dead.sum()))
         masked = pre.masked_fill(~dead, float("-inf"))

@@ -62,6 +62,7 @@ class MatryoshkaSAE(SparseAutoencoder):
             self.k_list,
             self.level_weights,
             self.cfg.loss,
+            return_pre=self.uses_aux_loss(dead),
         )
         aux = self.aux_loss(x_tilde, out.x_hat, out.pre, dead)
         return TrainOutput(

@@ -37,6 +37,7 @@ class TopKSAE(SparseAutoencoder):
             (self.k,),
             (1.0,),
             self.cfg.loss,
+            return_pre=self.uses_aux_loss(dead),
         )
         aux = self.aux_loss(x_tilde, out.x_hat, out.pre, dead)
         return TrainOutput(

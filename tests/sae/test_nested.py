@@ -125,3 +125,75 @@ def test_rejects_bad_k_lists():
         nested_topk_loss(x, *params, (8, 4), (1.0, 1.0))
     with pytest.raises(ValueError):
         nested_topk_loss(x, *params, (4, 8), (1.0,))
+
+
+def _piece_cost(piece, last, numel, strict):
+    if piece.kind == "prefix":
+        return nested._prefix_cost(piece.level, last, piece.nnz, numel, strict)[0]
+    return nested._piece_cost(piece.nnz, numel, nested.DENSE_SEGMENT_EXTRA)[0]
+
+
+def _brute_force_cost(last, seg_nnz, level_nnz, numel, strict):
+    """Every anchor set, each gap skipping its costliest segment."""
+    import itertools
+
+    seg = [nested._piece_cost(c, numel, nested.DENSE_SEGMENT_EXTRA)[0] for c in seg_nnz]
+    best = float("inf")
+    for r in range(last + 2):
+        for anchors in itertools.combinations(range(last + 1), r):
+            total, prev = 0.0, -1
+            for a in anchors:
+                gap = seg[prev + 1 : a + 1]
+                total += sum(gap) - max(gap)
+                total += nested._prefix_cost(a, last, level_nnz[a], numel, strict)[0]
+                prev = a
+            best = min(best, total + sum(seg[prev + 1 :]))
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    last=st.integers(0, 6),
+    cost=st.sampled_from([0.0, 3.0, 10.0, 1e9]),
+)
+def test_plan_writes_every_level_and_is_the_cheapest(data, last, cost):
+    old = nested.SPARSE_COST_FACTOR
+    nested.SPARSE_COST_FACTOR = cost
+    try:
+        numel = 1000
+        seg_nnz = data.draw(st.lists(st.integers(0, 300), min_size=last + 1, max_size=last + 1))
+        level_nnz = [sum(seg_nnz[: i + 1]) for i in range(last + 1)]
+        strict = set(range(last)) | ({last} if data.draw(st.booleans()) else set())
+        plan = nested._plan_pieces(last, seg_nnz, level_nnz, numel, strict)
+        # Each level's code is the signed sum of its pieces, segment by segment.
+        for level in range(last + 1):
+            total = [0] * (last + 1)
+            for piece in plan.pieces:
+                if piece.first <= level < piece.stop:
+                    covered = range(piece.level + 1) if piece.kind == "prefix" else [piece.level]
+                    for s in covered:
+                        total[s] += piece.sign
+            want = [1 if s <= level else 0 for s in range(last + 1)]
+            assert [t for t, c in zip(total, seg_nnz, strict=True) if c] == [
+                w for w, c in zip(want, seg_nnz, strict=True) if c
+            ]
+        plan_cost = sum(_piece_cost(p, last, numel, strict) for p in plan.pieces)
+        assert plan_cost == pytest.approx(
+            _brute_force_cost(last, seg_nnz, level_nnz, numel, strict), abs=1e-9
+        )
+    finally:
+        nested.SPARSE_COST_FACTOR = old
+
+
+def test_plan_at_initialisation_decodes_whole_codes_densely():
+    # About half the latents on (n = 4096, k = 64 … 4096): the two widest levels are decoded
+    # as whole codes (one comparison each), the first segments sparsely from the sorted top-k.
+    n, batch = 4096, 2048
+    counts = [k * batch for k in (64, 128, 256, 512, 1024)] + [2040 * batch, 2050 * batch]
+    seg_nnz = [counts[0]] + [counts[i] - counts[i - 1] for i in range(1, 7)]
+    plan = nested._plan_pieces(6, seg_nnz, counts, batch * n, set(range(6)))
+    dense = {(p.kind, p.level) for p in plan.pieces if p.dense}
+    sparse = {(p.kind, p.level) for p in plan.pieces if not p.dense}
+    assert dense == {("prefix", 4), ("prefix", 6)}
+    assert sparse == {("segment", s) for s in (0, 1, 2, 3, 6)}
