@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from audit.device import resolve_device
-from audit.errors import InputError
+from audit.errors import InputError, first_line
 from audit.fileio import atomic_path, write_json
 from audit.store import PARTIAL_DIR, StoreWriter
 
@@ -328,15 +328,14 @@ def _refuse_unsafe_checkpoint(path: Path) -> None:
                 raise
             torch.load(str(path), map_location="cpu", weights_only=True)  # legacy format
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise InputError(
             f"--pretrained {path}: refused to load: only tensors and plain data are read "
-            f"(torch.load weights_only=True), never pickled code ({first})"
+            f"(torch.load weights_only=True), never pickled code ({first_line(exc)})"
         ) from exc
 
 
 def _model_error(model: str, pretrained: str | None, exc: BaseException) -> InputError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    first = first_line(exc, limit=300)
     if "state_dict" in first or "size mismatch" in str(exc) or "Missing key" in str(exc):
         return InputError(f"checkpoint {pretrained} does not match model {model} ({first})")
     if pretrained and Path(pretrained).is_file():

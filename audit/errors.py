@@ -13,6 +13,20 @@ EXIT_INTEGRITY = 3
 EXIT_INTERNAL = 4
 
 
+def first_line(exc: BaseException, limit: int | None = 200) -> str:
+    """The first line of an exception's message (its type name if the message is empty), cut at
+    ``limit`` characters: what a one-line error quotes from a library's multi-line message.
+
+    >>> first_line(ValueError("bad header\\nat byte 12"))
+    'bad header'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if limit is None else line[:limit]
+
+
 class AuditError(Exception):
     """Base class of the errors the CLI reports without a traceback.
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from audit import __version__
-from audit.errors import InputError
+from audit.errors import InputError, first_line
 from audit.fileio import atomic_path, describe_os_error, ensure_dir, read_json, write_json
 
 STORE_FORMAT = "msae-audit/embeddings"
@@ -339,8 +339,7 @@ def read_labels_csv(path: str | os.PathLike[str], expected_rows: int | None = No
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"{p}: empty CSV file") from exc
     except (pd.errors.ParserError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{p}: malformed CSV ({first_line})") from exc
+        raise InputError(f"{p}: malformed CSV ({first_line(exc, limit=None)})") from exc
     except OSError as exc:
         raise InputError(f"cannot read {p}: {describe_os_error(exc)}") from exc
     if expected_rows is not None and len(frame) != expected_rows:

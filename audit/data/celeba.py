@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audit.errors import InputError
+from audit.errors import InputError, first_line
 
 N_ATTRIBUTES = 40
 SPLITS = {0: "train", 1: "valid", 2: "test"}
@@ -150,7 +150,7 @@ def _read_attr_txt(path: Path) -> pd.DataFrame:
             engine="c",
         )
     except (pd.errors.ParserError, ValueError) as exc:
-        raise _missing(f"{path}: malformed attribute rows ({str(exc).splitlines()[0]})") from exc
+        raise _missing(f"{path}: malformed attribute rows ({first_line(exc, limit=None)})") from exc
     if len(frame) != count:
         raise _missing(f"{path}: line 1 announces {count} images but {len(frame)} rows follow")
     return _binarise(frame, header, path)
@@ -160,7 +160,7 @@ def _read_attr_csv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"image_id": str})
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
-        raise _missing(f"{path}: malformed CSV ({str(exc).splitlines()[0]})") from exc
+        raise _missing(f"{path}: malformed CSV ({first_line(exc, limit=None)})") from exc
     if "image_id" not in frame.columns or frame.shape[1] != N_ATTRIBUTES + 1:
         raise _missing(
             f"{path}: expected columns image_id + {N_ATTRIBUTES} attributes, got {frame.shape[1]}"
@@ -192,7 +192,7 @@ def _read_partition_txt(path: Path) -> pd.DataFrame:
             path, sep=r"\s+", header=None, names=["id", "partition"], dtype={"id": str}
         )
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
-        raise _missing(f"{path}: malformed partition file ({str(exc).splitlines()[0]})") from exc
+        raise _missing(f"{path}: malformed partition file ({first_line(exc, limit=None)})") from exc
     return _check_partition(frame, path)
 
 
@@ -200,7 +200,7 @@ def _read_partition_csv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"image_id": str})
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
-        raise _missing(f"{path}: malformed CSV ({str(exc).splitlines()[0]})") from exc
+        raise _missing(f"{path}: malformed CSV ({first_line(exc, limit=None)})") from exc
     if list(frame.columns) != ["image_id", "partition"]:
         raise _missing(f"{path}: expected columns image_id,partition")
     return _check_partition(frame.rename(columns={"image_id": "id"}), path)

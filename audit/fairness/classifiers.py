@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audit.errors import InputError
+from audit.errors import InputError, first_line
 
 LINEAR_SUFFIXES = (".safetensors", ".npz")
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
@@ -153,10 +153,7 @@ def load_classifier(path: str | os.PathLike[str], dim: int, input: str = "raw") 
                 warnings.simplefilter("ignore", DeprecationWarning)
                 module = torch.jit.load(str(p), map_location="cpu")
         except (RuntimeError, ValueError, OSError) as exc:
-            first = (
-                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            )
-            raise InputError(f"{p}: not a TorchScript module ({first})") from exc
+            raise InputError(f"{p}: not a TorchScript module ({first_line(exc)})") from exc
         module.eval()
         return ScriptedClassifier(module, input, str(p), file_sha256(p))
     raise InputError(

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from audit.errors import InputError
+from audit.errors import InputError, first_line
 from audit.fileio import ensure_dir, read_json, write_json, write_safetensors
 from audit.sae.base import SAEConfig, SparseAutoencoder
 from audit.sae.matryoshka import matryoshka_k_list
@@ -85,13 +85,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise InputError(
-            f"{path}: corrupt or truncated safetensors file ({_first_line(exc)})"
+            f"{path}: corrupt or truncated safetensors file ({first_line(exc)})"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _assign(model: SparseAutoencoder, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -224,12 +219,12 @@ def _torch_load_weights_only(path: Path) -> Any:
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
         raise InputError(
             f"{path}: refused to load: the file needs code to unpickle (only tensors and plain data "
-            f"are read; weights_only=True) or is not a PyTorch checkpoint ({_first_line(exc)})"
+            f"are read; weights_only=True) or is not a PyTorch checkpoint ({first_line(exc)})"
         ) from exc
     except (EOFError, OSError, ValueError, KeyError, IndexError, MemoryError, OverflowError) as exc:
         # A damaged pickle stream fails inside torch's restricted unpickler with whatever its
         # bookkeeping hits first (a missing memo key, an empty stack): found by fuzzing.
-        raise InputError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)})") from exc
+        raise InputError(f"{path}: corrupt or truncated checkpoint ({first_line(exc)})") from exc
 
 
 def load_reference_checkpoint(path: str | os.PathLike[str]) -> SparseAutoencoder:
