@@ -710,9 +710,8 @@ def embed_images_distributed(
     part = rank_part_path(out, ctx.rank)
     if (Path(out) / "manifest.json").exists() and not overwrite:
         raise InputError(f"{out} already holds a store (use --overwrite to replace it)")
-    if (part / "manifest.json").exists() and not overwrite:
-        pass  # this rank finished before an interruption elsewhere
-    else:
+    # A finished part is kept unless overwriting: this rank finished before an interruption.
+    if overwrite or not (part / "manifest.json").exists():
         writer = make_writer(part)
         result = embed_images(
             list(paths[start:stop]),
