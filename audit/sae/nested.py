@@ -567,6 +567,8 @@ class _SparseBlocks:
         for slot, p in enumerate(pieces):
             if listed is None and p.level <= top:
                 # Ranks k_{s-1} .. k_s of the sorted top-k: a fixed width per row, no search.
+                # add_to_rows reads these blocks first, so they must lead the slots.
+                assert slot == len(top_blocks), "sorted top-k pieces must come first"
                 lo_rank = 0 if p.level == 0 else k_eff[p.level - 1]
                 block_cols = ranks.top_indices[:, lo_rank : k_eff[p.level]]
                 values = ranks.top_values[:, lo_rank : k_eff[p.level]]
