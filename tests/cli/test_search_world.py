@@ -77,23 +77,12 @@ def _query_image(path: Path, colour: str, shape: str, seed: int) -> Path:
     return path
 
 
+def _search_command(w) -> list:
+    return ["search", "--gallery", w["gallery"], "--sae", w["sae"], "--bank", w["bank"]]
+
+
 def _search(cli, w, *args, json_path: Path) -> dict:
-    r = cli(
-        "search",
-        "--gallery",
-        w["gallery"],
-        "--sae",
-        w["sae"],
-        "--bank",
-        w["bank"],
-        "--top",
-        10,
-        "--json",
-        json_path,
-        "--device",
-        "cpu",
-        *args,
-    )
+    r = cli(*_search_command(w), "--top", 10, "--json", json_path, "--device", "cpu", *args)
     assert r.exit_code == 0, (r.stdout, r.stderr)
     return json.loads(json_path.read_text())
 
@@ -201,22 +190,9 @@ def test_text_query_and_html_gallery(cli, world_search, tmp_path):
 
     image = _query_image(tmp_path / "q.png", "green", "square", seed=7)
     r = cli(
-        "search",
-        "--gallery",
-        w["gallery"],
-        "--sae",
-        w["sae"],
-        "--bank",
-        w["bank"],
-        "--image",
-        image,
-        "--set",
-        "blue=4",
-        "--top",
-        5,
-        "--html",
-        tmp_path / "i.html",
-    )
+        *_search_command(w), "--image", image, "--set", "blue=4", "--top", 5,
+        "--html", tmp_path / "i.html",
+    )  # fmt: skip
     assert r.exit_code == 0, r.stderr
     assert "Neighbours after the edit" in r.stdout and "blue" in r.stdout
     html = (tmp_path / "i.html").read_text()
@@ -231,7 +207,7 @@ def test_input_errors(cli, world_search, tmp_path):
     from tests.world_helpers import make_random_clip
 
     w = world_search
-    base = ["search", "--gallery", w["gallery"], "--sae", w["sae"], "--bank", w["bank"]]
+    base = _search_command(w)
     image = _query_image(tmp_path / "q.png", "green", "circle", seed=3)
     r = cli(*base, "--image", image, "--set", "bleu=4")
     assert_one_line_error(r, 2, "concept 'bleu' is not in bank")
