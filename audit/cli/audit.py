@@ -1,4 +1,4 @@
-"""``msae-audit audit``, ``celeba`` and ``check``: the bias audit and the CI gate (SPEC §8).
+"""``msae-audit audit``, ``celeba`` and ``check``: the bias audit and the CI gate.
 
 Exit codes: 0 every gate passes, 1 a gate failed, 2 usage / config / input error, 3 integrity
 failure (the SAE or the classifier cannot be trusted on this data), 4 internal error.
@@ -7,6 +7,7 @@ failure (the SAE or the classifier cannot be trusted on this data), 4 internal e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import typer
@@ -14,8 +15,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from audit.cli.app import app, console, err_console, progress_enabled
 from audit.errors import InputError
+from audit.fairness.config import AuditSettings
 
 DEFAULT_REPORTS = Path("reports")
+
+
+def _setting(name: str, flag: str) -> Any:
+    """An option whose default and help are the audit setting's (stated once, in the library)."""
+    return typer.Option(AuditSettings.default(name), flag, help=AuditSettings.help(name))
+
 
 _EMBEDDINGS = typer.Option(None, "--embeddings", help="Embedding store directory or .npy file.")
 _SAE = typer.Option(..., "--sae", help="SAE directory (sae.safetensors + config.json).")
@@ -28,11 +36,7 @@ _CLASSIFIER = typer.Option(
     help="'probe' (logistic regression fit on the train split), a linear head (.safetensors/.npz "
     "with weight [C, d], bias [C]) or a TorchScript file (runs the code it contains).",
 )
-_CLASSIFIER_INPUT = typer.Option(
-    "raw",
-    "--classifier-input",
-    help="raw | l2: whether the classifier expects L2-normalised embeddings.",
-)
+_CLASSIFIER_INPUT = _setting("classifier_input", "--classifier-input")
 _JSON = typer.Option(
     None, "--json", help="Audit JSON (the source of truth)  [default: reports/<cmd>.json]"
 )
@@ -43,21 +47,22 @@ _JUNIT = typer.Option(
     None, "--junit", help="JUnit XML, one test case per check  [default: reports/<cmd>.xml]"
 )
 _MARKDOWN = typer.Option(
-    None, "--markdown", help="Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)."
+    None,
+    "--markdown",
+    help="Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)  [default: none]",
 )
-_GATE = typer.Option(None, "--gate", help="Gate file (YAML): thresholds that decide the exit code.")
-_SEED = typer.Option(0, "--seed", help="Seed for splits, bootstrap and null draws.")
-_DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
-_ABLATION = typer.Option(
-    "zero", "--ablation", help="zero | mean: the value an ablated latent is set to."
+_GATE = typer.Option(
+    None,
+    "--gate",
+    help="Gate file (YAML): thresholds that decide the exit code  [default: none: every check "
+    "informational, integrity thresholds 0.9]",
 )
-_SPLIT = typer.Option(
-    "auto",
-    "--split",
-    help="auto | all | train | valid | test (auto: the test split when there is one).",
-)
+_SEED = _setting("seed", "--seed")
+_DEVICE = _setting("device", "--device")
+_ABLATION = _setting("ablation", "--ablation")
+_SPLIT = _setting("split", "--split")
 _TOP = typer.Option(10, "--top", help="Concepts shown in the terminal table.")
-_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.", show_default=True)
 
 
 class _Bars:
@@ -117,7 +122,8 @@ def _execute(
     top: int,
     quiet: bool,
 ) -> None:
-    from audit.fairness import audit_files, load_gate
+    from audit.fairness import load_gate
+    from audit.report import audit_files
     from audit.report.terminal import render_terminal
 
     gate_cfg = load_gate(gate) if gate is not None else None  # a bad gate file fails fast (exit 2)
@@ -144,7 +150,7 @@ def _execute(
             classifier_input=classifier_input,
             progress=bars,
         )
-    render_terminal(outcome.result, console, top=top)
+    render_terminal(outcome.audit, console, top=top)
     for kind, path in outcome.paths.items():
         err_console.print(f"{kind}: {path}", markup=False, highlight=False)
     raise typer.Exit(outcome.exit_code)
@@ -324,17 +330,17 @@ def check_command(
     markdown_out: Path = _MARKDOWN,
 ) -> None:
     """Re-judge saved audit results against a gate file; the exit code is the verdict."""
-    from audit.fairness import load_gate, rejudge
-    from audit.fairness.run import write_reports
+    from audit.fairness import load_gate, parse_result, rejudge
     from audit.fileio import read_json
+    from audit.report import write_reports
     from audit.report.terminal import checks_table, verdict_panel
 
     gate = load_gate(config)
-    result, notes = rejudge(read_json(results, "audit results"), gate)
+    result, notes = rejudge(parse_result(read_json(results, "audit results")), gate)
     console.print(verdict_panel(result))
     console.print(checks_table(result))
     for note in notes:
         err_console.print(f"note: {note}", markup=False, highlight=False)
     if json_out or junit_out or markdown_out:
         write_reports(result, {"json": json_out, "junit": junit_out, "markdown": markdown_out})
-    raise typer.Exit(int(result["exit_code"]))
+    raise typer.Exit(result.exit_code)

@@ -200,8 +200,8 @@ def test_probe_on_a_labels_csv_with_a_split(cli, tmp_path):
 
 def test_celeba_with_a_store_uses_celeba_attributes_and_split(cli, tmp_path):
     from audit.data.celeba import read_celeba, write_fake_celeba
-    from audit.fairness.planted import planted_bias_world, save_planted_world
     from audit.store import write_store
+    from tests.fairness.planted import planted_bias_world, save_planted_world
 
     root = write_fake_celeba(tmp_path / "celeba", n_images=600, seed=2, image_size=16)
     table = read_celeba(root).table

@@ -1,4 +1,4 @@
-"""A planted-bias world with exact ground truth, for tests, the demo and the benchmark.
+"""A planted-bias world with exact ground truth, for the audit's tests.
 
 Embeddings are built from orthonormal atoms, and the SAE's decoder *is* those atoms (encoder = the
 transpose, with the stored mean ``μ`` and scale ``s``), so every latent's activation is exactly the
@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from audit.concepts import Concept, ConceptBank, save_bank
-from audit.fairness.classifiers import LinearHead
+from audit.fairness.classifiers import LinearHead, save_head
 from audit.sae import SAEConfig, SparseAutoencoder, build_sae, sae_fingerprint, save_sae
 
 ROLE_NAMES = {
@@ -158,24 +158,6 @@ def planted_bias_world(
     if with_split:
         labels["split"] = np.where(rng.random(n_samples) < 0.5, "train", "test")
     return PlantedWorld(x, labels, model, bank, head, roles, z, beta)
-
-
-def save_head(head: LinearHead, path: str | os.PathLike[str]) -> Path:
-    """Write a linear head as ``.npz`` (``weight [1, d]``, ``bias [1]``) or ``.safetensors``."""
-    from audit.fileio import atomic_path
-
-    p = Path(path)
-    weight = head.weight.detach().cpu().numpy().astype(np.float32)[None, :]
-    bias = np.array([head.bias], dtype=np.float32)
-    with atomic_path(p) as tmp:
-        if p.suffix == ".safetensors":
-            from safetensors.numpy import save_file
-
-            save_file({"weight": weight, "bias": bias}, str(tmp))
-        else:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, weight=weight, bias=bias)
-    return p
 
 
 def save_planted_world(world: PlantedWorld, out: str | os.PathLike[str]) -> dict[str, Path]:

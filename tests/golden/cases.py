@@ -158,7 +158,7 @@ def run_audit_case(
     **settings: Any,
 ) -> dict:
     """One audit through ``audit_files``; returns the masked result."""
-    from audit.fairness import audit_files
+    from audit.report import audit_files
 
     gate_path = scratch / "gate.yaml"
     gate_path.write_text(gate, encoding="utf-8")
@@ -195,21 +195,23 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def reports(result: dict) -> dict[str, str]:
+def reports(document: dict) -> dict[str, str]:
     """The HTML, JUnit, Markdown and terminal renderings of a (masked) result."""
     from rich.console import Console
 
+    from audit.fairness import parse_result
     from audit.report import html, junit, markdown
     from audit.report.terminal import render_terminal
 
+    result = parse_result(copy.deepcopy(document))
     console = Console(
         file=io.StringIO(), width=120, color_system=None, force_terminal=False, record=True
     )
-    render_terminal(copy.deepcopy(result), console, top=10)
+    render_terminal(result, console, top=10)
     return {
-        "html": html.render_html(copy.deepcopy(result)),
-        "xml": junit.render_junit(copy.deepcopy(result)),
-        "md": markdown.render_markdown(copy.deepcopy(result)),
+        "html": html.render_html(result),
+        "xml": junit.render_junit(result),
+        "md": markdown.render_markdown(result),
         "txt": console.export_text(),
     }
 
@@ -242,7 +244,7 @@ def demo_case(scratch: Path) -> dict[str, str]:
 
 
 def _planted_files(scratch: Path, *, bias: bool = True, with_split: bool = False, seed: int = 0):
-    from audit.fairness.planted import planted_bias_world, save_planted_world
+    from tests.fairness.planted import planted_bias_world, save_planted_world
 
     world = planted_bias_world(n_samples=2000, seed=seed, bias=bias, with_split=with_split)
     return world, save_planted_world(world, scratch / "world")
@@ -280,8 +282,7 @@ def planted_bias_raw_mean(scratch: Path) -> dict[str, str]:
 
 def _l2_head(world: Any, path: Path) -> Path:
     """A head on L2-normalised embeddings: the raw head's direction, its bias centring margins."""
-    from audit.fairness.classifiers import LinearHead
-    from audit.fairness.planted import save_head
+    from audit.fairness.classifiers import LinearHead, save_head
 
     x = world.embeddings / np.linalg.norm(world.embeddings, axis=1, keepdims=True)
     w = world.head.weight.numpy()
@@ -336,8 +337,8 @@ def planted_bias_probe(scratch: Path) -> dict[str, str]:
 
 def planted_integrity_failure(scratch: Path) -> dict[str, str]:
     from audit.concepts import save_bank
-    from audit.fairness.planted import planted_bias_world, save_planted_world
     from audit.sae import sae_fingerprint
+    from tests.fairness.planted import planted_bias_world, save_planted_world
 
     world = planted_bias_world(n_samples=2000, seed=0)
     generator = torch.Generator().manual_seed(11)
