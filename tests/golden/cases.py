@@ -280,14 +280,17 @@ def planted_bias_raw_mean(scratch: Path) -> dict[str, str]:
     return {"planted_bias_raw_mean.json": json_text(result)}
 
 
+def _l2_bias(world: Any) -> float:
+    """For the raw head's direction on L2-normalised embeddings: a bias centring the margins."""
+    x = world.embeddings / np.linalg.norm(world.embeddings, axis=1, keepdims=True)
+    return -float(np.median(x @ world.head.weight.numpy()))
+
+
 def _l2_head(world: Any, path: Path) -> Path:
     """A head on L2-normalised embeddings: the raw head's direction, its bias centring margins."""
     from audit.fairness.classifiers import LinearHead, save_head
 
-    x = world.embeddings / np.linalg.norm(world.embeddings, axis=1, keepdims=True)
-    w = world.head.weight.numpy()
-    bias = -float(np.median(x @ w))
-    return save_head(LinearHead(world.head.weight.clone(), bias, "l2"), path)
+    return save_head(LinearHead(world.head.weight.clone(), _l2_bias(world), "l2"), path)
 
 
 def planted_bias_l2(scratch: Path) -> dict[str, str]:
@@ -355,6 +358,77 @@ def planted_integrity_failure(scratch: Path) -> dict[str, str]:
     return out
 
 
+def planted_more_paths(scratch: Path) -> dict[str, str]:
+    """Paths the first cases leave out: an L2 head over several chunks with mean ablation, a
+    TorchScript module on L2-normalised inputs, a probe on L2 inputs with a seeded split."""
+    world, paths = _planted_files(scratch, seed=5)
+    head = _l2_head(world, scratch / "l2head.npz")
+    l2 = _planted(
+        scratch, paths, head, classifier_input="l2", ablation="mean", seed=5, chunk_rows=512
+    )
+    path = scratch / "head.pt"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.script(_TwoScores(world.head.weight, _l2_bias(world)))
+        torch.jit.save(module, str(path))
+    scripted = _planted(scratch, paths, path, classifier_input="l2", chunk_rows=700, seed=6)
+    probe = _planted(scratch, paths, "probe", classifier_input="l2", seed=7, probe_c=2.0)
+    return {
+        "planted_l2_chunked.json": json_text(l2),
+        "planted_torchscript_l2.json": json_text(scripted),
+        "planted_probe_seeded_split.json": json_text(probe),
+    }
+
+
+def planted_groups(scratch: Path) -> dict[str, str]:
+    """A three-valued attribute, and a target × attribute cell with no rows."""
+    from tests.fairness.planted import planted_bias_world, save_planted_world
+
+    world = planted_bias_world(n_samples=2000, seed=8)
+    rng = np.random.default_rng(0)
+    blond = world.labels["Blond_Hair"] == 1
+    world.labels["Blond_Hair"] = np.where(blond, "blond", rng.choice(["dark", "red"], len(blond)))
+    paths = save_planted_world(world, scratch / "three")
+    three = _planted(scratch, paths, paths["head"], seed=8, ablation="mean")
+    world = planted_bias_world(n_samples=2000, seed=9)
+    keep = ~((world.labels["Male"] == 1) & (world.labels["Blond_Hair"] == 1)).to_numpy()
+    world.embeddings = world.embeddings[keep]
+    world.labels = world.labels[keep].reset_index(drop=True)
+    paths = save_planted_world(world, scratch / "empty")
+    empty = _planted(scratch, paths, paths["head"], seed=9)
+    return {
+        "planted_three_values.json": json_text(three),
+        "planted_empty_cell.json": json_text(empty),
+    }
+
+
+def planted_sae_architectures(scratch: Path) -> dict[str, str]:
+    """The planted dictionary as a TopK SAE (k = 6: the code depends on the row's top k) and as
+    a BatchTopK SAE with per-latent thresholds."""
+    import dataclasses
+
+    from audit.sae import build_sae, sae_fingerprint
+    from tests.fairness.planted import planted_bias_world, save_planted_world
+
+    out = {}
+    for arch, extra in (("topk", {"k": 6}), ("batchtopk", {"k": 6})):
+        world = planted_bias_world(n_samples=2000, seed=10)
+        cfg = dataclasses.replace(world.sae.cfg, arch=arch, k_list=None, **extra)
+        sae = build_sae(cfg)
+        sae.load_state_dict(world.sae.state_dict(), strict=False)
+        if arch == "batchtopk":
+            with torch.no_grad():
+                sae.threshold = torch.linspace(0.0, 0.3, sae.n_latents)
+        world.sae = sae.eval()
+        world.bank.sae["fingerprint"] = sae_fingerprint(sae)
+        paths = save_planted_world(world, scratch / arch)
+        result = _planted(scratch, paths, paths["head"], seed=10, ablation="mean")
+        out[f"planted_sae_{arch}.json"] = json_text(result)
+    return out
+
+
 CASES = (
     Case("demo", ("demo.json", "demo.html", "demo.xml", "demo.md", "demo.txt",
                   "demo.check.json"), demo_case),
@@ -367,6 +441,13 @@ CASES = (
          ("planted_bias_torchscript.json", "planted_bias_torchscript_mean.json"),
          planted_bias_torchscript),
     Case("planted_bias_probe", ("planted_bias_probe.json",), planted_bias_probe),
+    Case("planted_more_paths",
+         ("planted_l2_chunked.json", "planted_torchscript_l2.json",
+          "planted_probe_seeded_split.json"), planted_more_paths),
+    Case("planted_groups", ("planted_three_values.json", "planted_empty_cell.json"),
+         planted_groups),
+    Case("planted_sae_architectures", ("planted_sae_topk.json", "planted_sae_batchtopk.json"),
+         planted_sae_architectures),
     Case("planted_integrity_failure",
          ("planted_integrity_failure.json", "planted_integrity_failure.md",
           "planted_integrity_failure.check.json"), planted_integrity_failure),
