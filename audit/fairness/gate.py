@@ -108,17 +108,9 @@ def _bounds(data: dict, where: str) -> dict[str, dict[str, float]]:
     return gates
 
 
-def parse_gate(data: Any, where: str = "gate file") -> GateConfig:
-    """Validate a parsed gate file; every problem is an :class:`InputError` (exit code 2)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping with 'gates', 'concepts', ...")
-    unknown = [str(k) for k in data if k not in _TOP_KEYS]
-    if unknown:
-        raise InputError(f"{where}: unknown key '{unknown[0]}' (valid: {', '.join(_TOP_KEYS)})")
-    values: dict[str, Any] = {"gates": _bounds(data, where)}
+def _concept_rules(data: dict, where: str) -> dict[str, Any]:
     concepts = _section(data, "concepts", where)
+    values: dict[str, Any] = {}
     if "min_dwga" in concepts:
         values["min_dwga"] = _number(concepts["min_dwga"], f"{where}: concepts.min_dwga")
     if "max_q" in concepts:
@@ -129,6 +121,19 @@ def parse_gate(data: Any, where: str = "gate file") -> GateConfig:
     if not isinstance(allow, list) or not all(isinstance(a, (str, int, float)) for a in allow):
         raise InputError(f"{where}: concepts.allowlist must be a list of concept names")
     values["allowlist"] = tuple(str(a) for a in allow)
+    return values
+
+
+def parse_gate(data: Any, where: str = "gate file") -> GateConfig:
+    """Validate a parsed gate file; every problem is an :class:`InputError` (exit code 2)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping with 'gates', 'concepts', ...")
+    unknown = [str(k) for k in data if k not in _TOP_KEYS]
+    if unknown:
+        raise InputError(f"{where}: unknown key '{unknown[0]}' (valid: {', '.join(_TOP_KEYS)})")
+    values: dict[str, Any] = {"gates": _bounds(data, where), **_concept_rules(data, where)}
     boot = _section(data, "bootstrap", where)
     if "samples" in boot:
         values["bootstrap_samples"] = _integer(boot["samples"], f"{where}: bootstrap.samples", 1)

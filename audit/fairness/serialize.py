@@ -16,11 +16,10 @@ import numpy as np
 
 from audit.errors import InputError
 from audit.fairness.result import AuditResult
-from audit.typedjson import from_plain, json_schema, to_plain
+from audit.typedjson import from_plain, to_plain
 
 SCHEMA = "msae-audit/audit"
 SCHEMA_VERSION = 1
-SCHEMA_ID = "https://github.com/msae-audit/msae-audit/docs/schemas/audit.schema.json"
 DECIMALS = 6
 
 
@@ -71,13 +70,3 @@ def parse_result(document: Any) -> AuditResult:
 def published(result: AuditResult) -> AuditResult:
     """The result as the JSON holds it (numbers rounded): what reports and ``check`` read."""
     return parse_result(to_json(result))
-
-
-def audit_schema() -> dict[str, Any]:
-    """The JSON Schema of the audit JSON (``docs/schemas/audit.schema.json``)."""
-    return json_schema(
-        AuditResult,
-        title="msae-audit audit result",
-        schema_id=SCHEMA_ID,
-        const={"schema": SCHEMA, "version": SCHEMA_VERSION},
-    )
