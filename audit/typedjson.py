@@ -23,7 +23,7 @@ import types
 import typing
 from collections.abc import Mapping
 from functools import cache
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, NoReturn, TypeVar, Union, get_args, get_origin
 
 from audit.errors import InputError
 
@@ -84,7 +84,7 @@ def from_plain(cls: type[T], data: Any, where: str = "", what: str = "document")
     return _read(cls, data, where, what)
 
 
-def _fail(what: str, where: str, expected: str, value: Any) -> None:
+def _fail(what: str, where: str, expected: str, value: Any) -> NoReturn:
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     raise Malformed(
@@ -168,7 +168,6 @@ def _read_tuple(tp: Any, value: Any, where: str, what: str) -> tuple:
         return tuple(_read(a, v, where, what) for a, v in zip(args, value, strict=True))
     except Malformed:
         _fail(what, where, describe(tp), value)
-        raise  # unreachable: _fail raises
 
 
 def _read_dataclass(cls: Any, value: Any, where: str, what: str) -> Any:

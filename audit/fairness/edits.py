@@ -22,11 +22,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from audit.store import EmbeddingStore
 
 # ------------------------------------------------------------------------------------------
 # Where edits are evaluated
@@ -47,18 +50,18 @@ class AuditedRows:
         self.count = count
 
     @classmethod
-    def of_store(cls, store: object, rows: np.ndarray) -> AuditedRows:
+    def of_store(cls, store: EmbeddingStore, rows: np.ndarray) -> AuditedRows:
         """A view of ``rows`` (sorted store row numbers); contiguous rows are read as blocks."""
         contiguous = rows.size > 0 and rows[-1] - rows[0] + 1 == rows.size
         first = int(rows[0]) if rows.size else 0
 
         def read_block(lo: int, hi: int) -> np.ndarray:
             if contiguous:
-                return store.read(first + lo, first + hi)  # type: ignore[attr-defined]
-            return store.take(rows[lo:hi])  # type: ignore[attr-defined]
+                return store.read(first + lo, first + hi)
+            return store.take(rows[lo:hi])
 
         def take(positions: np.ndarray) -> np.ndarray:
-            return store.take(rows[np.asarray(positions, dtype=np.int64)])  # type: ignore[attr-defined]
+            return store.take(rows[np.asarray(positions, dtype=np.int64)])
 
         return cls(read_block, take, int(rows.size))
 

@@ -285,12 +285,6 @@ class AuditResult:
             self.equalized_odds_difference, self.demographic_parity_difference,
         )  # fmt: skip
 
-    def metric(self, name: str) -> float | None:
-        """A headline metric by its check name (``flagged_concepts`` when computed)."""
-        if name == "flagged_concepts":
-            return self.flagged_concepts if self.concepts_computed else None
-        return getattr(self, name)
-
     def with_judgement(
         self,
         concepts: tuple[ConceptFinding, ...],

@@ -18,7 +18,7 @@ from audit.errors import InputError
 from audit.fairness.classifiers import Classifier
 from audit.fairness.config import AuditSettings, GateConfig
 from audit.fairness.groups import group_report
-from audit.fairness.result import AuditResult
+from audit.fairness.result import AuditResult, GroupMetrics
 from audit.fairness.serialize import canonical
 from audit.fairness.stages.assemble import Attribution, assemble
 from audit.fairness.stages.choose import choose_stage
@@ -48,7 +48,7 @@ class _Clock:
         self._last = now
 
 
-def _attribute(ctx: AuditContext, clock: _Clock) -> tuple[Any, Attribution]:
+def _attribute(ctx: AuditContext, clock: _Clock) -> tuple[GroupMetrics, Attribution]:
     """Stages 2–5: the group metrics and every concept finding."""
     screened = scan_stage(ctx)
     clock.lap("scan")

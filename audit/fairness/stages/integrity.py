@@ -26,7 +26,7 @@ def check_integrity(ctx: AuditContext) -> Integrity:
             x_hat = sae.decode(sae.encode(x))
             cos = torch.nn.functional.cosine_similarity(x, x_hat, dim=1)
             cos_sum += float(cos.double().sum())
-            agree += int(((clf.margin(x) > 0) == (clf.margin(x_hat) > 0)).sum())
+            agree += int((clf.decisions(x) == clf.decisions(x_hat)).sum())
     rows = max(1, positions.size)
     return Integrity(
         sae_cosine=cos_sum / rows,
