@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from audit.cli.app import app, console, err_console, progress_enabled
 from audit.errors import InputError
-from audit.fairness.config import AuditSettings
+from audit.fairness.config import AuditSettings, GateConfig
 
 DEFAULT_REPORTS = Path("reports")
 
@@ -51,7 +51,8 @@ _GATE = typer.Option(
     None,
     "--gate",
     help="Gate file (YAML): thresholds that decide the exit code.",
-    show_default="none: every check informational, integrity thresholds 0.9",
+    show_default=f"none: every check informational, integrity thresholds "
+    f"{GateConfig.min_cosine:g} (cosine) and {GateConfig.min_agreement:g} (agreement)",
 )
 _SEED = _setting("seed", "--seed")
 _DEVICE = _setting("device", "--device")
