@@ -28,14 +28,16 @@ from audit.fairness.stages.context import AuditContext
 
 
 def tool_versions() -> dict[str, str]:
-    import sklearn
+    from importlib.metadata import version
 
     return {
         "msae_audit": __version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__.split("+")[0],
-        "scikit_learn": sklearn.__version__,
+        # From the package metadata: importing scikit-learn only to read its version costs
+        # seconds when the audit did not fit a probe.
+        "scikit_learn": version("scikit-learn"),
     }
 
 
