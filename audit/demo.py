@@ -83,7 +83,7 @@ class DemoContext:
     device: str = "auto"
     summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    audit_result: dict[str, Any] = field(default_factory=dict)
+    audit_result: Any = None  # the typed audit result (audit.fairness.AuditResult)
 
     def paths(self) -> dict[str, str]:
         return {
@@ -401,7 +401,7 @@ def _audit_step(ctx: DemoContext) -> dict[str, Any]:
     ``audit.html`` and ``audit.xml`` under ``ctx.out`` (the JSON records the planted concept).
     The gate is expected to fail: that is the shortcut being caught."""
     from audit.fairness.gate import parse_gate
-    from audit.fairness.run import audit_files
+    from audit.report import audit_files
 
     demo_fields = _demo_fields(ctx)
     outcome = audit_files(
@@ -423,7 +423,7 @@ def _audit_step(ctx: DemoContext) -> dict[str, Any]:
         ablation="mean",
         device=ctx.device,
     )
-    ctx.audit_result = outcome.result
+    ctx.audit_result = outcome.audit
     result = outcome.result
     concepts = result.get("concepts", [])
     planted = [c for c in concepts if c.get("name") == ctx.planted_concept]

@@ -168,6 +168,15 @@ def read_user_text(path: str | os.PathLike[str], what: str = "file") -> str:
         raise InputError(f"{what} {path} is not UTF-8 text") from exc
 
 
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """``sha256:<hex>`` of a file's bytes (provenance in reports)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
 def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
     """Read a JSON file; missing or malformed files become one-line :class:`InputError`s."""
     p = Path(path)

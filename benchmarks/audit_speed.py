@@ -33,9 +33,8 @@ import torch
 
 from audit.concepts import Concept, ConceptBank, save_bank
 from audit.device import tune_cpu_allocator
-from audit.fairness.classifiers import LinearHead
-from audit.fairness.planted import save_head
-from audit.fairness.run import audit_files
+from audit.fairness.classifiers import LinearHead, save_head
+from audit.report import audit_files
 from audit.sae import SAEConfig, build_sae, sae_fingerprint, save_sae
 from audit.store import write_store
 

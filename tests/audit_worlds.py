@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from audit.concepts import save_bank
-from audit.fairness.planted import ROLE_NAMES, PlantedWorld, planted_bias_world, save_planted_world
+from tests.fairness.planted import ROLE_NAMES, PlantedWorld, planted_bias_world, save_planted_world
 
 HOSTILE_NAME = "<script>alert(1)</script>"
 HOSTILE_VALUE = "<img src=x onerror=alert(2)>"

@@ -17,9 +17,13 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from audit.fairness import AuditResult
 
 STORE_ROWS, STORE_DIM, SHARD_ROWS, BLOCK_ROWS = 3000, 24, 128, 50
 
@@ -58,22 +62,22 @@ def big_bank(version: int, n_latents: int = 1000):
     )  # fmt: skip
 
 
-def report_result(version: int) -> dict:
-    """A (made-up, schema-shaped) audit result with a large concept table."""
-    checks = [
-        {"name": "accuracy", "value": 0.9, "threshold": None, "min": None, "max": None,
-         "gated": False, "status": "info", "reason": "no gate entry: never fails"},
-    ]  # fmt: skip
-    concepts = [
-        {"rank": i + 1, "latent": i, "latents": [i], "name": f"c{i}", "label": f"c{i}",
-         "tested": True, "delta_wga": 0.001, "ci": [0.0, 0.002], "p": 1.0, "q": 1.0,
-         "flagged": False, "allowlisted": False}
+def report_result(version: int) -> AuditResult:
+    """A (made-up) audit result with a large concept table, built on a golden result."""
+    import json
+    from dataclasses import replace
+
+    from audit.fairness import parse_result
+
+    golden = Path(__file__).parent / "golden" / "expected" / "planted_bias_raw.json"
+    base = parse_result(json.loads(golden.read_text(encoding="utf-8")))
+    template = base.concepts[0]
+    concepts = tuple(
+        replace(template, rank=i + 1, latent=i, latents=(i,), name=f"c{i}", label=f"c{i}",
+                delta_wga=0.001, ci=(0.0, 0.002), p=1.0, q=1.0, flagged=False)
         for i in range(20000)
-    ]  # fmt: skip
-    return {
-        "schema": "msae-audit/audit", "version": 1, "run_version": version,
-        "verdict": "pass", "exit_code": 0, "groups": [], "concepts": concepts, "checks": checks,
-    }  # fmt: skip
+    )  # fmt: skip
+    return replace(base, concepts=concepts, extra={"run_version": version})
 
 
 def _versions(text: str, marker: str):
@@ -104,7 +108,7 @@ def main(argv: list[str]) -> None:
         for text in _versions(template, "987654321"):
             write_text(out, text)
     if kind == "report":
-        from audit.fairness.run import dumps
+        from audit.fairness import dumps
         from audit.report import junit, markdown
 
         result = report_result(987654321)

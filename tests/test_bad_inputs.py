@@ -794,7 +794,7 @@ def _bad_result(ctx: Ctx) -> dict:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> tuple[dict[str, Path], list[str], Path]:
     from audit.data.celeba import write_fake_celeba
-    from audit.fairness import audit_files
+    from audit.report import audit_files
     from tests.audit_worlds import write_world
     from tests.world_helpers import make_random_clip
 

@@ -245,7 +245,7 @@ def test_kill_9_while_writing_a_bank_never_leaves_a_partial_file(tmp_path):
 
 
 def test_kill_9_while_writing_reports_never_leaves_a_partial_file(tmp_path):
-    from audit.fairness.run import dumps
+    from audit.fairness import dumps
     from audit.fileio import write_text
     from audit.report import junit, markdown
     from tests.crash_writer import report_result

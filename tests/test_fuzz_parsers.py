@@ -174,7 +174,8 @@ LABELS = (
 @FUZZ
 @given(files_like(LABELS), st.sampled_from(["auto", "all", "train", "test"]), st.booleans())
 def test_labels_csv_reader_and_cells(data, split, probe):
-    from audit.fairness.inputs import build_cells, select_rows
+    from audit.fairness.attributes import build_cells
+    from audit.fairness.selection import select_rows
     from audit.store import read_labels_csv
 
     frame = _expect_input_error_only(lambda: read_labels_csv(_file("l.csv", data)))
@@ -278,41 +279,59 @@ def test_gate_files(data):
 
 
 def _saved_result() -> dict:
-    groups = [
-        {"name": f"y={y}, a={a}", "n": 50 + 10 * y + a, "accuracy": 0.9, "ci": [0.8, 0.95]}
-        for y in (0, 1) for a in (0, 1)
-    ]  # fmt: skip
-    concepts = [
-        {"rank": 1, "latent": 3, "name": "blond hair", "label": "blond hair", "tested": True,
-         "delta_wga": 0.2, "ci": [0.1, 0.3], "q": 0.01, "flagged": True},
-        {"rank": 2, "latent": 5, "name": None, "label": "latent 5 (~tree)", "tested": False,
-         "delta_wga": 0.01, "ci": [0.0, 0.02], "q": None, "flagged": False},
-    ]  # fmt: skip
-    return {
-        "schema": "msae-audit/audit", "version": 1, "groups": groups, "concepts": concepts,
-        "checks": [], "worst_group_accuracy": 0.7, "accuracy_gap": 0.2, "accuracy": 0.9,
-        "equalized_odds_difference": 0.1, "demographic_parity_difference": 0.3,
-        "integrity": {"sae_cosine": 0.99, "classifier_agreement": 0.99},
-        "settings": {"bootstrap": {"samples": 1000, "seed": 0}}, "concepts_computed": True,
-    }  # fmt: skip
+    """A real saved audit result (a golden one), trimmed to a few of each list (a smaller
+    document: more perturbations per second)."""
+    golden = Path(__file__).parent / "golden" / "expected" / "planted_bias_raw.json"
+    result = json.loads(golden.read_text(encoding="utf-8"))
+    result.update(inputs={"sae": result["inputs"]["sae"]}, gate={}, tool={"msae_audit": "0"})
+    result["checks"] = result["checks"][:2]
+    result["concepts"] = result["concepts"][:2]
+    result["dose_response"] = result["dose_response"][:1]
+    result["examples"] = [
+        {**ex, "top_activating": ex["top_activating"][:1], "flipped": ex["flipped"][:1]}
+        for ex in result["examples"][:1]
+    ]
+    return result
+
+
+@st.composite
+def one_field_perturbed(draw, valid: dict) -> dict:
+    """``valid`` with one top-level field perturbed (deeply), or dropped, or a key added: most
+    of the document stays sound, so the reader gets past the first field."""
+    out = dict(valid)
+    key = draw(st.sampled_from(sorted(valid)))
+    value = valid[key]
+    if isinstance(value, dict):
+        out[key] = draw(perturbed(value))
+    elif isinstance(value, list) and value and isinstance(value[0], dict):
+        out[key] = [draw(perturbed(v)) for v in value]
+    elif draw(st.booleans()):
+        out[key] = draw(JSONISH)
+    else:
+        del out[key]
+    return out
 
 
 @FUZZ
-@given(perturbed(_saved_result()), perturbed(GATE))
+@given(one_field_perturbed(_saved_result()), perturbed(GATE))
 def test_saved_results_rejudged_by_any_gate(result, gate_doc):
-    from audit.fairness.gate import parse_gate, rejudge
+    from rich.console import Console
+
+    from audit.fairness import dumps, parse_gate, parse_result, rejudge
     from audit.report.junit import render_junit
     from audit.report.markdown import render_markdown
+    from audit.report.terminal import checks_table, verdict_panel
 
     gate = _expect_input_error_only(lambda: parse_gate(gate_doc))
-    if gate is None:
+    saved = _expect_input_error_only(lambda: parse_result(result))
+    if gate is None or saved is None:
         return
-    judged = _expect_input_error_only(lambda: rejudge(result, gate))
-    if judged is not None:
-        out, _notes = judged
-        assert out["verdict"] in ("pass", "fail", "error") and out["exit_code"] in (0, 1, 3)
-        render_junit(out)  # `check --junit/--markdown` render what rejudge returns
-        render_markdown(out)
+    out, _notes = rejudge(saved, gate)  # a parsed result is sound: re-judging cannot fail
+    assert out.verdict in ("pass", "fail", "error") and out.exit_code in (0, 1, 3)
+    render_junit(out)  # `check` renders and writes what rejudge returns
+    render_markdown(out)
+    Console(file=io.StringIO(), width=120).print(verdict_panel(out), checks_table(out))
+    json.loads(dumps(out))
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``msae-audit audit``, ``celeba`` and ``check``: the bias audit and the CI gate (SPEC §8).
+"""``msae-audit audit``, ``celeba`` and ``check``: the bias audit and the CI gate.
 
 Exit codes: 0 every gate passes, 1 a gate failed, 2 usage / config / input error, 3 integrity
 failure (the SAE or the classifier cannot be trusted on this data), 4 internal error.
@@ -6,7 +6,9 @@ failure (the SAE or the classifier cannot be trusted on this data), 4 internal e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import typer
@@ -14,10 +16,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from audit.cli.app import app, console, err_console, progress_enabled
 from audit.errors import InputError
+from audit.fairness.config import AuditSettings, GateConfig
 
 DEFAULT_REPORTS = Path("reports")
 
-_EMBEDDINGS = typer.Option(None, "--embeddings", help="Embedding store directory or .npy file.")
+
+def _setting(name: str, flag: str) -> Any:
+    """An option whose default and help are the audit setting's (stated once, in the library)."""
+    return typer.Option(AuditSettings.default(name), flag, help=AuditSettings.help(name))
+
+
+def _report(flag: str, what: str, command: str, suffix: str) -> Any:
+    return typer.Option(None, flag, help=what, show_default=f"{DEFAULT_REPORTS}/{command}{suffix}")
+
+
 _SAE = typer.Option(..., "--sae", help="SAE directory (sae.safetensors + config.json).")
 _BANK = typer.Option(
     ..., "--bank", help="Concept bank: a name (./concept_banks, built-ins) or a path."
@@ -26,38 +38,28 @@ _CLASSIFIER = typer.Option(
     ...,
     "--classifier",
     help="'probe' (logistic regression fit on the train split), a linear head (.safetensors/.npz "
-    "with weight [C, d], bias [C]) or a TorchScript file (runs the code it contains).",
+    "with weight \\[C, d], bias \\[C]) or a TorchScript file (runs the code it contains).",
 )
-_CLASSIFIER_INPUT = typer.Option(
-    "raw",
-    "--classifier-input",
-    help="raw | l2: whether the classifier expects L2-normalised embeddings.",
-)
-_JSON = typer.Option(
-    None, "--json", help="Audit JSON (the source of truth)  [default: reports/<cmd>.json]"
-)
-_HTML = typer.Option(
-    None, "--html", help="Self-contained HTML report  [default: reports/<cmd>.html]"
-)
-_JUNIT = typer.Option(
-    None, "--junit", help="JUnit XML, one test case per check  [default: reports/<cmd>.xml]"
-)
+_CLASSIFIER_INPUT = _setting("classifier_input", "--classifier-input")
 _MARKDOWN = typer.Option(
-    None, "--markdown", help="Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set)."
+    None,
+    "--markdown",
+    help="Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set).",
+    show_default="none",
 )
-_GATE = typer.Option(None, "--gate", help="Gate file (YAML): thresholds that decide the exit code.")
-_SEED = typer.Option(0, "--seed", help="Seed for splits, bootstrap and null draws.")
-_DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
-_ABLATION = typer.Option(
-    "zero", "--ablation", help="zero | mean: the value an ablated latent is set to."
+_GATE = typer.Option(
+    None,
+    "--gate",
+    help="Gate file (YAML): thresholds that decide the exit code.",
+    show_default=f"none: every check informational, integrity thresholds "
+    f"{GateConfig.min_cosine:g} (cosine) and {GateConfig.min_agreement:g} (agreement)",
 )
-_SPLIT = typer.Option(
-    "auto",
-    "--split",
-    help="auto | all | train | valid | test (auto: the test split when there is one).",
-)
+_SEED = _setting("seed", "--seed")
+_DEVICE = _setting("device", "--device")
+_ABLATION = _setting("ablation", "--ablation")
+_SPLIT = _setting("split", "--split")
 _TOP = typer.Option(10, "--top", help="Concepts shown in the terminal table.")
-_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.", show_default="off")
 
 
 class _Bars:
@@ -94,57 +96,41 @@ class _Bars:
         self.progress.update(self.tasks[stage], completed=done)
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """The files an audit reads."""
+
+    embeddings: Path
+    labels: Path | pd.DataFrame | None
+    sae: Path
+    bank: str
+    classifier: str
+
+
 def _execute(
     command: str,
-    *,
-    embeddings: Path,
-    labels: Path | pd.DataFrame | None,
-    target: str,
-    spurious: str,
-    sae: Path,
-    bank: str,
-    classifier: str,
-    classifier_input: str,
-    json_out: Path | None,
-    html_out: Path | None,
-    junit_out: Path | None,
-    markdown_out: Path | None,
+    inputs: _Inputs,
+    settings: AuditSettings,
+    reports: dict[str, Path | None],
     gate: Path | None,
-    seed: int,
-    device: str,
-    ablation: str,
-    split: str,
     top: int,
     quiet: bool,
 ) -> None:
-    from audit.fairness import audit_files, load_gate
+    """Run the audit, write its reports, print its tables; the exit code is the verdict."""
+    from audit.fairness import load_gate
+    from audit.report import audit_files
     from audit.report.terminal import render_terminal
 
     gate_cfg = load_gate(gate) if gate is not None else None  # a bad gate file fails fast (exit 2)
     with _Bars(progress_enabled(quiet)) as bars:
         outcome = audit_files(
-            embeddings,
-            sae=sae,
-            bank=bank,
-            classifier=classifier,
-            labels=labels,
-            target=target,
-            spurious=spurious,
-            out_dir=DEFAULT_REPORTS,
-            stem=command,
-            json_path=json_out,
-            html_path=html_out,
-            junit_path=junit_out,
-            markdown_path=markdown_out,
-            gate=gate_cfg,
-            seed=seed,
-            device=device,
-            ablation=ablation,
-            split=split,
-            classifier_input=classifier_input,
-            progress=bars,
-        )
-    render_terminal(outcome.result, console, top=top)
+            inputs.embeddings, sae=inputs.sae, bank=inputs.bank, classifier=inputs.classifier,
+            labels=inputs.labels, target=settings.target, spurious=settings.spurious,
+            out_dir=DEFAULT_REPORTS, stem=command, json_path=reports["json"],
+            html_path=reports["html"], junit_path=reports["junit"],
+            markdown_path=reports["markdown"], gate=gate_cfg, settings=settings, progress=bars,
+        )  # fmt: skip
+    render_terminal(outcome.audit, console, top=top)
     for kind, path in outcome.paths.items():
         err_console.print(f"{kind}: {path}", markup=False, highlight=False)
     raise typer.Exit(outcome.exit_code)
@@ -152,9 +138,14 @@ def _execute(
 
 @app.command("audit", rich_help_panel="Audit")
 def audit_command(
-    embeddings: Path = _EMBEDDINGS,
+    embeddings: Path = typer.Option(
+        ..., "--embeddings", help="Embedding store directory or .npy file."
+    ),
     labels: Path = typer.Option(
-        None, "--labels", help="Row-aligned labels CSV (else the store's metadata.csv)."
+        None,
+        "--labels",
+        help="Row-aligned labels CSV.",
+        show_default="the store's metadata.csv",
     ),
     target: str = typer.Option(
         ..., "--target", help="Binary target column (the classifier's label)."
@@ -166,9 +157,9 @@ def audit_command(
     bank: str = _BANK,
     classifier: str = _CLASSIFIER,
     classifier_input: str = _CLASSIFIER_INPUT,
-    json_out: Path = _JSON,
-    html_out: Path = _HTML,
-    junit_out: Path = _JUNIT,
+    json_out: Path = _report("--json", "Audit JSON (the source of truth).", "audit", ".json"),
+    html_out: Path = _report("--html", "Self-contained HTML report.", "audit", ".html"),
+    junit_out: Path = _report("--junit", "JUnit XML, one test case per check.", "audit", ".xml"),
     markdown_out: Path = _MARKDOWN,
     gate: Path = _GATE,
     seed: int = _SEED,
@@ -179,13 +170,13 @@ def audit_command(
     quiet: bool = _QUIET,
 ) -> None:
     """Audit a classifier on any embeddings + labels: groups, concept reliance, the gate."""
-    if embeddings is None:
-        raise InputError("--embeddings is required (a store directory or a .npy file)")
     _execute(
-        "audit", embeddings=embeddings, labels=labels, target=target, spurious=spurious, sae=sae,
-        bank=bank, classifier=classifier, classifier_input=classifier_input, json_out=json_out,
-        html_out=html_out, junit_out=junit_out, markdown_out=markdown_out, gate=gate, seed=seed,
-        device=device, ablation=ablation, split=split, top=top, quiet=quiet,
+        "audit",
+        _Inputs(embeddings, labels, sae, bank, classifier),
+        AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
+                      classifier_input=classifier_input, device=device),
+        {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
+        gate, top, quiet,
     )  # fmt: skip
 
 
@@ -273,16 +264,21 @@ def celeba_command(
     spurious: str = typer.Option(
         "Blond_Hair", "--spurious", help="CelebA attribute the groups are split by."
     ),
-    model: str = typer.Option(None, "--model", help="open_clip model  [default: the SAE's model]"),
+    model: str = typer.Option(
+        None, "--model", help="open_clip model.", show_default="the SAE's model"
+    ),
     pretrained: str = typer.Option(
-        None, "--pretrained", help="open_clip weights  [default: the SAE's]"
+        None, "--pretrained", help="open_clip weights.", show_default="the SAE's"
     ),
     embeddings: Path = typer.Option(
-        None, "--embeddings", help="A store from `msae-audit embed celeba` (skips embedding)."
+        None,
+        "--embeddings",
+        help="A store from `msae-audit embed celeba` (skips embedding).",
+        show_default="embed the images (cached)",
     ),
-    json_out: Path = _JSON,
-    html_out: Path = _HTML,
-    junit_out: Path = _JUNIT,
+    json_out: Path = _report("--json", "Audit JSON (the source of truth).", "celeba", ".json"),
+    html_out: Path = _report("--html", "Self-contained HTML report.", "celeba", ".html"),
+    junit_out: Path = _report("--junit", "JUnit XML, one test case per check.", "celeba", ".xml"),
     markdown_out: Path = _MARKDOWN,
     gate: Path = _GATE,
     seed: int = _SEED,
@@ -304,12 +300,13 @@ def celeba_command(
         embeddings = _embed_celeba_cached(
             root, model or cfg.embedding_model, pretrained or cfg.pretrained, device, quiet
         )
-    labels = celeba_labels(root, embeddings)
     _execute(
-        "celeba", embeddings=embeddings, labels=labels, target=target, spurious=spurious, sae=sae,
-        bank=bank, classifier=classifier, classifier_input=classifier_input, json_out=json_out,
-        html_out=html_out, junit_out=junit_out, markdown_out=markdown_out, gate=gate, seed=seed,
-        device=device, ablation=ablation, split=split, top=top, quiet=quiet,
+        "celeba",
+        _Inputs(embeddings, celeba_labels(root, embeddings), sae, bank, classifier),
+        AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
+                      classifier_input=classifier_input, device=device),
+        {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
+        gate, top, quiet,
     )  # fmt: skip
 
 
@@ -317,24 +314,29 @@ def celeba_command(
 def check_command(
     results: Path = typer.Argument(..., help="An audit JSON written by `audit` or `celeba`."),
     config: Path = typer.Option(..., "--config", help="Gate file (YAML)."),
-    json_out: Path = typer.Option(None, "--json", help="Write the re-judged JSON here."),
+    json_out: Path = typer.Option(
+        None, "--json", help="Write the re-judged JSON here.", show_default="not written"
+    ),
     junit_out: Path = typer.Option(
-        None, "--junit", help="Write JUnit XML for the re-judged checks."
+        None,
+        "--junit",
+        help="Write JUnit XML for the re-judged checks.",
+        show_default="not written",
     ),
     markdown_out: Path = _MARKDOWN,
 ) -> None:
     """Re-judge saved audit results against a gate file; the exit code is the verdict."""
-    from audit.fairness import load_gate, rejudge
-    from audit.fairness.run import write_reports
+    from audit.fairness import load_gate, parse_result, rejudge
     from audit.fileio import read_json
+    from audit.report import write_reports
     from audit.report.terminal import checks_table, verdict_panel
 
     gate = load_gate(config)
-    result, notes = rejudge(read_json(results, "audit results"), gate)
+    result, notes = rejudge(parse_result(read_json(results, "audit results")), gate)
     console.print(verdict_panel(result))
     console.print(checks_table(result))
     for note in notes:
         err_console.print(f"note: {note}", markup=False, highlight=False)
     if json_out or junit_out or markdown_out:
         write_reports(result, {"json": json_out, "junit": junit_out, "markdown": markdown_out})
-    raise typer.Exit(int(result["exit_code"]))
+    raise typer.Exit(result.exit_code)

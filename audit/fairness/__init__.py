@@ -1,20 +1,26 @@
-"""The bias audit (SPEC §7): group metrics, concept reliance, statistics and the CI gate.
+"""The bias audit: group metrics, concept reliance, statistics and the CI gate.
 
-The entry points are :func:`audit_files` (paths in, every report written) and :func:`run_audit`
-(loaded objects in, the audit JSON dictionary out).
+:func:`run_audit` takes loaded objects and returns the typed :class:`AuditResult`;
+:func:`dumps` / :func:`parse_result` write and read the audit JSON; :func:`rejudge` applies
+another gate to a saved result. From files to report files: :func:`audit.report.audit_files`.
 """
 
-from audit.fairness.gate import GateConfig, load_gate, parse_gate, rejudge
-from audit.fairness.run import AuditOutcome, AuditSettings, audit_files, dumps, run_audit
+from audit.fairness.checks import rejudge
+from audit.fairness.config import AuditSettings, GateConfig
+from audit.fairness.gate import load_gate, parse_gate
+from audit.fairness.result import AuditResult
+from audit.fairness.run import run_audit
+from audit.fairness.serialize import dumps, parse_result, to_json
 
 __all__ = [
-    "AuditOutcome",
+    "AuditResult",
     "AuditSettings",
     "GateConfig",
-    "audit_files",
     "dumps",
     "load_gate",
     "parse_gate",
+    "parse_result",
     "rejudge",
     "run_audit",
+    "to_json",
 ]

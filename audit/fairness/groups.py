@@ -1,4 +1,4 @@
-"""Group metrics over the target × attribute cells (SPEC §7).
+"""Group metrics over the target × attribute cells.
 
 Everything here works on integer-coded arrays:
 
@@ -16,9 +16,11 @@ checks the agreement. fairlearn itself is only a test dependency.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from audit.fairness.result import AttributeGroup, Group, GroupMetrics
 
 #: The two-sided 95 % normal quantile, Φ⁻¹(0.975).
 Z_95 = 1.959963984540054
@@ -168,63 +170,79 @@ class Cells:
         """The target (0/1) of each cell."""
         return np.arange(self.n_cells) // self.n_values
 
+    def subset(self, rows: np.ndarray) -> Cells:
+        """The same cells for some of the rows."""
+        return replace(self, y=self.y[rows], attribute=self.attribute[rows])
 
-def group_report(cells: Cells, pred: np.ndarray) -> dict:
-    """The ``groups`` part of the audit JSON plus the headline metrics."""
-    y, attr = cells.y, cells.attribute
-    correct = pred == y
+
+def group_report(cells: Cells, pred: np.ndarray) -> GroupMetrics:
+    """Per-cell and per-attribute-value rates and the headline metrics of 0/1 predictions."""
+    correct = pred == cells.y
     n, k = cell_counts(cells.cell, correct, cells.n_cells)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.where(n > 0, k / np.maximum(n, 1), np.nan)
-    sel_n = np.bincount(cells.cell, weights=pred.astype(np.float64), minlength=cells.n_cells)
+    tpr, fpr, sel = rates_by_attribute(cells.y, pred, cells.attribute, cells.n_values)
+    worst = int(np.nanargmin(acc))
+    return GroupMetrics(
+        groups=_cell_groups(cells, pred, n, k, acc),
+        # Cells with no rows (e.g. no blond men in the audited split): not listed in ``groups``;
+        # every check that depends on all cells is skipped rather than passed.
+        empty_groups=tuple(cells.cell_name(c) for c in range(cells.n_cells) if n[c] == 0),
+        attribute_groups=_attribute_groups(cells, tpr, fpr, sel),
+        accuracy=float(correct.mean()) if correct.size else 0.0,
+        worst_group=cells.cell_name(worst),
+        worst_group_accuracy=worst_group_accuracy(acc),
+        accuracy_gap=accuracy_gap(acc),
+        equalized_odds_difference=equalized_odds_difference(tpr, fpr),
+        demographic_parity_difference=demographic_parity_difference(sel),
+    )
+
+
+def _cell_groups(
+    cells: Cells, pred: np.ndarray, n: np.ndarray, k: np.ndarray, acc: np.ndarray
+) -> tuple[Group, ...]:
+    selected = np.bincount(cells.cell, weights=pred.astype(np.float64), minlength=cells.n_cells)
     groups = []
     for c in range(cells.n_cells):
         if n[c] == 0:
             continue
         positive = cells.cell_target(c) == 1
-        lo, hi = wilson_interval(int(k[c]), int(n[c]))
         groups.append(
-            {
-                "name": cells.cell_name(c),
-                "cell": c,
-                "target": cells.target_values[cells.cell_target(c)],
-                "attribute": cells.attribute_values[cells.cell_attribute(c)],
-                "n": int(n[c]),
-                "correct": int(k[c]),
-                "accuracy": float(acc[c]),
-                "ci": [lo, hi],
-                "selection_rate": float(sel_n[c] / n[c]),
+            Group(
+                name=cells.cell_name(c),
+                cell=c,
+                target=cells.target_values[cells.cell_target(c)],
+                attribute=cells.attribute_values[cells.cell_attribute(c)],
+                n=int(n[c]),
+                correct=int(k[c]),
+                accuracy=float(acc[c]),
+                ci=wilson_interval(int(k[c]), int(n[c])),
+                selection_rate=float(selected[c] / n[c]),
                 # Within a cell the label is constant: TPR is defined for positive cells only,
                 # FPR for negative ones (fairlearn returns NaN for the other; we write null).
-                "tpr": float(acc[c]) if positive else None,
-                "fpr": None if positive else float(1 - acc[c]),
-            }
+                tpr=float(acc[c]) if positive else None,
+                fpr=None if positive else float(1 - acc[c]),
+            )
         )
-    tpr, fpr, sel = rates_by_attribute(y, pred, attr, cells.n_values)
-    counts = np.bincount(attr, minlength=cells.n_values)
-    attribute_groups = [
-        {
-            "name": f"{cells.attribute_name}={cells.attribute_values[a]}",
-            "value": cells.attribute_values[a],
-            "n": int(counts[a]),
-            "tpr": None if np.isnan(tpr[a]) else float(tpr[a]),
-            "fpr": None if np.isnan(fpr[a]) else float(fpr[a]),
-            "selection_rate": None if np.isnan(sel[a]) else float(sel[a]),
-        }
+    return tuple(groups)
+
+
+def _attribute_groups(
+    cells: Cells, tpr: np.ndarray, fpr: np.ndarray, sel: np.ndarray
+) -> tuple[AttributeGroup, ...]:
+    def rate(values: np.ndarray, a: int) -> float | None:
+        return None if np.isnan(values[a]) else float(values[a])
+
+    counts = np.bincount(cells.attribute, minlength=cells.n_values)
+    return tuple(
+        AttributeGroup(
+            name=f"{cells.attribute_name}={cells.attribute_values[a]}",
+            value=cells.attribute_values[a],
+            n=int(counts[a]),
+            tpr=rate(tpr, a),
+            fpr=rate(fpr, a),
+            selection_rate=rate(sel, a),
+        )
         for a in range(cells.n_values)
         if counts[a] > 0
-    ]
-    worst = int(np.nanargmin(acc))
-    return {
-        "groups": groups,
-        # Cells with no rows (e.g. no blond men in the audited split): not listed in ``groups``;
-        # every check that depends on all cells is skipped rather than passed (gate.py).
-        "empty_groups": [cells.cell_name(c) for c in range(cells.n_cells) if n[c] == 0],
-        "attribute_groups": attribute_groups,
-        "accuracy": float(correct.mean()) if correct.size else 0.0,
-        "worst_group": cells.cell_name(worst),
-        "worst_group_accuracy": worst_group_accuracy(acc),
-        "accuracy_gap": accuracy_gap(acc),
-        "equalized_odds_difference": equalized_odds_difference(tpr, fpr),
-        "demographic_parity_difference": demographic_parity_difference(sel),
-    }
+    )

@@ -1,173 +1,111 @@
-"""Turning a store and a labels table into the audit's coded cells and row selection."""
+"""Opening the audit's input files and recording where they came from (paths, hashes)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from audit.concepts import ConceptBank, load_bank, resolve_bank
 from audit.errors import InputError
-from audit.fairness.groups import Cells
-
-MAX_ATTRIBUTE_VALUES = 20
-SPLIT_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "valid": "valid",
-    "val": "valid",
-    "validation": "valid",
-    "test": "test",
-}
-SPLIT_CHOICES = ("auto", "all", "train", "valid", "test")
-#: Fraction of each cell held out for the audit when a probe is fit on data without a split.
-SEEDED_TEST_FRACTION = 0.3
+from audit.fairness.classifiers import Classifier, load_classifier
+from audit.fileio import file_sha256
+from audit.sae import SparseAutoencoder, load_sae, sae_fingerprint
+from audit.store import EmbeddingStore, open_store
 
 
-def _display(value: object) -> str:
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
+def store_sha256(store: EmbeddingStore) -> str:
+    """sha256 of the embedding file (a store: of its shard files' hashes, in order)."""
+    p = Path(store.path)
+    if p.is_file():
+        return file_sha256(p)
+    files = [s.filename for s in store.shards if getattr(s, "filename", None)]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(file_sha256(f).encode())
+    return "sha256:" + digest.hexdigest()
 
 
-def _sorted_values(series: pd.Series) -> list:
-    values = list(pd.unique(series))
-    try:
-        return sorted(values)
-    except TypeError:
-        return sorted(values, key=str)
-
-
-def build_cells(labels: pd.DataFrame, target: str, spurious: str) -> Cells:
-    """Code the target (two values; the larger one is the positive class) and the attribute.
-
-    The positive class is the larger of the two target values in sort order (1 over 0, True over
-    False, "male" over "female"); a linear head's logit > 0, or output 1 > output 0, predicts it.
-    """
-    for col, flag in ((target, "--target"), (spurious, "--spurious")):
-        if col not in labels.columns:
-            cols = ", ".join(map(str, labels.columns[:20]))
-            raise InputError(f"{flag} column '{col}' not found; available columns: {cols}")
-    if target == spurious:
-        raise InputError("--target and --spurious must be different columns")
-    for col in (target, spurious):
-        missing = int(labels[col].isna().sum())
-        if missing:
-            raise InputError(f"column '{col}' has {missing} missing values")
-    target_values = _sorted_values(labels[target])
-    if len(target_values) != 2:
-        raise InputError(
-            f"--target '{target}' must have exactly two values, found {len(target_values)}"
-        )
-    attr_values = _sorted_values(labels[spurious])
-    if len(attr_values) < 2:
-        raise InputError(f"--spurious '{spurious}' has a single value; nothing to compare")
-    if len(attr_values) > MAX_ATTRIBUTE_VALUES:
-        raise InputError(
-            f"--spurious '{spurious}' has {len(attr_values)} values; use a categorical column "
-            f"(at most {MAX_ATTRIBUTE_VALUES} values)"
-        )
-    y = (labels[target].to_numpy() == target_values[1]).astype(np.int8)
-    index = {v: i for i, v in enumerate(attr_values)}
-    attribute = np.array([index[v] for v in labels[spurious].to_numpy()], dtype=np.int16)
-    return Cells(
-        y=y,
-        attribute=attribute,
-        target_name=str(target),
-        attribute_name=str(spurious),
-        target_values=(_display(target_values[0]), _display(target_values[1])),
-        attribute_values=tuple(_display(v) for v in attr_values),
-        # For a binary attribute the larger value (1, True, "yes") means "has the attribute".
-        spurious_present=1 if len(attr_values) == 2 else None,
-    )
-
-
-def subset_cells(cells: Cells, rows: np.ndarray) -> Cells:
-    return Cells(
-        y=cells.y[rows],
-        attribute=cells.attribute[rows],
-        target_name=cells.target_name,
-        attribute_name=cells.attribute_name,
-        target_values=cells.target_values,
-        attribute_values=cells.attribute_values,
-        spurious_present=cells.spurious_present,
-    )
-
-
-def split_column(labels: pd.DataFrame) -> np.ndarray | None:
-    """Normalised split names (train/valid/test) from a ``split`` column, or CelebA's
-    ``partition`` (0/1/2); None if neither exists."""
-    if "split" in labels.columns:
-        raw = labels["split"].astype(str).str.strip().str.lower()
-        mapped = raw.map(SPLIT_ALIASES)
-        if mapped.isna().any():
-            bad = raw[mapped.isna()].iloc[0]
-            raise InputError(f"'split' column: unknown value {bad!r} (use train, valid or test)")
-        return mapped.to_numpy()
-    if "partition" in labels.columns:
-        parts = labels["partition"]
-        if not parts.isin([0, 1, 2]).all():
-            raise InputError("'partition' column: values must be 0, 1 or 2")
-        return parts.map({0: "train", 1: "valid", 2: "test"}).to_numpy()
-    return None
-
-
-@dataclass(frozen=True)
-class RowSelection:
-    audit: np.ndarray  # store rows audited (sorted)
-    train: np.ndarray | None  # store rows the probe is fit on
-    source: str  # how the split was chosen (reported)
-
-
-def select_rows(
-    labels: pd.DataFrame, cells: Cells, split: str, probe: bool, seed: int
-) -> RowSelection:
-    """Which rows are audited (and, for a probe, trained on).
-
-    ``auto``: with a split column, the test split (the probe trains on the train split);
-    without one, a probe gets a seeded split stratified by cell (30 % audited, 70 % train) and a
-    given classifier is audited on every row.
-    """
-    if split not in SPLIT_CHOICES:
-        raise InputError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
-    n = len(labels)
-    column = split_column(labels)
-    if split == "all":
-        if probe:
+def _open_labelled_store(
+    embeddings: str | os.PathLike[str], labels: str | os.PathLike[str] | pd.DataFrame | None
+) -> EmbeddingStore:
+    if isinstance(labels, pd.DataFrame):
+        store = open_store(embeddings)
+        if len(labels) != store.count:
             raise InputError(
-                "--split all cannot be used with --classifier probe (it would audit its training data)"
+                f"labels have {len(labels)} rows but the embeddings have {store.count}"
             )
-        return RowSelection(np.arange(n), None, "all rows")
-    if column is None:
-        if split != "auto":
-            raise InputError(
-                f"--split {split} needs a 'split' column (train/valid/test) in the labels"
-            )
-        if not probe:
-            return RowSelection(np.arange(n), None, "all rows (no split column)")
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-        test = []
-        for c in range(cells.n_cells):
-            idx = np.nonzero(cells.cell == c)[0]
-            if idx.size:
-                shuffled = rng.permutation(idx)
-                test.append(shuffled[: int(np.ceil(SEEDED_TEST_FRACTION * idx.size))])
-        audit = np.sort(np.concatenate(test)) if test else np.zeros(0, dtype=np.int64)
-        train = np.setdiff1d(np.arange(n), audit)
-        return RowSelection(
-            audit,
-            train,
-            f"seeded split (seed {seed}): {SEEDED_TEST_FRACTION:.0%} of each cell audited",
+        store.metadata = labels.reset_index(drop=True)
+    else:
+        store = open_store(embeddings, labels)
+    if store.metadata is None:
+        raise InputError(f"{embeddings} has no metadata.csv; pass --labels FILE.csv")
+    store.check_finite()  # a NaN row is bad input (exit 2), not an integrity failure (exit 3)
+    return store
+
+
+def _labels_record(
+    store: EmbeddingStore,
+    embeddings: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | pd.DataFrame | None,
+) -> dict[str, Any]:
+    if isinstance(labels, pd.DataFrame):
+        digest = hashlib.sha256(
+            pd.util.hash_pandas_object(store.metadata, index=False).to_numpy().tobytes()
         )
-    chosen = "test" if split == "auto" else split
-    audit = np.nonzero(column == chosen)[0]
-    if audit.size == 0:
-        raise InputError(f"the {chosen} split is empty")
-    train = None
-    if probe:
-        train = np.nonzero(column == "train")[0]
-        if train.size == 0:
-            raise InputError("--classifier probe needs rows in the train split")
-        if chosen == "train":
-            raise InputError("--classifier probe is fit on the train split; audit another split")
-    return RowSelection(audit, train, f"{chosen} split")
+        source = str(labels.attrs.get("source", "a labels table"))
+        return {"path": None, "sha256": "sha256:" + digest.hexdigest(), "source": source}
+    path = Path(labels) if labels is not None else Path(embeddings) / "metadata.csv"
+    return {"path": str(path), "sha256": file_sha256(path)}
+
+
+def load_inputs(
+    embeddings: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | pd.DataFrame | None,
+    sae: str | os.PathLike[str],
+    bank: str | os.PathLike[str],
+    classifier: str | os.PathLike[str],
+    classifier_input: str = "raw",
+) -> tuple[EmbeddingStore, pd.DataFrame, SparseAutoencoder, ConceptBank, Classifier | str, dict]:
+    """Open every input (one-line :class:`InputError` for anything wrong) and record provenance."""
+    store = _open_labelled_store(embeddings, labels)
+    model = load_sae(sae)
+    bank_obj = load_bank(bank)
+    clf: Classifier | str
+    if str(classifier) == "probe":
+        clf = "probe"
+    else:
+        clf = load_classifier(classifier, store.dim, classifier_input)
+    bank_path = resolve_bank(bank)
+    provenance = {
+        "embeddings": {
+            "path": str(embeddings),
+            "sha256": store_sha256(store),
+            "rows": store.count,
+            "dim": store.dim,
+            "model": store.model,
+            "pretrained": store.pretrained,
+        },
+        "labels": _labels_record(store, embeddings, labels),
+        "sae": {
+            "path": str(sae),
+            "fingerprint": sae_fingerprint(model),
+            "arch": model.cfg.arch,
+            "d_in": model.d_in,
+            "n_latents": model.n_latents,
+            "embedding_model": model.cfg.embedding_model,
+        },
+        "bank": {
+            "name": bank_obj.name,
+            "path": str(bank_path),
+            "sha256": file_sha256(bank_path),
+            "latents": len(bank_obj.concepts),
+            "validated": len(bank_obj.named(validated_only=True)),
+        },
+        "classifier": {"kind": "probe"} if clf == "probe" else {},
+    }
+    assert store.metadata is not None
+    return store, store.metadata, model, bank_obj, clf, provenance

@@ -175,6 +175,71 @@ def _usable(x: float, y: float, x_kind: str, y_kind: str) -> bool:
     return ok and (x_kind == "linear" or x > 0) and (y_kind == "linear" or y > 0)
 
 
+def _usable_series(series: Sequence[Series], x_kind: str, y_kind: str) -> list[Series]:
+    """The series without the points an axis cannot show."""
+    return [
+        Series(
+            s.name,
+            s.color,
+            [(x, y) for x, y in s.points if _usable(x, y, x_kind, y_kind)],
+            s.highlight if s.highlight and _usable(*s.highlight, x_kind, y_kind) else None,
+        )
+        for s in series
+    ]
+
+
+def _svg_axes(ax: _Axis, ay: _Axis, box: tuple[int, int, int, int], labels: tuple[str, str]) -> str:
+    """Frame, grid, ticks and axis labels (box: left, top, right, bottom pixel edges)."""
+    left, top, right, bottom = box
+    parts = [
+        f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" class="frame"/>'
+    ]
+    for value, label in ax.ticks():
+        px = ax.position(value)
+        parts.append(
+            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{bottom}" class="grid"/>'
+            f'<text x="{px:.1f}" y="{bottom + 16}" text-anchor="middle" '
+            f'class="tick">{escape(label)}</text>'
+        )
+    for value, label in ay.ticks():
+        py = ay.position(value)
+        parts.append(
+            f'<line x1="{left}" x2="{right}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end" class="tick">'
+            f"{escape(label)}</text>"
+        )
+    parts.append(
+        f'<text x="{(left + right) / 2:.1f}" y="{bottom + 42}" text-anchor="middle" '
+        f'class="axis-label">{escape(labels[0])}</text>'
+        f'<text transform="translate(16 {(top + bottom) / 2:.1f}) rotate(-90)" '
+        f'text-anchor="middle" class="axis-label">{escape(labels[1])}</text>'
+    )
+    return "".join(parts)
+
+
+def _svg_series(s: Series, ax: _Axis, ay: _Axis) -> str:
+    """One series: its line, a dot per point and the highlighted point."""
+    coords = [(ax.position(x), ay.position(y)) for x, y in s.points]
+    color = escape(s.color)
+    parts = []
+    if len(coords) > 1:
+        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in coords)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" class="line"/>')
+    for (x, y), (px, py) in zip(s.points, coords, strict=True):
+        parts.append(
+            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}">'
+            f"<title>{escape(s.name)}: ({x:.4g}, {y:.4g})</title></circle>"
+        )
+    if s.highlight is not None:
+        x, y = s.highlight
+        parts.append(
+            f'<circle cx="{ax.position(x):.1f}" cy="{ay.position(y):.1f}" r="7" '
+            f'fill="{color}" stroke="#fff" stroke-width="2">'
+            f"<title>{escape(s.name)}: ({x:.4g}, {y:.4g})</title></circle>"
+        )
+    return "".join(parts)
+
+
 def svg_chart(
     series: Sequence[Series],
     *,
@@ -188,72 +253,24 @@ def svg_chart(
 ) -> Markup:
     """A line chart as inline SVG markup. Points a log axis cannot show (≤ 0) are left out."""
     left, right, top, bottom = 68, 16, 34, 52
-    clean = [
-        Series(
-            s.name,
-            s.color,
-            [(x, y) for x, y in s.points if _usable(x, y, x_kind, y_kind)],
-            s.highlight if s.highlight and _usable(*s.highlight, x_kind, y_kind) else None,
-        )
-        for s in series
-    ]
-    xs = [p[0] for s in clean for p in [*s.points, *([s.highlight] if s.highlight else [])]]
-    ys = [p[1] for s in clean for p in [*s.points, *([s.highlight] if s.highlight else [])]]
+    clean = _usable_series(series, x_kind, y_kind)
+    points = [p for s in clean for p in [*s.points, *([s.highlight] if s.highlight else [])]]
     parts = [
         f'<svg role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'class="chart"><title>{escape(title)}</title>',
         f'<text x="{width / 2:.1f}" y="20" text-anchor="middle" class="chart-title">'
         f"{escape(title)}</text>",
     ]
-    if not xs:
+    if not points:
         parts.append(
             f'<text x="{width / 2:.1f}" y="{height / 2:.1f}" text-anchor="middle">no data</text>'
         )
         return Markup("".join([*parts, "</svg>"]))
-    ax = _Axis.fit(xs, x_kind, left, width - right)
-    ay = _Axis.fit(ys, y_kind, height - bottom, top)
-    parts.append(
-        f'<rect x="{left}" y="{top}" width="{width - left - right}" '
-        f'height="{height - top - bottom}" class="frame"/>'
-    )
-    for value, label in ax.ticks():
-        px = ax.position(value)
-        parts.append(
-            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{height - bottom}" class="grid"/>'
-            f'<text x="{px:.1f}" y="{height - bottom + 16}" text-anchor="middle" '
-            f'class="tick">{escape(label)}</text>'
-        )
-    for value, label in ay.ticks():
-        py = ay.position(value)
-        parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/>'
-            f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end" class="tick">'
-            f"{escape(label)}</text>"
-        )
-    parts.append(
-        f'<text x="{(left + width - right) / 2:.1f}" y="{height - 10}" text-anchor="middle" '
-        f'class="axis-label">{escape(x_label)}</text>'
-        f'<text transform="translate(16 {(top + height - bottom) / 2:.1f}) rotate(-90)" '
-        f'text-anchor="middle" class="axis-label">{escape(y_label)}</text>'
-    )
-    for s in clean:
-        coords = [(ax.position(x), ay.position(y)) for x, y in s.points]
-        color = escape(s.color)
-        if len(coords) > 1:
-            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in coords)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" class="line"/>')
-        for (x, y), (px, py) in zip(s.points, coords, strict=True):
-            parts.append(
-                f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}">'
-                f"<title>{escape(s.name)}: ({x:.4g}, {y:.4g})</title></circle>"
-            )
-        if s.highlight is not None:
-            x, y = s.highlight
-            parts.append(
-                f'<circle cx="{ax.position(x):.1f}" cy="{ay.position(y):.1f}" r="7" '
-                f'fill="{color}" stroke="#fff" stroke-width="2">'
-                f"<title>{escape(s.name)}: ({x:.4g}, {y:.4g})</title></circle>"
-            )
+    ax = _Axis.fit([p[0] for p in points], x_kind, left, width - right)
+    ay = _Axis.fit([p[1] for p in points], y_kind, height - bottom, top)
+    box = (left, top, width - right, height - bottom)
+    parts.append(_svg_axes(ax, ay, box, (x_label, y_label)))
+    parts.extend(_svg_series(s, ax, ay) for s in clean)
     return Markup("".join([*parts, "</svg>"]))
 
 

@@ -8,6 +8,9 @@ names, label values, column names, paths) reaches the page through Jinja2's auto
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
+from audit.fairness.result import AuditResult
 from audit.report.templating import render, thumbnail
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
@@ -26,10 +29,10 @@ def _scale(lo: float, hi: float, x0: float, x1: float):  # type: ignore[no-untyp
     return lambda v: round(x0 + (float(v) - lo) / span * (x1 - x0), 2)
 
 
-def group_bars(result: dict) -> dict:
+def group_bars(result: AuditResult) -> dict:
     """Accuracy with its Wilson CI per group on a shared [lo, 1] axis."""
-    groups = result.get("groups", [])
-    lo = min([0.5] + [g["ci"][0] for g in groups])
+    groups = result.groups
+    lo = min([0.5] + [g.ci[0] for g in groups])
     lo = max(0.0, (int(lo * 10)) / 10)
     sx = _scale(lo, 1.0, 240, 620)
     rows = []
@@ -38,12 +41,12 @@ def group_bars(result: dict) -> dict:
         rows.append(
             {
                 "y": y,
-                "name": g["name"],
-                "x_lo": sx(g["ci"][0]),
-                "x_hi": sx(g["ci"][1]),
-                "x": sx(g["accuracy"]),
-                "worst": g["name"] == result.get("worst_group"),
-                "text": f"{g['accuracy']:.3f}  (n={g['n']:,})",
+                "name": g.name,
+                "x_lo": sx(g.ci[0]),
+                "x_hi": sx(g.ci[1]),
+                "x": sx(g.accuracy),
+                "worst": g.name == result.worst_group,
+                "text": f"{g.accuracy:.3f}  (n={g.n:,})",
             }
         )
     ticks = [{"x": sx(t), "label": f"{t:.1f}"} for t in _ticks(lo, 1.0)]
@@ -60,15 +63,15 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [round(lo + k * step, 4) for k in range(n + 1)]
 
 
-def forest_plot(result: dict) -> dict:
+def forest_plot(result: AuditResult) -> dict:
     """ΔWGA with its bootstrap CI and the null's central 95 % band for the top concepts."""
-    concepts = result.get("concepts", [])[:FOREST_ROWS]
-    min_dwga = (result.get("settings") or {}).get("min_dwga", 0.02)
+    concepts = result.concepts[:FOREST_ROWS]
+    min_dwga = result.settings.min_dwga
     values = [0.0, min_dwga]
     for c in concepts:
-        values += [c["ci"][0], c["ci"][1], c["delta_wga"]]
-        if c.get("null_band"):
-            values += c["null_band"]
+        values += [c.ci[0], c.ci[1], c.delta_wga]
+        if c.null_band:
+            values += c.null_band
     lo, hi = min(values), max(values)
     pad = 0.05 * ((hi - lo) or 1.0)
     lo, hi = lo - pad, hi + pad
@@ -76,20 +79,20 @@ def forest_plot(result: dict) -> dict:
     rows = []
     for i, c in enumerate(concepts):
         y = 30 + 24 * i
-        band = c.get("null_band")
+        band = c.null_band
         rows.append(
             {
                 "y": y,
-                "label": c["label"],
-                "tested": c["tested"],
-                "flagged": c["flagged"],
-                "x": sx(c["delta_wga"]),
-                "x_lo": sx(c["ci"][0]),
-                "x_hi": sx(c["ci"][1]),
+                "label": c.label,
+                "tested": c.tested,
+                "flagged": c.flagged,
+                "x": sx(c.delta_wga),
+                "x_lo": sx(c.ci[0]),
+                "x_hi": sx(c.ci[1]),
                 "band": None
                 if not band
                 else {"x": sx(band[0]), "w": max(1.0, sx(band[1]) - sx(band[0]))},
-                "text": f"{c['delta_wga']:+.3f}",
+                "text": f"{c.delta_wga:+.3f}",
             }
         )
     ticks = [{"x": sx(t), "label": f"{t:+.2f}"} for t in _ticks(lo, hi)]
@@ -104,16 +107,16 @@ def forest_plot(result: dict) -> dict:
     }
 
 
-def activation_bars(result: dict) -> dict:
+def activation_bars(result: AuditResult) -> dict:
     """Mean activation per group of the top concepts (one small bar chart per concept)."""
-    groups = [g["name"] for g in result.get("groups", [])]
-    concepts = [c for c in result.get("concepts", []) if c.get("mean_activation")][:ACTIVATION_ROWS]
-    peak = max([1e-12] + [v for c in concepts for v in c["mean_activation"].values()])
+    groups = [g.name for g in result.groups]
+    concepts = [c for c in result.concepts if c.mean_activation][:ACTIVATION_ROWS]
+    peak = max([1e-12] + [v for c in concepts for v in c.mean_activation.values()])
     charts = []
     for c in concepts:
         bars = []
         for i, g in enumerate(groups):
-            v = c["mean_activation"].get(g, 0.0)
+            v = c.mean_activation.get(g, 0.0)
             h = round(60 * v / peak, 2)
             bars.append(
                 {
@@ -125,32 +128,32 @@ def activation_bars(result: dict) -> dict:
                     "value": v,
                 }
             )
-        charts.append({"label": c["label"], "bars": bars, "width": 20 + 22 * len(groups)})
+        charts.append({"label": c.label, "bars": bars, "width": 20 + 22 * len(groups)})
     legend = [{"group": g, "color": PALETTE[i % len(PALETTE)]} for i, g in enumerate(groups)]
     return {"charts": charts, "legend": legend}
 
 
-def dose_charts(result: dict) -> list[dict]:
+def dose_charts(result: AuditResult) -> list[dict]:
     """WGA and every group's accuracy as the concept is steered, α = 0 … 3."""
     charts = []
-    for d in result.get("dose_response", []):
-        alphas = d["alphas"]
+    for d in result.dose_response:
+        alphas = d.alphas
         sx = _scale(min(alphas), max(alphas), 50, 420)
         sy = _scale(0.0, 1.0, 210, 20)
         lines = []
-        for i, (g, ys) in enumerate(sorted(d["accuracy_by_group"].items())):
+        for i, (g, ys) in enumerate(sorted(d.accuracy_by_group.items())):
             pts = " ".join(f"{sx(a)},{sy(v)}" for a, v in zip(alphas, ys, strict=True))
             lines.append(
                 {"points": pts, "color": PALETTE[i % len(PALETTE)], "group": g, "wga": False}
             )
         pts = " ".join(
-            f"{sx(a)},{sy(v)}" for a, v in zip(alphas, d["worst_group_accuracy"], strict=True)
+            f"{sx(a)},{sy(v)}" for a, v in zip(alphas, d.worst_group_accuracy, strict=True)
         )
         lines.append({"points": pts, "color": "#111", "group": "worst-group accuracy", "wga": True})
         charts.append(
             {
-                "label": d["label"],
-                "flagged": d["flagged"],
+                "label": d.label,
+                "flagged": d.flagged,
                 "lines": lines,
                 "x_ticks": [
                     {"x": sx(a), "label": f"{a:g}"} for a in alphas if float(a).is_integer()
@@ -162,27 +165,28 @@ def dose_charts(result: dict) -> list[dict]:
     return charts
 
 
-def example_galleries(result: dict) -> list[dict]:
+def example_galleries(result: AuditResult) -> list[dict]:
+    """Thumbnails of the example rows whose ``path`` is a readable image."""
     galleries = []
-    for ex in result.get("examples", []):
+    for ex in result.examples:
         sections = []
-        for key, title in (
-            ("top_activating", "top-activating"),
-            ("flipped", "flipped by the ablation"),
+        for rows, title in (
+            (ex.top_activating, "top-activating"),
+            (ex.flipped, "flipped by the ablation"),
         ):
             items = []
-            for item in ex.get(key, []):
-                uri = thumbnail(item.get("path"), THUMBNAIL)
+            for item in rows:
+                uri = thumbnail(item.path, THUMBNAIL)
                 if uri:
-                    items.append({**item, "uri": uri})
+                    items.append({**asdict(item), "uri": uri})
             if items:
                 sections.append({"title": title, "items": items})
         if sections:
-            galleries.append({"label": ex["label"], "sections": sections})
+            galleries.append({"label": ex.label, "sections": sections})
     return galleries
 
 
-def render_html(result: dict) -> str:
+def render_html(result: AuditResult) -> str:
     """The full page for one audit result."""
     return render(
         "audit.html.j2",
@@ -192,5 +196,5 @@ def render_html(result: dict) -> str:
         activations=activation_bars(result),
         doses=dose_charts(result),
         galleries=example_galleries(result),
-        top_concepts=result.get("concepts", [])[:25],
+        top_concepts=result.concepts[:25],
     )

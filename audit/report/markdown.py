@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from audit.fairness.result import AuditResult
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 VERDICT_MARK = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR"}
 TOP_CONCEPTS = 10
@@ -30,7 +32,7 @@ def md_escape(value: object) -> str:
 def _num(value: object, digits: int = 3) -> str:
     if value is None:
         return "–"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_num(v, digits) for v in value) + "]"
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -39,32 +41,31 @@ def _num(value: object, digits: int = 3) -> str:
     return f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
-def render_markdown(result: dict) -> str:
-    data = result.get("data") or {}
+def render_markdown(result: AuditResult) -> str:
+    data = result.data
+    verdict = VERDICT_MARK.get(result.verdict, md_escape(result.verdict))
     lines = [
-        f"## msae-audit: {VERDICT_MARK.get(result.get('verdict', ''), md_escape(result.get('verdict')))}",
+        f"## msae-audit: {verdict}",
         "",
-        f"Target **{md_escape(data.get('target'))}** across **{md_escape(data.get('spurious'))}**; "
-        f"{data.get('rows_audited', 0):,} rows audited ({md_escape(data.get('split', ''))}). "
-        f"Worst group **{md_escape(result.get('worst_group'))}**: accuracy "
-        f"{_num(result.get('worst_group_accuracy'))}; flagged concepts: "
-        f"**{result.get('flagged_concepts', 0)}**.",
+        f"Target **{md_escape(data.target)}** across **{md_escape(data.spurious)}**; "
+        f"{data.rows_audited:,} rows audited ({md_escape(data.split)}). "
+        f"Worst group **{md_escape(result.worst_group)}**: accuracy "
+        f"{_num(result.worst_group_accuracy)}; flagged concepts: "
+        f"**{result.flagged_concepts}**.",
         "",
     ]
-    if result.get("error"):
-        lines += [f"> **Integrity check failed.** {md_escape(result['error'])}", ""]
+    if result.error:
+        lines += [f"> **Integrity check failed.** {md_escape(result.error)}", ""]
     lines += ["| check | value | threshold | status |", "| --- | ---: | ---: | --- |"]
-    for c in result.get("checks", []):
+    for c in result.checks:
         lines.append(
-            f"| {md_escape(c['name'])} | {_num(c['value'], 4)} | {_num(c['threshold'], 4)} | "
-            f"{md_escape(c['status'])} |"
+            f"| {md_escape(c.name)} | {_num(c.value, 4)} | {_num(c.threshold, 4)} | "
+            f"{md_escape(c.status)} |"
         )
     lines += ["", "| group | n | accuracy | 95% CI |", "| --- | ---: | ---: | ---: |"]
-    for g in result.get("groups", []):
-        lines.append(
-            f"| {md_escape(g['name'])} | {g['n']} | {_num(g['accuracy'])} | {_num(g['ci'])} |"
-        )
-    concepts = result.get("concepts", [])[:TOP_CONCEPTS]
+    for g in result.groups:
+        lines.append(f"| {md_escape(g.name)} | {g.n} | {_num(g.accuracy)} | {_num(g.ci)} |")
+    concepts = result.concepts[:TOP_CONCEPTS]
     if concepts:
         lines += [
             "",
@@ -73,7 +74,7 @@ def render_markdown(result: dict) -> str:
         ]
         for c in concepts:
             lines.append(
-                f"| {c['rank']} | {md_escape(c['label'])} | {_num(c['delta_wga'], 4)} | "
-                f"{_num(c['ci'], 4)} | {_num(c['q'], 4)} | {'**yes**' if c['flagged'] else 'no'} |"
+                f"| {c.rank} | {md_escape(c.label)} | {_num(c.delta_wga, 4)} | "
+                f"{_num(c.ci, 4)} | {_num(c.q, 4)} | {'**yes**' if c.flagged else 'no'} |"
             )
     return "\n".join(lines) + "\n"

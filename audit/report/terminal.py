@@ -10,6 +10,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from audit.fairness.result import AuditResult, Check
+
 STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold dark_orange",
                 "skipped": "dim", "info": "cyan"}  # fmt: skip
 
@@ -17,40 +19,35 @@ STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold dark_or
 def _num(value: object, digits: int = 3) -> str:
     if value is None:
         return "–"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_num(v, digits) for v in value) + "]"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
-def verdict_panel(result: dict) -> Panel:
-    verdict = str(result.get("verdict", "?"))
-    data = result.get("data") or {}
+def verdict_panel(result: AuditResult) -> Panel:
+    verdict = result.verdict
     text = Text()
     text.append(f" {verdict.upper()} ", style=f"reverse {STATUS_STYLE.get(verdict, '')}")
     text.append("  ")
-    text.append(f"{data.get('target')} across {data.get('spurious')}: ")
-    text.append(
-        f"worst group {result.get('worst_group')} at {_num(result.get('worst_group_accuracy'))}, "
-    )
-    text.append(
-        f"{result.get('flagged_concepts', 0)} flagged concept(s), exit code {result.get('exit_code')}"
-    )
+    text.append(f"{result.data.target} across {result.data.spurious}: ")
+    text.append(f"worst group {result.worst_group} at {_num(result.worst_group_accuracy)}, ")
+    text.append(f"{result.flagged_concepts} flagged concept(s), exit code {result.exit_code}")
     body = [text]
-    if result.get("error"):
-        body.append(Text(str(result["error"]), style="dark_orange"))
+    if result.error:
+        body.append(Text(result.error, style="dark_orange"))
     return Panel(Group(*body), title="msae-audit", expand=False)
 
 
-def _threshold(check: dict) -> str:
-    t = check["threshold"]
-    if isinstance(check["value"], int) and isinstance(t, float) and t.is_integer():
+def _threshold(check: Check) -> str:
+    t = check.threshold
+    if isinstance(check.value, int) and isinstance(t, float) and t.is_integer():
         return str(int(t))  # counts (flagged_concepts) get integer thresholds
     return _num(t, 4)
 
 
-def checks_table(result: dict) -> Table:
+def checks_table(result: AuditResult) -> Table:
     table = Table(title="Checks", title_justify="left")
     for col, just in (
         ("check", "left"),
@@ -60,55 +57,55 @@ def checks_table(result: dict) -> Table:
     ):
         table.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
     table.add_column("why", justify="left")
-    for c in result.get("checks", []):
+    for c in result.checks:
         table.add_row(
-            Text(c["name"]),
-            _num(c["value"], 4) if isinstance(c["value"], float) else _num(c["value"]),
+            Text(c.name),
+            _num(c.value, 4) if isinstance(c.value, float) else _num(c.value),
             _threshold(c),
-            Text(c["status"], style=STATUS_STYLE.get(c["status"], "")),
-            Text(str(c.get("reason", "")), style="dim"),
+            Text(c.status, style=STATUS_STYLE.get(c.status, "")),
+            Text(c.reason, style="dim"),
         )
     return table
 
 
-def groups_table(result: dict) -> Table:
+def groups_table(result: AuditResult) -> Table:
     table = Table(title="Groups (target × attribute)", title_justify="left")
     for col in ("group", "n", "accuracy", "95% CI", "TPR", "FPR"):
         table.add_column(col, justify="left" if col == "group" else "right", no_wrap=col != "group")
-    for g in result.get("groups", []):
-        style = "bold red" if g["name"] == result.get("worst_group") else ""
+    for g in result.groups:
+        style = "bold red" if g.name == result.worst_group else ""
         table.add_row(
-            Text(g["name"], style=style), _num(g["n"]), _num(g["accuracy"]), _num(g["ci"]),
-            _num(g.get("tpr")), _num(g.get("fpr")),
+            Text(g.name, style=style), _num(g.n), _num(g.accuracy), _num(g.ci), _num(g.tpr),
+            _num(g.fpr),
         )  # fmt: skip
     return table
 
 
-def concepts_table(result: dict, top: int = 10) -> Table:
-    n = len(result.get("concepts", []))
+def concepts_table(result: AuditResult, top: int = 10) -> Table:
+    n = len(result.concepts)
     table = Table(title=f"Top concepts by ΔWGA (of {n} listed)", title_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("concept", min_width=18, ratio=1)
     for col in ("ΔWGA", "95% CI", "q", "flag", "flips"):
         table.add_column(col, justify="left" if col == "flag" else "right", no_wrap=True)
-    for c in result.get("concepts", [])[:top]:
-        style = "bold red" if c["flagged"] else ("" if c["tested"] else "italic dim")
-        lo, hi = c["ci"]
+    for c in result.concepts[:top]:
+        style = "bold red" if c.flagged else ("" if c.tested else "italic dim")
+        lo, hi = c.ci
         table.add_row(
-            str(c["rank"]),
-            Text(c["label"], style=style),
-            f"{c['delta_wga']:+.3f}",
+            str(c.rank),
+            Text(c.label, style=style),
+            f"{c.delta_wga:+.3f}",
             f"[{lo:+.3f}, {hi:+.3f}]",
-            _num(c["q"], 3),
-            Text("yes", style="bold red") if c["flagged"] else Text("no"),
-            f"{100 * c['flip_rate']:.1f}%",
+            _num(c.q, 3),
+            Text("yes", style="bold red") if c.flagged else Text("no"),
+            f"{100 * c.flip_rate:.1f}%",
         )
     return table
 
 
-def render_terminal(result: dict, console: Console, top: int = 10) -> None:
+def render_terminal(result: AuditResult, console: Console, top: int = 10) -> None:
     console.print(verdict_panel(result))
     console.print(groups_table(result))
-    if result.get("concepts"):
+    if result.concepts:
         console.print(concepts_table(result, top))
     console.print(checks_table(result))

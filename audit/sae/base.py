@@ -15,6 +15,7 @@ their training loss (:meth:`training_loss`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, NamedTuple
 
@@ -207,6 +208,33 @@ class SparseAutoencoder(nn.Module):
         """Raw embeddings ``[B, d]`` to the inference code ``[B, n]`` (optionally top-k only)."""
         z = self._cap(self.activation(self.pre_activations(self.preprocess(x))))
         return keep_topk(z, topk) if topk is not None else z
+
+    #: Whether each latent's activation depends on its own pre-activation only (not TopK's).
+    elementwise: ClassVar[bool] = True
+
+    def activate_columns(self, pre: Tensor, cols: Tensor) -> Tensor:
+        """The activation of the pre-activations of latents ``cols`` (element-wise
+        architectures; may work in place): ``activation(pre_full)[:, cols]``."""
+        return self._cap(pre.clamp_min_(0))
+
+    def column_encoder(self, cols: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+        """``x ↦ encode(x)[:, cols]`` (all latents when ``cols`` is None). With an element-wise
+        activation only the requested latents are computed, from encoder columns gathered
+        once, which saves the ``[B, n]`` code when few latents are needed."""
+        if not self.elementwise:
+            return lambda x: self.encode(x) if cols is None else self.encode(x)[:, cols]
+        if cols is None:
+            cols = torch.arange(self.n_latents, device=self.W_enc.device)
+            w, b = self.W_enc, self.b_enc
+        else:
+            w, b = self.W_enc.detach()[:, cols].contiguous(), self.b_enc.detach()[cols]
+
+        def encode(x: Tensor) -> Tensor:
+            if cols.numel() == 0:
+                return x.new_zeros((x.shape[0], 0))
+            return self.activate_columns(torch.addmm(b, self.preprocess(x) - self.b_pre, w), cols)
+
+        return encode
 
     # -- decoding ----------------------------------------------------------------------------
     def decode_tilde(self, z: Tensor) -> Tensor:

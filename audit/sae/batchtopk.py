@@ -35,6 +35,12 @@ class BatchTopKSAE(SparseAutoencoder):
     def inference_description(self) -> str:
         return f"pre * (pre > {float(self.threshold.clamp_min(0).max()):.4g})"
 
+    def activate_columns(self, pre: Tensor, cols: Tensor) -> Tensor:
+        theta = self.threshold.clamp_min(0)
+        if theta.ndim == 1:  # per-latent thresholds
+            theta = theta[cols]
+        return self._cap(pre.mul_(pre > theta))
+
     def batch_code(self, pre: Tensor) -> Tensor:
         flat = pre.reshape(-1)
         keep = min(self.k * pre.shape[0], flat.numel())

@@ -13,6 +13,7 @@ from audit.sae.registry import register
 @register("topk")
 class TopKSAE(SparseAutoencoder):
     arch = "topk"
+    elementwise = False  # a latent's activation depends on the others' (the row's top k)
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__(cfg)

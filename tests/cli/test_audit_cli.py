@@ -12,6 +12,7 @@ import pytest
 
 from tests.audit_worlds import write_world
 from tests.conftest import assert_one_line_error
+from tests.schemas import assert_valid, assert_valid_file
 
 PASS_GATE = """
 gates:
@@ -61,6 +62,7 @@ def test_pass_writes_every_report_with_the_contract_fields(cli, world, tmp_path)
     )
     assert r.exit_code == 0, r.stderr
     data = json.loads((tmp_path / "a.json").read_text())
+    assert_valid(data, "audit")
     assert (
         data["schema"] == "msae-audit/audit" and data["version"] == 1 and data["verdict"] == "pass"
     )
@@ -114,6 +116,7 @@ def test_integrity_failure_exits_3_and_still_reports(cli, world, tmp_path):
     assert r.exit_code == 3, r.stderr
     data = json.loads((tmp_path / "a.json").read_text())
     assert data["verdict"] == "error" and data["concepts"] == [] and "integrity" in data["error"]
+    assert_valid(data, "audit")
     assert "ERROR" in r.stdout
 
 
@@ -144,9 +147,12 @@ def test_check_rejudges_saved_results(cli, world, tmp_path):
     assert cli(*audit_args(world, tmp_path)).exit_code == 0
     results = tmp_path / "a.json"
     r = cli(
-        "check", "--config", gate_file(tmp_path, FAIL_GATE), results, "--junit", tmp_path / "c.xml"
-    )
+        "check", "--config", gate_file(tmp_path, FAIL_GATE), results, "--junit", tmp_path / "c.xml",
+        "--json", tmp_path / "c.json",
+    )  # fmt: skip
     assert r.exit_code == 1 and "FAIL" in r.stdout
+    assert_valid_file(tmp_path / "c.json", "audit")
+    assert json.loads((tmp_path / "c.json").read_text())["verdict"] == "fail"
     assert ET.parse(tmp_path / "c.xml").getroot().find("testsuite").get("failures") == "2"
     lenient = tmp_path / "lenient.yaml"
     lenient.write_text(
@@ -200,8 +206,8 @@ def test_probe_on_a_labels_csv_with_a_split(cli, tmp_path):
 
 def test_celeba_with_a_store_uses_celeba_attributes_and_split(cli, tmp_path):
     from audit.data.celeba import read_celeba, write_fake_celeba
-    from audit.fairness.planted import planted_bias_world, save_planted_world
     from audit.store import write_store
+    from tests.fairness.planted import planted_bias_world, save_planted_world
 
     root = write_fake_celeba(tmp_path / "celeba", n_images=600, seed=2, image_size=16)
     table = read_celeba(root).table
@@ -220,6 +226,7 @@ def test_celeba_with_a_store_uses_celeba_attributes_and_split(cli, tmp_path):
     )  # fmt: skip
     assert r.exit_code == 0, r.stderr
     data = json.loads((tmp_path / "c.json").read_text())
+    assert_valid(data, "audit")
     assert data["data"]["target"] == "Male" and data["data"]["spurious"] == "Blond_Hair"
     assert data["data"]["split"] == "test split"
     assert data["data"]["rows_audited"] == int((table["partition"] == 2).sum())
@@ -269,3 +276,25 @@ def test_celeba_errors(cli, world, tmp_path):
     r = cli("celeba", "--root", tmp_path / "nowhere", "--sae", world["sae"], "--bank", world["bank"],
             "--classifier", world["head"], "--embeddings", world["store"])  # fmt: skip
     assert_one_line_error(r, 2, "CelebA root not found")
+
+
+@pytest.mark.parametrize("command", ["audit", "celeba", "check"])
+def test_help_states_every_default(command):
+    """Each option's --help line says its default (or that it is required); the audit's
+    settings take theirs from the library (AuditSettings)."""
+    import typer
+
+    from audit.cli import _register_commands
+    from audit.cli.app import app
+    from audit.fairness import AuditSettings
+
+    _register_commands()
+    group = typer.main.get_command(app)
+    params = [p for p in group.commands[command].params if p.name != "help"]
+    for p in params:
+        stated = p.required or isinstance(p.show_default, str) or p.default is not None
+        assert stated and p.show_default is not False, p.name
+    defaults = {p.name: p.default for p in params}
+    for name in ("seed", "ablation", "split", "device", "classifier_input"):
+        if name in defaults:
+            assert defaults[name] == AuditSettings.default(name)

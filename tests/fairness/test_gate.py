@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from audit.errors import InputError
+from audit.fairness import AuditResult, parse_result
 from audit.fairness.gate import (
     GateConfig,
     evaluate_checks,
@@ -14,59 +19,47 @@ from audit.fairness.gate import (
     verdict_of,
 )
 
-
-def result(**over) -> dict:
-    base = {
-        "schema": "msae-audit/audit",
-        "groups": [
-            {"name": "T=0, A=0", "n": 500},
-            {"name": "T=0, A=1", "n": 300},
-            {"name": "T=1, A=0", "n": 400},
-            {"name": "T=1, A=1", "n": 60},
-        ],
-        "worst_group_accuracy": 0.7,
-        "accuracy_gap": 0.25,
-        "equalized_odds_difference": 0.2,
-        "demographic_parity_difference": 0.4,
-        "accuracy": 0.9,
-        "concepts": [
-            {
-                "rank": 1,
-                "name": "blond hair",
-                "label": "blond hair",
-                "tested": True,
-                "delta_wga": 0.2,
-                "ci": [0.1, 0.3],
-                "q": 0.01,
-            },
-            {
-                "rank": 2,
-                "name": "beard",
-                "label": "beard",
-                "tested": True,
-                "delta_wga": 0.05,
-                "ci": [0.01, 0.09],
-                "q": 0.03,
-            },
-            {
-                "rank": 3,
-                "name": None,
-                "label": "latent 9 (~sky)",
-                "tested": False,
-                "delta_wga": 0.3,
-                "ci": [0.2, 0.4],
-                "q": None,
-            },
-        ],
-        "integrity": {"sae_cosine": 0.99, "classifier_agreement": 0.98},
-        "checks": [],
-    }
-    base.update(over)
-    return base
+GOLDEN = Path(__file__).parents[1] / "golden" / "expected" / "planted_bias_raw.json"
 
 
-def statuses(checks: list[dict]) -> dict[str, str]:
-    return {c["name"]: c["status"] for c in checks}
+def document(**over) -> dict:
+    """A saved audit result (a golden one) with made-up groups, metrics and concepts."""
+    doc = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    template = doc["groups"][0]
+    doc["groups"] = [
+        {**template, "name": name, "n": n}
+        for name, n in (("T=0, A=0", 500), ("T=0, A=1", 300), ("T=1, A=0", 400), ("T=1, A=1", 60))
+    ]
+    doc.update(
+        worst_group_accuracy=0.7, accuracy_gap=0.25, equalized_odds_difference=0.2,
+        demographic_parity_difference=0.4, accuracy=0.9, empty_groups=[], checks=[],
+        concepts_computed=True,
+    )  # fmt: skip
+    doc["integrity"].update(sae_cosine=0.99, classifier_agreement=0.98)
+    doc["settings"]["bootstrap"] = {"samples": 1000, "seed": 0}  # GateConfig()'s
+    template = doc["concepts"][0]
+    doc["concepts"] = [
+        {**template, "rank": 1, "name": "blond hair", "label": "blond hair", "tested": True,
+         "delta_wga": 0.2, "ci": [0.1, 0.3], "q": 0.01},
+        {**template, "rank": 2, "name": "beard", "label": "beard", "tested": True,
+         "delta_wga": 0.05, "ci": [0.01, 0.09], "q": 0.03},
+        {**template, "rank": 3, "name": None, "label": "latent 9 (~sky)", "tested": False,
+         "delta_wga": 0.3, "ci": [0.2, 0.4], "q": None},
+    ]  # fmt: skip
+    doc.update(over)
+    return doc
+
+
+def result(**over) -> AuditResult:
+    return parse_result(document(**over))
+
+
+def evaluate(r: AuditResult, gate: GateConfig):
+    return evaluate_checks(r.metrics, r.flagged_concepts, r.integrity, gate)
+
+
+def statuses(checks) -> dict[str, str]:
+    return {c.name: c.status for c in checks}
 
 
 def test_spec_example_gate_parses():
@@ -123,7 +116,7 @@ def test_malformed_yaml_and_missing_file(tmp_path):
 
 
 def test_ungated_checks_are_informational_and_never_fail():
-    checks = evaluate_checks(result(), GateConfig())
+    checks = evaluate(result(), GateConfig())
     s = statuses(checks)
     assert s["worst_group_accuracy"] == s["accuracy_gap"] == "info"
     assert s["sae_cosine"] == s["classifier_agreement"] == "pass"
@@ -132,45 +125,44 @@ def test_ungated_checks_are_informational_and_never_fail():
 
 def test_gate_pass_fail_and_min_group_size_skips():
     cfg = GateConfig(gates={"worst_group_accuracy": {"min": 0.8}, "accuracy": {"min": 0.85}})
-    checks = evaluate_checks(result(), cfg)
+    checks = evaluate(result(), cfg)
     assert (
         statuses(checks)["worst_group_accuracy"] == "fail"
         and statuses(checks)["accuracy"] == "pass"
     )
     assert verdict_of(checks) == ("fail", 1)
-    cfg.min_group_size = 100  # the T=1, A=1 group has n = 60
-    checks = evaluate_checks(result(), cfg)
+    cfg = replace(cfg, min_group_size=100)  # the T=1, A=1 group has n = 60
+    checks = evaluate(result(), cfg)
     s = statuses(checks)
     assert s["worst_group_accuracy"] == "skipped" and s["accuracy"] == "pass"  # not group-based
     assert (
         "n=60 < min_group_size=100"
-        in next(c for c in checks if c["name"] == "worst_group_accuracy")["reason"]
+        in next(c for c in checks if c.name == "worst_group_accuracy").reason
     )
     assert verdict_of(checks) == ("pass", 0)
 
 
 def test_integrity_failure_is_exit_3_even_when_gates_fail():
     cfg = GateConfig(gates={"worst_group_accuracy": {"min": 0.99}})
-    checks = evaluate_checks(
-        result(integrity={"sae_cosine": 0.5, "classifier_agreement": 0.99}), cfg
-    )
+    r = result()
+    checks = evaluate(replace(r, integrity=replace(r.integrity, sae_cosine=0.5)), cfg)
     assert verdict_of(checks) == ("error", 3)
 
 
 def test_rejudge_applies_new_flag_rules_and_allowlist():
     cfg = GateConfig(gates={"flagged_concepts": {"max": 0}})
     out, notes = rejudge(result(), cfg)
-    assert [c["name"] for c in out["concepts"] if c["flagged"]] == ["blond hair", "beard"]
-    assert not out["concepts"][2]["flagged"]  # unnamed: never flagged
-    assert out["verdict"] == "fail" and out["exit_code"] == 1 and notes == []
+    assert [c.name for c in out.concepts if c.flagged] == ["blond hair", "beard"]
+    assert not out.concepts[2].flagged  # unnamed: never flagged
+    assert out.verdict == "fail" and out.exit_code == 1 and notes == []
     cfg = GateConfig(
         gates={"flagged_concepts": {"max": 0}}, allowlist=("Blond Hair",), min_dwga=0.1
     )
     out, _ = rejudge(result(), cfg)
-    assert out["flagged_concepts"] == 0 and out["concepts"][0]["allowlisted"]
-    assert out["verdict"] == "pass"
+    assert out.flagged_concepts == 0 and out.concepts[0].allowlisted
+    assert out.verdict == "pass"
     with pytest.raises(InputError, match="not an audit result"):
-        rejudge({"schema": "msae-audit/eval"}, cfg)
+        parse_result({"schema": "msae-audit/eval"})
 
 
 def test_example_gate_file_and_workflow():
@@ -191,19 +183,29 @@ def test_example_gate_file_and_workflow():
     ("change", "message"),
     [
         # Found by tests/test_fuzz_parsers.py: each crashed `msae-audit check` (exit 4).
-        (lambda r: r.update(concepts=[{}, {}]), r"concepts\[0\].rank must be an integer"),
+        (lambda r: r.update(concepts=[{}, {}]), r"concepts\[0\].rank is missing"),
+        (lambda r: r["concepts"][0].update(rank="1"), r"concepts\[0\].rank must be an integer"),
         (lambda r: r["concepts"][0].update(name=["a"]), r"concepts\[0\].name must be text"),
         (lambda r: r.update(settings=True), "settings must be an object"),
         (lambda r: r.update(accuracy=""), "accuracy must be a number or null"),
         (lambda r: r.update(worst_group_accuracy={"a": 1}), "worst_group_accuracy must be"),
-        (lambda r: r.update(data={"rows_audited": "many"}), "data.rows_audited must be a count"),
+        (lambda r: r["data"].update(rows_audited="many"), "data.rows_audited must be a count"),
         (lambda r: r["groups"][0].update(n=True), r"groups\[0\].n must be a count"),
         (lambda r: r["concepts"][1].update(ci=[0.1]), r"concepts\[1\].ci must be \[low, high\]"),
         (lambda r: r["concepts"][1].update(delta_wga=float("nan")), "delta_wga must be a number"),
+        (lambda r: r["settings"].update(bootstrap=[]), "settings.bootstrap must be an object"),
+        (lambda r: r.update(verdict="maybe"), "verdict must be one of pass, fail, error"),
     ],
 )
 def test_damaged_saved_results_are_input_errors(change, message):
-    saved = result()
+    saved = document()
     change(saved)
     with pytest.raises(InputError, match=message):
-        rejudge(saved, parse_gate({"min_group_size": 10}))
+        parse_result(saved)
+
+
+def test_saved_results_round_trip_byte_for_byte():
+    from audit.fairness import dumps
+
+    text = GOLDEN.read_text(encoding="utf-8")
+    assert dumps(parse_result(json.loads(text))) == text

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from audit.fairness.attributes import build_cells
 from audit.fairness.groups import group_report, wilson_interval
-from audit.fairness.inputs import build_cells
 
 
 def test_wilson_golden_values_by_hand():
@@ -53,33 +53,31 @@ def test_metrics_agree_with_fairlearn(seed):
     mf = fairlearn_metrics.MetricFrame(
         metrics=accuracy_score, y_true=y, y_pred=pred, sensitive_features=labels[["T", "A"]]
     )
-    ours = {(int(g["target"]), g["attribute"]): g["accuracy"] for g in report["groups"]}
+    ours = {(int(g.target), g.attribute): g.accuracy for g in report.groups}
     theirs = {(int(k[0]), k[1]): v for k, v in mf.by_group.items()}
     assert ours.keys() == theirs.keys()
     for key in ours:
         assert ours[key] == pytest.approx(theirs[key], abs=1e-12)
-    assert report["worst_group_accuracy"] == pytest.approx(mf.group_min(), abs=1e-12)
-    assert report["accuracy_gap"] == pytest.approx(
-        mf.difference(method="between_groups"), abs=1e-12
-    )
-    assert report["accuracy"] == pytest.approx(mf.overall, abs=1e-12)
+    assert report.worst_group_accuracy == pytest.approx(mf.group_min(), abs=1e-12)
+    assert report.accuracy_gap == pytest.approx(mf.difference(method="between_groups"), abs=1e-12)
+    assert report.accuracy == pytest.approx(mf.overall, abs=1e-12)
     eod = fairlearn_metrics.equalized_odds_difference(y, pred, sensitive_features=attr)
     dpd = fairlearn_metrics.demographic_parity_difference(y, pred, sensitive_features=attr)
-    assert report["equalized_odds_difference"] == pytest.approx(eod, abs=1e-12)
-    assert report["demographic_parity_difference"] == pytest.approx(dpd, abs=1e-12)
+    assert report.equalized_odds_difference == pytest.approx(eod, abs=1e-12)
+    assert report.demographic_parity_difference == pytest.approx(dpd, abs=1e-12)
     tpr = fairlearn_metrics.MetricFrame(
         metrics=fairlearn_metrics.true_positive_rate, y_true=y, y_pred=pred, sensitive_features=attr
     ).by_group
-    for a in report["attribute_groups"]:
-        assert a["tpr"] == pytest.approx(tpr[a["value"]], abs=1e-12)
+    for a in report.attribute_groups:
+        assert a.tpr == pytest.approx(tpr[a.value], abs=1e-12)
 
 
 def test_planted_audit_groups_agree_with_fairlearn():
     """The audit JSON's group numbers equal fairlearn's on the audit's own predictions."""
     fairlearn_metrics = pytest.importorskip("fairlearn.metrics")
-    from audit.fairness.planted import planted_bias_world
-    from audit.fairness.run import AuditSettings, run_audit
+    from audit.fairness import AuditSettings, run_audit
     from audit.store import EmbeddingStore
+    from tests.fairness.planted import planted_bias_world
 
     w = planted_bias_world(n_samples=2000, seed=3)
     store = EmbeddingStore(
@@ -91,9 +89,9 @@ def test_planted_audit_groups_agree_with_fairlearn():
     pred = (w.head.margin(__import__("torch").from_numpy(w.embeddings)) > 0).numpy().astype(int)
     y, attr = w.labels["Male"].to_numpy(), w.labels["Blond_Hair"].to_numpy()
     eod = fairlearn_metrics.equalized_odds_difference(y, pred, sensitive_features=attr)
-    assert result["equalized_odds_difference"] == pytest.approx(eod, abs=1e-6)
+    assert result.equalized_odds_difference == pytest.approx(eod, abs=1e-6)
     mf = fairlearn_metrics.MetricFrame(
         metrics=lambda a, b: float(np.mean(a == b)), y_true=y, y_pred=pred,
         sensitive_features=w.labels[["Male", "Blond_Hair"]],
     )  # fmt: skip
-    assert result["worst_group_accuracy"] == pytest.approx(mf.group_min(), abs=1e-6)
+    assert result.worst_group_accuracy == pytest.approx(mf.group_min(), abs=1e-6)

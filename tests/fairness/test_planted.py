@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from audit.fairness import AuditSettings, dumps, run_audit, to_json
 from audit.fairness.classifiers import ScriptedClassifier
-from audit.fairness.planted import ROLE_NAMES, planted_bias_world
-from audit.fairness.run import AuditSettings, dumps, run_audit
 from audit.store import EmbeddingStore
+from tests.fairness.planted import ROLE_NAMES, planted_bias_world
 
 SPURIOUS, DECOY, NUISANCE = ROLE_NAMES["spurious"], ROLE_NAMES["decoy"], ROLE_NAMES["nuisance"]
 
@@ -23,12 +23,13 @@ def memory_store(x: np.ndarray) -> EmbeddingStore:
 
 
 def audit(world, classifier=None, **settings) -> dict:
+    """The audit JSON (as a dictionary) of a planted world."""
     result, _ = run_audit(
         memory_store(world.embeddings), world.labels, world.sae, world.bank,
         classifier if classifier is not None else world.head,
         AuditSettings("Male", "Blond_Hair", **settings),
     )  # fmt: skip
-    return result
+    return to_json(result)
 
 
 def row(result: dict, name: str) -> dict:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from audit.errors import InputError
+from audit.fairness import dumps
 from audit.fairness.classifiers import LinearHead
-from audit.fairness.planted import ROLE_NAMES, planted_bias_world
-from audit.fairness.run import dumps
+from tests.fairness.planted import ROLE_NAMES, planted_bias_world
 from tests.fairness.test_planted import audit
 
 
@@ -61,7 +61,7 @@ def test_no_validated_names_flags_nothing():
 def test_extra_fields_are_recorded_and_protected():
     from pathlib import Path
 
-    from audit.fairness.run import AuditSettings, run_audit
+    from audit.fairness import AuditSettings, run_audit
     from audit.store import EmbeddingStore
 
     world = planted_bias_world(n_samples=1500, seed=0)
@@ -75,7 +75,7 @@ def test_extra_fields_are_recorded_and_protected():
         AuditSettings("Male", "Blond_Hair"),
     )
     result, _ = run_audit(*args, extra={"demo": {"planted_concept": "blond hair"}})
-    assert result["demo"] == {"planted_concept": "blond hair"} and '"demo"' in dumps(result)
+    assert result.extra["demo"] == {"planted_concept": "blond hair"} and '"demo"' in dumps(result)
     with pytest.raises(InputError, match="may not replace audit fields: verdict"):
         run_audit(*args, extra={"verdict": "pass"})
 
@@ -94,7 +94,7 @@ def test_l2_head_path_is_exact_and_finds_the_shortcut():
 
 @pytest.mark.parametrize("stem", ["../../x", "a/b", ".hidden", ""])
 def test_report_names_cannot_escape_the_report_folder(tmp_path, stem):
-    from audit.fairness.run import audit_files
+    from audit.report import audit_files
 
     with pytest.raises(InputError, match="invalid report name"):
         audit_files(

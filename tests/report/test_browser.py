@@ -34,7 +34,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    from audit.fairness.run import AuditSettings, run_audit
+    from audit.fairness import AuditSettings, run_audit
     from audit.report.html import render_html
     from audit.store import open_store
 

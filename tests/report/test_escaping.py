@@ -5,21 +5,23 @@ from __future__ import annotations
 import html
 import io
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import pytest
 from rich.console import Console
 
-from audit.fairness.planted import planted_bias_world
-from audit.fairness.run import AuditSettings, run_audit
+from audit.fairness import AuditResult, AuditSettings, run_audit
+from audit.fairness.result import Check
 from audit.report.html import render_html
 from audit.report.junit import render_junit
 from audit.report.markdown import render_markdown
 from audit.report.terminal import render_terminal
 from tests.audit_worlds import HOSTILE_NAME, HOSTILE_VALUE, hostile_world
+from tests.fairness.planted import planted_bias_world
 
 
 @pytest.fixture(scope="module")
-def hostile_result(tmp_path_factory) -> dict:
+def hostile_result(tmp_path_factory) -> AuditResult:
     from audit.store import open_store
 
     paths, world = hostile_world(tmp_path_factory.mktemp("hostile"))
@@ -28,8 +30,8 @@ def hostile_result(tmp_path_factory) -> dict:
         store, store.metadata, world.sae, world.bank, world.head,
         AuditSettings("Male", "Blond_Hair"),
     )  # fmt: skip
-    assert result["concepts"][0]["name"] == HOSTILE_NAME and result["concepts"][0]["flagged"]
-    assert any(HOSTILE_VALUE in g["name"] for g in result["groups"])
+    assert result.concepts[0].name == HOSTILE_NAME and result.concepts[0].flagged
+    assert any(HOSTILE_VALUE in g.name for g in result.groups)
     return result
 
 
@@ -64,20 +66,19 @@ def test_junit_escapes_and_parses(hostile_result):
     )
     assert HOSTILE_NAME in failures_text  # flagged concept listed verbatim once parsed
     assert HOSTILE_VALUE in failures_text  # worst group name
-    assert len(list(root.iter("testcase"))) == len(hostile_result["checks"])
+    assert len(list(root.iter("testcase"))) == len(hostile_result.checks)
 
 
-def test_junit_survives_control_characters():
-    result = {"checks": [{"name": "accuracy", "value": 0.5, "threshold": None, "status": "fail",
-                          "reason": "bad \x00\x1b byte"}], "data": {"target": "t\x07", "spurious": "s"}}  # fmt: skip
-    root = ET.fromstring(render_junit(result))
+def test_junit_survives_control_characters(hostile_result):
+    check = Check("accuracy", 0.5, None, None, None, True, "fail", "bad \x00\x1b byte")
+    data = replace(hostile_result.data, target="t\x07")
+    root = ET.fromstring(render_junit(replace(hostile_result, checks=(check,), data=data)))
     assert root.find("testsuite").get("failures") == "1"
 
 
 def test_terminal_prints_markup_literally(hostile_result):
-    result = dict(hostile_result)
-    result["concepts"] = [dict(c) for c in result["concepts"]]
-    result["concepts"][0]["label"] = "[bold red]not markup[/bold red]"
+    first = replace(hostile_result.concepts[0], label="[bold red]not markup[/bold red]")
+    result = replace(hostile_result, concepts=(first, *hostile_result.concepts[1:]))
     buf = io.StringIO()
     render_terminal(result, Console(file=buf, width=200, color_system=None))
     out = buf.getvalue()

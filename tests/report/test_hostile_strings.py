@@ -25,10 +25,10 @@ import pytest
 from PIL import Image
 
 from audit.concepts import save_bank
-from audit.fairness.planted import ROLE_NAMES, planted_bias_world, save_head
 from audit.report.junit import xml_text
 from audit.sae import save_sae
 from audit.store import write_store
+from tests.fairness.planted import ROLE_NAMES, planted_bias_world, save_head
 
 HOSTILE = {
     "script": "<script>alert(1)</script>",

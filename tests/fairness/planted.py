@@ -1,4 +1,4 @@
-"""A planted-bias world with exact ground truth, for tests, the demo and the benchmark.
+"""A planted-bias world with exact ground truth, for the audit's tests.
 
 Embeddings are built from orthonormal atoms, and the SAE's decoder *is* those atoms (encoder = the
 transpose, with the stored mean ``μ`` and scale ``s``), so every latent's activation is exactly the
@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from audit.concepts import Concept, ConceptBank, save_bank
-from audit.fairness.classifiers import LinearHead
+from audit.fairness.classifiers import LinearHead, save_head
 from audit.sae import SAEConfig, SparseAutoencoder, build_sae, sae_fingerprint, save_sae
 
 ROLE_NAMES = {
@@ -63,6 +63,59 @@ class PlantedWorld:
         return ROLE_NAMES["spurious"]
 
 
+ROLES = {"target": 0, "spurious": 1, "decoy": 2, "nuisance": 3}
+N_ATOMS = len(ROLES) + len(BACKGROUND_NAMES)
+
+
+def _codes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labels and every atom's planted activation (the roles' dependence on them)."""
+    y = (rng.random(n) < 0.5).astype(np.int64)
+    blond = (rng.random(n) < np.where(y == 1, 0.08, 0.35)).astype(np.int64)
+    z = np.zeros((n, N_ATOMS))
+    z[:, 0] = np.clip(np.where(y == 1, rng.normal(1.1, 0.3, n), rng.normal(0.25, 0.25, n)), 0, None)
+    z[:, 1] = blond * rng.uniform(0.6, 1.4, n)
+    z[:, 2] = (rng.random(n) < np.where(y == 1, 0.8, 0.15)) * rng.uniform(0.5, 1.5, n)
+    z[:, 3] = (rng.random(n) < 0.5) * rng.uniform(0.5, 1.5, n)
+    for k in range(len(ROLES), N_ATOMS):
+        z[:, k] = (rng.random(n) < 0.15) * rng.uniform(0.3, 1.2, n)
+    return y, blond, z
+
+
+def _atom_sae(atoms: np.ndarray, mean: np.ndarray, scale: float) -> SparseAutoencoder:
+    """An SAE whose decoder is the atoms (encoder: their transpose), so codes are exact."""
+    dim = atoms.shape[1]
+    cfg = SAEConfig(arch="matryoshka", d_in=dim, n_latents=N_ATOMS, k_list=(N_ATOMS,),
+                    embedding_model="planted-atoms")  # fmt: skip
+    model = build_sae(cfg)
+    with torch.no_grad():
+        model.W_dec.copy_(torch.from_numpy(atoms).float())
+        model.W_enc.copy_(torch.from_numpy(atoms.T).float())
+        model.b_enc.fill_(-1e-4)  # clips float round-off, so inactive atoms stay exactly 0
+        model.b_pre.zero_()
+        model.set_preprocessing(torch.from_numpy(mean).float(), scale)
+    return model.eval()
+
+
+def _bank(model: SparseAutoencoder) -> ConceptBank:
+    concepts = [
+        Concept(j, name, 0.5, name, True, [], 1)
+        for name, j in ((ROLE_NAMES[r], ROLES[r]) for r in ROLES)
+    ]
+    unnamed = iter(UNNAMED_CLOSEST)
+    for offset, name in enumerate(BACKGROUND_NAMES):
+        j = len(ROLES) + offset
+        if name is None:
+            concepts.append(Concept(j, None, 0.1, next(unnamed), False, [], None))
+        else:
+            concepts.append(Concept(j, name, 0.4, name, name != UNVALIDATED, [], 1))
+    sae = {"fingerprint": sae_fingerprint(model), "arch": "matryoshka", "d_in": model.d_in,
+           "n_latents": N_ATOMS}  # fmt: skip
+    return ConceptBank(
+        name="planted", sae=sae, concepts=concepts, embedding_model="planted-atoms",
+        threshold=0.2, threshold_method="planted (exact atoms)",
+    )  # fmt: skip
+
+
 def planted_bias_world(
     n_samples: int = 6000,
     dim: int = 48,
@@ -77,31 +130,15 @@ def planted_bias_world(
     """Draw a planted world; ``bias=False`` gives the same data with a classifier that ignores the
     spurious concept (the no-bias null world)."""
     rng = np.random.default_rng(seed)
-    roles = {"target": 0, "spurious": 1, "decoy": 2, "nuisance": 3}
-    n_atoms = len(roles) + len(BACKGROUND_NAMES)
-    if dim < n_atoms + 2:
-        raise ValueError(f"dim must be at least {n_atoms + 2}")
-    atoms = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:n_atoms]  # orthonormal rows
-    y = (rng.random(n_samples) < 0.5).astype(np.int64)
-    blond = (rng.random(n_samples) < np.where(y == 1, 0.08, 0.35)).astype(np.int64)
-    z = np.zeros((n_samples, n_atoms))
-    z[:, 0] = np.clip(
-        np.where(y == 1, rng.normal(1.1, 0.3, n_samples), rng.normal(0.25, 0.25, n_samples)),
-        0,
-        None,
-    )
-    z[:, 1] = blond * rng.uniform(0.6, 1.4, n_samples)
-    z[:, 2] = (rng.random(n_samples) < np.where(y == 1, 0.8, 0.15)) * rng.uniform(
-        0.5, 1.5, n_samples
-    )
-    z[:, 3] = (rng.random(n_samples) < 0.5) * rng.uniform(0.5, 1.5, n_samples)
-    for k in range(len(roles), n_atoms):
-        z[:, k] = (rng.random(n_samples) < 0.15) * rng.uniform(0.3, 1.2, n_samples)
-    beta = np.zeros(n_atoms)
+    if dim < N_ATOMS + 2:
+        raise ValueError(f"dim must be at least {N_ATOMS + 2}")
+    atoms = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:N_ATOMS]  # orthonormal rows
+    y, blond, z = _codes(rng, n_samples)
+    beta = np.zeros(N_ATOMS)
     beta[0] = 4.0
     beta[1] = -shortcut_strength if bias else 0.0
     beta[3] = nuisance_weight
-    beta[len(roles) :] = rng.normal(0.0, background_scale, n_atoms - len(roles))
+    beta[len(ROLES) :] = rng.normal(0.0, background_scale, N_ATOMS - len(ROLES))
     expected = z.mean(0)
     expected[0] = 0.65  # the target's threshold
     expected[1] = 0.0
@@ -110,72 +147,18 @@ def planted_bias_world(
     scale = 1.7
     eps = rng.normal(0.0, noise, (n_samples, dim))
     eps -= (eps @ atoms.T) @ atoms  # keep the noise orthogonal to every atom
-    x_tilde = z @ atoms + eps
-    x = (mean + x_tilde / scale).astype(np.float32)
-
-    cfg = SAEConfig(arch="matryoshka", d_in=dim, n_latents=n_atoms, k_list=(n_atoms,),
-                    embedding_model="planted-atoms")  # fmt: skip
-    model = build_sae(cfg)
-    with torch.no_grad():
-        model.W_dec.copy_(torch.from_numpy(atoms).float())
-        model.W_enc.copy_(torch.from_numpy(atoms.T).float())
-        model.b_enc.fill_(-1e-4)  # clips float round-off, so inactive atoms stay exactly 0
-        model.b_pre.zero_()
-        model.set_preprocessing(torch.from_numpy(mean).float(), scale)
-    model.eval()
+    x = (mean + (z @ atoms + eps) / scale).astype(np.float32)
+    model = _atom_sae(atoms, mean, scale)
 
     w = scale * (beta @ atoms)
     b = -float(w @ mean) - float((beta * expected).sum())
     head = LinearHead(torch.from_numpy(w.astype(np.float32)), b, "raw", "linear", "planted head")
-
-    concepts = [
-        Concept(j, name, 0.5, name, True, [], 1)
-        for name, j in ((ROLE_NAMES[r], roles[r]) for r in roles)
-    ]
-    unnamed = iter(UNNAMED_CLOSEST)
-    for offset, name in enumerate(BACKGROUND_NAMES):
-        j = len(roles) + offset
-        if name is None:
-            concepts.append(Concept(j, None, 0.1, next(unnamed), False, [], None))
-        else:
-            concepts.append(Concept(j, name, 0.4, name, name != UNVALIDATED, [], 1))
-    bank = ConceptBank(
-        name="planted",
-        sae={
-            "fingerprint": sae_fingerprint(model),
-            "arch": "matryoshka",
-            "d_in": dim,
-            "n_latents": n_atoms,
-        },
-        concepts=concepts,
-        embedding_model="planted-atoms",
-        threshold=0.2,
-        threshold_method="planted (exact atoms)",
-    )
     labels = pd.DataFrame(
         {"id": [f"s{i:06d}" for i in range(n_samples)], "Male": y, "Blond_Hair": blond}
     )
     if with_split:
         labels["split"] = np.where(rng.random(n_samples) < 0.5, "train", "test")
-    return PlantedWorld(x, labels, model, bank, head, roles, z, beta)
-
-
-def save_head(head: LinearHead, path: str | os.PathLike[str]) -> Path:
-    """Write a linear head as ``.npz`` (``weight [1, d]``, ``bias [1]``) or ``.safetensors``."""
-    from audit.fileio import atomic_path
-
-    p = Path(path)
-    weight = head.weight.detach().cpu().numpy().astype(np.float32)[None, :]
-    bias = np.array([head.bias], dtype=np.float32)
-    with atomic_path(p) as tmp:
-        if p.suffix == ".safetensors":
-            from safetensors.numpy import save_file
-
-            save_file({"weight": weight, "bias": bias}, str(tmp))
-        else:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, weight=weight, bias=bias)
-    return p
+    return PlantedWorld(x, labels, model, _bank(model), head, dict(ROLES), z, beta)
 
 
 def save_planted_world(world: PlantedWorld, out: str | os.PathLike[str]) -> dict[str, Path]:

@@ -1,0 +1,135 @@
+"""Group definitions: how the audited rows fall into target × attribute cells.
+
+The target is a labelled column with two values. The *attribute* that splits each target class
+into groups is behind a small interface, :class:`Attribute`: today a labelled column
+(:class:`ColumnAttribute`, ``--spurious Blond_Hair``). An attribute defined by a concept's
+activation (``--spurious concept:NAME``) is one more subclass whose :meth:`Attribute.code`
+reads the SAE's activations from :class:`GroupingData` instead of a column, plus a branch in
+:func:`parse_attribute`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audit.errors import InputError
+from audit.fairness.groups import Cells
+
+MAX_ATTRIBUTE_VALUES = 20
+
+
+@dataclass(frozen=True)
+class GroupingData:
+    """What an attribute may read to code the rows: the labels table, and every loaded input
+    (store, SAE, bank) for attributes computed from the embeddings."""
+
+    labels: pd.DataFrame
+    inputs: Any = None
+
+
+@dataclass(frozen=True)
+class AttributeCodes:
+    codes: np.ndarray  # [N] int16: each row's value index
+    values: tuple[str, ...]  # value names in index order
+    present: int | None  # the value meaning "has the attribute" (binary attributes), else None
+
+
+class Attribute(ABC):
+    """The attribute that splits each target class into groups."""
+
+    name: str  # how group names and reports show it
+
+    @abstractmethod
+    def code(self, data: GroupingData, target: str) -> AttributeCodes:
+        """Each row's value; :class:`InputError` when the attribute cannot split the rows."""
+
+
+def _display(value: object) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _sorted_values(series: pd.Series) -> list:
+    values = list(pd.unique(series))
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def _require_column(labels: pd.DataFrame, col: str, flag: str) -> None:
+    if col not in labels.columns:
+        cols = ", ".join(map(str, labels.columns[:20]))
+        raise InputError(f"{flag} column '{col}' not found; available columns: {cols}")
+
+
+def _require_complete(labels: pd.DataFrame, col: str) -> None:
+    missing = int(labels[col].isna().sum())
+    if missing:
+        raise InputError(f"column '{col}' has {missing} missing values")
+
+
+@dataclass(frozen=True)
+class ColumnAttribute(Attribute):
+    """A categorical label column (at most 20 values)."""
+
+    name: str
+
+    def code(self, data: GroupingData, target: str) -> AttributeCodes:
+        labels, col = data.labels, self.name
+        _require_column(labels, col, "--spurious")
+        if target == col:
+            raise InputError("--target and --spurious must be different columns")
+        _require_complete(labels, col)
+        values = _sorted_values(labels[col])
+        if len(values) < 2:
+            raise InputError(f"--spurious '{col}' has a single value; nothing to compare")
+        if len(values) > MAX_ATTRIBUTE_VALUES:
+            raise InputError(
+                f"--spurious '{col}' has {len(values)} values; use a categorical column "
+                f"(at most {MAX_ATTRIBUTE_VALUES} values)"
+            )
+        index = {v: i for i, v in enumerate(values)}
+        codes = np.array([index[v] for v in labels[col].to_numpy()], dtype=np.int16)
+        # For a binary attribute the larger value (1, True, "yes") means "has the attribute".
+        present = 1 if len(values) == 2 else None
+        return AttributeCodes(codes, tuple(_display(v) for v in values), present)
+
+
+def parse_attribute(spec: str) -> Attribute:
+    """``--spurious``: a label column."""
+    return ColumnAttribute(spec)
+
+
+def build_cells(
+    labels: pd.DataFrame, target: str, attribute: str | Attribute, inputs: Any = None
+) -> Cells:
+    """Code the target (two values; the larger one is the positive class) and the attribute.
+
+    The positive class is the larger of the two target values in sort order (1 over 0, True over
+    False, "male" over "female"); a linear head's logit > 0, or output 1 > output 0, predicts it.
+    """
+    attr = parse_attribute(attribute) if isinstance(attribute, str) else attribute
+    _require_column(labels, target, "--target")
+    _require_complete(labels, target)
+    target_values = _sorted_values(labels[target])
+    if len(target_values) != 2:
+        raise InputError(
+            f"--target '{target}' must have exactly two values, found {len(target_values)}"
+        )
+    coded = attr.code(GroupingData(labels, inputs), target)
+    return Cells(
+        y=(labels[target].to_numpy() == target_values[1]).astype(np.int8),
+        attribute=coded.codes,
+        target_name=str(target),
+        attribute_name=str(attr.name),
+        target_values=(_display(target_values[0]), _display(target_values[1])),
+        attribute_values=coded.values,
+        spurious_present=coded.present,
+    )

@@ -1,0 +1,179 @@
+"""Judging an audit against a gate: flagged concepts, the checks and the verdict.
+
+A check without an entry in the gate is reported (status ``info``) but never fails the run; a
+check that depends on a group smaller than ``min_group_size`` (or on an empty cell) is skipped,
+never passed. Exit codes: 0 every gate passes, 1 a gate failed, 3 the integrity check failed
+(the SAE or the classifier cannot be trusted on this data, so no concept is attributed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from audit.errors import EXIT_GATE_FAILED, EXIT_INTEGRITY, EXIT_OK
+from audit.fairness.config import GateConfig
+from audit.fairness.result import (
+    AuditResult,
+    Check,
+    ConceptFinding,
+    GroupMetrics,
+    Integrity,
+    Verdict,
+)
+
+#: Checks a gate may name. Group-dependent checks are skipped when a group is too small.
+GROUP_CHECKS = (
+    "worst_group_accuracy",
+    "accuracy_gap",
+    "equalized_odds_difference",
+    "demographic_parity_difference",
+    "flagged_concepts",
+)
+CHECKS = (*GROUP_CHECKS, "accuracy")
+#: Integrity checks: always enforced (exit code 3), thresholds from the gate's ``integrity:``.
+INTEGRITY_CHECKS = {"sae_cosine": "min_cosine", "classifier_agreement": "min_agreement"}
+#: Bounds are compared with this slack so a value printed as the threshold meets it.
+TOLERANCE = 1e-12
+
+
+def is_allowlisted(name: str | None, allowlist: tuple[str, ...]) -> bool:
+    return bool(name) and name.strip().lower() in {a.strip().lower() for a in allowlist}
+
+
+def flag_concepts(
+    concepts: tuple[ConceptFinding, ...], gate: GateConfig
+) -> tuple[ConceptFinding, ...]:
+    """Set ``flagged`` / ``allowlisted``: a tested (validated-name) concept is flagged when
+    ΔWGA ≥ min_dwga, its CI lower bound > 0, q ≤ max_q and it is not allowlisted. Unnamed
+    latents are never flagged."""
+    out = []
+    for c in concepts:
+        allowed = c.tested and is_allowlisted(c.name, gate.allowlist)
+        flagged = (
+            c.tested
+            and c.delta_wga >= gate.min_dwga
+            and c.ci[0] > 0
+            and c.q is not None
+            and c.q <= gate.max_q
+            and not allowed
+        )
+        out.append(replace(c, allowlisted=bool(allowed), flagged=bool(flagged)))
+    return tuple(out)
+
+
+def _metric_value(metrics: GroupMetrics, flagged: int | None, name: str) -> float | None:
+    return flagged if name == "flagged_concepts" else getattr(metrics, name)
+
+
+def _skip_reason(metrics: GroupMetrics, name: str, min_group_size: int) -> str | None:
+    """Why a group-dependent check cannot be judged (None: it can)."""
+    if name not in GROUP_CHECKS:
+        return None
+    if metrics.empty_groups:
+        return f"group '{metrics.empty_groups[0]}' has no rows: cannot be measured"
+    small = [g for g in metrics.groups if g.n < min_group_size]
+    if small:
+        worst = min(small, key=lambda g: g.n)
+        return f"group '{worst.name}' has n={worst.n} < min_group_size={min_group_size}"
+    return None
+
+
+def _judge(name: str, value: float | None, bounds: dict[str, float], skip: str | None) -> Check:
+    threshold = _threshold(bounds)
+    head = (name, value, threshold, bounds.get("min"), bounds.get("max"), bool(bounds))
+    if value is None:
+        return Check(*head, "skipped", "not computed (integrity check failed)")
+    if skip:
+        return Check(*head, "skipped", skip)
+    if not bounds:
+        return Check(*head, "info", "no gate entry: never fails")
+    ok = ("min" not in bounds or value >= bounds["min"] - TOLERANCE) and (
+        "max" not in bounds or value <= bounds["max"] + TOLERANCE
+    )
+    return Check(*head, "pass" if ok else "fail", _reason(value, bounds, ok))
+
+
+def evaluate_checks(
+    metrics: GroupMetrics, flagged: int | None, integrity: Integrity | None, gate: GateConfig
+) -> tuple[Check, ...]:
+    """Every known check, gated or informational, then the integrity checks. ``flagged`` is
+    None when concepts were not attributed."""
+    checks = [
+        _judge(
+            name,
+            _metric_value(metrics, flagged, name),
+            gate.gates.get(name, {}),
+            _skip_reason(metrics, name, gate.min_group_size),
+        )
+        for name in CHECKS
+    ]
+    for name, key in INTEGRITY_CHECKS.items():
+        threshold = getattr(gate, key)
+        value = None if integrity is None else getattr(integrity, name)
+        ok = value is not None and value >= threshold
+        reason = _reason(value, {"min": threshold}, ok)
+        if not ok:
+            reason += " (integrity: concept attributions refused)"
+        checks.append(
+            Check(name, value, threshold, threshold, None, True, "pass" if ok else "fail", reason)
+        )
+    return tuple(checks)
+
+
+def _threshold(bounds: dict[str, float]) -> float | tuple[float, float] | None:
+    if "min" in bounds and "max" in bounds:
+        return (bounds["min"], bounds["max"])
+    return bounds.get("min", bounds.get("max"))
+
+
+def _reason(value: float | None, bounds: dict[str, float], ok: bool) -> str:
+    if value is None:
+        return "not measured"
+    parts = []
+    if "min" in bounds:
+        parts.append(f"≥ {bounds['min']:g}")
+    if "max" in bounds:
+        parts.append(f"≤ {bounds['max']:g}")
+    return f"{value:.4g} {'meets' if ok else 'violates'} {' and '.join(parts)}"
+
+
+def verdict_of(checks: tuple[Check, ...]) -> tuple[Verdict, int]:
+    """``("error", 3)`` on integrity failure, ``("fail", 1)`` if a gate failed, else ``("pass", 0)``."""
+    if any(c.name in INTEGRITY_CHECKS and c.status == "fail" for c in checks):
+        return "error", EXIT_INTEGRITY
+    if any(c.status == "fail" for c in checks):
+        return "fail", EXIT_GATE_FAILED
+    return "pass", EXIT_OK
+
+
+def judge(
+    result: AuditResult, concepts: tuple[ConceptFinding, ...], gate: GateConfig
+) -> AuditResult:
+    """``result`` with ``concepts`` flagged under ``gate`` and its checks and verdict."""
+    concepts = flag_concepts(concepts, gate)
+    flagged = sum(1 for c in concepts if c.flagged) if result.concepts_computed else None
+    checks = evaluate_checks(result.metrics, flagged, result.integrity, gate)
+    verdict, code = verdict_of(checks)
+    return result.with_judgement(concepts, checks, verdict, code, gate.describe())
+
+
+def rejudge(result: AuditResult, gate: GateConfig) -> tuple[AuditResult, list[str]]:
+    """Re-apply a gate to saved results (``msae-audit check``). Returns the re-judged result and
+    notes about settings that cannot be changed after the fact."""
+    notes = []
+    stored = result.settings.bootstrap
+    if stored.samples != gate.bootstrap_samples or (
+        gate.bootstrap_seed is not None and stored.seed != gate.bootstrap_seed
+    ):
+        notes.append(
+            "bootstrap settings differ from the saved run; its confidence intervals are kept "
+            "(rerun the audit to recompute them)"
+        )
+    out = judge(result, result.concepts, gate)
+    if not result.concepts_computed:
+        # The integrity check refused attribution when the audit ran; a gate cannot undo that.
+        out = replace(out, verdict="error", exit_code=EXIT_INTEGRITY)
+        notes.append(
+            "the saved audit failed its integrity check; rerun the audit to attribute concepts"
+        )
+    return out, notes

@@ -1,0 +1,86 @@
+"""Stage 5a: one finding per reported concept — ΔWGA with its bootstrap interval, p and q,
+per-group effects and activations — flagged under the gate and ranked."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from audit.fairness.checks import flag_concepts
+from audit.fairness.reliance import ConceptRow, bootstrap_ci, row_rng
+from audit.fairness.result import ConceptFinding, Family
+from audit.fairness.stages.choose import Chosen
+from audit.fairness.stages.context import AuditContext
+from audit.fairness.stages.null import NullTests
+from audit.fairness.stages.scan import Screened
+
+#: Random stream of the bootstrap (the null uses stream 2).
+BOOTSTRAP_STREAM = 1
+
+
+def _activation_rate(
+    ctx: AuditContext, sc: Screened, chosen: Chosen, row: ConceptRow, counts: np.ndarray
+) -> np.ndarray | None:
+    """Share of each cell where the concept is active (None when its activations were not
+    gathered: a name group outside the listed rows)."""
+    if len(row.latents) == 1:
+        return sc.scan.act_count[:, row.latent] / np.maximum(counts, 1)
+    if not chosen.columns.has(row):
+        return None
+    active = (chosen.columns.of(row).z > 0).any(1).astype(float)
+    n_cells = ctx.cells.n_cells
+    return np.bincount(ctx.cells.cell, weights=active, minlength=n_cells) / np.maximum(counts, 1)
+
+
+def _finding(
+    ctx: AuditContext, sc: Screened, chosen: Chosen, null: NullTests, row: ConceptRow,
+    present: list[int], counts: np.ndarray,
+) -> ConceptFinding:  # fmt: skip
+    cells, key = ctx.cells, row.latents
+    boot_seed = ctx.gate.bootstrap_seed_for(ctx.settings.seed)
+    ci = bootstrap_ci(
+        chosen.effects.pairs[key], ctx.gate.bootstrap_samples,
+        row_rng(boot_seed, BOOTSTRAP_STREAM, row),
+    )  # fmt: skip
+    act_sum = sc.scan.act_sum[:, list(key)].sum(1)
+    rate = _activation_rate(ctx, sc, chosen, row, counts)
+    used, band = null.draws.get(key, (0, None))
+    s = chosen.effects.summaries[key]
+    return ConceptFinding(
+        rank=0, latent=row.latent, latents=key, name=row.name if row.tested else None,
+        label=row.label, tested=row.tested, closest=row.closest, score=row.score,
+        delta_wga=s.delta_wga, wga_after=s.wga_after, delta_accuracy=s.delta_accuracy,
+        flip_rate_by_group=s.flip_rate_by_group, flip_rate=s.flip_rate,
+        delta_accuracy_overall=s.delta_accuracy_overall, collateral_damage=s.collateral_damage,
+        ci=ci, p=null.p_of(key) if row.tested else None,
+        q=float(null.q[key]) if row.tested else None, null_draws=used, null_band=band,
+        mean_activation={cells.cell_name(c): act_sum[c] / counts[c] for c in present},
+        activation_rate=None if rate is None else {cells.cell_name(c): rate[c] for c in present},
+        exact=True, allowlisted=False, flagged=False,
+    )  # fmt: skip
+
+
+def _rank_key(c: ConceptFinding) -> tuple:
+    """Largest ΔWGA, then the largest CI lower bound, the smallest q, the lowest latent."""
+    return (-round(c.delta_wga, 9), -round(c.ci[0], 9), 1.0 if c.q is None else c.q, c.latent)
+
+
+def findings_stage(
+    ctx: AuditContext, sc: Screened, chosen: Chosen, null: NullTests
+) -> tuple[tuple[ConceptFinding, ...], Family]:
+    counts = np.bincount(ctx.cells.cell, minlength=ctx.cells.n_cells)
+    present = [c for c in range(ctx.cells.n_cells) if counts[c]]
+    found = [_finding(ctx, sc, chosen, null, r, present, counts) for r in chosen.listed]
+    ranked = sorted(flag_concepts(tuple(found), ctx.gate), key=_rank_key)
+    family = Family(
+        size=null.family_size,
+        with_null=null.with_null,
+        null_draws_max=null.max_draws,
+        min_attainable_p=1.0 / (null.max_draws + 1),
+        null="relocation within target class (see README)",
+        ablation=ctx.settings.ablation,
+        bootstrap_samples=ctx.gate.bootstrap_samples,
+        bootstrap_seed=ctx.gate.bootstrap_seed_for(ctx.settings.seed),
+    )
+    return tuple(replace(c, rank=i) for i, c in enumerate(ranked, 1)), family

@@ -1,0 +1,56 @@
+"""Stage 1: can the SAE and the classifier be trusted on this data?
+
+Mean cosine(x, x̂) and the share of decisions that stay the same on x̂, on a seeded sample of
+the audited rows. Below the gate's thresholds no concept is attributed (exit code 3): the SAE
+does not explain what this classifier uses on this data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from audit.fairness.result import Integrity
+from audit.fairness.stages.context import AuditContext
+
+
+def check_integrity(ctx: AuditContext) -> Integrity:
+    n, limit = ctx.space.rows.count, ctx.settings.integrity_rows
+    rng = np.random.default_rng(np.random.SeedSequence([ctx.settings.seed, 3]))
+    positions = np.arange(n) if n <= limit else np.sort(rng.choice(n, limit, replace=False))
+    cos_sum, agree = 0.0, 0
+    sae, clf = ctx.sae, ctx.classifier
+    for lo in range(0, positions.size, ctx.space.chunk):
+        x = ctx.space.x(positions[lo : lo + ctx.space.chunk])
+        with torch.no_grad():
+            x_hat = sae.decode(sae.encode(x))
+            cos = torch.nn.functional.cosine_similarity(x, x_hat, dim=1)
+            cos_sum += float(cos.double().sum())
+            agree += int((clf.decisions(x) == clf.decisions(x_hat)).sum())
+    rows = max(1, positions.size)
+    return Integrity(
+        sae_cosine=cos_sum / rows,
+        classifier_agreement=agree / rows,
+        rows=int(positions.size),
+        min_cosine=ctx.gate.min_cosine,
+        min_agreement=ctx.gate.min_agreement,
+    )
+
+
+def refusal(integrity: Integrity) -> str:
+    """Why no concept is attributed, in one sentence."""
+    return (
+        f"integrity check failed: mean cosine(x, x̂) = {integrity.sae_cosine:.3f} "
+        f"(min {integrity.min_cosine}), classifier agreement on x̂ = "
+        f"{integrity.classifier_agreement:.3f} (min {integrity.min_agreement}); the SAE does not "
+        "explain what this classifier uses on this data, so no concept is attributed"
+    )
+
+
+def base_margins(ctx: AuditContext) -> np.ndarray:
+    """The classifier's margins on the audited rows (the scan computes them otherwise)."""
+    out = np.empty(ctx.space.rows.count)
+    for lo, block in ctx.space.rows.chunks(ctx.space.chunk):
+        with torch.no_grad():
+            out[lo : lo + len(block)] = ctx.classifier.margin(ctx.space.tensor(block)).cpu().numpy()
+    return out
