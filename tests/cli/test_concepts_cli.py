@@ -7,8 +7,8 @@ import pytest
 
 from audit.concepts import load_bank
 from audit.sae import save_sae
+from tests.concepts.worlds import planted_sae
 from tests.conftest import assert_one_line_error
-from tests.test_concepts import planted_sae
 
 
 @pytest.fixture
