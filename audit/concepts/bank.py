@@ -8,6 +8,7 @@ their concepts are the latents that share a validated name (:meth:`ConceptBank.c
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field
@@ -77,7 +78,8 @@ class ConceptGroup:
     validated: bool
     closest: str  # the nearest word (shown for unnamed concepts)
     score: float  # the best text cosine among its latents
-    image: ImageScores | None = None
+    image: ImageScores | None = None  # the evidence the name was validated on (the core's)
+    core: tuple[int, ...] | None = None  # the latents validated on, when not all of them
 
     @property
     def latent(self) -> int:
@@ -233,6 +235,5 @@ def single_group(concept: Concept | None, latent: int) -> ConceptGroup:
 
 
 def _restricted(group: ConceptGroup, latents: tuple[int, ...]) -> ConceptGroup:
-    return ConceptGroup(
-        latents, group.name, group.validated, group.closest, group.score, group.image
-    )
+    core = None if group.core is None else tuple(j for j in group.core if j in latents)
+    return dataclasses.replace(group, latents=latents, core=core or None)

@@ -123,6 +123,8 @@ def _group_to_dict(group: ConceptGroup) -> dict[str, Any]:
         out["latent"] = group.latents[0]
     else:
         out["latents"] = list(group.latents)
+    if group.core is not None:
+        out["core"] = list(group.core)
     out["closest"] = group.closest
     out["score"] = _round(group.score)
     if group.image is not None:
@@ -329,6 +331,14 @@ def _group_from_dict(item: Any) -> ConceptGroup:
     validated = _optional_bool(item, "validated")
     if validated and not name:
         raise ValueError("a validated concept needs a name")
+    core = None
+    if item.get("core") is not None:
+        raw_core = item["core"]
+        if not isinstance(raw_core, list) or not raw_core:
+            raise ValueError(f"core must be a non-empty list, got {raw_core!r}")
+        core = tuple(_latent_index(j) for j in raw_core)
+        if not set(core) <= set(latents):
+            raise ValueError(f"core {list(core)} is not part of latents {list(latents)}")
     return ConceptGroup(
         latents=latents,
         name=name,
@@ -336,4 +346,5 @@ def _group_from_dict(item: Any) -> ConceptGroup:
         closest=str(item.get("closest") or name or ""),
         score=_finite(item.get("score", 0.0), "score"),
         image=_image_from_dict(item.get("image")),
+        core=core,
     )

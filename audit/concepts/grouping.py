@@ -13,6 +13,7 @@ and (2) its word stands out from the vocabulary (selectivity ≥ ``min_selectivi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,7 @@ class Evidence:
     choice: WordChoice
     labels: ZeroShotLabels
     auc_threshold: float  # what random latents named the same way reach (null quantile)
+    kin_auc: float  # what the median random latent named the same way reaches
     covariance: Tensor  # [n, d] cov(z, x̂) on the fitting half
     directions: Tensor  # [V, d] t̂_w − t̄
     entries: list[str]
@@ -93,11 +95,26 @@ def greedy_members(z_fit: Tensor, y_fit: Tensor, candidates: np.ndarray) -> list
     return members
 
 
+@dataclass(frozen=True)
+class Members:
+    """A candidate concept: the latents that validate it and all the latents it spans."""
+
+    core: tuple[int, ...]  # greedy on the fitting half: what the name is validated on
+    kin: tuple[int, ...]  # the core and every latent of the word that predicts it on its own
+    word: int
+    absent: bool
+
+
 def concept_members(
-    z_fit: Tensor, labels: ZeroShotLabels, choice: WordChoice
-) -> list[tuple[tuple[int, ...], int, bool]]:
-    """One candidate concept per (word, polarity) chosen by some responsive latent: its
-    members (greedy on the fitting half), word and polarity."""
+    z_fit: Tensor, labels: ZeroShotLabels, choice: WordChoice, kin_auc: float
+) -> list[Members]:
+    """One candidate concept per (word, polarity) chosen by some responsive latent.
+
+    Its **core** is grown greedily from the latent that predicts the word's labels best (on the
+    fitting half): a latent joins when it raises the AUC of the summed activation. Its **kin**
+    add every other latent that chose the word and predicts it on its own with AUC ≥
+    ``kin_auc`` (better than the median random latent): a concept is ablated whole, and a
+    latent redundant for detecting the word (so not in the core) still carries it."""
     latents = np.nonzero(choice.responsive)[0]
     if not len(latents):
         return []
@@ -110,8 +127,9 @@ def concept_members(
     for (word, absent), rows in sorted(buckets.items()):
         ordered = np.array(rows)[np.argsort(-single[rows], kind="stable")]
         y_fit = labels.fit[:, labels.column(word)] ^ absent
-        members = greedy_members(z_fit, y_fit, latents[ordered])
-        out.append((tuple(sorted(members)), word, absent))
+        core = greedy_members(z_fit, y_fit, latents[ordered])
+        kin = [int(latents[i]) for i in ordered if single[i] >= kin_auc]
+        out.append(Members(tuple(sorted(core)), tuple(sorted(set(core) | set(kin))), word, absent))
     return out
 
 
@@ -123,14 +141,19 @@ def held_out_auc(
 
 
 def build_concepts(evidence: Evidence, settings: ImageNamingSettings) -> list[ConceptGroup]:
-    """The candidate concepts of :func:`concept_members`, validated on held-out images;
-    duplicates then join (:func:`merge_duplicates`)."""
-    candidates = [
-        evaluate(evidence, members, word, absent, settings)
-        for members, word, absent in concept_members(
-            evidence.probe.z_fit, evidence.labels, evidence.choice
-        )
-    ]
+    """The candidate concepts of :func:`concept_members`, validated on their core on held-out
+    images; a validated concept then spans its kin and near-duplicates
+    (:func:`merge_duplicates`)."""
+    candidates = []
+    for m in concept_members(
+        evidence.probe.z_fit, evidence.labels, evidence.choice, evidence.kin_auc
+    ):
+        verdict = evaluate(evidence, m.core, m.word, m.absent, settings)
+        if verdict.validated and m.kin != m.core:
+            verdict = dataclasses.replace(
+                verdict, group=dataclasses.replace(verdict.group, latents=m.kin, core=m.core)
+            )
+        candidates.append(verdict)
     return merge_duplicates(evidence, candidates, settings)
 
 
@@ -176,11 +199,11 @@ def near_duplicates(
 def merge_duplicates(
     evidence: Evidence, candidates: list[Candidate], settings: ImageNamingSettings
 ) -> list[ConceptGroup]:
-    """Validated concepts absorb the latents nearly identical to one of their members; the
-    remaining near-identical latents form unnamed concepts. Two validated concepts never merge
-    (different names are different claims); a concept that grew is evaluated again."""
-    validated = [c for c in candidates if c.validated]
-    owner = {j: i for i, c in enumerate(validated) for j in c.group.latents}
+    """Validated concepts absorb the latents nearly identical to one of their latents (the
+    same feature twice); the remaining near-identical latents form unnamed concepts. Two
+    validated concepts never merge: different names are different claims."""
+    validated = [c.group for c in candidates if c.validated]
+    owner = {j: i for i, g in enumerate(validated) for j in g.latents}
     parent = list(range(evidence.probe.z_fit.shape[1]))
 
     def find(j: int) -> int:
@@ -196,19 +219,16 @@ def merge_duplicates(
             joins.setdefault(outside, set()).add(owner[inside])
         elif a not in owner:
             parent[find(a)] = find(b)
-    grown = {i: set(c.group.latents) for i, c in enumerate(validated)}
+    grown = [set(g.latents) for g in validated]
     for latent, concepts in joins.items():
-        if len(concepts) == 1:
+        if len(concepts) == 1:  # nearly identical to two named concepts: stays on its own
             grown[concepts.pop()].add(latent)
-    out = []
-    for i, c in enumerate(validated):
-        members = tuple(sorted(grown[i]))
-        again = (
-            c
-            if members == c.group.latents
-            else evaluate(evidence, members, c.word, c.absent, settings)
-        )
-        out.append((again if again.validated else c).group)
+    out = [
+        dataclasses.replace(g, latents=tuple(sorted(grown[i])), core=g.core or g.latents)
+        if len(grown[i]) > len(g.latents)
+        else g
+        for i, g in enumerate(validated)
+    ]
     taken = {j for g in out for j in g.latents}
     components: dict[int, list[int]] = {}
     for j in range(len(parent)):

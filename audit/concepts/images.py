@@ -48,6 +48,7 @@ class ImageNamingSettings:
     max_probe: int = 20_000  # probe images used (a seeded sample of larger stores)
     random_latents: int = 2000  # random latents named like the real ones: the AUC null
     null_quantile: float = 0.95  # a name's held-out AUC must beat this share of them
+    kin_quantile: float = 0.9  # a latent of the word joins its concept above this share
     label_quantile: float = 0.99  # θ_w halfway between the median and this quantile of ŝ_w
     absence_factor: float = 2.0  # "no <word>" when its selectivity is this many times larger
     min_selectivity: float = 5.0  # robust z of the named word among the vocabulary's

@@ -248,7 +248,14 @@ def gather_evidence(
     null = images.null_aucs(probe, sae, directions, settings)
     threshold = float(np.quantile(null, settings.null_quantile))
     return grouping.Evidence(
-        probe, choice, labels, threshold, covariance, directions, list(vocab.entries)
+        probe,
+        choice,
+        labels,
+        threshold,
+        float(np.quantile(null, settings.kin_quantile)),
+        covariance,
+        directions,
+        list(vocab.entries),
     )
 
 

@@ -51,6 +51,7 @@ def test_bank_round_trip_and_refusal_for_another_sae(tmp_path):
         (lambda d: d["concepts"][0].update(image={"word": "x", "polarity": "up"}), "polarity"),
         (lambda d: d["concepts"][0].update(image={"word": "x", "auc": "high"}), "auc must be"),
         (lambda d: d.update(version=3), "unsupported concept bank version 3"),
+        (lambda d: d["concepts"][0].update(core=[999]), "is not part of latents"),
         (lambda d: d.update(vocabulary=[1]), "'vocabulary' must be a mapping"),
     ],
 )

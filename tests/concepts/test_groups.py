@@ -68,7 +68,7 @@ def test_recorded_groups_survive_the_file_and_cover_every_latent_once(tmp_path):
     image = ImageScores("frame", "absent", 9.5, 0.97, 0.91)
     concepts = [Concept(j, None, 0.1 * j, f"w{j}") for j in range(6)]
     groups = [
-        ConceptGroup((1, 4), "no frame", True, "no frame", 0.4, image),
+        ConceptGroup((1, 4), "no frame", True, "no frame", 0.4, image, core=(4,)),
         ConceptGroup((2, 3), None, False, "red", 0.3),  # near-identical latents, unnamed
     ]
     for j in (1, 4):
