@@ -98,3 +98,51 @@ def test_old_banks_load_without_image_evidence(tmp_path):
     assert bank.groups is None and all(c.image is None for c in bank.concepts)
     groups = bank.concept_groups()
     assert [(g.latents, g.label) for g in groups] == [((0, 1), "red"), ((2,), "latent 2 (~tree)")]
+
+
+def _audit_with_groups(tmp_path, cli, groups):  # type: ignore[no-untyped-def]
+    """The planted-bias world audited with a bank whose concepts are ``groups``."""
+    import json
+
+    from audit.fairness.planted import planted_bias_world, save_planted_world
+
+    world = planted_bias_world(n_samples=3000, seed=0)
+    bank = world.bank
+    for c in bank.concepts:
+        c.name, c.validated = None, False
+    for g in groups:
+        for j in g.latents:
+            bank.concepts[j].name, bank.concepts[j].validated = g.name, g.validated
+    bank.groups = groups
+    paths = save_planted_world(world, tmp_path)
+    out = tmp_path / "a.json"
+    result = cli(
+        "audit", "--embeddings", paths["store"], "--labels", paths["labels"], "--target", "Male",
+        "--spurious", "Blond_Hair", "--sae", paths["sae"], "--bank", paths["bank"],
+        "--classifier", paths["head"], "--json", out, "-q",
+    )  # fmt: skip
+    assert result.exit_code in (0, 1), result.stderr
+    return world, json.loads(out.read_text())
+
+
+def test_the_audit_ablates_reports_and_flags_concepts(tmp_path, cli):
+    """A validated concept spanning two latents is one row, ablated whole and flagged."""
+    from audit.fairness.planted import ROLE_NAMES
+
+    spurious = 1  # the planted shortcut's latent; 4 is a background latent
+    image = ImageScores("blond hair", "present", 8.0, 0.97, 0.9)
+    groups = [ConceptGroup((spurious, 4), ROLE_NAMES["spurious"], True, "blond", 0.5, image)]
+    _, result = _audit_with_groups(tmp_path, cli, groups)
+    top = result["concepts"][0]
+    assert top["latents"] == [spurious, 4] and top["name"] == ROLE_NAMES["spurious"]
+    assert top["tested"] and top["flagged"]
+    assert result["family"]["size"] == 1
+
+
+def test_unnamed_concepts_with_a_large_effect_are_listed_but_never_flagged(tmp_path, cli):
+    groups = [ConceptGroup((1, 4), None, False, "blond", 0.3)]  # near-identical, no name
+    _, result = _audit_with_groups(tmp_path, cli, groups)
+    top = result["concepts"][0]
+    assert top["latents"] == [1, 4] and top["label"] == "latents 1+4 (~blond)"
+    assert not top["tested"] and not top["flagged"] and top["q"] is None
+    assert result["flagged_concepts"] == 0
