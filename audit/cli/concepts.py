@@ -14,6 +14,7 @@ from audit.concepts import (
     DEFAULT_TEMPLATES,
     DEFAULT_TOP_M,
     ConceptBank,
+    ImageScores,
     bank_path_for_name,
     build_bank,
     builtin_vocabularies,
@@ -132,10 +133,13 @@ def summary_line(bank: ConceptBank) -> str:
     summary = bank.extra.get("summary", {})
     latents = f"[bold]{summary.get('validated', 0)}[/] of {summary.get('latents', 0)} latents"
     if bank.extra.get("validation", {}).get("method") == "image":
+        naming = bank.extra.get("naming", {})
         return (
             f"{latents} have a validated name, in {summary.get('concepts', 0)} concepts "
             f"({summary.get('absence_concepts', 0)} of absence), checked against "
-            f"{bank.extra['naming']['probe']['rows']} probe images"
+            f"{naming.get('probe', {}).get('rows', '?')} probe images (held-out AUC > "
+            f"{naming.get('auc_threshold', float('nan')):.3f}, selectivity ≥ "
+            f"{naming.get('min_selectivity', float('nan')):g})"
         )
     return (
         f"{latents} have a validated name ({summary.get('named', 0)} above the threshold "
@@ -150,26 +154,38 @@ def bank_table(bank: ConceptBank, limit: int = 50, include_unnamed: bool = False
     shown = groups if limit <= 0 else groups[:limit]
     title = escape(f"Concept bank '{bank.name}' ({bank.embedding_model or 'unknown model'})")
     table = Table(title=title, title_justify="left")
-    for column in ("latents", "name", "text cos", "self-rank", "image AUC", "selectivity"):
-        table.add_column(column, justify="left" if column == "name" else "right")
+    images = bank.extra.get("validation", {}).get("method") == "image"
+    table.add_column("name")
+    table.add_column("latents")
+    table.add_column("text cos", justify="right")
+    for column in ("AUC", "select.") if images else ("self-rank",):
+        table.add_column(column, justify="right")
     table.add_column("valid", justify="center")
     by_latent = bank.by_latent()
     for g in shown:
         lead = by_latent.get(g.latent)
         rank = lead.self_rank if lead is not None and len(g.latents) == 1 else None
-        image = g.image
-        auc = "-" if image is None or image.auc is None else f"{image.auc:.3f}"
-        if image is not None and image.auc_threshold is not None:
-            auc += f" (>{image.auc_threshold:.3f})"
+        evidence = (
+            [_auc_cell(g.image), "-" if g.image is None else f"{g.image.selectivity:.1f}"]
+            if images
+            else ["-" if rank is None else str(rank)]
+        )
         table.add_row(
-            escape(", ".join(map(str, g.latents))),
             escape(g.name) if g.validated and g.name else f"[dim]~{escape(g.closest)}[/]",
+            _latent_list(g.latents),
             f"{g.score:.3f}",
-            "-" if rank is None else str(rank),
-            auc,
-            "-" if image is None else f"{image.selectivity:.1f}",
+            *evidence,
             "[green]yes[/]" if g.validated else "[dim]no[/]",
         )
     if len(groups) > len(shown):
         table.caption = f"{len(groups) - len(shown)} more (use --limit 0)"
     return table
+
+
+def _latent_list(latents: tuple[int, ...], show: int = 3) -> str:
+    listed = ", ".join(map(str, latents[:show]))
+    return listed if len(latents) <= show else f"{listed} +{len(latents) - show}"
+
+
+def _auc_cell(image: ImageScores | None) -> str:
+    return "-" if image is None or image.auc is None else f"{image.auc:.3f}"
