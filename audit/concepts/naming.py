@@ -165,13 +165,11 @@ def name_latents(
     groups = None
     if probe_images is not None:
         settings = image_settings or images.ImageNamingSettings()
-        started = time.perf_counter()
         groups, extra["naming"] = image_naming(
-            sae, vocab, text_embeddings, probe_images, settings, concepts
+            sae, vocab, text_embeddings, probe_images, settings, concepts, timings
         )
         extra["naming"]["probe"].update(probe_source or {})
         extra["validation"] = {"method": "image", "rule": IMAGE_RULE}
-        timings["images"] = time.perf_counter() - started
     extra["summary"] = naming_summary(concepts, groups, evidence, sae.n_latents)
     bank = ConceptBank(
         name=bank_name,
@@ -199,11 +197,14 @@ def image_naming(
     probe_images: np.ndarray,
     settings: images.ImageNamingSettings,
     concepts: list[Concept],
+    timings: dict[str, float] | None = None,
 ) -> tuple[list[ConceptGroup], dict[str, Any]]:
     """Image evidence for every latent, the concepts built and validated from it; names,
     validity and per-latent image scores are written into ``concepts``."""
-    evidence = gather_evidence(sae, vocab, text_embeddings, probe_images, settings)
+    lap = Stopwatch(timings if timings is not None else {})
+    evidence = gather_evidence(sae, vocab, text_embeddings, probe_images, settings, lap)
     built = grouping.build_concepts(evidence, settings)
+    lap("images: concepts")
     choice = evidence.choice
     latent_auc = grouping.latent_aucs(
         evidence.probe.z_hold,
@@ -229,7 +230,20 @@ def image_naming(
         groups.append(dataclasses.replace(g, score=best))
         for j in g.latents:
             concepts[j].name, concepts[j].validated = g.name, g.validated
+    lap("images: per-latent scores")
     return groups, naming_record(evidence, settings)
+
+
+class Stopwatch:
+    """``lap(stage)`` records the seconds since the previous lap under ``stage``."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings, self.last = timings, time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
 
 
 def gather_evidence(
@@ -238,14 +252,20 @@ def gather_evidence(
     text_embeddings: np.ndarray,
     probe_images: np.ndarray,
     settings: images.ImageNamingSettings,
+    lap: Stopwatch | None = None,
 ) -> grouping.Evidence:
+    lap = lap or Stopwatch({})
     probe = images.make_probe(sae, probe_images, settings)
+    lap("images: encode probe")
     directions = images.word_directions(text_embeddings)
     covariance = images.activation_covariance(probe.z_fit, probe.unit_fit, settings.chunk_rows)
     choice = images.choose_words(covariance, directions, settings.absence_factor)
+    lap("images: responses")
     words = np.unique(choice.word)
     labels = images.zero_shot_labels(probe, directions, words, settings.label_quantile)
+    lap("images: zero-shot labels")
     null = images.null_aucs(probe, sae, directions, settings)
+    lap("images: random latents")
     threshold = float(np.quantile(null, settings.null_quantile))
     return grouping.Evidence(
         probe,
