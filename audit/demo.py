@@ -10,7 +10,8 @@
    fails there. It is embedded into ``store/`` whose ``metadata.csv`` holds the attributes,
    ``split``, ``is_circle`` (target) and ``is_red`` (the planted spurious attribute);
 4. a Matryoshka SAE trained on the corpus;
-5. a concept bank naming its latents from the world's vocabulary;
+5. a concept bank naming its latents from the world's vocabulary, checked against the corpus
+   images (a name is kept only where the latent predicts the word on held-out images);
 6. a logistic-regression probe fit on the train split, saved as a linear head ``head.npz``
    (``weight`` [2, d], ``bias`` [2], acting on raw embeddings; class 1 = circle). It is
    strongly regularised (C = 0.002 on standardised embeddings), as a quick probe often is,
@@ -168,7 +169,7 @@ def run_demo(
 
     t0 = time.perf_counter()
     say("naming latents (concept bank)")
-    ctx.summary["bank"] = build_demo_bank(ctx.sae, ctx.bank, clip)
+    ctx.summary["bank"] = build_demo_bank(ctx.sae, ctx.bank, clip, probe_images=ctx.corpus_store)
     step("bank", t0)
 
     t0 = time.perf_counter()
@@ -315,11 +316,19 @@ def train_demo_sae(
     }
 
 
-def build_demo_bank(sae_dir: Path, bank_path: Path, clip: Any) -> dict[str, Any]:
+def build_demo_bank(
+    sae_dir: Path, bank_path: Path, clip: Any, probe_images: Path | None = None
+) -> dict[str, Any]:
+    """Name the SAE's latents from the world's words; with ``probe_images`` (the corpus
+    store) the names are checked against those images."""
     from audit.concepts import build_bank, save_bank
 
     result = build_bank(
-        sae_path=sae_dir, vocab_specs=DEMO_VOCABULARIES, bank_name="demo", clip=clip
+        sae_path=sae_dir,
+        vocab_specs=DEMO_VOCABULARIES,
+        bank_name="demo",
+        clip=clip,
+        probe_images=probe_images,
     )
     save_bank(result.bank, bank_path)
     bank = result.bank

@@ -67,7 +67,9 @@ def build(out: Path, settings, log=print) -> tuple[Path, Path, Path]:  # type: i
     log("training the SAE")
     train_demo_sae(out / "corpus_store", out / "sae", settings, device="cpu")
     log("naming latents")
-    build_demo_bank(out / "sae", out / "concept_banks" / "demo.yaml", clip)
+    build_demo_bank(
+        out / "sae", out / "concept_banks" / "demo.yaml", clip, probe_images=out / "corpus_store"
+    )
     return out / "corpus_store", out / "sae", out / "concept_banks" / "demo.yaml"
 
 

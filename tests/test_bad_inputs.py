@@ -150,9 +150,10 @@ def concepts(ctx: Ctx, vocab: Path | str, text_embeddings: Path | None = None, *
     if text_embeddings is None:
         text_embeddings = ctx.npy("text.npy", _text_embeddings(ctx, 3))
     out = ["--name", kw["name"]] if "name" in kw else ["--out", ctx.tmp / "bank-out.yaml"]
+    probe = ["--probe-images", kw["probe"]] if "probe" in kw else []
     return [
         "concepts", "--sae", ctx.world["sae"], "--vocab", vocab_path,
-        "--text-embeddings", text_embeddings, *out,
+        "--text-embeddings", text_embeddings, *out, *probe,
     ]  # fmt: skip
 
 
@@ -507,7 +508,10 @@ CASES: list[Case] = [
          after=no_report),
     Case("bank-latent-out-of-range", "a bank naming latent 999 of a 17-latent SAE", "audit",
          "names latent 999, but the bank's SAE has 17 latents", 2,
-         lambda c: audit(c, bank=c.bank_with(lambda d: d["concepts"][0].update(latent=999)))),
+         lambda c: audit(c, bank=c.bank_with(lambda d: d["latents"][0].update(latent=999)))),
+    Case("bank-concept-unknown-latent", "a bank concept listing a latent the bank lacks", "audit",
+         "concept #0 lists latent 999, which is not in 'latents'", 2,
+         lambda c: audit(c, bank=c.bank_with(lambda d: d["concepts"][0].update(latents=[0, 999])))),
     Case("bank-bad-field", "a bank with threshold: abc", "audit",
          "threshold must be a number, got 'abc'", 2,
          lambda c: audit(c, bank=c.bank_with(lambda d: d.update(threshold="abc")))),
@@ -547,6 +551,12 @@ CASES: list[Case] = [
     Case("text-embeddings-rows", "text embeddings not row-aligned with the vocabulary", "concepts",
          "5 text embeddings for 3 vocabulary entries", 2,
          lambda c: concepts(c, vocab(c), c.npy("t5.npy", _text_embeddings(c, 5)))),
+    Case("probe-images-dim", "probe images of another dimension than the SAE's", "concepts",
+         "probe images have dimension 5, but the SAE expects", 2,
+         lambda c: concepts(c, vocab(c), probe=c.npy("p5.npy", c.embeddings()[:, :5].copy()))),
+    Case("probe-images-nan", "probe images with NaN", "concepts",
+         "probe image embeddings contain NaN or inf", 2,
+         lambda c: concepts(c, vocab(c), probe=c.npy("pn.npy", _poke(c.embeddings(), 1, np.nan)))),
     Case("text-embeddings-nan", "text embeddings with NaN", "concepts",
          "text embeddings contain NaN or inf", 2,
          lambda c: concepts(c, vocab(c), c.npy("tn.npy", _poke(_text_embeddings(c, 3), 1, np.nan)))),

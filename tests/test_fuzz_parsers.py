@@ -392,10 +392,32 @@ BANK = {
          "alternatives": [], "self_rank": None},
     ],
 }  # fmt: skip
+BANK_V2 = {
+    **{k: v for k, v in BANK.items() if k != "concepts"}, "version": 2,
+    "concepts": [
+        {"name": "red", "validated": True, "latents": [0, 2], "closest": "red", "score": 0.5,
+         "image": {"word": "red", "polarity": "present", "selectivity": 7.5, "auc": 0.98,
+                   "auc_threshold": 0.9}},
+        {"name": "no frame", "validated": True, "latent": 3, "score": 0.1,
+         "image": {"word": "frame", "polarity": "absent", "selectivity": 9.0}},
+    ],
+    "latents": [
+        {"latent": j, "closest": "red", "score": 0.5, "alternatives": [["crimson", 0.4]],
+         "self_rank": 1, "image": {"word": "red", "polarity": "present", "selectivity": 3.0}}
+        for j in range(4)
+    ],
+}  # fmt: skip
 
 
 @FUZZ
-@given(st.one_of(perturbed(BANK).map(_dump), files_like(yaml.safe_dump(BANK).encode())))
+@given(
+    st.one_of(
+        perturbed(BANK).map(_dump),
+        files_like(yaml.safe_dump(BANK).encode()),
+        perturbed(BANK_V2).map(_dump),
+        files_like(yaml.safe_dump(BANK_V2).encode()),
+    )
+)
 def test_concept_bank_files(data):
     from audit.concepts import load_bank
 
@@ -407,6 +429,10 @@ def test_concept_bank_files(data):
             assert isinstance(c.label, str) and np.isfinite(c.score)
         _expect_input_error_only(lambda: bank.resolve("red"))
         _expect_input_error_only(lambda: bank.check_sae("sha256:x", n_latents=8))
+        groups = bank.concept_groups(8)
+        covered = [j for g in groups for j in g.latents]
+        assert sorted(covered) == list(range(8))  # every latent in exactly one concept
+        assert all(isinstance(g.label, str) for g in groups)
 
 
 SAE_CONFIG = {

@@ -14,6 +14,7 @@ from audit.concepts import (
     DEFAULT_TEMPLATES,
     DEFAULT_TOP_M,
     ConceptBank,
+    ImageScores,
     bank_path_for_name,
     build_bank,
     builtin_vocabularies,
@@ -72,6 +73,13 @@ def concepts(
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="Replace a bank."),
+    probe_images: Path = typer.Option(
+        None,
+        "--probe-images",
+        help="Image embeddings (store or .npy, same model) to check names against: a name is "
+        "then validated only if the latent predicts the word on held-out images  "
+        "[default: text-only validation]",
+    ),
 ) -> None:
     """Build a concept bank: name every latent of --sae from --vocab and validate the names."""
     if ctx.invoked_subcommand is not None:
@@ -96,15 +104,11 @@ def concepts(
         alternatives=alternatives,
         device=device,
         log=lambda message: err_console.print(message),
+        probe_images=probe_images,
     )
     save_bank(result.bank, target)
     console.print(bank_table(result.bank, limit=25))
-    summary = result.bank.extra.get("summary", {})
-    console.print(
-        f"[bold]{summary.get('validated', 0)}[/] of {summary.get('latents', 0)} latents have a "
-        f"validated name ({summary.get('named', 0)} above the threshold "
-        f"{result.bank.threshold:.3f}); bank written to {target}"
-    )
+    console.print(f"{summary_line(result.bank)}; bank written to {target}")
 
 
 @concepts_app.command("show")
@@ -121,36 +125,67 @@ def show(
 
         loaded.check_sae(sae_fingerprint(load_sae(sae)), sae)
     console.print(bank_table(loaded, limit=limit, include_unnamed=all_latents))
-    summary = loaded.extra.get("summary", {})
-    if summary:
-        console.print(
-            f"{summary.get('validated')} validated / {summary.get('named')} named / "
-            f"{summary.get('latents')} latents; threshold {loaded.threshold:.3f} "
-            f"({loaded.threshold_method})"
+    if loaded.extra.get("summary"):
+        console.print(summary_line(loaded))
+
+
+def summary_line(bank: ConceptBank) -> str:
+    summary = bank.extra.get("summary", {})
+    latents = f"[bold]{summary.get('validated', 0)}[/] of {summary.get('latents', 0)} latents"
+    if bank.extra.get("validation", {}).get("method") == "image":
+        naming = bank.extra.get("naming", {})
+        return (
+            f"{latents} have a validated name, in {summary.get('concepts', 0)} concepts "
+            f"({summary.get('absence_concepts', 0)} of absence), checked against "
+            f"{naming.get('probe', {}).get('rows', '?')} probe images (held-out AUC > "
+            f"{naming.get('auc_threshold', float('nan')):.3f}, selectivity ≥ "
+            f"{naming.get('min_selectivity', float('nan')):g})"
         )
+    return (
+        f"{latents} have a validated name ({summary.get('named', 0)} above the threshold "
+        f"{bank.threshold:.3f}, {escape(bank.threshold_method)})"
+    )
 
 
 def bank_table(bank: ConceptBank, limit: int = 50, include_unnamed: bool = False) -> Table:
-    concepts = [c for c in bank.concepts if include_unnamed or c.name]
-    concepts.sort(key=lambda c: (not c.validated, c.name is None, -c.score))
-    shown = concepts if limit <= 0 else concepts[:limit]
+    """One row per concept (validated first), with the text and image scores behind it."""
+    groups = [g for g in bank.concept_groups() if include_unnamed or g.name or len(g.latents) > 1]
+    groups.sort(key=lambda g: (not g.validated, g.name is None, -g.score, g.latent))
+    shown = groups if limit <= 0 else groups[:limit]
     title = escape(f"Concept bank '{bank.name}' ({bank.embedding_model or 'unknown model'})")
     table = Table(title=title, title_justify="left")
-    table.add_column("latent", justify="right")
+    images = bank.extra.get("validation", {}).get("method") == "image"
     table.add_column("name")
-    table.add_column("score", justify="right")
-    table.add_column("self-rank", justify="right")
+    table.add_column("latents")
+    table.add_column("text cos", justify="right")
+    for column in ("AUC", "select.") if images else ("self-rank",):
+        table.add_column(column, justify="right")
     table.add_column("valid", justify="center")
-    table.add_column("alternatives")
-    for c in shown:
-        table.add_row(
-            str(c.latent),
-            escape(c.name) if c.name else f"[dim]~{escape(c.closest)}[/]",
-            f"{c.score:.3f}",
-            "-" if c.self_rank is None else str(c.self_rank),
-            "[green]yes[/]" if c.validated else "[dim]no[/]",
-            escape(", ".join(f"{n} {s:.2f}" for n, s in c.alternatives[:3])),
+    by_latent = bank.by_latent()
+    for g in shown:
+        lead = by_latent.get(g.latent)
+        rank = lead.self_rank if lead is not None and len(g.latents) == 1 else None
+        evidence = (
+            [_auc_cell(g.image), "-" if g.image is None else f"{g.image.selectivity:.1f}"]
+            if images
+            else ["-" if rank is None else str(rank)]
         )
-    if len(concepts) > len(shown):
-        table.caption = f"{len(concepts) - len(shown)} more (use --limit 0)"
+        table.add_row(
+            escape(g.name) if g.validated and g.name else f"[dim]~{escape(g.closest)}[/]",
+            _latent_list(g.latents),
+            f"{g.score:.3f}",
+            *evidence,
+            "[green]yes[/]" if g.validated else "[dim]no[/]",
+        )
+    if len(groups) > len(shown):
+        table.caption = f"{len(groups) - len(shown)} more (use --limit 0)"
     return table
+
+
+def _latent_list(latents: tuple[int, ...], show: int = 3) -> str:
+    listed = ", ".join(map(str, latents[:show]))
+    return listed if len(latents) <= show else f"{listed} +{len(latents) - show}"
+
+
+def _auc_cell(image: ImageScores | None) -> str:
+    return "-" if image is None or image.auc is None else f"{image.auc:.3f}"

@@ -7,8 +7,8 @@ import pytest
 
 from audit.concepts import load_bank
 from audit.sae import save_sae
+from tests.concepts.worlds import planted_sae
 from tests.conftest import assert_one_line_error
-from tests.test_concepts import planted_sae
 
 
 @pytest.fixture
@@ -89,3 +89,40 @@ def test_text_embeddings_must_align(cli, planted):
         2,
         "unknown vocabulary",
     )
+
+
+def test_concepts_with_probe_images(cli, tmp_path, monkeypatch):
+    """``--probe-images``: names checked against images; the table shows the image scores."""
+    from tests.concepts.worlds import MARKER, marker_world
+
+    world = marker_world(seed=0)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "words.txt").write_text("\n".join(world.vocab.entries) + "\n", encoding="utf-8")
+    np.save(tmp_path / "texts.npy", world.texts)
+    np.save(tmp_path / "probe.npy", world.images)
+    save_sae(world.sae, tmp_path / "sae")
+    result = cli(
+        "concepts",
+        "--sae",
+        "sae",
+        "--vocab",
+        "words.txt",
+        "--text-embeddings",
+        "texts.npy",
+        "--probe-images",
+        "probe.npy",
+        "--name",
+        "marker",
+    )
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "checked against 3000 probe images" in text and "AUC" in text
+    bank = load_bank("marker")
+    assert bank.extra["validation"]["method"] == "image"
+    assert bank.concepts[world.latent_of["marker"]].name == MARKER
+    short = cli(
+        *["concepts", "--sae", "sae", "--vocab", "words.txt"],
+        *["--text-embeddings", "texts.npy", "--out", "b.yaml"],
+        *["--probe-images", "texts.npy"],
+    )
+    assert_one_line_error(short, 2, "too few to validate names")

@@ -1,0 +1,69 @@
+"""Area under the ROC curve from ranks (the Mann–Whitney U statistic), many columns at once.
+
+``AUC = (Σ_{positives} rank − P(P+1)/2) / (P·Q)`` with average ranks for ties (1-based), which
+counts a tie between a positive and a negative as half a win — the activations of ReLU latents
+tie at zero on most images, so the tie rule matters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def average_ranks(values: Tensor) -> Tensor:
+    """Ranks ``1 … N`` of each column of ``values`` ``[N, k]``, ties given their average rank.
+
+    >>> average_ranks(torch.tensor([[0.0], [2.0], [0.0], [1.0]])).flatten().tolist()
+    [1.5, 4.0, 1.5, 3.0]
+    """
+    rows = values.T.contiguous()  # sorting along contiguous rows is ~5x faster than dim 0
+    n = rows.shape[1]
+    ordered, order = rows.sort(dim=1)
+    position = torch.arange(n, device=values.device).expand_as(ordered)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = torch.ones_like(ordered, dtype=torch.bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=1).values
+    last = torch.where(ends, position, torch.full_like(position, n)).flip(1).cummin(dim=1)
+    # float32 holds every rank and half-rank exactly up to 2^23 rows.
+    mean_rank = (first + last.values.flip(1)).to(torch.float32) / 2 + 1
+    ranks = torch.empty_like(mean_rank)
+    ranks.scatter_(1, order, mean_rank)
+    return ranks.T
+
+
+def auc_from_ranks(ranks: Tensor, labels: Tensor) -> Tensor:
+    """AUC of column ``j`` of ``ranks`` ``[N, k]`` for column ``j`` of ``labels`` ``[N, k]``
+    (bool); NaN where a column has no positive or no negative."""
+    y = labels.to(ranks.dtype)
+    positives = y.sum(0)
+    negatives = labels.shape[0] - positives
+    rank_sum = (ranks * y).sum(0)
+    return _normalise(rank_sum, positives, negatives)
+
+
+def auc_table(ranks: Tensor, labels: Tensor) -> Tensor:
+    """AUC of every score column (``ranks`` ``[N, k]``) for every label column (``labels``
+    ``[N, W]``): ``[k, W]``, one matrix product."""
+    y = labels.to(ranks.dtype)
+    positives = y.sum(0)
+    negatives = labels.shape[0] - positives
+    return _normalise(ranks.T @ y, positives, negatives)
+
+
+def auc(scores: Tensor, labels: Tensor) -> float:
+    """AUC of one score vector for one label vector.
+
+    >>> auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([False, False, True, True]))
+    0.75
+    """
+    value = auc_from_ranks(average_ranks(scores.reshape(-1, 1)), labels.reshape(-1, 1))
+    return float(value[0])
+
+
+def _normalise(rank_sum: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
+    pairs = positives * negatives
+    value = (rank_sum - positives * (positives + 1) / 2) / pairs.clamp_min(1)
+    return torch.where(pairs > 0, value, torch.full_like(value, float("nan")))

@@ -1,0 +1,49 @@
+"""AUC from ranks against scikit-learn, ties included."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+
+from audit.concepts.auc import auc, auc_from_ranks, auc_table, average_ranks
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(5, 60).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(0, 4), min_size=n, max_size=n),  # few values: many ties
+            st.lists(st.booleans(), min_size=n, max_size=n),
+        )
+    )
+)
+def test_auc_equals_scikit_learn_with_ties(data):
+    values, labels = data
+    scores = torch.tensor(values, dtype=torch.float32)
+    y = torch.tensor(labels)
+    if y.all() or not y.any():
+        assert np.isnan(auc(scores, y))  # undefined without both classes
+        return
+    assert auc(scores, y) == pytest_approx(roc_auc_score(labels, values))
+
+
+def pytest_approx(value: float):  # type: ignore[no-untyped-def]
+    import pytest
+
+    return pytest.approx(value, abs=1e-6)
+
+
+def test_table_and_columns_agree_with_one_at_a_time():
+    rng = np.random.default_rng(0)
+    z = torch.tensor(np.maximum(rng.standard_normal((300, 5)), 0), dtype=torch.float32)
+    y = torch.tensor(rng.random((300, 4)) < 0.3)
+    ranks = average_ranks(z)
+    table = auc_table(ranks, y)
+    for i in range(5):
+        for w in range(4):
+            assert float(table[i, w]) == pytest_approx(roc_auc_score(y[:, w], z[:, i]))
+    paired = auc_from_ranks(ranks[:, :4], y)
+    assert torch.allclose(paired, torch.diagonal(table[:4]), atol=1e-6)

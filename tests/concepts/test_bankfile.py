@@ -1,0 +1,79 @@
+"""Bank files: round trips, tampered fields, the SAE a bank belongs to."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.concepts import (
+    bank_to_dict,
+    load_bank,
+    name_latents,
+    sae_description,
+    save_bank,
+)
+from audit.errors import InputError
+from audit.sae import sae_fingerprint
+from tests.concepts.worlds import planted_sae, random_vocab
+
+
+def test_bank_round_trip_and_refusal_for_another_sae(tmp_path):
+    vocab, emb = random_vocab(100, 24, seed=4)
+    sae = planted_sae(emb, n_planted=6, n_latents=64)
+    other = planted_sae(emb, n_planted=6, n_latents=64, seed=5)
+    bank = name_latents(sae, vocab, emb, bank_name="b", sae_info=sae_description(sae, "x")).bank
+    path = save_bank(bank, tmp_path / "b.yaml")
+    loaded = load_bank(path)
+    assert [c.name for c in loaded.concepts] == [c.name for c in bank.concepts]
+    assert loaded.extra["summary"] == bank.extra["summary"]
+    loaded.check_sae(sae_fingerprint(sae))
+    with pytest.raises(InputError, match="built for another SAE"):
+        loaded.check_sae(sae_fingerprint(other))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(threshold="abc"), "threshold must be a number"),
+        (lambda d: d.update(threshold=float("nan")), "threshold must be finite"),
+        (
+            lambda d: d["latents"][0].update(latent=999),
+            "names latent 999, but the bank's SAE has 64",
+        ),
+        (lambda d: d["latents"][0].update(latent=-1), "non-negative integer"),
+        (lambda d: d["latents"][0].update(latent=1.5), "non-negative integer"),
+        (lambda d: d["latents"][1].update(latent=d["latents"][0]["latent"]), "listed twice"),
+        (lambda d: d["latents"][0].update(alternatives=[[]]), "pairs"),
+        (lambda d: d["concepts"][0].update(validated="no"), "true or false"),
+        (lambda d: d["latents"][0].update(score=float("inf")), "score must be finite"),
+        (lambda d: d["concepts"][0].update(latents=[0, 0]), "listed twice"),
+        (lambda d: d["concepts"][0].update(latent=999), "not in 'latents'"),
+        (lambda d: d["concepts"].append(dict(d["concepts"][0])), "is in concepts #0 and #"),
+        (lambda d: d["concepts"][0].update(image={"word": "x", "polarity": "up"}), "polarity"),
+        (lambda d: d["concepts"][0].update(image={"word": "x", "auc": "high"}), "auc must be"),
+        (lambda d: d.update(version=3), "unsupported concept bank version 3"),
+        (lambda d: d["concepts"][0].update(core=[999]), "is not part of latents"),
+        (lambda d: d.update(vocabulary=[1]), "'vocabulary' must be a mapping"),
+    ],
+)
+def test_tampered_bank_fields_are_input_errors(tmp_path, edit, message):
+    import yaml
+
+    vocab, emb = random_vocab(40, 16, seed=4)
+    sae = planted_sae(emb, n_planted=4, n_latents=64)
+    bank = name_latents(sae, vocab, emb, bank_name="b", sae_info=sae_description(sae, "x")).bank
+    data = bank_to_dict(bank)
+    assert data["concepts"], "the edits need a named concept"
+    edit(data)
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        load_bank(path)
+
+
+def test_check_sae_refuses_latents_the_sae_does_not_have():
+    vocab, emb = random_vocab(40, 16, seed=4)
+    sae = planted_sae(emb, n_planted=4, n_latents=64)
+    bank = name_latents(sae, vocab, emb, bank_name="b", sae_info={"fingerprint": "f"}).bank
+    bank.check_sae("f", n_latents=64)
+    with pytest.raises(InputError, match="names latent 32, but the SAE has 32 latents"):
+        bank.check_sae("f", n_latents=32)

@@ -1,0 +1,85 @@
+"""The naming benchmark's measures on a small world with known answers, and its scale mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audit.concepts import ImageNamingSettings, name_latents
+from tests.concepts.worlds import COLOURS, MARKER, SHAPES, marker_world
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "naming_quality.py"
+
+
+def _benchmark():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("naming_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_image_naming_is_precise_and_keeps_polarity_where_text_naming_misses():
+    """Half the marker world names, the other half scores: every validated image concept is
+    right in the right direction; the marker is found, which text naming misses."""
+    bench = _benchmark()
+    world = marker_world(n=4000, seed=5)
+    half = len(world.images) // 2
+    truth = {c: world.colour == i for i, c in enumerate(COLOURS)}
+    truth |= {s: world.shape == i for i, s in enumerate(SHAPES)}
+    truth[MARKER] = world.marked
+    held = {v: y[half:] for v, y in truth.items()}
+    with torch.no_grad():
+        z = world.sae.encode(torch.as_tensor(world.images[half:]))
+    info = {"fingerprint": "x"}
+    image = name_latents(
+        world.sae,
+        world.vocab,
+        world.texts,
+        bank_name="i",
+        sae_info=info,
+        probe_images=world.images[:half],
+        image_settings=ImageNamingSettings(seed=5),
+    ).bank
+    text = name_latents(world.sae, world.vocab, world.texts, bank_name="t", sae_info=info).bank
+    scored = bench.score_concepts(image.concept_groups(), z, held, set(held))
+    assert scored["precision"] >= 0.95 and scored["wrong_polarity"] == 0
+    assert scored["recall_correct"] >= 5 / 7  # the four colours and the marker at least
+    named = {g.name for g in image.concept_groups() if g.validated}
+    assert MARKER in named and set(COLOURS) <= named
+    text_named = {g.name for g in text.concept_groups() if g.validated}
+    assert MARKER not in text_named
+
+
+def test_scale_mode_runs_and_reports_every_stage():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--scale",
+            "--latents",
+            "64",
+            "--dim",
+            "16",
+            "--vocab",
+            "300",
+            "--probe",
+            "600",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for stage in ("similarity", "images: responses", "images: random latents", "total"):
+        assert stage in done.stdout
+    seconds = [float(line.split()[-2]) for line in done.stdout.splitlines() if line.endswith(" s")]
+    assert seconds and np.isfinite(seconds).all()
