@@ -1,6 +1,6 @@
 """``msae-audit demo``: the whole product, offline, on the synthetic world in a few minutes.
 
-1. the tiny CLIP (trained once, then cached: :mod:`audit.data.tinyclip`);
+1. the tiny CLIP (its shipped weights, unpacked into the cache: :mod:`audit.data.tinyclip`);
 2. a broad corpus of the world (every attribute independent and uniform), embedded into
    ``corpus_store/``: the SAE is trained on it, as a real SAE is trained on a large generic
    image corpus and then applied to the task data;
@@ -18,7 +18,8 @@
 7. the bias audit of the probe on the test split, with mean ablation (:func:`_audit_step`):
    ``audit.json``,
    ``audit.html`` and ``audit.xml``; the JSON records ``"demo": {"planted_concept": "red"}``;
-8. ``demo.json``: every path, the summary of each step and its time.
+8. ``demo.json``: every path, the summary of each step and its time (each step's time is also
+   logged as it ends).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def run_demo(
 
     def step(name: str, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 2)
+        say(f"{name} took {timings[name]:.1f} s")
 
     t0 = time.perf_counter()
     tc = tiny_clip(cache_dir=cache_dir, log=say)
@@ -143,6 +145,7 @@ def run_demo(
         timings=timings,
     )
     ctx.summary["tiny_clip"] = {
+        "weights_version": tc.info.get("version"),
         "train_seconds": tc.info.get("train_seconds"),
         "zero_shot_accuracy": tc.zero_shot,
         "cache": str(tc.directory),
@@ -181,6 +184,7 @@ def run_demo(
     ctx.summary["audit"] = _audit_step(ctx)
     step("audit", t0)
     timings["total"] = round(time.perf_counter() - started, 2)
+    say(f"the demo took {timings['total']:.1f} s")
     write_demo_json(ctx)
     return ctx
 
@@ -204,33 +208,22 @@ def make_world(world_dir: Path, settings: DemoSettings) -> pd.DataFrame:
     """Train and test scenes (the shortcut only in train) rendered to PNGs + manifest.csv."""
     from audit.data import world
 
-    a, b = TARGET_SHAPES
-    train = world.shortcut_scenes(
+    scenes = world.split_shortcut_scenes(
         settings.n_train,
+        settings.n_test,
         settings.seed,
-        target_shapes=(a, b),
-        spurious_colour=PLANTED_CONCEPT,
+        spurious=PLANTED_CONCEPT,
         p_spurious_given_a=settings.p_red_given_circle_train,
         p_spurious_given_b=settings.p_red_given_square_train,
+        target_shapes=TARGET_SHAPES,
     )
-    test = world.shortcut_scenes(
-        settings.n_test,
-        settings.seed + 1,
-        target_shapes=(a, b),
-        spurious_colour=PLANTED_CONCEPT,
-        p_spurious_given_a=0.5,
-        p_spurious_given_b=0.5,
-    )
-    scenes = pd.concat([train, test], ignore_index=True)
-    split = ["train"] * len(train) + ["test"] * len(test)
     return world.write_world(
         world_dir,
         scenes,
         seed=settings.seed,
         image_size=_tiny_image_size(),
         extra_columns={
-            "split": split,
-            TARGET_COLUMN: (scenes["shape"] == a).astype(int).to_numpy(),
+            TARGET_COLUMN: (scenes["shape"] == TARGET_SHAPES[0]).astype(int).to_numpy(),
             SPURIOUS_COLUMN: (scenes["colour"] == PLANTED_CONCEPT).astype(int).to_numpy(),
         },
     )
