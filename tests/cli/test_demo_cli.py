@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from audit.concepts import load_bank
+from audit.data.tinyclip import ASSET_VERSION
 from audit.sae import load_sae, sae_fingerprint
 from audit.store import open_store
 
@@ -48,6 +49,15 @@ def test_demo_writes_every_artefact(demo_dir):
     bank = load_bank(paths["bank"])
     bank.check_sae(sae_fingerprint(load_sae(paths["sae"])))
     assert document["summary"]["bank"]["validated"] == bank.extra["summary"]["validated"] > 0
+    # The world's pasted markers are there and independent of the label (only red is planted).
+    framed = meta["marker"] == "frame"
+    assert 0.25 < framed.mean() < 0.42
+    assert abs(framed[meta.is_circle == 1].mean() - framed[meta.is_circle == 0].mean()) < 0.05
+    # The tiny CLIP is the shipped one, and every step's time is recorded.
+    assert document["summary"]["tiny_clip"]["weights_version"] == ASSET_VERSION
+    steps = ["tiny_clip", "corpus", "world", "sae", "bank", "probe", "audit", "total"]
+    assert list(document["seconds"]) == steps
+    assert all(document["seconds"][s] >= 0 for s in steps)
 
 
 @pytest.mark.slow
