@@ -60,6 +60,11 @@ class DemoSettings:
     probe_c: float = 0.002
     embed_batch_size: int = 256
     workers: int = 0
+    # Torch threads for the demo's work (0: leave torch's setting). Its kernels are small
+    # (64-d embeddings, 32-pixel images): a second OpenMP thread gains little on a quiet
+    # 2-core machine and stalls at every barrier on a busy one (docs/demo.md: 390 s with two
+    # threads against 61 s with one, same load, same results).
+    threads: int = 1
 
 
 @dataclass
@@ -113,9 +118,28 @@ def run_demo(
     device: str = "auto",
 ) -> DemoContext:
     """Run every step into ``out`` (overwriting earlier demo output there)."""
-    from audit.data.tinyclip import tiny_clip
+    import torch
 
     settings = settings or DemoSettings()
+    threads = torch.get_num_threads()
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run_steps(out, settings, log=log, cache_dir=cache_dir, device=device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_steps(
+    out: str | Path,
+    settings: DemoSettings,
+    *,
+    log: Log | None,
+    cache_dir: str | Path | None,
+    device: str,
+) -> DemoContext:
+    from audit.data.tinyclip import tiny_clip
+
     say = log or (lambda message: None)
     root = ensure_dir(Path(out)).resolve()
     started = time.perf_counter()
