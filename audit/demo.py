@@ -231,8 +231,9 @@ def make_corpus(corpus_dir: Path, settings: DemoSettings) -> pd.DataFrame:
 def make_world(world_dir: Path, settings: DemoSettings) -> pd.DataFrame:
     """Train and test scenes (the shortcut only in train) rendered to PNGs + manifest.csv."""
     from audit.data import world
+    from audit.data.shortcuts import split_shortcut_scenes
 
-    scenes = world.split_shortcut_scenes(
+    scenes = split_shortcut_scenes(
         settings.n_train,
         settings.n_test,
         settings.seed,

@@ -16,8 +16,8 @@ measured. :func:`tiny_clip` checks the sha256 and unpacks them once into a cache
 ``tinyclip.json`` (the open_clip model config), ``tinyclip.safetensors`` (the weights) and
 ``info.json``. Everything downstream loads it through exactly the user path,
 ``--model tinyclip.json --pretrained tinyclip.safetensors``. Training happens only when the
-weights are regenerated (``scripts/train_tinyclip.py``, which bumps the version when the world
-or the training changes).
+weights are regenerated (``scripts/train_tinyclip.py --version N``, with ``ASSET_VERSION``
+raised to ``N``, whenever the world or the training changes).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A synthetic image–caption world, generated from a seed by this module alone.
 
 Each scene is one object on a background. Its attributes are drawn independently (unless a
-caller plants a correlation, see :func:`shortcut_scenes`):
+caller plants a correlation, see :mod:`audit.data.shortcuts`):
 
 ========== ===========================================================
 shape      circle, square, triangle, star, cross, heart
@@ -17,8 +17,8 @@ The marker is pasted over the finished scene, like a watermark or a photo frame 
 set picks up from one source: a cyan frame around the whole image, or a pink stamp in the
 bottom-right corner. Its colours are not object colours, and captions name it by its own
 words ("in a frame", "with a stamp"), so "red" never describes a marker. Captions never
-mention a missing marker, as real captions do not. :func:`marker_shortcut_scenes` makes a
-world whose label leaks through the marker in the train split only.
+mention a missing marker, as real captions do not. :mod:`audit.data.shortcuts` makes worlds
+whose label leaks through a colour or a marker in the train split only.
 
 :func:`render_scene` draws a scene with PIL (2× supersampled, then downsampled, so edges are
 smooth); every scene owns a random generator seeded by ``(seed, scene index)``, so an image
@@ -141,92 +141,6 @@ def sample_scenes(n: int, seed: int = 0, **fixed: str | Sequence[str]) -> pd.Dat
     if unknown_keys:
         raise InputError(f"unknown scene attribute(s): {sorted(unknown_keys)}")
     return pd.DataFrame(columns)
-
-
-def shortcut_scenes(
-    n: int,
-    seed: int,
-    *,
-    target_shapes: tuple[str, str] = ("circle", "square"),
-    spurious: str = "red",
-    p_spurious_given_a: float = 0.5,
-    p_spurious_given_b: float = 0.5,
-) -> pd.DataFrame:
-    """Scenes of two shapes (half each) where the first shape has the value ``spurious`` (a
-    colour, a marker, any attribute value) with probability ``p_spurious_given_a`` and the
-    second with ``p_spurious_given_b``; otherwise that attribute is uniform over its other
-    values, and every other attribute stays independent. Equal probabilities give a balanced
-    (shortcut-free) split."""
-    a, b = target_shapes
-    attribute = attribute_of(spurious)
-    frame = sample_scenes(n, seed, shape=[a, b])
-    rng = np.random.default_rng([seed, 0xC0102])
-    is_a = rng.random(n) < 0.5
-    frame["shape"] = np.where(is_a, a, b)
-    others = np.array([v for v in ATTRIBUTES[attribute] if v != spurious])
-    p = np.where(is_a, p_spurious_given_a, p_spurious_given_b)
-    frame[attribute] = np.where(rng.random(n) < p, spurious, rng.choice(others, size=n))
-    return frame
-
-
-def split_shortcut_scenes(
-    n_train: int,
-    n_test: int,
-    seed: int,
-    *,
-    spurious: str,
-    p_spurious_given_a: float,
-    p_spurious_given_b: float,
-    target_shapes: tuple[str, str] = ("circle", "square"),
-) -> pd.DataFrame:
-    """A train split with the shortcut (:func:`shortcut_scenes`, seed ``seed``) followed by a
-    balanced test split (``spurious`` with probability 1/2 for both shapes, seed ``seed + 1``);
-    the ``split`` column says which is which."""
-    train = shortcut_scenes(
-        n_train,
-        seed,
-        target_shapes=target_shapes,
-        spurious=spurious,
-        p_spurious_given_a=p_spurious_given_a,
-        p_spurious_given_b=p_spurious_given_b,
-    )
-    test = shortcut_scenes(
-        n_test,
-        seed + 1,
-        target_shapes=target_shapes,
-        spurious=spurious,
-        p_spurious_given_a=0.5,
-        p_spurious_given_b=0.5,
-    )
-    scenes = pd.concat([train, test], ignore_index=True)
-    scenes["split"] = ["train"] * n_train + ["test"] * n_test
-    return scenes
-
-
-def marker_shortcut_scenes(
-    n_train: int,
-    n_test: int,
-    seed: int,
-    *,
-    marker: str = "frame",
-    p_marker_given_a: float = 0.95,
-    p_marker_given_b: float = 0.05,
-    target_shapes: tuple[str, str] = ("circle", "square"),
-) -> pd.DataFrame:
-    """The marker world: the label (first shape or second) leaks through a pasted ``marker``
-    in the train split (95 % of the first shape carry it, 5 % of the second) and not in the
-    test split; colour and every other attribute are independent of the label."""
-    if marker not in MARKERS or marker == NO_MARKER:
-        raise InputError(f"unknown marker {marker!r}; choose from {list(MARKERS)[1:]}")
-    return split_shortcut_scenes(
-        n_train,
-        n_test,
-        seed,
-        spurious=marker,
-        p_spurious_given_a=p_marker_given_a,
-        p_spurious_given_b=p_marker_given_b,
-        target_shapes=target_shapes,
-    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -113,36 +113,6 @@ def test_captions_only_mention_true_attributes():
     assert not set(world.MARKERS) & set(world.COLOURS)
 
 
-def test_shortcut_scenes_plant_the_correlation():
-    frame = world.shortcut_scenes(4000, 0, p_spurious_given_a=0.95, p_spurious_given_b=0.05)
-    red = frame["colour"] == "red"
-    assert set(frame["shape"]) == {"circle", "square"}
-    assert abs(red[frame["shape"] == "circle"].mean() - 0.95) < 0.02
-    assert abs(red[frame["shape"] == "square"].mean() - 0.05) < 0.02
-    balanced = world.shortcut_scenes(4000, 1)
-    assert abs((balanced["colour"] == "red").mean() - 0.5) < 0.03
-    with pytest.raises(InputError, match="unknown world value 'magenta'"):
-        world.shortcut_scenes(10, 0, spurious="magenta")
-
-
-def test_marker_world_leaks_the_label_through_the_marker_in_train_only():
-    scenes = world.marker_shortcut_scenes(4000, 4000, seed=3, marker="frame")
-    is_a = scenes["shape"] == "circle"
-    framed = scenes["marker"] == "frame"
-    train = scenes["split"] == "train"
-    assert set(scenes["shape"]) == {"circle", "square"} and train.sum() == 4000
-    assert abs(framed[train & is_a].mean() - 0.95) < 0.02
-    assert abs(framed[train & ~is_a].mean() - 0.05) < 0.02
-    assert abs(framed[~train & is_a].mean() - 0.5) < 0.03
-    assert abs(framed[~train & ~is_a].mean() - 0.5) < 0.03
-    # Unmarked scenes carry the other marker or none; colour stays independent of the label.
-    assert set(scenes.loc[~framed, "marker"]) == {"none", "stamp"}
-    red = scenes["colour"] == "red"
-    assert abs(red[train & is_a].mean() - red[train & ~is_a].mean()) < 0.03
-    with pytest.raises(InputError, match="unknown marker"):
-        world.marker_shortcut_scenes(10, 10, seed=0, marker="red")
-
-
 def test_world_vocabulary_file_matches_the_code():
     assert read_vocabulary_file(BUILTIN_DIR / "world.txt") == world.world_words()
     assert "frame" in world.world_words() and "none" not in world.world_words()
