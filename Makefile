@@ -1,13 +1,16 @@
-# The two commands in README: `make demo` (the main job) and `make test`. Both set up first.
-PYTHON ?= python3
+# The two commands in README: `make demo` (the main job) and `make test`. Both set up first:
+# scripts/setup.sh creates .venv (when missing) and installs the pinned versions of constraints.txt.
+# `make test PYTHON=/path/to/python` uses (and installs into) another interpreter instead.
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
 
 .PHONY: setup demo test lint bench
 
 setup:
-	@PYTHON=$(PYTHON) bash scripts/setup.sh
+	@VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/setup.sh
 
 demo: setup
-	msae-audit demo --out reports/demo
+	$(PYTHON) -m audit demo --out reports/demo
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -1,6 +1,6 @@
 """``msae-audit demo``: the whole product, offline, on the synthetic world in a few minutes.
 
-1. the tiny CLIP (trained once, then cached: :mod:`audit.data.tinyclip`);
+1. the tiny CLIP (its shipped weights, unpacked into the cache: :mod:`audit.data.tinyclip`);
 2. a broad corpus of the world (every attribute independent and uniform), embedded into
    ``corpus_store/``: the SAE is trained on it, as a real SAE is trained on a large generic
    image corpus and then applied to the task data;
@@ -19,7 +19,8 @@
 7. the bias audit of the probe on the test split, with mean ablation (:func:`_audit_step`):
    ``audit.json``,
    ``audit.html`` and ``audit.xml``; the JSON records ``"demo": {"planted_concept": "red"}``;
-8. ``demo.json``: every path, the summary of each step and its time.
+8. ``demo.json``: every path, the summary of each step and its time (each step's time is also
+   logged as it ends).
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class DemoSettings:
     probe_c: float = 0.002
     embed_batch_size: int = 256
     workers: int = 0
+    # Torch threads for the demo's work (0: leave torch's setting). Its kernels are small
+    # (64-d embeddings, 32-pixel images): a second OpenMP thread gains little on a quiet
+    # 2-core machine and stalls at every barrier on a busy one (docs/demo.md: 390 s with two
+    # threads against 61 s with one, same load, same results).
+    threads: int = 1
 
 
 @dataclass
@@ -113,9 +119,28 @@ def run_demo(
     device: str = "auto",
 ) -> DemoContext:
     """Run every step into ``out`` (overwriting earlier demo output there)."""
-    from audit.data.tinyclip import tiny_clip
+    import torch
 
     settings = settings or DemoSettings()
+    threads = torch.get_num_threads()
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run_steps(out, settings, log=log, cache_dir=cache_dir, device=device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_steps(
+    out: str | Path,
+    settings: DemoSettings,
+    *,
+    log: Log | None,
+    cache_dir: str | Path | None,
+    device: str,
+) -> DemoContext:
+    from audit.data.tinyclip import tiny_clip
+
     say = log or (lambda message: None)
     root = ensure_dir(Path(out)).resolve()
     started = time.perf_counter()
@@ -123,6 +148,7 @@ def run_demo(
 
     def step(name: str, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 2)
+        say(f"{name} took {timings[name]:.1f} s")
 
     t0 = time.perf_counter()
     tc = tiny_clip(cache_dir=cache_dir, log=say)
@@ -144,6 +170,7 @@ def run_demo(
         timings=timings,
     )
     ctx.summary["tiny_clip"] = {
+        "weights_version": tc.info.get("version"),
         "train_seconds": tc.info.get("train_seconds"),
         "zero_shot_accuracy": tc.zero_shot,
         "cache": str(tc.directory),
@@ -182,6 +209,7 @@ def run_demo(
     ctx.summary["audit"] = _audit_step(ctx)
     step("audit", t0)
     timings["total"] = round(time.perf_counter() - started, 2)
+    say(f"the demo took {timings['total']:.1f} s")
     write_demo_json(ctx)
     return ctx
 
@@ -204,34 +232,24 @@ def make_corpus(corpus_dir: Path, settings: DemoSettings) -> pd.DataFrame:
 def make_world(world_dir: Path, settings: DemoSettings) -> pd.DataFrame:
     """Train and test scenes (the shortcut only in train) rendered to PNGs + manifest.csv."""
     from audit.data import world
+    from audit.data.shortcuts import split_shortcut_scenes
 
-    a, b = TARGET_SHAPES
-    train = world.shortcut_scenes(
+    scenes = split_shortcut_scenes(
         settings.n_train,
+        settings.n_test,
         settings.seed,
-        target_shapes=(a, b),
-        spurious_colour=PLANTED_CONCEPT,
+        spurious=PLANTED_CONCEPT,
         p_spurious_given_a=settings.p_red_given_circle_train,
         p_spurious_given_b=settings.p_red_given_square_train,
+        target_shapes=TARGET_SHAPES,
     )
-    test = world.shortcut_scenes(
-        settings.n_test,
-        settings.seed + 1,
-        target_shapes=(a, b),
-        spurious_colour=PLANTED_CONCEPT,
-        p_spurious_given_a=0.5,
-        p_spurious_given_b=0.5,
-    )
-    scenes = pd.concat([train, test], ignore_index=True)
-    split = ["train"] * len(train) + ["test"] * len(test)
     return world.write_world(
         world_dir,
         scenes,
         seed=settings.seed,
         image_size=_tiny_image_size(),
         extra_columns={
-            "split": split,
-            TARGET_COLUMN: (scenes["shape"] == a).astype(int).to_numpy(),
+            TARGET_COLUMN: (scenes["shape"] == TARGET_SHAPES[0]).astype(int).to_numpy(),
             SPURIOUS_COLUMN: (scenes["colour"] == PLANTED_CONCEPT).astype(int).to_numpy(),
         },
     )

@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up used by `make demo` and `make test`:
-#   * the package with its dev tools (pip; torch comes from the local wheel cache where pip is capped),
+#   * a virtual environment .venv in the repository (created when missing, from $BASE_PYTHON,
+#     default python3), with msae-audit and its dev tools installed at the versions pinned in
+#     constraints.txt, exactly as CI and a new user get them;
 #   * Debian's headless Chromium for the HTML report tests (when running as root and it is missing).
+# PYTHON=/path/to/python installs into that interpreter's environment instead of .venv
+# (`make test PYTHON=...`); MSAE_SKIP_INSTALL=1 uses it as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-$VENV/bin/python}
+BASE_PYTHON=${BASE_PYTHON:-python3}
+STAMP=.setup-stamp
 
-if [ ! -f .setup-stamp ] || [ pyproject.toml -nt .setup-stamp ] || ! "$PYTHON" -c "import audit, pytest, hypothesis" 2>/dev/null; then
-  echo "setup: installing msae-audit and its dev tools (first run: a few minutes, torch is large)" >&2
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-  touch .setup-stamp
+if [ "$PYTHON" = "$VENV/bin/python" ] && [ ! -x "$PYTHON" ]; then
+  echo "setup: creating the virtual environment $VENV (from $("$BASE_PYTHON" --version 2>&1))" >&2
+  "$BASE_PYTHON" -m venv "$VENV"
+fi
+
+# Reinstall when the declared or pinned versions change, or for another interpreter.
+wanted="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16) $PYTHON"
+if [ "${MSAE_SKIP_INSTALL:-0}" != "1" ] \
+  && { [ "$(cat "$STAMP" 2>/dev/null)" != "$wanted" ] \
+       || ! "$PYTHON" -c "import audit, pytest, hypothesis" 2>/dev/null; }; then
+  echo "setup: installing msae-audit and its dev tools into $PYTHON (pinned: constraints.txt;" \
+       "first run: a few minutes, torch is large)" >&2
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  echo "$wanted" > "$STAMP"
 fi
 
 if [ "${MSAE_SKIP_BROWSER:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; then

@@ -10,7 +10,10 @@ import pytest
 import torch
 
 os.environ.setdefault("MSAE_AUDIT_NO_DOWNLOAD", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# MSAE_TEST_THREADS=N runs the suite with N torch threads: results must not depend on it.
+torch.set_num_threads(
+    int(os.environ.get("MSAE_TEST_THREADS") or 0) or max(1, min(2, os.cpu_count() or 1))
+)
 
 
 @pytest.fixture

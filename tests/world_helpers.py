@@ -1,8 +1,8 @@
 """Helpers shared by the encoder, world, concept and demo tests.
 
-The tiny CLIP needs no fixture here: :func:`audit.data.tinyclip.tiny_clip` caches it on disk
-(``$MSAE_AUDIT_CACHE`` or ``~/.cache/msae-audit``) under a key that hashes its code and
-settings, so only the first test session after a change trains it.
+The tiny CLIP needs no fixture here: :func:`audit.data.tinyclip.tiny_clip` unpacks its shipped
+weights once into ``$MSAE_AUDIT_CACHE`` or ``~/.cache/msae-audit`` (under their version and
+sha256), and every later call reuses them.
 """
 
 from __future__ import annotations

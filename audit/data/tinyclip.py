@@ -4,20 +4,25 @@ The model is a custom open_clip config (a narrow ModifiedResNet on 32×32 images
 text transformer with a 24-token context), trained from scratch with open_clip's own
 ``ClipLoss`` on rendered scenes and their template captions. Colour and background are the
 easiest cues, so in 60 % of the batches three quarters of the scenes share one colour and one
-background (hard negatives): their captions can only be told apart by shape, texture, size
-and position. The other quarter stays random, which keeps BatchNorm's batch statistics from
-erasing colour (in a batch of a single colour, batch normalisation removes it).
+background (hard negatives): their captions can only be told apart by shape, texture, size,
+position and marker. The other quarter stays random, which keeps BatchNorm's batch statistics
+from erasing colour (in a batch of a single colour, batch normalisation removes it).
 
-The result is written to a cache folder — ``$MSAE_AUDIT_CACHE/tinyclip/<key>/`` or
-``~/.cache/msae-audit/tinyclip/<key>/`` — as ``tinyclip.json`` (the open_clip model config),
-``tinyclip.safetensors`` (the weights) and ``info.json`` (training time and zero-shot
-accuracies). The key hashes the config, the settings and this module's and the world's source,
-so a code change retrains instead of reusing a stale model. Everything downstream loads it
-through exactly the user path, ``--model tinyclip.json --pretrained tinyclip.safetensors``.
+The trained weights ship with the package (``assets/tinyclip-v<N>.safetensors.gz``, 2.6 MB:
+float16, and the token-embedding rows of tokens the world never uses are zero, which compress),
+with ``assets/tinyclip-v<N>.json`` recording their sha256, the settings and what the training
+measured. :func:`tiny_clip` checks the sha256 and unpacks them once into a cache folder —
+``$MSAE_AUDIT_CACHE/tinyclip/v<N>-<sha256 prefix>/`` or ``~/.cache/msae-audit/tinyclip/…`` — as
+``tinyclip.json`` (the open_clip model config), ``tinyclip.safetensors`` (the weights) and
+``info.json``. Everything downstream loads it through exactly the user path,
+``--model tinyclip.json --pretrained tinyclip.safetensors``. Training happens only when the
+weights are regenerated (``scripts/train_tinyclip.py --version N``, with ``ASSET_VERSION``
+raised to ``N``, whenever the world or the training changes).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -34,11 +39,22 @@ import torch
 from PIL import Image
 
 from audit.data import world
-from audit.fileio import cache_root, ensure_dir, write_json, write_safetensors
+from audit.errors import InputError
+from audit.fileio import cache_root, ensure_dir, write_bytes, write_json, write_safetensors
 
 CONFIG_FILE = "tinyclip.json"
 WEIGHTS_FILE = "tinyclip.safetensors"
 INFO_FILE = "info.json"
+#: The shipped weights: bump the version whenever they are regenerated.
+ASSET_VERSION = 1
+ASSET_DIR = Path(__file__).resolve().parent / "assets"
+
+
+def asset_paths(version: int = ASSET_VERSION, directory: Path = ASSET_DIR) -> tuple[Path, Path]:
+    """``(weights .safetensors.gz, record .json)`` of shipped version ``version``."""
+    stem = directory / f"tinyclip-v{version}"
+    return stem.with_name(stem.name + ".safetensors.gz"), stem.with_name(stem.name + ".json")
+
 
 #: The open_clip model config (written verbatim as ``tinyclip.json``).
 MODEL_CONFIG: dict[str, Any] = {
@@ -59,7 +75,7 @@ MODEL_CONFIG: dict[str, Any] = {
 class TinyClipSettings:
     seed: int = 0
     train_scenes: int = 6000
-    steps: int = 800
+    steps: int = 1600
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
@@ -95,33 +111,36 @@ class TinyClip:
         return load_clip(str(self.config_path), str(self.checkpoint_path), device=device)
 
 
-def cache_key(settings: TinyClipSettings) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps(MODEL_CONFIG, sort_keys=True).encode())
-    digest.update(json.dumps(asdict(settings), sort_keys=True).encode())
-    for module in (__file__, world.__file__):
-        digest.update(Path(module).read_bytes())
-    return digest.hexdigest()[:20]
-
-
 def tiny_clip(
-    settings: TinyClipSettings | None = None,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    assets: Path = ASSET_DIR,
 ) -> TinyClip:
-    """The cached tiny CLIP for ``settings``, training (and caching) it first if needed."""
-    settings = settings or TinyClipSettings()
+    """The shipped tiny CLIP, unpacked into the cache on first use (after its sha256 check)."""
+    weights, record_path = asset_paths(directory=assets)
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        blob = weights.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the tiny CLIP's shipped weights are unreadable ({exc})") from None
     root = ensure_dir(Path(cache_dir) if cache_dir is not None else cache_root()) / "tinyclip"
-    final = root / cache_key(settings)
+    final = root / f"v{record['version']}-{record['sha256'][:16]}"
     if _complete(final):
         return TinyClip(final, json.loads((final / INFO_FILE).read_text(encoding="utf-8")))
+    if hashlib.sha256(blob).hexdigest() != record["sha256"]:
+        raise InputError(
+            f"{weights} does not match the sha256 recorded in {record_path.name} "
+            "(a damaged install: reinstall msae-audit)"
+        )
     say = log or (lambda message: None)
-    say(f"training the tiny CLIP (cached afterwards in {final})")
+    say(f"unpacking the tiny CLIP's weights (v{record['version']}) into {final}")
     staging = ensure_dir(root / f".staging-{final.name}-{os.getpid()}")
     try:
-        info = train_tiny_clip(settings, staging, progress=progress)
+        write_bytes(staging / WEIGHTS_FILE, gzip.decompress(blob))
+        write_json(staging / CONFIG_FILE, record["model_config"])
+        info = {**record, "source": str(weights)}
+        write_json(staging / INFO_FILE, info)
         try:
             os.replace(staging, final)  # atomic publish of the whole folder
         except OSError:
@@ -130,6 +149,30 @@ def tiny_clip(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return TinyClip(final, info)
+
+
+def pack_weights(
+    trained: str | os.PathLike[str],
+    version: int = ASSET_VERSION,
+    directory: Path = ASSET_DIR,
+) -> dict[str, Any]:
+    """Write a trained folder (from :func:`train_tiny_clip`) as the shipped asset of
+    ``version``: the weights gzip-compressed (no timestamp, so the bytes are reproducible)
+    and a record with their sha256 and the training's ``info.json``. Returns the record."""
+    trained = Path(trained)
+    info = json.loads((trained / INFO_FILE).read_text(encoding="utf-8"))
+    blob = gzip.compress((trained / WEIGHTS_FILE).read_bytes(), compresslevel=9, mtime=0)
+    weights, record_path = asset_paths(version, ensure_dir(directory))
+    write_bytes(weights, blob)
+    record = {
+        "version": version,
+        "file": weights.name,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "bytes": len(blob),
+        **info,
+    }
+    write_json(record_path, record)
+    return record
 
 
 def _complete(directory: Path) -> bool:
@@ -146,7 +189,8 @@ def train_tiny_clip(
     out_dir: str | os.PathLike[str],
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train from scratch, write config + weights + ``info.json`` into ``out_dir``."""
+    """Train from scratch, write config + weights + ``info.json`` into ``out_dir``;
+    ``progress(step, total)`` is called after every step."""
     import open_clip
 
     from audit.encoders import load_clip
@@ -168,6 +212,7 @@ def train_tiny_clip(
     records = scenes.to_dict("records")
     rng = np.random.default_rng([settings.seed, 0x7C11])
     hard_pools = _hard_negative_pools(scenes, settings.batch_size)
+    seen_tokens = torch.zeros(int(MODEL_CONFIG["text_cfg"]["vocab_size"]), dtype=torch.bool)
 
     model.train()
     optimizer = _adamw(model, settings)
@@ -181,6 +226,7 @@ def train_tiny_clip(
             n_hard = int(settings.batch_size * settings.hard_share)
             rows[:n_hard] = rng.choice(pool, n_hard, replace=len(pool) < n_hard)
         tokens = tokenizer([world.caption(records[i], rng) for i in rows])
+        seen_tokens[tokens.flatten()] = True
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * _lr_factor(step, settings)
         image_features, text_features, logit_scale = model(images[rows], tokens)
@@ -196,7 +242,16 @@ def train_tiny_clip(
     train_seconds = time.perf_counter() - started
 
     model.eval()
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        # Rows of tokens no caption used were never trained (weight decay only shrank their
+        # random start); zeros say "unknown word" as well and make the file compress ~10×.
+        model.token_embedding.weight[~seen_tokens] = 0.0
+    # float16 storage: halves the shipped file; the zero-shot accuracy below is measured on
+    # these rounded weights, reloaded into the float32 model as users load them.
+    weights = {
+        k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
+        for k, v in model.state_dict().items()
+    }
     write_safetensors(out / WEIGHTS_FILE, weights, metadata={"format": "open_clip state_dict"})
     # Measure what users get: reload through --model/--pretrained, images through PIL.
     reloaded = load_clip(str(config_path), str(out / WEIGHTS_FILE), device="cpu")
@@ -206,6 +261,8 @@ def train_tiny_clip(
         "settings": asdict(settings),
         "train_seconds": round(train_seconds, 2),
         "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "trained_tokens": int(seen_tokens.sum()),
         "final_loss": round(float(np.mean(losses[-20:])), 4),
         "zero_shot_accuracy": accuracy,
         "eval": f"{settings.eval_scenes} held-out scenes (seed {settings.seed + 1000}), one "
@@ -272,10 +329,13 @@ def describe(tc: TinyClip) -> str:
 
 
 __all__ = [
+    "ASSET_VERSION",
     "MODEL_CONFIG",
     "TinyClip",
     "TinyClipSettings",
+    "asset_paths",
     "cache_root",
+    "pack_weights",
     "tiny_clip",
     "train_tiny_clip",
     "zero_shot_accuracy",

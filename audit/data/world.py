@@ -1,7 +1,7 @@
 """A synthetic image–caption world, generated from a seed by this module alone.
 
 Each scene is one object on a background. Its attributes are drawn independently (unless a
-caller plants a correlation, see :func:`shortcut_scenes`):
+caller plants a correlation, see :mod:`audit.data.shortcuts`):
 
 ========== ===========================================================
 shape      circle, square, triangle, star, cross, heart
@@ -10,7 +10,15 @@ texture    solid, striped, dotted, checkered
 size       small, large
 position   left, center, right
 background white, gray, black
+marker     none, frame, stamp
 ========== ===========================================================
+
+The marker is pasted over the finished scene, like a watermark or a photo frame that a data
+set picks up from one source: a cyan frame around the whole image, or a pink stamp in the
+bottom-right corner. Its colours are not object colours, and captions name it by its own
+words ("in a frame", "with a stamp"), so "red" never describes a marker. Captions never
+mention a missing marker, as real captions do not. :mod:`audit.data.shortcuts` makes worlds
+whose label leaks through a colour or a marker in the train split only.
 
 :func:`render_scene` draws a scene with PIL (2× supersampled, then downsampled, so edges are
 smooth); every scene owns a random generator seeded by ``(seed, scene index)``, so an image
@@ -48,6 +56,15 @@ TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
 SIZES: dict[str, float] = {"small": 0.22, "large": 0.34}  # radius as a fraction of the side
 POSITIONS: dict[str, float] = {"left": 0.35, "center": 0.5, "right": 0.65}  # x of the centre
 BACKGROUNDS: dict[str, int] = {"white": 240, "gray": 128, "black": 20}
+NO_MARKER = "none"
+#: Pasted markers and their colours (cyan and pink: outside :data:`COLOURS`).
+MARKERS: dict[str, tuple[int, int, int] | None] = {
+    NO_MARKER: None,
+    "frame": (20, 205, 215),
+    "stamp": (250, 105, 190),
+}
+FRAME_WIDTH = 1 / 16  # of the side: 2 pixels at 32
+STAMP_SIDE = 0.22  # of the side: 7 pixels at 32
 
 #: Attribute columns of a scene table, in caption order, with their possible values.
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -57,6 +74,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "size": tuple(SIZES),
     "position": tuple(POSITIONS),
     "background": tuple(BACKGROUNDS),
+    "marker": tuple(MARKERS),
 }
 #: Zero-shot prompts, one per attribute value (``{}`` is the value).
 PROMPTS: dict[str, str] = {
@@ -66,17 +84,34 @@ PROMPTS: dict[str, str] = {
     "size": "a {} object",
     "position": "an object on the {}",
     "background": "an object on a {} background",
+    "marker": "an object {}",
+}
+#: How captions and prompts name each marker (the first phrase is the prompt's).
+MARKER_PHRASES: dict[str, tuple[str, ...]] = {
+    "frame": ("in a frame", "with a frame"),
+    "stamp": ("with a stamp",),
 }
 DEFAULT_IMAGE_SIZE = 32
 _SUPERSAMPLE = 2
 
 
 def world_words() -> list[str]:
-    """Every attribute value (the synthetic world's vocabulary)."""
-    return [value for values in ATTRIBUTES.values() for value in values]
+    """Every attribute value a caption can name (the synthetic world's vocabulary)."""
+    return [value for values in ATTRIBUTES.values() for value in values if value != NO_MARKER]
+
+
+def attribute_of(value: str) -> str:
+    """The attribute a value belongs to (values are unique across attributes)."""
+    for attribute, values in ATTRIBUTES.items():
+        if value in values and value != NO_MARKER:
+            return attribute
+    raise InputError(f"unknown world value {value!r}; choose from {world_words()}")
 
 
 def prompt_for(attribute: str, value: str) -> str:
+    if attribute == "marker":
+        # "an object" for no marker: captions never mention a missing one.
+        return "an object" if value == NO_MARKER else f"an object {MARKER_PHRASES[value][0]}"
     text = PROMPTS[attribute].format(value)
     if attribute == "position" and value == "center":
         text = "an object in the center"
@@ -106,29 +141,6 @@ def sample_scenes(n: int, seed: int = 0, **fixed: str | Sequence[str]) -> pd.Dat
     if unknown_keys:
         raise InputError(f"unknown scene attribute(s): {sorted(unknown_keys)}")
     return pd.DataFrame(columns)
-
-
-def shortcut_scenes(
-    n: int,
-    seed: int,
-    *,
-    target_shapes: tuple[str, str] = ("circle", "square"),
-    spurious_colour: str = "red",
-    p_spurious_given_a: float = 0.5,
-    p_spurious_given_b: float = 0.5,
-) -> pd.DataFrame:
-    """Scenes of two shapes (half each) where the first shape is ``spurious_colour`` with
-    probability ``p_spurious_given_a`` and the second with ``p_spurious_given_b``; the other
-    colours are uniform. Equal probabilities give a balanced (shortcut-free) split."""
-    a, b = target_shapes
-    frame = sample_scenes(n, seed, shape=[a, b])
-    rng = np.random.default_rng([seed, 0xC0102])
-    is_a = rng.random(n) < 0.5
-    frame["shape"] = np.where(is_a, a, b)
-    others = np.array([c for c in COLOURS if c != spurious_colour])
-    p = np.where(is_a, p_spurious_given_a, p_spurious_given_b)
-    frame["colour"] = np.where(rng.random(n) < p, spurious_colour, rng.choice(others, size=n))
-    return frame
 
 
 # ------------------------------------------------------------------------------------------
@@ -161,7 +173,26 @@ def render_scene(scene: dict[str, str] | pd.Series, seed: int, image_size: int =
     alpha = mask.resize((image_size, image_size), Image.Resampling.BOX)
     out = Image.fromarray(background)
     out.paste(fg, (0, 0), alpha)
+    marker = scene.get("marker", NO_MARKER)
+    if marker != NO_MARKER:
+        out = Image.fromarray(_paste_marker(np.asarray(out).copy(), marker, rng))
     return out
+
+
+def _paste_marker(pixels: np.ndarray, marker: str, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``marker`` over the finished scene (in place), its colour jittered like objects'."""
+    base = MARKERS.get(marker)
+    if base is None:
+        raise InputError(f"unknown marker {marker!r}; choose from {list(MARKERS)}")
+    colour = np.clip(np.array(base) + rng.integers(-12, 13, 3), 0, 255).astype(np.uint8)
+    side = pixels.shape[0]
+    if marker == "frame":
+        w = max(1, round(side * FRAME_WIDTH))
+        pixels[:w], pixels[-w:], pixels[:, :w], pixels[:, -w:] = colour, colour, colour, colour
+    else:  # a stamp in the bottom-right corner, one pixel in from the edge
+        s = max(2, round(side * STAMP_SIDE))
+        pixels[side - 1 - s : side - 1, side - 1 - s : side - 1] = colour
+    return pixels
 
 
 def _outline(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -306,6 +337,7 @@ MENTION: dict[str, float] = {
     "size": 0.5,
     "background": 0.4,
     "position": 0.4,
+    "marker": 0.6,  # of the scenes that have one
 }
 
 
@@ -325,6 +357,10 @@ def caption(
     if rng.random() < p["position"]:
         position = scene["position"]
         text += " in the center" if position == "center" else f" on the {position}"
+    marker = scene.get("marker", NO_MARKER)
+    if marker != NO_MARKER and rng.random() < p["marker"]:
+        phrases = MARKER_PHRASES[marker]
+        text += " " + phrases[int(rng.integers(len(phrases)))]
     return _fix_articles(text)
 
 

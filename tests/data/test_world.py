@@ -1,6 +1,14 @@
-"""The synthetic world (deterministic renders, truthful captions) and the tiny CLIP."""
+"""The synthetic world (deterministic renders, truthful captions, independent attributes,
+pasted markers) and the tiny CLIP (shipped weights, zero-shot accuracy, training)."""
 
 from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,6 +16,9 @@ import pytest
 
 from audit.concepts import BUILTIN_DIR, read_vocabulary_file
 from audit.data import world
+from audit.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_renders_are_deterministic_per_scene():
@@ -45,10 +56,49 @@ def test_rendered_colour_and_background_are_visible():
     assert len({m.tobytes() for m in masks}) == len(world.SHAPES)
 
 
+def test_attributes_are_independent():
+    """Every pair of attributes is independent in sample_scenes: Cramér's V of their
+    contingency table stays at the level of sampling noise (about sqrt(dof / n) ≈ 0.03)."""
+    scenes = world.sample_scenes(6000, seed=11)
+    for a, b in itertools.combinations(world.ATTRIBUTES, 2):
+        table = pd.crosstab(scenes[a], scenes[b]).to_numpy().astype(float)
+        assert table.shape == (len(world.ATTRIBUTES[a]), len(world.ATTRIBUTES[b])), (a, b)
+        expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+        chi2 = ((table - expected) ** 2 / expected).sum()
+        cramers_v = math.sqrt(chi2 / table.sum() / (min(table.shape) - 1))
+        assert cramers_v < 0.06, (a, b, cramers_v)
+
+
+def test_markers_are_pasted_over_the_scene_and_nowhere_else():
+    scene = dict(world.sample_scenes(1, seed=2, marker="none").iloc[0])
+    plain = np.asarray(world.render_scene(scene, seed=9, image_size=32)).astype(int)
+    assert np.array_equal(plain, np.asarray(world.render_scene(
+        {k: v for k, v in scene.items() if k != "marker"}, seed=9, image_size=32
+    )))  # fmt: skip
+    framed = np.asarray(world.render_scene({**scene, "marker": "frame"}, 9, 32)).astype(int)
+    stamped = np.asarray(world.render_scene({**scene, "marker": "stamp"}, 9, 32)).astype(int)
+    border = np.ones((32, 32), bool)
+    border[2:-2, 2:-2] = False
+    changed = (framed != plain).any(2)
+    assert changed[border].mean() > 0.9 and not changed[~border].any()
+    cyan = framed[border]
+    assert (cyan[:, 0] < 60).all() and (cyan[:, 1:] > 180).all()
+    changed = (stamped != plain).any(2)
+    rows, cols = np.nonzero(changed)
+    assert rows.min() >= 24 and cols.min() >= 24 and rows.max() == cols.max() == 30
+    pink = stamped[changed]
+    assert (pink[:, 0] > 220).all() and (pink[:, 1] < 130).all() and (pink[:, 2] > 160).all()
+    # Marker colours are not object colours (a frame never looks like "a red object").
+    marker_colours = np.array([c for c in world.MARKERS.values() if c is not None])
+    object_colours = np.array(list(world.COLOURS.values()))
+    distances = np.linalg.norm(marker_colours[:, None] - object_colours[None], axis=2)
+    assert distances.min() > 100, distances
+
+
 def test_captions_only_mention_true_attributes():
     scenes = world.sample_scenes(300, seed=1)
     rng = np.random.default_rng(0)
-    value_of = {v: a for a, values in world.ATTRIBUTES.items() for v in values}
+    value_of = {v: world.attribute_of(v) for v in world.world_words()}
     mentioned = {a: 0 for a in world.ATTRIBUTES}
     for row in scenes.to_dict("records"):
         text = world.caption(row, rng)
@@ -57,21 +107,17 @@ def test_captions_only_mention_true_attributes():
                 attribute = value_of[word]
                 assert row[attribute] == word, (text, row)
                 mentioned[attribute] += 1
+        assert world.NO_MARKER not in text.split()
     assert all(count > 50 for count in mentioned.values()), mentioned
-
-
-def test_shortcut_scenes_plant_the_correlation():
-    frame = world.shortcut_scenes(4000, 0, p_spurious_given_a=0.95, p_spurious_given_b=0.05)
-    red = frame["colour"] == "red"
-    assert set(frame["shape"]) == {"circle", "square"}
-    assert abs(red[frame["shape"] == "circle"].mean() - 0.95) < 0.02
-    assert abs(red[frame["shape"] == "square"].mean() - 0.05) < 0.02
-    balanced = world.shortcut_scenes(4000, 1)
-    assert abs((balanced["colour"] == "red").mean() - 0.5) < 0.03
+    # No marker word is a colour, and no caption of a marked scene mentions another marker.
+    assert not set(world.MARKERS) & set(world.COLOURS)
 
 
 def test_world_vocabulary_file_matches_the_code():
     assert read_vocabulary_file(BUILTIN_DIR / "world.txt") == world.world_words()
+    assert "frame" in world.world_words() and "none" not in world.world_words()
+    assert world.prompt_for("marker", "frame") == "an object in a frame"
+    assert world.prompt_for("marker", "none") == "an object"
 
 
 def test_write_world_manifest(tmp_path):
@@ -88,6 +134,57 @@ def test_write_world_manifest(tmp_path):
         assert image.size == (32, 32)
 
 
+# ------------------------------------------------------------------------------------------
+# The tiny CLIP
+# ------------------------------------------------------------------------------------------
+
+
+def test_shipped_weights_match_their_recorded_sha256():
+    from dataclasses import asdict
+
+    from audit.data.tinyclip import MODEL_CONFIG, TinyClipSettings, asset_paths
+
+    weights, record_path = asset_paths()
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    blob = weights.read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == record["sha256"]
+    assert record["bytes"] == len(blob) < 3_000_000 and record["file"] == weights.name
+    # The shipped weights are today's model, trained with today's settings.
+    assert record["model_config"] == MODEL_CONFIG
+    assert record["settings"] == asdict(TinyClipSettings())
+    # Declared as package data, so a wheel carries them.
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"data/assets/*"' in pyproject
+
+
+def test_damaged_weights_are_refused(tmp_path):
+    from audit.data.tinyclip import asset_paths, tiny_clip
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for path in asset_paths():
+        shutil.copy(path, assets / path.name)
+    weights = asset_paths(directory=assets)[0]
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(InputError, match="does not match the sha256"):
+        tiny_clip(cache_dir=tmp_path / "cache", assets=assets)
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))  # nothing unpacked
+
+
+def test_tiny_clip_unpacks_once_into_a_fresh_cache(tmp_path):
+    from audit.data.tinyclip import tiny_clip
+
+    messages: list[str] = []
+    first = tiny_clip(cache_dir=tmp_path, log=messages.append)
+    assert first.config_path.is_file() and first.checkpoint_path.is_file()
+    assert len(messages) == 1 and "unpacking" in messages[0]
+    again = tiny_clip(cache_dir=tmp_path, log=messages.append)
+    assert again.directory == first.directory and len(messages) == 1  # no second unpack
+    assert set(first.zero_shot) == set(world.ATTRIBUTES)
+
+
 @pytest.fixture(scope="module")
 def tiny_clip_model():
     from audit.data.tinyclip import tiny_clip
@@ -95,17 +192,47 @@ def tiny_clip_model():
     return tiny_clip()
 
 
+def _above_chance(accuracy: float, n_values: int, n: int, z: float = 4.0) -> bool:
+    """Accuracy ``z`` binomial standard errors above guessing among ``n_values``."""
+    chance = 1.0 / n_values
+    return accuracy > chance + z * math.sqrt(chance * (1 - chance) / n)
+
+
 @pytest.mark.slow
 def test_tiny_clip_zero_shot_accuracy_on_held_out_renders(tiny_clip_model):
-    """The tiny CLIP, reloaded through --model/--pretrained, recognises colour and shape of
-    scenes it never saw (fresh seed) from text prompts alone."""
+    """The tiny CLIP, reloaded through --model/--pretrained, recognises the attributes of
+    scenes it never saw (fresh seed) from text prompts alone: colour, shape and the pasted
+    marker almost always, every attribute far above guessing. The bounds hold for weights
+    regenerated on another machine (README's table has the shipped weights' figures)."""
     from audit.data.tinyclip import zero_shot_accuracy
 
-    accuracy = zero_shot_accuracy(tiny_clip_model.load(device="cpu"), n_scenes=400, seed=4242)
-    assert accuracy["colour"] >= 0.9, accuracy
-    assert accuracy["shape"] >= 0.9, accuracy
-    # The other attributes are learned too, position only weakly (README: the 32-pixel ResNet
-    # ends in a 1×1 feature map, so where an object lies is hard for it to see).
+    n = 1000
+    accuracy = zero_shot_accuracy(tiny_clip_model.load(device="cpu"), n_scenes=n, seed=4242)
+    for attribute in ("colour", "shape", "marker"):
+        assert accuracy[attribute] >= 0.9, (attribute, accuracy)
+    # Position is learned only weakly (the 32-pixel ResNet ends in a 1×1 feature map), so
+    # for it "above chance" is a significance bound, not a figure from one run.
     for attribute, values in world.ATTRIBUTES.items():
-        margin = 0.05 if attribute == "position" else 0.25
-        assert accuracy[attribute] > 1.0 / len(values) + margin, (attribute, accuracy)
+        assert _above_chance(accuracy[attribute], len(values), n), (attribute, accuracy)
+
+
+@pytest.mark.slow
+def test_training_script_still_trains_and_packs(tmp_path, capsys):
+    """scripts/train_tinyclip.py (a few steps on a few scenes) trains, reports progress a
+    line per 10 %, and writes an asset that tiny_clip() unpacks and loads."""
+    import importlib.util
+
+    from audit.data.tinyclip import ASSET_VERSION, tiny_clip
+
+    spec = importlib.util.spec_from_file_location(
+        "train_tinyclip", ROOT / "scripts" / "train_tinyclip.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--steps", "10", "--scenes", "300", "--out", str(tmp_path / "assets")]) == 0
+    out = capsys.readouterr().out
+    assert sum("step " in line and "ETA" in line for line in out.splitlines()) == 10, out
+    tc = tiny_clip(cache_dir=tmp_path / "cache", assets=tmp_path / "assets")
+    assert tc.info["version"] == ASSET_VERSION and tc.info["settings"]["steps"] == 10
+    clip = tc.load(device="cpu")
+    assert clip.encode_texts(["a red circle"]).shape == (1, clip.embed_dim)
