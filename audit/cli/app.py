@@ -32,8 +32,25 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from audit import __version__
+
+        console.print(f"msae-audit {__version__}", markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_print_version,
+        is_eager=True,
+        show_default=False,
+    ),
+) -> None:
     """Audit CLIP-embedding classifiers for bias with Matryoshka sparse autoencoders."""
 
 
