@@ -800,12 +800,14 @@ def build_bank(
     device: str = "auto",
     clip: Any = None,
     log: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> NamingResult:
     """Everything ``msae-audit concepts`` does before writing the bank.
 
     Text embeddings come from ``text_embeddings`` (precomputed, row-aligned with the
     vocabulary), from an already loaded ``clip`` encoder, or from ``model``/``pretrained``
-    (defaulting to the model recorded with the SAE).
+    (defaulting to the model recorded with the SAE). ``progress(stage, done, total)`` follows
+    the text embedding and the matching of latents to words.
     """
     from audit.sae import load_sae
 
@@ -838,7 +840,9 @@ def build_bank(
                 f"the text model gives {clip.embed_dim}-dimensional embeddings but the SAE "
                 f"expects {sae.d_in}: is this the model the SAE was trained for?"
             )
-        emb = vocabulary_embeddings(vocab, clip.encode_texts, templates)
+        emb = vocabulary_embeddings(
+            vocab, _reporting_encoder(clip, len(vocab) * len(templates), progress), templates
+        )
         embedding_model, embedding_pretrained = clip.model_id, clip.pretrained
         text_source = {"templates": list(templates)}
     text_seconds = time.perf_counter() - started
@@ -854,6 +858,28 @@ def build_bank(
         embedding_model=embedding_model,
         pretrained=embedding_pretrained,
         text_source=text_source,
+        progress=(lambda done, total: progress("name latents", done, total)) if progress else None,
     )
     result.seconds["text_embeddings"] = text_seconds
     return result
+
+
+def _reporting_encoder(
+    clip: Any, total: int, progress: Callable[[str, int, int], None] | None
+) -> Callable[[list[str]], np.ndarray]:
+    """``clip.encode_texts``, reporting the texts done over its successive calls (one per
+    prompt template) out of ``total``."""
+    if progress is None:
+        return clip.encode_texts
+    finished = 0
+
+    def encode(texts: list[str]) -> np.ndarray:
+        nonlocal finished
+        start = finished
+        out = clip.encode_texts(
+            texts, progress=lambda done, _n: progress("embed vocabulary", start + done, total)
+        )
+        finished += len(texts)
+        return out
+
+    return encode

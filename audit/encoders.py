@@ -100,12 +100,18 @@ class ClipEncoder:
         return features.float().cpu().numpy(), full
 
     def encode_texts(
-        self, texts: Sequence[str], batch_size: int = 256, normalize: bool = False
+        self,
+        texts: Sequence[str],
+        batch_size: int = 256,
+        normalize: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> np.ndarray:
         """All of ``texts`` in memory (for vocabularies and prompts)."""
         out = np.empty((len(texts), self.embed_dim), dtype=np.float32)
         for lo in range(0, len(texts), batch_size):
             out[lo : lo + batch_size], _ = self.encode_text_batch(texts[lo : lo + batch_size])
+            if progress is not None:
+                progress(min(lo + batch_size, len(texts)), len(texts))
         return l2_normalize(out) if normalize else out
 
     def manifest_fields(self) -> dict[str, Any]:

@@ -179,7 +179,7 @@ def _run_training(
         + f" on {store.describe()}"
         + (f", {world} processes" if world > 1 else "")
     )
-    total = _total_steps(store.count, train_cfg)
+    total = train_cfg.total_steps(store.count)
 
     def on_step(state: TrainState, metrics: dict[str, float]) -> None:
         note = (
@@ -191,11 +191,6 @@ def _run_training(
     with Bars(quiet) as bars:
         result = train_sae(store, sae_cfg, train_cfg, out, resume=resume, on_step=on_step)
     console.print(_summary_table(result.summary, out))
-
-
-def _total_steps(count: int, cfg: TrainConfig) -> int:
-    steps = cfg.epochs * -(-count // cfg.batch_size)
-    return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
 def _summary_table(summary: dict, out: Path) -> Table:
