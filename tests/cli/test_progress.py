@@ -66,3 +66,63 @@ def test_a_terminal_shows_a_bar_with_count_and_eta():
         mid_run = buffer.getvalue()
     assert "embed images" in mid_run and "5/10" in mid_run and "━" in mid_run
     assert "ETA 0:00:0" in mid_run  # a real estimate (about 0.1 s left), not -:--:--
+
+
+# --- through the commands ------------------------------------------------------------------
+
+
+def _progress_lines(stderr: str, stage: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(f"{stage}: ")]
+
+
+def test_training_in_a_log_reports_each_tenth_and_quiet_nothing(cli, planted_store, tmp_path):
+    args = ["train", "--embeddings", planted_store.path, "--n-latents", "32", "--k-min", "8",
+            "--epochs", "1", "--batch-size", "100"]  # fmt: skip
+    r = cli(*args, "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.stderr
+    lines = _progress_lines(r.stderr, "train")
+    assert len(lines) == 10 and lines[-1].startswith("train: 100% (40/40)"), r.stderr
+    assert "loss" in lines[-1] and "fvu" in lines[-1]
+    quiet = cli(*args, "--out", tmp_path / "b", "--quiet")
+    assert quiet.exit_code == 0 and not _progress_lines(quiet.stderr, "train"), quiet.stderr
+
+
+def test_training_on_a_terminal_shows_a_bar_however_few_steps(
+    cli, planted_store, tmp_path, monkeypatch
+):
+    import audit.cli.progress
+
+    terminal, buffer = _console(terminal=True)
+    monkeypatch.setattr(audit.cli.progress, "err_console", terminal)
+    r = cli("train", "--embeddings", planted_store.path, "--n-latents", "32", "--k-min", "8",
+            "--max-steps", "2", "--out", tmp_path / "s")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    shown = buffer.getvalue()
+    assert "train" in shown and "2/2" in shown and "━" in shown and "done" in shown, shown
+
+
+def test_naming_reports_the_vocabulary_embedding_and_the_matching(cli, tmp_path):
+    import numpy as np
+
+    from audit.sae import save_sae
+    from tests.test_concepts import planted_sae
+    from tests.world_helpers import make_random_clip
+
+    config, weights, _ = make_random_clip(tmp_path / "clip")
+    rng = np.random.default_rng(0)
+    save_sae(planted_sae(rng.standard_normal((8, 32)), n_planted=8, n_latents=64), tmp_path / "sae")
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(f"word{i}" for i in range(600)) + "\n")
+    args = ["concepts", "--sae", tmp_path / "sae", "--vocab", words, "--model", config,
+            "--pretrained", weights, "--device", "cpu", "--out", tmp_path / "bank.yaml"]  # fmt: skip
+    r = cli(*args)
+    assert r.exit_code == 0, r.stderr
+    # 2 templates × 600 words in batches of 256: 256, 512, 600, 856, 1112, 1200 done
+    embedded = _progress_lines(r.stderr, "embed vocabulary")
+    assert [line.split("(")[1].split("/")[0] for line in embedded] == [
+        "256", "512", "600", "856", "1,112", "1,200"
+    ]  # fmt: skip
+    assert embedded[-1].startswith("embed vocabulary: 100% (1,200/1,200)")
+    assert _progress_lines(r.stderr, "name latents")[-1].startswith("name latents: 100%")
+    quiet = cli(*args, "-q")
+    assert quiet.exit_code == 0 and not _progress_lines(quiet.stderr, "embed vocabulary")
