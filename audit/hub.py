@@ -92,7 +92,7 @@ def offline_reason(timeout: float | None = None) -> str | None:
     try:
         get_session().head(constants.ENDPOINT, timeout=timeout)
     except Exception as exc:  # any failure to talk to the Hub: DNS, refused, timeout, TLS
-        return f"{constants.ENDPOINT} did not answer within {timeout:g} s: {first_line(exc)}"
+        return f"{constants.ENDPOINT} cannot be reached within {timeout:g} s ({first_line(exc)})"
     return None
 
 
