@@ -108,6 +108,7 @@ class DemoContext:
 
 
 Log = Callable[[str], None]
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def run_demo(
@@ -117,8 +118,10 @@ def run_demo(
     log: Log | None = None,
     cache_dir: str | Path | None = None,
     device: str = "auto",
+    progress: Progress | None = None,
 ) -> DemoContext:
-    """Run every step into ``out`` (overwriting earlier demo output there)."""
+    """Run every step into ``out`` (overwriting earlier demo output there); ``progress``
+    follows the long steps (embedding, training, naming, the audit)."""
     import torch
 
     settings = settings or DemoSettings()
@@ -126,7 +129,9 @@ def run_demo(
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     try:
-        return _run_steps(out, settings, log=log, cache_dir=cache_dir, device=device)
+        return _run_steps(
+            out, settings, log=log, cache_dir=cache_dir, device=device, progress=progress
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -138,6 +143,7 @@ def _run_steps(
     log: Log | None,
     cache_dir: str | Path | None,
     device: str,
+    progress: Progress | None,
 ) -> DemoContext:
     from audit.data.tinyclip import tiny_clip
 
@@ -180,23 +186,27 @@ def _run_steps(
     t0 = time.perf_counter()
     say(f"rendering and embedding a corpus of {settings.n_corpus} scenes for the SAE")
     corpus = make_corpus(ctx.corpus_dir, settings)
-    embed_world(corpus, clip, ctx.corpus_store, settings)
+    embed_world(corpus, clip, ctx.corpus_store, settings, _stage(progress, "embed corpus"))
     step("corpus", t0)
 
     t0 = time.perf_counter()
     say("rendering the task world with a planted shortcut (train: circles red 95 %, squares 5 %)")
     manifest = make_world(ctx.world_dir, settings)
-    embed_world(manifest, clip, ctx.store, settings)
+    embed_world(manifest, clip, ctx.store, settings, _stage(progress, "embed world"))
     step("world", t0)
 
     t0 = time.perf_counter()
     say("training a Matryoshka SAE on the corpus")
-    ctx.summary["sae"] = train_demo_sae(ctx.corpus_store, ctx.sae, settings, device=device)
+    ctx.summary["sae"] = train_demo_sae(
+        ctx.corpus_store, ctx.sae, settings, device=device, progress=_stage(progress, "train SAE")
+    )
     step("sae", t0)
 
     t0 = time.perf_counter()
     say("naming latents (concept bank)")
-    ctx.summary["bank"] = build_demo_bank(ctx.sae, ctx.bank, clip, probe_images=ctx.corpus_store)
+    ctx.summary["bank"] = build_demo_bank(
+        ctx.sae, ctx.bank, clip, probe_images=ctx.corpus_store, progress=progress
+    )
     step("bank", t0)
 
     t0 = time.perf_counter()
@@ -206,12 +216,16 @@ def _run_steps(
 
     t0 = time.perf_counter()
     say("auditing the probe on the test split (reports: audit.json, audit.html, audit.xml)")
-    ctx.summary["audit"] = _audit_step(ctx)
+    ctx.summary["audit"] = _audit_step(ctx, progress)
     step("audit", t0)
     timings["total"] = round(time.perf_counter() - started, 2)
     say(f"the demo took {timings['total']:.1f} s")
     write_demo_json(ctx)
     return ctx
+
+
+def _stage(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:
+    return (lambda done, total: progress(name, done, total)) if progress else None
 
 
 # ------------------------------------------------------------------------------------------
@@ -261,7 +275,13 @@ def _tiny_image_size() -> int:
     return int(MODEL_CONFIG["vision_cfg"]["image_size"])
 
 
-def embed_world(manifest: pd.DataFrame, clip: Any, store: Path, settings: DemoSettings) -> None:
+def embed_world(
+    manifest: pd.DataFrame,
+    clip: Any,
+    store: Path,
+    settings: DemoSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     from audit.encoders import embed_images, finish_store
     from audit.store import StoreWriter
 
@@ -285,12 +305,17 @@ def embed_world(manifest: pd.DataFrame, clip: Any, store: Path, settings: DemoSe
         metadata=manifest,
         batch_size=settings.embed_batch_size,
         num_workers=settings.workers,
+        progress=progress,
     )
     finish_store(writer, result)
 
 
 def train_demo_sae(
-    store_path: Path, sae_dir: Path, settings: DemoSettings, device: str = "auto"
+    store_path: Path,
+    sae_dir: Path,
+    settings: DemoSettings,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     from audit.sae import SAEConfig, matryoshka_k_list
     from audit.sae.train import TrainConfig, train_sae
@@ -310,18 +335,21 @@ def train_demo_sae(
     )
     for name in ("sae.safetensors", "config.json", "training.json", "checkpoint.safetensors"):
         (sae_dir / name).unlink(missing_ok=True)
+    train_cfg = TrainConfig(
+        epochs=settings.sae_epochs,
+        batch_size=settings.sae_batch_size,
+        lr=settings.sae_lr,
+        seed=settings.seed,
+        device=device,
+        checkpoint_every=0,
+    )
+    total_steps = train_cfg.total_steps(store.count)
     result = train_sae(
         store,
         cfg,
-        TrainConfig(
-            epochs=settings.sae_epochs,
-            batch_size=settings.sae_batch_size,
-            lr=settings.sae_lr,
-            seed=settings.seed,
-            device=device,
-            checkpoint_every=0,
-        ),
+        train_cfg,
         sae_dir,
+        on_step=(lambda state, _m: progress(state.step, total_steps)) if progress else None,
     )
     final = result.summary.get("final", {})
     return {
@@ -335,7 +363,11 @@ def train_demo_sae(
 
 
 def build_demo_bank(
-    sae_dir: Path, bank_path: Path, clip: Any, probe_images: Path | None = None
+    sae_dir: Path,
+    bank_path: Path,
+    clip: Any,
+    probe_images: Path | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Name the SAE's latents from the world's words; with ``probe_images`` (the corpus
     store) the names are checked against those images."""
@@ -347,6 +379,7 @@ def build_demo_bank(
         bank_name="demo",
         clip=clip,
         probe_images=probe_images,
+        progress=progress,
     )
     save_bank(result.bank, bank_path)
     bank = result.bank
@@ -423,7 +456,7 @@ DEMO_GATE = {
 }
 
 
-def _audit_step(ctx: DemoContext) -> dict[str, Any]:
+def _audit_step(ctx: DemoContext, progress: Progress | None = None) -> dict[str, Any]:
     """Audit the probe on the test split with the demo SAE and bank; write ``audit.json``,
     ``audit.html`` and ``audit.xml`` under ``ctx.out`` (the JSON records the planted concept).
     The gate is expected to fail: that is the shortcut being caught."""
@@ -449,6 +482,7 @@ def _audit_step(ctx: DemoContext) -> dict[str, Any]:
         # mean removes the cue in both directions.
         ablation="mean",
         device=ctx.device,
+        progress=progress,
     )
     ctx.audit_result = outcome.audit
     result = outcome.result

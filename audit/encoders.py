@@ -40,14 +40,12 @@ from PIL import Image
 from audit.device import resolve_device
 from audit.errors import InputError, first_line
 from audit.fileio import atomic_path, write_json
+from audit.hub import hub_access
 from audit.store import PARTIAL_DIR, StoreWriter
 
-#: Set to 1 to refuse anything that would download weights (the test suite and the demo).
-NO_DOWNLOAD_ENV = "MSAE_AUDIT_NO_DOWNLOAD"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 SKIPPED_FILE = "skipped.csv"
 _EMBED_STATE = "embed-state.json"
-_DOWNLOADING_SCHEMAS = ("hf-hub:",)
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 ProgressCallback = Callable[[int, int], None]  # (rows done, rows total)
@@ -100,12 +98,18 @@ class ClipEncoder:
         return features.float().cpu().numpy(), full
 
     def encode_texts(
-        self, texts: Sequence[str], batch_size: int = 256, normalize: bool = False
+        self,
+        texts: Sequence[str],
+        batch_size: int = 256,
+        normalize: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> np.ndarray:
         """All of ``texts`` in memory (for vocabularies and prompts)."""
         out = np.empty((len(texts), self.embed_dim), dtype=np.float32)
         for lo in range(0, len(texts), batch_size):
             out[lo : lo + batch_size], _ = self.encode_text_batch(texts[lo : lo + batch_size])
+            if progress is not None:
+                progress(min(lo + batch_size, len(texts)), len(texts))
         return l2_normalize(out) if normalize else out
 
     def manifest_fields(self) -> dict[str, Any]:
@@ -139,7 +143,7 @@ def load_clip(
     else:
         checkpoint, pretrained_id = _resolve_pretrained(name, pretrained, schema_given, info)
     try:
-        with _quiet_open_clip():
+        with _quiet_open_clip(), hub_access(name, checkpoint):
             clip, _, preprocess = open_clip.create_model_and_transforms(
                 name,
                 pretrained=checkpoint,
@@ -174,9 +178,10 @@ def load_clip(
 @contextlib.contextmanager
 def _quiet_open_clip() -> Iterator[None]:
     # open_clip logs warnings on the root logger (e.g. "initialized randomly" while we train the
-    # tiny CLIP); our own errors say what matters, so keep its warnings off the terminal.
+    # tiny CLIP) and errors just before it raises them; our own one-line errors say what
+    # matters, so keep its log off the terminal.
     previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    logging.disable(logging.ERROR)
     try:
         yield
     finally:
@@ -218,11 +223,6 @@ def _resolve_model_name(model: str, info: dict[str, Any]) -> tuple[str, str, dic
     import open_clip
 
     if model.startswith(("hf-hub:", "local-dir:")):
-        if model.startswith(_DOWNLOADING_SCHEMAS) and os.environ.get(NO_DOWNLOAD_ENV) == "1":
-            raise InputError(
-                f"--model {model} would download from the Hugging Face Hub, but downloads are "
-                f"disabled ({NO_DOWNLOAD_ENV}=1)"
-            )
         return model, model, {}
     path = Path(model)
     if not (_looks_like_path(model) or path.is_file()):
@@ -299,12 +299,7 @@ def _resolve_pretrained(
         raise InputError(f"--pretrained {text} is a folder; give the checkpoint file inside it")
     tags = open_clip.list_pretrained_tags_by_model(name)
     if text in tags or text.lower() in tags:
-        if os.environ.get(NO_DOWNLOAD_ENV) == "1":
-            raise InputError(
-                f"--pretrained {text} would download weights, but downloads are disabled "
-                f"({NO_DOWNLOAD_ENV}=1); pass a local checkpoint file"
-            )
-        return text, text
+        return text, text  # fetched from the Hub or its cache (audit.hub)
     if _looks_like_path(text) or text.endswith(_CHECKPOINT_SUFFIXES):
         raise InputError(f"checkpoint not found: {path}")
     known = f"; known tags for {name}: {', '.join(tags)}" if tags else ""
@@ -335,7 +330,7 @@ def _refuse_unsafe_checkpoint(path: Path) -> None:
 
 
 def _model_error(model: str, pretrained: str | None, exc: BaseException) -> InputError:
-    first = first_line(exc, limit=300)
+    first = first_line(exc, limit=None)
     if "state_dict" in first or "size mismatch" in str(exc) or "Missing key" in str(exc):
         return InputError(f"checkpoint {pretrained} does not match model {model} ({first})")
     if pretrained and Path(pretrained).is_file():

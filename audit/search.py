@@ -21,6 +21,7 @@ latents carry: in the demo world a colour needs about 4 (README, "Concept search
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,7 @@ from audit.sae.base import SparseAutoencoder
 from audit.store import EmbeddingStore
 
 DEFAULT_CHUNK_ROWS = 1 << 16
+RowProgress = Callable[[int, int], None]  # (gallery rows done, rows in this pass)
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,16 @@ def typical_strength(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     max_rows: int = 200_000,
     on_fraction: float = 0.1,
+    progress: RowProgress | None = None,
 ) -> np.ndarray:
     """Mean activation of each latent where it is on (> ``on_fraction`` × its maximum)."""
     idx = torch.as_tensor(latents, dtype=torch.long, device=sae.W_enc.device)
     stop = min(store.count, max_rows)
-    blocks = [
-        sae.encode(torch.from_numpy(b).to(idx.device))[:, idx].double().cpu()
-        for _, b in store.iter_chunks(chunk_rows, stop=stop)
-    ]
+    blocks = []
+    for lo, b in store.iter_chunks(chunk_rows, stop=stop):
+        blocks.append(sae.encode(torch.from_numpy(b).to(idx.device))[:, idx].double().cpu())
+        if progress is not None:
+            progress(lo + len(b), stop)
     z = torch.cat(blocks) if blocks else torch.zeros((0, len(latents)), dtype=torch.float64)
     peak = z.max(0).values if len(z) else torch.zeros(len(latents), dtype=torch.float64)
     on = z > on_fraction * peak
@@ -141,6 +145,7 @@ def nearest_neighbours(
     top: int,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     exclude: list[int | None] | None = None,
+    progress: RowProgress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``top`` cosine neighbours of each query over the gallery, chunk by chunk.
 
@@ -168,6 +173,8 @@ def nearest_neighbours(
         keep = torch.topk(merged_sims, min(top, merged_sims.shape[1]), dim=1)
         best_sims = keep.values
         best_idx = torch.gather(merged_idx, 1, keep.indices)
+        if progress is not None:
+            progress(lo + len(block), store.count)
     return best_idx.numpy(), best_sims.numpy()
 
 
@@ -191,20 +198,34 @@ def run_search(
     top: int = 20,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     exclude_row: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
-    """Neighbours of ``query`` [1, d] before and after the concept edits, as a JSON-ready dict."""
+    """Neighbours of ``query`` [1, d] before and after the concept edits, as a JSON-ready dict.
+
+    ``progress(stage, rows done, rows total)`` follows the passes over the gallery.
+    """
+
+    def stage(name: str) -> RowProgress | None:
+        return (lambda done, total: progress(name, done, total)) if progress else None
+
     parsed = parse_edits(bank, set_specs, remove)
     edits = [ConceptEdit(name, tuple(latents), strength) for name, latents, strength in parsed]
     all_latents = sorted({j for e in edits for j in e.latents})
-    strengths = dict(
-        zip(all_latents, typical_strength(sae, store, all_latents, chunk_rows), strict=True)
+    typical = (
+        typical_strength(sae, store, all_latents, chunk_rows, progress=stage("concept strengths"))
+        if all_latents
+        else []
     )
+    strengths = dict(zip(all_latents, typical, strict=True))
     device = sae.W_enc.device
     x = query.to(device).float()
     edited = edit_embeddings(sae, x, edits, strengths) if edits else x
-    exclude = [exclude_row] if exclude_row is not None else None
-    before_idx, before_sims = nearest_neighbours(store, x, top, chunk_rows, exclude)
-    after_idx, after_sims = nearest_neighbours(store, edited, top, chunk_rows, exclude)
+    # One pass over the gallery for both queries: row i of the result is query i's.
+    exclude = [exclude_row, exclude_row] if exclude_row is not None else None
+    indices, sims = nearest_neighbours(
+        store, torch.cat([x, edited]), top, chunk_rows, exclude, progress=stage("search")
+    )
+    (before_idx, after_idx), (before_sims, after_sims) = indices, sims
     z_query = sae.encode(x).detach().cpu()
     z_edited = sae.encode(edited).detach().cpu()
 
@@ -245,6 +266,6 @@ def run_search(
         "cosine_query_to_edited": round(
             float(torch.nn.functional.cosine_similarity(x, edited).item()), 6
         ),
-        "before": rows(before_idx[0], before_sims[0]),
-        "after": rows(after_idx[0], after_sims[0]),
+        "before": rows(before_idx, before_sims),
+        "after": rows(after_idx, after_sims),
     }

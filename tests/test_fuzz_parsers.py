@@ -363,18 +363,17 @@ TRAIN_CONFIG = {"arch": "topk", "k": 4, "n_latents": 16, "epochs": 1, "batch_siz
 def test_training_configs(data):
     """The config half of ``train --config``: every option is read and type-checked exactly as
     the command does before any training starts."""
-    from audit.cli.app import load_yaml_config, pick
-    from audit.cli.train import _YAML_KEYS
+    from audit.cli.options import read_config_file
+    from audit.cli.train import TrainOptions
 
-    config = _expect_input_error_only(lambda: load_yaml_config(_file("c.yaml", data), _YAML_KEYS))
+    config = _expect_input_error_only(lambda: read_config_file(_file("c.yaml", data), TrainOptions))
     if config is None:
         return
     kinds = {"arch": str, "k": int, "n_latents": int, "epochs": int, "batch_size": int,
              "lr": float, "seed": int, "mean_center": bool, "loss": str, "weighting": str,
-             "expansion": float, "aux_coef": float, "out": str}  # fmt: skip
-    for name, kind in kinds.items():
-        value = _expect_input_error_only(lambda n=name, k=kind: pick(None, config, n, None, k))
-        assert value is None or isinstance(value, kind)
+             "expansion": float, "aux_coef": float, "out": Path}  # fmt: skip
+    for name, value in config.items():
+        assert value is None or isinstance(value, kinds.get(name, object)), (name, value)
 
 
 # ------------------------------------------------------------------------------------------

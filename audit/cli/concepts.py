@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -9,6 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
+from audit.cli.options import argument, command_options, device_option, option, quiet_option
+from audit.cli.progress import Bars
 from audit.concepts import (
     DEFAULT_ALTERNATIVES,
     DEFAULT_TEMPLATES,
@@ -32,99 +35,127 @@ concepts_app = typer.Typer(
 app.add_typer(concepts_app, name="concepts", rich_help_panel="Concepts")
 
 
-@concepts_app.callback()
-def concepts(
-    ctx: typer.Context,
-    sae: Path = typer.Option(None, "--sae", help="SAE directory."),
-    vocab: list[str] = typer.Option(
-        None,
+_TO_BUILD = "none; required to build a bank"
+
+
+@dataclass(frozen=True)
+class ConceptsOptions:
+    sae: Path | None = option(None, "--sae", help="SAE directory.", shown=_TO_BUILD)
+    vocab: list[str] = option(
+        [],
         "--vocab",
         help="Built-in vocabulary name or a text file (one entry per line); repeat to merge. "
         "Built-ins: " + ", ".join(builtin_vocabularies()),
-    ),
-    model: str = typer.Option(
-        None, "--model", help="open_clip model for the texts  [default: the SAE's recorded model]"
-    ),
-    pretrained: str = typer.Option(
-        None, "--pretrained", help="open_clip tag or checkpoint  [default: the SAE's recorded one]"
-    ),
-    text_embeddings: Path = typer.Option(
+        shown=_TO_BUILD,
+    )
+    name: str | None = option(
+        None,
+        "--name",
+        help="Bank name: writes ./concept_banks/NAME.yaml.",
+        shown="none; give --name or --out",
+    )
+    out: Path | None = option(
+        None, "--out", help="Write the bank here instead.", shown="./concept_banks/NAME.yaml"
+    )
+    model: str | None = option(
+        None, "--model", help="open_clip model for the texts.", shown="the SAE's recorded model"
+    )
+    pretrained: str | None = option(
+        None, "--pretrained", help="open_clip tag or checkpoint.", shown="the SAE's recorded one"
+    )
+    text_embeddings: Path | None = option(
         None,
         "--text-embeddings",
         help="Precomputed text embeddings (.npy or store), row-aligned with --vocab FILE.",
-    ),
-    name: str = typer.Option(None, "--name", help="Bank name: writes ./concept_banks/NAME.yaml."),
-    out: Path = typer.Option(None, "--out", help="Write the bank here instead."),
-    threshold: float = typer.Option(
+        shown="none: embed the vocabulary with the model",
+    )
+    threshold: float | None = option(
         None,
         "--threshold",
-        help="Minimum cosine for a name  [default: q0.99 of random directions' best cosine]",
-    ),
-    templates: list[str] = typer.Option(
-        None,
+        help="Minimum cosine for a name.",
+        shown="q0.99 of random directions' best cosine",
+    )
+    templates: list[str] = option(
+        list(DEFAULT_TEMPLATES),
         "--templates",
-        help="Prompt template with one {} (repeat; averaged)  [default: '{}', 'a photo of {}.']",
-    ),
-    top_m: int = typer.Option(
+        help="Prompt template with one {} (repeat; averaged).",
+    )
+    top_m: int = option(
         DEFAULT_TOP_M, "--top-m", help="Self-consistency: the latent must be in the word's top-m."
-    ),
-    alternatives: int = typer.Option(
+    )
+    alternatives: int = option(
         DEFAULT_ALTERNATIVES, "--alternatives", help="Alternative names kept per latent."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="Replace a bank."),
-    probe_images: Path = typer.Option(
+    )
+    device: str = device_option()
+    overwrite: bool = option(True, "--overwrite/--no-overwrite", help="Replace a bank.")
+    probe_images: Path | None = option(
         None,
         "--probe-images",
         help="Image embeddings (store or .npy, same model) to check names against: a name is "
-        "then validated only if the latent predicts the word on held-out images  "
-        "[default: text-only validation]",
-    ),
-) -> None:
+        "then validated only if the latent predicts the word on held-out images.",
+        shown="none: text-only validation",
+    )
+    quiet: bool = quiet_option()
+
+
+@concepts_app.callback()
+@command_options(ConceptsOptions)
+def concepts(ctx: typer.Context, opts: ConceptsOptions) -> None:
     """Build a concept bank: name every latent of --sae from --vocab and validate the names."""
     if ctx.invoked_subcommand is not None:
         return
-    if sae is None or not vocab or (name is None and out is None):
+    if opts.sae is None or not opts.vocab or (opts.name is None and opts.out is None):
         raise InputError("concepts needs --sae DIR, --vocab NAME|FILE and --name BANK (or --out)")
-    if name is not None:
-        validate_bank_name(name)
-    target = out if out is not None else bank_path_for_name(name)
-    if target.exists() and not overwrite:
+    if opts.name is not None:
+        validate_bank_name(opts.name)
+    target = opts.out if opts.out is not None else bank_path_for_name(opts.name)
+    if target.exists() and not opts.overwrite:
         raise InputError(f"{target} exists (use --overwrite to replace it)")
-    result = build_bank(
-        sae_path=sae,
-        vocab_specs=list(vocab),
-        bank_name=name or target.stem,
-        model=model,
-        pretrained=pretrained,
-        text_embeddings=text_embeddings,
-        threshold=threshold,
-        templates=tuple(templates) if templates else DEFAULT_TEMPLATES,
-        top_m=top_m,
-        alternatives=alternatives,
-        device=device,
-        log=lambda message: err_console.print(message),
-        probe_images=probe_images,
-    )
+    with Bars(opts.quiet) as bars:
+        result = build_bank(
+            sae_path=opts.sae,
+            vocab_specs=list(opts.vocab),
+            bank_name=opts.name or target.stem,
+            model=opts.model,
+            pretrained=opts.pretrained,
+            text_embeddings=opts.text_embeddings,
+            threshold=opts.threshold,
+            templates=tuple(opts.templates),
+            top_m=opts.top_m,
+            alternatives=opts.alternatives,
+            device=opts.device,
+            log=lambda message: err_console.print(message),
+            probe_images=opts.probe_images,
+            progress=bars,
+        )
     save_bank(result.bank, target)
     console.print(bank_table(result.bank, limit=25))
     console.print(f"{summary_line(result.bank)}; bank written to {target}")
 
 
+@dataclass(frozen=True)
+class ShowOptions:
+    bank: str = argument(help="Bank name (./concept_banks/, then built-in) or path.")
+    all_latents: bool = option(False, "--all", help="Also list unnamed latents.")
+    limit: int = option(50, "--limit", help="Rows to show (0 = all).")
+    sae: Path | None = option(
+        None,
+        "--sae",
+        help="Check that the bank belongs to this SAE.",
+        shown="none: not checked",
+    )
+
+
 @concepts_app.command("show")
-def show(
-    bank: str = typer.Argument(..., help="Bank name (./concept_banks/, then built-in) or path."),
-    all_latents: bool = typer.Option(False, "--all", help="Also list unnamed latents."),
-    limit: int = typer.Option(50, "--limit", help="Rows to show (0 = all)."),
-    sae: Path = typer.Option(None, "--sae", help="Check that the bank belongs to this SAE."),
-) -> None:
+@command_options(ShowOptions)
+def show(opts: ShowOptions) -> None:
     """Show a concept bank as a table (validated names first, by score)."""
-    loaded = load_bank(bank)
-    if sae is not None:
+    loaded = load_bank(opts.bank)
+    if opts.sae is not None:
         from audit.sae import load_sae, sae_fingerprint
 
-        loaded.check_sae(sae_fingerprint(load_sae(sae)), sae)
-    console.print(bank_table(loaded, limit=limit, include_unnamed=all_latents))
+        loaded.check_sae(sae_fingerprint(load_sae(opts.sae)), opts.sae)
+    console.print(bank_table(loaded, limit=opts.limit, include_unnamed=opts.all_latents))
     if loaded.extra.get("summary"):
         console.print(summary_line(loaded))
 

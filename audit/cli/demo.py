@@ -2,39 +2,56 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
+from audit.cli.options import command_options, device_option, option, quiet_option
+from audit.cli.progress import Bars
+from audit.demo import DemoSettings
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    out: Path = option(Path("reports/demo"), "--out", help="Output folder.")
+    seed: int = option(
+        DemoSettings.seed, "--seed", help="Seed of the world, the SAE and the probe."
+    )
+    train_scenes: int = option(
+        DemoSettings.n_train, "--train-scenes", help="Scenes in the train split."
+    )
+    test_scenes: int = option(
+        DemoSettings.n_test, "--test-scenes", help="Scenes in the test split."
+    )
+    device: str = device_option()
+    cache_dir: Path | None = option(
+        None,
+        "--cache-dir",
+        help="Where the tiny CLIP is cached.",
+        shown="$MSAE_AUDIT_CACHE or ~/.cache/msae-audit",
+    )
+    quiet: bool = quiet_option()
 
 
 @app.command(rich_help_panel="Main")
-def demo(
-    out: Path = typer.Option(Path("reports/demo"), "--out", help="Output folder."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the world, the SAE and the probe."),
-    train_scenes: int = typer.Option(3000, "--train-scenes", help="Scenes in the train split."),
-    test_scenes: int = typer.Option(2000, "--test-scenes", help="Scenes in the test split."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    cache_dir: Path = typer.Option(
-        None,
-        "--cache-dir",
-        help="Where the tiny CLIP is cached  [default: $MSAE_AUDIT_CACHE or ~/.cache/msae-audit]",
-    ),
-) -> None:
+@command_options(DemoOptions)
+def demo(opts: DemoOptions) -> None:
     """Offline end to end: tiny CLIP → world with a planted shortcut → store → MSAE → concept
     bank → probe → audit."""
-    from audit.demo import DemoSettings, run_demo
+    from audit.demo import run_demo
 
-    ctx = run_demo(
-        out,
-        DemoSettings(seed=seed, n_train=train_scenes, n_test=test_scenes),
-        log=lambda message: err_console.print(f"[dim]demo:[/] {escape(message)}"),
-        cache_dir=cache_dir,
-        device=device,
-    )
+    with Bars(opts.quiet) as bars:
+        ctx = run_demo(
+            opts.out,
+            DemoSettings(seed=opts.seed, n_train=opts.train_scenes, n_test=opts.test_scenes),
+            log=lambda message: err_console.print(f"[dim]demo:[/] {escape(message)}"),
+            cache_dir=opts.cache_dir,
+            device=opts.device,
+            progress=bars,
+        )
     from audit.report.terminal import render_terminal
 
     render_terminal(ctx.audit_result, console, top=5)

@@ -2,59 +2,80 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from audit.cli.app import app, console, err_console, progress_enabled
+from audit.cli.app import app, console, err_console
+from audit.cli.options import command_options, option, quiet_option
+from audit.cli.progress import Bars
 from audit.errors import InputError
 from audit.evaluate import EvalConfig, evaluate_sae
 from audit.fileio import write_json
 from audit.sae import load_sae
 from audit.store import EmbeddingStore, open_store
 
-TOPK_HELP = "Evaluate the inference code limited to its top-k latents."
-CHUNK_HELP = "Rows per chunk (default: 16M code entries / n_latents, at least 256)."
-CKNNA_HELP = "Rows in the seeded CKNNA subsample (0 = skip)."
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """The options ``eval`` and ``compare`` share; the evaluation's defaults are
+    :class:`EvalConfig`'s."""
 
-def open_eval_store(
-    embeddings: Path, labels: Path | None, label_column: str | None
-) -> tuple[EmbeddingStore, pd.Series | None]:
-    """Open the store (with ``--labels``) and pick the probe's label column, if any."""
-    if labels is not None and label_column is None:
-        raise InputError("--labels needs --label-column (the column the linear probe predicts)")
-    store = open_store(embeddings, labels=labels)
-    series = store.labels(label_column) if label_column is not None else None
-    return store, series
+    embeddings: Path = option(
+        None, "--embeddings", help="Embedding store directory or .npy file.", required=True
+    )
+    labels: Path | None = option(
+        None, "--labels", help="Row-aligned labels CSV (for LP-KL/agr).", shown="none (no probe)"
+    )
+    label_column: str | None = option(
+        None,
+        "--label-column",
+        help="Label column for the linear probe (LP-KL, LP-agreement).",
+        shown="none (no probe)",
+    )
+    topk: int | None = option(
+        EvalConfig.topk,
+        "--topk",
+        help="Evaluate the inference code limited to its top-k latents.",
+        shown="the plain code",
+    )
+    chunk_rows: int | None = option(
+        EvalConfig.chunk_rows,
+        "--chunk-rows",
+        help="Rows per chunk.",
+        shown="16M code entries / n_latents, at least 256",
+    )
+    device: str = option(EvalConfig.device, "--device", help="auto | cpu | cuda")
+    cknna_samples: int = option(
+        EvalConfig.cknna_samples,
+        "--cknna-samples",
+        help="Rows in the seeded CKNNA subsample (0 = skip).",
+    )
+    seed: int = option(
+        EvalConfig.seed, "--seed", help="Seed of the CKNNA subsample and probe split."
+    )
+    probe_c: float = option(
+        EvalConfig.probe_c, "--probe-c", help="Logistic probe's C (inverse L2)."
+    )
+    json_out: Path | None = option(
+        None, "--json", help="Write the results as JSON here.", shown="not written"
+    )
+    quiet: bool = quiet_option()
 
+    def eval_config(self) -> EvalConfig:
+        names = {f.name for f in fields(EvalConfig)} & {f.name for f in fields(self)}
+        return EvalConfig(**{name: getattr(self, name) for name in names})
 
-@contextmanager
-def row_progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar over rows (on stderr), or ``None`` when quiet or not a terminal."""
-    if not progress_enabled(quiet):
-        yield None
-        return
-    with Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
+    def open_store(self) -> tuple[EmbeddingStore, pd.Series | None]:
+        """The store (with ``--labels``) and the probe's label column, if any."""
+        if self.labels is not None and self.label_column is None:
+            raise InputError("--labels needs --label-column (the column the linear probe predicts)")
+        store = open_store(self.embeddings, labels=self.labels)
+        series = store.labels(self.label_column) if self.label_column is not None else None
+        return store, series
 
 
 def fmt(value: Any, spec: str = ".4f") -> str:
@@ -65,58 +86,43 @@ def fmt(value: Any, spec: str = ".4f") -> str:
     return format(value, spec)
 
 
+@dataclass(frozen=True)
+class EvalOptions(EvalSettings):
+    sae: Path = option(
+        None, "--sae", help="SAE directory (or .safetensors / reference .pt).", required=True
+    )
+    progressive: bool = option(
+        EvalConfig.progressive,
+        "--progressive/--no-progressive",
+        help="Progressive recovery, k = 16, 32, …, n.",
+    )
+
+
 @app.command(name="eval", rich_help_panel="Models")
-def eval_command(
-    sae: Path = typer.Option(..., "--sae", help="SAE directory (or .safetensors / reference .pt)."),
-    embeddings: Path = typer.Option(
-        ..., "--embeddings", help="Embedding store directory or .npy file."
-    ),
-    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON here."),
-    labels: Path = typer.Option(None, "--labels", help="Row-aligned labels CSV (for LP-KL/agr)."),
-    label_column: str = typer.Option(
-        None, "--label-column", help="Label column for the linear probe (LP-KL, LP-agreement)."
-    ),
-    topk: int = typer.Option(None, "--topk", help=TOPK_HELP),
-    chunk_rows: int = typer.Option(None, "--chunk-rows", help=CHUNK_HELP),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    cknna_samples: int = typer.Option(4096, "--cknna-samples", help=CKNNA_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of the CKNNA subsample and probe split."),
-    progressive: bool = typer.Option(
-        True, "--progressive/--no-progressive", help="Progressive recovery, k = 16, 32, …, n."
-    ),
-    probe_c: float = typer.Option(1.0, "--probe-c", help="Logistic probe's C (inverse L2)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-) -> None:
+@command_options(EvalOptions)
+def eval_command(opts: EvalOptions) -> None:
     """Evaluate an SAE: L0, FVU (two variants), cosine, CKNNA, decoder orthogonality, dead
     latents, LP-KL / LP-agreement and progressive recovery, in raw embedding space."""
-    cfg = EvalConfig(
-        topk=topk,
-        chunk_rows=chunk_rows,
-        device=device,
-        progressive=progressive,
-        cknna_samples=cknna_samples,
-        seed=seed,
-        probe_c=probe_c,
-    )
-    store, label_series = open_eval_store(embeddings, labels, label_column)
-    model = load_sae(sae)
-    with row_progress("eval", quiet) as on_progress:
+    cfg = opts.eval_config()
+    store, label_series = opts.open_store()
+    model = load_sae(opts.sae)
+    with Bars(opts.quiet) as bars:
         result = evaluate_sae(
             model,
             store,
             cfg,
             labels=label_series,
-            label_column=label_column,
-            sae_path=str(sae),
-            on_progress=on_progress,
+            label_column=opts.label_column,
+            sae_path=str(opts.sae),
+            on_progress=bars.stage("eval"),
         )
-    if json_out is not None:
-        write_json(json_out, result)
+    if opts.json_out is not None:
+        write_json(opts.json_out, result)
     console.print(eval_table(result))
     if result["progressive"]:
         console.print(progressive_table(result))
-    if json_out is not None:
-        err_console.print(f"wrote {json_out}")
+    if opts.json_out is not None:
+        err_console.print(f"wrote {opts.json_out}")
 
 
 def eval_table(result: dict[str, Any]) -> Table:

@@ -2,89 +2,111 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import typer
 from rich.table import Table
 from rich.text import Text
 
 from audit.cli.app import app, console, err_console
+from audit.cli.options import command_options, device_option, option, quiet_option
+from audit.cli.progress import Bars
 from audit.concepts import load_bank
 from audit.device import resolve_device
 from audit.errors import InputError
 from audit.fileio import write_json, write_text
 from audit.sae import load_sae, sae_fingerprint
-from audit.search import check_gallery, parse_edits, run_search
+from audit.search import DEFAULT_CHUNK_ROWS, check_gallery, parse_edits, run_search
 from audit.store import open_store
+
+_ONE_QUERY = "none; give one of --image, --text, --row"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    gallery: Path = option(None, "--gallery", help="Embedding store to search.", required=True)
+    sae: Path = option(None, "--sae", help="SAE directory.", required=True)
+    bank: str = option(None, "--bank", help="Concept bank name or path.", required=True)
+    image: Path | None = option(
+        None, "--image", help="Query image (embedded with the gallery's CLIP).", shown=_ONE_QUERY
+    )
+    text: str | None = option(
+        None, "--text", help="Query text (embedded with the gallery's CLIP).", shown=_ONE_QUERY
+    )
+    row: int | None = option(
+        None, "--row", help="Use gallery row N as the query.", shown=_ONE_QUERY
+    )
+    set_: list[str] = option(
+        [], "--set", help='Set a concept: "NAME=VALUE" (in units of its typical strength).'
+    )
+    remove: list[str] = option([], "--remove", help="Remove a concept (set it to 0).")
+    top: int = option(20, "--top", min=1, help="Neighbours to return.")
+    model: str | None = option(
+        None, "--model", help="CLIP model for --image/--text.", shown="the gallery's"
+    )
+    pretrained: str | None = option(
+        None, "--pretrained", help="CLIP weights for --image/--text.", shown="the gallery's"
+    )
+    json_out: Path | None = option(
+        None, "--json", help="Write the results as JSON.", shown="not written"
+    )
+    html_out: Path | None = option(
+        None, "--html", help="Write a self-contained HTML gallery.", shown="not written"
+    )
+    chunk_rows: int = option(
+        DEFAULT_CHUNK_ROWS, "--chunk-rows", min=1, help="Gallery rows per similarity chunk."
+    )
+    device: str = device_option()
+    quiet: bool = quiet_option()
 
 
 @app.command(rich_help_panel="Explore")
-def search(
-    gallery: Path = typer.Option(..., "--gallery", help="Embedding store to search."),
-    sae: Path = typer.Option(..., "--sae", help="SAE directory."),
-    bank: str = typer.Option(..., "--bank", help="Concept bank name or path."),
-    image: Path = typer.Option(
-        None, "--image", help="Query image (embedded with the gallery's CLIP)."
-    ),
-    text: str = typer.Option(None, "--text", help="Query text (embedded with the gallery's CLIP)."),
-    row: int = typer.Option(None, "--row", help="Use gallery row N as the query."),
-    set_: list[str] = typer.Option(
-        [], "--set", help='Set a concept: "NAME=VALUE" (in units of its typical strength).'
-    ),
-    remove: list[str] = typer.Option([], "--remove", help="Remove a concept (set it to 0)."),
-    top: int = typer.Option(20, "--top", min=1, help="Neighbours to return."),
-    model: str = typer.Option(
-        None, "--model", help="CLIP model for --image/--text [default: the gallery's]."
-    ),
-    pretrained: str = typer.Option(
-        None, "--pretrained", help="CLIP weights [default: the gallery's]."
-    ),
-    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON."),
-    html_out: Path = typer.Option(None, "--html", help="Write a self-contained HTML gallery."),
-    chunk_rows: int = typer.Option(
-        65536, "--chunk-rows", min=1, help="Gallery rows per similarity chunk."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-) -> None:
+@command_options(SearchOptions)
+def search(opts: SearchOptions) -> None:
     """Find gallery neighbours of a query after turning named concepts up or down."""
+    image, text, row = opts.image, opts.text, opts.row
     sources = [s for s in (image, text, row) if s is not None]
     if len(sources) != 1:
         raise InputError("give exactly one query: --image FILE, --text TEXT or --row N")
-    store = open_store(gallery)
-    torch_device = resolve_device(device)
-    model_sae = load_sae(sae, device=torch_device)
-    concept_bank = load_bank(bank)
-    concept_bank.check_sae(sae_fingerprint(model_sae.cpu()), sae)
+    store = open_store(opts.gallery)
+    torch_device = resolve_device(opts.device)
+    model_sae = load_sae(opts.sae, device=torch_device)
+    concept_bank = load_bank(opts.bank)
+    concept_bank.check_sae(sae_fingerprint(model_sae.cpu()), opts.sae)
     model_sae.to(torch_device)
     check_gallery(store, model_sae, concept_bank)
-    parse_edits(concept_bank, set_, remove)  # unknown names fail before a CLIP is loaded
-    query, query_info = _query_embedding(store, image, text, row, model, pretrained, device)
-    if not set_ and not remove:
-        err_console.print("note: no --set/--remove given; showing plain neighbours")
-    result = run_search(
-        model_sae,
-        store,
-        concept_bank,
-        query,
-        set_,
-        remove,
-        top=top,
-        chunk_rows=chunk_rows,
-        exclude_row=row,
+    parse_edits(concept_bank, opts.set_, opts.remove)  # unknown names fail before a CLIP loads
+    query, query_info = _query_embedding(
+        store, image, text, row, opts.model, opts.pretrained, opts.device
     )
+    if not opts.set_ and not opts.remove:
+        err_console.print("note: no --set/--remove given; showing plain neighbours")
+    with Bars(opts.quiet) as bars:
+        result = run_search(
+            model_sae,
+            store,
+            concept_bank,
+            query,
+            opts.set_,
+            opts.remove,
+            top=opts.top,
+            chunk_rows=opts.chunk_rows,
+            exclude_row=row,
+            progress=bars,
+        )
     result["query"] = query_info
     console.print(_table("before the edit", result["before"], result["edits"]))
     console.print(_table("after the edit", result["after"], result["edits"]))
-    if json_out is not None:
-        write_json(json_out, result)
-        err_console.print(f"wrote {json_out}")
-    if html_out is not None:
+    if opts.json_out is not None:
+        write_json(opts.json_out, result)
+        err_console.print(f"wrote {opts.json_out}")
+    if opts.html_out is not None:
         from audit.report.search import render_search_html
 
-        write_text(html_out, render_search_html(result))
-        err_console.print(f"wrote {html_out}")
+        write_text(opts.html_out, render_search_html(result))
+        err_console.print(f"wrote {opts.html_out}")
 
 
 def _query_embedding(store, image, text, row, model, pretrained, device):  # type: ignore[no-untyped-def]

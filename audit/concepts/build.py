@@ -82,6 +82,7 @@ def build_bank(
     log: Callable[[str], None] | None = None,
     probe_images: str | os.PathLike[str] | None = None,
     image_settings: ImageNamingSettings | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> NamingResult:
     """Everything ``msae-audit concepts`` does before writing the bank.
 
@@ -89,6 +90,8 @@ def build_bank(
     vocabulary), from an already loaded ``clip`` encoder, or from ``model``/``pretrained``
     (defaulting to the model recorded with the SAE). With ``probe_images`` (a store of image
     embeddings from the same model) names are chosen and validated against those images.
+    ``progress(stage, done, total)`` follows the text embedding and the matching of latents to
+    words.
     """
     from audit.sae import load_sae
 
@@ -102,7 +105,7 @@ def build_bank(
         probe, probe_source = read_probe_images(probe_images, sae.d_in, settings)
     started = time.perf_counter()
     emb, text_source, names = _text_embeddings(
-        sae, vocab, text_embeddings, model, pretrained, templates, device, clip, say
+        sae, vocab, text_embeddings, model, pretrained, templates, device, clip, say, progress
     )
     text_seconds = time.perf_counter() - started
     if probe is not None:
@@ -122,6 +125,7 @@ def build_bank(
         probe_images=probe,
         probe_source=probe_source,
         image_settings=settings,
+        progress=(lambda done, total: progress("name latents", done, total)) if progress else None,
     )
     result.seconds["text_embeddings"] = text_seconds
     return result
@@ -137,6 +141,7 @@ def _text_embeddings(
     device: str,
     clip: Any,
     say: Callable[[str], None],
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], tuple[str | None, str | None]]:
     """The vocabulary's text embeddings, what the bank records about them, and the model."""
     if text_embeddings is not None:
@@ -162,5 +167,27 @@ def _text_embeddings(
             f"the text model gives {clip.embed_dim}-dimensional embeddings but the SAE "
             f"expects {sae.d_in}: is this the model the SAE was trained for?"
         )
-    emb = vocabulary_embeddings(vocab, clip.encode_texts, templates)
+    encode = _reporting_encoder(clip, len(vocab) * len(templates), progress)
+    emb = vocabulary_embeddings(vocab, encode, templates)
     return emb, {"templates": list(templates)}, (clip.model_id, clip.pretrained)
+
+
+def _reporting_encoder(
+    clip: Any, total: int, progress: Callable[[str, int, int], None] | None
+) -> Callable[[list[str]], np.ndarray]:
+    """``clip.encode_texts``, reporting the texts done over its successive calls (one per
+    prompt template) out of ``total``."""
+    if progress is None:
+        return clip.encode_texts
+    finished = 0
+
+    def encode(texts: list[str]) -> np.ndarray:
+        nonlocal finished
+        start = finished
+        out = clip.encode_texts(
+            texts, progress=lambda done, _n: progress("embed vocabulary", start + done, total)
+        )
+        finished += len(texts)
+        return out
+
+    return encode

@@ -111,6 +111,11 @@ class TrainConfig:
     def learning_rate(self, arch: str) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[arch]
 
+    def total_steps(self, rows: int) -> int:
+        """Steps of a whole run on ``rows`` samples (for progress bars)."""
+        steps = self.epochs * math.ceil(rows / self.batch_size)
+        return min(steps, self.max_steps) if self.max_steps is not None else steps
+
 
 @dataclass
 class TrainState:

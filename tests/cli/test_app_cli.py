@@ -1,0 +1,85 @@
+"""The command line as a whole: --version, and every option's default in --help."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from audit import __version__
+
+
+def test_version_prints_the_package_version(cli):
+    r = cli("--version")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == f"msae-audit {__version__}"
+
+
+def _leaf_commands() -> list[tuple[str, ...]]:
+    """Every command path (``("embed", "images")``, ``("concepts",)``, …) of the CLI."""
+    import typer
+
+    from audit.cli import _register_commands
+    from audit.cli.app import app
+
+    _register_commands()
+    paths = []
+
+    def walk(command, path: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+        if path:
+            paths.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, (*path, name))
+
+    walk(typer.main.get_command(app), ())
+    return paths
+
+
+# The audit core's commands move onto audit/cli/options.py with its restructuring; strict
+# xfail, so the day they show every default this list must shrink.
+NOT_YET_ON_OPTIONS = {("audit",), ("celeba",), ("check",)}
+COMMANDS = [
+    pytest.param(
+        path,
+        id=" ".join(path),
+        marks=[pytest.mark.xfail(strict=True, reason="restructured with the audit core")]
+        if path in NOT_YET_ON_OPTIONS
+        else [],
+    )
+    for path in _leaf_commands()
+]
+
+
+def test_every_command_is_checked():
+    names = {p.values[0] for p in COMMANDS}
+    assert {("train",), ("eval",), ("compare",), ("embed", "images"), ("embed", "texts"),
+            ("embed", "celeba"), ("concepts",), ("concepts", "show"), ("search",), ("demo",),
+            ("audit",), ("celeba",), ("check",)} <= names  # fmt: skip
+
+
+@pytest.mark.parametrize("path", COMMANDS)
+def test_help_states_every_options_default(cli, monkeypatch, path):
+    import typer
+
+    from audit.cli.app import app
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: no wrapped help to reassemble
+    r = cli(*path, "--help")
+    assert r.exit_code == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("│")]
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    missing = []
+    for param in command.params:
+        if param.name == "help":
+            continue
+        label = (
+            param.opts[0] if param.param_type_name == "option" else (param.metavar or param.name)
+        )
+        pattern = re.compile(rf"^│\s*(\*\s+)?{re.escape(label)}(\.\.\.)?\s")
+        row = next((line for line in rows if pattern.match(line)), None)
+        assert row is not None, f"{label} not found in --help:\n{r.stdout}"
+        if "[default: " not in row and "[required" not in row:
+            missing.append(label)
+    assert not missing, f"msae-audit {' '.join(path)} --help states no default for {missing}"
