@@ -41,6 +41,7 @@ import yaml
 from audit import __version__
 from audit.errors import InputError
 from audit.fileio import read_user_bytes, read_yaml, write_text
+from audit.sae.hub import resolve_vocabulary
 
 BANK_FORMAT = "msae-audit/concept-bank"
 BANK_VERSION = 1
@@ -398,7 +399,7 @@ def load_vocabulary(specs: str | os.PathLike[str] | list[str]) -> Vocabulary:
     entries: list[str] = []
     sources = []
     for spec in specs:
-        spec = str(spec).strip()
+        spec = resolve_vocabulary(str(spec).strip())  # an hf: spec becomes its cached file
         path = Path(spec)
         if path.is_file() or path.suffix or "/" in spec or os.sep in spec:
             entries += read_vocabulary_file(path)
