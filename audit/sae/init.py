@@ -44,18 +44,24 @@ def geometric_median(x: Tensor, iterations: int = 200, tol: float = 1e-6) -> Ten
 def sample_preprocessed(
     store: EmbeddingStore, prep: Preprocessing, seed: int, rows: int = MEDIAN_ROWS
 ) -> Tensor:
-    """A seeded subsample of the store's rows, preprocessed (``[min(rows, N), d]``)."""
+    """A seeded subsample of the store's rows, preprocessed (``[min(rows, N), d]`` float32),
+    read and preprocessed in pieces so no float64 copy of the whole sample is made."""
     rng = np.random.default_rng(seed)
     count = min(rows, store.count)
     chosen = np.sort(rng.choice(store.count, size=count, replace=False))
-    return torch.from_numpy(prep.apply(store.take(chosen)))
+    out = np.empty((count, store.dim), dtype=np.float32)
+    for start in range(0, count, 4096):
+        out[start : start + 4096] = prep.apply(store.take(chosen[start : start + 4096]))
+    return torch.from_numpy(out)
 
 
-def initial_b_pre(kind: str, store: EmbeddingStore, prep: Preprocessing, seed: int) -> Tensor:
+def initial_b_pre(
+    kind: str, store: EmbeddingStore, prep: Preprocessing, seed: int, rows: int = MEDIAN_ROWS
+) -> Tensor:
     """``b_pre`` at the start of training: ``zero`` (the data mean when mean-centring) or the
-    ``geometric_median`` of a seeded subsample, in preprocessed space (float32)."""
+    ``geometric_median`` of a seeded subsample of ``rows`` rows, in preprocessed space."""
     if kind == "zero":
         return torch.zeros(store.dim)
     if kind == "geometric_median":
-        return geometric_median(sample_preprocessed(store, prep, seed)).float()
+        return geometric_median(sample_preprocessed(store, prep, seed, max(1, rows))).float()
     raise ValueError(f"unknown b_pre initialisation {kind!r}; choose one of {B_PRE_INITS}")

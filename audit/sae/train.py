@@ -60,12 +60,17 @@ from audit.sae.data import (
     fit_preprocessing,
     memory_budget_bytes,
 )
-from audit.sae.init import B_PRE_INITS, initial_b_pre
+from audit.sae.init import B_PRE_INITS, MEDIAN_ROWS, initial_b_pre
 from audit.sae.registry import build_sae
 from audit.store import EmbeddingStore
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-DEFAULT_LR = {"matryoshka": 1e-4, "topk": 5e-4, "batchtopk": 5e-4, "relu": 5e-5}
+#: One learning rate for every architecture, chosen on benchmarks/recovery.py (docs/recovery.md).
+#: The reference code's values (Matryoshka 1e-4, TopK/BatchTopK 5e-4, ReLU 5e-5) go with its
+#: input scale; under ours (E‖x̃‖² = d) they leave b_pre and b_enc far from their targets after
+#: thousands of steps (docs/reference-differences.md). ``REFERENCE_LR`` keeps them.
+DEFAULT_LR = {"matryoshka": 3e-3, "topk": 3e-3, "batchtopk": 3e-3, "relu": 3e-3}
+REFERENCE_LR = {"matryoshka": 1e-4, "topk": 5e-4, "batchtopk": 5e-4, "relu": 5e-5}
 #: ``after_step``: renormalise decoder rows after the optimizer step (they are exactly unit-norm
 #: at every forward pass); ``before_clip``: the reference code's order — right after backward,
 #: rescale rows to unit norm and the encoder columns and ``b_enc`` inversely (the function is
@@ -77,7 +82,7 @@ RENORM_ORDERS = ("after_step", "before_clip")
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 4096
-    lr: float | None = None  # None: the reference code's default for the architecture
+    lr: float | None = None  # None: DEFAULT_LR of the architecture
     max_steps: int | None = None
     seed: int = 0
     decay_fraction: float = 0.2
@@ -95,8 +100,8 @@ class TrainConfig:
     stream_shuffle: str = "buffer"  # "buffer" (bounded window) | "global" (= in-memory order)
     log_every: int = 10
     warmup_steps: int = 0  # linear learning-rate warm-up from 0
-    enc_init_scale: float = 0.1  # W_enc = enc_init_scale · W_decᵀ at initialisation
-    b_pre_init: str = "zero"  # or "geometric_median" (of the preprocessed data)
+    enc_init_scale: float = 0.01  # W_enc = enc_init_scale · W_decᵀ at initialisation
+    b_pre_init: str = "geometric_median"  # or "zero" (the data mean when mean-centring)
     decoder_renorm: str = "after_step"  # see RENORM_ORDERS
     scale_rule: str = "unit"  # input scale: "unit" (E‖x̃‖² = d) | "reference" (√d / E‖x − μ‖²)
 
@@ -232,8 +237,11 @@ def train_sae(
             generator=torch.Generator().manual_seed(cfg.seed), enc_scale=cfg.enc_init_scale
         )
         model.set_preprocessing(torch.from_numpy(prep.mean).float(), prep.scale)
-        with torch.no_grad():  # every rank reads the same seeded rows: the same b_pre
-            model.b_pre.copy_(initial_b_pre(cfg.b_pre_init, store, prep, cfg.seed))
+        # Every rank reads the same seeded rows (the same b_pre); at most half a shuffle buffer
+        # of them, so streaming stays within its memory bound.
+        rows = min(MEDIAN_ROWS, cfg.stream_chunk_rows * cfg.stream_buffer_chunks // 2)
+        with torch.no_grad():
+            model.b_pre.copy_(initial_b_pre(cfg.b_pre_init, store, prep, cfg.seed, rows))
         optimizer_state = None
         state = TrainState()
         dead_counter = torch.zeros(sae_cfg.n_latents, dtype=torch.int64)

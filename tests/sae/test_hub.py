@@ -160,3 +160,27 @@ def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
     assert hub.hub_cache_dir() == tmp_path / "home" / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert hub.hub_cache_dir() == tmp_path / "cache"
+
+
+def test_doctests():
+    import doctest
+
+    from audit.sae import checkpoint
+
+    for module in (hub, checkpoint):
+        assert doctest.testmod(module).failed == 0
+
+
+def test_reference_names_record_the_clip_model():
+    from audit.sae.checkpoint import parse_reference_name
+
+    name = "6144_768_TopKReLU_64_RW_False_False_0.0_cc3m_ViT-L~14_train_image_2905936_768.pth"
+    s = parse_reference_name(name)
+    assert (s["embedding_model"], s["pretrained"], s["modality"]) == (
+        "ViT-L-14-quickgelu", "openai", "image"
+    )  # fmt: skip
+    text = parse_reference_name(
+        "2048_512_TopKReLU_64_UW_False_False_0.0_cc3m_RN50_val_text_9_512.pt"
+    )
+    assert (text["embedding_model"], text["modality"]) == ("RN50-quickgelu", "text")
+    assert "embedding_model" not in parse_reference_name("32_8_TopKReLU_4_False_False_0.0_x.pth")

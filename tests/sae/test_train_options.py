@@ -133,3 +133,12 @@ def test_nmse_divides_by_the_distance_to_the_data_mean(tmp_path, planted):
 def test_invalid_options(kwargs):
     with pytest.raises(InputError):
         TrainConfig(**kwargs)
+
+
+def test_doctests():
+    import doctest
+
+    from audit.sae import base, init
+
+    for module in (base, init):
+        assert doctest.testmod(module).failed == 0
