@@ -104,6 +104,8 @@ class TrainConfig:
     b_pre_init: str = "geometric_median"  # or "zero" (the data mean when mean-centring)
     decoder_renorm: str = "after_step"  # see RENORM_ORDERS
     scale_rule: str = "unit"  # input scale: "unit" (E‖x̃‖² = d) | "reference" (√d / E‖x − μ‖²)
+    nmse_center: str = "data_mean"  # nmse without mean-centring divides by ‖x̃ − c‖²: c = the
+    # data mean (the reference code) or "origin" (‖x̃‖²)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -134,6 +136,7 @@ class TrainConfig:
             ("b_pre_init", self.b_pre_init, B_PRE_INITS),
             ("decoder_renorm", self.decoder_renorm, RENORM_ORDERS),
             ("scale_rule", self.scale_rule, SCALE_RULES),
+            ("nmse_center", self.nmse_center, ("data_mean", "origin")),
         ):
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -245,7 +248,7 @@ def train_sae(
         optimizer_state = None
         state = TrainState()
         dead_counter = torch.zeros(sae_cfg.n_latents, dtype=torch.int64)
-    if sae_cfg.loss == "nmse" and not sae_cfg.mean_center:
+    if sae_cfg.loss == "nmse" and not sae_cfg.mean_center and cfg.nmse_center == "data_mean":
         model.nmse_center.copy_(_nmse_center(store, prep, cfg, dist_ctx))
     model.to(device).train()
     dead_counter = dead_counter.to(device)

@@ -118,6 +118,12 @@ def test_nmse_divides_by_the_distance_to_the_data_mean(tmp_path, planted):
         expected_center,
     )  # fmt: skip
     torch.testing.assert_close(fast.loss, naive, rtol=1e-5, atol=1e-7)
+    # nmse_center="origin" keeps the old denominator ‖x̃‖².
+    origin = train_sae(
+        store, cfg, TrainConfig(epochs=1, batch_size=256, lr=1e-3, max_steps=1,
+                                nmse_center="origin"), tmp_path / "o",
+    ).model  # fmt: skip
+    torch.testing.assert_close(origin.nmse_center, torch.zeros(store.dim))
 
 
 @pytest.mark.parametrize(
@@ -128,6 +134,7 @@ def test_nmse_divides_by_the_distance_to_the_data_mean(tmp_path, planted):
         {"b_pre_init": "median"},
         {"decoder_renorm": "never"},
         {"scale_rule": "sqrt"},
+        {"nmse_center": "mean"},
     ],
 )
 def test_invalid_options(kwargs):
