@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from audit.errors import InputError
+from audit.sae.nested import level_sample_weights
 
 CONFIG_FORMAT = "msae-audit/sae"
 CONFIG_VERSION = 1
@@ -237,8 +238,6 @@ class SparseAutoencoder(nn.Module):
     def reconstruction_loss(self, x_tilde: Tensor, x_hat: Tensor) -> Tensor:
         """``mse``: mean over batch and dimensions; ``nmse``: mean over the batch of
         ``‖x̃ − x̂̃‖² / ‖x̃ − c‖²``, ``c`` the data mean (:attr:`nmse_center`)."""
-        from audit.sae.nested import level_sample_weights
-
         weights = level_sample_weights(x_tilde, self.cfg.loss, self.nmse_center)
         return ((x_hat - x_tilde).pow(2).sum(1) * weights).sum()
 
