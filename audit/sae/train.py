@@ -4,11 +4,12 @@ One step: forward (architecture-specific loss) → backward → remove the decod
 row-parallel part → clip the gradient norm (1.0) → AdamW step → renormalise decoder rows
 (``decoder_renorm="before_clip"``: the reference code's order, see :data:`RENORM_ORDERS`).
 The learning rate warms up linearly over ``warmup_steps``, stays constant, then decays
-linearly to 0 over the last ``decay_fraction`` of the steps. ``b_pre`` starts at 0 or at the
-geometric median of the preprocessed data (:mod:`audit.sae.init`), ``W_enc`` at
-``enc_init_scale · W_decᵀ``. A checkpoint (model, optimizer, counters) is one safetensors file written
-atomically; ``resume=True`` continues from it and ends with the same weights as a run that
-was never interrupted (same seed, same data).
+linearly to 0 over the last ``decay_fraction`` of the steps. ``b_pre`` starts at the geometric
+median of the preprocessed data (:mod:`audit.sae.init`) or 0, ``W_enc`` at
+``enc_init_scale · W_decᵀ``. The defaults come from benchmarks/recovery.py (docs/recovery.md).
+A checkpoint (model, optimizer, counters) is one safetensors file written atomically;
+``resume=True`` continues from it and ends with the same weights as a run that was never
+interrupted (same seed, same data).
 
 **Data parallel.** When a ``torch.distributed`` process group is running (``torchrun``, see
 :mod:`audit.distributed`), the model is wrapped in ``DistributedDataParallel`` and each rank
