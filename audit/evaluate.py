@@ -42,7 +42,7 @@ from audit.metrics import (
     probe_kl,
     progressive_ks,
 )
-from audit.sae import SparseAutoencoder, sae_fingerprint
+from audit.sae import SparseAutoencoder, keep_topk, sae_fingerprint
 from audit.store import EmbeddingStore
 
 EVAL_SCHEMA = "msae-audit/eval"
@@ -56,13 +56,18 @@ CHUNK_ELEMENTS = 1 << 24
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 ProgressCallback = Callable[[int, int], None]
+EVAL_CODES = ("inference", "relu")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Settings of one evaluation (all recorded in the JSON)."""
 
-    topk: int | None = None  # evaluate ReLU(pre) limited to its top-k (None: the plain code)
+    topk: int | None = None  # evaluate the code limited to its top-k (None: the plain code)
+    # "inference": each architecture's inference code (TopK: its top-k code, so progressive
+    # levels beyond k repeat k); "relu": ReLU(pre) for every architecture, what the reference
+    # evaluation scores (for TopK beyond k it adds latents the model never used together).
+    code: str = "inference"
     chunk_rows: int | None = None  # rows per chunk; None: about CHUNK_ELEMENTS / n
     device: str = "auto"
     progressive: bool = True
@@ -85,6 +90,8 @@ class EvalConfig:
             raise InputError(f"probe_fit_rows must be at least 2, got {self.probe_fit_rows}")
         if not (self.probe_c > 0 and math.isfinite(self.probe_c)):
             raise InputError(f"--probe-c must be a positive number, got {self.probe_c}")
+        if self.code not in EVAL_CODES:
+            raise InputError(f"code must be one of {', '.join(EVAL_CODES)}, got {self.code!r}")
 
     def rows_per_chunk(self, n_latents: int) -> int:
         if self.chunk_rows is not None:
@@ -329,9 +336,19 @@ def fit_probe(
 # ------------------------------------------------------------------------------------------
 
 
-def inference_description(model: SparseAutoencoder, topk: int | None) -> str:
-    base = model.inference_description()
+def inference_description(
+    model: SparseAutoencoder, topk: int | None, code: str = "inference"
+) -> str:
+    base = model.inference_description() if code == "inference" else "relu(pre)"
     return f"topk({base}, {topk})" if topk is not None else base
+
+
+def evaluated_code(model: SparseAutoencoder, x: Tensor, cfg: EvalConfig) -> Tensor:
+    """The code the evaluation scores (see :attr:`EvalConfig.code`), top-``cfg.topk`` if set."""
+    if cfg.code == "inference":
+        return model.encode(x, topk=cfg.topk)
+    z = model._cap(model.pre_activations(model.preprocess(x)).clamp_min(0))
+    return keep_topk(z, cfg.topk) if cfg.topk is not None else z
 
 
 @torch.inference_mode()
@@ -388,7 +405,7 @@ def evaluate_sae(
         if not bool(finite.all()):
             row = lo + int(torch.nonzero(~finite)[0, 0])
             raise InputError(f"{store.path}: row {row} contains NaN or inf values")
-        z = model.encode(x, topk=cfg.topk)
+        z = evaluated_code(model, x, cfg)
         active = (z > 0).sum(1)  # codes are non-negative
         fired |= z.amax(0) > 0
         spread.update(x)
@@ -425,7 +442,7 @@ def evaluate_sae(
         "sae": _sae_info(model, sae_path, fingerprint),
         "store": _store_info(store),
         "inference": {
-            "code": inference_description(model, cfg.topk),
+            "code": inference_description(model, cfg.topk, cfg.code),
             "topk": cfg.topk,
             "space": "raw embedding space (x̂ = post(decode(z)))",
         },
@@ -475,7 +492,7 @@ def _cknna_on_subsample(
         return None, 0
     rows = np.sort(np.random.default_rng(cfg.seed).choice(store.count, m, replace=False))
     x = _as_tensor(store.take(rows), device)
-    z = torch.cat([model.encode(part, topk=cfg.topk) for part in x.split(chunk_rows)])
+    z = torch.cat([evaluated_code(model, part, cfg) for part in x.split(chunk_rows)])
     return cknna(x, z, cfg.cknna_k), m
 
 

@@ -40,7 +40,7 @@ from audit.fileio import read_json, write_json, write_text
 from audit.report.compare import COLUMNS, build_comparison, render_compare_html, table_rows
 from audit.sae import SAEConfig, load_sae, matryoshka_k_list
 from audit.sae.base import expansion_to_latents
-from audit.sae.train import TrainConfig, train_sae
+from audit.sae.train import REFERENCE_LR, TrainConfig, train_sae
 from audit.store import EmbeddingStore, open_store, write_store
 
 
@@ -108,7 +108,7 @@ def train_all(store: EmbeddingStore, out: Path, args: argparse.Namespace) -> dic
         train_cfg = TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,
-            lr=args.lr,
+            lr=args.lr if args.lr is not None else REFERENCE_LR[spec.arch],
             seed=args.seed,
             device=args.device,
             checkpoint_every=0,
@@ -186,7 +186,7 @@ def main() -> None:
     comparison["training"] = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
-        "lr": args.lr or "per-architecture default",
+        "lr": args.lr or "per-architecture, the reference code's",
         "relu_l1_used": {s.name: s.l1 for s in SPECS if s.l1 is not None},
         "seed": args.seed,
         "expansion": args.expansion,

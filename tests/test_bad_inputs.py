@@ -664,7 +664,23 @@ CASES: list[Case] = [
     Case("results-bad-values", "check on an audit result with a non-numeric metric", "check",
          "audit result is malformed", 2,
          lambda c: check(c, c.text("r.json", json.dumps(_bad_result(c))))),
+    # --- the Hugging Face Hub ---------------------------------------------------------------
+    Case("hf-not-cached-offline", "--sae hf:… offline, not in the Hugging Face cache", "eval",
+         "not in the Hugging Face cache", 2,
+         lambda c: evaluate(c, sae=offline_hub(c, "hf:WolodjaZ/MSAE"))),
+    Case("hf-malformed-name", "--sae hf: without OWNER/REPO", "eval",
+         "expected hf:OWNER/REPO", 2,
+         lambda c: evaluate(c, sae="hf:MSAE")),
 ]  # fmt: skip
+
+
+def offline_hub(ctx: Ctx, spec: str) -> str:
+    """``spec`` with an empty Hub cache and HF_HUB_OFFLINE=1."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT"):
+        ctx.monkeypatch.delenv(name, raising=False)
+    ctx.monkeypatch.setenv("HF_HOME", str(ctx.tmp / "hf"))
+    ctx.monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return spec
 
 
 # --- helpers used by the table ----------------------------------------------------------------

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,3 +64,41 @@ def test_embed_speed_benchmark_runs(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["ours"]["images_per_second"] > 0 and figures["naive"]["images_per_second"] > 0
     assert figures["max_abs_difference"] < 1e-4  # batched and one-at-a-time agree
+
+
+def test_recovery_benchmark_quick_mode(tmp_path):
+    out = tmp_path / "recovery.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "recovery.py"), "--quick", "--json", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert {r["arch"] for r in figures["rows"]} == {
+        "matryoshka-uw",
+        "matryoshka-rw",
+        "topk",
+        "relu",
+    }
+    for row in figures["rows"]:
+        assert -1 <= row["mmcs_frequent"] <= 1 and 0 <= row["dead_fraction"] <= 1
+        assert row["fvu"] >= 0 and row["steps"] > 0
+    steps = sorted({r["steps"] for r in figures["rows"]})
+    assert len(steps) == 2 and steps[1] == 2 * steps[0]  # one run, scored twice
+
+
+def test_recovery_world_is_what_it_says():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recovery", ROOT / "benchmarks" / "recovery.py")
+    recovery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recovery)
+    recovery_world = recovery.recovery_world
+
+    world = recovery_world(n_samples=20_000, held_out=100, seed=1)
+    frequent = world.frequency[world.frequent]
+    assert world.frequent.sum() == 8 and np.all((frequent > 0.2) & (frequent < 0.4))
+    assert world.frequency[~world.frequent].max() < 0.2 and world.frequency.sum() > 5
+    cos = world.atoms[world.frequent] @ world.atoms[world.frequent].T
+    assert 0.2 < cos[~np.eye(8, dtype=bool)].mean() < 0.4  # correlated directions
+    np.testing.assert_allclose(np.linalg.norm(world.train, axis=1), 1, atol=1e-5)

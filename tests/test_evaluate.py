@@ -202,3 +202,28 @@ def test_json_safe_replaces_non_finite_numbers():
         "b": None,
         "c": "x",
     }
+
+
+def test_relu_code_scores_relu_pre_as_the_reference_evaluation_does(world):
+    """A TopK SAE's progressive levels beyond k: its own code stops at k latents; the reference
+    evaluation's ReLU(pre) keeps adding latents (equal up to k, different beyond)."""
+    from audit.sae import SAEConfig, build_sae
+
+    store, matryoshka = world
+    topk = build_sae(SAEConfig(arch="topk", d_in=store.dim, n_latents=256, k=16))
+    topk.load_state_dict(matryoshka.state_dict())
+    topk.eval()
+    cfg = {"device": "cpu", "cknna_samples": 0}
+    own = evaluate_sae(topk, store, EvalConfig(**cfg))
+    relu = evaluate_sae(topk, store, EvalConfig(**cfg, code="relu"))
+    assert relu["inference"]["code"] == "relu(pre)" and own["l0"] == pytest.approx(16)
+    by_k = {p["k"]: (p, q) for p, q in zip(own["progressive"], relu["progressive"], strict=True)}
+    assert by_k[16][0]["fvu"] == pytest.approx(by_k[16][1]["fvu"], rel=1e-6)
+    assert by_k[256][0]["fvu"] == pytest.approx(by_k[16][0]["fvu"], rel=1e-6)
+    assert by_k[256][1]["l0"] > 16 and by_k[256][1]["fvu"] < by_k[16][1]["fvu"]
+    # For a Matryoshka SAE the inference code is ReLU(pre): both evaluations agree.
+    a = evaluate_sae(matryoshka, store, EvalConfig(**cfg))
+    b = evaluate_sae(matryoshka, store, EvalConfig(**cfg, code="relu"))
+    assert a["fvu"] == b["fvu"] and a["progressive"] == b["progressive"]
+    with pytest.raises(InputError):
+        EvalConfig(code="dense")

@@ -80,10 +80,16 @@ def _dedupe(entries: list[str]) -> list[str]:
 def resolve_vocabulary(spec: str) -> tuple[Path, str]:
     """The file behind one ``--vocab`` value and how the bank records it.
 
+    An ``hf:OWNER/REPO/FILE`` spec is downloaded into (or read from) the Hugging Face cache.
     An existing file is read as given. Otherwise a built-in name (``world``) or the name of a
     built-in file as listed in ``concept_banks/`` (``world.txt``, ``concept_banks/world.txt``)
     is the built-in list; anything else is an error listing the built-ins.
     """
+    from audit.sae.hub import is_hub_ref
+    from audit.sae.hub import resolve_vocabulary as hub_vocabulary_file
+
+    if is_hub_ref(spec):
+        return Path(hub_vocabulary_file(spec)), spec
     path = Path(spec)
     builtins = builtin_vocabularies()
     if path.is_file():

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from audit.errors import InputError
+from audit.sae.nested import level_sample_weights
 
 CONFIG_FORMAT = "msae-audit/sae"
 CONFIG_VERSION = 1
@@ -156,6 +157,9 @@ class SparseAutoencoder(nn.Module):
         self.b_pre = nn.Parameter(torch.zeros(d))
         self.register_buffer("mean", torch.zeros(d))
         self.register_buffer("scale", torch.ones(()))
+        # nmse's reference point: the training data's mean in preprocessed space (0 when
+        # mean-centring); set by training, not part of the model format.
+        self.register_buffer("nmse_center", torch.zeros(d), persistent=False)
         self.reset_parameters()
 
     # -- shapes ------------------------------------------------------------------------------
@@ -260,11 +264,10 @@ class SparseAutoencoder(nn.Module):
         raise NotImplementedError
 
     def reconstruction_loss(self, x_tilde: Tensor, x_hat: Tensor) -> Tensor:
-        """``mse``: mean over batch and dimensions; ``nmse``: mean over batch of ‖e‖²/‖x̃‖²."""
-        err = (x_hat - x_tilde).pow(2).sum(1)
-        if self.cfg.loss == "nmse":
-            return (err / x_tilde.pow(2).sum(1).clamp_min(torch.finfo(x_tilde.dtype).tiny)).mean()
-        return err.mean() / x_tilde.shape[1]
+        """``mse``: mean over batch and dimensions; ``nmse``: mean over the batch of
+        ``‖x̃ − x̂̃‖² / ‖x̃ − c‖²``, ``c`` the data mean (:attr:`nmse_center`)."""
+        weights = level_sample_weights(x_tilde, self.cfg.loss, self.nmse_center)
+        return ((x_hat - x_tilde).pow(2).sum(1) * weights).sum()
 
     def uses_aux_loss(self, dead: Tensor | None) -> bool:
         """Whether this step has an AuxK term (it needs the pre-activations)."""
@@ -295,6 +298,15 @@ class SparseAutoencoder(nn.Module):
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()
+    def rescale_decoder_rows(self) -> None:
+        """Decoder rows to unit norm with ``W_enc`` columns and ``b_enc`` scaled inversely, so
+        ``z_j W_dec[j]`` is unchanged for ReLU codes (the reference code's renormalisation)."""
+        norm = self.W_dec.norm(dim=1).clamp_min(1e-12)
+        self.W_dec.div_(norm[:, None])
+        self.W_enc.mul_(norm[None, :])
+        self.b_enc.mul_(norm)
+
+    @torch.no_grad()
     def project_decoder_grad(self) -> None:
         """Remove the row-parallel component of the decoder gradient (keeps rows on the sphere)."""
         if self.W_dec.grad is not None:
@@ -321,8 +333,20 @@ def expansion_to_latents(d_in: int, expansion: float) -> int:
     return n
 
 
-def preprocessing_scale(d: int, mean_sq_norm: float) -> float:
-    """``s = sqrt(d / E‖x − μ‖²)`` so that preprocessed embeddings have ``E‖x̃‖² = d``."""
+#: ``unit``: ``s = sqrt(d / E‖x − μ‖²)``, so ``E‖x̃‖² = d`` whatever the embeddings' norm.
+#: ``reference``: the paper's code, ``s = √d / E‖x − μ‖²`` (a squared norm in the denominator:
+#: ``E‖x̃‖² = d / E‖x − μ‖²``, which is ``d`` only when ``E‖x − μ‖² = 1``).
+SCALE_RULES = ("unit", "reference")
+
+
+def preprocessing_scale(d: int, mean_sq_norm: float, rule: str = "unit") -> float:
+    """The input scale ``s`` from ``E‖x − μ‖²`` (see :data:`SCALE_RULES`).
+
+    >>> preprocessing_scale(4, 16.0), preprocessing_scale(4, 16.0, "reference")
+    (0.5, 0.125)
+    """
     if not mean_sq_norm > 0 or not math.isfinite(mean_sq_norm):
         raise InputError("embeddings have zero variance around their mean; cannot scale them")
+    if rule == "reference":
+        return math.sqrt(d) / mean_sq_norm
     return math.sqrt(d / mean_sq_norm)

@@ -55,8 +55,11 @@ def save_sae(model: SparseAutoencoder, out_dir: str | os.PathLike[str]) -> Path:
 
 
 def load_sae(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Load a model directory (ours), a ``sae.safetensors`` file, or a reference ``.pt`` file."""
-    p = Path(path)
+    """Load a model directory (ours), a ``sae.safetensors`` file, a reference ``.pt`` file, or
+    any of these on the Hugging Face Hub as ``hf:OWNER/REPO[/PATH][@REVISION]``."""
+    from audit.sae.hub import is_hub_ref, resolve_hub_sae
+
+    p = resolve_hub_sae(str(path)) if is_hub_ref(path) else Path(path)
     if not p.exists():
         raise InputError(f"SAE not found: {p}")
     if p.is_file() and p.suffix in (".pt", ".pth"):
@@ -195,7 +198,29 @@ def parse_reference_name(filename: str) -> dict[str, Any]:
             f"{filename}: cannot read tied/normalize/soft-cap fields from the name"
         ) from exc
     settings["dataset"] = "_".join(parts) or None
+    settings.update(_reference_embedding_model(parts))
     return settings
+
+
+#: The CLIP models the reference code embeds with (OpenAI's ``clip`` package, ``/`` written as
+#: ``~`` in file names) as open_clip names: OpenAI's weights use QuickGELU, which open_clip's
+#: plain ``ViT-L-14`` config does not, so the ``-quickgelu`` variants reproduce their embeddings.
+REFERENCE_CLIP_MODELS = {
+    "RN50": "RN50-quickgelu",
+    "ViT-B~32": "ViT-B-32-quickgelu",
+    "ViT-B~16": "ViT-B-16-quickgelu",
+    "ViT-L~14": "ViT-L-14-quickgelu",
+}
+
+
+def _reference_embedding_model(dataset_parts: list[str]) -> dict[str, Any]:
+    """The CLIP model and modality a reference file name records in its data set part
+    (``cc3m_ViT-L~14_train_image_2905936_768``); nothing when it names none."""
+    models = [REFERENCE_CLIP_MODELS[p] for p in dataset_parts if p in REFERENCE_CLIP_MODELS]
+    if not models:
+        return {}
+    modality = next((p for p in dataset_parts if p in ("image", "text")), None)
+    return {"embedding_model": models[0], "pretrained": "openai", "modality": modality}
 
 
 def _torch_load_weights_only(path: Path) -> Any:
@@ -260,6 +285,9 @@ def load_reference_checkpoint(path: str | os.PathLike[str]) -> SparseAutoencoder
         weighting=settings.get("weighting", "uw"),
         l1=settings.get("l1"),
         soft_cap=settings["soft_cap"],
+        embedding_model=settings.get("embedding_model"),
+        pretrained=settings.get("pretrained"),
+        modality=settings.get("modality"),
         extra=extra,
     )
     mean = blob.get("mean_center", 0.0)

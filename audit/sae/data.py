@@ -58,8 +58,10 @@ def fit_preprocessing(
     rank: int = 0,
     world_size: int = 1,
     all_reduce: AllReduce | None = None,
+    scale_rule: str = "unit",
 ) -> Preprocessing:
-    """Mean ``μ`` and scale ``s = sqrt(d / E‖x − μ‖²)`` in two chunked float64 passes.
+    """Mean ``μ`` and scale ``s = sqrt(d / E‖x − μ‖²)`` (``scale_rule="reference"``: the paper's
+    ``√d / E‖x − μ‖²``) in two chunked float64 passes.
 
     The same passes check for NaN/inf, naming the first bad row. With ``world_size > 1`` each
     rank reads only its contiguous share of the rows and ``all_reduce`` combines the partial
@@ -98,7 +100,7 @@ def fit_preprocessing(
     if world_size > 1:
         assert all_reduce is not None
         sq = float(all_reduce(np.array([sq], dtype=np.float64), "sum")[0])
-    return Preprocessing(mean, preprocessing_scale(d, sq / n))
+    return Preprocessing(mean, preprocessing_scale(d, sq / n, scale_rule))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

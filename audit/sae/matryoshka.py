@@ -63,6 +63,7 @@ class MatryoshkaSAE(SparseAutoencoder):
             self.level_weights,
             self.cfg.loss,
             return_pre=self.uses_aux_loss(dead),
+            center=self.nmse_center,
         )
         aux = self.aux_loss(x_tilde, out.x_hat, out.pre, dead)
         return TrainOutput(
@@ -73,6 +74,13 @@ class MatryoshkaSAE(SparseAutoencoder):
         """The per-level reference computation (for tests and benchmarks)."""
         pre = self.pre_activations(x_tilde)
         loss, _ = naive_nested_loss(
-            pre, x_tilde, self.W_dec, self.b_pre, self.k_list, self.level_weights, self.cfg.loss
+            pre,
+            x_tilde,
+            self.W_dec,
+            self.b_pre,
+            self.k_list,
+            self.level_weights,
+            self.cfg.loss,
+            self.nmse_center,
         )
         return loss

@@ -28,8 +28,9 @@ that exact ties at a level's threshold are all kept (a plain top-k keeps an arbi
 continuous data has no such ties).
 
 Both losses average squared errors over the batch **and the dimensions** (``mse``), or use
-the per-sample normalised error ``‖x̃_b − x̂_b‖² / ‖x̃_b‖²`` averaged over the batch (``nmse``;
-``x̃`` is mean-centred, so the denominator is the sample's variance around the data mean).
+the per-sample normalised error ``‖x̃_b − x̂_b‖² / ‖x̃_b − c‖²`` averaged over the batch
+(``nmse``; ``c`` is the data mean in preprocessed space — 0 when mean-centring — so the
+denominator is the sample's squared distance to the data mean, as in the reference code).
 """
 
 from __future__ import annotations
@@ -63,13 +64,15 @@ class NestedLossOutput(NamedTuple):
     fired: Tensor  # [n] bool, latents non-zero somewhere in the batch (last level)
 
 
-def level_sample_weights(x_tilde: Tensor, loss_kind: str) -> Tensor:
-    """Per-sample factor ``w_b`` so that a level's loss is ``Σ_b w_b ‖x̃_b − x̂_b‖²``."""
+def level_sample_weights(x_tilde: Tensor, loss_kind: str, center: Tensor | None = None) -> Tensor:
+    """Per-sample factor ``w_b`` so that a level's loss is ``Σ_b w_b ‖x̃_b − x̂_b‖²``
+    (``center``: nmse's reference point ``c``, default 0)."""
     batch, dim = x_tilde.shape
     if loss_kind == "mse":
         return torch.full((batch,), 1.0 / (batch * dim), dtype=x_tilde.dtype, device=x_tilde.device)
     if loss_kind == "nmse":
-        denom = x_tilde.pow(2).sum(1).clamp_min(torch.finfo(x_tilde.dtype).tiny)
+        spread = x_tilde if center is None else x_tilde - center
+        denom = spread.pow(2).sum(1).clamp_min(torch.finfo(x_tilde.dtype).tiny)
         return 1.0 / (batch * denom)
     raise ValueError(f"unknown loss {loss_kind!r}; use 'mse' or 'nmse'")
 
@@ -82,12 +85,13 @@ def naive_nested_loss(
     k_list: Sequence[int],
     level_weights: Sequence[float],
     loss_kind: str = "mse",
+    center: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The reference computation: one top-k, dense code and full decode per level.
 
     Returns ``(loss, level_losses)``; differentiable through ``autograd``.
     """
-    sample_w = level_sample_weights(x_tilde, loss_kind)
+    sample_w = level_sample_weights(x_tilde, loss_kind, center)
     level_losses = []
     for k in k_list:
         values, indices = torch.topk(pre, min(k, pre.shape[1]), dim=-1)
@@ -110,6 +114,7 @@ def nested_topk_loss(
     loss_kind: str = "mse",
     chunk_elements: int = CHUNK_ELEMENTS,
     return_pre: bool = True,
+    center: Tensor | None = None,
 ) -> NestedLossOutput:
     """Encode ``x̃`` and return the nested top-k loss with hand-written, sparse-aware gradients.
 
@@ -118,7 +123,8 @@ def nested_topk_loss(
     loss built on the returned ``pre``). Rows are processed in chunks of about
     ``chunk_elements / n`` rows (every row's computation is independent, so the result is the
     same; smaller working sets run faster on CPUs). With ``return_pre=False`` the output's
-    ``pre`` is ``None`` (no copy of the chunks' pre-activations into one matrix).
+    ``pre`` is ``None`` (no copy of the chunks' pre-activations into one matrix). ``center`` is
+    nmse's reference point (see :func:`level_sample_weights`).
     """
     k_list = tuple(int(k) for k in k_list)
     if list(k_list) != sorted(set(k_list)) or not k_list or k_list[0] < 1:
@@ -126,7 +132,7 @@ def nested_topk_loss(
     if len(level_weights) != len(k_list):
         raise ValueError("level_weights must have one weight per level")
     weights = tuple(float(w) / float(sum(level_weights)) for w in level_weights)
-    sample_w = level_sample_weights(x_tilde, loss_kind)
+    sample_w = level_sample_weights(x_tilde, loss_kind, center)
     rows = max(1, chunk_elements // max(1, W_enc.shape[1]))
     outputs = [
         _NestedTopKLoss.apply(x_chunk, W_enc, b_enc, W_dec, b_pre, k_list, weights, w_chunk)

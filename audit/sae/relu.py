@@ -37,6 +37,7 @@ class ReLUSAE(SparseAutoencoder):
             (self.n_latents,),
             (1.0,),
             self.cfg.loss,
+            center=self.nmse_center,
         )
         norms = x_tilde.norm(dim=1).clamp_min(torch.finfo(x_tilde.dtype).tiny)
         sparsity = (out.pre.clamp_min(0).sum(1) / norms).mean()

@@ -39,6 +39,7 @@ class TopKSAE(SparseAutoencoder):
             (1.0,),
             self.cfg.loss,
             return_pre=self.uses_aux_loss(dead),
+            center=self.nmse_center,
         )
         aux = self.aux_loss(x_tilde, out.x_hat, out.pre, dead)
         return TrainOutput(

@@ -1,11 +1,15 @@
 """The SAE training loop: AdamW, clipping, unit-norm decoder, dead latents, checkpoints, resume.
 
 One step: forward (architecture-specific loss) → backward → remove the decoder gradient's
-row-parallel part → clip the gradient norm (1.0) → AdamW step → renormalise decoder rows.
-The learning rate is constant, then decays linearly to 0 over the last ``decay_fraction`` of
-the steps. A checkpoint (model, optimizer, counters) is one safetensors file written
-atomically; ``resume=True`` continues from it and ends with the same weights as a run that
-was never interrupted (same seed, same data).
+row-parallel part → clip the gradient norm (1.0) → AdamW step → renormalise decoder rows
+(``decoder_renorm="before_clip"``: the reference code's order, see :data:`RENORM_ORDERS`).
+The learning rate warms up linearly over ``warmup_steps``, stays constant, then decays
+linearly to 0 over the last ``decay_fraction`` of the steps. ``b_pre`` starts at the geometric
+median of the preprocessed data (:mod:`audit.sae.init`) or 0, ``W_enc`` at
+``enc_init_scale · W_decᵀ``. The defaults come from benchmarks/recovery.py (docs/recovery.md).
+A checkpoint (model, optimizer, counters) is one safetensors file written atomically;
+``resume=True`` continues from it and ends with the same weights as a run that was never
+interrupted (same seed, same data).
 
 **Data parallel.** When a ``torch.distributed`` process group is running (``torchrun``, see
 :mod:`audit.distributed`), the model is wrapped in ``DistributedDataParallel`` and each rank
@@ -46,7 +50,7 @@ from audit.device import autocast, enable_tf32, resolve_device, tune_cpu_allocat
 from audit.distributed import DistContext, current_context, device_for_rank
 from audit.errors import InputError
 from audit.fileio import ensure_dir, write_json, write_safetensors
-from audit.sae.base import SAEConfig, SparseAutoencoder
+from audit.sae.base import SCALE_RULES, SAEConfig, SparseAutoencoder
 from audit.sae.checkpoint import save_sae
 from audit.sae.data import (
     DEFAULT_CHUNK_ROWS,
@@ -57,18 +61,29 @@ from audit.sae.data import (
     fit_preprocessing,
     memory_budget_bytes,
 )
+from audit.sae.init import B_PRE_INITS, MEDIAN_ROWS, initial_b_pre
 from audit.sae.registry import build_sae
 from audit.store import EmbeddingStore
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-DEFAULT_LR = {"matryoshka": 1e-4, "topk": 5e-4, "batchtopk": 5e-4, "relu": 5e-5}
+#: One learning rate for every architecture, chosen on benchmarks/recovery.py (docs/recovery.md).
+#: The reference code's values (Matryoshka 1e-4, TopK/BatchTopK 5e-4, ReLU 5e-5) go with its
+#: input scale; under ours (E‖x̃‖² = d) they leave b_pre and b_enc far from their targets after
+#: thousands of steps (docs/reference-differences.md). ``REFERENCE_LR`` keeps them.
+DEFAULT_LR = {"matryoshka": 3e-3, "topk": 3e-3, "batchtopk": 3e-3, "relu": 3e-3}
+REFERENCE_LR = {"matryoshka": 1e-4, "topk": 5e-4, "batchtopk": 5e-4, "relu": 5e-5}
+#: ``after_step``: renormalise decoder rows after the optimizer step (they are exactly unit-norm
+#: at every forward pass); ``before_clip``: the reference code's order — right after backward,
+#: rescale rows to unit norm and the encoder columns and ``b_enc`` inversely (the function is
+#: unchanged), then project, clip and step (rows drift slightly off the sphere between steps).
+RENORM_ORDERS = ("after_step", "before_clip")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 4096
-    lr: float | None = None  # None: the reference code's default for the architecture
+    lr: float | None = None  # None: DEFAULT_LR of the architecture
     max_steps: int | None = None
     seed: int = 0
     decay_fraction: float = 0.2
@@ -85,6 +100,13 @@ class TrainConfig:
     stream_buffer_chunks: int = 4
     stream_shuffle: str = "buffer"  # "buffer" (bounded window) | "global" (= in-memory order)
     log_every: int = 10
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0
+    enc_init_scale: float = 0.01  # W_enc = enc_init_scale · W_decᵀ at initialisation
+    b_pre_init: str = "geometric_median"  # or "zero" (the data mean when mean-centring)
+    decoder_renorm: str = "after_step"  # see RENORM_ORDERS
+    scale_rule: str = "unit"  # input scale: "unit" (E‖x̃‖² = d) | "reference" (√d / E‖x − μ‖²)
+    nmse_center: str = "data_mean"  # nmse without mean-centring divides by ‖x̃ − c‖²: c = the
+    # data mean (the reference code) or "origin" (‖x̃‖²)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -107,6 +129,18 @@ class TrainConfig:
             raise InputError("stream_chunk_rows and stream_buffer_chunks must be positive")
         if self.checkpoint_every < 0:
             raise InputError(f"--checkpoint-every must be 0 or more, got {self.checkpoint_every}")
+        if self.warmup_steps < 0:
+            raise InputError(f"warmup_steps must be 0 or more, got {self.warmup_steps}")
+        if not (self.enc_init_scale > 0 and math.isfinite(self.enc_init_scale)):
+            raise InputError(f"enc_init_scale must be positive, got {self.enc_init_scale}")
+        for name, value, allowed in (
+            ("b_pre_init", self.b_pre_init, B_PRE_INITS),
+            ("decoder_renorm", self.decoder_renorm, RENORM_ORDERS),
+            ("scale_rule", self.scale_rule, SCALE_RULES),
+            ("nmse_center", self.nmse_center, ("data_mean", "origin")),
+        ):
+            if value not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
     def learning_rate(self, arch: str) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[arch]
@@ -138,12 +172,14 @@ class TrainResult:
 StepCallback = Callable[[TrainState, dict[str, float]], None]
 
 
-def lr_factor(step: int, total_steps: int, decay_fraction: float) -> float:
-    """1 until the last ``decay_fraction`` of the steps, then linearly down to 0."""
+def lr_factor(step: int, total_steps: int, decay_fraction: float, warmup_steps: int = 0) -> float:
+    """Linear warm-up over ``warmup_steps`` (from ``1/warmup_steps``), 1 until the last
+    ``decay_fraction`` of the steps, then linearly down to 0."""
+    warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     decay_steps = round(total_steps * decay_fraction)
     if decay_steps <= 0 or step < total_steps - decay_steps:
-        return 1.0
-    return max(0.0, (total_steps - step) / decay_steps)
+        return warmup
+    return warmup * max(0.0, (total_steps - step) / decay_steps)
 
 
 def train_sae(
@@ -203,13 +239,23 @@ def train_sae(
             rank=dist_ctx.rank,
             world_size=dist_ctx.world_size,
             all_reduce=dist_ctx.all_reduce_numpy,
+            scale_rule=cfg.scale_rule,
         )
         model = build_sae(sae_cfg)
-        model.reset_parameters(generator=torch.Generator().manual_seed(cfg.seed))
+        model.reset_parameters(
+            generator=torch.Generator().manual_seed(cfg.seed), enc_scale=cfg.enc_init_scale
+        )
         model.set_preprocessing(torch.from_numpy(prep.mean).float(), prep.scale)
+        # Every rank reads the same seeded rows (the same b_pre); at most half a shuffle buffer
+        # of them, so streaming stays within its memory bound.
+        rows = min(MEDIAN_ROWS, cfg.stream_chunk_rows * cfg.stream_buffer_chunks // 2)
+        with torch.no_grad():
+            model.b_pre.copy_(initial_b_pre(cfg.b_pre_init, store, prep, cfg.seed, rows))
         optimizer_state = None
         state = TrainState()
         dead_counter = torch.zeros(sae_cfg.n_latents, dtype=torch.int64)
+    if sae_cfg.loss == "nmse" and not sae_cfg.mean_center and cfg.nmse_center == "data_mean":
+        model.nmse_center.copy_(_nmse_center(store, prep, cfg, dist_ctx))
     model.to(device).train()
     dead_counter = dead_counter.to(device)
     # DDP's hooks sit on the parameters' gradient accumulators, so they fire for the custom
@@ -261,7 +307,9 @@ def train_sae(
             if state.step >= total_steps:
                 break
             for group in optimizer.param_groups:
-                group["lr"] = base_lr * lr_factor(state.step, total_steps, cfg.decay_fraction)
+                group["lr"] = base_lr * lr_factor(
+                    state.step, total_steps, cfg.decay_fraction, cfg.warmup_steps
+                )
             dead = dead_counter >= window if sae_cfg.aux_k else None
             batch_rows = min(cfg.batch_size, store.count - state.step_in_epoch * cfg.batch_size)
             local_rows = x.shape[0]
@@ -275,10 +323,13 @@ def train_sae(
                 loss = loss * (dist_ctx.world_size * local_rows / batch_rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.decoder_renorm == "before_clip":
+                model.rescale_decoder_rows()
             model.project_decoder_grad()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            model.normalize_decoder()
+            if cfg.decoder_renorm == "after_step":
+                model.normalize_decoder()
             if ddp is None:
                 fired = out_step.fired
             else:
@@ -318,6 +369,8 @@ def train_sae(
         break
 
     state.elapsed = time.perf_counter() - started
+    if cfg.decoder_renorm == "before_clip":
+        model.rescale_decoder_rows()  # saved rows are unit-norm whatever the order
     model.eval()
     summary = {
         "msae_audit_version": __version__,
@@ -343,6 +396,23 @@ def train_sae(
         checkpoint_path.unlink(missing_ok=True)
     dist_ctx.barrier()  # the model is on disk before any rank returns
     return TrainResult(model, state, summary, out)
+
+
+def _nmse_center(
+    store: EmbeddingStore, prep: Preprocessing, cfg: TrainConfig, dist_ctx: DistContext
+) -> torch.Tensor:
+    """The data mean in preprocessed space, nmse's reference point when inputs are not
+    mean-centred (a pass over the data, only in that configuration)."""
+    raw_mean = fit_preprocessing(
+        store,
+        mean_center=True,
+        chunk_rows=cfg.stream_chunk_rows,
+        check_finite=False,
+        rank=dist_ctx.rank,
+        world_size=dist_ctx.world_size,
+        all_reduce=dist_ctx.all_reduce_numpy,
+    ).mean
+    return torch.from_numpy((raw_mean - prep.mean) * prep.scale).float()
 
 
 class _TrainingLoss(torch.nn.Module):
