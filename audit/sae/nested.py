@@ -44,6 +44,11 @@ from torch import Tensor
 # A sparse (CSR) decode costs about this many times a dense one per non-zero entry on a
 # 2-core CPU (measured: 4096×4096×512 dense 57 ms; CSR with 1024 nnz/row 176 ms).
 SPARSE_COST_FACTOR = 10.0
+# On a GPU a dense decode runs on the tensor cores (TF32, ~400 TFLOP/s on an H100/H200) while a
+# sparse one gathers a d-vector per entry from memory (~2 TB/s): per entry ~2d/4e14 s against
+# ~4d/2e12 s, about 400 times. An estimate from datasheet rates, not a measurement:
+# benchmarks/gpu_check.py measures the ratio on the GPU it runs on.
+CUDA_SPARSE_COST_FACTOR = 300.0
 # A dense segment needs two masks, a dense prefix (a level's whole code) one comparison (none
 # for the last level, whose mask is ``pre > 0``): small extra costs, in units of dense decodes.
 DENSE_SEGMENT_EXTRA = 0.1
@@ -108,7 +113,7 @@ def nested_topk_loss(
     k_list: Sequence[int],
     level_weights: Sequence[float],
     loss_kind: str = "mse",
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
     return_pre: bool = True,
 ) -> NestedLossOutput:
     """Encode ``x̃`` and return the nested top-k loss with hand-written, sparse-aware gradients.
@@ -117,7 +122,9 @@ def nested_topk_loss(
     b_pre``. Gradients flow to ``W_enc, b_enc, W_dec, b_pre`` (and to ``pre`` from any extra
     loss built on the returned ``pre``). Rows are processed in chunks of about
     ``chunk_elements / n`` rows (every row's computation is independent, so the result is the
-    same; smaller working sets run faster on CPUs). With ``return_pre=False`` the output's
+    same; smaller working sets run faster on CPUs). ``None``: :data:`CHUNK_ELEMENTS` on a CPU,
+    one chunk elsewhere (a GPU wants large kernels, and each chunk reads its plan from the
+    device). With ``return_pre=False`` the output's
     ``pre`` is ``None`` (no copy of the chunks' pre-activations into one matrix).
     """
     k_list = tuple(int(k) for k in k_list)
@@ -127,7 +134,10 @@ def nested_topk_loss(
         raise ValueError("level_weights must have one weight per level")
     weights = tuple(float(w) / float(sum(level_weights)) for w in level_weights)
     sample_w = level_sample_weights(x_tilde, loss_kind)
-    rows = max(1, chunk_elements // max(1, W_enc.shape[1]))
+    if chunk_elements is None and x_tilde.device.type != "cpu":
+        rows = max(1, x_tilde.shape[0])
+    else:
+        rows = max(1, (chunk_elements or CHUNK_ELEMENTS) // max(1, W_enc.shape[1]))
     outputs = [
         _NestedTopKLoss.apply(x_chunk, W_enc, b_enc, W_dec, b_pre, k_list, weights, w_chunk)
         for x_chunk, w_chunk in zip(x_tilde.split(rows), sample_w.split(rows), strict=True)
@@ -164,25 +174,36 @@ class _Plan(NamedTuple):
     pieces: list[_Piece]
 
 
-def _piece_cost(nnz: int, numel: int, dense_extra: float) -> tuple[float, bool]:
+def _piece_cost(
+    nnz: int, numel: int, dense_extra: float, factor: float | None = None
+) -> tuple[float, bool]:
     """Estimated decode cost (1 = a dense decode) and whether the piece is decoded densely."""
-    sparse = SPARSE_COST_FACTOR * nnz / max(1, numel)
+    if nnz == 0:
+        return 0.0, False
+    factor = SPARSE_COST_FACTOR if factor is None else factor
+    sparse = factor * nnz / max(1, numel)
     return (sparse, False) if sparse < 1.0 else (1.0 + dense_extra, True)
 
 
 def _prefix_cost(
-    level: int, last: int, nnz: int, numel: int, strict: set[int]
+    level: int, last: int, nnz: int, numel: int, strict: set[int], factor: float | None = None
 ) -> tuple[float, bool]:
     """Cost of decoding level ``level``'s whole code; only the last level's is ever listed
     sparsely, the others are dense."""
     extra = PREFIX_MASK_EXTRA if level in strict else 0.0
     if level == last:
-        return _piece_cost(nnz, numel, extra)
+        return _piece_cost(nnz, numel, extra, factor)
     return 1.0 + extra, True
 
 
 def _plan_pieces(
-    last: int, seg_nnz: list[int], level_nnz: list[int], numel: int, strict: set[int]
+    last: int,
+    seg_nnz: list[int],
+    level_nnz: list[int],
+    numel: int,
+    strict: set[int],
+    factor: float | None = None,
+    listed: bool = True,
 ) -> _Plan:
     """Write levels ``0..last`` as signed sums of pieces, minimising the estimated decode cost.
 
@@ -190,11 +211,18 @@ def _plan_pieces(
     Between two anchors ``p < a`` one segment ``j`` is skipped: levels ``p+1 .. j-1`` are heads
     (anchor ``p`` plus segments), levels ``j .. a-1`` tails (anchor ``a`` minus segments); above
     the last anchor every level is a head. Dynamic programming over the anchor sets.
+
+    ``listed=False`` allows sparse pieces only where they come from the sorted top-k (strict
+    segments): their entries need no ``nonzero``, whose output size must be read by the host.
     """
-    seg = [_piece_cost(c, numel, DENSE_SEGMENT_EXTRA) for c in seg_nnz]
+    dense_only = float("inf")
+    seg = [
+        _piece_cost(c, numel, DENSE_SEGMENT_EXTRA, factor if listed or s in strict else dense_only)
+        for s, c in enumerate(seg_nnz)
+    ]
 
     def prefix(a: int) -> tuple[float, bool]:
-        return _prefix_cost(a, last, level_nnz[a], numel, strict)
+        return _prefix_cost(a, last, level_nnz[a], numel, strict, factor if listed else dense_only)
 
     def gap(p: int, a: int) -> tuple[float, int]:
         costs = [seg[s][0] for s in range(p + 1, a + 1)]
@@ -358,6 +386,64 @@ def _rank_segments(
     return _Ranks(pre, lo, set(strict), positive, top_values, top_indices)
 
 
+class NestedStep(NamedTuple):
+    """What the planner decided for one batch (see :func:`plan_nested_step`)."""
+
+    k_eff: tuple[int, ...]  # the levels' k, capped at n
+    last: int  # levels from `last` on share one code (their k covers every row's active count)
+    strict: list[int]  # levels whose k is below some row's active count (they need a threshold)
+    plan: _Plan
+    sparse_pieces: list[_Piece]  # the plan's sparse pieces, in block order
+    top: int  # segments 0..top of the sparse pieces come from one sorted top-k (-1: none)
+    active: Tensor  # [B] positive pre-activations per row
+
+
+def plan_costs(device: torch.device) -> tuple[float, bool]:
+    """The planner's sparse cost factor on ``device``, and whether sparse pieces may list
+    their entries with ``nonzero`` (on a CPU; elsewhere that would read its size back to the
+    host, so only the fixed-width blocks of the sorted top-k are sparse)."""
+    if device.type == "cpu":
+        return SPARSE_COST_FACTOR, True
+    return CUDA_SPARSE_COST_FACTOR, False
+
+
+def plan_nested_step(pre: Tensor, positive: Tensor, k_list: Sequence[int]) -> NestedStep:
+    """Plan the decode of one batch from its pre-activations and their 0/1 positive mask.
+
+    The plan needs a few integers per batch (the largest active count and each level's number
+    of entries); they are read from the device in one transfer, the step's only one.
+    """
+    batch, n = pre.shape
+    k_eff = tuple(min(k, n) for k in k_list)
+    active = positive.sum(1).long()
+    # Entries per level follow from the active counts alone (ties aside): Σ_b min(active_b, k).
+    if batch:
+        stats = torch.stack([active.max(), *(active.clamp(max=k).sum() for k in k_eff)]).tolist()
+    else:
+        stats = [0] * (len(k_eff) + 1)
+    active_max, level_counts = int(stats[0]), [int(c) for c in stats[1:]]
+    last = next((i for i, k in enumerate(k_eff) if k >= active_max), len(k_eff) - 1)
+    strict = [i for i in range(last + 1) if k_eff[i] < active_max]
+    counts = level_counts[: last + 1]
+    seg_nnz = [counts[0]] + [counts[i] - counts[i - 1] for i in range(1, last + 1)]
+    factor, listed = plan_costs(pre.device)
+    plan = _plan_pieces(last, seg_nnz, counts, pre.numel(), set(strict), factor, listed)
+    sparse_pieces = [p for p in plan.pieces if not p.dense]
+    sparse_segments = {p.level for p in sparse_pieces if p.kind == "segment"}
+    top = -1
+    if listed:
+        # The first segments, when sparse, come straight from one sorted top-k.
+        prefix_sparse = any(p.kind == "prefix" for p in sparse_pieces)
+        while not prefix_sparse and top + 1 in sparse_segments and top + 1 in strict:
+            top += 1
+    elif sparse_segments:
+        # Without listed entries every sparse piece is a strict segment: all from the top-k.
+        top = max(sparse_segments)
+    # Those come first in the sparse blocks, in level order (stable sort).
+    sparse_pieces.sort(key=lambda p: not (p.kind == "segment" and p.level <= top))
+    return NestedStep(k_eff, last, strict, plan, sparse_pieces, top, active)
+
+
 class _NestedTopKLoss(torch.autograd.Function):
     # Under CUDA autocast the inputs are cast to fp32 and the body runs without autocast: the
     # sparse (CSR) kernels want one dtype, and TF32 tensor cores keep the dense products fast.
@@ -365,41 +451,21 @@ class _NestedTopKLoss(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, x_tilde, W_enc, b_enc, W_dec, b_pre, k_list, weights, sample_w):  # type: ignore[override]
         ctx.set_materialize_grads(False)
-        batch, n = x_tilde.shape[0], W_enc.shape[1]
+        batch = x_tilde.shape[0]
         x_in = x_tilde - b_pre
         pre = torch.addmm(b_enc, x_in, W_enc)
         # Masks are 0/1 matrices of pre's dtype: a comparison writes them directly (faster than
         # bool), and products and row sums with them need no cast of the whole matrix.
         positive = torch.gt(pre, 0.0, out=torch.empty_like(pre))
-        active = positive.sum(1).long()
-        active_max = int(active.max()) if batch else 0
-        k_eff = tuple(min(k, n) for k in k_list)
-        h = len(k_eff)
-        # Levels from `last` on share one code: their k covers every row's active count.
-        last = next((i for i, k in enumerate(k_eff) if k >= active_max), h - 1)
-        strict = [i for i in range(last + 1) if k_eff[i] < active_max]
-        # Entries per level and per segment follow from the active counts alone (ties aside).
-        counts = [
-            int(torch.clamp(active, max=k_eff[i]).sum()) if i in strict else int(active.sum())
-            for i in range(last + 1)
-        ]
-        seg_nnz = [counts[0]] + [counts[i] - counts[i - 1] for i in range(1, last + 1)]
-        plan = _plan_pieces(last, seg_nnz, counts, pre.numel(), set(strict))
-        pieces = plan.pieces
-        sparse_pieces = [p for p in pieces if not p.dense]
-        # The first segments, when sparse, come straight from one sorted top-k.
-        sparse_segments = {p.level for p in sparse_pieces if p.kind == "segment"}
-        prefix_sparse = any(p.kind == "prefix" for p in sparse_pieces)
-        top = -1
-        while not prefix_sparse and top + 1 in sparse_segments and top + 1 in strict:
-            top += 1
-        # Those come first in the sparse blocks, in level order (stable sort).
-        sparse_pieces.sort(key=lambda p: not (p.kind == "segment" and p.level <= top))
-        ranks = _rank_segments(pre, k_eff, strict, last, top, positive)
+        step = plan_nested_step(pre, positive, k_list)
+        last, pieces, sparse_pieces = step.last, step.plan.pieces, step.sparse_pieces
+        ranks = _rank_segments(pre, step.k_eff, step.strict, last, step.top, positive)
         inside = ranks.inside_prefix(last)
 
         sparse = (
-            _SparseBlocks.build(sparse_pieces, ranks, last, top, k_eff) if sparse_pieces else None
+            _SparseBlocks.build(sparse_pieces, ranks, last, step.top, step.k_eff)
+            if sparse_pieces
+            else None
         )
         sparse_out = (sparse.csr @ W_dec).view(len(sparse_pieces), batch, -1) if sparse else None
         contributions: dict[tuple[str, int], Tensor] = {}
@@ -413,22 +479,24 @@ class _NestedTopKLoss(torch.autograd.Function):
                 contributions[piece.kind, piece.level] = sparse_out[sparse_pieces.index(piece)]
         del ranks  # its cached masks are not needed any more
 
-        residuals = _level_residuals(plan, contributions, b_pre - x_tilde, last)
+        residuals = _level_residuals(step.plan, contributions, b_pre - x_tilde, last)
         level_losses = torch.stack([(r.pow(2).sum(1) * sample_w).sum() for r in residuals])
-        w = torch.tensor(weights, dtype=pre.dtype, device=pre.device)
-        w_eff = torch.cat([w[:last], w[last:].sum().view(1)])
-        loss = (level_losses * w_eff).sum()
+        # Python-float weights: no host-to-device copy of a weight tensor every step.
+        w_eff = [*weights[:last], sum(weights[last:])]
+        loss = torch.stack([level_losses[i] * w for i, w in enumerate(w_eff)]).sum()
+        h = len(step.k_eff)
         all_levels = torch.cat([level_losses, level_losses[last].expand(h - last - 1)])
         x_hat = residuals[last] + x_tilde
         fired = inside.sum(0) > 0
-        active_last = active if last not in strict else inside.sum(1).long()
+        active_last = step.active if last not in step.strict else inside.sum(1).long()
 
-        ctx.save_for_backward(x_in, W_enc, W_dec, sample_w, w_eff, *residuals)
-        ctx.pieces, ctx.sparse, ctx.dense_saved, ctx.pre_shape = (
+        ctx.save_for_backward(x_in, W_enc, W_dec, sample_w, *residuals)
+        ctx.pieces, ctx.sparse, ctx.dense_saved, ctx.pre_shape, ctx.w_eff = (
             pieces,
             sparse,
             dense_saved,
             pre.shape,
+            w_eff,
         )
         ctx.mark_non_differentiable(all_levels, active_last, fired)
         return loss, all_levels, x_hat.detach(), pre, active_last, fired
@@ -436,8 +504,9 @@ class _NestedTopKLoss(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_loss, _g_levels, _g_xhat, grad_pre_ext, _g_active, _g_fired):  # type: ignore[override]
-        x_in, W_enc, W_dec, sample_w, w_eff, *residuals = ctx.saved_tensors
+        x_in, W_enc, W_dec, sample_w, *residuals = ctx.saved_tensors
         pieces: list[_Piece] = ctx.pieces
+        w_eff: list[float] = ctx.w_eff
         if grad_loss is None:
             grad_loss = torch.ones((), dtype=W_dec.dtype, device=W_dec.device)
         scale = (2.0 * grad_loss) * sample_w[:, None]
@@ -501,6 +570,19 @@ _SAME_SIZE_INT = {
     torch.float16: torch.int16,
     torch.bfloat16: torch.int16,
 }
+
+
+def _count_values(values: Tensor, size: int) -> Tensor:
+    """How often each of ``0..size-1`` occurs in ``values`` (int64). ``bincount`` on a GPU
+    reads the largest value back to the host first; a scatter-add needs no such read."""
+    if values.device.type == "cpu":
+        return torch.bincount(values, minlength=size)
+    return _scatter_count(values, size)
+
+
+def _scatter_count(values: Tensor, size: int) -> Tensor:
+    counts = torch.zeros(size, dtype=torch.int64, device=values.device)
+    return counts.scatter_add_(0, values.long(), torch.ones_like(values, dtype=torch.int64))
 
 
 def _flat_nonzero(mask: Tensor) -> Tensor:
@@ -624,7 +706,7 @@ class _SparseBlocks:
         key_dtype = torch.int16 if self.n <= torch.iinfo(torch.int16).max else torch.int32
         order = torch.argsort(self.cols.to(key_dtype), stable=True)
         crow = torch.zeros(self.n + 1, dtype=torch.int64, device=self.cols.device)
-        torch.cumsum(torch.bincount(self.cols, minlength=self.n), 0, out=crow[1:])
+        torch.cumsum(_count_values(self.cols, self.n), 0, out=crow[1:])
         return torch.sparse_csr_tensor(
             crow,
             self.block_rows.index_select(0, order),

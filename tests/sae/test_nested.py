@@ -22,7 +22,7 @@ def _problem(batch: int, n: int, d: int, shift: float, seed: int = 0, dtype=torc
     return x, [w_enc, b_enc, w_dec, b_pre]
 
 
-def _compare(x, params, k_list, weights, loss_kind="mse", chunk_elements=nested.CHUNK_ELEMENTS):
+def _compare(x, params, k_list, weights, loss_kind="mse", chunk_elements=None):
     fast_params = [p.clone().requires_grad_(True) for p in params]
     naive_params = [p.clone().requires_grad_(True) for p in params]
     out = nested_topk_loss(
@@ -197,3 +197,45 @@ def test_plan_at_initialisation_decodes_whole_codes_densely():
     sparse = {(p.kind, p.level) for p in plan.pieces if not p.dense}
     assert dense == {("prefix", 4), ("prefix", 6)}
     assert sparse == {("segment", s) for s in (0, 1, 2, 3, 6)}
+
+
+@pytest.mark.parametrize("factor", [300.0, 3.0, 0.0, 1e9])
+@pytest.mark.parametrize("shift", [0.0, 0.4, 1.5])
+def test_gpu_plan_equals_naive_on_cpu(factor, shift, monkeypatch):
+    """The plan a GPU gets (sparse pieces only from the sorted top-k, never listed with
+    ``nonzero``), run on the CPU: loss and gradients still equal the naive computation."""
+    monkeypatch.setattr(nested, "plan_costs", lambda device: (factor, False))
+    ks = matryoshka_k_list(256, 8)
+    x, params = _problem(48, 256, 24, shift)
+    _compare(x, params, ks, [float(len(ks) - i) for i in range(len(ks))])
+    pre = (x - params[3]) @ params[0] + params[1]
+    step = nested.plan_nested_step(pre, (pre > 0).to(pre.dtype), ks)
+    assert all(p.kind == "segment" and p.level in step.strict for p in step.sparse_pieces)
+    assert all(p.level <= step.top for p in step.sparse_pieces)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 24),
+    n=st.sampled_from([16, 40, 96]),
+    k_min=st.sampled_from([1, 2, 3, 8]),
+    shift=st.floats(-0.5, 2.0),
+    seed=st.integers(0, 10_000),
+    factor=st.sampled_from([0.0, 3.0, 10.0, 300.0]),
+)
+def test_property_gpu_plan_equals_naive(batch, n, k_min, shift, seed, factor):
+    old = nested.plan_costs
+    nested.plan_costs = lambda device: (factor, False)
+    try:
+        ks = matryoshka_k_list(n, min(k_min, n))
+        x, params = _problem(batch, n, 6, shift, seed)
+        _compare(x, params, ks, [float(i + 1) for i in range(len(ks))])
+    finally:
+        nested.plan_costs = old
+
+
+def test_count_values_matches_bincount():
+    values = torch.tensor([3, 0, 3, 5, 5, 5], dtype=torch.int16)
+    expected = torch.tensor([1, 0, 0, 2, 0, 3, 0])
+    assert torch.equal(nested._count_values(values, 7), expected)
+    assert torch.equal(nested._scatter_count(values, 7), expected)  # the GPU's way
