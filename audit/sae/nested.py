@@ -537,14 +537,17 @@ class _NestedTopKLoss(torch.autograd.Function):
         grad_W_dec = torch.zeros_like(W_dec)
         grad_pre = None if grad_pre_ext is None else grad_pre_ext.clone()
         dense_saved = iter(ctx.dense_saved)
+        through = None  # one [B, n] buffer for every piece's g·W_decᵀ after the first
         for piece, g in zip(pieces, piece_grad, strict=True):
             if piece.dense:
                 code, mask = next(dense_saved)
                 grad_W_dec.addmm_(code.T, g)
-                through = g @ W_dec.T
-                grad_pre = (
-                    through.mul_(mask) if grad_pre is None else grad_pre.addcmul_(through, mask)
-                )
+                if grad_pre is None:
+                    grad_pre = torch.mm(g, W_dec.T).mul_(mask)
+                else:
+                    through = torch.mm(g, W_dec.T, out=through)
+                    grad_pre.addcmul_(through, mask)
+        del through
         if grad_pre is None:
             grad_pre = W_dec.new_zeros(ctx.pre_shape)
         sparse: _SparseBlocks | None = ctx.sparse

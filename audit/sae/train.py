@@ -265,13 +265,14 @@ def train_sae(
             local_rows = x.shape[0]
             if ddp is not None and local_rows == 0:
                 x = torch.ones((1, store.dim), device=device)  # placeholder, weight 0 below
+            # Last step's gradients go before the forward pass, not after: less peak memory.
+            optimizer.zero_grad(set_to_none=True)
             with autocast(device):
                 out_step = model.training_loss(x, dead) if ddp is None else ddp(x, dead)
             loss = out_step.loss
             if ddp is not None:
                 # DDP averages gradients over ranks: weigh each local mean by its share of rows.
                 loss = loss * (dist_ctx.world_size * local_rows / batch_rows)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             model.project_decoder_grad()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
