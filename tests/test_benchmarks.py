@@ -1,4 +1,4 @@
-"""The benchmark scripts run (tiny sizes) and report what RESULTS.md quotes."""
+"""The benchmark scripts run (tiny sizes) and report what docs/performance.md quotes."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def test_train_throughput_benchmark_runs(tmp_path):
         "1",
         "--threads",
         "1",
+        "--regimes",
+        "init,trained,active=0.1",
     ]
     script = ROOT / "benchmarks" / "train_throughput.py"
     done = subprocess.run(
@@ -41,9 +43,17 @@ def test_train_throughput_benchmark_runs(tmp_path):
     assert "faster than naive" in done.stdout and "samples/s" in done.stdout
     figures = json.loads(out.read_text())
     assert figures["train_sae"]["steps"] == 4 and figures["train_sae"]["samples_per_second"] > 0
-    for regime in ("init", "trained"):
+    for regime in ("init", "trained", "active=0.1"):
         loops = figures["bare_loops"][regime]
-        assert loops["speedup_vs_naive"] > 0 and len(loops["naive_step_seconds"]) == 1
+        assert (
+            loops["fp32"]["speedup_vs_naive"] > 0 and len(loops["fp32"]["naive_step_seconds"]) == 1
+        )
+        assert loops["loss_abs_diff"] < 1e-5 and loops["grad_rel_diff"] < 1e-4  # ours = naive
+    # The bias leaves about a tenth of the 64 latents on (the init has about half).
+    assert (
+        figures["bare_loops"]["active=0.1"]["active_mean"]
+        < figures["bare_loops"]["init"]["active_mean"] / 2
+    )
 
 
 def test_embed_speed_benchmark_runs(tmp_path):
@@ -54,7 +64,7 @@ def test_embed_speed_benchmark_runs(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "embed_speed.py"), "--model", str(config),
          "--images", "12", "--size", "40", "--batch-size", "5", "--workers", "0",
-         "--json", str(out)],
+         "--model-batches", "2", "--json", str(out)],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -62,3 +72,4 @@ def test_embed_speed_benchmark_runs(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["ours"]["images_per_second"] > 0 and figures["naive"]["images_per_second"] > 0
     assert figures["max_abs_difference"] < 1e-4  # batched and one-at-a-time agree
+    assert figures["model_only_images_per_second"] > 0
