@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,3 +75,35 @@ def test_embed_speed_benchmark_runs(tmp_path):
     assert figures["ours"]["images_per_second"] > 0 and figures["naive"]["images_per_second"] > 0
     assert figures["max_abs_difference"] < 1e-4  # batched and one-at-a-time agree
     assert figures["model_only_images_per_second"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_mode_runs_end_to_end(tmp_path):
+    """The GPU check at toy sizes on whatever device there is: every part runs, one JSON and
+    one Markdown summary come out, the goals are listed."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke", "--out", str(out)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["mode"] == "smoke"
+    statuses = {name: part["status"] for name, part in summary["parts"].items()}
+    assert statuses == dict.fromkeys(
+        ["environment", "calibrate", "train", "embed", "pytest", "audit", "eval"], "ok"
+    ), summary["parts"]
+    train = summary["parts"]["train"]["figures"]
+    assert train["cc3m_projection"]["train_sae_initial_density_seconds"] > 0
+    assert set(train["bare_loops"]["init"]) >= {"fp32", "bf16", "loss_abs_diff"}
+    tests = summary["parts"]["pytest"]["figures"]
+    assert tests["tests"] > 0 and tests["failures"] == tests["errors"] == 0
+    assert [g["target"] for g in summary["goals"]] == [3.0, 8.0, 300.0, 2000.0]
+    markdown = (out / "gpu_check.md").read_text()
+    assert "## Goals" in markdown and "## Training" in markdown and "## pytest -m cuda" in markdown
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gpu_check.json", "gpu_check.log", "gpu_check.md", "pytest_cuda.xml"
+    ]  # fmt: skip
