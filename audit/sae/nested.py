@@ -658,7 +658,8 @@ class _SparseBlocks:
                 block_cols = ranks.top_indices[:, lo_rank : k_eff[p.level]]
                 values = ranks.top_values[:, lo_rank : k_eff[p.level]]
                 width = block_cols.shape[1]
-                rows = batch_rows.repeat_interleave(width)
+                # Row b repeated `width` times (an expand: repeat_interleave may read sizes back).
+                rows = batch_rows[:, None].expand(batch, width).reshape(-1)
                 counts = torch.full((batch,), width, dtype=torch.int64, device=device)
                 # Rows with few active latents have entries <= 0 in their top-k: ReLU zeroes them.
                 keep = torch.gt(values, 0.0, out=torch.empty_like(values))
