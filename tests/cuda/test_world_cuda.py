@@ -13,9 +13,10 @@ Tolerances:
   (an entry within rounding of 0 may flip); an audit's accuracies to two predictions of the
   test split (a margin within rounding of 0 may flip); neighbour similarities to 1e-5.
 * training runs the same seed, initial weights and batches, on TF32 tensor cores: the first
-  logged loss agrees to ``TRAIN_FIRST_REL`` = 2 %, the final FVU to ``TRAIN_FVU_ABS`` = 0.02
-  (top-k choices near a threshold differ as the runs drift apart, so the end is compared as a
-  quality figure, not value by value).
+  logged loss (step 10) agrees to ``TRAIN_FIRST_REL`` = 2 %, the final FVU to
+  ``TRAIN_FVU_REL`` = 20 % (top-k choices near a threshold differ as the runs drift apart, so
+  the end is compared as a quality figure, not value by value; on the CPU, seeds 0–2 give
+  final FVUs within ±5 % of each other, 0.0071–0.0077, and first losses within ±6 %).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ FP32_REL = 1e-4
 L0_ABS = 0.01
 SIMILARITY_ABS = 1e-5
 TRAIN_FIRST_REL = 0.02
-TRAIN_FVU_ABS = 0.02
+TRAIN_FVU_REL = 0.2
 SETTINGS = DemoSettings(n_corpus=4000, n_train=1500, n_test=1000, sae_epochs=10)
 
 
@@ -56,7 +57,7 @@ def test_training_on_cuda_matches_the_cpu(world, tmp_path):
     first_cpu, first_cuda = _history(world.sae)[0], _history(tmp_path / "sae")[0]
     assert first_cuda["step"] == first_cpu["step"]
     assert first_cuda["loss"] == pytest.approx(first_cpu["loss"], rel=TRAIN_FIRST_REL)
-    assert abs(cuda["fvu"] - cpu["fvu"]) <= TRAIN_FVU_ABS, (cuda, cpu)
+    assert cuda["fvu"] == pytest.approx(cpu["fvu"], rel=TRAIN_FVU_REL), (cuda, cpu)
 
 
 def test_eval_on_cuda_matches_the_cpu(world):
