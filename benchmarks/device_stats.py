@@ -31,5 +31,13 @@ def peak_memory_bytes(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device))
 
 
+def allocated_bytes(device: torch.device) -> int | None:
+    """What the CUDA allocator holds for tensors now (None off CUDA)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.memory_allocated(device))
+
+
 def mib(nbytes: int | None) -> float | None:
     return None if nbytes is None else round(nbytes / 2**20, 1)

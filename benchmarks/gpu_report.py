@@ -115,7 +115,7 @@ def _training(train: dict | None) -> list[str]:
         f"{t['steady_samples_per_second']:,} after the first step; peak {t['peak_memory_mib']} MiB.",
         "",
         "| regime | active per row (mean / max) | precision | ours ms | naive ms | speed-up | "
-        "ours peak MiB (estimate) | naive peak MiB | |Δloss| / grad rel. Δ |",
+        "ours step peak MiB (estimate) | naive step peak MiB | |Δloss| / grad rel. Δ |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for regime, r in train["bare_loops"].items():
@@ -126,8 +126,8 @@ def _training(train: dict | None) -> list[str]:
             lines.append(
                 f"| {regime} | {r['active_mean']:.0f} / {r['active_max']} | {precision} | "
                 f"{ours:.1f} | {naive:.1f} | {p['speedup_vs_naive']}× | "
-                f"{p['ours_peak_memory_mib']} ({r.get('ours_peak_estimate_mib')}) | "
-                f"{p['naive_peak_memory_mib']} | {r['loss_abs_diff']:.1e} / {r['grad_rel_diff']:.1e} |"
+                f"{p['ours_step_peak_mib']} ({r.get('ours_step_peak_estimate_mib')}) | "
+                f"{p['naive_step_peak_mib']} | {r['loss_abs_diff']:.1e} / {r['grad_rel_diff']:.1e} |"
             )
     proj = train.get("cc3m_projection", {})
     lines += ["", "CC3M projection (seconds): " + ", ".join(f"{k} {v}" for k, v in proj.items())]

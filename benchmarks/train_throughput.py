@@ -26,7 +26,8 @@ Measured in one process, on the same data and the same initial weights:
   ``bf16`` (the loss under CUDA bf16 autocast, as ``train_sae`` runs it; our loss casts to
   float32 inside, the naive one multiplies in bf16). Before timing, each regime's loss and
   gradients of ours and naive are compared (|Δloss|, largest relative gradient difference).
-  On a GPU each loop's peak memory is recorded, with the analytic estimate for ours
+  On a GPU each loop's step peak memory is recorded (above what a step starts with:
+  parameters, AdamW's moments, the batches), with the analytic estimate for ours
   (:mod:`audit.sae.memory`).
 
 Usage::
@@ -52,7 +53,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from device_stats import device_name, mib, peak_memory_bytes, reset_peak_memory
+from device_stats import (
+    allocated_bytes,
+    device_name,
+    mib,
+    peak_memory_bytes,
+    reset_peak_memory,
+)
 from train_step import loss_and_grads
 
 from audit.device import autocast, enable_tf32, resolve_device, tune_cpu_allocator
@@ -153,21 +160,27 @@ def time_bare_loop(
     precision: str = "fp32",
 ) -> tuple[list[float], int | None]:
     """Seconds per step over ``batches`` (the first batch is an untimed warm-up), and the peak
-    memory the loop allocated (CUDA only)."""
+    memory a timed step allocated above what it started with (CUDA only: parameters, AdamW's
+    moments and the batches are already there; last step's gradients are released first)."""
     model = build_sae(init.cfg).to(device)
     model.load_state_dict(init.state_dict())
     model.train()
     step = bare_step(model, naive, precision)
     times = []
-    reset_peak_memory(device)
+    start_bytes = None
     for i, x in enumerate(batches):
+        if i == 1:  # after the warm-up step, which creates AdamW's moments
+            model.zero_grad(set_to_none=True)
+            reset_peak_memory(device)
+            start_bytes = allocated_bytes(device)
         _sync(device)
         start = time.perf_counter()
         step(x)
         _sync(device)
         if i > 0:
             times.append(time.perf_counter() - start)
-    return times, peak_memory_bytes(device)
+    peak = peak_memory_bytes(device)
+    return times, (peak - start_bytes if peak is not None and start_bytes is not None else None)
 
 
 def with_active_fraction(
@@ -310,7 +323,7 @@ def bare_loops(starts, batches, precisions, device, batch: int) -> dict:  # type
             with torch.no_grad():
                 pre = weights.pre_activations(batches[0])
                 plan = plan_nested_step(pre, (pre > 0).float(), weights.cfg.k_list or ())
-            figures["ours_peak_estimate_mib"] = mib(
+            figures["ours_step_peak_estimate_mib"] = mib(
                 step_peak_bytes(plan, batch, weights.n_latents, weights.d_in)
             )
         for precision in precisions:
@@ -323,8 +336,8 @@ def bare_loops(starts, batches, precisions, device, batch: int) -> dict:  # type
                 "ours_samples_per_second": round(batch / ours_step, 1),
                 "naive_samples_per_second": round(batch / naive_step, 1),
                 "speedup_vs_naive": round(naive_step / ours_step, 2),
-                "ours_peak_memory_mib": mib(ours_peak),
-                "naive_peak_memory_mib": mib(naive_peak),
+                "ours_step_peak_mib": mib(ours_peak),
+                "naive_step_peak_mib": mib(naive_peak),
             }
             f = figures[precision]
             print(
