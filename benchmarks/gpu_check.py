@@ -181,9 +181,9 @@ def calibrate(run: Run, limit: float) -> dict:
         seconds = _median_seconds(lambda csr=csr: csr @ W, device)
         factor = (seconds / (b * width)) / (figures["dense_seconds"] / (b * n))
         figures["sparse"].append({"per_row": width, "seconds": seconds, "factor": round(factor, 1)})
-    from audit.sae import nested
+    from audit.sae.nested_plan import plan_costs
 
-    figures["planner_factor"] = nested.plan_costs(device)[0]
+    figures["planner_factor"] = plan_costs(device)[0]
     return figures
 
 

@@ -67,7 +67,7 @@ from audit.sae import SAEConfig, build_sae, matryoshka_k_list
 from audit.sae.base import SparseAutoencoder
 from audit.sae.data import epoch_order
 from audit.sae.memory import step_peak_bytes
-from audit.sae.nested import plan_nested_step
+from audit.sae.nested_plan import plan_nested_step
 from audit.sae.train import TrainConfig, train_sae
 from audit.store import EmbeddingStore, StoreWriter, open_store
 

@@ -3,7 +3,7 @@
 :func:`step_peak_bytes` replays the allocations of a training step (nested loss forward and
 backward, decoder-gradient projection, gradient clipping, AdamW) tensor by tensor, in the
 order the code makes and frees them, from the shapes and the decode plan alone
-(:func:`audit.sae.nested.plan_nested_step`). It counts every tensor whose size grows with
+(:func:`audit.sae.nested_plan.plan_nested_step`). It counts every tensor whose size grows with
 ``B·n``, ``B·k``, ``B·d``, ``n·d`` or the number of sparse entries; vectors of length ``B``,
 ``n`` or ``d`` are left out (each is under ``1/min(n, d)`` of a ``[B, n]`` matrix), and so are
 library workspaces (cuBLAS, cuSPARSE, sort buffers).
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from audit.sae.nested import NestedStep
+from audit.sae.nested_plan import NestedStep
 
 
 class Ledger:

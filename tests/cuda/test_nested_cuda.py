@@ -20,9 +20,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import audit.sae.nested as nested
 from audit.sae import SAEConfig, build_sae, matryoshka_k_list
 from audit.sae.nested import naive_nested_loss, nested_topk_loss
+from audit.sae.nested_plan import plan_nested_step
 from tests.cuda.device import CUDA, DEVICE, ON_CUDA, matmul_precision, relative_error
 from tests.sae.test_nested import _problem
 
@@ -91,7 +91,7 @@ def test_nested_loss_and_gradients_equal_the_fp64_reference(problem, weighting, 
         fast = [p.clone().requires_grad_(True) for p in params]
         out = nested_topk_loss(x, *fast, k_list, weights, loss_kind, return_pre=False)
         out.loss.backward()
-        step = nested.plan_nested_step(pre, (pre > 0).to(pre.dtype), k_list)
+        step = plan_nested_step(pre, (pre > 0).to(pre.dtype), k_list)
     loss, levels, grads = _reference(x, params, pre, k_list, weights, loss_kind)
     if ON_CUDA and problem is PROBLEMS[1]:
         assert step.sparse_pieces, "this case should exercise the sparse (CSR) decode"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import audit.sae.nested as nested
+import audit.sae.nested_plan as nested_plan
 from audit.sae import SAEConfig, build_sae, matryoshka_k_list
 from audit.sae.memory import Ledger, step_peak_bytes
 from tests.memory_tracking import LiveTensorBytes
@@ -45,7 +46,7 @@ def training_step(model, optimizer, x: torch.Tensor) -> None:
 def plan_of(model, x: torch.Tensor):
     with torch.no_grad():
         pre = model.pre_activations(x)
-        return nested.plan_nested_step(pre, (pre > 0).to(pre.dtype), model.k_list)
+        return nested_plan.plan_nested_step(pre, (pre > 0).to(pre.dtype), model.k_list)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,7 @@ def plan_of(model, x: torch.Tensor):
 )
 def test_estimate_equals_the_tensors_a_gpu_step_allocates(n, d, k_min, bias, monkeypatch):
     monkeypatch.setattr(
-        nested, "plan_costs", lambda device: (nested.CUDA_SPARSE_COST_FACTOR, False)
+        nested_plan, "plan_costs", lambda device: (nested_plan.CUDA_SPARSE_COST_FACTOR, False)
     )
     monkeypatch.setattr(nested, "CHUNK_ELEMENTS", 1 << 40)  # one chunk, as on a GPU
     torch.manual_seed(0)
@@ -84,7 +85,7 @@ def test_estimate_equals_the_tensors_a_gpu_step_allocates(n, d, k_min, bias, mon
 def test_estimate_refuses_plans_with_listed_entries():
     x = torch.randn(64, 16)
     step = plan_of(gpu_step_setup(256, 16, 4, 0.0), x)
-    listed = nested._Piece("prefix", step.last, step.last, step.last + 1, 1, 100, False)
+    listed = nested_plan.Piece("prefix", step.last, step.last, step.last + 1, 1, 100, False)
     with pytest.raises(ValueError, match="GPU plan"):
         step_peak_bytes(step._replace(sparse_pieces=[listed], top=-1), 64, 256, 16)
 
