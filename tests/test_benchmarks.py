@@ -94,7 +94,7 @@ def test_gpu_check_smoke_mode_runs_end_to_end(tmp_path):
     assert summary["mode"] == "smoke"
     statuses = {name: part["status"] for name, part in summary["parts"].items()}
     assert statuses == dict.fromkeys(
-        ["environment", "calibrate", "train", "embed", "pytest", "audit", "eval"], "ok"
+        ["environment", "calibrate", "train", "embed", "audit", "pytest", "eval"], "ok"
     ), summary["parts"]
     train = summary["parts"]["train"]["figures"]
     assert train["cc3m_projection"]["train_sae_initial_density_seconds"] > 0
