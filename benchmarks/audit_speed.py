@@ -7,6 +7,7 @@ gives the audit something to find. Prints the total time and the stage breakdown
 
     PYTHONPATH=. python benchmarks/audit_speed.py            # full size
     PYTHONPATH=. python benchmarks/audit_speed.py --rows 20000 --latents 1536   # quick
+    PYTHONPATH=. python benchmarks/audit_speed.py --device cuda --json audit.json
 
 The **naive** comparison (``--naive-latents K``, default 16) audits latents the way a first
 script would: for each latent, zero it in every row's code, decode, add the SAE's residual
@@ -22,6 +23,7 @@ Timings on a shared machine are noisy; run it twice and report the faster.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -30,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from device_stats import device_name, mib, peak_memory_bytes, reset_peak_memory
 
 from audit.concepts import Concept, ConceptBank, save_bank
-from audit.device import tune_cpu_allocator
+from audit.device import resolve_device, tune_cpu_allocator
 from audit.fairness.classifiers import LinearHead, save_head
 from audit.report import audit_files
 from audit.sae import SAEConfig, build_sae, sae_fingerprint, save_sae
@@ -113,7 +116,7 @@ def make_world(
 
 
 def naive_delta_wga(
-    paths: dict, latents: list[int], chunk: int = 8192
+    paths: dict, latents: list[int], chunk: int = 8192, device: str = "cpu"
 ) -> tuple[list[float], float]:
     """ΔWGA of zero-ablating each of ``latents`` by decode-and-rerun; returns (values, seconds)."""
     from audit.fairness.classifiers import load_classifier
@@ -124,8 +127,8 @@ def naive_delta_wga(
     meta = store.metadata
     y = meta["Male"].to_numpy()
     a = meta["Blond_Hair"].to_numpy()
-    sae = load_sae(paths["sae"])
-    head = load_classifier(paths["head"], store.dim, "raw")
+    sae = load_sae(paths["sae"], device=device)
+    head = load_classifier(paths["head"], store.dim, "raw").to(sae.W_enc.device)
     cells = [(y == t) & (a == s) for t in (0, 1) for s in (0, 1)]
 
     def wga(pred: np.ndarray) -> float:
@@ -136,21 +139,21 @@ def naive_delta_wga(
     with torch.no_grad():
         base = np.concatenate(
             [
-                (head.margin(x_all[lo : lo + chunk]) > 0).long().numpy()
+                (head.margin(x_all[lo : lo + chunk].to(sae.W_enc.device)) > 0).long().cpu().numpy()
                 for lo in range(0, len(y), chunk)
             ]
         )
         before = wga(base)
         predicted: dict[int, list[np.ndarray]] = {j: [] for j in latents}
         for lo in range(0, len(y), chunk):  # encode and decode each chunk once, edit per latent
-            x = x_all[lo : lo + chunk]
+            x = x_all[lo : lo + chunk].to(sae.W_enc.device)
             z = sae.encode(x)
             residual = x - sae.decode(z)
             for j in latents:
                 edited = z.clone()
                 edited[:, j] = 0.0
                 x_edit = sae.decode(edited) + residual
-                predicted[j].append((head.margin(x_edit) > 0).long().numpy())
+                predicted[j].append((head.margin(x_edit) > 0).long().cpu().numpy())
         deltas = [wga(np.concatenate(predicted[j])) - before for j in latents]
     return deltas, time.perf_counter() - start
 
@@ -166,7 +169,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, default=None, help="folder to keep the data in")
     parser.add_argument("--naive-latents", type=int, default=16, help="0 skips the naive run")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (audit and naive run)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="audit-bench-"))
@@ -179,12 +185,14 @@ def main() -> None:
           f"(generated in {time.perf_counter() - start:.1f} s, {os.cpu_count()} CPUs visible, "
           f"{torch.get_num_threads()} torch threads)")  # fmt: skip
     load_before = os.getloadavg()[0]
+    reset_peak_memory(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     outcome = audit_files(
         paths["store"], sae=paths["sae"], bank=paths["bank"], classifier=paths["head"],
-        target="Male", spurious="Blond_Hair", out_dir=folder / "reports", device="cpu",
+        target="Male", spurious="Blond_Hair", out_dir=folder / "reports", device=str(device),
     )  # fmt: skip
     total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    peak = peak_memory_bytes(device)
     r = outcome.result
     print(f"audit: {total:.1f} s total  (verdict {r['verdict']}, WGA {r['worst_group_accuracy']:.3f}, "
           f"top concept {r['concepts'][0]['label']!r} ΔWGA {r['concepts'][0]['delta_wga']:+.3f}, "
@@ -198,18 +206,42 @@ def main() -> None:
         print(f"  {stage:<18} {seconds:6.2f} s")
     print(
         f"rows/s: {args.rows / total:,.0f} rows audited per second over all {args.latents} latents"
+        f" on {device} ({device_name(device)})"
+        + (f", peak memory {mib(peak):,.0f} MiB" if peak is not None else "")
     )
+    figures = {
+        "device": str(device),
+        "device_name": device_name(device),
+        "rows": args.rows,
+        "dim": args.dim,
+        "latents": args.latents,
+        "seconds": round(total, 2),
+        "rows_per_second": round(args.rows / total, 1),
+        "stages": {stage: round(sec, 3) for stage, sec in outcome.timings.items()},
+        "verdict": r["verdict"],
+        "peak_memory_mib": mib(peak),
+    }
     if args.naive_latents:
         top = r["concepts"][0]
         sample = [int(top["latent"]), *range(2, 1 + args.naive_latents)][: args.naive_latents]
-        deltas, seconds = naive_delta_wga(paths, sample)
+        deltas, seconds = naive_delta_wga(paths, sample, device=str(device))
         naive_total = seconds / len(sample) * args.latents
+        figures["naive"] = {
+            "latents_timed": len(sample),
+            "seconds": round(seconds, 2),
+            "extrapolated_seconds": round(naive_total, 1),
+            "speedup": round(naive_total / total, 1),
+            "delta_wga_naive": deltas[0],
+            "delta_wga_audit": top["delta_wga"],
+        }
         print(
             f"naive decode-and-rerun: {seconds:.1f} s for {len(sample)} latents → "
             f"{naive_total:,.0f} s extrapolated to {args.latents} (no bootstrap, no null); "
             f"ours {total:.1f} s: {naive_total / total:,.0f}× faster. ΔWGA of latent "
             f"{sample[0]}: naive {deltas[0]:+.6f}, audit {top['delta_wga']:+.6f}"
         )
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from device_stats import device_name, mib, peak_memory_bytes, reset_peak_memory
 
 from audit.data.planted import planted_embeddings
 from audit.device import resolve_device
@@ -90,6 +92,7 @@ def main() -> None:
         "--no-progressive", action="store_true", help="skip progressive recovery (k = 16 … n)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,9 +107,11 @@ def main() -> None:
         cfg = EvalConfig(
             device=args.device, chunk_rows=args.chunk_rows, progressive=not args.no_progressive
         )
+        reset_peak_memory(device)
         t0 = time.perf_counter()
         result = evaluate_sae(model, store, cfg)
         seconds = time.perf_counter() - t0
+        peak = peak_memory_bytes(device)
         timing = result["timing"]
         print(
             f"eval of {args.rows:,} x {args.dim} embeddings, n = {args.latents} "
@@ -128,6 +133,20 @@ def main() -> None:
             f"cosine {result['cosine']:.4f}  CKNNA {result['cknna']:.3f}  "
             f"DO {result['decoder_orthogonality']:.2e}"
         )
+        if peak is not None:
+            print(f"  peak memory           {mib(peak):8,.0f} MiB")
+        figures = {
+            "device": str(device),
+            "device_name": device_name(device),
+            "rows": args.rows,
+            "dim": args.dim,
+            "latents": args.latents,
+            "seconds": round(seconds, 2),
+            "rows_per_second": round(args.rows / seconds, 1),
+            "pass_seconds": round(timing["seconds_reconstruction_pass"], 2),
+            "cknna_seconds": round(timing["seconds_cknna"], 2),
+            "peak_memory_mib": mib(peak),
+        }
         if args.naive_rows:
             rows = min(args.naive_rows, args.rows)
             naive = naive_progressive_seconds(model, store, rows, device)
@@ -136,6 +155,9 @@ def main() -> None:
                 f"  naive per-level decode on {rows:,} rows: {naive:.1f} s "
                 f"(ours, pro rata: {ours:.1f} s)"
             )
+            figures["naive"] = {"rows": rows, "seconds": round(naive, 2), "ours_pro_rata": ours}
+        if args.json is not None:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The benchmark scripts run (tiny sizes) and report what RESULTS.md quotes."""
+"""The benchmark scripts run (tiny sizes) and report what docs/performance.md quotes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +31,8 @@ def test_train_throughput_benchmark_runs(tmp_path):
         "1",
         "--threads",
         "1",
+        "--regimes",
+        "init,trained,active=0.1",
     ]
     script = ROOT / "benchmarks" / "train_throughput.py"
     done = subprocess.run(
@@ -43,9 +46,17 @@ def test_train_throughput_benchmark_runs(tmp_path):
     assert "faster than naive" in done.stdout and "samples/s" in done.stdout
     figures = json.loads(out.read_text())
     assert figures["train_sae"]["steps"] == 4 and figures["train_sae"]["samples_per_second"] > 0
-    for regime in ("init", "trained"):
+    for regime in ("init", "trained", "active=0.1"):
         loops = figures["bare_loops"][regime]
-        assert loops["speedup_vs_naive"] > 0 and len(loops["naive_step_seconds"]) == 1
+        assert (
+            loops["fp32"]["speedup_vs_naive"] > 0 and len(loops["fp32"]["naive_step_seconds"]) == 1
+        )
+        assert loops["loss_abs_diff"] < 1e-5 and loops["grad_rel_diff"] < 1e-4  # ours = naive
+    # The bias leaves about a tenth of the 64 latents on (the init has about half).
+    assert (
+        figures["bare_loops"]["active=0.1"]["active_mean"]
+        < figures["bare_loops"]["init"]["active_mean"] / 2
+    )
 
 
 def test_embed_speed_benchmark_runs(tmp_path):
@@ -56,7 +67,7 @@ def test_embed_speed_benchmark_runs(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "embed_speed.py"), "--model", str(config),
          "--images", "12", "--size", "40", "--batch-size", "5", "--workers", "0",
-         "--json", str(out)],
+         "--model-batches", "2", "--json", str(out)],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -64,6 +75,7 @@ def test_embed_speed_benchmark_runs(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["ours"]["images_per_second"] > 0 and figures["naive"]["images_per_second"] > 0
     assert figures["max_abs_difference"] < 1e-4  # batched and one-at-a-time agree
+    assert figures["model_only_images_per_second"] > 0
 
 
 def test_recovery_benchmark_quick_mode(tmp_path):
@@ -102,3 +114,35 @@ def test_recovery_world_is_what_it_says():
     cos = world.atoms[world.frequent] @ world.atoms[world.frequent].T
     assert 0.2 < cos[~np.eye(8, dtype=bool)].mean() < 0.4  # correlated directions
     np.testing.assert_allclose(np.linalg.norm(world.train, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_mode_runs_end_to_end(tmp_path):
+    """The GPU check at toy sizes on whatever device there is: every part runs, one JSON and
+    one Markdown summary come out, the goals are listed."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke", "--out", str(out)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["mode"] == "smoke"
+    statuses = {name: part["status"] for name, part in summary["parts"].items()}
+    assert statuses == dict.fromkeys(
+        ["environment", "calibrate", "train", "embed", "audit", "pytest", "eval"], "ok"
+    ), summary["parts"]
+    train = summary["parts"]["train"]["figures"]
+    assert train["cc3m_projection"]["train_sae_initial_density_seconds"] > 0
+    assert set(train["bare_loops"]["init"]) >= {"fp32", "bf16", "loss_abs_diff"}
+    tests = summary["parts"]["pytest"]["figures"]
+    assert tests["tests"] > 0 and tests["failures"] == tests["errors"] == 0
+    assert [g["target"] for g in summary["goals"]] == [3.0, 8.0, 300.0, 2000.0]
+    markdown = (out / "gpu_check.md").read_text()
+    assert "## Goals" in markdown and "## Training" in markdown and "## pytest -m cuda" in markdown
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gpu_check.json", "gpu_check.log", "gpu_check.md", "pytest_cuda.xml"
+    ]  # fmt: skip

@@ -22,9 +22,12 @@ one batch per step, so collective operations stay in lock-step.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,6 +160,7 @@ class StreamingBatches:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         buffer_chunks: int = 4,
         shuffle: str = "buffer",
+        prefetch: int | None = None,
     ) -> None:
         _check_rank(rank, world_size)
         if shuffle not in SHUFFLE_MODES:
@@ -173,6 +177,9 @@ class StreamingBatches:
         self.buffer_chunks = max(1, buffer_chunks)
         self.shuffle = shuffle
         self.n_chunks = math.ceil(store.count / self.chunk_rows)
+        # Batches read ahead by a thread while the device trains (None: 2 on a GPU, 0 on a CPU,
+        # whose cores the step already uses).
+        self.prefetch = (2 if device.type == "cuda" else 0) if prefetch is None else prefetch
 
     @property
     def count(self) -> int:
@@ -189,8 +196,10 @@ class StreamingBatches:
 
     def batches(self, epoch: int, start_step: int = 0) -> Iterator[Tensor]:
         if self.shuffle == "global":
-            return self._global_batches(epoch, start_step)
-        return self._buffered_batches(epoch, start_step)
+            batches = self._global_batches(epoch, start_step)
+        else:
+            batches = self._buffered_batches(epoch, start_step)
+        return prefetched(batches, self.prefetch) if self.prefetch else batches
 
     # -- shuffle="global": the in-memory order, read row by row --------------------------------
     def _global_batches(self, epoch: int, start_step: int) -> Iterator[Tensor]:
@@ -271,10 +280,56 @@ class StreamingBatches:
                 step += 1
 
     def _to_device(self, local: np.ndarray) -> Tensor:
-        return torch.from_numpy(self.prep.apply(local)).to(self.device)
+        batch = torch.from_numpy(self.prep.apply(local))
+        if self.device.type == "cuda":
+            # From page-locked memory the copy runs asynchronously, behind the running step.
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.to(self.device)
 
 
 SHUFFLE_MODES = ("buffer", "global")
+
+
+def prefetched(items: Iterator[Tensor], depth: int) -> Iterator[Tensor]:
+    """``items`` in the same order, produced up to ``depth`` ahead by a background thread.
+
+    Errors in the producer are raised in the consumer. When the consumer stops early (or is
+    garbage-collected), the producer is told to stop and its thread ends.
+    """
+    ahead: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="msae-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = ahead.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def epoch_order(seed: int, epoch: int, count: int) -> Tensor:

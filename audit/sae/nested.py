@@ -42,13 +42,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-# A sparse (CSR) decode costs about this many times a dense one per non-zero entry on a
-# 2-core CPU (measured: 4096×4096×512 dense 57 ms; CSR with 1024 nnz/row 176 ms).
-SPARSE_COST_FACTOR = 10.0
-# A dense segment needs two masks, a dense prefix (a level's whole code) one comparison (none
-# for the last level, whose mask is ``pre > 0``): small extra costs, in units of dense decodes.
-DENSE_SEGMENT_EXTRA = 0.1
-PREFIX_MASK_EXTRA = 0.05
+from audit.sae.nested_plan import Piece, Plan, plan_nested_step
+
 # Rows per chunk are chosen so a [rows, n] matrix has about this many entries (32 MiB in fp32).
 CHUNK_ELEMENTS = 1 << 23
 
@@ -112,7 +107,7 @@ def nested_topk_loss(
     k_list: Sequence[int],
     level_weights: Sequence[float],
     loss_kind: str = "mse",
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
     return_pre: bool = True,
     center: Tensor | None = None,
 ) -> NestedLossOutput:
@@ -122,9 +117,11 @@ def nested_topk_loss(
     b_pre``. Gradients flow to ``W_enc, b_enc, W_dec, b_pre`` (and to ``pre`` from any extra
     loss built on the returned ``pre``). Rows are processed in chunks of about
     ``chunk_elements / n`` rows (every row's computation is independent, so the result is the
-    same; smaller working sets run faster on CPUs). With ``return_pre=False`` the output's
-    ``pre`` is ``None`` (no copy of the chunks' pre-activations into one matrix). ``center`` is
-    nmse's reference point (see :func:`level_sample_weights`).
+    same; smaller working sets run faster on CPUs). ``None``: :data:`CHUNK_ELEMENTS` on a CPU,
+    one chunk elsewhere (a GPU wants large kernels, and each chunk reads its plan from the
+    device). With ``return_pre=False`` the output's ``pre`` is ``None`` (no copy of the chunks'
+    pre-activations into one matrix). ``center`` is nmse's reference point (see
+    :func:`level_sample_weights`).
     """
     k_list = tuple(int(k) for k in k_list)
     if list(k_list) != sorted(set(k_list)) or not k_list or k_list[0] < 1:
@@ -133,7 +130,10 @@ def nested_topk_loss(
         raise ValueError("level_weights must have one weight per level")
     weights = tuple(float(w) / float(sum(level_weights)) for w in level_weights)
     sample_w = level_sample_weights(x_tilde, loss_kind, center)
-    rows = max(1, chunk_elements // max(1, W_enc.shape[1]))
+    if chunk_elements is None and x_tilde.device.type != "cpu":
+        rows = max(1, x_tilde.shape[0])
+    else:
+        rows = max(1, (chunk_elements or CHUNK_ELEMENTS) // max(1, W_enc.shape[1]))
     outputs = [
         _NestedTopKLoss.apply(x_chunk, W_enc, b_enc, W_dec, b_pre, k_list, weights, w_chunk)
         for x_chunk, w_chunk in zip(x_tilde.split(rows), sample_w.split(rows), strict=True)
@@ -154,98 +154,8 @@ def nested_topk_loss(
     )
 
 
-class _Piece(NamedTuple):
-    kind: str  # "prefix": the whole code of level `level`; "segment": segment `level` only
-    level: int
-    first: int  # the piece enters the reconstructions of levels first .. stop-1,
-    stop: int
-    sign: int  # with this sign
-    nnz: int
-    dense: bool
-
-
-class _Plan(NamedTuple):
-    anchors: tuple[int, ...]  # levels whose whole code is decoded (their "prefix" piece)
-    skips: tuple[int, ...]  # per anchor: the segment of the gap below it that is never decoded
-    pieces: list[_Piece]
-
-
-def _piece_cost(nnz: int, numel: int, dense_extra: float) -> tuple[float, bool]:
-    """Estimated decode cost (1 = a dense decode) and whether the piece is decoded densely."""
-    sparse = SPARSE_COST_FACTOR * nnz / max(1, numel)
-    return (sparse, False) if sparse < 1.0 else (1.0 + dense_extra, True)
-
-
-def _prefix_cost(
-    level: int, last: int, nnz: int, numel: int, strict: set[int]
-) -> tuple[float, bool]:
-    """Cost of decoding level ``level``'s whole code; only the last level's is ever listed
-    sparsely, the others are dense."""
-    extra = PREFIX_MASK_EXTRA if level in strict else 0.0
-    if level == last:
-        return _piece_cost(nnz, numel, extra)
-    return 1.0 + extra, True
-
-
-def _plan_pieces(
-    last: int, seg_nnz: list[int], level_nnz: list[int], numel: int, strict: set[int]
-) -> _Plan:
-    """Write levels ``0..last`` as signed sums of pieces, minimising the estimated decode cost.
-
-    Some levels are *anchors*: their whole code is decoded (dense, or sparse for the last one).
-    Between two anchors ``p < a`` one segment ``j`` is skipped: levels ``p+1 .. j-1`` are heads
-    (anchor ``p`` plus segments), levels ``j .. a-1`` tails (anchor ``a`` minus segments); above
-    the last anchor every level is a head. Dynamic programming over the anchor sets.
-    """
-    seg = [_piece_cost(c, numel, DENSE_SEGMENT_EXTRA) for c in seg_nnz]
-
-    def prefix(a: int) -> tuple[float, bool]:
-        return _prefix_cost(a, last, level_nnz[a], numel, strict)
-
-    def gap(p: int, a: int) -> tuple[float, int]:
-        costs = [seg[s][0] for s in range(p + 1, a + 1)]
-        worst = max(range(len(costs)), key=costs.__getitem__)
-        return sum(costs) - costs[worst], p + 1 + worst
-
-    inf = float("inf")
-    best = [0.0] + [inf] * (last + 1)  # best[a + 1]: levels 0..a with an anchor at a
-    back: list[tuple[int, int]] = [(-1, -1)] * (last + 2)
-    for a in range(last + 1):
-        for p in range(-1, a):
-            cost, skip = gap(p, a)
-            total = best[p + 1] + cost + prefix(a)[0]
-            if total < best[a + 1] - 1e-12:
-                best[a + 1], back[a + 1] = total, (p, skip)
-    final, anchor = inf, -1
-    for p in range(-1, last + 1):
-        total = best[p + 1] + sum(seg[s][0] for s in range(p + 1, last + 1))
-        if total < final - 1e-12:
-            final, anchor = total, p
-    anchors: list[int] = []
-    skips: list[int] = []
-    while anchor >= 0:
-        anchors.insert(0, anchor)
-        anchor, skip = back[anchor + 1]
-        skips.insert(0, skip)
-
-    pieces: list[_Piece] = []
-    prev = -1
-    stops = [*skips[1:], last + 1][: len(anchors)]  # anchor t feeds levels skips[t] .. stop-1
-    for a, j, stop in zip(anchors, skips, stops, strict=True):
-        pieces.append(_Piece("prefix", a, j, stop, 1, level_nnz[a], prefix(a)[1]))
-        for s in range(prev + 1, a + 1):
-            if s < j:
-                pieces.append(_Piece("segment", s, s, j, 1, seg_nnz[s], seg[s][1]))
-            elif s > j:
-                pieces.append(_Piece("segment", s, j, s, -1, seg_nnz[s], seg[s][1]))
-        prev = a
-    for s in range(prev + 1, last + 1):
-        pieces.append(_Piece("segment", s, s, last + 1, 1, seg_nnz[s], seg[s][1]))
-    return _Plan(tuple(anchors), tuple(skips), [p for p in pieces if p.nnz > 0])
-
-
 def _level_residuals(
-    plan: _Plan, contributions: dict[tuple[str, int], Tensor], base: Tensor, last: int
+    plan: Plan, contributions: dict[tuple[str, int], Tensor], base: Tensor, last: int
 ) -> list[Tensor]:
     """``x̂_i − x̃`` for levels ``0..last``, by running sums along the plan (``base = b − x̃``)."""
     residuals = [base] * (last + 1)
@@ -302,7 +212,7 @@ class _Ranks:
             return self.inside_prefix(0)
         return self.inside_prefix(s) - self.inside_prefix(s - 1)
 
-    def dense_code(self, piece: _Piece) -> tuple[Tensor, Tensor]:
+    def dense_code(self, piece: Piece) -> tuple[Tensor, Tensor]:
         """A piece's code as a dense ``[B, n]`` matrix, and its mask.
 
         Multiplying by the mask is branch-free; ``masked_fill``/``where`` mispredict on masks
@@ -371,41 +281,21 @@ class _NestedTopKLoss(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, x_tilde, W_enc, b_enc, W_dec, b_pre, k_list, weights, sample_w):  # type: ignore[override]
         ctx.set_materialize_grads(False)
-        batch, n = x_tilde.shape[0], W_enc.shape[1]
+        batch = x_tilde.shape[0]
         x_in = x_tilde - b_pre
         pre = torch.addmm(b_enc, x_in, W_enc)
         # Masks are 0/1 matrices of pre's dtype: a comparison writes them directly (faster than
         # bool), and products and row sums with them need no cast of the whole matrix.
         positive = torch.gt(pre, 0.0, out=torch.empty_like(pre))
-        active = positive.sum(1).long()
-        active_max = int(active.max()) if batch else 0
-        k_eff = tuple(min(k, n) for k in k_list)
-        h = len(k_eff)
-        # Levels from `last` on share one code: their k covers every row's active count.
-        last = next((i for i, k in enumerate(k_eff) if k >= active_max), h - 1)
-        strict = [i for i in range(last + 1) if k_eff[i] < active_max]
-        # Entries per level and per segment follow from the active counts alone (ties aside).
-        counts = [
-            int(torch.clamp(active, max=k_eff[i]).sum()) if i in strict else int(active.sum())
-            for i in range(last + 1)
-        ]
-        seg_nnz = [counts[0]] + [counts[i] - counts[i - 1] for i in range(1, last + 1)]
-        plan = _plan_pieces(last, seg_nnz, counts, pre.numel(), set(strict))
-        pieces = plan.pieces
-        sparse_pieces = [p for p in pieces if not p.dense]
-        # The first segments, when sparse, come straight from one sorted top-k.
-        sparse_segments = {p.level for p in sparse_pieces if p.kind == "segment"}
-        prefix_sparse = any(p.kind == "prefix" for p in sparse_pieces)
-        top = -1
-        while not prefix_sparse and top + 1 in sparse_segments and top + 1 in strict:
-            top += 1
-        # Those come first in the sparse blocks, in level order (stable sort).
-        sparse_pieces.sort(key=lambda p: not (p.kind == "segment" and p.level <= top))
-        ranks = _rank_segments(pre, k_eff, strict, last, top, positive)
+        step = plan_nested_step(pre, positive, k_list)
+        last, pieces, sparse_pieces = step.last, step.plan.pieces, step.sparse_pieces
+        ranks = _rank_segments(pre, step.k_eff, step.strict, last, step.top, positive)
         inside = ranks.inside_prefix(last)
 
         sparse = (
-            _SparseBlocks.build(sparse_pieces, ranks, last, top, k_eff) if sparse_pieces else None
+            _SparseBlocks.build(sparse_pieces, ranks, last, step.top, step.k_eff)
+            if sparse_pieces
+            else None
         )
         sparse_out = (sparse.csr @ W_dec).view(len(sparse_pieces), batch, -1) if sparse else None
         contributions: dict[tuple[str, int], Tensor] = {}
@@ -419,22 +309,24 @@ class _NestedTopKLoss(torch.autograd.Function):
                 contributions[piece.kind, piece.level] = sparse_out[sparse_pieces.index(piece)]
         del ranks  # its cached masks are not needed any more
 
-        residuals = _level_residuals(plan, contributions, b_pre - x_tilde, last)
+        residuals = _level_residuals(step.plan, contributions, b_pre - x_tilde, last)
         level_losses = torch.stack([(r.pow(2).sum(1) * sample_w).sum() for r in residuals])
-        w = torch.tensor(weights, dtype=pre.dtype, device=pre.device)
-        w_eff = torch.cat([w[:last], w[last:].sum().view(1)])
-        loss = (level_losses * w_eff).sum()
+        # Python-float weights: no host-to-device copy of a weight tensor every step.
+        w_eff = [*weights[:last], sum(weights[last:])]
+        loss = torch.stack([level_losses[i] * w for i, w in enumerate(w_eff)]).sum()
+        h = len(step.k_eff)
         all_levels = torch.cat([level_losses, level_losses[last].expand(h - last - 1)])
         x_hat = residuals[last] + x_tilde
         fired = inside.sum(0) > 0
-        active_last = active if last not in strict else inside.sum(1).long()
+        active_last = step.active if last not in step.strict else inside.sum(1).long()
 
-        ctx.save_for_backward(x_in, W_enc, W_dec, sample_w, w_eff, *residuals)
-        ctx.pieces, ctx.sparse, ctx.dense_saved, ctx.pre_shape = (
+        ctx.save_for_backward(x_in, W_enc, W_dec, sample_w, *residuals)
+        ctx.pieces, ctx.sparse, ctx.dense_saved, ctx.pre_shape, ctx.w_eff = (
             pieces,
             sparse,
             dense_saved,
             pre.shape,
+            w_eff,
         )
         ctx.mark_non_differentiable(all_levels, active_last, fired)
         return loss, all_levels, x_hat.detach(), pre, active_last, fired
@@ -442,8 +334,9 @@ class _NestedTopKLoss(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_loss, _g_levels, _g_xhat, grad_pre_ext, _g_active, _g_fired):  # type: ignore[override]
-        x_in, W_enc, W_dec, sample_w, w_eff, *residuals = ctx.saved_tensors
-        pieces: list[_Piece] = ctx.pieces
+        x_in, W_enc, W_dec, sample_w, *residuals = ctx.saved_tensors
+        pieces: list[Piece] = ctx.pieces
+        w_eff: list[float] = ctx.w_eff
         if grad_loss is None:
             grad_loss = torch.ones((), dtype=W_dec.dtype, device=W_dec.device)
         scale = (2.0 * grad_loss) * sample_w[:, None]
@@ -474,14 +367,17 @@ class _NestedTopKLoss(torch.autograd.Function):
         grad_W_dec = torch.zeros_like(W_dec)
         grad_pre = None if grad_pre_ext is None else grad_pre_ext.clone()
         dense_saved = iter(ctx.dense_saved)
+        through = None  # one [B, n] buffer for every piece's g·W_decᵀ after the first
         for piece, g in zip(pieces, piece_grad, strict=True):
             if piece.dense:
                 code, mask = next(dense_saved)
                 grad_W_dec.addmm_(code.T, g)
-                through = g @ W_dec.T
-                grad_pre = (
-                    through.mul_(mask) if grad_pre is None else grad_pre.addcmul_(through, mask)
-                )
+                if grad_pre is None:
+                    grad_pre = torch.mm(g, W_dec.T).mul_(mask)
+                else:
+                    through = torch.mm(g, W_dec.T, out=through)
+                    grad_pre.addcmul_(through, mask)
+        del through
         if grad_pre is None:
             grad_pre = W_dec.new_zeros(ctx.pre_shape)
         sparse: _SparseBlocks | None = ctx.sparse
@@ -507,6 +403,19 @@ _SAME_SIZE_INT = {
     torch.float16: torch.int16,
     torch.bfloat16: torch.int16,
 }
+
+
+def _count_values(values: Tensor, size: int) -> Tensor:
+    """How often each of ``0..size-1`` occurs in ``values`` (int64). ``bincount`` on a GPU
+    reads the largest value back to the host first; a scatter-add needs no such read."""
+    if values.device.type == "cpu":
+        return torch.bincount(values, minlength=size)
+    return _scatter_count(values, size)
+
+
+def _scatter_count(values: Tensor, size: int) -> Tensor:
+    counts = torch.zeros(size, dtype=torch.int64, device=values.device)
+    return counts.scatter_add_(0, values.long(), torch.ones_like(values, dtype=torch.int64))
 
 
 def _flat_nonzero(mask: Tensor) -> Tensor:
@@ -550,7 +459,7 @@ class _SparseBlocks:
     @classmethod
     def build(
         cls,
-        pieces: list[_Piece],
+        pieces: list[Piece],
         ranks: _Ranks,
         last: int,
         top: int,
@@ -579,7 +488,8 @@ class _SparseBlocks:
                 block_cols = ranks.top_indices[:, lo_rank : k_eff[p.level]]
                 values = ranks.top_values[:, lo_rank : k_eff[p.level]]
                 width = block_cols.shape[1]
-                rows = batch_rows.repeat_interleave(width)
+                # Row b repeated `width` times (an expand: repeat_interleave may read sizes back).
+                rows = batch_rows[:, None].expand(batch, width).reshape(-1)
                 counts = torch.full((batch,), width, dtype=torch.int64, device=device)
                 # Rows with few active latents have entries <= 0 in their top-k: ReLU zeroes them.
                 keep = torch.gt(values, 0.0, out=torch.empty_like(values))
@@ -630,7 +540,7 @@ class _SparseBlocks:
         key_dtype = torch.int16 if self.n <= torch.iinfo(torch.int16).max else torch.int32
         order = torch.argsort(self.cols.to(key_dtype), stable=True)
         crow = torch.zeros(self.n + 1, dtype=torch.int64, device=self.cols.device)
-        torch.cumsum(torch.bincount(self.cols, minlength=self.n), 0, out=crow[1:])
+        torch.cumsum(_count_values(self.cols, self.n), 0, out=crow[1:])
         return torch.sparse_csr_tensor(
             crow,
             self.block_rows.index_select(0, order),

@@ -194,7 +194,9 @@ def train_sae(
 ) -> TrainResult:
     """Train an SAE on ``store`` and write it to ``out_dir`` (SPEC checkpoint format).
 
-    ``on_step`` receives the state and the step's metrics (for progress bars). ``stop_after``
+    ``on_step`` receives the state and the metrics of the latest logged step (for progress
+    bars; they are computed every ``log_every`` steps and on the first, so that a GPU never
+    waits for the host in between). ``stop_after``
     ends the run after that many steps *without* finishing it (used to simulate interruption).
     Inside a ``torch.distributed`` process group every rank calls this with the same arguments
     (see the module docstring); ``cuda`` then means ``cuda:LOCAL_RANK``.
@@ -302,6 +304,7 @@ def train_sae(
                 fingerprint,
             )
 
+    metrics: dict[str, float] = {}
     while state.step < total_steps:
         for x in source.batches(state.epoch, state.step_in_epoch):
             if state.step >= total_steps:
@@ -315,13 +318,14 @@ def train_sae(
             local_rows = x.shape[0]
             if ddp is not None and local_rows == 0:
                 x = torch.ones((1, store.dim), device=device)  # placeholder, weight 0 below
+            # Last step's gradients go before the forward pass, not after: less peak memory.
+            optimizer.zero_grad(set_to_none=True)
             with autocast(device):
                 out_step = model.training_loss(x, dead) if ddp is None else ddp(x, dead)
             loss = out_step.loss
             if ddp is not None:
                 # DDP averages gradients over ranks: weigh each local mean by its share of rows.
                 loss = loss * (dist_ctx.world_size * local_rows / batch_rows)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.decoder_renorm == "before_clip":
                 model.rescale_decoder_rows()
@@ -337,16 +341,18 @@ def train_sae(
             model.after_step(out_step)
             with torch.no_grad():
                 dead_counter += batch_rows
-                dead_counter[fired] = 0
+                dead_counter.masked_fill_(fired, 0)  # indexing by a mask would read its size
             state.step += 1
             state.step_in_epoch += 1
             state.samples += batch_rows
             steps_this_run += 1
-            if ddp is None:
-                metrics = _step_metrics(x, out_step, dead_counter, window)
-            else:
+            log_now = state.step % max(1, cfg.log_every) == 0 or state.step == total_steps
+            if ddp is not None:
                 metrics = {**reduced, "dead": int((dead_counter >= window).sum())}
-            if state.step % max(1, cfg.log_every) == 0 or state.step == total_steps:
+            elif log_now or steps_this_run == 1:
+                # Reading metrics waits for the device: only on logged steps (and the first).
+                metrics = _step_metrics(x, out_step, dead_counter, window)
+            if log_now:
                 state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
             if on_step is not None:
                 on_step(state, metrics)

@@ -48,7 +48,7 @@ def world_search(tmp_path_factory):
     from audit.store import open_store
 
     # One thread: on a small shared CPU, two OpenMP threads per process stall unpredictably
-    # (benchmarks/RESULTS.md); this module's work is small enough for one.
+    # (docs/performance.md); this module's work is small enough for one.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("search_world")

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import audit.sae.nested as nested
+import audit.sae.nested_plan as nested_plan
 from audit.sae.matryoshka import matryoshka_k_list
 from audit.sae.nested import naive_nested_loss, nested_topk_loss
 
@@ -22,7 +23,7 @@ def _problem(batch: int, n: int, d: int, shift: float, seed: int = 0, dtype=torc
     return x, [w_enc, b_enc, w_dec, b_pre]
 
 
-def _compare(x, params, k_list, weights, loss_kind="mse", chunk_elements=nested.CHUNK_ELEMENTS):
+def _compare(x, params, k_list, weights, loss_kind="mse", chunk_elements=None):
     fast_params = [p.clone().requires_grad_(True) for p in params]
     naive_params = [p.clone().requires_grad_(True) for p in params]
     out = nested_topk_loss(
@@ -45,7 +46,7 @@ def _compare(x, params, k_list, weights, loss_kind="mse", chunk_elements=nested.
 @pytest.mark.parametrize("shift", [0.0, 0.4, 1.5])
 @pytest.mark.parametrize("cost_factor", [0.0, 3.0, 1e9])  # all sparse, mixed, all dense
 def test_fast_equals_naive(weighting, loss_kind, shift, cost_factor, monkeypatch):
-    monkeypatch.setattr(nested, "SPARSE_COST_FACTOR", cost_factor)
+    monkeypatch.setattr(nested_plan, "SPARSE_COST_FACTOR", cost_factor)
     ks = matryoshka_k_list(256, 8)
     weights = [float(len(ks) - i) for i in range(len(ks))] if weighting == "rw" else [1.0] * len(ks)
     x, params = _problem(48, 256, 24, shift)
@@ -109,14 +110,14 @@ def test_extra_gradient_through_pre_is_added():
     cost=st.sampled_from([0.0, 3.0, 10.0, 1e9]),
 )
 def test_property_fast_equals_naive(batch, n, d, k_min, shift, seed, cost):
-    old = nested.SPARSE_COST_FACTOR
-    nested.SPARSE_COST_FACTOR = cost
+    old = nested_plan.SPARSE_COST_FACTOR
+    nested_plan.SPARSE_COST_FACTOR = cost
     try:
         ks = matryoshka_k_list(n, min(k_min, n))
         x, params = _problem(batch, n, d, shift, seed)
         _compare(x, params, ks, [float(i + 1) for i in range(len(ks))])
     finally:
-        nested.SPARSE_COST_FACTOR = old
+        nested_plan.SPARSE_COST_FACTOR = old
 
 
 def test_rejects_bad_k_lists():
@@ -129,15 +130,15 @@ def test_rejects_bad_k_lists():
 
 def _piece_cost(piece, last, numel, strict):
     if piece.kind == "prefix":
-        return nested._prefix_cost(piece.level, last, piece.nnz, numel, strict)[0]
-    return nested._piece_cost(piece.nnz, numel, nested.DENSE_SEGMENT_EXTRA)[0]
+        return nested_plan._prefix_cost(piece.level, last, piece.nnz, numel, strict)[0]
+    return nested_plan._piece_cost(piece.nnz, numel, nested_plan.DENSE_SEGMENT_EXTRA)[0]
 
 
 def _brute_force_cost(last, seg_nnz, level_nnz, numel, strict):
     """Every anchor set, each gap skipping its costliest segment."""
     import itertools
 
-    seg = [nested._piece_cost(c, numel, nested.DENSE_SEGMENT_EXTRA)[0] for c in seg_nnz]
+    seg = [nested_plan._piece_cost(c, numel, nested_plan.DENSE_SEGMENT_EXTRA)[0] for c in seg_nnz]
     best = float("inf")
     for r in range(last + 2):
         for anchors in itertools.combinations(range(last + 1), r):
@@ -145,7 +146,7 @@ def _brute_force_cost(last, seg_nnz, level_nnz, numel, strict):
             for a in anchors:
                 gap = seg[prev + 1 : a + 1]
                 total += sum(gap) - max(gap)
-                total += nested._prefix_cost(a, last, level_nnz[a], numel, strict)[0]
+                total += nested_plan._prefix_cost(a, last, level_nnz[a], numel, strict)[0]
                 prev = a
             best = min(best, total + sum(seg[prev + 1 :]))
     return best
@@ -158,14 +159,14 @@ def _brute_force_cost(last, seg_nnz, level_nnz, numel, strict):
     cost=st.sampled_from([0.0, 3.0, 10.0, 1e9]),
 )
 def test_plan_writes_every_level_and_is_the_cheapest(data, last, cost):
-    old = nested.SPARSE_COST_FACTOR
-    nested.SPARSE_COST_FACTOR = cost
+    old = nested_plan.SPARSE_COST_FACTOR
+    nested_plan.SPARSE_COST_FACTOR = cost
     try:
         numel = 1000
         seg_nnz = data.draw(st.lists(st.integers(0, 300), min_size=last + 1, max_size=last + 1))
         level_nnz = [sum(seg_nnz[: i + 1]) for i in range(last + 1)]
         strict = set(range(last)) | ({last} if data.draw(st.booleans()) else set())
-        plan = nested._plan_pieces(last, seg_nnz, level_nnz, numel, strict)
+        plan = nested_plan._plan_pieces(last, seg_nnz, level_nnz, numel, strict)
         # Each level's code is the signed sum of its pieces, segment by segment.
         for level in range(last + 1):
             total = [0] * (last + 1)
@@ -183,7 +184,7 @@ def test_plan_writes_every_level_and_is_the_cheapest(data, last, cost):
             _brute_force_cost(last, seg_nnz, level_nnz, numel, strict), abs=1e-9
         )
     finally:
-        nested.SPARSE_COST_FACTOR = old
+        nested_plan.SPARSE_COST_FACTOR = old
 
 
 def test_plan_at_initialisation_decodes_whole_codes_densely():
@@ -192,8 +193,50 @@ def test_plan_at_initialisation_decodes_whole_codes_densely():
     n, batch = 4096, 2048
     counts = [k * batch for k in (64, 128, 256, 512, 1024)] + [2040 * batch, 2050 * batch]
     seg_nnz = [counts[0]] + [counts[i] - counts[i - 1] for i in range(1, 7)]
-    plan = nested._plan_pieces(6, seg_nnz, counts, batch * n, set(range(6)))
+    plan = nested_plan._plan_pieces(6, seg_nnz, counts, batch * n, set(range(6)))
     dense = {(p.kind, p.level) for p in plan.pieces if p.dense}
     sparse = {(p.kind, p.level) for p in plan.pieces if not p.dense}
     assert dense == {("prefix", 4), ("prefix", 6)}
     assert sparse == {("segment", s) for s in (0, 1, 2, 3, 6)}
+
+
+@pytest.mark.parametrize("factor", [300.0, 3.0, 0.0, 1e9])
+@pytest.mark.parametrize("shift", [0.0, 0.4, 1.5])
+def test_gpu_plan_equals_naive_on_cpu(factor, shift, monkeypatch):
+    """The plan a GPU gets (sparse pieces only from the sorted top-k, never listed with
+    ``nonzero``), run on the CPU: loss and gradients still equal the naive computation."""
+    monkeypatch.setattr(nested_plan, "plan_costs", lambda device: (factor, False))
+    ks = matryoshka_k_list(256, 8)
+    x, params = _problem(48, 256, 24, shift)
+    _compare(x, params, ks, [float(len(ks) - i) for i in range(len(ks))])
+    pre = (x - params[3]) @ params[0] + params[1]
+    step = nested_plan.plan_nested_step(pre, (pre > 0).to(pre.dtype), ks)
+    assert all(p.kind == "segment" and p.level in step.strict for p in step.sparse_pieces)
+    assert all(p.level <= step.top for p in step.sparse_pieces)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 24),
+    n=st.sampled_from([16, 40, 96]),
+    k_min=st.sampled_from([1, 2, 3, 8]),
+    shift=st.floats(-0.5, 2.0),
+    seed=st.integers(0, 10_000),
+    factor=st.sampled_from([0.0, 3.0, 10.0, 300.0]),
+)
+def test_property_gpu_plan_equals_naive(batch, n, k_min, shift, seed, factor):
+    old = nested_plan.plan_costs
+    nested_plan.plan_costs = lambda device: (factor, False)
+    try:
+        ks = matryoshka_k_list(n, min(k_min, n))
+        x, params = _problem(batch, n, 6, shift, seed)
+        _compare(x, params, ks, [float(i + 1) for i in range(len(ks))])
+    finally:
+        nested_plan.plan_costs = old
+
+
+def test_count_values_matches_bincount():
+    values = torch.tensor([3, 0, 3, 5, 5, 5], dtype=torch.int16)
+    expected = torch.tensor([1, 0, 0, 2, 0, 3, 0])
+    assert torch.equal(nested._count_values(values, 7), expected)
+    assert torch.equal(nested._scatter_count(values, 7), expected)  # the GPU's way

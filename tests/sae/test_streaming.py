@@ -197,3 +197,48 @@ def test_streaming_memory_is_bounded_by_the_buffer_not_the_store(tmp_path, rng):
     peak = _peak_numpy_bytes(lambda: result.append(train_sae(store, sae, cfg, tmp_path / "sae")))
     assert result[0].summary["data_source"] == "streamed (shuffle buffer of 2000 rows)"
     assert peak <= bound + INTERPRETER_ALLOWANCE < store_bytes / 4, (peak, bound)
+
+
+@pytest.mark.parametrize("shuffle", ["buffer", "global"])
+def test_prefetched_batches_are_the_same_batches(odd_store, shuffle):
+    prep = fit_preprocessing(odd_store)
+    plain = _stream(odd_store, prep, shuffle=shuffle)
+    ahead = _stream(odd_store, prep, shuffle=shuffle)
+    ahead.prefetch = 2
+    assert plain.prefetch == 0  # on a CPU the step's cores are not shared with a reader thread
+    for epoch, start in ((0, 0), (1, 5)):
+        expected = list(plain.batches(epoch, start))
+        got = list(ahead.batches(epoch, start))
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_prefetch_hands_errors_over_and_stops_when_the_consumer_does():
+    import threading
+
+    from audit.sae.data import prefetched
+
+    def failing():
+        yield torch.zeros(1)
+        raise ValueError("disk gone")
+
+    items = prefetched(failing(), 2)
+    assert torch.equal(next(items), torch.zeros(1))
+    with pytest.raises(ValueError, match="disk gone"):
+        next(items)
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield torch.tensor(i)
+            i += 1
+
+    items = prefetched(endless(), 2)
+    assert [int(next(items)) for _ in range(3)] == [0, 1, 2]
+    items.close()  # what a `break` in the training loop leads to
+    assert not any(t.name == "msae-prefetch" for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 1  # read ahead by at most the depth (plus one in hand)
