@@ -72,9 +72,9 @@ class ImageModel:
             raise
         except Exception as exc:  # the model's own code failed; say where, not how
             raise InputError(
-                f"{self.source}: the model raised {type(exc).__name__} on a batch of shape "
-                f"{list(images.shape)} ({first_line(exc, 160)}); it must take float32 "
-                "[B, 3, H, W] images in [0, 1] (set --image-size to the size it expects)"
+                f"{self.source}: the model failed on a batch of shape {list(images.shape)} "
+                f"({_model_error(exc)}); it must take float32 [B, 3, H, W] images in [0, 1] "
+                "(set --image-size to the size it expects)"
             ) from exc
         if isinstance(out, (tuple, list)) and len(out) == 1:
             out = out[0]
@@ -100,6 +100,20 @@ class ImageModel:
             "fixed_batch": self.fixed_batch,
             "fixed_size": list(self.fixed_size) if self.fixed_size else None,
         }
+
+
+def _model_error(exc: BaseException) -> str:
+    """``Type: message`` of an error raised inside the model. TorchScript wraps it in a
+    multi-line report whose last line names the original error."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if lines and "TorchScript interpreter" in lines[0]:
+        return lines[-1].removeprefix("builtins.")[:200]
+    return f"{type(exc).__name__}: {first_line(exc, 160)}"
+
+
+def _sentence(exc: BaseException) -> str:
+    """The first sentence of a loader's message (torch's run on for several)."""
+    return first_line(exc).split(". ")[0].rstrip(".")
 
 
 def load_image_model(path: str | os.PathLike[str]) -> ImageModel:
@@ -129,7 +143,7 @@ def _load_torchscript(p: Path) -> ImageModel:
             module = torch.jit.load(str(p), map_location="cpu")
     except Exception as exc:  # RuntimeError, ValueError, OSError, zip errors …
         hint = " (a torch.export program? name it .pt2)" if _is_pt2_archive(p) else ""
-        raise InputError(f"{p}: not a TorchScript module{hint} ({first_line(exc)})") from exc
+        raise InputError(f"{p}: not a TorchScript module{hint} ({_sentence(exc)})") from exc
     module.eval()
     return ImageModel(module, "torchscript", str(p), file_sha256(p))
 
@@ -140,7 +154,7 @@ def _load_exported(p: Path) -> ImageModel:
             program = torch.export.load(str(p))
         module = program.module()
     except Exception as exc:  # RuntimeError, BadZipFile, KeyError from a damaged archive …
-        raise InputError(f"{p}: not a torch.export program ({first_line(exc)})") from exc
+        raise InputError(f"{p}: not a torch.export program ({_sentence(exc)})") from exc
     batch, size = _static_input_shape(program, p)
     return ImageModel(module, "torch.export", str(p), file_sha256(p), batch, size)
 

@@ -106,7 +106,7 @@ def interpret_scores(scores: np.ndarray, where: str) -> tuple[np.ndarray, np.nda
         raise InputError(
             f"{where}: the scores are neither probabilities nor logits: {outside} of {s.size} lie "
             f"outside [0, 1] (so they are not probabilities) and all are {sign} (so as logits "
-            "every row would get the same decision); write the positive class's probability or "
+            "every row would get the same decision); give the positive class's probability or "
             "its logit (percentages? divide by 100; log-probabilities? exponentiate)"
         )
     return (s > 0.0).astype(np.int8), s, "logit"
