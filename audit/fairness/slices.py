@@ -1,9 +1,16 @@
 """Concept-sliced errors of the user's own model: where does it err, in named concepts?
 
-For each named concept of the bank (its validated latents grouped by name; the concept is
-**active** on a row when any of them has activation > 0) and each target class, the model's
-accuracy on the rows of that class where the concept is active is compared with the rows where
-it is not. This describes the real model's errors without a surrogate — and is an
+For each named concept of the bank (its validated latents grouped by name) and each target
+class, the model's accuracy on the rows of that class where the concept is active is compared
+with the rows where it is not.
+
+**Active.** A concept is active on a row when one of its latents is among the row's ``k``
+strongest latents with activation > 0, ``k`` the SAE's sparsest level (a Matryoshka SAE's
+smallest ``k``: the code it was trained to reconstruct each embedding from). For TopK,
+BatchTopK and ReLU SAEs the inference code is used as it is. Why not simply "> 0": a Matryoshka
+SAE's ReLU inference code is dense — about 200 of 512 latents fire on a demo-world image — so
+"any latent named red > 0" holds on 97 % of rows, red or not; among the 16 strongest, a latent
+named red fires on every red object and on few others. This describes the real model's errors without a surrogate — and is an
 **association**, not a cause: a concept can mark the slices where the model errs because it
 co-occurs with what the model really uses.
 
@@ -15,6 +22,14 @@ Fisher's exact test of equal accuracy (the 2 × 2 table correct/wrong × active/
 two-sided), and BH q-values are taken over every tested (concept, class) pair. A slice is
 **flagged** when ``q ≤ max_q`` and ``|difference| ≥ min_gap``. Pairs where either side has
 fewer than ``min_rows`` rows are listed but not tested.
+
+**Ranking.** Many concepts mark errors: when a model decides by "red", every other colour marks
+the circles it gets wrong. What singles out the concept the model leans on is that its presence
+moves decisions *toward one class in both classes* — raising accuracy in one and lowering it in
+the other. A concept's **shift** is ``(difference₁ − difference₀) / 2``: the mean, over the two
+target classes, of how much more often the model decides "positive" where the concept is
+active (both slices tested; bootstrap CI from the same replicates). Concepts with a flagged
+slice come first, by ``|shift|``.
 """
 
 from __future__ import annotations
@@ -36,6 +51,7 @@ class ConceptActivity:
     names: list[str]
     latents: list[tuple[int, ...]]
     active: np.ndarray  # [n_rows, n_concepts] bool
+    topk: int | None  # the strongest-latents cut used (None: the inference code as it is)
 
 
 @dataclass(frozen=True)
@@ -50,8 +66,8 @@ class SliceSettings:
 
 @dataclass(frozen=True)
 class ConceptSlice:
-    concept: str
-    latents: tuple[int, ...]
+    """One target class of one concept: the model's accuracy where it is active vs not."""
+
     target_class: int  # 0/1
     target_value: str  # as users see it
     n_active: int
@@ -64,10 +80,25 @@ class ConceptSlice:
     q: float | None
     flagged: bool
 
+
+@dataclass(frozen=True)
+class ConceptErrors:
+    """A named concept's two slices (class 1, class 0) and its shift toward the positive class."""
+
+    concept: str
+    latents: tuple[int, ...]
+    slices: tuple[ConceptSlice, ConceptSlice]
+    shift: float | None  # (difference₁ − difference₀) / 2
+    shift_ci: tuple[float, float] | None
+
+    @property
+    def flagged(self) -> bool:
+        return any(s.flagged for s in self.slices)
+
     def to_dict(self) -> dict[str, Any]:
         item = asdict(self)
         item["latents"] = list(self.latents)
-        item["ci"] = list(self.ci) if self.ci is not None else None
+        item["flagged"] = self.flagged
         return item
 
 
@@ -83,17 +114,26 @@ def named_concepts(bank: Any) -> tuple[list[str], list[tuple[int, ...]]]:
     return [shown[k] for k in keys], [tuple(sorted(groups[k])) for k in keys]
 
 
+def sparsest_k(sae: Any) -> int | None:
+    """A Matryoshka SAE's smallest ``k`` (None for other architectures: their inference code
+    is already sparse, or has no ``k``)."""
+    k_list = getattr(getattr(sae, "cfg", None), "k_list", None)
+    return int(min(k_list)) if k_list else None
+
+
 def concept_activity(
-    sae: torch.nn.Module,
+    sae: Any,
     x: np.ndarray,
     bank: Any,
     *,
+    topk: int | str | None = "auto",
     chunk_rows: int = 4096,
     device: str | torch.device = "cpu",
 ) -> ConceptActivity:
     """Encode ``x`` (raw embeddings ``[n, d]``) chunk by chunk and keep, per row, which named
-    concepts are active; memory holds one chunk of codes."""
+    concepts are active (``topk="auto"``: :func:`sparsest_k`); memory holds one chunk of codes."""
     names, latents = named_concepts(bank)
+    k = sparsest_k(sae) if topk == "auto" else topk
     columns = torch.tensor([j for group in latents for j in group], dtype=torch.long)
     owner = torch.tensor([c for c, group in enumerate(latents) for _ in group], dtype=torch.long)
     active = np.zeros((len(x), len(names)), dtype=bool)
@@ -101,11 +141,12 @@ def concept_activity(
     with torch.inference_mode():
         for start in range(0, len(x), chunk_rows):
             chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + chunk_rows]))
-            codes = sae.encode(chunk.to(device, torch.float32))[:, columns.to(device)] > 0
-            hits = torch.zeros(codes.shape[0], len(names), device=device)
-            hits.index_add_(1, owner.to(device), codes.to(hits.dtype))
+            code = sae.encode(chunk.to(device, torch.float32), topk=k)
+            fired = code[:, columns.to(device)] > 0
+            hits = torch.zeros(code.shape[0], len(names), device=device)
+            hits.index_add_(1, owner.to(device), fired.to(hits.dtype))
             active[start : start + chunk_rows] = (hits > 0).cpu().numpy()
-    return ConceptActivity(names, latents, active)
+    return ConceptActivity(names, latents, active, k)
 
 
 def sliced_errors(
@@ -114,44 +155,47 @@ def sliced_errors(
     decisions: np.ndarray,
     target_values: Sequence[str] = ("0", "1"),
     settings: SliceSettings | None = None,
-) -> list[ConceptSlice]:
-    """Every (concept, target class) slice, flagged first, then by |difference|."""
+) -> list[ConceptErrors]:
+    """Every concept's slices, concepts with a flagged slice first, then by ``|shift|``."""
     s = settings or SliceSettings()
     y = np.asarray(y).astype(np.int8)
     correct = np.asarray(decisions).astype(np.int8) == y
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, 0x511CE]))
-    raw = []
-    for c, name in enumerate(activity.names):
+    raw = []  # (concept index, class, stats, bootstrap replicates)
+    for c in range(len(activity.names)):
         for cls in (1, 0):
-            in_class = y == cls
-            on = in_class & activity.active[:, c]
-            off = in_class & ~activity.active[:, c]
-            raw.append(
-                (name, activity.latents[c], cls, _compare(correct[on], correct[off], s, rng))
-            )
-    tested = [i for i, item in enumerate(raw) if item[3]["p"] is not None]
+            on = (y == cls) & activity.active[:, c]
+            off = (y == cls) & ~activity.active[:, c]
+            raw.append((c, cls, *_compare(correct[on], correct[off], s, rng)))
+    tested = [i for i, item in enumerate(raw) if item[2]["p"] is not None]
     q = np.full(len(raw), np.nan)
-    q[tested] = bh_qvalues([raw[i][3]["p"] for i in tested])
-    slices = []
-    for i, (name, latents, cls, stats) in enumerate(raw):
-        qi = None if np.isnan(q[i]) else float(q[i])
-        flagged = qi is not None and qi <= s.max_q and abs(stats["difference"]) >= s.min_gap
-        slices.append(
-            ConceptSlice(
-                name, latents, cls, str(target_values[cls]), q=qi, flagged=flagged, **stats
-            )
-        )
-    return sorted(slices, key=_rank_key)
+    q[tested] = bh_qvalues([raw[i][2]["p"] for i in tested])
+    out = []
+    for c, name in enumerate(activity.names):
+        pair = []
+        for i in (2 * c, 2 * c + 1):
+            _, cls, stats, _ = raw[i]
+            qi = None if np.isnan(q[i]) else float(q[i])
+            flagged = qi is not None and qi <= s.max_q and abs(stats["difference"]) >= s.min_gap
+            pair.append(ConceptSlice(cls, str(target_values[cls]), q=qi, flagged=flagged, **stats))
+        one, zero = pair
+        draws_one, draws_zero = raw[2 * c][3], raw[2 * c + 1][3]
+        both = draws_one is not None and draws_zero is not None
+        shift = (one.difference - zero.difference) / 2 if both else None
+        shift_ci = percentile_interval((draws_one - draws_zero) / 2, s.level) if both else None
+        out.append(ConceptErrors(name, activity.latents[c], (one, zero), shift, shift_ci))
+    return sorted(out, key=_rank_key)
 
 
-def _rank_key(item: ConceptSlice) -> tuple[bool, bool, float]:
-    return (not item.flagged, item.p is None, -abs(item.difference or 0.0))
+def _rank_key(item: ConceptErrors) -> tuple[bool, bool, float]:
+    return (not item.flagged, item.shift is None, -abs(item.shift or 0.0))
 
 
 def _compare(
     on: np.ndarray, off: np.ndarray, s: SliceSettings, rng: np.random.Generator
-) -> dict[str, Any]:
-    """Accuracy on the active vs inactive rows of one class, with bootstrap CI and p-value."""
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Accuracy on the active vs inactive rows of one class, with bootstrap CI and p-value;
+    also the bootstrap replicates of the difference (None when not tested)."""
     n_on, n_off = int(on.size), int(off.size)
     acc_on = float(on.mean()) if n_on else None
     acc_off = float(off.mean()) if n_off else None
@@ -165,7 +209,7 @@ def _compare(
         "p": None,
     }
     if min(n_on, n_off) < s.min_rows:
-        return stats
+        return stats, None
     from scipy.stats import fisher_exact
 
     k_on, k_off = int(on.sum()), int(off.sum())
@@ -176,4 +220,4 @@ def _compare(
     stats["ci"] = percentile_interval(draws, s.level)
     table = [[k_on, n_on - k_on], [k_off, n_off - k_off]]
     stats["p"] = float(fisher_exact(table, alternative="two-sided").pvalue)
-    return stats
+    return stats, draws
