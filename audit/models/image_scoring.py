@@ -80,7 +80,10 @@ def _celeba_paths(metadata: pd.DataFrame, root: str | os.PathLike[str]) -> list[
 class ToModelInput:
     """PIL image → float32 ``[3, H, W]`` in [0, 1], resized to cover ``size`` and centre-cropped.
 
-    A top-level class so DataLoader workers can pickle it.
+    A square size is torchvision's evaluation transform exactly (``Resize(size)``, which scales
+    the shorter side, then ``CenterCrop(size)`` and ``ToTensor()``), so a model's predictions
+    written with that transform match these. A top-level class so DataLoader workers can
+    pickle it.
     """
 
     def __init__(self, size: ImageSize | None = None) -> None:
@@ -91,12 +94,15 @@ class ToModelInput:
 
         if self.size is not None and (image.height, image.width) != self.size:
             height, width = self.size
-            scale = max(height / image.height, width / image.width)
-            cover = [
-                max(height, round(image.height * scale)),
-                max(width, round(image.width * scale)),
-            ]
-            image = tf.center_crop(tf.resize(image, cover, antialias=True), [height, width])
+            if height == width:
+                cover = [height]  # the shorter side, as torchvision's Resize(int)
+            else:
+                scale = max(height / image.height, width / image.width)
+                cover = [
+                    max(height, round(image.height * scale)),
+                    max(width, round(image.width * scale)),
+                ]
+            image = tf.center_crop(tf.resize(image, cover), [height, width])
         return tf.pil_to_tensor(image).to(torch.float32).div_(255.0)
 
 
@@ -128,12 +134,14 @@ def score_images(
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     progress: ProgressCallback | None = None,
+    allow_constant: bool = False,
 ) -> ModelDecisions:
     """Run ``model`` on the images of store ``rows`` (default: every row; ``paths`` has one
     path per store row) and read its scores into decisions (see :mod:`audit.models.outputs`).
 
     A missing or unreadable image, a model that raises, returns the wrong shape or NaN/inf,
-    and decisions that are all the same are each an :class:`InputError`.
+    and (unless ``allow_constant``) decisions that are all the same are each an
+    :class:`InputError`.
     """
     wanted = np.arange(len(paths)) if rows is None else np.asarray(rows, dtype=np.int64)
     size = _image_size(model, image_size)
@@ -163,7 +171,7 @@ def score_images(
         done += len(good_rows)
         if progress is not None:
             progress(done, wanted.size)
-    return _decisions(wanted, outputs, model.source)
+    return _decisions(wanted, outputs, model.source, allow_constant)
 
 
 def _image_size(model: ImageModel, image_size: ImageSize | None) -> ImageSize | None:
@@ -200,7 +208,9 @@ def _check_finite(scores: np.ndarray, rows: list[int], paths: Sequence[str], sou
         )
 
 
-def _decisions(rows: np.ndarray, outputs: list[np.ndarray], source: str) -> ModelDecisions:
+def _decisions(
+    rows: np.ndarray, outputs: list[np.ndarray], source: str, allow_constant: bool
+) -> ModelDecisions:
     if not outputs:
         raise InputError(f"{source}: no images to score")
     widths = {o.ndim for o in outputs}
@@ -211,5 +221,6 @@ def _decisions(rows: np.ndarray, outputs: list[np.ndarray], source: str) -> Mode
         decisions, margins, kind = two_class_margins(scores)
     else:
         decisions, margins, kind = interpret_scores(scores, source)
-    check_varied(decisions, source)
+    if not allow_constant:
+        check_varied(decisions, source)
     return ModelDecisions(rows, decisions, margins, kind)

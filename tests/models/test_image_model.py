@@ -168,6 +168,20 @@ def test_image_size_resizes_to_cover_and_centre_crops():
     assert ToModelInput(None)(image).shape == (3, 20, 40)
 
 
+@pytest.mark.parametrize("size", [64, 100, 178, 224])
+def test_a_square_size_is_torchvisions_evaluation_transform(size):
+    """Predictions written with Resize(size), CenterCrop(size), ToTensor() see the same
+    pixels as the audit's own scoring (CelebA's 178 × 218 images)."""
+    from torchvision import transforms
+
+    rng = np.random.default_rng(size)
+    image = Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8))
+    reference = transforms.Compose(
+        [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]
+    )(image)
+    torch.testing.assert_close(ToModelInput(size)(image), reference, rtol=0, atol=0)
+
+
 def test_different_sizes_without_image_size_are_refused(tmp_path, images):
     Image.new("RGB", (20, 16), (200, 0, 0)).save(images[3])
     model = load_image_model(_script(RedMinusBlue(), tmp_path / "m.pt"))
