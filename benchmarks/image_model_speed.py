@@ -120,7 +120,7 @@ def naive_scores(paths: list[str], model, size: int) -> np.ndarray:  # type: ign
     return np.array(out)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--images", type=int, default=2000)
@@ -132,20 +132,11 @@ def main() -> None:
     parser.add_argument("--format", choices=("torchscript", "pt2"), default="torchscript")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    figures: dict = {
-        "arch": args.arch,
-        "format": args.format,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "images": args.images,
-        "image_size": args.image_size,
-        "batch_size": args.batch_size,
-        "workers": args.workers,
-    }
+    return parser.parse_args()
+
+
+def measure(args: argparse.Namespace, device: torch.device) -> dict:
+    """Seconds and memory of ours (a quarter of the images, then all) and of the naive loop."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "images").mkdir()
@@ -169,32 +160,50 @@ def main() -> None:
         started = time.perf_counter()
         naive = naive_scores(paths[:n_naive], model, args.image_size)
         naive_seconds = time.perf_counter() - started
-    difference = float(np.abs(margins[:n_naive] - naive).max())
-    same = bool(((margins[:n_naive] > 0) == (naive > 0)).all())
-    figures["ours"] = {"seconds": seconds, "images_per_second": args.images / seconds}
-    figures["naive"] = {"seconds": naive_seconds, "images_per_second": n_naive / naive_seconds}
-    figures["speedup_vs_naive"] = (
-        figures["ours"]["images_per_second"] / figures["naive"]["images_per_second"]
-    )
-    figures["rss_growth_mib"] = {"quarter": quarter_mib, "all": growth_mib}
-    figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    figures["peak_worker_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    figures["max_abs_difference"] = difference
-    figures["same_decisions"] = same
+    ours_rate, naive_rate = args.images / seconds, n_naive / naive_seconds
+    return {
+        "ours": {"seconds": seconds, "images_per_second": ours_rate},
+        "naive": {"seconds": naive_seconds, "images_per_second": naive_rate},
+        "speedup_vs_naive": ours_rate / naive_rate,
+        "rss_growth_mib": {"quarter": quarter_mib, "all": growth_mib},
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_worker_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "max_abs_difference": float(np.abs(margins[:n_naive] - naive).max()),
+        "same_decisions": bool(((margins[:n_naive] > 0) == (naive > 0)).all()),
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    f: dict = {
+        "arch": args.arch,
+        "format": args.format,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "images": args.images,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        **measure(args, device),
+    }
+    growth = f["rss_growth_mib"]
     print(
-        f"{args.arch} ({args.format}) on {device} ({torch.get_num_threads()} threads), "
+        f"{args.arch} ({args.format}) on {device} ({f['threads']} threads), "
         f"{args.images} JPEGs 178×218 → {args.image_size}×{args.image_size}:\n"
-        f"  ours  {figures['ours']['images_per_second']:8.1f} images/s "
+        f"  ours  {f['ours']['images_per_second']:8.1f} images/s "
         f"(batch {args.batch_size}, workers: {args.workers})\n"
-        f"  naive {figures['naive']['images_per_second']:8.1f} images/s (one at a time)\n"
-        f"  {figures['speedup_vs_naive']:.2f}× faster than naive; same decisions: {same}; "
-        f"max |Δ margin| {difference:.2e}\n"
-        f"  memory: main process +{quarter_mib:.0f} MiB over {args.images // 4} images, "
-        f"+{growth_mib:.0f} MiB over {args.images}; peak RSS {figures['peak_rss_mib']:.0f} MiB "
-        f"(main), {figures['peak_worker_rss_mib']:.0f} MiB (largest worker)"
+        f"  naive {f['naive']['images_per_second']:8.1f} images/s (one at a time)\n"
+        f"  {f['speedup_vs_naive']:.2f}× faster than naive; same decisions: "
+        f"{f['same_decisions']}; max |Δ margin| {f['max_abs_difference']:.2e}\n"
+        f"  memory: main process +{growth['quarter']:.0f} MiB over {args.images // 4} images, "
+        f"+{growth['all']:.0f} MiB over {args.images}; peak RSS {f['peak_rss_mib']:.0f} MiB "
+        f"(main), {f['peak_worker_rss_mib']:.0f} MiB (largest worker)"
     )
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+        args.json.write_text(json.dumps(f, indent=2))
 
 
 if __name__ == "__main__":

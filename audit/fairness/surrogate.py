@@ -101,6 +101,8 @@ def fit_surrogate(
     decisions_audit = np.asarray(decisions_audit).astype(np.int8)
     if len(x_audit) != decisions_audit.size or cells.y.size != decisions_audit.size:
         raise InputError("the audited embeddings, decisions and groups differ in length")
+    if (x_train is None) != (decisions_train is None):
+        raise InputError("the surrogate's train rows need both embeddings and decisions")
     if x_train is not None and decisions_train is not None:
         train_decisions = np.asarray(decisions_train).astype(np.int8)
         _check_fit_set(train_decisions, 2, "train-split rows")

@@ -168,8 +168,10 @@ def _static_input_shape(
         raise InputError(
             f"{p}: the exported model takes {len(names)} inputs; expected one image batch"
         )
-    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0])
-    value = node.meta.get("val")
+    node = next(
+        (n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0]), None
+    )
+    value = None if node is None else node.meta.get("val")
     shape = getattr(value, "shape", None)
     if shape is None:
         return None, None
