@@ -4,8 +4,8 @@ The images come from the store's metadata ``path`` column (relative paths are re
 store folder) or, for a CelebA store, from the CelebA root and the rows' ids
 (:func:`image_paths`). :func:`score_images` reads them with a :class:`torch.utils.data.DataLoader`
 (``num_workers`` processes decode and resize while the model runs), sends batches to the device
-and keeps only the scores: memory holds one batch of images (per worker), whatever the size of
-the data set.
+and keeps only the scores: memory holds the batch in the model and the two each worker
+prepares ahead, whatever the size of the data set.
 
 Images are converted to RGB and, given an image size, resized to cover it (aspect ratio kept)
 and centre-cropped — torchvision's usual evaluation transform; without one they are used as
