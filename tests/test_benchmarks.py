@@ -146,3 +146,19 @@ def test_gpu_check_smoke_mode_runs_end_to_end(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "gpu_check.json", "gpu_check.log", "gpu_check.md", "pytest_cuda.xml"
     ]  # fmt: skip
+
+
+def test_image_model_speed_benchmark_runs(tmp_path):
+    out = tmp_path / "figures.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "image_model_speed.py"), "--images", "12",
+         "--naive-images", "4", "--image-size", "32", "--batch-size", "5", "--workers", "0",
+         "--device", "cpu", "--json", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "faster than naive" in done.stdout and "images/s" in done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["ours"]["images_per_second"] > 0 and figures["naive"]["images_per_second"] > 0
+    assert figures["same_decisions"] and figures["max_abs_difference"] < 1e-4
+    assert set(figures["rss_growth_mib"]) == {"quarter", "all"}

@@ -1,0 +1,174 @@
+"""Concept-sliced errors: golden values by hand, a planted slice found, and the concept
+activity read from an SAE and a bank."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import fisher_exact
+
+from audit.concepts import Concept, ConceptBank
+from audit.fairness.slices import (
+    ConceptActivity,
+    SliceSettings,
+    concept_activity,
+    named_concepts,
+    sliced_errors,
+)
+from audit.fairness.stats import bh_qvalues
+
+
+def test_golden_accuracies_p_and_q():
+    """Class 1: concept active on 30 rows (12 correct), inactive on 30 (27 correct); class 0:
+    active on 25 (20 correct), inactive on 25 (20 correct)."""
+    y = np.array([1] * 60 + [0] * 50)
+    active = np.array([True] * 30 + [False] * 30 + [True] * 25 + [False] * 25)
+    correct = np.array(
+        [True] * 12 + [False] * 18 + [True] * 27 + [False] * 3 + ([True] * 20 + [False] * 5) * 2
+    )
+    decisions = np.where(correct, y, 1 - y)
+    activity = ConceptActivity(["stripes"], [(4,)], active[:, None], None)
+    (stripes,) = sliced_errors(
+        activity, y, decisions, ("square", "circle"), SliceSettings(bootstrap=4000)
+    )
+    one, zero = stripes.slices
+    assert (one.n_active, one.n_inactive, one.target_value) == (30, 30, "circle")
+    assert one.accuracy_active == pytest.approx(0.4) and one.accuracy_inactive == pytest.approx(0.9)
+    assert one.difference == pytest.approx(-0.5)
+    p1 = fisher_exact([[12, 18], [27, 3]]).pvalue
+    p0 = fisher_exact([[20, 5], [20, 5]]).pvalue
+    assert one.p == pytest.approx(p1) and zero.p == pytest.approx(p0) == pytest.approx(1.0)
+    np.testing.assert_allclose([one.q, zero.q], bh_qvalues([p1, p0]))
+    assert one.flagged and not zero.flagged and stripes.flagged
+    lo, hi = one.ci
+    assert lo < -0.5 < hi and hi < -0.25  # ±2 SE ≈ ±0.21 around −0.5
+    assert zero.difference == 0.0 and zero.ci[0] < 0 < zero.ci[1]
+    # Shift toward "circle" where stripes are present: (−0.5 − 0) / 2.
+    assert stripes.shift == pytest.approx(-0.25)
+    assert stripes.shift_ci[0] < -0.25 < stripes.shift_ci[1]
+    item = stripes.to_dict()
+    assert item["latents"] == [4] and item["flagged"] and len(item["slices"]) == 2
+
+
+def test_bootstrap_of_counts_matches_index_resampling():
+    """The binomial draws equal resampling the rows of each slice with replacement."""
+    rng = np.random.default_rng(1)
+    on = rng.random(80) < 0.55
+    off = rng.random(120) < 0.8
+    y = np.ones(200, dtype=int)
+    active = np.r_[np.ones(80, bool), np.zeros(120, bool)]
+    decisions = np.where(np.r_[on, off], 1, 0)
+    activity = ConceptActivity(["c"], [(0,)], active[:, None], None)
+    out = sliced_errors(activity, y, decisions, settings=SliceSettings(bootstrap=20000))
+    ci = out[0].slices[0].ci
+    draws = [
+        on[rng.integers(0, 80, 80)].mean() - off[rng.integers(0, 120, 120)].mean()
+        for _ in range(20000)
+    ]
+    np.testing.assert_allclose(ci, np.quantile(draws, [0.025, 0.975]), atol=0.01)
+
+
+def test_a_planted_shortcut_ranks_above_the_concepts_that_merely_mark_errors():
+    """A model that decides "positive" wherever the shortcut is present (and otherwise gets
+    30 % wrong): the shortcut raises accuracy in class 1 and lowers it in class 0. A marker
+    present only on half of the shortcut-free rows is associated with the errors too (its
+    absence means the shortcut is more likely present) but shifts decisions less; a bystander
+    marks nothing."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    y = rng.integers(0, 2, n)
+    shortcut = rng.random(n) < 0.5
+    marker = ~shortcut & (rng.random(n) < 0.5)
+    bystander = rng.random(n) < 0.5
+    noisy = np.where(rng.random(n) < 0.3, 1 - y, y)
+    decisions = np.where(shortcut, 1, noisy)
+    activity = ConceptActivity(
+        ["bystander", "marker", "shortcut"],
+        [(2,), (3,), (1,)],
+        np.stack([bystander, marker, shortcut], 1),
+        None,
+    )
+    out = sliced_errors(activity, y, decisions)
+    assert [c.concept for c in out] == ["shortcut", "marker", "bystander"]
+    shortcut_errors, marker_errors, bystander_errors = out
+    one, zero = shortcut_errors.slices
+    assert one.flagged and zero.flagged and one.difference > 0.2 and zero.difference < -0.5
+    # Exact values: shortcut (0.3 + 0.7) / 2 = 0.5; marker ((0.7 − 0.9) + (0.3 − 0.767)) / 2 = −1/3.
+    assert shortcut_errors.shift == pytest.approx(0.5, abs=0.03)
+    assert marker_errors.shift == pytest.approx(-1 / 3, abs=0.03)
+    assert shortcut_errors.shift_ci[0] > max(abs(v) for v in marker_errors.shift_ci)
+    assert not bystander_errors.flagged
+
+
+def test_small_slices_are_listed_but_not_tested():
+    y = np.array([1] * 40)
+    active = np.array([True] * 5 + [False] * 35)
+    activity = ConceptActivity(["rare"], [(0,)], active[:, None], None)
+    (out,) = sliced_errors(activity, y, y.copy(), settings=SliceSettings(min_rows=10))
+    rare, empty = out.slices
+    assert rare.n_active == 5 and rare.p is None and rare.q is None and rare.ci is None
+    assert not rare.flagged and rare.accuracy_active == 1.0
+    assert empty.n_active == 0 and empty.accuracy_active is None and empty.difference is None
+    assert out.shift is None and out.shift_ci is None and not out.flagged
+
+
+class _IdentitySAE(torch.nn.Module):
+    """encode(x) = relu(x): latent j is active where embedding column j is positive."""
+
+    def __init__(self, k_list: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.cfg = SimpleNamespace(k_list=k_list)
+
+    def encode(self, x: torch.Tensor, topk: int | None = None) -> torch.Tensor:
+        from audit.sae.base import keep_topk
+
+        z = torch.relu(x)
+        return z if topk is None else keep_topk(z, topk)
+
+
+def _bank() -> ConceptBank:
+    concepts = [
+        Concept(0, "Red", 0.5, "red", validated=True),
+        Concept(1, "stripes", 0.5, "stripes", validated=True),
+        Concept(2, "red", 0.4, "red", validated=True),
+        Concept(3, "blue", 0.2, "blue", validated=False),  # not validated: not a concept here
+        Concept(4, None, 0.1, "tree"),
+    ]
+    return ConceptBank("t", {"fingerprint": "x"}, concepts)
+
+
+def test_named_concepts_merge_names_and_skip_unvalidated():
+    names, latents = named_concepts(_bank())
+    assert names == ["Red", "stripes"]
+    assert latents == [(0, 2), (1,)]
+
+
+def test_activity_is_any_latent_of_the_name_above_zero():
+    x = np.array(
+        [
+            [1.0, -1.0, -1.0, 1.0, 1.0],
+            [-1.0, 0.0, 0.5, 1.0, 1.0],
+            [-1.0, 2.0, 0.0, 1.0, 1.0],
+            [0.0, -1.0, -3.0, 1.0, 1.0],
+        ],
+        dtype=np.float32,
+    )
+    activity = concept_activity(_IdentitySAE(), x, _bank(), chunk_rows=3)
+    assert activity.names == ["Red", "stripes"] and activity.topk is None
+    np.testing.assert_array_equal(
+        activity.active, [[True, False], [True, False], [False, True], [False, False]]
+    )
+
+
+def test_a_matryoshka_sae_counts_only_each_rows_strongest_latents():
+    """With k_list (2, 4) a latent is active only among the row's 2 strongest: row 1's 0.5 on
+    latent 2 ("red") loses to latents 3 and 4."""
+    x = np.array([[1.0, -1.0, -1.0, 0.2, 0.3], [-1.0, 0.0, 0.5, 1.0, 1.0]], dtype=np.float32)
+    activity = concept_activity(_IdentitySAE((2, 4)), x, _bank())
+    assert activity.topk == 2
+    np.testing.assert_array_equal(activity.active, [[True, False], [False, False]])
+    everything = concept_activity(_IdentitySAE((2, 4)), x, _bank(), topk=None)
+    np.testing.assert_array_equal(everything.active, [[True, False], [True, False]])
