@@ -3,14 +3,15 @@ already in the local Hugging Face cache."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
+from audit.cli.options import command_options, option
 from audit.fileio import write_json
 from audit.sae import hub
 
@@ -48,10 +49,16 @@ def _k_levels(settings: dict[str, Any]) -> tuple[int, ...]:
     return (settings["k"],) if settings.get("k") else ()
 
 
+@dataclass(frozen=True)
+class ModelsOptions:
+    json_out: Path | None = option(
+        None, "--json", help="Also write the list as JSON here.", shown="none: not written"
+    )
+
+
 @app.command("models", rich_help_panel="Models")
-def models_command(
-    json_out: Path = typer.Option(None, "--json", help="Also write the list as JSON here."),
-) -> None:
+@command_options(ModelsOptions)
+def models_command(opts: ModelsOptions) -> None:
     """List the paper's released SAEs (pass the `--sae` value to any command) and which are
     cached; `HF_HOME` / `HF_HUB_CACHE` choose the cache, `HF_HUB_OFFLINE=1` stays offline."""
     rows = release_rows()
@@ -82,6 +89,7 @@ def models_command(
     vocab = " ".join(str(hub.HubRef(repo, path)) for repo, path in hub.VOCABULARIES.items())
     console.print(f"vocabulary: --vocab {escape(vocab)}", soft_wrap=True)
     console.print(f"cache: {escape(str(hub.hub_cache_dir()))}", soft_wrap=True, style="dim")
+    json_out = opts.json_out
     if json_out is not None:
         payload = {
             "schema": "msae-audit/models",

@@ -164,12 +164,13 @@ def export_program(model: nn.Module, path: str | os.PathLike[str], image_size: i
 def balanced_scenes(n: int, seed: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """``(pixels, y)`` of ``n`` circle/square scenes where red says nothing about the shape."""
     from audit.data import world
+    from audit.data.shortcuts import shortcut_scenes
 
-    scenes = world.shortcut_scenes(
+    scenes = shortcut_scenes(
         n,
         seed,
         target_shapes=TARGET_SHAPES,
-        spurious_colour=SPURIOUS_COLOUR,
+        spurious=SPURIOUS_COLOUR,
         p_spurious_given_a=0.5,
         p_spurious_given_b=0.5,
     )

@@ -37,17 +37,7 @@ def _leaf_commands() -> list[tuple[str, ...]]:
 
 # The audit core's commands move onto audit/cli/options.py with its restructuring; strict
 # xfail, so the day they show every default this list must shrink.
-NOT_YET_ON_OPTIONS = {("audit",), ("celeba",), ("check",)}
-COMMANDS = [
-    pytest.param(
-        path,
-        id=" ".join(path),
-        marks=[pytest.mark.xfail(strict=True, reason="restructured with the audit core")]
-        if path in NOT_YET_ON_OPTIONS
-        else [],
-    )
-    for path in _leaf_commands()
-]
+COMMANDS = [pytest.param(path, id=" ".join(path)) for path in _leaf_commands()]
 
 
 def test_every_command_is_checked():

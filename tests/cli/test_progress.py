@@ -105,7 +105,7 @@ def test_naming_reports_the_vocabulary_embedding_and_the_matching(cli, tmp_path)
     import numpy as np
 
     from audit.sae import save_sae
-    from tests.test_concepts import planted_sae
+    from tests.concepts.worlds import planted_sae
     from tests.world_helpers import make_random_clip
 
     config, weights, _ = make_random_clip(tmp_path / "clip")
