@@ -162,3 +162,17 @@ def test_image_model_speed_benchmark_runs(tmp_path):
     assert figures["ours"]["images_per_second"] > 0 and figures["naive"]["images_per_second"] > 0
     assert figures["same_decisions"] and figures["max_abs_difference"] < 1e-4
     assert set(figures["rss_growth_mib"]) == {"quarter", "all"}
+
+
+def test_gpu_profile_smoke_mode_prints_a_table_per_regime():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_profile.py"), "--smoke", "--rows", "5"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for regime in ("init", "active=0.04"):
+        assert f"== {regime}: step " in done.stdout
+    assert done.stdout.count("_NestedTopKLoss") >= 2  # the loss appears in each table
