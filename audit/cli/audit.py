@@ -50,8 +50,10 @@ _MARKDOWN = typer.Option(
 _GATE = typer.Option(
     None,
     "--gate",
-    help="Gate file (YAML): thresholds that decide the exit code.",
-    show_default=f"none: every check informational, integrity thresholds "
+    help="Gate file (YAML): thresholds that decide the exit code. Without one nothing is "
+    "judged (verdict ungated, exit 0); when every gated check is skipped the verdict is "
+    "inconclusive (exit 1 unless the gate says allow_skipped: true).",
+    show_default=f"none: verdict ungated, integrity thresholds "
     f"{GateConfig.min_cosine:g} (cosine) and {GateConfig.min_agreement:g} (agreement)",
 )
 _SEED = _setting("seed", "--seed")

@@ -65,7 +65,8 @@ class AuditSettings:
 @dataclass(frozen=True)
 class GateConfig:
     """A gate file: bounds per check, what counts as a flagged concept, the bootstrap, the
-    smallest group a check may depend on and the integrity thresholds."""
+    smallest group a check may depend on, whether a run whose gated checks were all skipped
+    may pass (``allow_skipped``) and the integrity thresholds."""
 
     gates: dict[str, dict[str, float]] = field(default_factory=dict)
     min_dwga: float = 0.02
@@ -74,6 +75,7 @@ class GateConfig:
     bootstrap_samples: int = 1000
     bootstrap_seed: int | None = None  # None: the audit's seed
     min_group_size: int = 0
+    allow_skipped: bool = False  # every gated check skipped: exit 0 (verdict still inconclusive)
     min_cosine: float = 0.9
     min_agreement: float = 0.9
     source: str | None = None
@@ -91,6 +93,7 @@ class GateConfig:
             },
             "bootstrap": {"samples": self.bootstrap_samples, "seed": self.bootstrap_seed},
             "min_group_size": self.min_group_size,
+            "allow_skipped": self.allow_skipped,
             "integrity": {"min_cosine": self.min_cosine, "min_agreement": self.min_agreement},
         }
 

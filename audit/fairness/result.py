@@ -15,7 +15,7 @@ from audit.fairness.config import DOSE_ALPHAS, AuditSettings, GateConfig
 from audit.typedjson import doc
 
 Interval = tuple[float, float]
-Verdict = Literal["pass", "fail", "error"]
+Verdict = Literal["pass", "fail", "error", "ungated", "inconclusive"]
 Status = Literal["pass", "fail", "skipped", "info"]
 
 
@@ -242,8 +242,15 @@ class AuditResult:
 
     schema: str = doc("'msae-audit/audit'")
     version: int = doc("version of this format")
-    verdict: Verdict = doc("pass, fail (a gate failed) or error (integrity check failed)")
-    exit_code: int = doc("the command's exit code: 0 pass, 1 fail, 3 error")
+    verdict: Verdict = doc(
+        "pass (every gated check that could be judged passed), fail (a gated check failed), "
+        "error (integrity check failed), ungated (no check gated, e.g. no gate file: nothing "
+        "was judged) or inconclusive (every gated check was skipped)"
+    )
+    exit_code: int = doc(
+        "the command's exit code: 0 pass or ungated, 1 fail or inconclusive (0 when the gate "
+        "allows skipped checks), 3 error"
+    )
     tool: Mapping[str, str] = doc("versions of msae-audit and its main dependencies")
     seed: int = doc("the run's seed")
     inputs: Mapping[str, Mapping[str, Any]] = doc(
@@ -276,6 +283,10 @@ class AuditResult:
     checks: tuple[Check, ...] = doc("every check, gated or informational, and integrity")
     error: str | None = doc("why attribution was refused", omit_none=True)
     extra: Mapping[str, Any] = doc("other top-level fields (e.g. 'demo')", rest=True)
+    skipped_checks: tuple[str, ...] = doc(
+        "gated checks that were skipped (could not be judged): the verdict does not rest on them",
+        default=(),
+    )
 
     @property
     def metrics(self) -> GroupMetrics:
@@ -294,7 +305,8 @@ class AuditResult:
         gate: Mapping[str, Any],
     ) -> AuditResult:
         flagged = sum(1 for c in concepts if c.flagged)
+        skipped = tuple(c.name for c in checks if c.gated and c.status == "skipped")
         return replace(
             self, concepts=concepts, checks=checks, verdict=verdict, exit_code=exit_code,
-            gate=gate, flagged_concepts=flagged,
+            gate=gate, flagged_concepts=flagged, skipped_checks=skipped,
         )  # fmt: skip

@@ -12,6 +12,7 @@ from dataclasses import asdict
 
 from audit.fairness.result import AuditResult
 from audit.report.templating import render, thumbnail
+from audit.report.wording import verdict_note
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 FOREST_ROWS = 20
@@ -197,4 +198,5 @@ def render_html(result: AuditResult) -> str:
         doses=dose_charts(result),
         galleries=example_galleries(result),
         top_concepts=result.concepts[:25],
+        verdict_note=verdict_note(result),
     )

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 
 from audit.fairness.result import AuditResult
+from audit.report.wording import verdict_note
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-VERDICT_MARK = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR"}
+VERDICT_MARK = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR",
+                "ungated": "ℹ️ UNGATED", "inconclusive": "❔ INCONCLUSIVE"}  # fmt: skip
 TOP_CONCEPTS = 10
 
 
@@ -54,6 +56,9 @@ def render_markdown(result: AuditResult) -> str:
         f"**{result.flagged_concepts}**.",
         "",
     ]
+    note = verdict_note(result)
+    if note:
+        lines += [f"> {md_escape(note)}", ""]
     if result.error:
         lines += [f"> **Integrity check failed.** {md_escape(result.error)}", ""]
     lines += ["| check | value | threshold | status |", "| --- | ---: | ---: | --- |"]

@@ -11,9 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from audit.fairness.result import AuditResult, Check
+from audit.report.wording import verdict_note
 
 STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold dark_orange",
-                "skipped": "dim", "info": "cyan"}  # fmt: skip
+                "skipped": "dim", "info": "cyan", "ungated": "bold cyan",
+                "inconclusive": "bold yellow"}  # fmt: skip
 
 
 def _num(value: object, digits: int = 3) -> str:
@@ -35,6 +37,9 @@ def verdict_panel(result: AuditResult) -> Panel:
     text.append(f"worst group {result.worst_group} at {_num(result.worst_group_accuracy)}, ")
     text.append(f"{result.flagged_concepts} flagged concept(s), exit code {result.exit_code}")
     body = [text]
+    note = verdict_note(result)
+    if note:
+        body.append(Text(note, style="yellow" if result.verdict != "ungated" else "cyan"))
     if result.error:
         body.append(Text(result.error, style="dark_orange"))
     return Panel(Group(*body), title="msae-audit", expand=False)
