@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from audit.cli.app import app, console, err_console, progress_enabled
+from audit.cli.app import app, console, err_console
+from audit.cli.progress import Bars
 from audit.errors import InputError
 from audit.fairness.config import AuditSettings, GateConfig
 
@@ -61,41 +61,13 @@ _DEVICE = _setting("device", "--device")
 _ABLATION = _setting("ablation", "--ablation")
 _SPLIT = _setting("split", "--split")
 _TOP = typer.Option(10, "--top", help="Concepts shown in the terminal table.")
-_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.", show_default="off")
-
-
-class _Bars:
-    """A rich progress bar per stage of the audit (on stderr, only on a terminal)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.progress = (
-            Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-            )
-            if enabled
-            else None
-        )
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self) -> _Bars:
-        if self.progress:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress:
-            self.progress.__exit__(None, None, None)
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.progress is None:
-            return
-        if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total or None)
-        self.progress.update(self.tasks[stage], completed=done)
+_QUIET = typer.Option(
+    False,
+    "--quiet",
+    "-q",
+    help="No progress output (bars on a terminal, lines in a log).",
+    show_default="off",
+)
 
 
 @dataclass(frozen=True)
@@ -124,7 +96,7 @@ def _execute(
     from audit.report.terminal import render_terminal
 
     gate_cfg = load_gate(gate) if gate is not None else None  # a bad gate file fails fast (exit 2)
-    with _Bars(progress_enabled(quiet)) as bars:
+    with Bars(quiet) as bars:
         outcome = audit_files(
             inputs.embeddings, sae=inputs.sae, bank=inputs.bank, classifier=inputs.classifier,
             labels=inputs.labels, target=settings.target, spurious=settings.spurious,

@@ -71,14 +71,19 @@ def findings_stage(
 ) -> tuple[tuple[ConceptFinding, ...], Family]:
     counts = np.bincount(ctx.cells.cell, minlength=ctx.cells.n_cells)
     present = [c for c in range(ctx.cells.n_cells) if counts[c]]
-    found = [_finding(ctx, sc, chosen, null, r, present, counts) for r in chosen.listed]
+    tick = ctx.tick("bootstrap", len(chosen.listed))
+    found = []
+    for r in chosen.listed:
+        found.append(_finding(ctx, sc, chosen, null, r, present, counts))
+        if tick:
+            tick(1)
     ranked = sorted(flag_concepts(tuple(found), ctx.gate), key=_rank_key)
     family = Family(
         size=null.family_size,
         with_null=null.with_null,
         null_draws_max=null.max_draws,
         min_attainable_p=1.0 / (null.max_draws + 1),
-        null="relocation within target class (see README)",
+        null="relocation within target class (docs/audit-method.md, 'The relocation null')",
         ablation=ctx.settings.ablation,
         bootstrap_samples=ctx.gate.bootstrap_samples,
         bootstrap_seed=ctx.gate.bootstrap_seed_for(ctx.settings.seed),
