@@ -98,6 +98,20 @@ class Integrity:
 
 
 @dataclass(frozen=True)
+class NameEvidence:
+    """What the probe images said about a concept's name when the bank was built."""
+
+    word: str = doc("the vocabulary word the concept's activation follows")
+    polarity: Literal["present", "absent"] = doc(
+        "present: it fires when the word is in the image; absent: when it is not (reports say "
+        "'absence of <word>')"
+    )
+    selectivity: float = doc("how far the word stands out from the vocabulary (robust z)")
+    auc: float | None = doc("held-out AUC of the activation for the word's zero-shot labels")
+    auc_threshold: float | None = doc("the AUC random latents reach (a name needs more)")
+
+
+@dataclass(frozen=True)
 class ConceptFinding:
     """One reported concept: a validated name (all its latents ablated together) or an
     unnamed latent listed for discovery."""
@@ -129,6 +143,9 @@ class ConceptFinding:
     exact: bool = doc("delta_wga is exact (closed form or decode-and-rerun)")
     allowlisted: bool = doc("the gate's allowlist names it")
     flagged: bool = doc("ΔWGA ≥ min_dwga, CI above 0, q ≤ max_q, not allowlisted")
+    evidence: NameEvidence | None = doc(
+        "the image evidence behind the name (banks named against probe images)", omit_none=True
+    )
 
 
 @dataclass(frozen=True)

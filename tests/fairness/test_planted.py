@@ -119,6 +119,40 @@ def test_unnamed_latents_are_listed_but_never_flagged():
     assert result["flagged_concepts"] == 0
 
 
+def test_a_concept_named_on_absence_is_said_as_absence_and_its_image_scores_are_reported():
+    from audit.concepts import ABSENT, PRESENT, ImageScores
+
+    world = planted_bias_world(n_samples=2000, seed=0)
+    bank = copy.deepcopy(world.bank)
+    by_latent = bank.by_latent()
+    shortcut = by_latent[world.roles["spurious"]]
+    shortcut.name = "no blond hair"
+    shortcut.image = ImageScores("blond hair", ABSENT, 9.5, 0.97, 0.88)
+    by_latent[world.roles["decoy"]].image = ImageScores(DECOY, PRESENT, 7.25, 0.93, 0.88)
+    by_latent[len(world.roles)].image = ImageScores("glasses", PRESENT, 1.5, 0.6, 0.88)
+    unnamed = next(c for c in bank.concepts if c.name is None)
+    unnamed.image = ImageScores("tree", ABSENT, 3.0, 0.7, 0.88)
+    world.bank = bank
+    from audit.fairness.reliance import build_concept_rows
+
+    labels = {r.latent: r.label for r in build_concept_rows(bank, world.sae.n_latents)}
+    assert labels[unnamed.latent] == f"latent {unnamed.latent} (~absence of tree)"
+    result = audit(world)
+    top = result["concepts"][0]
+    assert top["name"] == "no blond hair" and top["label"] == "absence of blond hair"
+    assert top["evidence"] == {"word": "blond hair", "polarity": "absent", "selectivity": 9.5,
+                               "auc": 0.97, "auc_threshold": 0.88}  # fmt: skip
+    assert row(result, DECOY)["evidence"]["polarity"] == "present"
+    assert row(result, DECOY)["label"] == DECOY
+    assert "evidence" not in row(result, NUISANCE)  # a text-only name: no image scores
+    from audit.fairness import parse_result
+    from audit.report.html import render_html
+
+    page = render_html(parse_result(result))
+    assert "absence of blond hair" in page and "held-out AUC 0.970" in page
+    assert "selectivity 9.5" in page
+
+
 def test_latents_sharing_a_name_are_one_row():
     result = audit(planted_bias_world(n_samples=2000, seed=0))
     hats = [c for c in result["concepts"] if c["name"] == "hat"]
