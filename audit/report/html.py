@@ -8,7 +8,9 @@ names, label values, column names, paths) reaches the page through Jinja2's auto
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
+from decimal import Decimal
 
 from audit.fairness.result import AuditResult
 from audit.report.templating import render, thumbnail
@@ -50,7 +52,8 @@ def group_bars(result: AuditResult) -> dict:
                 "text": f"{g.accuracy:.3f}  (n={g.n:,})",
             }
         )
-    ticks = [{"x": sx(t), "label": f"{t:.1f}"} for t in _ticks(lo, 1.0)]
+    values, decimals = nice_ticks(lo, 1.0)
+    ticks = [{"x": sx(t), "label": f"{t:.{decimals}f}"} for t in values]
     return {
         "rows": rows,
         "ticks": ticks,
@@ -59,9 +62,26 @@ def group_bars(result: AuditResult) -> dict:
     }
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    step = (hi - lo) / n
-    return [round(lo + k * step, 4) for k in range(n + 1)]
+def nice_ticks(lo: float, hi: float, n: int = 5) -> tuple[list[float], int]:
+    """Ticks at multiples of a round step (1, 2, 2.5 or 5 × 10^k) inside ``[lo, hi]``, about
+    ``n`` of them, and the decimals that show each tick exactly.
+
+    >>> nice_ticks(0.5, 1.0)
+    ([0.5, 0.6, 0.7, 0.8, 0.9, 1.0], 1)
+    >>> nice_ticks(0.0, 1.0, 4)
+    ([0.0, 0.25, 0.5, 0.75, 1.0], 2)
+    >>> nice_ticks(-0.013, 0.062)
+    ([0.0, 0.02, 0.04, 0.06], 2)
+    """
+    span = (hi - lo) or 1.0
+    raw = span / max(1, n)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * (1 - 1e-9))
+    decimals = max(0, -Decimal(repr(round(step, 12))).normalize().as_tuple().exponent)
+    first = math.ceil(lo / step - 1e-9)
+    last = math.floor(hi / step + 1e-9)
+    ticks = [round(k * step, decimals) + 0.0 for k in range(first, last + 1)]
+    return ticks, decimals
 
 
 def forest_plot(result: AuditResult) -> dict:
@@ -96,7 +116,8 @@ def forest_plot(result: AuditResult) -> dict:
                 "text": f"{c.delta_wga:+.3f}",
             }
         )
-    ticks = [{"x": sx(t), "label": f"{t:+.2f}"} for t in _ticks(lo, hi)]
+    values, decimals = nice_ticks(lo, hi)
+    ticks = [{"x": sx(t), "label": f"{t:+.{decimals}f}" if t else "0"} for t in values]
     height = 50 + 24 * len(concepts)
     return {
         "rows": rows,
@@ -137,6 +158,7 @@ def activation_bars(result: AuditResult) -> dict:
 def dose_charts(result: AuditResult) -> list[dict]:
     """WGA and every group's accuracy as the concept is steered, α = 0 … 3."""
     charts = []
+    y_values, decimals = nice_ticks(0.0, 1.0, 4)
     for d in result.dose_response:
         alphas = d.alphas
         sx = _scale(min(alphas), max(alphas), 50, 420)
@@ -159,7 +181,7 @@ def dose_charts(result: AuditResult) -> list[dict]:
                 "x_ticks": [
                     {"x": sx(a), "label": f"{a:g}"} for a in alphas if float(a).is_integer()
                 ],
-                "y_ticks": [{"y": sy(t), "label": f"{t:.1f}"} for t in (0.0, 0.25, 0.5, 0.75, 1.0)],
+                "y_ticks": [{"y": sy(t), "label": f"{t:.{decimals}f}"} for t in y_values],
                 "baseline": sx(1.0),
             }
         )
