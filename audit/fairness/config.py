@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-ABLATIONS = ("zero", "mean")
+ABLATIONS = ("mean", "zero")
 SPLITS = ("auto", "all", "train", "valid", "test")
 CLASSIFIER_INPUTS = ("raw", "l2")
 #: α values of the steering curves (z := α·z): 0, 0.25, …, 3.
@@ -28,7 +28,12 @@ class AuditSettings:
     target: str
     spurious: str
     seed: int = _setting(0, "Seed for splits, bootstrap and null draws.")
-    ablation: str = _setting("zero", "zero | mean: the value an ablated latent is set to.")
+    ablation: str = _setting(
+        "mean",
+        "mean | zero: the value an ablated latent is set to. mean (its mean over the audited "
+        "rows) finds shortcuts on a concept's presence and on its absence; zero finds only "
+        "presence (docs/audit-method.md, 'Which edit').",
+    )
     split: str = _setting(
         "auto", "auto | all | train | valid | test (auto: the test split when there is one)."
     )
