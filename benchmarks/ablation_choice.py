@@ -94,7 +94,9 @@ def planted_inputs(kind: str, seed: int) -> Inputs:
     from tests.fairness.planted import ROLE_NAMES, planted_bias_world
 
     if kind == "null":
-        world = planted_bias_world(n_samples=2000, seed=100 + seed, bias=False, background_scale=1.0)
+        world = planted_bias_world(
+            n_samples=2000, seed=100 + seed, bias=False, background_scale=1.0
+        )
     else:
         world = planted_bias_world(n_samples=4000, seed=seed, shortcut=kind)
     return Inputs(

@@ -12,7 +12,8 @@ import math
 from dataclasses import asdict
 from decimal import Decimal
 
-from audit.fairness.result import AuditResult
+from audit.fairness.result import AuditResult, ConceptFinding
+from audit.fairness.stages.focus import TABLE_CONCEPTS
 from audit.report.templating import render, thumbnail
 from audit.report.wording import verdict_note
 
@@ -20,6 +21,7 @@ PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b
 FOREST_ROWS = 20
 ACTIVATION_ROWS = 8
 THUMBNAIL = 112
+TABLE_THUMBNAIL = 40
 
 
 # ------------------------------------------------------------------------------------------
@@ -74,13 +76,17 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> tuple[list[float], int]:
     ([0.0, 0.02, 0.04, 0.06], 2)
     """
     span = (hi - lo) or 1.0
-    raw = span / max(1, n)
-    power = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * (1 - 1e-9))
+    power = 10.0 ** math.floor(math.log10(span / max(1, n)))
+    steps = [m * p for p in (power / 10, power, power * 10) for m in (1, 2, 2.5, 5)]
+
+    def count(step: float) -> int:
+        return math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1
+
+    # The round step whose tick count is closest to n + 1 (ties: the coarser step).
+    step = min(steps, key=lambda st: (abs(count(st) - (n + 1)), -st))
     decimals = max(0, -Decimal(repr(round(step, 12))).normalize().as_tuple().exponent)
     first = math.ceil(lo / step - 1e-9)
-    last = math.floor(hi / step + 1e-9)
-    ticks = [round(k * step, decimals) + 0.0 for k in range(first, last + 1)]
+    ticks = [round(k * step, decimals) + 0.0 for k in range(first, first + count(step))]
     return ticks, decimals
 
 
@@ -209,8 +215,29 @@ def example_galleries(result: AuditResult) -> list[dict]:
     return galleries
 
 
+def table_examples(
+    result: AuditResult, concepts: tuple[ConceptFinding, ...], size: int = TABLE_THUMBNAIL
+) -> list[list[dict]]:
+    """For each concept of the top table, small thumbnails of its most-activating rows whose
+    ``path`` is a readable image (aligned with ``concepts``)."""
+    by_latents = {tuple(ex.latents): ex for ex in result.examples}
+    out = []
+    for c in concepts:
+        ex = by_latents.get(tuple(c.latents))
+        items = []
+        for item in ex.top_activating if ex else ():
+            uri = thumbnail(item.path, size)
+            if uri:
+                alt = item.id if item.id is not None else str(item.row)
+                items.append({"uri": uri, "alt": alt, "title": f"{alt}: {item.group}, "
+                              f"z={item.activation:.2f}"})  # fmt: skip
+        out.append(items)
+    return out
+
+
 def render_html(result: AuditResult) -> str:
     """The full page for one audit result."""
+    top = result.concepts[:TABLE_CONCEPTS]
     return render(
         "audit.html.j2",
         r=result,
@@ -219,6 +246,7 @@ def render_html(result: AuditResult) -> str:
         activations=activation_bars(result),
         doses=dose_charts(result),
         galleries=example_galleries(result),
-        top_concepts=result.concepts[:25],
+        top_concepts=top,
+        table_examples=table_examples(result, top),
         verdict_note=verdict_note(result),
     )

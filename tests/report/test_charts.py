@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_nice_ticks_are_round_exact_and_inside(lo, hi):
     ticks, decimals = nice_ticks(lo, hi)
     assert 3 <= len(ticks) <= 11 and all(lo - 1e-12 <= t <= hi + 1e-12 for t in ticks)
     assert all(float(f"{t:.{decimals}f}") == t for t in ticks)  # the label is the value
-    steps = {round(b - a, 12) for a, b in zip(ticks, ticks[1:])}
+    steps = {round(b - a, 12) for a, b in itertools.pairwise(ticks)}
     assert len(steps) == 1
 
 
