@@ -60,6 +60,12 @@ _SEED = _setting("seed", "--seed")
 _DEVICE = _setting("device", "--device")
 _ABLATION = _setting("ablation", "--ablation")
 _SPLIT = _setting("split", "--split")
+_CLASS_NAMES = typer.Option(
+    None,
+    "--class-names",
+    help=AuditSettings.help("class_names").split(" Default:")[0] + " Repeat or comma-separate.",
+    show_default="the label values",
+)
 _TOP = typer.Option(10, "--top", help="Concepts shown in the terminal table.")
 _QUIET = typer.Option(
     False,
@@ -140,6 +146,7 @@ def audit_command(
     device: str = _DEVICE,
     ablation: str = _ABLATION,
     split: str = _SPLIT,
+    class_names: list[str] | None = _CLASS_NAMES,
     top: int = _TOP,
     quiet: bool = _QUIET,
 ) -> None:
@@ -148,7 +155,8 @@ def audit_command(
         "audit",
         _Inputs(embeddings, labels, sae, bank, classifier),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
-                      classifier_input=classifier_input, device=device),
+                      classifier_input=classifier_input, device=device,
+                      class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
         gate, top, quiet,
     )  # fmt: skip
@@ -259,6 +267,7 @@ def celeba_command(
     device: str = _DEVICE,
     ablation: str = _ABLATION,
     split: str = _SPLIT,
+    class_names: list[str] | None = _CLASS_NAMES,
     top: int = _TOP,
     quiet: bool = _QUIET,
 ) -> None:
@@ -278,7 +287,8 @@ def celeba_command(
         "celeba",
         _Inputs(embeddings, celeba_labels(root, embeddings), sae, bank, classifier),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
-                      classifier_input=classifier_input, device=device),
+                      classifier_input=classifier_input, device=device,
+                      class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
         gate, top, quiet,
     )  # fmt: skip

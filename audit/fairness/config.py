@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from audit.errors import InputError
+
 ABLATIONS = ("mean", "zero")
 SPLITS = ("auto", "all", "train", "valid", "test")
 CLASSIFIER_INPUTS = ("raw", "l2")
@@ -57,6 +59,12 @@ class AuditSettings:
     examples: int = _setting(6, "Example rows per concept.")
     integrity_rows: int = _setting(8192, "Rows sampled by the integrity check.")
     probe_c: float = _setting(1.0, "Inverse L2 penalty of the logistic-regression probe.")
+    class_names: tuple[str, ...] = _setting(
+        (),
+        "Names the reports show for label values, COLUMN=VALUE:NAME (e.g. is_circle=1:circle); "
+        "groups read 'circle, red' instead of 'is_circle=1, is_red=1'. Default: the label "
+        "values as they are.",
+    )
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -65,6 +73,27 @@ class AuditSettings:
     @classmethod
     def default(cls, name: str) -> Any:
         return next(f.default for f in fields(cls) if f.name == name)
+
+
+def parse_class_names(entries: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``COLUMN=VALUE:NAME`` entries (each may hold several, comma-separated) as a mapping
+    ``"COLUMN=VALUE" → NAME``.
+
+    >>> parse_class_names(["is_circle=1:circle,is_circle=0:square", "is_red=1:red"])
+    {'is_circle=1': 'circle', 'is_circle=0': 'square', 'is_red=1': 'red'}
+    """
+    names: dict[str, str] = {}
+    for entry in entries:
+        for item in (part.strip() for part in entry.split(",")):
+            key, sep, name = item.rpartition(":")
+            column, eq, value = key.partition("=")
+            if not (sep and eq and column.strip() and value.strip() and name.strip()):
+                raise InputError(
+                    f"--class-names entries are COLUMN=VALUE:NAME (e.g. is_circle=1:circle), "
+                    f"got {item!r}"
+                )
+            names[f"{column.strip()}={value.strip()}"] = name.strip()
+    return names
 
 
 @dataclass(frozen=True)

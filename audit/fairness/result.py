@@ -197,6 +197,13 @@ class Examples:
     latents: tuple[int, ...] = doc("its latents")
     top_activating: tuple[ExampleRow, ...] = doc("rows where it is most active")
     flipped: tuple[ExampleRow, ...] = doc("rows whose decision its ablation flips")
+    attribute_share: Mapping[str, float] | None = doc(
+        "share of the concept's most-activating rows (the top 2 %, at least 20) with each "
+        "attribute value ('<attribute>=<value>'): a concept whose strongest rows nearly all "
+        "carry one value rides on the attribute",
+        default=None,
+        omit_none=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,12 @@ class AuditData:
     spurious: str = doc("the attribute that splits the groups")
     positive_class: str = doc("the target value predicted by a positive margin")
     classifier_kind: str = doc("how edits are evaluated: linear_raw, linear_l2 or rerun")
+    class_names: Mapping[str, str] | None = doc(
+        "names the reports show for label values, 'COLUMN=VALUE' → name (--class-names); group "
+        "names in this file stay COLUMN=VALUE",
+        default=None,
+        omit_none=True,
+    )
 
 
 @dataclass(frozen=True)

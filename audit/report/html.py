@@ -15,7 +15,7 @@ from decimal import Decimal
 from audit.fairness.result import AuditResult, ConceptFinding
 from audit.fairness.stages.focus import TABLE_CONCEPTS
 from audit.report.templating import render, thumbnail
-from audit.report.wording import verdict_note
+from audit.report.wording import group_name, rides_on, verdict_note
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 FOREST_ROWS = 20
@@ -46,7 +46,7 @@ def group_bars(result: AuditResult) -> dict:
         rows.append(
             {
                 "y": y,
-                "name": g.name,
+                "name": group_name(result, g.name),
                 "x_lo": sx(g.ci[0]),
                 "x_hi": sx(g.ci[1]),
                 "x": sx(g.accuracy),
@@ -152,12 +152,15 @@ def activation_bars(result: AuditResult) -> dict:
                     "y": 70 - h,
                     "h": h,
                     "color": PALETTE[i % len(PALETTE)],
-                    "group": g,
+                    "group": group_name(result, g),
                     "value": v,
                 }
             )
         charts.append({"label": c.label, "bars": bars, "width": 20 + 22 * len(groups)})
-    legend = [{"group": g, "color": PALETTE[i % len(PALETTE)]} for i, g in enumerate(groups)]
+    legend = [
+        {"group": group_name(result, g), "color": PALETTE[i % len(PALETTE)]}
+        for i, g in enumerate(groups)
+    ]
     return {"charts": charts, "legend": legend}
 
 
@@ -173,7 +176,12 @@ def dose_charts(result: AuditResult) -> list[dict]:
         for i, (g, ys) in enumerate(sorted(d.accuracy_by_group.items())):
             pts = " ".join(f"{sx(a)},{sy(v)}" for a, v in zip(alphas, ys, strict=True))
             lines.append(
-                {"points": pts, "color": PALETTE[i % len(PALETTE)], "group": g, "wga": False}
+                {
+                    "points": pts,
+                    "color": PALETTE[i % len(PALETTE)],
+                    "group": group_name(result, g),
+                    "wga": False,
+                }
             )
         pts = " ".join(
             f"{sx(a)},{sy(v)}" for a, v in zip(alphas, d.worst_group_accuracy, strict=True)
@@ -229,10 +237,16 @@ def table_examples(
             uri = thumbnail(item.path, size)
             if uri:
                 alt = item.id if item.id is not None else str(item.row)
-                items.append({"uri": uri, "alt": alt, "title": f"{alt}: {item.group}, "
+                items.append({"uri": uri, "alt": alt, "title": f"{alt}: {group_name(result, item.group)}, "
                               f"z={item.activation:.2f}"})  # fmt: skip
         out.append(items)
     return out
+
+
+def table_notes(result: AuditResult, concepts: tuple[ConceptFinding, ...]) -> list[str | None]:
+    """For each concept of the top table, whether it rides on an attribute value."""
+    shares = {tuple(ex.latents): ex.attribute_share for ex in result.examples}
+    return [rides_on(result, shares.get(tuple(c.latents))) for c in concepts]
 
 
 def render_html(result: AuditResult) -> str:
@@ -248,5 +262,7 @@ def render_html(result: AuditResult) -> str:
         galleries=example_galleries(result),
         top_concepts=top,
         table_examples=table_examples(result, top),
+        table_notes=table_notes(result, top),
         verdict_note=verdict_note(result),
+        gname=lambda name: group_name(result, name),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from audit.fairness.result import AuditResult
-from audit.report.wording import verdict_note
+from audit.report.wording import group_name, verdict_note
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 VERDICT_MARK = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR",
@@ -51,7 +51,7 @@ def render_markdown(result: AuditResult) -> str:
         "",
         f"Target **{md_escape(data.target)}** across **{md_escape(data.spurious)}**; "
         f"{data.rows_audited:,} rows audited ({md_escape(data.split)}). "
-        f"Worst group **{md_escape(result.worst_group)}**: accuracy "
+        f"Worst group **{md_escape(group_name(result, result.worst_group))}**: accuracy "
         f"{_num(result.worst_group_accuracy)}; flagged concepts: "
         f"**{result.flagged_concepts}**.",
         "",
@@ -69,7 +69,9 @@ def render_markdown(result: AuditResult) -> str:
         )
     lines += ["", "| group | n | accuracy | 95% CI |", "| --- | ---: | ---: | ---: |"]
     for g in result.groups:
-        lines.append(f"| {md_escape(g.name)} | {g.n} | {_num(g.accuracy)} | {_num(g.ci)} |")
+        lines.append(
+            f"| {md_escape(group_name(result, g.name))} | {g.n} | {_num(g.accuracy)} | {_num(g.ci)} |"
+        )
     concepts = result.concepts[:TOP_CONCEPTS]
     if concepts:
         lines += [

@@ -11,8 +11,10 @@ from PIL import Image
 from audit.fairness import AuditSettings, run_audit
 from audit.fairness.stages.focus import TABLE_CONCEPTS
 from audit.report.html import render_html
-from tests.fairness.planted import planted_bias_world
+from tests.fairness.planted import ROLE_NAMES, planted_bias_world
 from tests.fairness.test_planted import memory_store
+
+SPURIOUS = ROLE_NAMES["spurious"]
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +62,34 @@ def test_table_shows_lazy_inline_thumbnails_for_every_concept(audited):
         assert images, row[:200]
         assert all('loading="lazy"' in i and 'src="data:image/jpeg;base64,' in i for i in images)
     assert not re.search(r'src="(?!data:)', page)  # still one self-contained file
+
+
+def test_only_the_concept_that_rides_on_the_attribute_is_marked(audited):
+    """The planted concept is active exactly on Blond_Hair = 1, so its strongest rows all carry
+    it; the decoy follows the target and the nuisance and background concepts nothing."""
+    from audit.report.html import table_notes
+
+    _, result = audited
+    table = result.concepts[:TABLE_CONCEPTS]
+    notes = dict(zip([c.name for c in table], table_notes(result, table), strict=True))
+    assert notes[SPURIOUS].startswith("rides on Blond_Hair=1: 100% of its strongest rows")
+    assert [n for n, note in notes.items() if note] == [SPURIOUS]
+    assert notes[SPURIOUS] in render_html(result)
+
+
+def test_the_demo_reports_that_small_rides_on_red():
+    """The golden demo (an earlier tiny CLIP and SAE) flags "small" besides "red": its strongest
+    rows are small red objects, and the table says so."""
+    import json
+    from pathlib import Path
+
+    from audit.fairness import parse_result
+    from audit.report.html import table_notes
+
+    golden = Path(__file__).parents[1] / "golden" / "expected" / "demo.json"
+    result = parse_result(json.loads(golden.read_text(encoding="utf-8")))
+    table = result.concepts[:TABLE_CONCEPTS]
+    notes = {c.name: n for c, n in zip(table, table_notes(result, table), strict=True)}
+    assert next(c for c in table if c.name == "small").flagged
+    assert notes["small"].startswith("rides on is_red=1")
+    assert notes["red"].startswith("rides on is_red=1")

@@ -22,6 +22,22 @@ from audit.fairness.stages.scan import Screened
 
 #: Concepts of the report's top table (ranked first): each gets its most-activating rows.
 TABLE_CONCEPTS = 25
+#: The rows behind ``attribute_share``: the top 2 % by activation, at least 20.
+SHARE_FRACTION, SHARE_MIN_ROWS = 0.02, 20
+
+
+def attribute_share(ctx: AuditContext, data: RowData) -> dict[str, float] | None:
+    """Share of each attribute value among the concept's most-activating rows."""
+    k = max(SHARE_MIN_ROWS, int(np.ceil(SHARE_FRACTION * data.z.shape[0])))
+    top = np.array(most_activating(data, k), dtype=np.int64)
+    if top.size < SHARE_MIN_ROWS:
+        return None  # too few active rows to say
+    cells = ctx.cells
+    counts = np.bincount(cells.attribute[top], minlength=cells.n_values)
+    return {
+        f"{cells.attribute_name}={v}": round(float(c) / top.size, 6)
+        for v, c in zip(cells.attribute_values, counts, strict=True)
+    }
 
 
 def _worst_cell(ctx: AuditContext, worst_group: str) -> int:
@@ -80,6 +96,7 @@ def focus_stage(
                 latents=c.latents,
                 top_activating=tuple(_example(ctx, sc, i, data, after) for i in top),
                 flipped=tuple(_example(ctx, sc, i, data, after) for i in flips),
+                attribute_share=attribute_share(ctx, data),
             )
         )
     for c in table:
@@ -106,4 +123,7 @@ def _top_activating(
             )
         after[top] = moved.cpu().numpy().astype(np.float64)
     rows = tuple(_example(ctx, sc, int(i), data, after) for i in top)
-    return Examples(label=c.label, latents=c.latents, top_activating=rows, flipped=())
+    return Examples(
+        label=c.label, latents=c.latents, top_activating=rows, flipped=(),
+        attribute_share=attribute_share(ctx, data),
+    )  # fmt: skip
