@@ -1,4 +1,4 @@
-"""CLIP encoders through open_clip: loading, batched image and text embedding (SPEC §4, §8).
+"""CLIP encoders through open_clip: loading, batched image and text embedding into stores.
 
 ``--model`` is an open_clip model name (``ViT-B-32``, ``hf-hub:org/repo``, ``local-dir:PATH``) or
 a path to an open_clip model-config JSON (``{"embed_dim", "vision_cfg", "text_cfg"}``, or an

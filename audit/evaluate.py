@@ -363,7 +363,7 @@ def evaluate_sae(
     probe: LinearProbe | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on every row of ``store``; returns the eval JSON (SPEC §8) as a dict.
+    """Evaluate ``model`` on every row of ``store``; returns the eval JSON (``msae-audit/eval``) as a dict.
 
     ``labels`` (row-aligned, missing values allowed) enables LP-KL and LP-agreement: a logistic
     probe is fit on a seeded subset of the labelled rows (:func:`fit_probe`) and the remaining

@@ -1,4 +1,4 @@
-"""SAE evaluation metrics (SPEC §5), as defined in Zaigrajew, Baniecki, Biecek, *Interpreting CLIP
+"""SAE evaluation metrics, as defined in Zaigrajew, Baniecki, Biecek, *Interpreting CLIP
 with Hierarchical Sparse Autoencoders* (ICML 2025, arXiv 2502.20578, §5 and App. C).
 
 Notation: ``x_i ∈ R^d`` an embedding (raw space, as the user stored it), ``x̂_i`` its SAE

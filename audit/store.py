@@ -1,4 +1,4 @@
-"""Embedding stores (SPEC §4).
+"""Embedding stores: memory-mapped .npy shards, a manifest written last, row-aligned metadata.
 
 A store is a directory::
 

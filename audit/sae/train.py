@@ -192,7 +192,7 @@ def train_sae(
     on_step: StepCallback | None = None,
     stop_after: int | None = None,
 ) -> TrainResult:
-    """Train an SAE on ``store`` and write it to ``out_dir`` (SPEC checkpoint format).
+    """Train an SAE on ``store`` and write it to ``out_dir`` (sae.safetensors + config.json + training.json).
 
     ``on_step`` receives the state and the metrics of the latest logged step (for progress
     bars; they are computed every ``log_every`` steps and on the first, so that a GPU never

@@ -32,7 +32,7 @@ ADD_QUERIES = [
     ("blue", "square", "red"),
     ("green", "cross", "red"),
 ]
-ADD_VALUE = 4.0  # in units of each latent's typical strength (see the README's "Concept search")
+ADD_VALUE = 4.0  # in units of each latent's typical strength (see docs/search.md)
 
 
 @pytest.fixture(scope="module")
