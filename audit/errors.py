@@ -1,4 +1,5 @@
-"""Errors that map to the command line's exit codes (SPEC §8).
+"""Errors that map to the command line's exit codes: 0 success, 1 a gate failed, 2 bad input,
+3 integrity failure, 4 internal error.
 
 Library code raises these; the CLI turns them into a one-line message and an exit code,
 so users never see a traceback for bad input.

@@ -47,8 +47,8 @@ from audit.store import (
     STORE_FORMAT,
     STORE_VERSION,
     EmbeddingStore,
-    _remove_store_files,
     open_store,
+    remove_store_files,
 )
 
 RANKS_DIR = ".ranks"
@@ -116,7 +116,7 @@ def merge_rank_stores(
     if (out / "manifest.json").exists():
         if not overwrite:
             raise InputError(f"{out} already holds a store (use --overwrite to replace it)")
-        _remove_store_files(out)
+        remove_store_files(out)
     part_names = [str(Path(p)) for p in parts]
     if plan_path.exists():
         plan = read_json(plan_path, "merge plan")  # resuming: the parts may lack moved shards

@@ -1,4 +1,4 @@
-"""Speed of the CelebA-scale audit on synthetic data (SPEC: under 60 s on 2 CPU cores).
+"""Speed of the CelebA-scale audit on synthetic data (the goal: under 60 s on 2 CPU cores).
 
 200,000 rows, d = 768, n = 6144 latents, a linear head, 1000 bootstrap samples, the relocation
 null for up to 200 concepts. The data are sparse mixtures of the SAE's own decoder atoms plus a

@@ -1,12 +1,12 @@
-"""The bad-input matrix: every row of the README's "Bad input" table is one case here.
+"""The bad-input matrix: every row of the table in docs/robustness.md is one case here.
 
 Each case builds a broken input, runs the command line in-process (or, for the file-size-limit
 row, as ``python -m audit`` in a child process) and checks what the user sees: the exit code, a
 one-line ``error:`` message containing the documented words, no traceback, and for some rows
 what must *not* have happened (a payload that ran, a partial file under the final name).
 
-``python -m tests.test_bad_inputs`` prints the README table; ``test_readme_matrix_is_the_cases``
-fails when README.md and this table drift apart.
+``python -m tests.test_bad_inputs`` prints the table, ``--update-docs`` rewrites it in
+docs/robustness.md; ``test_docs_matrix_is_the_cases`` fails when the two drift apart.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-README = REPO / "README.md"
+DOC = REPO / "docs" / "robustness.md"
 BEGIN, END = "<!-- bad-input-matrix:begin -->", "<!-- bad-input-matrix:end -->"
 
 
 @dataclass(frozen=True)
 class Case:
     id: str
-    what: str  # the bad input, as the README describes it
+    what: str  # the bad input, as docs/robustness.md describes it
     command: str  # the command it is given to
     shows: str  # words the user sees (asserted case-insensitively in the output)
     code: int  # exit code
@@ -46,7 +46,7 @@ class Case:
     child: bool = False  # run as `python -m audit` in a child process, with:
     file_limit: int | None = None  # RLIMIT_FSIZE (bytes): larger writes fail with EFBIG
     child_env: tuple[tuple[str, str], ...] = ()
-    readme: str | None = None  # "what the user sees" in the README when it is not an error line
+    readme: str | None = None  # "what the user sees" in the docs when it is not an error line
 
 
 @dataclass
@@ -905,7 +905,7 @@ def _run_child(args: list[str], limit: int | None, extra_env: dict) -> tuple[int
 
 
 # ------------------------------------------------------------------------------------------
-# README
+# docs/robustness.md
 # ------------------------------------------------------------------------------------------
 
 
@@ -913,7 +913,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def readme_table() -> str:
+def matrix_table() -> str:
     lines = [
         "| # | id | bad input | command | what the user sees | exit |",
         "| ---: | --- | --- | --- | --- | :---: |",
@@ -935,11 +935,13 @@ def _outcome(case: Case) -> str:
     return case.shows
 
 
-def test_readme_matrix_is_the_cases():
-    text = README.read_text(encoding="utf-8")
-    assert BEGIN in text and END in text, f"README.md needs {BEGIN} … {END}"
+def test_docs_matrix_is_the_cases():
+    text = DOC.read_text(encoding="utf-8")
+    assert BEGIN in text and END in text, f"docs/robustness.md needs {BEGIN} … {END}"
     block = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert block == readme_table(), "README matrix out of date: python -m tests.test_bad_inputs"
+    assert block == matrix_table(), (
+        "docs/robustness.md matrix out of date: python -m tests.test_bad_inputs --update-docs"
+    )
 
 
 def test_matrix_covers_every_item_of_the_issue():
@@ -956,15 +958,15 @@ def test_matrix_covers_every_item_of_the_issue():
         assert needed in ids, needed
 
 
-def _update_readme() -> None:
-    text = README.read_text(encoding="utf-8")
+def _update_docs() -> None:
+    text = DOC.read_text(encoding="utf-8")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{BEGIN}\n{readme_table()}\n{END}{tail}", encoding="utf-8")
+    DOC.write_text(f"{head}{BEGIN}\n{matrix_table()}\n{END}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--update-readme"]:
-        _update_readme()
+    if sys.argv[1:] in (["--update-docs"], ["--update-readme"]):
+        _update_docs()
     else:
-        print(readme_table())
+        print(matrix_table())

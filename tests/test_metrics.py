@@ -30,8 +30,15 @@ from audit.metrics import (
 
 
 def test_docstring_examples_hold():
-    result = doctest.testmod(metrics)
-    assert result.attempted >= 15 and result.failed == 0
+    import importlib
+    import pkgutil
+
+    attempted = 0
+    for info in pkgutil.iter_modules(metrics.__path__):
+        result = doctest.testmod(importlib.import_module(f"audit.metrics.{info.name}"))
+        assert result.failed == 0, info.name
+        attempted += result.attempted
+    assert attempted >= 15
 
 
 # -- sparsity --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""CelebA readers: the official layout, torchvision's and Kaggle's CSV variant (SPEC §7).
+"""CelebA readers: the official layout, torchvision's and Kaggle's CSV variant.
 
 Nothing is ever downloaded. The result is one row per image with its path, the 40 binary
 attributes (0/1) and the official split; a missing or malformed file raises an

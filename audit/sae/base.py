@@ -1,4 +1,4 @@
-"""The sparse autoencoder shared by every architecture (SPEC §3).
+"""The sparse autoencoder shared by every architecture: preprocessing, encoder, decoder.
 
 Notation: ``x ∈ R^d`` a raw embedding, ``n`` latents.
 

@@ -1,4 +1,4 @@
-"""Checkpoint I/O (SPEC §3, "Checkpoint format").
+"""SAE files: sae.safetensors + config.json (+ training.json); the reference code's .pt files.
 
 A model is a directory with ``sae.safetensors`` (``W_enc [d, n]``, ``b_enc [n]``, ``W_dec [n, d]``,
 ``b_pre [d]``, ``mean [d]``, ``scale []`` and, for ``batchtopk``, ``threshold [] or [n]``) and

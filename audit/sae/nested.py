@@ -42,7 +42,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from audit.sae.nested_plan import Piece, Plan, plan_nested_step
+from audit.sae.nested_plan import NestedStep, Piece, Plan, plan_nested_step
+from audit.sae.nested_ranks import Ranks, rank_segments
+from audit.sae.nested_sparse import SparseBlocks
 
 # Rows per chunk are chosen so a [rows, n] matrix has about this many entries (32 MiB in fp32).
 CHUNK_ELEMENTS = 1 << 23
@@ -179,99 +181,28 @@ def _level_residuals(
     return residuals
 
 
-class _Ranks:
-    """Per-row value bounds of the levels, their masks, and the sorted top entries."""
-
-    def __init__(
-        self,
-        pre: Tensor,
-        lo: list[Tensor],
-        strict: set[int],
-        positive: Tensor,
-        top_values: Tensor | None,
-        top_indices: Tensor | None,
-    ) -> None:
-        # Level a's code holds pre >= lo[a] (ReLU folded in: lo >= the smallest positive float).
-        self.pre, self.lo, self.strict, self.positive = pre, lo, strict, positive
-        self.top_values, self.top_indices = top_values, top_indices  # [B, k_top], descending
-        self._inside: dict[int, Tensor] = {}
-
-    def inside_prefix(self, level: int) -> Tensor:
-        """0/1 mask of the entries in level ``level``'s code (one comparison, cached)."""
-        if level not in self._inside:
-            self._inside[level] = (
-                torch.ge(self.pre, self.lo[level][:, None], out=torch.empty_like(self.pre))
-                if level in self.strict
-                else self.positive
-            )
-        return self._inside[level]
-
-    def inside_segment(self, s: int) -> Tensor:
-        """0/1 mask of segment ``s``: in level ``s`` and not in level ``s-1``."""
-        if s == 0:
-            return self.inside_prefix(0)
-        return self.inside_prefix(s) - self.inside_prefix(s - 1)
-
-    def dense_code(self, piece: Piece) -> tuple[Tensor, Tensor]:
-        """A piece's code as a dense ``[B, n]`` matrix, and its mask.
-
-        Multiplying by the mask is branch-free; ``masked_fill``/``where`` mispredict on masks
-        that are neither mostly true nor mostly false and cost several times as much on a CPU.
-        """
-        if piece.kind == "prefix":
-            mask = self.inside_prefix(piece.level)
-            if piece.level not in self.strict:
-                return torch.relu(self.pre), mask
+def _decode_pieces(
+    step: NestedStep, ranks: Ranks, W_dec: Tensor, batch: int
+) -> tuple[dict[tuple[str, int], Tensor], list[tuple[Tensor, Tensor]], SparseBlocks | None]:
+    """Every piece of the plan decoded (``code @ W_dec``): the sparse ones in one block-CSR
+    product, the dense ones as masked dense products (their codes and masks kept for backward)."""
+    sparse_pieces = step.sparse_pieces
+    sparse = (
+        SparseBlocks.build(sparse_pieces, ranks, step.last, step.top, step.k_eff)
+        if sparse_pieces
+        else None
+    )
+    sparse_out = (sparse.csr @ W_dec).view(len(sparse_pieces), batch, -1) if sparse else None
+    contributions: dict[tuple[str, int], Tensor] = {}
+    dense_saved: list[tuple[Tensor, Tensor]] = []
+    for piece in step.plan.pieces:
+        if piece.dense:
+            code, mask = ranks.dense_code(piece)
+            dense_saved.append((code, mask))
+            contributions[piece.kind, piece.level] = code @ W_dec
         else:
-            mask = self.inside_segment(piece.level)
-        return self.pre * mask, mask
-
-    def label(self, values: Tensor, rows: Tensor, upto: int) -> Tensor:
-        """Segment index of listed entries known to lie in segments ``0..upto``."""
-        seg = torch.zeros(values.shape, dtype=torch.int64, device=values.device)
-        for s in range(upto):
-            seg += values < self.lo[s][rows]
-        return seg
-
-
-def _rank_segments(
-    pre: Tensor,
-    k_eff: Sequence[int],
-    strict: list[int],
-    last: int,
-    top: int,
-    positive: Tensor,
-) -> _Ranks:
-    """Thresholds (each row's ``k``-th largest value) for the strict levels.
-
-    A chain of unsorted top-k calls, each inside the previous one's values, is far cheaper
-    than one sorted top-k of the largest ``k``. The chain ends with a sorted top-``k_top``
-    (with global column indices) when the first segments ``0..top`` are decoded sparsely.
-    """
-    batch = pre.shape[0]
-    thresholds: dict[int, Tensor] = {}
-    values, columns = pre, None
-    top_values = top_indices = None
-    for i in reversed(strict):
-        k = k_eff[i]
-        if i == top:
-            v, j = torch.topk(values, k, dim=1, sorted=True)
-            top_values, top_indices = v, (j if columns is None else columns.gather(1, j))
-            for s in range(top + 1):
-                thresholds[s] = v[:, k_eff[s] - 1]
-            break
-        v, j = torch.topk(values, k, dim=1, sorted=False)
-        if top >= 0:
-            columns = j if columns is None else columns.gather(1, j)
-        values = v
-        thresholds[i] = v.min(dim=1).values
-    # Clamping at the smallest positive number folds the ReLU into every lower bound.
-    floor = torch.nextafter(pre.new_zeros(()), pre.new_ones(()))
-    lo = [
-        thresholds[s].clamp_min(floor) if s in thresholds else floor.expand(batch)
-        for s in range(last + 1)
-    ]
-    return _Ranks(pre, lo, set(strict), positive, top_values, top_indices)
+            contributions[piece.kind, piece.level] = sparse_out[sparse_pieces.index(piece)]
+    return contributions, dense_saved, sparse
 
 
 class _NestedTopKLoss(torch.autograd.Function):
@@ -288,25 +219,11 @@ class _NestedTopKLoss(torch.autograd.Function):
         # bool), and products and row sums with them need no cast of the whole matrix.
         positive = torch.gt(pre, 0.0, out=torch.empty_like(pre))
         step = plan_nested_step(pre, positive, k_list)
-        last, pieces, sparse_pieces = step.last, step.plan.pieces, step.sparse_pieces
-        ranks = _rank_segments(pre, step.k_eff, step.strict, last, step.top, positive)
+        last, pieces = step.last, step.plan.pieces
+        ranks = rank_segments(pre, step.k_eff, step.strict, last, step.top, positive)
         inside = ranks.inside_prefix(last)
 
-        sparse = (
-            _SparseBlocks.build(sparse_pieces, ranks, last, step.top, step.k_eff)
-            if sparse_pieces
-            else None
-        )
-        sparse_out = (sparse.csr @ W_dec).view(len(sparse_pieces), batch, -1) if sparse else None
-        contributions: dict[tuple[str, int], Tensor] = {}
-        dense_saved: list[tuple[Tensor, Tensor]] = []
-        for piece in pieces:
-            if piece.dense:
-                code, mask = ranks.dense_code(piece)
-                dense_saved.append((code, mask))
-                contributions[piece.kind, piece.level] = code @ W_dec
-            else:
-                contributions[piece.kind, piece.level] = sparse_out[sparse_pieces.index(piece)]
+        contributions, dense_saved, sparse = _decode_pieces(step, ranks, W_dec, batch)
         del ranks  # its cached masks are not needed any more
 
         residuals = _level_residuals(step.plan, contributions, b_pre - x_tilde, last)
@@ -380,7 +297,7 @@ class _NestedTopKLoss(torch.autograd.Function):
         del through
         if grad_pre is None:
             grad_pre = W_dec.new_zeros(ctx.pre_shape)
-        sparse: _SparseBlocks | None = ctx.sparse
+        sparse: SparseBlocks | None = ctx.sparse
         if sparse is not None:
             g_blocks = torch.cat(
                 [g for piece, g in zip(pieces, piece_grad, strict=True) if not piece.dense]
@@ -395,156 +312,3 @@ class _NestedTopKLoss(torch.autograd.Function):
         grad_W_enc = x_in.T @ grad_pre
         grad_b_pre = grad_b_pre - W_enc @ grad_b_enc
         return None, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_pre, None, None, None
-
-
-_SAME_SIZE_INT = {
-    torch.float64: torch.int64,
-    torch.float32: torch.int32,
-    torch.float16: torch.int16,
-    torch.bfloat16: torch.int16,
-}
-
-
-def _count_values(values: Tensor, size: int) -> Tensor:
-    """How often each of ``0..size-1`` occurs in ``values`` (int64). ``bincount`` on a GPU
-    reads the largest value back to the host first; a scatter-add needs no such read."""
-    if values.device.type == "cpu":
-        return torch.bincount(values, minlength=size)
-    return _scatter_count(values, size)
-
-
-def _scatter_count(values: Tensor, size: int) -> Tensor:
-    counts = torch.zeros(size, dtype=torch.int64, device=values.device)
-    return counts.scatter_add_(0, values.long(), torch.ones_like(values, dtype=torch.int64))
-
-
-def _flat_nonzero(mask: Tensor) -> Tensor:
-    """Flat positions of the ones of a 0/1 float mask (read as integers: +0.0 is all zero bits,
-    and integer ``nonzero`` is about twice as fast as a float one)."""
-    return mask.view(_SAME_SIZE_INT[mask.dtype]).view(-1).nonzero().squeeze(1)
-
-
-class _SparseBlocks:
-    """All sparse pieces as one CSR matrix whose row ``(slot, b)`` holds piece ``slot`` of row ``b``."""
-
-    def __init__(
-        self,
-        csr: Tensor,
-        pattern: Tensor,
-        block_rows: Tensor,
-        cols: Tensor,
-        values: Tensor,
-        top_blocks: list[tuple[Tensor, Tensor]],
-        rest_positions: Tensor,
-        n: int,
-    ) -> None:
-        self.csr, self.pattern = csr, pattern
-        self.block_rows, self.cols, self.values = block_rows, cols, values
-        # The leading slots from the sorted top-k: (columns [B, w], ReLU keep mask [B, w]) each;
-        # the other entries by their position in the flattened [B, n] matrix.
-        self.top_blocks, self.rest_positions = top_blocks, rest_positions
-        self.n = n
-
-    def add_to_rows(self, grad_pre: Tensor, entry_grads: Tensor) -> None:
-        """Add per-entry gradients (in block order) into the dense ``[B, n]`` ``grad_pre``."""
-        offset = 0
-        for cols, keep in self.top_blocks:
-            # Row-wise scatter_add is several times faster than a flat index_add on CPU.
-            chunk = entry_grads[offset : offset + keep.numel()].view(keep.shape) * keep
-            grad_pre.scatter_add_(1, cols, chunk)
-            offset += keep.numel()
-        if self.rest_positions.numel():
-            grad_pre.view(-1).index_add_(0, self.rest_positions, entry_grads[offset:])
-
-    @classmethod
-    def build(
-        cls,
-        pieces: list[Piece],
-        ranks: _Ranks,
-        last: int,
-        top: int,
-        k_eff: Sequence[int],
-    ) -> _SparseBlocks:
-        pre = ranks.pre
-        batch, n = pre.shape
-        device = pre.device
-        flat = pre.view(-1)
-        batch_rows = torch.arange(batch, device=device)
-        cols_parts, values_parts, rows_parts, counts_parts, positions_parts = [], [], [], [], []
-        top_blocks: list[tuple[Tensor, Tensor]] = []
-        listed = labels = None
-        if any(p.kind == "prefix" for p in pieces):
-            # One list of every code entry, labelled by segment, feeds all the pieces.
-            listed = _flat_nonzero(ranks.inside_prefix(last))
-            labels = (
-                ranks.label(flat.index_select(0, listed), listed // n, last) if last > 0 else None
-            )
-        for slot, p in enumerate(pieces):
-            if listed is None and p.level <= top:
-                # Ranks k_{s-1} .. k_s of the sorted top-k: a fixed width per row, no search.
-                # add_to_rows reads these blocks first, so they must lead the slots.
-                assert slot == len(top_blocks), "sorted top-k pieces must come first"
-                lo_rank = 0 if p.level == 0 else k_eff[p.level - 1]
-                block_cols = ranks.top_indices[:, lo_rank : k_eff[p.level]]
-                values = ranks.top_values[:, lo_rank : k_eff[p.level]]
-                width = block_cols.shape[1]
-                # Row b repeated `width` times (an expand: repeat_interleave may read sizes back).
-                rows = batch_rows[:, None].expand(batch, width).reshape(-1)
-                counts = torch.full((batch,), width, dtype=torch.int64, device=device)
-                # Rows with few active latents have entries <= 0 in their top-k: ReLU zeroes them.
-                keep = torch.gt(values, 0.0, out=torch.empty_like(values))
-                top_blocks.append((block_cols, keep))
-                cols, values = block_cols.reshape(-1), (values * keep).reshape(-1)
-            else:
-                if listed is not None:
-                    positions = (
-                        listed
-                        if (p.kind == "prefix" or labels is None)
-                        else listed[labels == p.level]
-                    )
-                else:
-                    positions = _flat_nonzero(ranks.inside_segment(p.level))
-                rows = positions // n
-                cols = positions - rows * n
-                values = flat.index_select(0, positions)
-                counts = torch.bincount(rows, minlength=batch)
-                positions_parts.append(positions)
-            cols_parts.append(cols)
-            values_parts.append(values)
-            rows_parts.append(rows + slot * batch)
-            counts_parts.append(counts)
-        values = torch.cat(values_parts)
-        cols = torch.cat(cols_parts)
-        n_rows = len(pieces) * batch
-        crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=device)
-        torch.cumsum(torch.cat(counts_parts), 0, out=crow[1:])
-        csr = torch.sparse_csr_tensor(crow, cols, values, size=(n_rows, n), check_invariants=False)
-        pattern = torch.sparse_csr_tensor(
-            crow, cols, torch.ones_like(values), size=(n_rows, n), check_invariants=False
-        )
-        return cls(
-            csr,
-            pattern,
-            torch.cat(rows_parts),
-            cols,
-            values,
-            top_blocks,
-            torch.cat(positions_parts) if positions_parts else cols.new_zeros(0),
-            n,
-        )
-
-    def transposed(self) -> Tensor:
-        """The ``[n, slots·B]`` CSR transpose, built by a stable sort on the column index."""
-        # A stable sort on the narrowest integer type that holds a column index (a 16-bit
-        # radix sort is ~3× faster than a 64-bit one on CPU).
-        key_dtype = torch.int16 if self.n <= torch.iinfo(torch.int16).max else torch.int32
-        order = torch.argsort(self.cols.to(key_dtype), stable=True)
-        crow = torch.zeros(self.n + 1, dtype=torch.int64, device=self.cols.device)
-        torch.cumsum(_count_values(self.cols, self.n), 0, out=crow[1:])
-        return torch.sparse_csr_tensor(
-            crow,
-            self.block_rows.index_select(0, order),
-            self.values.index_select(0, order),
-            size=(self.n, self.csr.shape[0]),
-            check_invariants=False,
-        )

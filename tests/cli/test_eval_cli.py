@@ -15,7 +15,7 @@ from audit.sae import load_sae, sae_fingerprint
 from tests.conftest import assert_one_line_error
 from tests.eval_fixtures import planted_store, trained_matryoshka
 
-SPEC_FIELDS = (
+EVAL_FIELDS = (
     "schema",
     "l0",
     "frac_zeros",
@@ -80,10 +80,10 @@ def test_eval_writes_every_spec_field(cli, world, tmp_path):
     )
     assert r.exit_code == 0, r.stderr
     result = _strict_json(out)
-    for key in SPEC_FIELDS:
+    for key in EVAL_FIELDS:
         assert key in result, key
     assert result["schema"] == "msae-audit/eval"
-    assert all(isinstance(result[k], float) for k in SPEC_FIELDS[1:8])
+    assert all(isinstance(result[k], float) for k in EVAL_FIELDS[1:8])
     assert isinstance(result["dead_latents"], int)
     assert [p["k"] for p in result["progressive"]] == [16, 32, 64]
     assert all(

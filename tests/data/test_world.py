@@ -203,7 +203,7 @@ def test_tiny_clip_zero_shot_accuracy_on_held_out_renders(tiny_clip_model):
     """The tiny CLIP, reloaded through --model/--pretrained, recognises the attributes of
     scenes it never saw (fresh seed) from text prompts alone: colour, shape and the pasted
     marker almost always, every attribute far above guessing. The bounds hold for weights
-    regenerated on another machine (README's table has the shipped weights' figures)."""
+    regenerated on another machine (docs/demo.md's table has the shipped weights' figures)."""
     from audit.data.tinyclip import zero_shot_accuracy
 
     n = 1000

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import audit.sae.nested as nested
 import audit.sae.nested_plan as nested_plan
+import audit.sae.nested_sparse as nested_sparse
 from audit.sae.matryoshka import matryoshka_k_list
 from audit.sae.nested import naive_nested_loss, nested_topk_loss
 
@@ -238,5 +238,5 @@ def test_property_gpu_plan_equals_naive(batch, n, k_min, shift, seed, factor):
 def test_count_values_matches_bincount():
     values = torch.tensor([3, 0, 3, 5, 5, 5], dtype=torch.int16)
     expected = torch.tensor([1, 0, 0, 2, 0, 3, 0])
-    assert torch.equal(nested._count_values(values, 7), expected)
-    assert torch.equal(nested._scatter_count(values, 7), expected)  # the GPU's way
+    assert torch.equal(nested_sparse._count_values(values, 7), expected)
+    assert torch.equal(nested_sparse._scatter_count(values, 7), expected)  # the GPU's way

@@ -1,0 +1,153 @@
+"""The store format's constants and :class:`EmbeddingStore`, an opened store (memory-mapped)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audit.errors import InputError
+
+STORE_FORMAT = "msae-audit/embeddings"
+STORE_VERSION = 1
+ALLOWED_DTYPES = (np.dtype("float32"), np.dtype("float16"))
+DEFAULT_SHARD_ROWS = 1 << 16
+PARTIAL_DIR = ".partial"
+
+
+@dataclass
+class EmbeddingStore:
+    """A read-only, memory-mapped view of an embedding store or a plain ``.npy`` file."""
+
+    path: Path
+    manifest: dict[str, Any]
+    shards: list[np.ndarray]
+    metadata: pd.DataFrame | None = None
+    offsets: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.shards])]).astype(
+            np.int64
+        )
+
+    # -- description -------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def count(self) -> int:
+        return int(self.offsets[-1])
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def model(self) -> str | None:
+        return self.manifest.get("model")
+
+    @property
+    def pretrained(self) -> str | None:
+        return self.manifest.get("pretrained")
+
+    @property
+    def modality(self) -> str | None:
+        return self.manifest.get("modality")
+
+    @property
+    def normalized(self) -> bool:
+        return bool(self.manifest.get("normalized", False))
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.shards[0].dtype if self.shards else np.dtype("float32")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(s.nbytes) for s in self.shards)
+
+    # -- reading -----------------------------------------------------------------------------
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` as a float32 array (a copy; the store stays untouched)."""
+        stop = self.count if stop is None else min(stop, self.count)
+        start = max(0, start)
+        if stop <= start:
+            return np.empty((0, self.dim), dtype=np.float32)
+        parts = []
+        first = int(np.searchsorted(self.offsets, start, side="right") - 1)
+        for i in range(first, len(self.shards)):
+            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+            if lo >= stop:
+                break
+            a, b = max(start, lo) - lo, min(stop, hi) - lo
+            parts.append(np.array(self.shards[i][a:b], dtype=np.float32))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def take(self, rows: Sequence[int] | np.ndarray, piece_rows: int = 4096) -> np.ndarray:
+        """Rows at the given indices (any order, repeats allowed) as float32.
+
+        The memory map is read in ascending row order (a store on disk is read forwards, which
+        read-ahead rewards). Runs of consecutive rows are copied straight into the result;
+        scattered rows are gathered in pieces of at most ``piece_rows``, so the only temporary
+        beyond the result is one piece.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.count):
+            raise InputError(f"row index out of range for store {self.path} with {self.count} rows")
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        if not rows.size:
+            return out
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        bounds = np.searchsorted(ordered, self.offsets)  # where each shard's rows begin
+        for i, shard in enumerate(self.shards):
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            if a == b:
+                continue
+            local = ordered[a:b] - self.offsets[i]
+            run_starts = np.flatnonzero(np.diff(local) != 1) + 1
+            if len(run_starts) + 1 <= (b - a) // 64:  # long runs (a whole buffer of chunks)
+                edges = [0, *run_starts.tolist(), b - a]
+                for lo, hi in itertools.pairwise(edges):
+                    out[order[a + lo : a + hi]] = shard[local[lo] : local[lo] + hi - lo]
+            else:
+                for lo in range(0, b - a, max(1, piece_rows)):
+                    hi = min(lo + piece_rows, b - a)
+                    out[order[a + lo : a + hi]] = shard[local[lo:hi]]
+        return out
+
+    def iter_chunks(
+        self, chunk_rows: int = DEFAULT_SHARD_ROWS, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_row, float32 block)`` pairs in row order, at most ``chunk_rows`` each."""
+        stop = self.count if stop is None else min(stop, self.count)
+        for lo in range(start, stop, max(1, chunk_rows)):
+            yield lo, self.read(lo, min(lo + chunk_rows, stop))
+
+    def check_finite(self, chunk_rows: int = DEFAULT_SHARD_ROWS) -> None:
+        """Raise :class:`InputError` naming the first row that holds NaN or inf."""
+        for lo, block in self.iter_chunks(chunk_rows):
+            bad = ~np.isfinite(block).all(axis=1)
+            if bad.any():
+                row = lo + int(np.argmax(bad))
+                raise InputError(f"{self.path}: row {row} contains NaN or inf values")
+
+    def labels(self, column: str) -> pd.Series:
+        """A row-aligned label column from ``metadata.csv`` or ``--labels``."""
+        if self.metadata is None:
+            raise InputError(f"{self.path} has no metadata; pass --labels FILE.csv")
+        if column not in self.metadata.columns:
+            cols = ", ".join(map(str, self.metadata.columns[:20]))
+            raise InputError(f"label column '{column}' not found; available columns: {cols}")
+        return self.metadata[column]
+
+    def describe(self) -> str:
+        return (
+            f"{self.count} x {self.dim} {self.dtype} embeddings"
+            f" ({self.model or 'unknown model'}, {self.modality or 'unknown modality'})"
+        )

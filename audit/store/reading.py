@@ -1,0 +1,190 @@
+"""Opening stores and plain ``.npy`` files (checked, never unpickled) and row-aligned label CSVs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audit.errors import InputError, first_line
+from audit.fileio import describe_os_error, read_json
+from audit.store.layout import (
+    ALLOWED_DTYPES,
+    PARTIAL_DIR,
+    STORE_FORMAT,
+    STORE_VERSION,
+    EmbeddingStore,
+)
+
+
+def open_store(
+    path: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None = None,
+    *,
+    check_finite: bool = False,
+    expected_dim: int | None = None,
+) -> EmbeddingStore:
+    """Open a store directory or a plain ``.npy`` file, memory-mapped and validated.
+
+    Raises :class:`InputError` (exit code 2) for anything malformed: a missing or invalid
+    manifest, a pickled or non-float ``.npy``, wrong dimensions, row-count mismatches between
+    shards, manifest and metadata, and (with ``check_finite``) NaN/inf values.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"embeddings not found: {p}")
+    if p.is_dir():
+        store = _open_dir(p)
+    elif p.suffix == ".npy":
+        array = _load_npy(p)
+        manifest = {
+            "format": STORE_FORMAT,
+            "version": STORE_VERSION,
+            "model": None,
+            "pretrained": None,
+            "modality": None,
+            "dim": int(array.shape[1]),
+            "count": int(array.shape[0]),
+            "normalized": None,
+        }
+        store = EmbeddingStore(p, manifest, [array])
+    else:
+        raise InputError(f"{p} is neither a store directory nor a .npy file")
+    if labels is not None:
+        store.metadata = read_labels_csv(labels, store.count)
+    if expected_dim is not None and store.dim != expected_dim:
+        raise InputError(f"{p} has embedding dimension {store.dim}, but {expected_dim} is expected")
+    if check_finite:
+        store.check_finite()
+    return store
+
+
+def _open_dir(p: Path) -> EmbeddingStore:
+    manifest_path = p / "manifest.json"
+    if not manifest_path.exists():
+        hint = (
+            " (an interrupted write? rerun the same command to resume)"
+            if (p / PARTIAL_DIR).exists()
+            else ""
+        )
+        raise InputError(f"{p} is not an embedding store: manifest.json is missing{hint}")
+    manifest = read_json(manifest_path, "store manifest")
+    if not isinstance(manifest, dict):
+        raise InputError(f"{manifest_path}: expected a JSON object")
+    if manifest.get("format") != STORE_FORMAT:
+        raise InputError(
+            f"{manifest_path}: format is {manifest.get('format')!r}, expected '{STORE_FORMAT}'"
+        )
+    if manifest.get("version") != STORE_VERSION:
+        raise InputError(f"{manifest_path}: unsupported store version {manifest.get('version')!r}")
+    for key in ("dim", "count"):
+        if not isinstance(manifest.get(key), int) or manifest[key] < 0:
+            raise InputError(f"{manifest_path}: '{key}' must be a non-negative integer")
+    files = _shard_files(p, manifest)
+    shards = [_load_npy(f) for f in files]
+    dim = manifest["dim"]
+    for f, s in zip(files, shards, strict=True):
+        if s.shape[1] != dim:
+            raise InputError(f"{f}: has {s.shape[1]} columns but the manifest says dim={dim}")
+    count = sum(len(s) for s in shards)
+    if count != manifest["count"]:
+        raise InputError(
+            f"{p}: shards hold {count} rows but the manifest says count={manifest['count']}"
+        )
+    metadata = None
+    if (p / "metadata.csv").exists():
+        metadata = read_labels_csv(p / "metadata.csv", count)
+    return EmbeddingStore(p, manifest, shards, metadata)
+
+
+def _shard_files(p: Path, manifest: dict[str, Any]) -> list[Path]:
+    listed = manifest.get("shards")
+    if listed:
+        if not isinstance(listed, list):
+            raise InputError(f"{p}/manifest.json: 'shards' must be a list")
+        files = []
+        for entry in listed:
+            name = entry.get("file") if isinstance(entry, dict) else entry
+            if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+                raise InputError(f"{p}/manifest.json: invalid shard name {name!r}")
+            files.append(p / name)
+    elif (p / "embeddings.npy").exists():
+        files = [p / "embeddings.npy"]
+    else:
+        files = sorted(p.glob("embeddings-[0-9][0-9][0-9][0-9][0-9].npy"))
+    if not files:
+        raise InputError(f"{p}: no embeddings.npy or embeddings-NNNNN.npy shards found")
+    for f in files:
+        if not f.exists():
+            raise InputError(f"{p}: shard {f.name} listed in the manifest is missing")
+    return files
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npy_magic(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(len(_NPY_MAGIC))
+    except IsADirectoryError as exc:
+        raise InputError(f"{path}: is a folder, not a .npy file") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {describe_os_error(exc)}") from exc
+    if not magic:
+        raise InputError(f"{path}: empty file, not a .npy array")
+    if magic != _NPY_MAGIC:
+        raise InputError(f"{path}: not a .npy file (no NumPy header)")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    _check_npy_magic(path)
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "mmap length is greater than file size" in str(exc):
+            raise InputError(
+                f"{path}: truncated .npy file (its header promises more data than it holds)"
+            ) from exc
+        # allow_pickle=False makes numpy refuse object arrays instead of unpickling them.
+        raise InputError(f"{path}: not a plain numeric .npy array ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: unreadable or truncated .npy file") from exc
+    except Exception as exc:
+        # numpy parses the header as a Python literal: a damaged one raises SyntaxError,
+        # tokenize.TokenError, TypeError, ... (found by fuzzing).
+        raise InputError(f"{path}: damaged .npy header ({type(exc).__name__})") from exc
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"{path}: expected a single array")
+    if array.ndim != 2:
+        raise InputError(
+            f"{path}: expected a 2-D [rows, dim] array, got shape {tuple(array.shape)}"
+        )
+    if array.dtype not in ALLOWED_DTYPES:
+        raise InputError(f"{path}: dtype {array.dtype} is not supported (use float32 or float16)")
+    if array.shape[1] == 0:
+        raise InputError(f"{path}: embedding dimension is 0")
+    return array
+
+
+def read_labels_csv(path: str | os.PathLike[str], expected_rows: int | None = None) -> pd.DataFrame:
+    """Read a row-aligned labels/metadata CSV; the row count must match the embeddings."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"labels file not found: {p}")
+    try:
+        frame = pd.read_csv(p, low_memory=False)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"{p}: empty CSV file") from exc
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(f"{p}: malformed CSV ({first_line(exc, limit=None)})") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {p}: {describe_os_error(exc)}") from exc
+    if expected_rows is not None and len(frame) != expected_rows:
+        raise InputError(f"{p} has {len(frame)} rows but the embeddings have {expected_rows}")
+    return frame

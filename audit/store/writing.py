@@ -1,0 +1,216 @@
+"""Writing stores: :class:`StoreWriter` (resumable, atomic shards, manifest last), `write_store`."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audit import __version__
+from audit.errors import InputError
+from audit.fileio import atomic_path, ensure_dir, write_json
+from audit.store.layout import (
+    ALLOWED_DTYPES,
+    DEFAULT_SHARD_ROWS,
+    PARTIAL_DIR,
+    STORE_FORMAT,
+    STORE_VERSION,
+    EmbeddingStore,
+)
+from audit.store.reading import open_store
+
+
+class StoreWriter:
+    """Append embeddings (and metadata rows) to a new store, shard by shard, resumably.
+
+    ``rows_done`` tells a caller how many input rows an earlier, interrupted run already
+    wrote; skip those and append the rest. Call :meth:`finalize` to publish the store.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        dim: int,
+        *,
+        model: str | None = None,
+        pretrained: str | None = None,
+        modality: str | None = None,
+        normalized: bool = False,
+        dtype: str = "float32",
+        shard_rows: int = DEFAULT_SHARD_ROWS,
+        extra: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.out = Path(out)
+        if np.dtype(dtype) not in ALLOWED_DTYPES:
+            raise InputError(f"unsupported store dtype {dtype}")
+        if (self.out / "manifest.json").exists():
+            if not overwrite:
+                raise InputError(
+                    f"{self.out} already holds a store (use --overwrite to replace it)"
+                )
+            remove_store_files(self.out)
+        self.partial = ensure_dir(self.out / PARTIAL_DIR)
+        self.params = {
+            "model": model,
+            "pretrained": pretrained,
+            "modality": modality,
+            "dim": int(dim),
+            "normalized": bool(normalized),
+            "dtype": np.dtype(dtype).name,
+        }
+        self.extra = dict(extra or {})
+        self.shard_rows = int(shard_rows)
+        self._buffer: list[np.ndarray] = []
+        self._meta_buffer: list[pd.DataFrame] = []
+        self._buffered = 0
+        self.progress = self._load_progress()
+
+    # -- progress ----------------------------------------------------------------------------
+    def _load_progress(self) -> dict[str, Any]:
+        path = self.partial / "progress.json"
+        if path.exists():
+            try:
+                progress = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                progress = None
+            if isinstance(progress, dict) and progress.get("params") == self.params:
+                # Keep only shards whose files really exist (a crash may precede the rename).
+                kept = [
+                    s for s in progress.get("shards", []) if (self.partial / s["file"]).exists()
+                ]
+                progress["shards"] = kept
+                return progress
+            if isinstance(progress, dict) and progress.get("shards"):
+                raise InputError(
+                    f"{self.out}: an interrupted store with different settings exists "
+                    f"(delete {self.partial} or use another --out)"
+                )
+        return {"params": self.params, "shards": []}
+
+    @property
+    def rows_done(self) -> int:
+        """Rows already written by an earlier (interrupted) run of the same command."""
+        return sum(int(s["rows"]) for s in self.progress["shards"])
+
+    @property
+    def rows_written(self) -> int:
+        return self.rows_done + self._buffered
+
+    # -- appending ---------------------------------------------------------------------------
+    def append(
+        self, embeddings: np.ndarray, metadata: pd.DataFrame | Sequence[dict] | None = None
+    ) -> None:
+        emb = np.asarray(embeddings)
+        if emb.ndim != 2 or emb.shape[1] != self.params["dim"]:
+            raise InputError(
+                f"expected [rows, {self.params['dim']}] embeddings, got {tuple(emb.shape)}"
+            )
+        if not np.isfinite(emb).all():
+            raise InputError("refusing to store NaN or inf embeddings")
+        if metadata is not None:
+            frame = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(list(metadata))
+            if len(frame) != len(emb):
+                raise InputError(f"{len(frame)} metadata rows for {len(emb)} embeddings")
+            self._meta_buffer.append(frame.reset_index(drop=True))
+        elif self._meta_buffer:
+            raise InputError("metadata must be given for every batch or for none")
+        self._buffer.append(emb.astype(self.params["dtype"], copy=False))
+        self._buffered += len(emb)
+        while self._buffered >= self.shard_rows:
+            self._flush(self.shard_rows)
+
+    def _flush(self, rows: int) -> None:
+        block = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        shard, rest = block[:rows], block[rows:]
+        self._buffer = [rest] if len(rest) else []
+        meta = None
+        if self._meta_buffer:
+            frame = pd.concat(self._meta_buffer, ignore_index=True)
+            meta, rest_meta = frame.iloc[:rows], frame.iloc[rows:]
+            self._meta_buffer = [rest_meta.reset_index(drop=True)] if len(rest_meta) else []
+        self._buffered -= len(shard)
+        index = len(self.progress["shards"])
+        name = f"embeddings-{index:05d}.npy"
+        data = io.BytesIO()
+        np.save(data, np.ascontiguousarray(shard), allow_pickle=False)
+        payload = data.getvalue()
+        with atomic_path(self.partial / name) as tmp:
+            tmp.write_bytes(payload)
+        entry = {"file": name, "rows": len(shard), "sha256": hashlib.sha256(payload).hexdigest()}
+        if meta is not None:
+            meta_name = f"metadata-{index:05d}.csv"
+            with atomic_path(self.partial / meta_name) as tmp:
+                meta.to_csv(tmp, index=False)
+            entry["metadata"] = meta_name
+        self.progress["shards"].append(entry)
+        write_json(self.partial / "progress.json", self.progress)
+
+    # -- publishing --------------------------------------------------------------------------
+    def finalize(self) -> EmbeddingStore:
+        """Write the last shard, move shards into place and write ``manifest.json`` last."""
+        if self._buffered:
+            self._flush(self._buffered)
+        shards = self.progress["shards"]
+        has_meta = [("metadata" in s) for s in shards]
+        if any(has_meta) and not all(has_meta):
+            raise InputError(f"{self.out}: some shards have metadata and some do not")
+        single = len(shards) == 1
+        final_entries = []
+        for s in shards:
+            name = "embeddings.npy" if single else s["file"]
+            os.replace(self.partial / s["file"], self.out / name)
+            final_entries.append({"file": name, "rows": s["rows"], "sha256": s["sha256"]})
+        if shards and all(has_meta):
+            frames = [pd.read_csv(self.partial / s["metadata"], low_memory=False) for s in shards]
+            with atomic_path(self.out / "metadata.csv") as tmp:
+                pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
+        if not shards:
+            # An empty store still gets a valid (0-row) array so readers need no special case.
+            with atomic_path(self.out / "embeddings.npy") as tmp, open(tmp, "wb") as fh:
+                np.save(fh, np.empty((0, self.params["dim"]), dtype=self.params["dtype"]))
+            final_entries = [{"file": "embeddings.npy", "rows": 0}]
+        manifest = {
+            "format": STORE_FORMAT,
+            "version": STORE_VERSION,
+            **self.params,
+            "count": int(sum(s["rows"] for s in final_entries)),
+            "shards": final_entries,
+            "created_by": f"msae-audit {__version__}",
+            **self.extra,
+        }
+        write_json(self.out / "manifest.json", manifest)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return open_store(self.out)
+
+
+def remove_store_files(out: Path) -> None:
+    (out / "manifest.json").unlink(missing_ok=True)
+    for f in [*list(out.glob("embeddings*.npy")), out / "metadata.csv"]:
+        f.unlink(missing_ok=True)
+    shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+
+
+def write_store(
+    out: str | os.PathLike[str],
+    embeddings: np.ndarray,
+    metadata: pd.DataFrame | None = None,
+    **kwargs: Any,
+) -> EmbeddingStore:
+    """Write an in-memory array (and optional metadata) as a store in one call."""
+    emb = np.asarray(embeddings)
+    if emb.ndim != 2:
+        raise InputError(f"expected a 2-D [rows, dim] array, got shape {tuple(emb.shape)}")
+    writer = StoreWriter(out, emb.shape[1], **kwargs)
+    done = writer.rows_done
+    if done < len(emb):
+        writer.append(emb[done:], None if metadata is None else metadata.iloc[done:])
+    return writer.finalize()

@@ -1,0 +1,135 @@
+"""README and docs/: the README stays short, CI runs README's test command, every shell command
+in the docs either runs in a test or says what it needs, and relative links resolve.
+
+A shell block (```bash, ```sh, ```shell, ```console) must follow a marker comment on the line
+before it (blank lines aside):
+
+* ``<!-- runs-in: tests/x.py::test_y, .ci/run -->`` — the named tests (or scripts) run it; each
+  must exist;
+* ``<!-- needs: gpu, network, celeba, long -->`` — it needs a GPU, the network (weights from a
+  hub), the CelebA data set, or is a full-size measurement (minutes to hours; the script itself
+  runs at tiny sizes in tests/test_benchmarks.py).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted([README, *(ROOT / "docs").rglob("*.md")])
+NEEDS = {"gpu", "network", "celeba", "long"}
+# Written on another branch at the same time; remove once it is merged.
+PENDING_LINKS = {"docs/discover.md"}
+
+_FENCE = re.compile(r"^```(\w*)\s*$")
+_MARKER = re.compile(r"^<!--\s*(runs-in|needs):\s*(.*?)\s*-->$")
+
+
+def shell_blocks(path: Path) -> list[tuple[int, str | None, str]]:
+    """(line number, marker line or None, block text) of every shell block in ``path``."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    blocks, i = [], 0
+    while i < len(lines):
+        fence = _FENCE.match(lines[i])
+        if not fence:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        if fence.group(1) in {"bash", "sh", "shell", "console"}:
+            before = [line for line in lines[:i] if line.strip()]
+            marker = before[-1].strip() if before and _MARKER.match(before[-1].strip()) else None
+            blocks.append((i + 1, marker, "\n".join(lines[i + 1 : end])))
+        i = end + 1
+    return blocks
+
+
+def _check_marker(marker: str) -> list[str]:
+    kind, value = _MARKER.match(marker).groups()
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        return [f"empty marker {marker}"]
+    if kind == "needs":
+        return [
+            f"unknown need {item!r} (known: {sorted(NEEDS)})" for item in items if item not in NEEDS
+        ]
+    problems = []
+    for item in items:
+        file, _, name = item.partition("::")
+        if not (ROOT / file).is_file():
+            problems.append(f"{file} does not exist")
+        elif name and not re.search(rf"^def {re.escape(name)}\(", (ROOT / file).read_text(), re.M):
+            problems.append(f"{file} has no test {name}")
+    return problems
+
+
+def test_readme_is_short():
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 250
+
+
+def test_ci_runs_readmes_test_command():
+    block = next(text for _, _, text in shell_blocks(README) if "make test" in text)
+    command = next(line.split("#")[0].strip() for line in block.splitlines() if "make test" in line)
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert command in ci, f".ci/run must run README's test command {command!r}"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shell_command_runs_in_a_test_or_says_what_it_needs(path):
+    problems = []
+    for line, marker, _ in shell_blocks(path):
+        if marker is None:
+            problems.append(
+                f"line {line}: shell block without <!-- runs-in: … --> or <!-- needs: … -->"
+            )
+        else:
+            problems += [f"line {line}: {p}" for p in _check_marker(marker)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(path):
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    missing = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        resolved = (path.parent / target.split("#")[0]).resolve()
+        if not resolved.exists() and str(resolved.relative_to(ROOT)) not in PENDING_LINKS:
+            missing.append(target)
+    assert not missing, f"{path.name}: broken links {missing}"
+
+
+def _commands(block: str) -> list[list[str]]:
+    joined = re.sub(r"\\\n\s*", " ", block)
+    return [shlex.split(line, comments=True) for line in joined.splitlines() if line.strip()]
+
+
+def test_readme_ci_recipe_runs(tmp_path, monkeypatch):
+    """The CI recipe on the demo's inputs (a copy kept in tests/golden/inputs/demo, laid out as
+    `make demo` writes them): the audit fails the gate on the planted shortcut, `check` agrees."""
+    from audit.cli import run
+
+    demo = ROOT / "tests" / "golden" / "inputs" / "demo"
+    out = tmp_path / "reports" / "demo"
+    shutil.copytree(demo / "store", out / "store")
+    shutil.copytree(demo / "sae", out / "sae")
+    shutil.copy(demo / "head.npz", out / "head.npz")
+    (out / "concept_banks").mkdir()
+    shutil.copy(demo / "bank.yaml", out / "concept_banks" / "demo.yaml")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+
+    block = next(t for _, m, t in shell_blocks(README) if m and "test_readme_ci_recipe_runs" in m)
+    codes = []
+    for argv in _commands(block):
+        assert argv[0] == "msae-audit"
+        codes.append(run(argv[1:]))
+    assert codes == [1, 1]  # the planted shortcut is flagged: the gate fails, and check agrees
+    for name in ("audit.json", "audit.xml", "audit.md"):
+        assert (tmp_path / "reports" / name).stat().st_size > 0
