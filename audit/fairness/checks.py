@@ -32,6 +32,8 @@ GROUP_CHECKS = (
 CHECKS = (*GROUP_CHECKS, "accuracy")
 #: Integrity checks: always enforced (exit code 3), thresholds from the gate's ``integrity:``.
 INTEGRITY_CHECKS = {"sae_cosine": "min_cosine", "classifier_agreement": "min_agreement"}
+#: The user's own model: its surrogate must decide like it, overall and in every group (exit 3).
+SURROGATE_CHECK = "surrogate_agreement"
 #: Bounds are compared with this slack so a value printed as the threshold meets it.
 TOLERANCE = 1e-12
 
@@ -117,7 +119,26 @@ def evaluate_checks(
         checks.append(
             Check(name, value, threshold, threshold, None, True, "pass" if ok else "fail", reason)
         )
+    if integrity is not None and integrity.surrogate_agreement is not None:
+        checks.append(_surrogate_check(integrity, gate))
     return tuple(checks)
+
+
+def _surrogate_check(integrity: Integrity, gate: GateConfig) -> Check:
+    """``surrogate_agreement``: overall ≥ min_surrogate_agreement and every group ≥
+    min_surrogate_group_agreement (the value and threshold shown are the overall ones)."""
+    overall, group = integrity.surrogate_agreement, integrity.surrogate_group_agreement
+    low, low_group = gate.min_surrogate_agreement, gate.min_surrogate_group_agreement
+    ok_overall = overall is not None and overall >= low - TOLERANCE
+    ok_group = group is not None and group >= low_group - TOLERANCE
+    ok = ok_overall and ok_group
+    reason = (
+        f"{_reason(overall, {'min': low}, ok_overall)} overall; worst group "
+        f"'{integrity.surrogate_worst_group}' {_reason(group, {'min': low_group}, ok_group)}"
+    )
+    if not ok:
+        reason += " (integrity: concept attributions refused)"
+    return Check(SURROGATE_CHECK, overall, low, low, None, True, "pass" if ok else "fail", reason)
 
 
 def _threshold(bounds: dict[str, float]) -> float | tuple[float, float] | None:
@@ -139,7 +160,8 @@ def _reason(value: float | None, bounds: dict[str, float], ok: bool) -> str:
 
 def verdict_of(checks: tuple[Check, ...]) -> tuple[Verdict, int]:
     """``("error", 3)`` on integrity failure, ``("fail", 1)`` if a gate failed, else ``("pass", 0)``."""
-    if any(c.name in INTEGRITY_CHECKS and c.status == "fail" for c in checks):
+    integrity = {*INTEGRITY_CHECKS, SURROGATE_CHECK}
+    if any(c.name in integrity and c.status == "fail" for c in checks):
         return "error", EXIT_INTEGRITY
     if any(c.status == "fail" for c in checks):
         return "fail", EXIT_GATE_FAILED

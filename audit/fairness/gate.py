@@ -14,7 +14,11 @@ Gate file (YAML, read with a safe loader: plain data, no tags)::
     bootstrap: {samples: 1000, seed: 0}
     min_group_size: 100          # a check that depends on a smaller group is skipped, not passed
                                  # (so is one that depends on an empty target × attribute cell)
-    integrity: {min_cosine: 0.9, min_agreement: 0.9}   # optional (these are the defaults)
+    integrity:                   # optional (these are the defaults)
+      min_cosine: 0.9            # mean cosine(x, x̂)
+      min_agreement: 0.9         # the classifier decides alike on x and x̂
+      min_surrogate_agreement: 0.9         # your own model: its surrogate decides like it …
+      min_surrogate_group_agreement: 0.8   # … overall and in every group
 
 Anything left out keeps :class:`GateConfig`'s default. How the checks are judged:
 :mod:`audit.fairness.checks`.
@@ -58,7 +62,9 @@ _TOP_KEYS = ("gates", "concepts", "bootstrap", "min_group_size", "integrity")
 _SECTION_KEYS = {
     "concepts": ("min_dwga", "max_q", "allowlist"),
     "bootstrap": ("samples", "seed"),
-    "integrity": ("min_cosine", "min_agreement"),
+    "integrity": (
+        "min_cosine", "min_agreement", "min_surrogate_agreement", "min_surrogate_group_agreement"
+    ),
 }
 
 
@@ -142,7 +148,7 @@ def parse_gate(data: Any, where: str = "gate file") -> GateConfig:
     if "min_group_size" in data:
         values["min_group_size"] = _integer(data["min_group_size"], f"{where}: min_group_size", 0)
     integrity = _section(data, "integrity", where)
-    for key in ("min_cosine", "min_agreement"):
+    for key in _SECTION_KEYS["integrity"]:
         if key in integrity:
             values[key] = _number(integrity[key], f"{where}: integrity.{key}")
     return GateConfig(**values)
