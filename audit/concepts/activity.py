@@ -29,12 +29,16 @@ concept's ``activation_rate``, and groups defined by a concept (``--spurious con
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from audit.concepts.bank import ConceptBank, ConceptGroup
+from audit.errors import InputError
 
 #: How reports state the rule.
 ACTIVE_RULE = (
@@ -86,6 +90,14 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float((v[best] + v[best + 1]) / 2)
 
 
+def group_sums(z: Tensor, owner: Tensor, n_groups: int) -> Tensor:
+    """``[B, n_groups]`` float32 from the code columns ``z`` (``[B, L]``; column ``l`` belongs
+    to group ``owner[l]``), summed in float64."""
+    sums = torch.zeros((z.shape[0], n_groups), dtype=torch.float64, device=z.device)
+    sums.index_add_(1, owner, z.to(torch.float64))
+    return sums.to(torch.float32)
+
+
 def summed_activations(
     sae: object,
     chunks: Iterable[Tensor],
@@ -104,9 +116,7 @@ def summed_activations(
                 encode = sae.column_encoder(cols)  # type: ignore[attr-defined]
                 owner = owner.to(x.device)
             z = encode(x.to(torch.float32))
-            sums = torch.zeros((x.shape[0], len(groups)), dtype=torch.float64, device=x.device)
-            sums.index_add_(1, owner, z.to(torch.float64))
-            parts.append(sums.to(torch.float32).cpu().numpy())
+            parts.append(group_sums(z, owner, len(groups)).cpu().numpy())
     if not parts:
         return np.zeros((0, len(groups)), dtype=np.float32)
     return np.concatenate(parts)
@@ -143,3 +153,28 @@ def concept_activity(
         dtype=np.float64,
     )
     return ConceptActivity(groups, activation, cut)
+
+
+# ------------------------------------------------------------------------------------------
+# Which concepts: the bank's validated ones, and a concept by name
+# ------------------------------------------------------------------------------------------
+
+
+def validated_groups(bank: ConceptBank, n_latents: int | None = None) -> list[ConceptGroup]:
+    """The bank's validated concepts (the tested family), by name."""
+    return [g for g in bank.concept_groups(n_latents) if g.validated and g.name]
+
+
+def find_concept(bank: ConceptBank, name: str, n_latents: int | None = None) -> ConceptGroup:
+    """The concept called ``name`` (case-insensitive; validated concepts first); an unknown name
+    is an :class:`InputError` listing the closest names of the bank."""
+    key = name.strip().lower()
+    groups = [g for g in bank.concept_groups(n_latents) if g.name]
+    for g in sorted(groups, key=lambda g: not g.validated):
+        if str(g.name).strip().lower() == key:
+            return g
+    names = sorted({str(g.name) for g in groups if g.validated})
+    close = difflib.get_close_matches(key, [n.lower() for n in names], n=5, cutoff=0.5)
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    some = "" if close else f"; validated names include: {', '.join(names[:8])}"
+    raise InputError(f"concept '{name}' is not in bank '{bank.name}'{hint}{some}")
