@@ -12,15 +12,14 @@ from audit.fairness.groups import Cells
 from audit.fairness.slices import concept_activity, sliced_errors
 from audit.fairness.surrogate import agreement_problem, fit_surrogate
 from audit.models import image_paths, load_image_model, load_predictions, score_images
-from tests.cnn_worlds import build_cnn_audit_world
 
 # Builds the world, its SAE and bank, and trains two CNNs (about a minute with a cached CLIP).
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return build_cnn_audit_world(tmp_path_factory.mktemp("cnn_world"))
+def world(cnn_audit_world):
+    return cnn_audit_world
 
 
 @pytest.fixture(scope="module")
