@@ -63,7 +63,10 @@ _SECTION_KEYS = {
     "concepts": ("min_dwga", "max_q", "allowlist"),
     "bootstrap": ("samples", "seed"),
     "integrity": (
-        "min_cosine", "min_agreement", "min_surrogate_agreement", "min_surrogate_group_agreement"
+        "min_cosine",
+        "min_agreement",
+        "min_surrogate_agreement",
+        "min_surrogate_group_agreement",
     ),
 }
 

@@ -117,11 +117,9 @@ class Integrity:
         """No surrogate, or one that stands for the model overall and in every group."""
         if self.surrogate_agreement is None:
             return True
-        return (
-            self.surrogate_agreement >= (self.min_surrogate_agreement or 0.0)
-            and (self.surrogate_group_agreement or 0.0)
-            >= (self.min_surrogate_group_agreement or 0.0)
-        )
+        return self.surrogate_agreement >= (self.min_surrogate_agreement or 0.0) and (
+            self.surrogate_group_agreement or 0.0
+        ) >= (self.min_surrogate_group_agreement or 0.0)
 
     @property
     def passed(self) -> bool:

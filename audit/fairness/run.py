@@ -81,10 +81,12 @@ def _attribute(ctx: AuditContext, clock: _Clock) -> _Outcome:
 
 
 def _refused(ctx: AuditContext, integrity: Integrity, clock: _Clock) -> _Outcome:
-    """No concept attributed: the group metrics, and the sliced errors when only the surrogate
-    (not the SAE) failed — they are the model's own and need no surrogate."""
+    """No concept attributed: the group metrics, and the sliced errors whenever the SAE
+    reconstructs this data (they are the model's own decisions and need no surrogate)."""
     decisions = ctx.decisions(base_margins(ctx))
-    errors = errors_stage(ctx, decisions) if integrity.sae_passed else None
+    # The sliced errors need the SAE to reconstruct this data, not a classifier that agrees on x̂.
+    sae_fits = integrity.sae_cosine is not None and integrity.sae_cosine >= integrity.min_cosine
+    errors = errors_stage(ctx, decisions) if sae_fits else None
     clock.lap("sliced errors")
     refused = Attribution(False, error=refusal(integrity))
     return _Outcome(group_report(ctx.cells, decisions), refused, errors)

@@ -42,8 +42,7 @@ from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors
 from audit.fairness.stats import bh_qvalues, percentile_interval
 
 RELATION = (
-    "association, not cause: where the classifier's own decisions err, by the concepts "
-    "active there"
+    "association, not cause: where the classifier's own decisions err, by the concepts active there"
 )
 
 

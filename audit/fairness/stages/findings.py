@@ -68,9 +68,7 @@ def findings_stage(
     """``activity`` covers every listed row (where each concept is active)."""
     counts = np.bincount(ctx.cells.cell, minlength=ctx.cells.n_cells)
     present = [c for c in range(ctx.cells.n_cells) if counts[c]]
-    found = [
-        _finding(ctx, sc, chosen, null, r, present, counts, activity) for r in chosen.listed
-    ]
+    found = [_finding(ctx, sc, chosen, null, r, present, counts, activity) for r in chosen.listed]
     ranked = sorted(flag_concepts(tuple(found), ctx.gate), key=_rank_key)
     family = Family(
         size=null.family_size,

@@ -48,16 +48,21 @@ def check_integrity(ctx: AuditContext) -> Integrity:
 
 
 def refusal(integrity: Integrity) -> str:
-    """Why no concept is attributed, in one sentence."""
-    if not integrity.sae_passed:
+    """Why no concept is attributed, in one sentence (the surrogate first: when it cannot stand
+    for the model, nothing measured on it matters)."""
+    sae = (
+        f"mean cosine(x, x̂) = {integrity.sae_cosine:.3f} (min {integrity.min_cosine}), "
+        f"classifier agreement on x̂ = {integrity.classifier_agreement:.3f} "
+        f"(min {integrity.min_agreement})"
+    )
+    if integrity.surrogate_passed:
         return (
-            f"integrity check failed: mean cosine(x, x̂) = {integrity.sae_cosine:.3f} "
-            f"(min {integrity.min_cosine}), classifier agreement on x̂ = "
-            f"{integrity.classifier_agreement:.3f} (min {integrity.min_agreement}); the SAE does "
-            "not explain what this classifier uses on this data, so no concept is attributed"
+            f"integrity check failed: {sae}; the SAE does not explain what this classifier uses "
+            "on this data, so no concept is attributed"
         )
+    also = "" if integrity.sae_passed else f"; also {sae}"
     return (
-        f"integrity check failed: {surrogate_shortfall(integrity)}; the surrogate's causal "
+        f"integrity check failed: {surrogate_shortfall(integrity)}{also}; the surrogate's causal "
         "answers cannot stand for the model, so no concept is attributed (the model's group "
         "metrics and concept-sliced errors are its own and still reported)"
     )
