@@ -87,7 +87,7 @@ def test_every_report_shows_the_model_its_surrogate_and_its_errors(biased):
     markdown = out.with_suffix(".md").read_text(encoding="utf-8")
     for text in (html, markdown):
         assert "sliced errors" in text and "Surrogate" in text
-        assert "association, not cause" in text
+        assert "association, not cause" in text.lower()
     assert "Your model" in html and "image model" in markdown
 
 
