@@ -51,7 +51,12 @@ _PREDICTIONS = typer.Option(
     "'score' (logit or probability) or 'label' (0/1).",
     show_default="none",
 )
-_IMAGE_SIZE = _setting("image_size", "--image-size")
+_IMAGE_SIZE = typer.Option(
+    None,
+    "--image-size",
+    help=AuditSettings.help("image_size"),
+    show_default="the images as they are (a .pt2 with a fixed size: its size)",
+)
 _WORKERS = _setting("workers", "--workers")
 _MARKDOWN = typer.Option(
     None,
