@@ -218,6 +218,13 @@ def _run_steps(
     say("auditing the probe on the test split (reports: audit.json, audit.html, audit.xml)")
     ctx.summary["audit"] = _audit_step(ctx, progress)
     step("audit", t0)
+
+    t0 = time.perf_counter()
+    say("your own model: a small CNN on the images, audited with --classifier-input image")
+    from audit.demo_image_model import image_model_step
+
+    ctx.summary["image_model"] = image_model_step(ctx, progress)
+    step("image_model", t0)
     timings["total"] = round(time.perf_counter() - started, 2)
     say(f"the demo took {timings['total']:.1f} s")
     write_demo_json(ctx)
@@ -523,7 +530,14 @@ def write_demo_json(ctx: DemoContext) -> None:
         "version": 1,
         "msae_audit_version": __version__,
         "demo": _demo_fields(ctx),
-        "paths": {**ctx.paths(), **ctx.summary.get("audit", {}).get("reports", {})},
+        "paths": {
+            **ctx.paths(),
+            **ctx.summary.get("audit", {}).get("reports", {}),
+            **{
+                f"image_model_{k}": v
+                for k, v in ctx.summary.get("image_model", {}).get("reports", {}).items()
+            },
+        },
         "summary": ctx.summary,
         "seconds": ctx.timings,
     }

@@ -60,3 +60,12 @@ def assert_one_line_error(result: CliResult, code: int = 2, contains: str | None
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def cnn_audit_world(tmp_path_factory):
+    """The demo's circle/square world with a biased and a balanced CNN (about a minute; built
+    once per session for every test that audits image models)."""
+    from tests.cnn_worlds import build_cnn_audit_world
+
+    return build_cnn_audit_world(tmp_path_factory.mktemp("cnn_world"))

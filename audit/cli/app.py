@@ -44,4 +44,3 @@ def _root(
     ),
 ) -> None:
     """Audit CLIP-embedding classifiers for bias with Matryoshka sparse autoencoders."""
-

@@ -35,12 +35,29 @@ _BANK = typer.Option(
     ..., "--bank", help="Concept bank: a name (./concept_banks, built-ins) or a path."
 )
 _CLASSIFIER = typer.Option(
-    ...,
+    None,
     "--classifier",
     help="'probe' (logistic regression fit on the train split), a linear head (.safetensors/.npz "
-    "with weight \\[C, d], bias \\[C]) or a TorchScript file (runs the code it contains).",
+    "with weight \\[C, d], bias \\[C]), a TorchScript file on embeddings (runs the code it "
+    "contains) or, with --classifier-input image, your model on the images (TorchScript or "
+    ".pt2).",
+    show_default="required unless --predictions",
 )
 _CLASSIFIER_INPUT = _setting("classifier_input", "--classifier-input")
+_PREDICTIONS = typer.Option(
+    None,
+    "--predictions",
+    help="Your model's decisions instead of a model: CSV with 'id' (the store's metadata id) and "
+    "'score' (logit or probability) or 'label' (0/1).",
+    show_default="none",
+)
+_IMAGE_SIZE = typer.Option(
+    None,
+    "--image-size",
+    help=AuditSettings.help("image_size"),
+    show_default="the images as they are (a .pt2 with a fixed size: its size)",
+)
+_WORKERS = _setting("workers", "--workers")
 _MARKDOWN = typer.Option(
     None,
     "--markdown",
@@ -74,6 +91,26 @@ _QUIET = typer.Option(
     help="No progress output (bars on a terminal, lines in a log).",
     show_default="off",
 )
+
+
+def _classifier_arg(classifier: str | None, predictions: Path | None) -> str:
+    """``--classifier`` or ``--predictions`` (exactly one)."""
+    if predictions is not None and classifier is not None:
+        raise InputError("give --classifier or --predictions, not both")
+    if predictions is not None:
+        if Path(predictions).suffix.lower() != ".csv":
+            raise InputError(f"--predictions takes a .csv file, got {predictions}")
+        return str(predictions)
+    if classifier is None:
+        raise InputError("--classifier (or --predictions) is required")
+    return classifier
+
+
+def _own_settings(classifier_input: str, predictions: Path | None) -> str:
+    """A predictions file is read as decisions: no --classifier-input beyond the default."""
+    if predictions is not None and classifier_input != "raw":
+        raise InputError("--classifier-input does not apply to --predictions")
+    return classifier_input
 
 
 @dataclass(frozen=True)
@@ -137,6 +174,9 @@ def audit_command(
     bank: str = _BANK,
     classifier: str = _CLASSIFIER,
     classifier_input: str = _CLASSIFIER_INPUT,
+    predictions: Path = _PREDICTIONS,
+    image_size: int = _IMAGE_SIZE,
+    workers: int = _WORKERS,
     json_out: Path = _report("--json", "Audit JSON (the source of truth).", "audit", ".json"),
     html_out: Path = _report("--html", "Self-contained HTML report.", "audit", ".html"),
     junit_out: Path = _report("--junit", "JUnit XML, one test case per check.", "audit", ".xml"),
@@ -153,9 +193,10 @@ def audit_command(
     """Audit a classifier on any embeddings + labels: groups, concept reliance, the gate."""
     _execute(
         "audit",
-        _Inputs(embeddings, labels, sae, bank, classifier),
+        _Inputs(embeddings, labels, sae, bank, _classifier_arg(classifier, predictions)),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
-                      classifier_input=classifier_input, device=device,
+                      classifier_input=_own_settings(classifier_input, predictions),
+                      device=device, image_size=image_size, workers=workers,
                       class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
         gate, top, quiet,
@@ -207,7 +248,8 @@ def celeba_labels(root: Path, store_path: Path) -> pd.DataFrame:
     from audit.data.celeba import read_celeba
     from audit.store import open_store
 
-    table = read_celeba(root, require_images=False).table
+    # Absolute image paths: an image model finds each row's image wherever the store is.
+    table = read_celeba(Path(root).resolve(), require_images=False).table
     store = open_store(store_path)
     if store.metadata is None or "id" not in store.metadata.columns:
         raise InputError(
@@ -240,6 +282,9 @@ def celeba_command(
     bank: str = _BANK,
     classifier: str = _CLASSIFIER,
     classifier_input: str = _CLASSIFIER_INPUT,
+    predictions: Path = _PREDICTIONS,
+    image_size: int = _IMAGE_SIZE,
+    workers: int = _WORKERS,
     target: str = typer.Option(
         "Male", "--target", help="CelebA attribute the classifier predicts."
     ),
@@ -285,9 +330,13 @@ def celeba_command(
         )
     _execute(
         "celeba",
-        _Inputs(embeddings, celeba_labels(root, embeddings), sae, bank, classifier),
+        _Inputs(
+            embeddings, celeba_labels(root, embeddings), sae, bank,
+            _classifier_arg(classifier, predictions),
+        ),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
-                      classifier_input=classifier_input, device=device,
+                      classifier_input=_own_settings(classifier_input, predictions),
+                      device=device, image_size=image_size, workers=workers,
                       class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
         gate, top, quiet,

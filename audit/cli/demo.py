@@ -117,6 +117,14 @@ def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
         f"gate verdict {a['verdict']} (exit code {a['exit_code']} for `msae-audit audit`); "
         + found,
     )
+    own = s.get("image_model")
+    if own:
+        table.add_row(
+            "your own model (CNN on images)",
+            f"surrogate agrees {own['surrogate_agreement']:.1%}; top concept by ΔWGA "
+            f"'{own['top_concept']}' ({'flagged' if own['top_concept_flagged'] else 'not flagged'}"
+            f"), by sliced errors '{own['top_sliced_error']}'; {own['reports'].get('html', '')}",
+        )
     reports = ", ".join(a["reports"].values())
     table.add_row(
         "outputs", escape(f"{reports}; {ctx.json_path} (paths of store, SAE, bank, head)")

@@ -42,6 +42,10 @@ GROUP_CHECKS = (
 CHECKS = (*GROUP_CHECKS, "accuracy")
 #: Integrity checks: always enforced (exit code 3), thresholds from the gate's ``integrity:``.
 INTEGRITY_CHECKS = {"sae_cosine": "min_cosine", "classifier_agreement": "min_agreement"}
+#: The user's own model: its surrogate must decide like it, overall and in every group (exit 3).
+SURROGATE_CHECK = "surrogate_agreement"
+# Enforced whatever the gate says: the numbers mean nothing when one of these fails.
+_ALWAYS_ENFORCED = {*INTEGRITY_CHECKS, SURROGATE_CHECK}
 #: Bounds are compared with this slack so a value printed as the threshold meets it.
 TOLERANCE = 1e-12
 
@@ -127,7 +131,26 @@ def evaluate_checks(
         checks.append(
             Check(name, value, threshold, threshold, None, True, "pass" if ok else "fail", reason)
         )
+    if integrity is not None and integrity.surrogate_agreement is not None:
+        checks.append(_surrogate_check(integrity, gate))
     return tuple(checks)
+
+
+def _surrogate_check(integrity: Integrity, gate: GateConfig) -> Check:
+    """``surrogate_agreement``: overall ≥ min_surrogate_agreement and every group ≥
+    min_surrogate_group_agreement (the value and threshold shown are the overall ones)."""
+    overall, group = integrity.surrogate_agreement, integrity.surrogate_group_agreement
+    low, low_group = gate.min_surrogate_agreement, gate.min_surrogate_group_agreement
+    ok_overall = overall is not None and overall >= low - TOLERANCE
+    ok_group = group is not None and group >= low_group - TOLERANCE
+    ok = ok_overall and ok_group
+    reason = (
+        f"{_reason(overall, {'min': low}, ok_overall)} overall; worst group "
+        f"'{integrity.surrogate_worst_group}' {_reason(group, {'min': low_group}, ok_group)}"
+    )
+    if not ok:
+        reason += " (integrity: concept attributions refused)"
+    return Check(SURROGATE_CHECK, overall, low, low, None, True, "pass" if ok else "fail", reason)
 
 
 def _threshold(bounds: dict[str, float]) -> float | tuple[float, float] | None:
@@ -149,15 +172,16 @@ def _reason(value: float | None, bounds: dict[str, float], ok: bool) -> str:
 
 def gated_checks(checks: tuple[Check, ...]) -> list[Check]:
     """The checks the gate file bounds (the integrity checks, always enforced, aside)."""
-    return [c for c in checks if c.gated and c.name not in INTEGRITY_CHECKS]
+    return [c for c in checks if c.gated and c.name not in _ALWAYS_ENFORCED]
 
 
 def verdict_of(checks: tuple[Check, ...], allow_skipped: bool = False) -> tuple[Verdict, int]:
-    """The verdict and exit code (see the module doc): ``error`` (3) on integrity failure,
+    """The verdict and exit code (see the module doc): ``error`` (3) on integrity failure
+    (the SAE, the classifier, or a surrogate that does not copy the user's model),
     ``fail`` (1) if a gated check failed, ``ungated`` (0) when nothing is gated,
     ``inconclusive`` (1, or 0 with ``allow_skipped``) when every gated check was skipped,
     else ``pass`` (0)."""
-    if any(c.name in INTEGRITY_CHECKS and c.status == "fail" for c in checks):
+    if any(c.name in _ALWAYS_ENFORCED and c.status == "fail" for c in checks):
         return "error", EXIT_INTEGRITY
     if any(c.status == "fail" for c in checks):
         return "fail", EXIT_GATE_FAILED

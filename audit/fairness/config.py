@@ -14,7 +14,8 @@ from audit.errors import InputError
 
 ABLATIONS = ("mean", "zero")
 SPLITS = ("auto", "all", "train", "valid", "test")
-CLASSIFIER_INPUTS = ("raw", "l2")
+EMBEDDING_INPUTS = ("raw", "l2")  # what a classifier on embeddings reads
+CLASSIFIER_INPUTS = (*EMBEDDING_INPUTS, "image")  # image: the user's model on pixels
 #: α values of the steering curves (z := α·z): 0, 0.25, …, 3.
 DOSE_ALPHAS = tuple(i / 4 for i in range(13))
 
@@ -40,7 +41,9 @@ class AuditSettings:
         "auto", "auto | all | train | valid | test (auto: the test split when there is one)."
     )
     classifier_input: str = _setting(
-        "raw", "raw | l2: whether the classifier expects L2-normalised embeddings."
+        "raw",
+        "raw | l2 | image: what the classifier reads — embeddings (l2: L2-normalised ones) or, "
+        "for your own model on pixels (TorchScript or .pt2), the images.",
     )
     device: str = _setting("auto", "auto | cpu | cuda")
     chunk_rows: int = _setting(4096, "Rows per block of every pass over the embeddings.")
@@ -58,12 +61,24 @@ class AuditSettings:
     dose_top: int = _setting(3, "Flagged concepts given a steering curve and examples.")
     examples: int = _setting(6, "Example rows per concept.")
     integrity_rows: int = _setting(8192, "Rows sampled by the integrity check.")
-    probe_c: float = _setting(1.0, "Inverse L2 penalty of the logistic-regression probe.")
+    probe_c: float = _setting(
+        1.0, "Inverse L2 penalty of the logistic-regression probe (and of a surrogate)."
+    )
     class_names: tuple[str, ...] = _setting(
         (),
         "Names the reports show for label values, COLUMN=VALUE:NAME (e.g. is_circle=1:circle); "
         "groups read 'circle, red' instead of 'is_circle=1, is_red=1'. Default: the label "
         "values as they are.",
+    )
+    image_size: int | None = _setting(
+        None, "Image models: resize (shorter side) and centre-crop the images to H × H."
+    )
+    image_batch_size: int = _setting(64, "Image models: images per forward pass.")
+    workers: int = _setting(2, "Image models: DataLoader worker processes decoding images.")
+    surrogate_rows: int = _setting(
+        20000,
+        "Image models and predictions: most train-split rows the surrogate is fit on (a seeded "
+        "sample).",
     )
 
     @classmethod
@@ -112,6 +127,8 @@ class GateConfig:
     allow_skipped: bool = False  # every gated check skipped: exit 0 (verdict still inconclusive)
     min_cosine: float = 0.9
     min_agreement: float = 0.9
+    min_surrogate_agreement: float = 0.9  # own models: the surrogate agrees with the model
+    min_surrogate_group_agreement: float = 0.8  # … and in every group
     source: str | None = None
     sha256: str | None = None
 
@@ -128,7 +145,12 @@ class GateConfig:
             "bootstrap": {"samples": self.bootstrap_samples, "seed": self.bootstrap_seed},
             "min_group_size": self.min_group_size,
             "allow_skipped": self.allow_skipped,
-            "integrity": {"min_cosine": self.min_cosine, "min_agreement": self.min_agreement},
+            "integrity": {
+                "min_cosine": self.min_cosine,
+                "min_agreement": self.min_agreement,
+                "min_surrogate_agreement": self.min_surrogate_agreement,
+                "min_surrogate_group_agreement": self.min_surrogate_group_agreement,
+            },
         }
 
     def bootstrap_seed_for(self, seed: int) -> int:

@@ -16,7 +16,11 @@ Gate file (YAML, read with a safe loader: plain data, no tags)::
                                  # (so is one that depends on an empty target × attribute cell)
     allow_skipped: false         # every gated check skipped: verdict inconclusive, exit 1
                                  # (true: exit 0; the verdict stays inconclusive)
-    integrity: {min_cosine: 0.9, min_agreement: 0.9}   # optional (these are the defaults)
+    integrity:                   # optional (these are the defaults)
+      min_cosine: 0.9            # mean cosine(x, x̂)
+      min_agreement: 0.9         # the classifier decides alike on x and x̂
+      min_surrogate_agreement: 0.9         # your own model: its surrogate decides like it …
+      min_surrogate_group_agreement: 0.8   # … overall and in every group
 
 Anything left out keeps :class:`GateConfig`'s default. How the checks are judged:
 :mod:`audit.fairness.checks`.
@@ -60,7 +64,12 @@ _TOP_KEYS = ("gates", "concepts", "bootstrap", "min_group_size", "allow_skipped"
 _SECTION_KEYS = {
     "concepts": ("min_dwga", "max_q", "allowlist"),
     "bootstrap": ("samples", "seed"),
-    "integrity": ("min_cosine", "min_agreement"),
+    "integrity": (
+        "min_cosine",
+        "min_agreement",
+        "min_surrogate_agreement",
+        "min_surrogate_group_agreement",
+    ),
 }
 
 
@@ -150,7 +159,7 @@ def parse_gate(data: Any, where: str = "gate file") -> GateConfig:
             )
         values["allow_skipped"] = data["allow_skipped"]
     integrity = _section(data, "integrity", where)
-    for key in ("min_cosine", "min_agreement"):
+    for key in _SECTION_KEYS["integrity"]:
         if key in integrity:
             values[key] = _number(integrity[key], f"{where}: integrity.{key}")
     return GateConfig(**values)

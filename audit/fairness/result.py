@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from audit.fairness.config import DOSE_ALPHAS, AuditSettings, GateConfig
+from audit.fairness.records import ClassifierRecord, SlicedErrors, SurrogateRecord
 from audit.typedjson import doc
 
 Interval = tuple[float, float]
@@ -86,15 +87,43 @@ class Integrity:
     rows: int = doc("rows sampled", minimum=0)
     min_cosine: float = doc("the gate's threshold for sae_cosine")
     min_agreement: float = doc("the gate's threshold for classifier_agreement")
+    surrogate_agreement: float | None = doc(
+        "your own model: share of audited rows where its surrogate decides like it (held out)",
+        omit_none=True,
+    )
+    surrogate_group_agreement: float | None = doc(
+        "the lowest agreement of any group", omit_none=True
+    )
+    surrogate_worst_group: str | None = doc("that group", omit_none=True)
+    min_surrogate_agreement: float | None = doc(
+        "the gate's threshold for surrogate_agreement", omit_none=True
+    )
+    min_surrogate_group_agreement: float | None = doc(
+        "the gate's threshold for every group's agreement", omit_none=True
+    )
 
     @property
-    def passed(self) -> bool:
+    def sae_passed(self) -> bool:
+        """The SAE explains what the classifier (or its surrogate) uses on this data."""
         return (
             self.sae_cosine is not None
             and self.classifier_agreement is not None
             and self.sae_cosine >= self.min_cosine
             and self.classifier_agreement >= self.min_agreement
         )
+
+    @property
+    def surrogate_passed(self) -> bool:
+        """No surrogate, or one that stands for the model overall and in every group."""
+        if self.surrogate_agreement is None:
+            return True
+        return self.surrogate_agreement >= (self.min_surrogate_agreement or 0.0) and (
+            self.surrogate_group_agreement or 0.0
+        ) >= (self.min_surrogate_group_agreement or 0.0)
+
+    @property
+    def passed(self) -> bool:
+        return self.sae_passed and self.surrogate_passed
 
 
 @dataclass(frozen=True)
@@ -311,6 +340,20 @@ class AuditResult:
     examples: tuple[Examples, ...] = doc("example rows of the top concepts")
     flagged_concepts: int = doc("number of flagged concepts", minimum=0)
     checks: tuple[Check, ...] = doc("every check, gated or informational, and integrity")
+    classifier: ClassifierRecord | None = doc(
+        "the classifier audited: its kind, whose decisions the metrics are, what attribution "
+        "ran on (absent only in files written before it was added)",
+        omit_none=True,
+    )
+    surrogate: SurrogateRecord | None = doc(
+        "your own model (image, predictions): the surrogate concept attribution ran on",
+        omit_none=True,
+    )
+    concept_errors: SlicedErrors | None = doc(
+        "concept-sliced errors of the classifier's own decisions (associations, not causes; "
+        "absent when the SAE failed its integrity check)",
+        omit_none=True,
+    )
     error: str | None = doc("why attribution was refused", omit_none=True)
     extra: Mapping[str, Any] = doc("other top-level fields (e.g. 'demo')", rest=True)
     skipped_checks: tuple[str, ...] = doc(

@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from audit.concepts import ConceptBank
@@ -18,11 +18,13 @@ from audit.errors import InputError
 from audit.fairness.classifiers import Classifier
 from audit.fairness.config import AuditSettings, GateConfig
 from audit.fairness.groups import group_report
-from audit.fairness.result import AuditResult, GroupMetrics
+from audit.fairness.records import SlicedErrors
+from audit.fairness.result import AuditResult, GroupMetrics, Integrity
 from audit.fairness.serialize import canonical
 from audit.fairness.stages.assemble import Attribution, assemble
 from audit.fairness.stages.choose import choose_stage
 from audit.fairness.stages.context import AuditContext, Progress, prepare
+from audit.fairness.stages.errors import activity_stage, errors_stage
 from audit.fairness.stages.findings import findings_stage
 from audit.fairness.stages.focus import focus_stage
 from audit.fairness.stages.integrity import base_margins, check_integrity, refusal
@@ -48,19 +50,46 @@ class _Clock:
         self._last = now
 
 
-def _attribute(ctx: AuditContext, clock: _Clock) -> tuple[GroupMetrics, Attribution]:
-    """Stages 2–5: the group metrics and every concept finding."""
+@dataclass(frozen=True)
+class _Outcome:
+    """Stages 2–6: what the result is assembled from."""
+
+    metrics: GroupMetrics
+    attribution: Attribution
+    errors: SlicedErrors | None
+
+
+def _attribute(ctx: AuditContext, clock: _Clock) -> _Outcome:
+    """Stages 2–6: the group metrics, every concept finding and the sliced errors."""
     screened = scan_stage(ctx)
     clock.lap("scan")
     chosen = choose_stage(ctx, screened)
     clock.lap("activations")
+    rows = {r.latents: r for r in [*screened.tested, *chosen.listed]}
+    activity = activity_stage(ctx, list(rows.values()))
+    clock.lap("concept activity")
     null = null_stage(ctx, screened, chosen)
     clock.lap("null")
-    concepts, family = findings_stage(ctx, screened, chosen, null)
+    concepts, family = findings_stage(ctx, screened, chosen, null, activity)
     clock.lap("bootstrap")
     doses, examples = focus_stage(ctx, screened, chosen, concepts)
     clock.lap("dose-response")
-    return screened.metrics, Attribution(True, concepts, family, doses, examples, chosen.notes)
+    errors = errors_stage(ctx, ctx.decisions(screened.scan.base.margin), activity)
+    clock.lap("sliced errors")
+    attribution = Attribution(True, concepts, family, doses, examples, chosen.notes)
+    return _Outcome(screened.metrics, attribution, errors)
+
+
+def _refused(ctx: AuditContext, integrity: Integrity, clock: _Clock) -> _Outcome:
+    """No concept attributed: the group metrics, and the sliced errors whenever the SAE
+    reconstructs this data (they are the model's own decisions and need no surrogate)."""
+    decisions = ctx.decisions(base_margins(ctx))
+    # The sliced errors need the SAE to reconstruct this data, not a classifier that agrees on x̂.
+    sae_fits = integrity.sae_cosine is not None and integrity.sae_cosine >= integrity.min_cosine
+    errors = errors_stage(ctx, decisions) if sae_fits else None
+    clock.lap("sliced errors")
+    refused = Attribution(False, error=refusal(integrity))
+    return _Outcome(group_report(ctx.cells, decisions), refused, errors)
 
 
 def run_audit(
@@ -90,12 +119,11 @@ def run_audit(
     clock.lap("inputs")
     integrity = check_integrity(ctx)
     clock.lap("integrity")
-    if integrity.passed:
-        metrics, attribution = _attribute(ctx, clock)
-    else:
-        metrics = group_report(ctx.cells, (base_margins(ctx) > 0).astype(np.int8))
-        attribution = Attribution(False, error=refusal(integrity))
-    result = assemble(ctx, integrity, metrics, attribution, provenance or {}, extra)
+    outcome = _attribute(ctx, clock) if integrity.passed else _refused(ctx, integrity, clock)
+    result = assemble(
+        ctx, integrity, outcome.metrics, outcome.attribution, provenance or {}, extra,
+        outcome.errors,
+    )  # fmt: skip
     return result, clock.timings
 
 

@@ -1,18 +1,15 @@
-"""Concept-sliced errors of the user's own model: where does it err, in named concepts?
+"""Concept-sliced errors of the classifier: where does it err, in named concepts?
 
-For each named concept of the bank (its validated latents grouped by name) and each target
-class, the model's accuracy on the rows of that class where the concept is active is compared
-with the rows where it is not.
+For each validated concept of the bank and each target class, the classifier's accuracy on the
+rows of that class where the concept is active is compared with the rows where it is not. The
+decisions are the classifier's own — an image model's or a predictions file's, not the
+surrogate's — so this describes the real model without a surrogate. It is an **association**,
+not a cause: a concept can mark the slices where the model errs because it co-occurs with what
+the model really uses. (What the ablations of the audit measure is causal, for the classifier
+on the embeddings — for an image model, for its surrogate.)
 
-**Active.** A concept is active on a row when one of its latents is among the row's ``k``
-strongest latents with activation > 0, ``k`` the SAE's sparsest level (a Matryoshka SAE's
-smallest ``k``: the code it was trained to reconstruct each embedding from). For TopK,
-BatchTopK and ReLU SAEs the inference code is used as it is. Why not simply "> 0": a Matryoshka
-SAE's ReLU inference code is dense — about 200 of 512 latents fire on a demo-world image — so
-"any latent named red > 0" holds on 97 % of rows, red or not; among the 16 strongest, a latent
-named red fires on every red object and on few others. This describes the real model's errors without a surrogate — and is an
-**association**, not a cause: a concept can mark the slices where the model errs because it
-co-occurs with what the model really uses.
+**Active** is the tool's one definition (:mod:`audit.concepts.activity`): the concept's summed
+activation above its threshold, by default Otsu's cut over the audited rows.
 
 **Statistics.** The difference ``accuracy(active) − accuracy(inactive)`` gets a percentile
 bootstrap interval; resampling each slice's rows with replacement (stratified: each keeps its
@@ -35,23 +32,18 @@ slice come first, by ``|shift|``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 
+from audit.concepts.activity import ACTIVE_RULE, ConceptActivity
+from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors
 from audit.fairness.stats import bh_qvalues, percentile_interval
 
-
-@dataclass(frozen=True)
-class ConceptActivity:
-    """Which named concepts are active on which rows."""
-
-    names: list[str]
-    latents: list[tuple[int, ...]]
-    active: np.ndarray  # [n_rows, n_concepts] bool
-    topk: int | None  # the strongest-latents cut used (None: the inference code as it is)
+RELATION = (
+    "association, not cause: where the classifier's own decisions err, by the concepts active there"
+)
 
 
 @dataclass(frozen=True)
@@ -64,131 +56,82 @@ class SliceSettings:
     min_gap: float = 0.05
 
 
-@dataclass(frozen=True)
-class ConceptSlice:
-    """One target class of one concept: the model's accuracy where it is active vs not."""
-
-    target_class: int  # 0/1
-    target_value: str  # as users see it
-    n_active: int
-    n_inactive: int
-    accuracy_active: float | None
-    accuracy_inactive: float | None
-    difference: float | None  # accuracy_active − accuracy_inactive
-    ci: tuple[float, float] | None  # of the difference
-    p: float | None
-    q: float | None
-    flagged: bool
-
-
-@dataclass(frozen=True)
-class ConceptErrors:
-    """A named concept's two slices (class 1, class 0) and its shift toward the positive class."""
-
-    concept: str
-    latents: tuple[int, ...]
-    slices: tuple[ConceptSlice, ConceptSlice]
-    shift: float | None  # (difference₁ − difference₀) / 2
-    shift_ci: tuple[float, float] | None
-
-    @property
-    def flagged(self) -> bool:
-        return any(s.flagged for s in self.slices)
-
-    def to_dict(self) -> dict[str, Any]:
-        item = asdict(self)
-        item["latents"] = list(self.latents)
-        item["flagged"] = self.flagged
-        return item
-
-
-def named_concepts(bank: Any) -> tuple[list[str], list[tuple[int, ...]]]:
-    """The bank's validated names (case-insensitively merged, sorted) and their latents."""
-    groups: dict[str, list[int]] = {}
-    shown: dict[str, str] = {}
-    for concept in bank.named(validated_only=True):
-        key = concept.name.strip().lower()
-        shown.setdefault(key, concept.name)
-        groups.setdefault(key, []).append(int(concept.latent))
-    keys = sorted(groups)
-    return [shown[k] for k in keys], [tuple(sorted(groups[k])) for k in keys]
-
-
-def sparsest_k(sae: Any) -> int | None:
-    """A Matryoshka SAE's smallest ``k`` (None for other architectures: their inference code
-    is already sparse, or has no ``k``)."""
-    k_list = getattr(getattr(sae, "cfg", None), "k_list", None)
-    return int(min(k_list)) if k_list else None
-
-
-def concept_activity(
-    sae: Any,
-    x: np.ndarray,
-    bank: Any,
-    *,
-    topk: int | str | None = "auto",
-    chunk_rows: int = 4096,
-    device: str | torch.device = "cpu",
-) -> ConceptActivity:
-    """Encode ``x`` (raw embeddings ``[n, d]``) chunk by chunk and keep, per row, which named
-    concepts are active (``topk="auto"``: :func:`sparsest_k`); memory holds one chunk of codes."""
-    names, latents = named_concepts(bank)
-    k = sparsest_k(sae) if topk == "auto" else topk
-    columns = torch.tensor([j for group in latents for j in group], dtype=torch.long)
-    owner = torch.tensor([c for c, group in enumerate(latents) for _ in group], dtype=torch.long)
-    active = np.zeros((len(x), len(names)), dtype=bool)
-    sae = sae.to(device).eval()
-    with torch.inference_mode():
-        for start in range(0, len(x), chunk_rows):
-            chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + chunk_rows]))
-            code = sae.encode(chunk.to(device, torch.float32), topk=k)
-            fired = code[:, columns.to(device)] > 0
-            hits = torch.zeros(code.shape[0], len(names), device=device)
-            hits.index_add_(1, owner.to(device), fired.to(hits.dtype))
-            active[start : start + chunk_rows] = (hits > 0).cpu().numpy()
-    return ConceptActivity(names, latents, active, k)
-
-
 def sliced_errors(
+    names: Sequence[str],
     activity: ConceptActivity,
     y: np.ndarray,
     decisions: np.ndarray,
     target_values: Sequence[str] = ("0", "1"),
     settings: SliceSettings | None = None,
-) -> list[ConceptErrors]:
-    """Every concept's slices, concepts with a flagged slice first, then by ``|shift|``."""
+    whose: str = "the classifier's",
+) -> SlicedErrors:
+    """Every concept's slices (``names[c]`` is concept ``c`` of ``activity``), concepts with a
+    flagged slice first, then by ``|shift|``."""
     s = settings or SliceSettings()
     y = np.asarray(y).astype(np.int8)
     correct = np.asarray(decisions).astype(np.int8) == y
+    active = activity.active
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, 0x511CE]))
-    raw = []  # (concept index, class, stats, bootstrap replicates)
-    for c in range(len(activity.names)):
+    raw = []  # (stats, bootstrap replicates) per (concept, class 1 then class 0)
+    for c in range(len(names)):
         for cls in (1, 0):
-            on = (y == cls) & activity.active[:, c]
-            off = (y == cls) & ~activity.active[:, c]
-            raw.append((c, cls, *_compare(correct[on], correct[off], s, rng)))
-    tested = [i for i, item in enumerate(raw) if item[2]["p"] is not None]
+            on = (y == cls) & active[:, c]
+            off = (y == cls) & ~active[:, c]
+            raw.append(_compare(correct[on], correct[off], s, rng))
+    tested = [i for i, (stats, _) in enumerate(raw) if stats["p"] is not None]
     q = np.full(len(raw), np.nan)
-    q[tested] = bh_qvalues([raw[i][2]["p"] for i in tested])
-    out = []
-    for c, name in enumerate(activity.names):
-        pair = []
-        for i in (2 * c, 2 * c + 1):
-            _, cls, stats, _ = raw[i]
-            qi = None if np.isnan(q[i]) else float(q[i])
-            flagged = qi is not None and qi <= s.max_q and abs(stats["difference"]) >= s.min_gap
-            pair.append(ConceptSlice(cls, str(target_values[cls]), q=qi, flagged=flagged, **stats))
-        one, zero = pair
-        draws_one, draws_zero = raw[2 * c][3], raw[2 * c + 1][3]
-        both = draws_one is not None and draws_zero is not None
-        shift = (one.difference - zero.difference) / 2 if both else None
-        shift_ci = percentile_interval((draws_one - draws_zero) / 2, s.level) if both else None
-        out.append(ConceptErrors(name, activity.latents[c], (one, zero), shift, shift_ci))
-    return sorted(out, key=_rank_key)
+    q[tested] = bh_qvalues([raw[i][0]["p"] for i in tested])
+    concepts = [
+        _concept(names[c], c, activity, raw, q, target_values, s) for c in range(len(names))
+    ]
+    ranked = sorted(concepts, key=_rank_key)
+    return SlicedErrors(
+        relation=RELATION,
+        decisions=whose,
+        active=ACTIVE_RULE,
+        tested=len(tested),
+        bootstrap_samples=s.bootstrap,
+        seed=s.seed,
+        min_rows=s.min_rows,
+        max_q=s.max_q,
+        min_gap=s.min_gap,
+        concepts=tuple(replace(c, rank=i) for i, c in enumerate(ranked, 1)),
+    )
 
 
-def _rank_key(item: ConceptErrors) -> tuple[bool, bool, float]:
-    return (not item.flagged, item.shift is None, -abs(item.shift or 0.0))
+def _concept(
+    name: str,
+    c: int,
+    activity: ConceptActivity,
+    raw: list[tuple[dict[str, Any], np.ndarray | None]],
+    q: np.ndarray,
+    target_values: Sequence[str],
+    s: SliceSettings,
+) -> ConceptErrors:
+    pair = []
+    for i, cls in ((2 * c, 1), (2 * c + 1, 0)):
+        stats = raw[i][0]
+        qi = None if np.isnan(q[i]) else float(q[i])
+        flagged = qi is not None and qi <= s.max_q and abs(stats["difference"]) >= s.min_gap
+        pair.append(ErrorSlice(str(target_values[cls]), q=qi, flagged=flagged, **stats))
+    one, zero = pair
+    draws_one, draws_zero = raw[2 * c][1], raw[2 * c + 1][1]
+    both = draws_one is not None and draws_zero is not None
+    return ConceptErrors(
+        rank=1,
+        name=name,
+        latents=activity.latents[c],
+        threshold=float(activity.thresholds[c]),
+        active_rate=float(activity.active[:, c].mean()) if len(activity.activation) else 0.0,
+        shift=(one.difference - zero.difference) / 2 if both else None,
+        shift_ci=percentile_interval((draws_one - draws_zero) / 2, s.level) if both else None,
+        flagged=one.flagged or zero.flagged,
+        slices=(one, zero),
+    )
+
+
+def _rank_key(item: ConceptErrors) -> tuple[bool, bool, float, str]:
+    return (not item.flagged, item.shift is None, -abs(item.shift or 0.0), item.name.lower())
 
 
 def _compare(

@@ -12,7 +12,9 @@ edit of a latent has a closed-form effect on it.
 * Without one it is **cross-fitted** on the audited rows: they are split into ``K`` folds
   stratified by the model's decision; head ``k`` is fit on the other folds and predicts fold
   ``k``, so no row is predicted by a head that saw it. ``fold[i]`` says which head belongs to
-  audited row ``i``.
+  audited row ``i``. The agreement is these held-out predictions'; concept attribution runs on
+  one more head fit on every audited row (:attr:`Surrogate.head`, whose agreement on them is
+  ``attributed_agreement``) — the cross-fit estimates how well that procedure generalises.
 
 **Agreement** — the fraction of audited rows where the surrogate's decision equals the model's,
 overall and per group (target × attribute cell) — says how far the surrogate's causal answers
@@ -23,7 +25,6 @@ agreement for the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,10 @@ from torch import Tensor
 
 from audit.errors import InputError
 from audit.fairness.classifiers import LinearHead, fit_probe
-from audit.fairness.groups import Cells
+from audit.fairness.groups import Cells, group_report
+from audit.fairness.records import SurrogateRecord
+
+MODEL = "logistic regression on the CLIP embeddings, fit to the model's decisions"
 
 DEFAULT_FOLDS = 5
 MIN_AGREEMENT = 0.9  # overall
@@ -40,6 +44,7 @@ MIN_GROUP_AGREEMENT = 0.8  # in every group
 
 @dataclass(frozen=True)
 class Surrogate:
+    head: LinearHead  # what concept attribution runs on
     heads: tuple[LinearHead, ...]  # one (train split) or K (cross-fitted)
     fold: np.ndarray  # [n_audit] the head that predicts each audited row
     method: str  # "train split" | "cross-fit"
@@ -50,6 +55,8 @@ class Surrogate:
     group_sizes: dict[str, int]
     fit_agreement: float  # on the rows it was fit on (in-sample)
     c: float
+    attributed_agreement: float  # ``head`` on the audited rows
+    worst_group_accuracy: float | None  # ``head``'s own, on the audited rows
 
     def margin(self, x: Tensor, positions: np.ndarray) -> Tensor:
         """Margins of audited rows ``positions`` (indices into the audited rows) from their
@@ -69,19 +76,29 @@ class Surrogate:
             torch.tensor([h.bias for h in self.heads]),
         )
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "kind": "logistic regression on CLIP embeddings, fit to the model's decisions",
-            "method": self.method,
-            "folds": len(self.heads) if self.method == "cross-fit" else None,
-            "fit_rows": self.fit_rows,
-            "input": self.heads[0].input,
-            "c": self.c,
-            "agreement": self.agreement,
-            "agreement_per_group": self.agreement_per_group,
-            "group_sizes": self.group_sizes,
-            "fit_agreement": self.fit_agreement,
-        }
+    def record(
+        self, min_overall: float = MIN_AGREEMENT, min_group: float = MIN_GROUP_AGREEMENT
+    ) -> SurrogateRecord:
+        """The surrogate block of the audit JSON, judged against the thresholds."""
+        worst = min(self.agreement_per_group, key=lambda g: (self.agreement_per_group[g], g))
+        return SurrogateRecord(
+            model=MODEL,
+            method=self.method,  # type: ignore[arg-type]
+            folds=len(self.heads) if self.method == "cross-fit" else None,
+            fit_rows=self.fit_rows,
+            c=self.c,
+            agreement=self.agreement,
+            agreement_per_group=self.agreement_per_group,
+            group_sizes=self.group_sizes,
+            worst_group=worst,
+            worst_group_agreement=self.agreement_per_group[worst],
+            fit_agreement=self.fit_agreement,
+            attributed_agreement=self.attributed_agreement,
+            worst_group_accuracy=self.worst_group_accuracy,
+            min_agreement=min_overall,
+            min_group_agreement=min_group,
+            passed=agreement_problem(self, min_overall, min_group) is None,
+        )
 
 
 def fit_surrogate(
@@ -113,13 +130,16 @@ def fit_surrogate(
         method, fit_rows = "train split", int(train_decisions.size)
     else:
         heads, fold, fit_agree = _cross_fit(x_audit, decisions_audit, folds, input, c, seed)
+        head = fit_probe(x_audit, decisions_audit, input, seed, c)
         method, fit_rows = "cross-fit", int(decisions_audit.size)
     predicted = np.empty(decisions_audit.size, dtype=np.int8)
-    for k, head in enumerate(heads):
+    for k, fold_head in enumerate(heads):
         rows = np.nonzero(fold == k)[0]
-        predicted[rows] = _decide(head, x_audit[rows])
+        predicted[rows] = _decide(fold_head, x_audit[rows])
     per_group, sizes = _per_group(predicted == decisions_audit, cells)
+    attributed = predicted if method == "train split" else _decide(head, x_audit)
     return Surrogate(
+        head=head,
         heads=heads,
         fold=fold,
         method=method,
@@ -130,6 +150,8 @@ def fit_surrogate(
         group_sizes=sizes,
         fit_agreement=fit_agree,
         c=c,
+        attributed_agreement=_agreement(attributed, decisions_audit),
+        worst_group_accuracy=group_report(cells, attributed).worst_group_accuracy,
     )
 
 

@@ -84,4 +84,7 @@ def render_markdown(result: AuditResult) -> str:
                 f"| {c.rank} | {md_escape(c.label)} | {_num(c.delta_wga, 4)} | "
                 f"{_num(c.ci, 4)} | {_num(c.q, 4)} | {'**yes**' if c.flagged else 'no'} |"
             )
+    from audit.report.classifier_sections import markdown_lines
+
+    lines += markdown_lines(result, md_escape)
     return "\n".join(lines) + "\n"

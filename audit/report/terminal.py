@@ -110,8 +110,19 @@ def concepts_table(result: AuditResult, top: int = 10) -> Table:
 
 
 def render_terminal(result: AuditResult, console: Console, top: int = 10) -> None:
+    from audit.report import classifier_sections as own
+
     console.print(verdict_panel(result))
+    line = own.classifier_line(result)
+    if line:
+        console.print(Text(line))
+    if result.surrogate is not None:
+        style = "" if result.surrogate.passed else "bold dark_orange"
+        console.print(Text(own.surrogate_line(result.surrogate), style=style))
     console.print(groups_table(result))
     if result.concepts:
         console.print(concepts_table(result, top))
+    errors = own.errors_table(result, top)
+    if errors is not None:
+        console.print(errors)
     console.print(checks_table(result))

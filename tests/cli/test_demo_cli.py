@@ -55,7 +55,17 @@ def test_demo_writes_every_artefact(demo_dir):
     assert abs(framed[meta.is_circle == 1].mean() - framed[meta.is_circle == 0].mean()) < 0.05
     # The tiny CLIP is the shipped one, and every step's time is recorded.
     assert document["summary"]["tiny_clip"]["weights_version"] == ASSET_VERSION
-    steps = ["tiny_clip", "corpus", "world", "sae", "bank", "probe", "audit", "total"]
+    steps = [
+        "tiny_clip",
+        "corpus",
+        "world",
+        "sae",
+        "bank",
+        "probe",
+        "audit",
+        "image_model",
+        "total",
+    ]
     assert list(document["seconds"]) == steps
     assert all(document["seconds"][s] >= 0 for s in steps)
 
@@ -130,3 +140,15 @@ def test_gated_audit_of_the_demo_finds_red_with_default_options(demo_dir, tmp_pa
     top = result["concepts"][0]
     assert top["name"] == "red" and top["rank"] == 1 and top["flagged"]
     assert [c["name"] for c in result["concepts"] if c["flagged"]] == ["red"]
+
+
+def test_demo_audits_an_image_model(demo_dir):
+    """The last step: a CNN on the images, its decisions leaked through red, is audited through
+    its surrogate; red comes first by ΔWGA and by the model's own sliced errors."""
+    own = json.loads((demo_dir / "demo.json").read_text())["summary"]["image_model"]
+    assert own["surrogate_agreement"] >= 0.9
+    assert own["top_concept"] == "red" and own["top_concept_flagged"]
+    assert own["top_sliced_error"] == "red"
+    report = json.loads(Path(own["reports"]["json"]).read_text())
+    assert report["classifier"]["kind"] == "image"
+    assert Path(own["reports"]["html"]).exists()

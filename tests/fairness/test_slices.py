@@ -1,24 +1,22 @@
-"""Concept-sliced errors: golden values by hand, a planted slice found, and the concept
-activity read from an SAE and a bank."""
+"""Concept-sliced errors: golden values by hand and a planted shortcut found (where concepts
+are active is :mod:`audit.concepts.activity`'s job, tested in tests/concepts)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
-import torch
 from scipy.stats import fisher_exact
 
-from audit.concepts import Concept, ConceptBank
-from audit.fairness.slices import (
-    ConceptActivity,
-    SliceSettings,
-    concept_activity,
-    named_concepts,
-    sliced_errors,
-)
+from audit.concepts.activity import ConceptActivity
+from audit.fairness.slices import SliceSettings, sliced_errors
 from audit.fairness.stats import bh_qvalues
+
+
+def activity_of(active: np.ndarray) -> ConceptActivity:
+    """Concepts active exactly where ``active [n, C]`` says (activation 1, threshold 0.5)."""
+    active = np.asarray(active, dtype=bool).reshape(len(active), -1)
+    latents = tuple((c,) for c in range(active.shape[1]))
+    return ConceptActivity(latents, active.astype(np.float32), np.full(active.shape[1], 0.5))
 
 
 def test_golden_accuracies_p_and_q():
@@ -30,12 +28,13 @@ def test_golden_accuracies_p_and_q():
         [True] * 12 + [False] * 18 + [True] * 27 + [False] * 3 + ([True] * 20 + [False] * 5) * 2
     )
     decisions = np.where(correct, y, 1 - y)
-    activity = ConceptActivity(["stripes"], [(4,)], active[:, None], None)
-    (stripes,) = sliced_errors(
-        activity, y, decisions, ("square", "circle"), SliceSettings(bootstrap=4000)
-    )
+    report = sliced_errors(
+        ["stripes"], activity_of(active), y, decisions, ("square", "circle"),
+        SliceSettings(bootstrap=4000),
+    )  # fmt: skip
+    (stripes,) = report.concepts
     one, zero = stripes.slices
-    assert (one.n_active, one.n_inactive, one.target_value) == (30, 30, "circle")
+    assert (one.n_active, one.n_inactive, one.target) == (30, 30, "circle")
     assert one.accuracy_active == pytest.approx(0.4) and one.accuracy_inactive == pytest.approx(0.9)
     assert one.difference == pytest.approx(-0.5)
     p1 = fisher_exact([[12, 18], [27, 3]]).pvalue
@@ -49,8 +48,8 @@ def test_golden_accuracies_p_and_q():
     # Shift toward "circle" where stripes are present: (−0.5 − 0) / 2.
     assert stripes.shift == pytest.approx(-0.25)
     assert stripes.shift_ci[0] < -0.25 < stripes.shift_ci[1]
-    item = stripes.to_dict()
-    assert item["latents"] == [4] and item["flagged"] and len(item["slices"]) == 2
+    assert stripes.rank == 1 and stripes.latents == (0,) and stripes.active_rate == 0.5
+    assert report.tested == 2 and "association" in report.relation
 
 
 def test_bootstrap_of_counts_matches_index_resampling():
@@ -61,9 +60,10 @@ def test_bootstrap_of_counts_matches_index_resampling():
     y = np.ones(200, dtype=int)
     active = np.r_[np.ones(80, bool), np.zeros(120, bool)]
     decisions = np.where(np.r_[on, off], 1, 0)
-    activity = ConceptActivity(["c"], [(0,)], active[:, None], None)
-    out = sliced_errors(activity, y, decisions, settings=SliceSettings(bootstrap=20000))
-    ci = out[0].slices[0].ci
+    out = sliced_errors(
+        ["c"], activity_of(active), y, decisions, settings=SliceSettings(bootstrap=20000)
+    )
+    ci = out.concepts[0].slices[0].ci
     draws = [
         on[rng.integers(0, 80, 80)].mean() - off[rng.integers(0, 120, 120)].mean()
         for _ in range(20000)
@@ -85,14 +85,10 @@ def test_a_planted_shortcut_ranks_above_the_concepts_that_merely_mark_errors():
     bystander = rng.random(n) < 0.5
     noisy = np.where(rng.random(n) < 0.3, 1 - y, y)
     decisions = np.where(shortcut, 1, noisy)
-    activity = ConceptActivity(
-        ["bystander", "marker", "shortcut"],
-        [(2,), (3,), (1,)],
-        np.stack([bystander, marker, shortcut], 1),
-        None,
-    )
-    out = sliced_errors(activity, y, decisions)
-    assert [c.concept for c in out] == ["shortcut", "marker", "bystander"]
+    activity = activity_of(np.stack([bystander, marker, shortcut], 1))
+    out = sliced_errors(["bystander", "marker", "shortcut"], activity, y, decisions).concepts
+    assert [c.name for c in out] == ["shortcut", "marker", "bystander"]
+    assert [c.rank for c in out] == [1, 2, 3]
     shortcut_errors, marker_errors, bystander_errors = out
     one, zero = shortcut_errors.slices
     assert one.flagged and zero.flagged and one.difference > 0.2 and zero.difference < -0.5
@@ -106,69 +102,13 @@ def test_a_planted_shortcut_ranks_above_the_concepts_that_merely_mark_errors():
 def test_small_slices_are_listed_but_not_tested():
     y = np.array([1] * 40)
     active = np.array([True] * 5 + [False] * 35)
-    activity = ConceptActivity(["rare"], [(0,)], active[:, None], None)
-    (out,) = sliced_errors(activity, y, y.copy(), settings=SliceSettings(min_rows=10))
+    report = sliced_errors(
+        ["rare"], activity_of(active), y, y.copy(), settings=SliceSettings(min_rows=10)
+    )
+    (out,) = report.concepts
+    assert report.tested == 0
     rare, empty = out.slices
     assert rare.n_active == 5 and rare.p is None and rare.q is None and rare.ci is None
     assert not rare.flagged and rare.accuracy_active == 1.0
     assert empty.n_active == 0 and empty.accuracy_active is None and empty.difference is None
     assert out.shift is None and out.shift_ci is None and not out.flagged
-
-
-class _IdentitySAE(torch.nn.Module):
-    """encode(x) = relu(x): latent j is active where embedding column j is positive."""
-
-    def __init__(self, k_list: tuple[int, ...] | None = None) -> None:
-        super().__init__()
-        self.cfg = SimpleNamespace(k_list=k_list)
-
-    def encode(self, x: torch.Tensor, topk: int | None = None) -> torch.Tensor:
-        from audit.sae.base import keep_topk
-
-        z = torch.relu(x)
-        return z if topk is None else keep_topk(z, topk)
-
-
-def _bank() -> ConceptBank:
-    concepts = [
-        Concept(0, "Red", 0.5, "red", validated=True),
-        Concept(1, "stripes", 0.5, "stripes", validated=True),
-        Concept(2, "red", 0.4, "red", validated=True),
-        Concept(3, "blue", 0.2, "blue", validated=False),  # not validated: not a concept here
-        Concept(4, None, 0.1, "tree"),
-    ]
-    return ConceptBank("t", {"fingerprint": "x"}, concepts)
-
-
-def test_named_concepts_merge_names_and_skip_unvalidated():
-    names, latents = named_concepts(_bank())
-    assert names == ["Red", "stripes"]
-    assert latents == [(0, 2), (1,)]
-
-
-def test_activity_is_any_latent_of_the_name_above_zero():
-    x = np.array(
-        [
-            [1.0, -1.0, -1.0, 1.0, 1.0],
-            [-1.0, 0.0, 0.5, 1.0, 1.0],
-            [-1.0, 2.0, 0.0, 1.0, 1.0],
-            [0.0, -1.0, -3.0, 1.0, 1.0],
-        ],
-        dtype=np.float32,
-    )
-    activity = concept_activity(_IdentitySAE(), x, _bank(), chunk_rows=3)
-    assert activity.names == ["Red", "stripes"] and activity.topk is None
-    np.testing.assert_array_equal(
-        activity.active, [[True, False], [True, False], [False, True], [False, False]]
-    )
-
-
-def test_a_matryoshka_sae_counts_only_each_rows_strongest_latents():
-    """With k_list (2, 4) a latent is active only among the row's 2 strongest: row 1's 0.5 on
-    latent 2 ("red") loses to latents 3 and 4."""
-    x = np.array([[1.0, -1.0, -1.0, 0.2, 0.3], [-1.0, 0.0, 0.5, 1.0, 1.0]], dtype=np.float32)
-    activity = concept_activity(_IdentitySAE((2, 4)), x, _bank())
-    assert activity.topk == 2
-    np.testing.assert_array_equal(activity.active, [[True, False], [False, False]])
-    everything = concept_activity(_IdentitySAE((2, 4)), x, _bank(), topk=None)
-    np.testing.assert_array_equal(everything.active, [[True, False], [True, False]])

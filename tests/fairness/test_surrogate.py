@@ -39,6 +39,15 @@ def test_copies_a_linear_model_by_cross_fitting():
     assert agreement_problem(s) is None
     # The agreement is what it says: the surrogate's decisions against the model's.
     np.testing.assert_allclose(s.agreement, (s.decisions == decisions).mean())
+    # Attribution runs on one head fit on every audited row; its agreement is in-sample.
+    full = fit_probe(x, decisions, "raw", 0, 1.0)
+    torch.testing.assert_close(s.head.weight, full.weight)
+    in_sample = ((s.head.margin(torch.from_numpy(x)) > 0).numpy() == decisions).mean()
+    assert s.attributed_agreement == pytest.approx(in_sample)
+    record = s.record()
+    assert record.folds == 5 and record.passed and record.agreement == s.agreement
+    assert record.worst_group_agreement == min(s.agreement_per_group.values())
+    assert record.agreement_per_group[record.worst_group] == record.worst_group_agreement
 
 
 def test_no_row_is_predicted_by_a_head_that_saw_it():
@@ -79,7 +88,9 @@ def test_train_split_fit_is_judged_on_unseen_rows():
     assert s.method == "train split" and len(s.heads) == 1 and s.fit_rows == 1000
     assert (s.fold == 0).all()
     assert s.agreement >= 0.95 and s.fit_agreement >= 0.95
-    assert s.describe()["folds"] is None and s.describe()["method"] == "train split"
+    record = s.record()
+    assert record.folds is None and record.method == "train split" and record.passed
+    assert s.head is s.heads[0] and s.attributed_agreement == s.agreement
 
 
 def test_a_model_the_embeddings_cannot_explain():
@@ -90,6 +101,7 @@ def test_a_model_the_embeddings_cannot_explain():
     assert s.fit_agreement > s.agreement  # in-sample fit is optimistic; out-of-fold is not
     problem = agreement_problem(s)
     assert problem is not None and "< 90%" in problem
+    assert not s.record().passed
 
 
 def test_a_group_where_the_surrogate_fails_is_named():

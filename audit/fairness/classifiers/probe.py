@@ -8,6 +8,7 @@ import torch
 from audit.errors import InputError
 from audit.fairness.classifiers.linear import LinearHead
 from audit.fairness.classifiers.registry import check_input
+from audit.fairness.config import EMBEDDING_INPUTS
 
 
 def fit_probe(
@@ -20,7 +21,7 @@ def fit_probe(
     """
     from sklearn.linear_model import LogisticRegression
 
-    input = check_input(input)
+    input = check_input(input, EMBEDDING_INPUTS)
     if len(np.unique(y)) < 2:
         raise InputError("the probe's train split holds only one target class")
     feats = np.asarray(x, dtype=np.float64)

@@ -21,6 +21,7 @@ class ClassifierFormat:
     name: str  # how errors name it
     suffixes: tuple[str, ...]
     load: Callable[[Path, int, str], Classifier]  # (path, embedding dim, input) -> classifier
+    inputs: tuple[str, ...] = ("raw", "l2")  # the --classifier-input values it is read with
 
 
 _FORMATS: list[ClassifierFormat] = []
@@ -30,32 +31,51 @@ def register(fmt: ClassifierFormat) -> None:
     _FORMATS.append(fmt)
 
 
-def check_input(input: str) -> str:
-    if input not in CLASSIFIER_INPUTS:
-        raise InputError(f"--classifier-input must be raw or l2, got {input!r}")
+def check_input(input: str, allowed: tuple[str, ...] = CLASSIFIER_INPUTS) -> str:
+    if input not in allowed:
+        raise InputError(f"--classifier-input must be {', '.join(allowed)}; got {input!r}")
     return input
 
 
+def _formats(formats: list[ClassifierFormat]) -> str:
+    return " or ".join(f"a {f.name} ({', '.join(f.suffixes)})" for f in formats)
+
+
 def load_classifier(path: str | os.PathLike[str], dim: int, input: str = "raw") -> Classifier:
-    """The classifier in a file, by its suffix (a linear head or a TorchScript module)."""
+    """The classifier in a file, by its suffix and ``input``: a linear head or a TorchScript
+    module on embeddings (raw, l2), an image model (image) or a predictions file (.csv)."""
     input = check_input(input)
     p = Path(path)
     if not p.exists():
         raise InputError(f"classifier not found: {p}")
-    for fmt in _FORMATS:
-        if p.suffix.lower() in fmt.suffixes:
+    suffix = p.suffix.lower()
+    matches = [f for f in _FORMATS if suffix in f.suffixes]
+    for fmt in matches:
+        if input in fmt.inputs:
             return fmt.load(p, dim, input)
-    known = " or ".join(f"a {f.name} ({', '.join(f.suffixes)})" for f in _FORMATS)
-    raise InputError(f"{p}: unknown classifier format; use 'probe', {known}")
+    if matches:
+        wanted = [f for f in _FORMATS if input in f.inputs]
+        raise InputError(
+            f"{p}: a {matches[0].name} cannot be read with --classifier-input {input}, which "
+            f"takes {_formats(wanted)}"
+        )
+    raise InputError(f"{p}: unknown classifier format; use 'probe', {_formats(_FORMATS)}")
 
 
 def _register_builtin() -> None:
-    from audit.fairness.classifiers import linear, torchscript
+    from audit.fairness.classifiers import image, linear, predictions, torchscript
 
     register(ClassifierFormat("linear head", linear.SUFFIXES, linear.load_linear_head))
     register(
         ClassifierFormat("TorchScript file", torchscript.SUFFIXES, torchscript.load_torchscript)
     )
+    register(
+        ClassifierFormat("image model", image.SUFFIXES, image.load_image_classifier, ("image",))
+    )
+    predictions_file = ClassifierFormat(
+        "predictions file", predictions.SUFFIXES, predictions.load_predictions_classifier, ("raw",)
+    )
+    register(predictions_file)
 
 
 _register_builtin()

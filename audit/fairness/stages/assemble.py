@@ -13,6 +13,7 @@ import torch
 from audit import __version__
 from audit.fairness.checks import judge
 from audit.fairness.config import parse_class_names
+from audit.fairness.records import ClassifierRecord, SlicedErrors
 from audit.fairness.result import (
     AuditData,
     AuditResult,
@@ -56,6 +57,34 @@ class Attribution:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+def classifier_record(ctx: AuditContext) -> ClassifierRecord:
+    """The classifier block: what was audited and where its numbers come from."""
+    info = ctx.classifier_info
+    kind = str(info.get("kind", ctx.classifier.kind))
+    if ctx.own_model:
+        whose = "the image model's own" if kind == "image" else "the predictions file's"
+        attribution = (
+            "a surrogate: logistic regression on the CLIP embeddings fit to the model's "
+            "decisions (ablations are causal for the surrogate; they stand for the model as far "
+            "as the two agree)"
+        )
+    else:
+        whose, attribution = "the classifier's own", "the classifier itself, on edited embeddings"
+    size = info.get("image_size")
+    return ClassifierRecord(
+        kind=kind,  # type: ignore[arg-type]
+        input=str(info.get("input", ctx.settings.classifier_input)),
+        decisions=whose,
+        attribution=attribution,
+        path=info.get("path"),
+        sha256=info.get("sha256"),
+        format=info.get("format"),
+        scores=info.get("scores"),
+        image_size=tuple(int(v) for v in size) if size else None,
+        rows_decided=info.get("rows_decided"),
+    )
+
+
 def assemble(
     ctx: AuditContext,
     integrity: Integrity,
@@ -63,6 +92,7 @@ def assemble(
     attribution: Attribution,
     provenance: Mapping[str, Any],
     extra: Mapping[str, Any],
+    errors: SlicedErrors | None = None,
 ) -> AuditResult:
     """Everything in one :class:`AuditResult`, flagged and judged under the gate."""
     settings, gate = ctx.settings, ctx.gate
@@ -92,6 +122,8 @@ def assemble(
         demographic_parity_difference=metrics.demographic_parity_difference,
         concepts_computed=attribution.computed, concepts=(), family=attribution.family,
         dose_response=attribution.dose_response, examples=attribution.examples,
-        flagged_concepts=0, checks=(), error=attribution.error, extra=dict(extra),
+        flagged_concepts=0, checks=(), classifier=classifier_record(ctx),
+        surrogate=ctx.stand_in.record if ctx.stand_in is not None else None,
+        concept_errors=errors, error=attribution.error, extra=dict(extra),
     )  # fmt: skip
     return judge(result, attribution.concepts, gate)

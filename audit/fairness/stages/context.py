@@ -13,10 +13,18 @@ from audit.concepts import ConceptBank
 from audit.errors import InputError
 from audit.fairness.attributes import build_cells
 from audit.fairness.classifiers import Classifier, fit_probe
-from audit.fairness.config import ABLATIONS, AuditSettings, GateConfig, parse_class_names
+from audit.fairness.classifiers.own import OwnModel
+from audit.fairness.config import (
+    ABLATIONS,
+    EMBEDDING_INPUTS,
+    AuditSettings,
+    GateConfig,
+    parse_class_names,
+)
 from audit.fairness.edits import AuditedRows, EditEffect, Workspace
 from audit.fairness.groups import Cells
 from audit.fairness.selection import RowSelection, select_rows
+from audit.fairness.stages.standin import StandIn, stand_in
 from audit.sae import SparseAutoencoder, sae_fingerprint
 from audit.store import EmbeddingStore
 
@@ -42,6 +50,19 @@ class AuditContext:
     classifier_info: dict[str, Any]  # its provenance for the JSON
     effect: EditEffect
     progress: Progress | None = None
+    stand_in: StandIn | None = None  # the user's own model: its decisions and surrogate
+
+    @property
+    def own_model(self) -> bool:
+        """The classifier is the user's own model, examined through a surrogate."""
+        return self.stand_in is not None
+
+    def decisions(self, margins: np.ndarray) -> np.ndarray:
+        """The classifier's own 0/1 decisions on the audited rows: an own model's, else the
+        sign of its ``margins``."""
+        if self.stand_in is not None:
+            return self.stand_in.decisions
+        return (margins > 0).astype(np.int8)
 
     def tick(self, stage: str, total: int) -> Tick:
         """A counter for one stage's progress (None without a progress callback)."""
@@ -92,6 +113,24 @@ def _fit_probe(
     return head, info
 
 
+def _classifier(
+    store: EmbeddingStore, labels: pd.DataFrame, cells_all: Cells, selection: RowSelection,
+    classifier: Classifier | str, settings: AuditSettings, gate: GateConfig,
+    progress: Progress | None,
+) -> tuple[Classifier, dict[str, Any], StandIn | None]:  # fmt: skip
+    """The classifier the edits run on, its provenance and (own models) the stand-in."""
+    if isinstance(classifier, str):
+        if settings.classifier_input not in EMBEDDING_INPUTS:
+            raise InputError("--classifier probe reads embeddings: --classifier-input raw or l2")
+        assert selection.train is not None
+        head, info = _fit_probe(store, cells_all, selection.train, settings)
+        return head, info, None
+    if isinstance(classifier, OwnModel):
+        found = stand_in(classifier, store, labels, cells_all, selection, settings, gate, progress)
+        return found.classifier, found.info, found
+    return classifier, classifier.describe(), None
+
+
 def prepare(
     store: EmbeddingStore,
     labels: pd.DataFrame,
@@ -115,16 +154,14 @@ def prepare(
     selection = select_rows(labels, cells_all, settings.split, probe, settings.seed)
     if selection.audit.size == 0:
         raise InputError("no rows to audit")
-    if isinstance(classifier, str):
-        assert selection.train is not None
-        classifier, info = _fit_probe(store, cells_all, selection.train, settings)
-    else:
-        info = classifier.describe()
+    classifier, info, own = _classifier(
+        store, labels, cells_all, selection, classifier, settings, gate, progress
+    )
     sae = sae.to(device).eval()
     classifier = classifier.to(device)
     space = Workspace(AuditedRows.of_store(store, selection.audit), device, settings.chunk_rows)
     effect = classifier.edit_effect(sae.decoder_directions().detach().to(space.dtype))
     return AuditContext(
         settings, gate, labels, store.count, selection, cells_all.subset(selection.audit),
-        space, sae, bank, classifier, info, effect, progress,
+        space, sae, bank, classifier, info, effect, progress, own,
     )  # fmt: skip

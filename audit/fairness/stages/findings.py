@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from audit.concepts.activity import ConceptActivity
 from audit.fairness.checks import flag_concepts
 from audit.fairness.reliance import ConceptRow, bootstrap_ci, row_rng
 from audit.fairness.result import ConceptFinding, Family, NameEvidence
@@ -20,22 +21,17 @@ BOOTSTRAP_STREAM = 1
 
 
 def _activation_rate(
-    ctx: AuditContext, sc: Screened, chosen: Chosen, row: ConceptRow, counts: np.ndarray
-) -> np.ndarray | None:
-    """Share of each cell where the concept is active (None when its activations were not
-    gathered: a name group outside the listed rows)."""
-    if len(row.latents) == 1:
-        return sc.scan.act_count[:, row.latent] / np.maximum(counts, 1)
-    if not chosen.columns.has(row):
-        return None
-    active = (chosen.columns.of(row).z > 0).any(1).astype(float)
+    ctx: AuditContext, activity: ConceptActivity, row: ConceptRow, counts: np.ndarray
+) -> np.ndarray:
+    """Share of each cell where the concept is active (:mod:`audit.concepts.activity`)."""
+    active = activity.active[:, activity.index(row.latents)].astype(float)
     n_cells = ctx.cells.n_cells
     return np.bincount(ctx.cells.cell, weights=active, minlength=n_cells) / np.maximum(counts, 1)
 
 
 def _finding(
     ctx: AuditContext, sc: Screened, chosen: Chosen, null: NullTests, row: ConceptRow,
-    present: list[int], counts: np.ndarray,
+    present: list[int], counts: np.ndarray, activity: ConceptActivity,
 ) -> ConceptFinding:  # fmt: skip
     cells, key = ctx.cells, row.latents
     boot_seed = ctx.gate.bootstrap_seed_for(ctx.settings.seed)
@@ -44,7 +40,7 @@ def _finding(
         row_rng(boot_seed, BOOTSTRAP_STREAM, row),
     )  # fmt: skip
     act_sum = sc.scan.act_sum[:, list(key)].sum(1)
-    rate = _activation_rate(ctx, sc, chosen, row, counts)
+    rate = _activation_rate(ctx, activity, row, counts)
     used, band = null.draws.get(key, (0, None))
     s = chosen.effects.summaries[key]
     return ConceptFinding(
@@ -56,7 +52,7 @@ def _finding(
         ci=ci, p=null.p_of(key) if row.tested else None,
         q=float(null.q[key]) if row.tested else None, null_draws=used, null_band=band,
         mean_activation={cells.cell_name(c): act_sum[c] / counts[c] for c in present},
-        activation_rate=None if rate is None else {cells.cell_name(c): rate[c] for c in present},
+        activation_rate={cells.cell_name(c): rate[c] for c in present},
         exact=True, allowlisted=False, flagged=False, evidence=_evidence(row),
     )  # fmt: skip
 
@@ -75,14 +71,15 @@ def _rank_key(c: ConceptFinding) -> tuple:
 
 
 def findings_stage(
-    ctx: AuditContext, sc: Screened, chosen: Chosen, null: NullTests
+    ctx: AuditContext, sc: Screened, chosen: Chosen, null: NullTests, activity: ConceptActivity
 ) -> tuple[tuple[ConceptFinding, ...], Family]:
+    """``activity`` covers every listed row (where each concept is active)."""
     counts = np.bincount(ctx.cells.cell, minlength=ctx.cells.n_cells)
     present = [c for c in range(ctx.cells.n_cells) if counts[c]]
     tick = ctx.tick("bootstrap", len(chosen.listed))
     found = []
     for r in chosen.listed:
-        found.append(_finding(ctx, sc, chosen, null, r, present, counts))
+        found.append(_finding(ctx, sc, chosen, null, r, present, counts, activity))
         if tick:
             tick(1)
     ranked = sorted(flag_concepts(tuple(found), ctx.gate), key=_rank_key)

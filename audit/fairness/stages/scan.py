@@ -1,5 +1,6 @@
 """Stage 2: ablate every latent and every name group in one pass; the group metrics of the
-classifier's own decisions come from the same pass."""
+classifier's own decisions come from the same pass (an own model's: from its decisions; the
+pass runs on its surrogate)."""
 
 from __future__ import annotations
 
@@ -76,5 +77,5 @@ def scan_stage(ctx: AuditContext) -> Screened:
     )  # fmt: skip
     setting = EditSetting(space, ctx.cells, ctx.effect, scan.base, values)
     effects = Effects.of({r.latents: scan.row_pairs(r) for r in rows}, ctx)
-    metrics = group_report(ctx.cells, (scan.base.margin > 0).astype(np.int8))
+    metrics = group_report(ctx.cells, ctx.decisions(scan.base.margin))
     return Screened(tuple(rows), scan, setting, effects, metrics)

@@ -1,0 +1,126 @@
+"""Report sections about the classifier itself, for the terminal and Markdown (the HTML page
+has them in ``templates/classifier.html.j2``): what was audited, the surrogate that stands in
+for the user's own model and how well it agrees with it, and the concept-sliced errors of the
+model's own decisions (associations, not causes).
+
+User strings reach rich as :class:`rich.text.Text` (never markup) and Markdown through
+:func:`audit.report.markdown.md_escape`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.table import Table
+from rich.text import Text
+
+from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors, SurrogateRecord
+from audit.fairness.result import AuditResult
+
+#: Concepts shown in the sliced-errors tables (the JSON has them all).
+TOP_ERRORS = 10
+
+
+def _f(value: float | None, digits: int = 3, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def classifier_line(result: AuditResult) -> str | None:
+    """One sentence: what was audited, whose decisions the metrics are, what attribution ran on
+    (None for a classifier on embeddings, which needs no explaining)."""
+    c = result.classifier
+    if c is None or c.kind not in ("image", "predictions"):
+        return None
+    what = "image model" if c.kind == "image" else "predictions file"
+    return (
+        f"Classifier: {what} {c.path} ({c.format}, scores read as {c.scores}). Group metrics "
+        f"and the gate are {c.decisions} decisions; concept attribution ran on {c.attribution}."
+    )
+
+
+def surrogate_line(s: SurrogateRecord) -> str:
+    """The surrogate's agreement with the model, overall and in its worst group."""
+    verdict = "meets" if s.passed else "FAILS"
+    return (
+        f"Surrogate ({s.method}, {s.fit_rows:,} rows): agrees with the model on "
+        f"{s.agreement:.1%} of the audited rows (min {s.min_agreement:.0%}); worst group "
+        f"{s.worst_group} {s.worst_group_agreement:.1%} (min {s.min_group_agreement:.0%}) — "
+        f"{verdict} the integrity threshold."
+    )
+
+
+def _slice_text(s: ErrorSlice) -> str:
+    return (
+        f"{_f(s.accuracy_active)} vs {_f(s.accuracy_inactive)} "
+        f"(n {s.n_active}/{s.n_inactive}, q {_f(s.q)})"
+    )
+
+
+def shown_errors(errors: SlicedErrors, top: int = TOP_ERRORS) -> tuple[ConceptErrors, ...]:
+    return errors.concepts[:top]
+
+
+def errors_title(errors: SlicedErrors) -> str:
+    return (
+        f"Concept-sliced errors of {errors.decisions} decisions ({errors.relation}); accuracy "
+        "where the concept is active vs not, per target class"
+    )
+
+
+def errors_table(result: AuditResult, top: int = TOP_ERRORS) -> Table | None:
+    errors = result.concept_errors
+    if errors is None or not errors.concepts:
+        return None
+    table = Table(title=errors_title(errors), title_justify="left")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("concept", min_width=12, ratio=1)
+    for col in ("shift", "95% CI"):
+        table.add_column(col, justify="right", no_wrap=True)
+    targets = [s.target for s in errors.concepts[0].slices]
+    for t in targets:
+        table.add_column(f"{result.data.target}={t}: active vs not", ratio=1)
+    table.add_column("flag", no_wrap=True)
+    for c in shown_errors(errors, top):
+        style = "bold red" if c.flagged else ""
+        table.add_row(
+            str(c.rank),
+            Text(c.name, style=style),
+            _f(c.shift, sign=True),
+            _interval(c.shift_ci),
+            *[Text(_slice_text(s)) for s in c.slices],
+            Text("yes", style="bold red") if c.flagged else Text("no"),
+        )
+    return table
+
+
+def markdown_lines(result: AuditResult, escape: Callable[[object], str]) -> list[str]:
+    """Markdown paragraphs and a table for the classifier, surrogate and sliced errors."""
+    lines: list[str] = []
+    line = classifier_line(result)
+    if line:
+        lines += ["", escape(line)]
+    if result.surrogate is not None:
+        lines += ["", escape(surrogate_line(result.surrogate))]
+    errors = result.concept_errors
+    if errors is None or not errors.concepts:
+        return lines
+    lines += [
+        "",
+        f"**{escape(errors_title(errors))}**",
+        "",
+        "| rank | concept | shift | 95% CI | slices (accuracy active vs not) | flagged |",
+        "| ---: | --- | ---: | ---: | --- | --- |",
+    ]
+    for c in shown_errors(errors):
+        slices = "; ".join(f"{escape(s.target)}: {_slice_text(s)}" for s in c.slices)
+        lines.append(
+            f"| {c.rank} | {escape(c.name)} | {_f(c.shift, sign=True)} | "
+            f"{_interval(c.shift_ci)} | {slices} | {'**yes**' if c.flagged else 'no'} |"
+        )
+    return lines

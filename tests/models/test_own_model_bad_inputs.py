@@ -1,0 +1,170 @@
+"""The bad-input matrix, continued for the user's own model: image models and predictions files
+given to ``msae-audit audit``. Same runner and assertions as :mod:`tests.test_bad_inputs` (one
+``error:`` line naming the problem, exit code 2, no traceback); the cases are kept apart from
+README's table (``OWN_MODEL_CASES``) until it lists them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.test_bad_inputs import Case, Ctx, audit, shared  # noqa: F401 (shared: a fixture)
+from tests.test_bad_inputs import test_bad_input as run_case
+
+# --- predictions files ------------------------------------------------------------------------
+
+
+def _ids(ctx: Ctx) -> list[str]:
+    return ctx.labels()["id"].astype(str).tolist()
+
+
+def predictions(ctx: Ctx, **columns: object) -> Path:
+    """A predictions CSV over every row (``columns`` replace or add columns)."""
+    ids = _ids(ctx)
+    rng = np.random.default_rng(0)
+    data = {"id": ids, "score": rng.normal(size=len(ids))}
+    data.update(columns)
+    path = ctx.tmp / "pred.csv"
+    pd.DataFrame({k: v for k, v in data.items() if v is not None}).to_csv(path, index=False)
+    return path
+
+
+def with_predictions(ctx: Ctx, path: Path, *extra: object) -> list:
+    return audit(ctx, "--predictions", path, *extra, classifier=None)
+
+
+def _dropped(ctx: Ctx) -> Path:
+    path = predictions(ctx)
+    frame = pd.read_csv(path, dtype={"id": str})
+    frame.iloc[3:].to_csv(path, index=False)
+    return path
+
+
+def _duplicated(ctx: Ctx) -> Path:
+    path = predictions(ctx)
+    frame = pd.read_csv(path, dtype={"id": str})
+    pd.concat([frame, frame.iloc[:1]]).to_csv(path, index=False)
+    return path
+
+
+def _unknown(ctx: Ctx) -> Path:
+    ids = _ids(ctx)
+    return predictions(ctx, id=["ghost", *ids[1:]])
+
+
+# --- image models -----------------------------------------------------------------------------
+
+
+class _WrongShape(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))  # [B, 3]
+
+
+class _NaN(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((1, 2, 3)) * float("nan")
+
+
+class _Raises(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ torch.ones(5)  # not [B, 5]: a RuntimeError inside the model
+
+
+class _Constant(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((1, 2, 3)) * 0 + 1.0  # every image "positive"
+
+
+def image_model(ctx: Ctx, module: torch.nn.Module) -> Path:
+    path = ctx.tmp / f"{type(module).__name__.strip('_').lower()}.pt"
+    torch.jit.script(module).save(str(path))
+    return path
+
+
+def image_labels(ctx: Ctx, missing: int | None = None) -> Path:
+    """The world's labels with a ``path`` column of tiny images (``missing``: that row's image
+    is not written)."""
+    from PIL import Image
+
+    labels = ctx.labels()
+    folder = ctx.tmp / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(len(labels)):
+        p = folder / f"{i:05d}.png"
+        if i != missing:
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    labels["path"] = paths
+    out = ctx.tmp / "labels-images.csv"
+    labels.to_csv(out, index=False)
+    return out
+
+
+def with_image_model(ctx: Ctx, module: torch.nn.Module, missing: int | None = None) -> list:
+    return audit(
+        ctx, "--classifier-input", "image", "--workers", "0",
+        classifier=image_model(ctx, module), labels=image_labels(ctx, missing),
+    )  # fmt: skip
+
+
+OWN_MODEL_CASES: list[Case] = [
+    # --- predictions files ------------------------------------------------------------------
+    Case("predictions-and-classifier", "both --classifier and --predictions", "audit",
+         "give --classifier or --predictions, not both", 2,
+         lambda c: audit(c, "--predictions", predictions(c))),
+    Case("predictions-not-csv", "--predictions with a file that is not .csv", "audit",
+         "--predictions takes a .csv file", 2,
+         lambda c: with_predictions(c, c.text("pred.json", "{}"))),
+    Case("predictions-missing-ids", "predictions without rows the audit needs", "audit",
+         "no decision for 3 of the", 2,
+         lambda c: with_predictions(c, _dropped(c))),
+    Case("predictions-duplicate-id", "predictions with an id twice", "audit",
+         "appears more than once", 2,
+         lambda c: with_predictions(c, _duplicated(c))),
+    Case("predictions-unknown-id", "predictions with an id that is not a store row", "audit",
+         "not rows of the store", 2,
+         lambda c: with_predictions(c, _unknown(c))),
+    Case("predictions-neither", "scores that are neither logits nor probabilities (0–100)",
+         "audit", "neither probabilities nor logits", 2,
+         lambda c: with_predictions(c, predictions(c, score=np.linspace(1, 100, 1000)))),
+    Case("predictions-bad-label", "labels other than 0/1", "audit",
+         "labels must be 0 or 1", 2,
+         lambda c: with_predictions(c, predictions(c, score=None, label=["yes"] * 1000))),
+    Case("predictions-constant", "predictions with one decision for every row", "audit",
+         "decisions are constant", 2,
+         lambda c: with_predictions(c, predictions(c, score=None, label=[1] * 1000))),
+    # --- image models -----------------------------------------------------------------------
+    Case("image-model-no-paths", "an image model on a store without image paths", "audit",
+         "has no 'path' column", 2,
+         lambda c: audit(c, "--classifier-input", "image", classifier=image_model(c, _NaN()))),
+    Case("image-model-wrong-shape", "an image model returning [B, 3]", "audit",
+         "expected [B], [B, 1] or [B, 2] scores", 2,
+         lambda c: with_image_model(c, _WrongShape())),
+    Case("image-model-nan", "an image model returning NaN", "audit",
+         "returned NaN or inf", 2,
+         lambda c: with_image_model(c, _NaN())),
+    Case("image-model-raises", "an image model that raises", "audit",
+         "the model failed on a batch of shape", 2,
+         lambda c: with_image_model(c, _Raises())),
+    Case("image-model-missing-image", "a row whose image is missing", "audit",
+         "cannot use image", 2,
+         lambda c: with_image_model(c, _WrongShape(), missing=0)),
+    Case("image-model-constant", "an image model deciding one class for every image", "audit",
+         "decisions are constant", 2,
+         lambda c: with_image_model(c, _Constant())),
+    Case("image-input-linear-head", "--classifier-input image with a linear head", "audit",
+         "cannot be read with --classifier-input image", 2,
+         lambda c: audit(c, "--classifier-input", "image")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", OWN_MODEL_CASES, ids=[c.id for c in OWN_MODEL_CASES])
+def test_own_model_bad_input(case: Case, shared, tmp_path, monkeypatch, capsys):  # noqa: F811
+    run_case(case, shared, tmp_path, monkeypatch, capsys)
