@@ -4,15 +4,11 @@ For each named concept of the bank (its validated latents grouped by name) and e
 class, the model's accuracy on the rows of that class where the concept is active is compared
 with the rows where it is not.
 
-**Active.** A concept is active on a row when one of its latents is among the row's ``k``
-strongest latents with activation > 0, ``k`` the SAE's sparsest level (a Matryoshka SAE's
-smallest ``k``: the code it was trained to reconstruct each embedding from). For TopK,
-BatchTopK and ReLU SAEs the inference code is used as it is. Why not simply "> 0": a Matryoshka
-SAE's ReLU inference code is dense — about 200 of 512 latents fire on a demo-world image — so
-"any latent named red > 0" holds on 97 % of rows, red or not; among the 16 strongest, a latent
-named red fires on every red object and on few others. This describes the real model's errors without a surrogate — and is an
-**association**, not a cause: a concept can mark the slices where the model errs because it
-co-occurs with what the model really uses.
+**Active.** A concept is active on a row when the summed activation of its latents exceeds its
+threshold (Otsu's, over the audited rows): the one definition of :mod:`audit.concepts.activity`.
+This describes the real model's errors without a surrogate — and is an **association**, not a
+cause: a concept can mark the slices where the model errs because it co-occurs with what the
+model really uses.
 
 **Statistics.** The difference ``accuracy(active) − accuracy(inactive)`` gets a percentile
 bootstrap interval; resampling each slice's rows with replacement (stratified: each keeps its
@@ -39,19 +35,19 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
+from audit.concepts.activity import ConceptActivity, concept_activity
 from audit.fairness.stats import bh_qvalues, percentile_interval
 
-
-@dataclass(frozen=True)
-class ConceptActivity:
-    """Which named concepts are active on which rows."""
-
-    names: list[str]
-    latents: list[tuple[int, ...]]
-    active: np.ndarray  # [n_rows, n_concepts] bool
-    topk: int | None  # the strongest-latents cut used (None: the inference code as it is)
+# Re-exported: callers of the first round import them from here.
+__all__ = [
+    "ConceptActivity",
+    "ConceptErrors",
+    "ConceptSlice",
+    "SliceSettings",
+    "concept_activity",
+    "sliced_errors",
+]
 
 
 @dataclass(frozen=True)
@@ -100,53 +96,6 @@ class ConceptErrors:
         item["latents"] = list(self.latents)
         item["flagged"] = self.flagged
         return item
-
-
-def named_concepts(bank: Any) -> tuple[list[str], list[tuple[int, ...]]]:
-    """The bank's validated names (case-insensitively merged, sorted) and their latents."""
-    groups: dict[str, list[int]] = {}
-    shown: dict[str, str] = {}
-    for concept in bank.named(validated_only=True):
-        key = concept.name.strip().lower()
-        shown.setdefault(key, concept.name)
-        groups.setdefault(key, []).append(int(concept.latent))
-    keys = sorted(groups)
-    return [shown[k] for k in keys], [tuple(sorted(groups[k])) for k in keys]
-
-
-def sparsest_k(sae: Any) -> int | None:
-    """A Matryoshka SAE's smallest ``k`` (None for other architectures: their inference code
-    is already sparse, or has no ``k``)."""
-    k_list = getattr(getattr(sae, "cfg", None), "k_list", None)
-    return int(min(k_list)) if k_list else None
-
-
-def concept_activity(
-    sae: Any,
-    x: np.ndarray,
-    bank: Any,
-    *,
-    topk: int | str | None = "auto",
-    chunk_rows: int = 4096,
-    device: str | torch.device = "cpu",
-) -> ConceptActivity:
-    """Encode ``x`` (raw embeddings ``[n, d]``) chunk by chunk and keep, per row, which named
-    concepts are active (``topk="auto"``: :func:`sparsest_k`); memory holds one chunk of codes."""
-    names, latents = named_concepts(bank)
-    k = sparsest_k(sae) if topk == "auto" else topk
-    columns = torch.tensor([j for group in latents for j in group], dtype=torch.long)
-    owner = torch.tensor([c for c, group in enumerate(latents) for _ in group], dtype=torch.long)
-    active = np.zeros((len(x), len(names)), dtype=bool)
-    sae = sae.to(device).eval()
-    with torch.inference_mode():
-        for start in range(0, len(x), chunk_rows):
-            chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + chunk_rows]))
-            code = sae.encode(chunk.to(device, torch.float32), topk=k)
-            fired = code[:, columns.to(device)] > 0
-            hits = torch.zeros(code.shape[0], len(names), device=device)
-            hits.index_add_(1, owner.to(device), fired.to(hits.dtype))
-            active[start : start + chunk_rows] = (hits > 0).cpu().numpy()
-    return ConceptActivity(names, latents, active, k)
 
 
 def sliced_errors(

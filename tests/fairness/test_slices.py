@@ -1,23 +1,13 @@
-"""Concept-sliced errors: golden values by hand, a planted slice found, and the concept
-activity read from an SAE and a bank."""
+"""Concept-sliced errors: golden values by hand and a planted slice found (when a concept is
+active: tests/concepts/test_activity.py)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
-import torch
 from scipy.stats import fisher_exact
 
-from audit.concepts import Concept, ConceptBank
-from audit.fairness.slices import (
-    ConceptActivity,
-    SliceSettings,
-    concept_activity,
-    named_concepts,
-    sliced_errors,
-)
+from audit.fairness.slices import ConceptActivity, SliceSettings, sliced_errors
 from audit.fairness.stats import bh_qvalues
 
 
@@ -30,7 +20,7 @@ def test_golden_accuracies_p_and_q():
         [True] * 12 + [False] * 18 + [True] * 27 + [False] * 3 + ([True] * 20 + [False] * 5) * 2
     )
     decisions = np.where(correct, y, 1 - y)
-    activity = ConceptActivity(["stripes"], [(4,)], active[:, None], None)
+    activity = _activity(["stripes"], [(4,)], active[:, None])
     (stripes,) = sliced_errors(
         activity, y, decisions, ("square", "circle"), SliceSettings(bootstrap=4000)
     )
@@ -61,7 +51,7 @@ def test_bootstrap_of_counts_matches_index_resampling():
     y = np.ones(200, dtype=int)
     active = np.r_[np.ones(80, bool), np.zeros(120, bool)]
     decisions = np.where(np.r_[on, off], 1, 0)
-    activity = ConceptActivity(["c"], [(0,)], active[:, None], None)
+    activity = _activity(["c"], [(0,)], active[:, None])
     out = sliced_errors(activity, y, decisions, settings=SliceSettings(bootstrap=20000))
     ci = out[0].slices[0].ci
     draws = [
@@ -85,11 +75,10 @@ def test_a_planted_shortcut_ranks_above_the_concepts_that_merely_mark_errors():
     bystander = rng.random(n) < 0.5
     noisy = np.where(rng.random(n) < 0.3, 1 - y, y)
     decisions = np.where(shortcut, 1, noisy)
-    activity = ConceptActivity(
+    activity = _activity(
         ["bystander", "marker", "shortcut"],
         [(2,), (3,), (1,)],
         np.stack([bystander, marker, shortcut], 1),
-        None,
     )
     out = sliced_errors(activity, y, decisions)
     assert [c.concept for c in out] == ["shortcut", "marker", "bystander"]
@@ -106,7 +95,7 @@ def test_a_planted_shortcut_ranks_above_the_concepts_that_merely_mark_errors():
 def test_small_slices_are_listed_but_not_tested():
     y = np.array([1] * 40)
     active = np.array([True] * 5 + [False] * 35)
-    activity = ConceptActivity(["rare"], [(0,)], active[:, None], None)
+    activity = _activity(["rare"], [(0,)], active[:, None])
     (out,) = sliced_errors(activity, y, y.copy(), settings=SliceSettings(min_rows=10))
     rare, empty = out.slices
     assert rare.n_active == 5 and rare.p is None and rare.q is None and rare.ci is None
@@ -115,60 +104,5 @@ def test_small_slices_are_listed_but_not_tested():
     assert out.shift is None and out.shift_ci is None and not out.flagged
 
 
-class _IdentitySAE(torch.nn.Module):
-    """encode(x) = relu(x): latent j is active where embedding column j is positive."""
-
-    def __init__(self, k_list: tuple[int, ...] | None = None) -> None:
-        super().__init__()
-        self.cfg = SimpleNamespace(k_list=k_list)
-
-    def encode(self, x: torch.Tensor, topk: int | None = None) -> torch.Tensor:
-        from audit.sae.base import keep_topk
-
-        z = torch.relu(x)
-        return z if topk is None else keep_topk(z, topk)
-
-
-def _bank() -> ConceptBank:
-    concepts = [
-        Concept(0, "Red", 0.5, "red", validated=True),
-        Concept(1, "stripes", 0.5, "stripes", validated=True),
-        Concept(2, "red", 0.4, "red", validated=True),
-        Concept(3, "blue", 0.2, "blue", validated=False),  # not validated: not a concept here
-        Concept(4, None, 0.1, "tree"),
-    ]
-    return ConceptBank("t", {"fingerprint": "x"}, concepts)
-
-
-def test_named_concepts_merge_names_and_skip_unvalidated():
-    names, latents = named_concepts(_bank())
-    assert names == ["Red", "stripes"]
-    assert latents == [(0, 2), (1,)]
-
-
-def test_activity_is_any_latent_of_the_name_above_zero():
-    x = np.array(
-        [
-            [1.0, -1.0, -1.0, 1.0, 1.0],
-            [-1.0, 0.0, 0.5, 1.0, 1.0],
-            [-1.0, 2.0, 0.0, 1.0, 1.0],
-            [0.0, -1.0, -3.0, 1.0, 1.0],
-        ],
-        dtype=np.float32,
-    )
-    activity = concept_activity(_IdentitySAE(), x, _bank(), chunk_rows=3)
-    assert activity.names == ["Red", "stripes"] and activity.topk is None
-    np.testing.assert_array_equal(
-        activity.active, [[True, False], [True, False], [False, True], [False, False]]
-    )
-
-
-def test_a_matryoshka_sae_counts_only_each_rows_strongest_latents():
-    """With k_list (2, 4) a latent is active only among the row's 2 strongest: row 1's 0.5 on
-    latent 2 ("red") loses to latents 3 and 4."""
-    x = np.array([[1.0, -1.0, -1.0, 0.2, 0.3], [-1.0, 0.0, 0.5, 1.0, 1.0]], dtype=np.float32)
-    activity = concept_activity(_IdentitySAE((2, 4)), x, _bank())
-    assert activity.topk == 2
-    np.testing.assert_array_equal(activity.active, [[True, False], [False, False]])
-    everything = concept_activity(_IdentitySAE((2, 4)), x, _bank(), topk=None)
-    np.testing.assert_array_equal(everything.active, [[True, False], [True, False]])
+def _activity(names: list[str], latents: list[tuple[int, ...]], active: np.ndarray):
+    return ConceptActivity(names, latents, active, np.zeros(len(names)), "given")
