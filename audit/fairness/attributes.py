@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from audit.errors import InputError
 from audit.fairness.groups import Cells
@@ -131,25 +132,21 @@ class ConceptAttribute(Attribute):
         return self.concept
 
     def code(self, data: GroupingData, target: str) -> AttributeCodes:
-        from audit.concepts.activity import (
-            ConceptColumns,
-            concept_sums,
-            find_concept,
-            otsu_threshold,
-        )
+        from audit.concepts.activity import concept_activity, find_concept
 
         inputs = data.inputs
         if not isinstance(inputs, GroupingInputs):
-            raise InputError(
-                f"--spurious {CONCEPT_PREFIX}{self.concept} needs the SAE and the bank"
-            )
+            raise InputError(f"--spurious {CONCEPT_PREFIX}{self.concept} needs the SAE and the bank")
         group = find_concept(inputs.bank, self.concept, inputs.sae.n_latents)
-        sums = concept_sums(
-            inputs.sae.to(inputs.device).eval(), inputs.store.read, inputs.store.count, ConceptColumns.of([group.latents]),
-            chunk_rows=inputs.chunk_rows, device=inputs.device,
-        )[:, 0]  # fmt: skip
-        t = otsu_threshold(sums) if self.threshold is None else self.threshold
-        active = sums > t
+        store = inputs.store
+        chunks = (
+            torch.from_numpy(np.ascontiguousarray(store.read(lo, lo + inputs.chunk_rows)))
+            .to(inputs.device, torch.float32)
+            for lo in range(0, store.count, inputs.chunk_rows)
+        )
+        sae = inputs.sae.to(inputs.device).eval()
+        activity = concept_activity(sae, chunks, [group.latents], [self.threshold])
+        t, active = float(activity.thresholds[0]), activity.active[:, 0]
         if active.all() or not active.any():
             where = "every" if active.all() else "no"
             raise InputError(
@@ -157,13 +154,14 @@ class ConceptAttribute(Attribute):
                 "its groups cannot be compared: choose another threshold with concept:NAME>T"
             )
         return AttributeCodes(
-            active.astype(np.int16), CONCEPT_VALUES, 1, f"{CONCEPT_PREFIX}{group.name}>{t:.6g}"
+            active.astype(np.int16), CONCEPT_VALUES, 1, concept_spec(str(group.name), t)
         )
 
 
 def concept_spec(name: str, threshold: float) -> str:
-    """``--spurious`` for a concept at a threshold: ``concept:NAME>T``."""
-    return f"{CONCEPT_PREFIX}{name}>{threshold:.6g}"
+    """``--spurious`` for a concept at a threshold: ``concept:NAME>T``, ``T`` written exactly
+    (the shortest text that reads back as the same float)."""
+    return f"{CONCEPT_PREFIX}{name}>{float(threshold)!r}"
 
 
 def parse_attribute(spec: str) -> Attribute:

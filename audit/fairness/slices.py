@@ -1,14 +1,15 @@
-"""Concept-sliced errors of the user's own model: where does it err, in named concepts?
+"""Concept-sliced errors of the classifier: where does it err, in named concepts?
 
-For each named concept of the bank (its validated latents grouped by name) and each target
-class, the model's accuracy on the rows of that class where the concept is active is compared
-with the rows where it is not.
+For each validated concept of the bank and each target class, the classifier's accuracy on the
+rows of that class where the concept is active is compared with the rows where it is not. The
+decisions are the classifier's own — an image model's or a predictions file's, not the
+surrogate's — so this describes the real model without a surrogate. It is an **association**,
+not a cause: a concept can mark the slices where the model errs because it co-occurs with what
+the model really uses. (What the ablations of the audit measure is causal, for the classifier
+on the embeddings — for an image model, for its surrogate.)
 
-**Active.** A concept is active on a row when the summed activation of its latents exceeds its
-threshold (Otsu's, over the audited rows): the one definition of :mod:`audit.concepts.activity`.
-This describes the real model's errors without a surrogate — and is an **association**, not a
-cause: a concept can mark the slices where the model errs because it co-occurs with what the
-model really uses.
+**Active** is the tool's one definition (:mod:`audit.concepts.activity`): the concept's summed
+activation above its threshold, by default Otsu's cut over the audited rows.
 
 **Statistics.** The difference ``accuracy(active) − accuracy(inactive)`` gets a percentile
 bootstrap interval; resampling each slice's rows with replacement (stratified: each keeps its
@@ -31,23 +32,19 @@ slice come first, by ``|shift|``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from audit.concepts.activity import ConceptActivity, concept_activity
+from audit.concepts.activity import ACTIVE_RULE, ConceptActivity
+from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors
 from audit.fairness.stats import bh_qvalues, percentile_interval
 
-# Re-exported: callers of the first round import them from here.
-__all__ = [
-    "ConceptActivity",
-    "ConceptErrors",
-    "ConceptSlice",
-    "SliceSettings",
-    "concept_activity",
-    "sliced_errors",
-]
+RELATION = (
+    "association, not cause: where the classifier's own decisions err, by the concepts "
+    "active there"
+)
 
 
 @dataclass(frozen=True)
@@ -60,84 +57,82 @@ class SliceSettings:
     min_gap: float = 0.05
 
 
-@dataclass(frozen=True)
-class ConceptSlice:
-    """One target class of one concept: the model's accuracy where it is active vs not."""
-
-    target_class: int  # 0/1
-    target_value: str  # as users see it
-    n_active: int
-    n_inactive: int
-    accuracy_active: float | None
-    accuracy_inactive: float | None
-    difference: float | None  # accuracy_active − accuracy_inactive
-    ci: tuple[float, float] | None  # of the difference
-    p: float | None
-    q: float | None
-    flagged: bool
-
-
-@dataclass(frozen=True)
-class ConceptErrors:
-    """A named concept's two slices (class 1, class 0) and its shift toward the positive class."""
-
-    concept: str
-    latents: tuple[int, ...]
-    slices: tuple[ConceptSlice, ConceptSlice]
-    shift: float | None  # (difference₁ − difference₀) / 2
-    shift_ci: tuple[float, float] | None
-
-    @property
-    def flagged(self) -> bool:
-        return any(s.flagged for s in self.slices)
-
-    def to_dict(self) -> dict[str, Any]:
-        item = asdict(self)
-        item["latents"] = list(self.latents)
-        item["flagged"] = self.flagged
-        return item
-
-
 def sliced_errors(
+    names: Sequence[str],
     activity: ConceptActivity,
     y: np.ndarray,
     decisions: np.ndarray,
     target_values: Sequence[str] = ("0", "1"),
     settings: SliceSettings | None = None,
-) -> list[ConceptErrors]:
-    """Every concept's slices, concepts with a flagged slice first, then by ``|shift|``."""
+    whose: str = "the classifier's",
+) -> SlicedErrors:
+    """Every concept's slices (``names[c]`` is concept ``c`` of ``activity``), concepts with a
+    flagged slice first, then by ``|shift|``."""
     s = settings or SliceSettings()
     y = np.asarray(y).astype(np.int8)
     correct = np.asarray(decisions).astype(np.int8) == y
+    active = activity.active
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, 0x511CE]))
-    raw = []  # (concept index, class, stats, bootstrap replicates)
-    for c in range(len(activity.names)):
+    raw = []  # (stats, bootstrap replicates) per (concept, class 1 then class 0)
+    for c in range(len(names)):
         for cls in (1, 0):
-            on = (y == cls) & activity.active[:, c]
-            off = (y == cls) & ~activity.active[:, c]
-            raw.append((c, cls, *_compare(correct[on], correct[off], s, rng)))
-    tested = [i for i, item in enumerate(raw) if item[2]["p"] is not None]
+            on = (y == cls) & active[:, c]
+            off = (y == cls) & ~active[:, c]
+            raw.append(_compare(correct[on], correct[off], s, rng))
+    tested = [i for i, (stats, _) in enumerate(raw) if stats["p"] is not None]
     q = np.full(len(raw), np.nan)
-    q[tested] = bh_qvalues([raw[i][2]["p"] for i in tested])
-    out = []
-    for c, name in enumerate(activity.names):
-        pair = []
-        for i in (2 * c, 2 * c + 1):
-            _, cls, stats, _ = raw[i]
-            qi = None if np.isnan(q[i]) else float(q[i])
-            flagged = qi is not None and qi <= s.max_q and abs(stats["difference"]) >= s.min_gap
-            pair.append(ConceptSlice(cls, str(target_values[cls]), q=qi, flagged=flagged, **stats))
-        one, zero = pair
-        draws_one, draws_zero = raw[2 * c][3], raw[2 * c + 1][3]
-        both = draws_one is not None and draws_zero is not None
-        shift = (one.difference - zero.difference) / 2 if both else None
-        shift_ci = percentile_interval((draws_one - draws_zero) / 2, s.level) if both else None
-        out.append(ConceptErrors(name, activity.latents[c], (one, zero), shift, shift_ci))
-    return sorted(out, key=_rank_key)
+    q[tested] = bh_qvalues([raw[i][0]["p"] for i in tested])
+    concepts = [
+        _concept(names[c], c, activity, raw, q, target_values, s) for c in range(len(names))
+    ]
+    ranked = sorted(concepts, key=_rank_key)
+    return SlicedErrors(
+        relation=RELATION,
+        decisions=whose,
+        active=ACTIVE_RULE,
+        tested=len(tested),
+        bootstrap_samples=s.bootstrap,
+        seed=s.seed,
+        min_rows=s.min_rows,
+        max_q=s.max_q,
+        min_gap=s.min_gap,
+        concepts=tuple(replace(c, rank=i) for i, c in enumerate(ranked, 1)),
+    )
 
 
-def _rank_key(item: ConceptErrors) -> tuple[bool, bool, float]:
-    return (not item.flagged, item.shift is None, -abs(item.shift or 0.0))
+def _concept(
+    name: str,
+    c: int,
+    activity: ConceptActivity,
+    raw: list[tuple[dict[str, Any], np.ndarray | None]],
+    q: np.ndarray,
+    target_values: Sequence[str],
+    s: SliceSettings,
+) -> ConceptErrors:
+    pair = []
+    for i, cls in ((2 * c, 1), (2 * c + 1, 0)):
+        stats = raw[i][0]
+        qi = None if np.isnan(q[i]) else float(q[i])
+        flagged = qi is not None and qi <= s.max_q and abs(stats["difference"]) >= s.min_gap
+        pair.append(ErrorSlice(str(target_values[cls]), q=qi, flagged=flagged, **stats))
+    one, zero = pair
+    draws_one, draws_zero = raw[2 * c][1], raw[2 * c + 1][1]
+    both = draws_one is not None and draws_zero is not None
+    return ConceptErrors(
+        rank=1,
+        name=name,
+        latents=activity.latents[c],
+        threshold=float(activity.thresholds[c]),
+        active_rate=float(activity.active[:, c].mean()) if len(activity.activation) else 0.0,
+        shift=(one.difference - zero.difference) / 2 if both else None,
+        shift_ci=percentile_interval((draws_one - draws_zero) / 2, s.level) if both else None,
+        flagged=one.flagged or zero.flagged,
+        slices=(one, zero),
+    )
+
+
+def _rank_key(item: ConceptErrors) -> tuple[bool, bool, float, str]:
+    return (not item.flagged, item.shift is None, -abs(item.shift or 0.0), item.name.lower())
 
 
 def _compare(

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.concepts.activity import concept_activity
 from audit.fairness.groups import Cells
+from audit.concepts.activity import concept_activity, validated_groups
 from audit.fairness.slices import sliced_errors
 from audit.fairness.surrogate import agreement_problem, fit_surrogate
 from audit.models import image_paths, load_image_model, load_predictions, score_images
@@ -117,13 +117,16 @@ def test_sliced_errors_single_out_red(world, decisions):
 
     test = world.rows("test")
     x = open_store(world.store).take(test)
-    activity = concept_activity(load_sae(world.sae), x, load_bank(world.bank))
-    assert "red" in activity.names
+    sae = load_sae(world.sae)
+    groups = validated_groups(load_bank(world.bank), sae.n_latents)
+    names = [str(g.name) for g in groups]
+    activity = concept_activity(sae, x, [g.latents for g in groups])
+    assert "red" in names
     y = world.metadata["is_circle"].to_numpy()[test]
-    biased = sliced_errors(activity, y, decisions["biased"].decisions[test])
-    balanced = sliced_errors(activity, y, decisions["balanced"].decisions[test])
+    biased = sliced_errors(names, activity, y, decisions["biased"].decisions[test]).concepts
+    balanced = sliced_errors(names, activity, y, decisions["balanced"].decisions[test]).concepts
     top = biased[0]
-    assert top.concept == "red" and top.flagged, [(c.concept, c.shift) for c in biased[:4]]
+    assert top.name == "red" and top.flagged, [(c.name, c.shift) for c in biased[:4]]
     # Red circles are right, circles of other colours wrong; for squares the reverse.
     circles, squares = top.slices
     assert circles.flagged and circles.difference >= 0.3, circles
@@ -132,4 +135,4 @@ def test_sliced_errors_single_out_red(world, decisions):
     # CNN's largest shift is 0.06.
     assert top.shift >= 0.3
     largest_balanced = max(abs(c.shift) for c in balanced if c.shift is not None)
-    assert largest_balanced < top.shift / 3, [(c.concept, c.shift) for c in balanced[:3]]
+    assert largest_balanced < top.shift / 3, [(c.name, c.shift) for c in balanced[:3]]

@@ -1,5 +1,5 @@
-"""Concept-sliced errors: golden values by hand and a planted slice found (when a concept is
-active: tests/concepts/test_activity.py)."""
+"""Concept-sliced errors: golden values by hand and a planted shortcut found (where concepts
+are active is :mod:`audit.concepts.activity`'s job, tested in tests/concepts)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 from scipy.stats import fisher_exact
 
-from audit.fairness.slices import ConceptActivity, SliceSettings, sliced_errors
+from audit.concepts.activity import ConceptActivity
+from audit.fairness.slices import SliceSettings, sliced_errors
 from audit.fairness.stats import bh_qvalues
+
+
+def activity_of(active: np.ndarray) -> ConceptActivity:
+    """Concepts active exactly where ``active [n, C]`` says (activation 1, threshold 0.5)."""
+    active = np.asarray(active, dtype=bool).reshape(len(active), -1)
+    latents = tuple((c,) for c in range(active.shape[1]))
+    return ConceptActivity(latents, active.astype(np.float32), np.full(active.shape[1], 0.5))
 
 
 def test_golden_accuracies_p_and_q():
@@ -20,12 +28,13 @@ def test_golden_accuracies_p_and_q():
         [True] * 12 + [False] * 18 + [True] * 27 + [False] * 3 + ([True] * 20 + [False] * 5) * 2
     )
     decisions = np.where(correct, y, 1 - y)
-    activity = _activity(["stripes"], [(4,)], active[:, None])
-    (stripes,) = sliced_errors(
-        activity, y, decisions, ("square", "circle"), SliceSettings(bootstrap=4000)
-    )
+    report = sliced_errors(
+        ["stripes"], activity_of(active), y, decisions, ("square", "circle"),
+        SliceSettings(bootstrap=4000),
+    )  # fmt: skip
+    (stripes,) = report.concepts
     one, zero = stripes.slices
-    assert (one.n_active, one.n_inactive, one.target_value) == (30, 30, "circle")
+    assert (one.n_active, one.n_inactive, one.target) == (30, 30, "circle")
     assert one.accuracy_active == pytest.approx(0.4) and one.accuracy_inactive == pytest.approx(0.9)
     assert one.difference == pytest.approx(-0.5)
     p1 = fisher_exact([[12, 18], [27, 3]]).pvalue
@@ -39,8 +48,8 @@ def test_golden_accuracies_p_and_q():
     # Shift toward "circle" where stripes are present: (−0.5 − 0) / 2.
     assert stripes.shift == pytest.approx(-0.25)
     assert stripes.shift_ci[0] < -0.25 < stripes.shift_ci[1]
-    item = stripes.to_dict()
-    assert item["latents"] == [4] and item["flagged"] and len(item["slices"]) == 2
+    assert stripes.rank == 1 and stripes.latents == (0,) and stripes.active_rate == 0.5
+    assert report.tested == 2 and "association" in report.relation
 
 
 def test_bootstrap_of_counts_matches_index_resampling():
@@ -51,9 +60,10 @@ def test_bootstrap_of_counts_matches_index_resampling():
     y = np.ones(200, dtype=int)
     active = np.r_[np.ones(80, bool), np.zeros(120, bool)]
     decisions = np.where(np.r_[on, off], 1, 0)
-    activity = _activity(["c"], [(0,)], active[:, None])
-    out = sliced_errors(activity, y, decisions, settings=SliceSettings(bootstrap=20000))
-    ci = out[0].slices[0].ci
+    out = sliced_errors(
+        ["c"], activity_of(active), y, decisions, settings=SliceSettings(bootstrap=20000)
+    )
+    ci = out.concepts[0].slices[0].ci
     draws = [
         on[rng.integers(0, 80, 80)].mean() - off[rng.integers(0, 120, 120)].mean()
         for _ in range(20000)
@@ -75,13 +85,10 @@ def test_a_planted_shortcut_ranks_above_the_concepts_that_merely_mark_errors():
     bystander = rng.random(n) < 0.5
     noisy = np.where(rng.random(n) < 0.3, 1 - y, y)
     decisions = np.where(shortcut, 1, noisy)
-    activity = _activity(
-        ["bystander", "marker", "shortcut"],
-        [(2,), (3,), (1,)],
-        np.stack([bystander, marker, shortcut], 1),
-    )
-    out = sliced_errors(activity, y, decisions)
-    assert [c.concept for c in out] == ["shortcut", "marker", "bystander"]
+    activity = activity_of(np.stack([bystander, marker, shortcut], 1))
+    out = sliced_errors(["bystander", "marker", "shortcut"], activity, y, decisions).concepts
+    assert [c.name for c in out] == ["shortcut", "marker", "bystander"]
+    assert [c.rank for c in out] == [1, 2, 3]
     shortcut_errors, marker_errors, bystander_errors = out
     one, zero = shortcut_errors.slices
     assert one.flagged and zero.flagged and one.difference > 0.2 and zero.difference < -0.5
@@ -95,14 +102,13 @@ def test_a_planted_shortcut_ranks_above_the_concepts_that_merely_mark_errors():
 def test_small_slices_are_listed_but_not_tested():
     y = np.array([1] * 40)
     active = np.array([True] * 5 + [False] * 35)
-    activity = _activity(["rare"], [(0,)], active[:, None])
-    (out,) = sliced_errors(activity, y, y.copy(), settings=SliceSettings(min_rows=10))
+    report = sliced_errors(
+        ["rare"], activity_of(active), y, y.copy(), settings=SliceSettings(min_rows=10)
+    )
+    (out,) = report.concepts
+    assert report.tested == 0
     rare, empty = out.slices
     assert rare.n_active == 5 and rare.p is None and rare.q is None and rare.ci is None
     assert not rare.flagged and rare.accuracy_active == 1.0
     assert empty.n_active == 0 and empty.accuracy_active is None and empty.difference is None
     assert out.shift is None and out.shift_ci is None and not out.flagged
-
-
-def _activity(names: list[str], latents: list[tuple[int, ...]], active: np.ndarray):
-    return ConceptActivity(names, latents, active, np.zeros(len(names)), "given")
