@@ -23,6 +23,7 @@ import numpy as np
 
 from audit.concepts import ConceptGroup
 from audit.concepts.activity import ConceptActivity
+from audit.discover.scan import ConceptScan, Family
 from audit.fairness.attributes import CONCEPT_VALUES
 from audit.fairness.checks import is_allowlisted, meets_flag_rule
 from audit.fairness.groups import Cells
@@ -39,7 +40,6 @@ from audit.fairness.reliance import (
 )
 from audit.fairness.stages.context import AuditContext
 from audit.fairness.stats import bh_qvalues, null_draws_for_family
-from audit.discover.scan import ConceptScan, Family
 
 #: Random streams (the audit's: bootstrap 1, null 2).
 BOOTSTRAP_STREAM, NULL_STREAM = 1, 2

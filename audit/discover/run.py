@@ -47,7 +47,7 @@ from audit.fairness.config import GateConfig
 from audit.fairness.serialize import canonical
 from audit.fairness.stages.assemble import tool_versions
 from audit.fairness.stages.context import AuditContext, Progress, prepare
-from audit.fairness.stages.integrity import base_margins, check_integrity, refusal
+from audit.fairness.stages.integrity import check_integrity, refusal
 from audit.sae import SparseAutoencoder
 from audit.store import EmbeddingStore
 
@@ -263,5 +263,3 @@ def _check_extra(extra: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InputError(f"extra fields may not replace discover fields: {', '.join(clash)}")
     canonical(dict(extra))  # raises for values JSON cannot hold
     return dict(extra)
-
-

@@ -1,6 +1,6 @@
 """The JSON Schema of the discover JSON, generated from the typed result::
 
-    python -m audit.discover.schema > docs/schemas/discover.schema.json
+python -m audit.discover.schema > docs/schemas/discover.schema.json
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ def to_json(result: DiscoverResult) -> dict[str, Any]:
 
 
 def dumps(result: DiscoverResult) -> str:
-    text = json.dumps(to_json(result), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(
+        to_json(result), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False
+    )
     return text + "\n"
 
 
