@@ -11,9 +11,11 @@ From files to report files in one call: :func:`audit.report.discover_files`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from audit.discover.effects import (
     concept_effects,
     evaluate_exactly,
 )
+from audit.discover.export import export_head
 from audit.discover.findings import examples, finding, ranked
 from audit.discover.judge import judged
 from audit.discover.result import (
@@ -97,9 +100,12 @@ def run_discover(
     extra: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     gate_path: str | None = None,
+    export_path: str | os.PathLike[str] | None = None,
+    refit: bool = False,
 ) -> tuple[DiscoverResult, dict[str, float]]:
     """Discover shortcuts among the bank's validated concepts; returns the result and the
-    seconds each stage took. ``gate_path`` is the gate file the re-check commands name."""
+    seconds each stage took. ``gate_path`` is the gate file the re-check commands name;
+    ``export_path`` asks for a head without the flagged concepts (:mod:`.export`)."""
     gate = gate or GateConfig()
     extra = _check_extra(extra)
     clock = _Clock()
@@ -119,7 +125,11 @@ def run_discover(
     else:
         measured, error = None, refusal(integrity)
     result = _result(ctx, settings, integrity, measured, inputs, extra, gate_path, error)
-    return judged(result, ctx, measured, gate), clock.timings
+    result = judged(result, ctx, measured, gate)
+    if export_path is not None and measured is not None:
+        result = export_head(ctx, store, result, Path(export_path), refit)
+        clock.lap("export")
+    return result, clock.timings
 
 
 def own_decisions(ctx: AuditContext, margins: np.ndarray) -> np.ndarray:

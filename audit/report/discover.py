@@ -83,14 +83,9 @@ def discover_files(
     result, stage_times = run_discover(
         store, frame, model, bank_obj, clf, settings, gate_cfg, provenance=provenance,
         extra=extra, progress=progress, gate_path=str(gate_path or written_gate),
+        export_path=export_head, refit=refit,
     )  # fmt: skip
     timings.update(stage_times)
-    if export_head is not None:
-        from audit.discover.export import export_head as export
-
-        start = time.perf_counter()
-        result = export(result, store, frame, model, clf, settings, Path(export_head), refit)
-        timings["export"] = time.perf_counter() - start
     result = published(result)
     written = write_discover_reports(result, targets)
     if written_gate is not None:

@@ -113,3 +113,16 @@ def test_the_schema_file_is_generated_from_the_typed_result():
     assert written == discover_schema(), (
         "regenerate: python -m audit.discover.schema > docs/schemas/discover.schema.json"
     )
+
+
+def test_export_head_writes_a_head_and_reports_before_and_after(cli, world, tmp_path):
+    r = cli(*discover_args(world, tmp_path, "--export-head", tmp_path / "h.npz"))
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads((tmp_path / "d.json").read_text())
+    assert_valid(doc, "discover")
+    (score,) = doc["export"]["scores"]
+    assert doc["export"]["removed"] == ["blond hair"] and (tmp_path / "h.npz").exists()
+    assert score["worst_group_accuracy_after"] > score["worst_group_accuracy_before"]
+    assert "Exported head" in r.stdout
+    refit = cli(*discover_args(world, tmp_path, "--export-head", tmp_path / "h.npz", "--refit"))
+    assert_one_line_error(refit, 2, "train")
