@@ -55,6 +55,7 @@ def discover_command(
     classifier_input: str = _CLASSIFIER_INPUT,
     threshold: float = _own("threshold", "--threshold"),
     min_rows: int = _own("min_rows", "--min-rows"),
+    max_target_auc: float = _own("max_target_auc", "--max-target-auc"),
     export_head: Path = typer.Option(
         None,
         "--export-head",
@@ -92,7 +93,9 @@ def discover_command(
         outcome = discover_files(
             embeddings, sae=sae, bank=bank, classifier=classifier, target=target, labels=labels,
             out_dir=DEFAULT_REPORTS, paths={"json": json_out, "html": html_out, "junit": junit_out},
-            gate=gate, settings=DiscoverSettings(base, threshold=threshold, min_rows=min_rows),
+            gate=gate, settings=DiscoverSettings(
+                base, threshold=threshold, min_rows=min_rows, max_target_auc=max_target_auc
+            ),
             export_head=export_head, refit=refit, progress=bars,
         )  # fmt: skip
     render_discover_terminal(outcome.result, console, top=top)

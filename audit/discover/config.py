@@ -30,6 +30,12 @@ class DiscoverSettings:
         "Summed activation above which a concept is active, for every concept "
         "(default: Otsu's threshold of each concept over every row of the store).",
     )
+    max_target_auc: float = _setting(
+        0.9,
+        "A concept whose summed activation separates the target classes with ROC AUC at least "
+        "this (either direction) is the target's own concept (removing it removes the task): "
+        "listed, never flagged.",
+    )
     min_rows: int = _setting(
         20, "Smallest concept-defined group a concept is tested with (fewer: listed, p = 1)."
     )

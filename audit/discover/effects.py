@@ -84,6 +84,7 @@ class ConceptEffect:
     summary: PairSummary
     tested: bool
     exact: bool
+    target_auc: float = 0.5
     ci: tuple[float, float] = (0.0, 0.0)
     p: float = 1.0
     q: float = 1.0
@@ -98,12 +99,27 @@ class ConceptEffect:
         return EditSetting(ctx.space, self.cells, ctx.effect, scan.base, scan.values)
 
 
+def target_auc(y: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """``[R]``: how well each concept's summed activation separates the target classes, as
+    ``max(AUC, 1 − AUC)`` (Mann–Whitney, ties averaged)."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        return np.full(sums.shape[1], 0.5)
+    ranks = rankdata(sums, axis=0)
+    auc = (ranks[pos].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return np.maximum(auc, 1.0 - auc)
+
+
 def concept_effects(
     ctx: AuditContext, family: Family, scan: ConceptScan, activity: ConceptActivity,
     min_rows: int,
 ) -> list[ConceptEffect]:  # fmt: skip
     """Groups, pair counts and ΔWGA of every concept (screened ones are marked inexact)."""
     y = ctx.cells.y
+    aucs = target_auc(y, scan.sums)
     before_ok = (scan.base.margin > 0) == (y == 1)
     active, thresholds = activity.active, activity.thresholds
     pairs = count_pairs(y, before_ok, active, scan.after_ok)
@@ -113,7 +129,7 @@ def concept_effects(
         tested = bool(pairs[r].sum(1).min() >= min_rows)
         out.append(
             ConceptEffect(group, float(thresholds[r]), cells, pairs[r],
-                          pair_summary(pairs[r], cells), tested, scan.exact)
+                          pair_summary(pairs[r], cells), tested, scan.exact, float(aucs[r]))
         )  # fmt: skip
     return out
 
@@ -139,25 +155,31 @@ def add_intervals(ctx: AuditContext, effects: list[ConceptEffect]) -> None:
         e.ci = bootstrap_ci(e.pairs, ctx.gate.bootstrap_samples, rng)
 
 
-def can_be_flagged(ctx: AuditContext, e: ConceptEffect) -> bool:
+def can_be_flagged(ctx: AuditContext, e: ConceptEffect, max_target_auc: float) -> bool:
     """Every flag condition but the q-value."""
     return (
         e.tested
         and e.exact
+        and e.target_auc < max_target_auc
         and meets_flag_rule(e.summary.delta_wga, e.ci[0], 0.0, ctx.gate)
         and not is_allowlisted(e.group.name, ctx.gate.allowlist)
     )
 
 
 def add_null(
-    ctx: AuditContext, scan: ConceptScan, effects: list[ConceptEffect], tick=None
+    ctx: AuditContext,
+    scan: ConceptScan,
+    effects: list[ConceptEffect],
+    max_target_auc: float,
+    tick=None,
 ) -> tuple[int, int]:
     """p-values where a flag is possible, q-values over every concept. Returns
     ``(concepts given a null, the most draws per concept)``."""
     settings = ctx.settings
     max_draws = null_draws_for_family(len(effects), ctx.gate.max_q, settings.null_min_draws)
     candidates = sorted(
-        (e for e in effects if can_be_flagged(ctx, e)), key=lambda e: -e.summary.delta_wga
+        (e for e in effects if can_be_flagged(ctx, e, max_target_auc)),
+        key=lambda e: -e.summary.delta_wga,
     )[: settings.null_rows]
     columns = _columns(ctx, candidates)
     for e in candidates:

@@ -42,11 +42,15 @@ def _groups(e: ConceptEffect) -> tuple[ConceptGroupAccuracy, ...]:
     return tuple(out)
 
 
-def finding(ctx: AuditContext, e: ConceptEffect) -> DiscoveredConcept:
+def finding(ctx: AuditContext, e: ConceptEffect, max_target_auc: float) -> DiscoveredConcept:
     groups = _groups(e)
     worst = min(groups, key=lambda g: (g.accuracy, g.name))
     allowed = is_allowlisted(e.group.name, ctx.gate.allowlist)
-    flagged = e.tested and e.exact and meets_flag_rule(e.summary.delta_wga, e.ci[0], e.q, ctx.gate)
+    is_target = e.target_auc >= max_target_auc
+    flagged = (
+        e.tested and e.exact and not is_target
+        and meets_flag_rule(e.summary.delta_wga, e.ci[0], e.q, ctx.gate)
+    )  # fmt: skip
     n = max(1, int(e.pairs.sum()))
     return DiscoveredConcept(
         rank=1, name=str(e.group.name), latents=e.group.latents, threshold=e.threshold,
@@ -54,16 +58,22 @@ def finding(ctx: AuditContext, e: ConceptEffect) -> DiscoveredConcept:
         worst_group_accuracy=worst.accuracy, wga_after=e.summary.wga_after,
         delta_wga=e.summary.delta_wga, ci=e.ci,
         delta_accuracy_overall=e.summary.delta_accuracy_overall, flip_rate=e.summary.flip_rate,
-        tested=e.tested, exact=e.exact, p=e.p, q=e.q, null_draws=e.null_draws,
+        tested=e.tested, exact=e.exact, target_auc=e.target_auc, target_concept=is_target, p=e.p, q=e.q, null_draws=e.null_draws,
         null_band=e.null_band, allowlisted=allowed, flagged=bool(flagged and not allowed),
         recheck=None,
     )  # fmt: skip
 
 
 def rank_key(c: DiscoveredConcept) -> tuple:
-    """Tested concepts first; then the audit's order: largest ΔWGA, largest CI lower bound,
-    smallest q, lowest latent."""
-    return (not c.tested, -round(c.delta_wga, 9), -round(c.ci[0], 9), c.q, c.latents[0])
+    """Tested concepts that are not the target's own first; then the audit's order: largest
+    ΔWGA, largest CI lower bound, smallest q, lowest latent."""
+    return (
+        not c.tested or c.target_concept,
+        -round(c.delta_wga, 9),
+        -round(c.ci[0], 9),
+        c.q,
+        c.latents[0],
+    )
 
 
 def ranked(

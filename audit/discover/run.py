@@ -167,9 +167,13 @@ def _measure(
     clock.lap("exact")
     add_intervals(ctx, effects)
     clock.lap("bootstrap")
-    with_null, max_draws = add_null(ctx, scan, effects, ctx.tick("null", len(effects)))
+    with_null, max_draws = add_null(
+        ctx, scan, effects, settings.max_target_auc, ctx.tick("null", len(effects))
+    )
     clock.lap("null")
-    concepts = ranked(ctx, [finding(ctx, e) for e in effects], inputs, gate_path)
+    concepts = ranked(
+        ctx, [finding(ctx, e, settings.max_target_auc) for e in effects], inputs, gate_path
+    )
     shown = _shown(concepts, ctx.settings.dose_top)
     by_name = {str(e.group.name): (r, e) for r, e in enumerate(effects)}
     slices = tuple(
@@ -227,6 +231,7 @@ def _result(
     )  # fmt: skip
     record = DiscoverSettingsRecord(
         s.target, s.ablation, s.split, s.classifier_input, settings.threshold, settings.min_rows,
+        settings.max_target_auc,
         gate.min_dwga, gate.max_q, gate.allowlist, gate.bootstrap_samples,
         gate.bootstrap_seed_for(s.seed), s.null_rows, s.null_min_draws, s.null_atoms, s.shortlist,
     )  # fmt: skip

@@ -139,8 +139,12 @@ def discover_table(result: DiscoverResult, top: int = 10) -> Table:
         table.add_column(col, justify="left" if col == "flag" else "right", no_wrap=True)
     for c in result.concepts[:top]:
         style = "bold red" if c.flagged else ("" if c.tested else "italic dim")
+        if c.target_concept:
+            name, style = f"{c.name} (the target's own)", "italic dim"
+        else:
+            name = c.name
         table.add_row(
-            str(c.rank), Text(c.name, style=style), f"{100 * c.active_rate:.0f}%",
+            str(c.rank), Text(name, style=style), f"{100 * c.active_rate:.0f}%",
             f"{c.worst_group_accuracy:.3f}", f"{c.delta_wga:+.3f}",
             f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]", f"{c.q:.3f}",
             Text("yes", style="bold red") if c.flagged else Text("no"),

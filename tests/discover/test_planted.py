@@ -32,6 +32,8 @@ def test_the_planted_shortcut_is_ranked_first_and_flagged_the_decoy_never(tmp_pa
         top += first.name == ROLE_NAMES["spurious"]
         flagged += first.flagged and first.name == ROLE_NAMES["spurious"]
         names = {c.name for c in result.concepts if c.flagged}
+        target = next(c for c in result.concepts if c.name == ROLE_NAMES["target"])
+        assert target.target_concept and not target.flagged, seed
         assert ROLE_NAMES["decoy"] not in names and ROLE_NAMES["target"] not in names, seed
     assert top >= 19 and flagged >= 19, (top, flagged)
 
