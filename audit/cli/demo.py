@@ -117,7 +117,19 @@ def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
         f"gate verdict {a['verdict']} (exit code {a['exit_code']} for `msae-audit audit`); "
         + found,
     )
-    reports = ", ".join(a["reports"].values())
+    d = s["discover"]
+    table.add_row(
+        "discover (no is_red column)",
+        escape(
+            f"rank 1 '{d['top_concept']}'; flagged: {', '.join(d['flagged']) or 'none'}"
+            + (
+                f"; '{planted}' ranked {d['planted_concept_rank']}"
+                if d["planted_concept_rank"]
+                else ""
+            )
+        ),
+    )
+    reports = ", ".join([*a["reports"].values(), *d["reports"].values()])
     table.add_row(
         "outputs", escape(f"{reports}; {ctx.json_path} (paths of store, SAE, bank, head)")
     )
