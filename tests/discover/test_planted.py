@@ -80,3 +80,24 @@ def test_the_groups_and_delta_wga_match_a_direct_count(tmp_path):
     assert c.wga_after == pytest.approx(wga_after, abs=2e-3)
     assert c.delta_wga == pytest.approx(wga_after - min(accs.values()), abs=2e-3)
     assert c.flagged and c.delta_wga > 0.1 and c.ci[0] > 0 and c.q <= 0.05
+
+
+def test_a_torchscript_classifier_gives_the_linear_heads_numbers(tmp_path):
+    """The rerun kind: screened to first order, then exact by decode-and-rerun."""
+    import torch
+
+    from audit.fairness.classifiers import ScriptedClassifier
+    from tests.fairness.test_planted import _Head
+
+    world, linear = discover_world(tmp_path, seed=0)
+    scripted = ScriptedClassifier(
+        torch.jit.script(_Head(world.head.weight, world.head.bias)), "raw", "m.pt", "sha256:0"
+    )
+    settings = DiscoverSettings(AuditSettings(target="Male", spurious=""))
+    store = open_store(tmp_path / "s0True")
+    result, _ = run_discover(store, world.labels, world.sae, world.bank, scripted, settings)
+    assert result.data.classifier_kind == "rerun"
+    top, ref = result.concepts[0], linear.concepts[0]
+    assert top.name == ref.name == ROLE_NAMES["spurious"] and top.flagged and top.exact
+    assert top.delta_wga == pytest.approx(ref.delta_wga, abs=1e-5)
+    assert top.ci == pytest.approx(ref.ci, abs=1e-5)
