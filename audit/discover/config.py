@@ -3,11 +3,13 @@ with: every row in one group per target class (each concept then splits the clas
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from audit.errors import InputError
 from audit.fairness.attributes import Attribute, AttributeCodes, GroupingData
 from audit.fairness.config import AuditSettings
 
@@ -39,6 +41,14 @@ class DiscoverSettings:
     min_rows: int = _setting(
         20, "Smallest concept-defined group a concept is tested with (fewer: listed, p = 1)."
     )
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise InputError(f"--threshold must be a finite number, got {self.threshold}")
+        if self.min_rows < 1:
+            raise InputError(f"--min-rows must be at least 1, got {self.min_rows}")
+        if not 0.5 < self.max_target_auc <= 1.0:
+            raise InputError(f"--max-target-auc must be in (0.5, 1], got {self.max_target_auc}")
 
     @classmethod
     def help(cls, name: str) -> str:

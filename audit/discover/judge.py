@@ -3,7 +3,8 @@ attribute, and the verdict (the audit's rules and exit codes).
 
 * ``flagged_concepts`` — the number of flagged concepts (the check a CI gate wants);
 * ``accuracy`` — overall;
-* ``worst_group_accuracy`` — the lowest accuracy of any tested concept's groups;
+* ``worst_group_accuracy`` — the lowest accuracy of any tested concept's groups (the target's
+  own concepts excluded);
 * ``accuracy_gap``, ``equalized_odds_difference``, ``demographic_parity_difference`` need one
   labelled attribute: they are skipped with that reason (run ``msae-audit audit``).
 """
@@ -49,7 +50,7 @@ def judged(
 
     decisions = measured.decisions if measured else own_decisions(ctx, base_margins(ctx))
     classes, accuracy = class_groups(ctx, decisions)
-    groups = [g for c in result.concepts if c.tested for g in c.groups]
+    groups = [g for c in result.concepts if c.tested and not c.target_concept for g in c.groups]
     worst = min(groups, key=lambda g: (g.accuracy, g.name)) if groups else None
     flagged = sum(1 for c in result.concepts if c.flagged)
     metrics = GroupMetrics(

@@ -183,7 +183,9 @@ class DiscoverResult:
     integrity: Integrity = doc("the integrity check")
     classes: tuple[Group, ...] = doc("accuracy per target class")
     accuracy: float = doc("overall accuracy")
-    worst_group: str | None = doc("the lowest-accuracy group of any tested concept")
+    worst_group: str | None = doc(
+        "the lowest-accuracy group of any tested concept (the target's own excluded)"
+    )
     worst_group_accuracy: float | None = doc("its accuracy")
     concepts_computed: bool = doc("false when the integrity check refused attribution")
     concepts: tuple[DiscoveredConcept, ...] = doc("every validated concept, by rank")

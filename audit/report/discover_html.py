@@ -15,7 +15,7 @@ CHART_CONCEPTS = 8
 
 def concept_bars(c: DiscoveredConcept) -> dict:
     """Accuracy (with its Wilson interval) and accuracy after removal per group, on [0, 1]."""
-    x0, x1 = 230, 560
+    x0, x1 = 230, 500
 
     def sx(v: float) -> float:
         return round(x0 + float(v) * (x1 - x0), 2)

@@ -105,6 +105,14 @@ def test_bad_inputs_are_one_line_and_exit_code_2(cli, world, tmp_path, extra, me
     assert_one_line_error(cli(*args), 2, message)
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--threshold", "nan"), ("--min-rows", "0"), ("--max-target-auc", "0.3")],
+)
+def test_bad_settings_are_one_line_and_exit_code_2(cli, world, tmp_path, option, value):
+    assert_one_line_error(cli(*discover_args(world, tmp_path, option, value)), 2, option)
+
+
 def test_the_schema_file_is_generated_from_the_typed_result():
     from audit.discover.schema import discover_schema
     from tests.schemas import SCHEMAS
