@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.fairness.groups import Cells
 from audit.concepts.activity import concept_activity, validated_groups
+from audit.fairness.groups import Cells
 from audit.fairness.slices import sliced_errors
 from audit.fairness.surrogate import agreement_problem, fit_surrogate
 from audit.models import image_paths, load_image_model, load_predictions, score_images
