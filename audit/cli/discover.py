@@ -66,6 +66,7 @@ def discover_command(
     refit: bool = typer.Option(
         False,
         "--refit",
+        show_default="off",
         help="With --export-head: re-fit the head on the train split with "
         "those directions removed, instead of only projecting them out.",
     ),
