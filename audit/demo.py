@@ -488,6 +488,12 @@ def _audit_step(ctx: DemoContext, progress: Progress | None = None) -> dict[str,
         # "square"), where a zero ablation of "red" changes nothing; setting the latent to its
         # mean removes the cue in both directions.
         ablation="mean",
+        class_names=(
+            f"{ctx.target_column}=1:{TARGET_SHAPES[0]}",
+            f"{ctx.target_column}=0:{TARGET_SHAPES[1]}",
+            f"{ctx.spurious_column}=1:{ctx.planted_concept}",
+            f"{ctx.spurious_column}=0:not {ctx.planted_concept}",
+        ),
         device=ctx.device,
         progress=progress,
     )

@@ -5,18 +5,21 @@ edit is applied *keeping the SAE's residual*::
 
     x' = x + post(dec(z')) − post(dec(z)),     z = enc(x),  z' = z with z_j := v_j
 
-so the parts of ``x`` the SAE does not reconstruct are untouched (SPEC §7's rule, never
-re-encoding after the edit). Neighbours are then retrieved by exact cosine similarity over the
-gallery, in chunks, so millions of rows never need a full similarity matrix in memory.
+so the parts of ``x`` the SAE does not reconstruct are untouched (as in the audit's
+ablations, never re-encoding after the edit). Neighbours are then retrieved by exact cosine
+similarity over the gallery, in chunks, so millions of rows never need a full similarity
+matrix in memory.
 
 A concept name resolves through the bank to every latent carrying it (validated or not; a
-colour of the demo world has several, and editing all of them retrieves better than the
-validated ones alone). Edit values are in units of the latent's *typical strength*: the mean
-of its activations over the gallery rows where it is clearly on (above 10 % of its largest
-activation; the threshold keeps numerically tiny activations from diluting the mean).
-``--set "red=2"`` sets the red latents to twice their typical strength, ``--remove red`` sets
-them to 0. How far a value moves the neighbours depends on how much of the concept the named
-latents carry: in the demo world a colour needs about 4 (README, "Concept search").
+colour of the demo world has several). Edit values are in units of the concept's *typical
+code*: each of its latents' mean activation over the gallery rows where the concept is clearly
+on (its summed activation above 10 % of its largest). ``--set "red=2"`` sets the red latents to
+twice that code, ``--remove red`` sets them to 0. The code is the concept's, not each latent's:
+an SAE that splits a colour over more latents (one per shape, say) fires only some of them on
+any one image, and setting every one to its own typical strength would add the colour several
+times over, and the shapes of its split latents with it (the query's own shape is then lost).
+How far a value moves the neighbours depends on how much of the concept the named latents
+carry: in the demo world a colour needs about 4–5 (docs/search.md).
 """
 
 from __future__ import annotations
@@ -110,7 +113,15 @@ def typical_strength(
     on_fraction: float = 0.1,
     progress: RowProgress | None = None,
 ) -> np.ndarray:
-    """Mean activation of each latent where it is on (> ``on_fraction`` × its maximum)."""
+    """The typical code of the concept made of ``latents``: each latent's mean activation over
+    the gallery rows where the *concept* is on (its summed activation above ``on_fraction`` ×
+    its largest).
+
+    A concept split over several latents (a colour with one latent per shape) gets each latent
+    at the share it has in a real image of the concept, so the code sums to the concept's
+    typical activation however many latents carry it. For one latent this is its mean where it
+    is on; a concept never on gets 1 for each latent.
+    """
     idx = torch.as_tensor(latents, dtype=torch.long, device=sae.W_enc.device)
     stop = min(store.count, max_rows)
     blocks = []
@@ -119,10 +130,11 @@ def typical_strength(
         if progress is not None:
             progress(lo + len(b), stop)
     z = torch.cat(blocks) if blocks else torch.zeros((0, len(latents)), dtype=torch.float64)
-    peak = z.max(0).values if len(z) else torch.zeros(len(latents), dtype=torch.float64)
-    on = z > on_fraction * peak
-    strength = (z * on).sum(0) / on.sum(0).clamp_min(1)
-    return np.where(peak.numpy() > 0, strength.numpy(), 1.0)
+    total = z.sum(1)
+    peak = float(total.max()) if len(total) else 0.0
+    if peak <= 0:
+        return np.ones(len(latents))
+    return z[total > on_fraction * peak].mean(0).numpy()
 
 
 @torch.no_grad()
@@ -210,13 +222,14 @@ def run_search(
 
     parsed = parse_edits(bank, set_specs, remove)
     edits = [ConceptEdit(name, tuple(latents), strength) for name, latents, strength in parsed]
-    all_latents = sorted({j for e in edits for j in e.latents})
-    typical = (
-        typical_strength(sae, store, all_latents, chunk_rows, progress=stage("concept strengths"))
-        if all_latents
-        else []
-    )
-    strengths = dict(zip(all_latents, typical, strict=True))
+    # Each edit's latents at their share of its concept's typical code (a latent two edited
+    # concepts share takes the later one's value, as the edit itself does).
+    strengths: dict[int, float] = {}
+    for e in edits:
+        typical = typical_strength(
+            sae, store, list(e.latents), chunk_rows, progress=stage(f"typical {e.name}")
+        )
+        strengths.update(zip(e.latents, typical.tolist(), strict=True))
     device = sae.W_enc.device
     x = query.to(device).float()
     edited = edit_embeddings(sae, x, edits, strengths) if edits else x

@@ -31,6 +31,8 @@ from audit_speed import make_world
 from audit.concepts import load_bank
 from audit.concepts.activity import otsu_threshold, validated_groups
 from audit.device import tune_cpu_allocator
+from audit.discover import DiscoverSettings
+from audit.fairness import AuditSettings
 from audit.report.discover import discover_files
 
 
@@ -94,6 +96,7 @@ def main() -> None:
     outcome = discover_files(
         paths["store"], sae=paths["sae"], bank=paths["bank"], classifier=paths["head"],
         target="Male", out_dir=folder / "reports",
+        settings=DiscoverSettings(AuditSettings("Male", "", ablation="zero")),  # as the naive loop
     )  # fmt: skip
     total = time.perf_counter() - start
     r = outcome.result

@@ -14,8 +14,8 @@ with ``--world-seed``/``--corpus``/``--epochs``, a variant of them.
 Queries are freshly rendered scenes (a seed the gallery never used), ``--queries`` of each
 colour, embedded from PIL images exactly as ``msae-audit search --image`` does. Each edit goes
 through the same functions as ``msae-audit search``: names resolve through the bank
-(:func:`audit.search.parse_edits`, every latent carrying the name), values are in units of each
-latent's typical strength, and the edit keeps the SAE residual. For a query of colour A:
+(:func:`audit.search.parse_edits`, every latent carrying the name), values are in units of the
+concept's typical code, and the edit keeps the SAE residual. For a query of colour A:
 
 * **add B** (``--set B=v``), for every colour B ≠ A: P(B) is the fraction of the top-10
   neighbours that are colour B; "shape" the fraction that have the query's shape (also
@@ -105,19 +105,23 @@ class Searcher:
 
     def __init__(self, sae: SparseAutoencoder, store: EmbeddingStore, bank: ConceptBank) -> None:
         self.sae, self.store, self.bank = sae, store, bank
-        self.strengths: dict[int, float] = {}
+        self.codes: dict[tuple[int, ...], list[float]] = {}  # a concept's typical code
 
     def edits(self, set_specs: list[str], remove: list[str]) -> list[ConceptEdit]:
         parsed = parse_edits(self.bank, set_specs, remove)
         edits = [ConceptEdit(n, tuple(latents), s) for n, latents, s in parsed]
-        missing = sorted({j for e in edits for j in e.latents} - set(self.strengths))
-        if missing:
-            values = typical_strength(self.sae, self.store, missing)
-            self.strengths.update(zip(missing, values.tolist(), strict=True))
+        for e in edits:
+            if e.latents not in self.codes:
+                self.codes[e.latents] = typical_strength(
+                    self.sae, self.store, list(e.latents)
+                ).tolist()
         return edits
 
     def top(self, queries: torch.Tensor, edits: list[ConceptEdit], k: int) -> np.ndarray:
-        x = edit_embeddings(self.sae, queries, edits, self.strengths) if edits else queries
+        strengths = {
+            j: v for e in edits for j, v in zip(e.latents, self.codes[e.latents], strict=True)
+        }
+        x = edit_embeddings(self.sae, queries, edits, strengths) if edits else queries
         return nearest_neighbours(self.store, x, k)[0]
 
 

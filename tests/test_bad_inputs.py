@@ -452,13 +452,17 @@ CASES: list[Case] = [
          "SAE not found:", 2,
          lambda c: evaluate(c, sae=Path(os.fsdecode(bytes(c.tmp) + b"/caf\xe9")))),
     Case("empty-group", "no rows in one target x attribute cell (no blond men)", "audit",
-         "skipped", 0,
+         "every gated check was skipped", 1,
          lambda c: gate(c, "gates:\n  worst_group_accuracy: {min: 0.99}\n", **_no_blond_men(c)),
-         after=checks_skipped("has no rows")),
+         after=checks_skipped("has no rows"),
+         readme="`INCONCLUSIVE` verdict: the group checks are `skipped` (never passed), reports "
+                "written"),
     Case("groups-below-min-size", "groups smaller than the gate's min_group_size", "audit",
-         "skipped", 0,
+         "every gated check was skipped", 1,
          lambda c: gate(c, "gates:\n  worst_group_accuracy: {min: 0.99}\nmin_group_size: 100000\n"),
-         after=checks_skipped("< min_group_size=100000")),
+         after=checks_skipped("< min_group_size=100000"),
+         readme="`INCONCLUSIVE` verdict: the group checks are `skipped` (never passed), reports "
+                "written (exit 0 with `allow_skipped: true`)"),
     # --- models ---------------------------------------------------------------------------
     Case("sae-truncated", "truncated sae.safetensors", "audit",
          "corrupt or truncated safetensors file", 2,

@@ -162,3 +162,36 @@ def test_image_model_speed_benchmark_runs(tmp_path):
     assert figures["ours"]["images_per_second"] > 0 and figures["naive"]["images_per_second"] > 0
     assert figures["same_decisions"] and figures["max_abs_difference"] < 1e-4
     assert set(figures["rss_growth_mib"]) == {"quarter", "all"}
+
+
+def test_gpu_profile_smoke_mode_prints_a_table_per_regime():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_profile.py"), "--smoke", "--rows", "5"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for regime in ("init", "active=0.04"):
+        assert f"== {regime}: step " in done.stdout
+    assert done.stdout.count("_NestedTopKLoss") >= 2  # the loss appears in each table
+
+
+def test_ablation_choice_benchmark_separates_the_edits(tmp_path):
+    """What docs/audit-method.md quotes: zero ablation misses the absence shortcut that mean,
+    resampling and the larger of both find; no edit flags anything on the null head."""
+    out = tmp_path / "choice.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ablation_choice.py"), "--seeds", "0",
+         "--null-seeds", "1", "--json", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = json.loads(out.read_text())
+    assert table["absence"]["zero"]["first_and_flagged"] == 0
+    for edit in ("mean", "resample", "max"):
+        assert table["absence"][edit]["first_and_flagged"] == 1, edit
+    for edit in ("zero", "mean", "resample", "max"):
+        assert table["presence"][edit]["first_and_flagged"] == 1, edit
+        assert table["null"][edit]["runs_with_any_flag"] == 0, edit

@@ -99,6 +99,22 @@ def test_adding_a_concept_retrieves_rows_that_have_it(tmp_path):
     assert hits_after / (20 * 10) >= 0.8 > hits_before / (20 * 10) + 0.5
 
 
+def test_a_split_concept_is_set_to_its_typical_code_not_each_latents(tmp_path):
+    """A concept carried by two latents that mostly fire on different rows (a colour split by
+    shape) is set to the code a row of the concept has: each latent at its mean over the rows
+    where the concept is on, summing to the concept's typical activation, not to twice it."""
+    sae, store, codes, _ = _world(tmp_path)
+    code = typical_strength(sae, store, [5, 6])
+    total = codes[:, 5] + codes[:, 6]
+    on = total > 0.1 * total.max()
+    np.testing.assert_allclose(code, codes[on][:, [5, 6]].mean(0), rtol=1e-4)
+    np.testing.assert_allclose(code.sum(), total[on].mean(), rtol=1e-4)
+    # Each latent's own typical strength (its mean where *it* is on) would add about twice as
+    # much: the two are rarely on together (2 atoms of 16 per row).
+    alone = [codes[codes[:, j] > 0.1 * codes[:, j].max(), j].mean() for j in (5, 6)]
+    assert code.sum() < 0.65 * sum(alone)
+
+
 def test_removing_a_concept_lowers_its_activation_in_results(tmp_path):
     sae, store, codes, _ = _world(tmp_path)
     rows = np.nonzero(codes[:, 2] > 1.0)[0][:15]

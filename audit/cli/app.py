@@ -45,7 +45,3 @@ def _root(
 ) -> None:
     """Audit CLIP-embedding classifiers for bias with Matryoshka sparse autoencoders."""
 
-
-def progress_enabled(quiet: bool = False) -> bool:
-    # The audit command's bars until they move onto audit.cli.progress.Bars.
-    return not quiet and err_console.is_terminal

@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from audit.cli.app import app, console, err_console, progress_enabled
+from audit.cli.app import app, console, err_console
+from audit.cli.progress import Bars
 from audit.errors import InputError
 from audit.fairness.config import AuditSettings, GateConfig
 
@@ -50,50 +50,30 @@ _MARKDOWN = typer.Option(
 _GATE = typer.Option(
     None,
     "--gate",
-    help="Gate file (YAML): thresholds that decide the exit code.",
-    show_default=f"none: every check informational, integrity thresholds "
+    help="Gate file (YAML): thresholds that decide the exit code. Without one nothing is "
+    "judged (verdict ungated, exit 0); when every gated check is skipped the verdict is "
+    "inconclusive (exit 1 unless the gate says allow_skipped: true).",
+    show_default=f"none: verdict ungated, integrity thresholds "
     f"{GateConfig.min_cosine:g} (cosine) and {GateConfig.min_agreement:g} (agreement)",
 )
 _SEED = _setting("seed", "--seed")
 _DEVICE = _setting("device", "--device")
 _ABLATION = _setting("ablation", "--ablation")
 _SPLIT = _setting("split", "--split")
+_CLASS_NAMES = typer.Option(
+    None,
+    "--class-names",
+    help=AuditSettings.help("class_names").split(" Default:")[0] + " Repeat or comma-separate.",
+    show_default="the label values",
+)
 _TOP = typer.Option(10, "--top", help="Concepts shown in the terminal table.")
-_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.", show_default="off")
-
-
-class _Bars:
-    """A rich progress bar per stage of the audit (on stderr, only on a terminal)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.progress = (
-            Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-            )
-            if enabled
-            else None
-        )
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self) -> _Bars:
-        if self.progress:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress:
-            self.progress.__exit__(None, None, None)
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.progress is None:
-            return
-        if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total or None)
-        self.progress.update(self.tasks[stage], completed=done)
+_QUIET = typer.Option(
+    False,
+    "--quiet",
+    "-q",
+    help="No progress output (bars on a terminal, lines in a log).",
+    show_default="off",
+)
 
 
 @dataclass(frozen=True)
@@ -122,7 +102,7 @@ def _execute(
     from audit.report.terminal import render_terminal
 
     gate_cfg = load_gate(gate) if gate is not None else None  # a bad gate file fails fast (exit 2)
-    with _Bars(progress_enabled(quiet)) as bars:
+    with Bars(quiet) as bars:
         outcome = audit_files(
             inputs.embeddings, sae=inputs.sae, bank=inputs.bank, classifier=inputs.classifier,
             labels=inputs.labels, target=settings.target, spurious=settings.spurious,
@@ -166,6 +146,7 @@ def audit_command(
     device: str = _DEVICE,
     ablation: str = _ABLATION,
     split: str = _SPLIT,
+    class_names: list[str] | None = _CLASS_NAMES,
     top: int = _TOP,
     quiet: bool = _QUIET,
 ) -> None:
@@ -174,7 +155,8 @@ def audit_command(
         "audit",
         _Inputs(embeddings, labels, sae, bank, classifier),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
-                      classifier_input=classifier_input, device=device),
+                      classifier_input=classifier_input, device=device,
+                      class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
         gate, top, quiet,
     )  # fmt: skip
@@ -285,6 +267,7 @@ def celeba_command(
     device: str = _DEVICE,
     ablation: str = _ABLATION,
     split: str = _SPLIT,
+    class_names: list[str] | None = _CLASS_NAMES,
     top: int = _TOP,
     quiet: bool = _QUIET,
 ) -> None:
@@ -304,7 +287,8 @@ def celeba_command(
         "celeba",
         _Inputs(embeddings, celeba_labels(root, embeddings), sae, bank, classifier),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
-                      classifier_input=classifier_input, device=device),
+                      classifier_input=classifier_input, device=device,
+                      class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
         gate, top, quiet,
     )  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from audit.cli.app import app, console, err_console, progress_enabled
+from audit.cli.app import app, console, err_console
 from audit.cli.audit import (
     _ABLATION,
     _BANK,
@@ -24,9 +24,9 @@ from audit.cli.audit import (
     _SPLIT,
     _TOP,
     DEFAULT_REPORTS,
-    _Bars,
     _report,
 )  # fmt: skip
+from audit.cli.progress import Bars
 from audit.discover import DiscoverSettings
 from audit.fairness.config import AuditSettings
 
@@ -90,7 +90,7 @@ def discover_command(
         load_gate(gate)  # a bad gate file fails fast (exit 2)
     base = AuditSettings(target, "", seed=seed, ablation=ablation, split=split,
                          classifier_input=classifier_input, device=device)  # fmt: skip
-    with _Bars(progress_enabled(quiet)) as bars:
+    with Bars(quiet) as bars:
         outcome = discover_files(
             embeddings, sae=sae, bank=bank, classifier=classifier, target=target, labels=labels,
             out_dir=DEFAULT_REPORTS, paths={"json": json_out, "html": html_out, "junit": junit_out},

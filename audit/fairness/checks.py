@@ -2,8 +2,18 @@
 
 A check without an entry in the gate is reported (status ``info``) but never fails the run; a
 check that depends on a group smaller than ``min_group_size`` (or on an empty cell) is skipped,
-never passed. Exit codes: 0 every gate passes, 1 a gate failed, 3 the integrity check failed
-(the SAE or the classifier cannot be trusted on this data, so no concept is attributed).
+never passed. A gate never says pass when it checked nothing:
+
+========================  ================================================  =========
+verdict                   when                                              exit code
+========================  ================================================  =========
+``error``                 the integrity check failed (no concept attributed)      3
+``fail``                  a gated check failed                                     1
+``ungated``               no check is gated (no gate file): nothing judged         0
+``inconclusive``          every gated check was skipped                  1 (0 with
+                                                                  ``allow_skipped``)
+``pass``                  every gated check that could be judged passed            0
+========================  ================================================  =========
 """
 
 from __future__ import annotations
@@ -135,12 +145,25 @@ def _reason(value: float | None, bounds: dict[str, float], ok: bool) -> str:
     return f"{value:.4g} {'meets' if ok else 'violates'} {' and '.join(parts)}"
 
 
-def verdict_of(checks: tuple[Check, ...]) -> tuple[Verdict, int]:
-    """``("error", 3)`` on integrity failure, ``("fail", 1)`` if a gate failed, else ``("pass", 0)``."""
+def gated_checks(checks: tuple[Check, ...]) -> list[Check]:
+    """The checks the gate file bounds (the integrity checks, always enforced, aside)."""
+    return [c for c in checks if c.gated and c.name not in INTEGRITY_CHECKS]
+
+
+def verdict_of(checks: tuple[Check, ...], allow_skipped: bool = False) -> tuple[Verdict, int]:
+    """The verdict and exit code (see the module doc): ``error`` (3) on integrity failure,
+    ``fail`` (1) if a gated check failed, ``ungated`` (0) when nothing is gated,
+    ``inconclusive`` (1, or 0 with ``allow_skipped``) when every gated check was skipped,
+    else ``pass`` (0)."""
     if any(c.name in INTEGRITY_CHECKS and c.status == "fail" for c in checks):
         return "error", EXIT_INTEGRITY
     if any(c.status == "fail" for c in checks):
         return "fail", EXIT_GATE_FAILED
+    gated = gated_checks(checks)
+    if not gated:
+        return "ungated", EXIT_OK
+    if all(c.status == "skipped" for c in gated):
+        return "inconclusive", EXIT_OK if allow_skipped else EXIT_GATE_FAILED
     return "pass", EXIT_OK
 
 
@@ -151,7 +174,7 @@ def judge(
     concepts = flag_concepts(concepts, gate)
     flagged = sum(1 for c in concepts if c.flagged) if result.concepts_computed else None
     checks = evaluate_checks(result.metrics, flagged, result.integrity, gate)
-    verdict, code = verdict_of(checks)
+    verdict, code = verdict_of(checks, gate.allow_skipped)
     return result.with_judgement(concepts, checks, verdict, code, gate.describe())
 
 

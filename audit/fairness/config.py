@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-ABLATIONS = ("zero", "mean")
+from audit.errors import InputError
+
+ABLATIONS = ("mean", "zero")
 SPLITS = ("auto", "all", "train", "valid", "test")
 CLASSIFIER_INPUTS = ("raw", "l2")
 #: α values of the steering curves (z := α·z): 0, 0.25, …, 3.
@@ -28,7 +30,12 @@ class AuditSettings:
     target: str
     spurious: str
     seed: int = _setting(0, "Seed for splits, bootstrap and null draws.")
-    ablation: str = _setting("zero", "zero | mean: the value an ablated latent is set to.")
+    ablation: str = _setting(
+        "mean",
+        "mean | zero: the value an ablated latent is set to. mean (its mean over the audited "
+        "rows) finds shortcuts on a concept's presence and on its absence; zero finds only "
+        "presence (docs/audit-method.md, 'Which edit').",
+    )
     split: str = _setting(
         "auto", "auto | all | train | valid | test (auto: the test split when there is one)."
     )
@@ -52,6 +59,12 @@ class AuditSettings:
     examples: int = _setting(6, "Example rows per concept.")
     integrity_rows: int = _setting(8192, "Rows sampled by the integrity check.")
     probe_c: float = _setting(1.0, "Inverse L2 penalty of the logistic-regression probe.")
+    class_names: tuple[str, ...] = _setting(
+        (),
+        "Names the reports show for label values, COLUMN=VALUE:NAME (e.g. is_circle=1:circle); "
+        "groups read 'circle, red' instead of 'is_circle=1, is_red=1'. Default: the label "
+        "values as they are.",
+    )
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -62,10 +75,32 @@ class AuditSettings:
         return next(f.default for f in fields(cls) if f.name == name)
 
 
+def parse_class_names(entries: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``COLUMN=VALUE:NAME`` entries (each may hold several, comma-separated) as a mapping
+    ``"COLUMN=VALUE" → NAME``.
+
+    >>> parse_class_names(["is_circle=1:circle,is_circle=0:square", "is_red=1:red"])
+    {'is_circle=1': 'circle', 'is_circle=0': 'square', 'is_red=1': 'red'}
+    """
+    names: dict[str, str] = {}
+    for entry in entries:
+        for item in (part.strip() for part in entry.split(",")):
+            key, sep, name = item.rpartition(":")
+            column, eq, value = key.partition("=")
+            if not (sep and eq and column.strip() and value.strip() and name.strip()):
+                raise InputError(
+                    f"--class-names entries are COLUMN=VALUE:NAME (e.g. is_circle=1:circle), "
+                    f"got {item!r}"
+                )
+            names[f"{column.strip()}={value.strip()}"] = name.strip()
+    return names
+
+
 @dataclass(frozen=True)
 class GateConfig:
     """A gate file: bounds per check, what counts as a flagged concept, the bootstrap, the
-    smallest group a check may depend on and the integrity thresholds."""
+    smallest group a check may depend on, whether a run whose gated checks were all skipped
+    may pass (``allow_skipped``) and the integrity thresholds."""
 
     gates: dict[str, dict[str, float]] = field(default_factory=dict)
     min_dwga: float = 0.02
@@ -74,6 +109,7 @@ class GateConfig:
     bootstrap_samples: int = 1000
     bootstrap_seed: int | None = None  # None: the audit's seed
     min_group_size: int = 0
+    allow_skipped: bool = False  # every gated check skipped: exit 0 (verdict still inconclusive)
     min_cosine: float = 0.9
     min_agreement: float = 0.9
     source: str | None = None
@@ -91,6 +127,7 @@ class GateConfig:
             },
             "bootstrap": {"samples": self.bootstrap_samples, "seed": self.bootstrap_seed},
             "min_group_size": self.min_group_size,
+            "allow_skipped": self.allow_skipped,
             "integrity": {"min_cosine": self.min_cosine, "min_agreement": self.min_agreement},
         }
 

@@ -5,9 +5,10 @@ SAE's reconstruction error::
 
     x' = x + post(dec(z with z_j := v)) − post(dec(z)) = x + (v − z_j) · u_j,   u_j = W_dec[j] / s
 
-(post-processing is affine, so only the changed latent's decoder row survives). ``v`` is 0
-(``zero`` ablation), the latent's mean over the audited rows (``mean``) or ``α · z_j``
-(steering). The code is never re-encoded after the edit. Latents that share a name are edited
+(post-processing is affine, so only the changed latent's decoder row survives). ``v`` is the
+latent's mean over the audited rows (``mean`` ablation, the default: it reveals a classifier
+that leans on a concept's absence as well as one that leans on its presence), 0 (``zero``: only
+presence) or ``α · z_j`` (steering). The code is never re-encoded after the edit. Latents that share a name are edited
 together: ``x' = x + Σ_j c_j u_j`` with ``c_j = v_j − z_j``.
 
 **Effects.** An :class:`EditEffect` answers two questions for one classifier kind: during the

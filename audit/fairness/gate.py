@@ -14,6 +14,8 @@ Gate file (YAML, read with a safe loader: plain data, no tags)::
     bootstrap: {samples: 1000, seed: 0}
     min_group_size: 100          # a check that depends on a smaller group is skipped, not passed
                                  # (so is one that depends on an empty target × attribute cell)
+    allow_skipped: false         # every gated check skipped: verdict inconclusive, exit 1
+                                 # (true: exit 0; the verdict stays inconclusive)
     integrity: {min_cosine: 0.9, min_agreement: 0.9}   # optional (these are the defaults)
 
 Anything left out keeps :class:`GateConfig`'s default. How the checks are judged:
@@ -54,7 +56,7 @@ __all__ = [
     "verdict_of",
 ]
 
-_TOP_KEYS = ("gates", "concepts", "bootstrap", "min_group_size", "integrity")
+_TOP_KEYS = ("gates", "concepts", "bootstrap", "min_group_size", "allow_skipped", "integrity")
 _SECTION_KEYS = {
     "concepts": ("min_dwga", "max_q", "allowlist"),
     "bootstrap": ("samples", "seed"),
@@ -141,6 +143,12 @@ def parse_gate(data: Any, where: str = "gate file") -> GateConfig:
         values["bootstrap_seed"] = _integer(boot["seed"], f"{where}: bootstrap.seed", 0)
     if "min_group_size" in data:
         values["min_group_size"] = _integer(data["min_group_size"], f"{where}: min_group_size", 0)
+    if "allow_skipped" in data:
+        if not isinstance(data["allow_skipped"], bool):
+            raise InputError(
+                f"{where}: allow_skipped must be true or false, got {data['allow_skipped']!r}"
+            )
+        values["allow_skipped"] = data["allow_skipped"]
     integrity = _section(data, "integrity", where)
     for key in ("min_cosine", "min_agreement"):
         if key in integrity:

@@ -15,7 +15,7 @@ from audit.fairness.config import DOSE_ALPHAS, AuditSettings, GateConfig
 from audit.typedjson import doc
 
 Interval = tuple[float, float]
-Verdict = Literal["pass", "fail", "error"]
+Verdict = Literal["pass", "fail", "error", "ungated", "inconclusive"]
 Status = Literal["pass", "fail", "skipped", "info"]
 
 
@@ -98,6 +98,20 @@ class Integrity:
 
 
 @dataclass(frozen=True)
+class NameEvidence:
+    """What the probe images said about a concept's name when the bank was built."""
+
+    word: str = doc("the vocabulary word the concept's activation follows")
+    polarity: Literal["present", "absent"] = doc(
+        "present: it fires when the word is in the image; absent: when it is not (reports say "
+        "'absence of <word>')"
+    )
+    selectivity: float = doc("how far the word stands out from the vocabulary (robust z)")
+    auc: float | None = doc("held-out AUC of the activation for the word's zero-shot labels")
+    auc_threshold: float | None = doc("the AUC random latents reach (a name needs more)")
+
+
+@dataclass(frozen=True)
 class ConceptFinding:
     """One reported concept: a validated name (all its latents ablated together) or an
     unnamed latent listed for discovery."""
@@ -129,6 +143,9 @@ class ConceptFinding:
     exact: bool = doc("delta_wga is exact (closed form or decode-and-rerun)")
     allowlisted: bool = doc("the gate's allowlist names it")
     flagged: bool = doc("ΔWGA ≥ min_dwga, CI above 0, q ≤ max_q, not allowlisted")
+    evidence: NameEvidence | None = doc(
+        "the image evidence behind the name (banks named against probe images)", omit_none=True
+    )
 
 
 @dataclass(frozen=True)
@@ -180,6 +197,13 @@ class Examples:
     latents: tuple[int, ...] = doc("its latents")
     top_activating: tuple[ExampleRow, ...] = doc("rows where it is most active")
     flipped: tuple[ExampleRow, ...] = doc("rows whose decision its ablation flips")
+    attribute_share: Mapping[str, float] | None = doc(
+        "share of the concept's most-activating rows (the top 2 %, at least 20) with each "
+        "attribute value ('<attribute>=<value>'): a concept whose strongest rows nearly all "
+        "carry one value rides on the attribute",
+        default=None,
+        omit_none=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -234,6 +258,12 @@ class AuditData:
     spurious: str = doc("the attribute that splits the groups")
     positive_class: str = doc("the target value predicted by a positive margin")
     classifier_kind: str = doc("how edits are evaluated: linear_raw, linear_l2 or rerun")
+    class_names: Mapping[str, str] | None = doc(
+        "names the reports show for label values, 'COLUMN=VALUE' → name (--class-names); group "
+        "names in this file stay COLUMN=VALUE",
+        default=None,
+        omit_none=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -242,8 +272,15 @@ class AuditResult:
 
     schema: str = doc("'msae-audit/audit'")
     version: int = doc("version of this format")
-    verdict: Verdict = doc("pass, fail (a gate failed) or error (integrity check failed)")
-    exit_code: int = doc("the command's exit code: 0 pass, 1 fail, 3 error")
+    verdict: Verdict = doc(
+        "pass (every gated check that could be judged passed), fail (a gated check failed), "
+        "error (integrity check failed), ungated (no check gated, e.g. no gate file: nothing "
+        "was judged) or inconclusive (every gated check was skipped)"
+    )
+    exit_code: int = doc(
+        "the command's exit code: 0 pass or ungated, 1 fail or inconclusive (0 when the gate "
+        "allows skipped checks), 3 error"
+    )
     tool: Mapping[str, str] = doc("versions of msae-audit and its main dependencies")
     seed: int = doc("the run's seed")
     inputs: Mapping[str, Mapping[str, Any]] = doc(
@@ -276,6 +313,10 @@ class AuditResult:
     checks: tuple[Check, ...] = doc("every check, gated or informational, and integrity")
     error: str | None = doc("why attribution was refused", omit_none=True)
     extra: Mapping[str, Any] = doc("other top-level fields (e.g. 'demo')", rest=True)
+    skipped_checks: tuple[str, ...] = doc(
+        "gated checks that were skipped (could not be judged): the verdict does not rest on them",
+        default=(),
+    )
 
     @property
     def metrics(self) -> GroupMetrics:
@@ -294,7 +335,8 @@ class AuditResult:
         gate: Mapping[str, Any],
     ) -> AuditResult:
         flagged = sum(1 for c in concepts if c.flagged)
+        skipped = tuple(c.name for c in checks if c.gated and c.status == "skipped")
         return replace(
             self, concepts=concepts, checks=checks, verdict=verdict, exit_code=exit_code,
-            gate=gate, flagged_concepts=flagged,
+            gate=gate, flagged_concepts=flagged, skipped_checks=skipped,
         )  # fmt: skip

@@ -8,15 +8,20 @@ names, label values, column names, paths) reaches the page through Jinja2's auto
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
+from decimal import Decimal
 
-from audit.fairness.result import AuditResult
+from audit.fairness.result import AuditResult, ConceptFinding
+from audit.fairness.stages.focus import TABLE_CONCEPTS
 from audit.report.templating import render, thumbnail
+from audit.report.wording import group_name, rides_on, verdict_note
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 FOREST_ROWS = 20
 ACTIVATION_ROWS = 8
 THUMBNAIL = 112
+TABLE_THUMBNAIL = 40
 
 
 # ------------------------------------------------------------------------------------------
@@ -41,7 +46,7 @@ def group_bars(result: AuditResult) -> dict:
         rows.append(
             {
                 "y": y,
-                "name": g.name,
+                "name": group_name(result, g.name),
                 "x_lo": sx(g.ci[0]),
                 "x_hi": sx(g.ci[1]),
                 "x": sx(g.accuracy),
@@ -49,7 +54,8 @@ def group_bars(result: AuditResult) -> dict:
                 "text": f"{g.accuracy:.3f}  (n={g.n:,})",
             }
         )
-    ticks = [{"x": sx(t), "label": f"{t:.1f}"} for t in _ticks(lo, 1.0)]
+    values, decimals = nice_ticks(lo, 1.0)
+    ticks = [{"x": sx(t), "label": f"{t:.{decimals}f}"} for t in values]
     return {
         "rows": rows,
         "ticks": ticks,
@@ -58,9 +64,30 @@ def group_bars(result: AuditResult) -> dict:
     }
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    step = (hi - lo) / n
-    return [round(lo + k * step, 4) for k in range(n + 1)]
+def nice_ticks(lo: float, hi: float, n: int = 5) -> tuple[list[float], int]:
+    """Ticks at multiples of a round step (1, 2, 2.5 or 5 × 10^k) inside ``[lo, hi]``, about
+    ``n`` of them, and the decimals that show each tick exactly.
+
+    >>> nice_ticks(0.5, 1.0)
+    ([0.5, 0.6, 0.7, 0.8, 0.9, 1.0], 1)
+    >>> nice_ticks(0.0, 1.0, 4)
+    ([0.0, 0.25, 0.5, 0.75, 1.0], 2)
+    >>> nice_ticks(-0.013, 0.062)
+    ([0.0, 0.02, 0.04, 0.06], 2)
+    """
+    span = (hi - lo) or 1.0
+    power = 10.0 ** math.floor(math.log10(span / max(1, n)))
+    steps = [m * p for p in (power / 10, power, power * 10) for m in (1, 2, 2.5, 5)]
+
+    def count(step: float) -> int:
+        return math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1
+
+    # The round step whose tick count is closest to n + 1 (ties: the coarser step).
+    step = min(steps, key=lambda st: (abs(count(st) - (n + 1)), -st))
+    decimals = max(0, -Decimal(repr(round(step, 12))).normalize().as_tuple().exponent)
+    first = math.ceil(lo / step - 1e-9)
+    ticks = [round(k * step, decimals) + 0.0 for k in range(first, first + count(step))]
+    return ticks, decimals
 
 
 def forest_plot(result: AuditResult) -> dict:
@@ -95,7 +122,8 @@ def forest_plot(result: AuditResult) -> dict:
                 "text": f"{c.delta_wga:+.3f}",
             }
         )
-    ticks = [{"x": sx(t), "label": f"{t:+.2f}"} for t in _ticks(lo, hi)]
+    values, decimals = nice_ticks(lo, hi)
+    ticks = [{"x": sx(t), "label": f"{t:+.{decimals}f}" if t else "0"} for t in values]
     height = 50 + 24 * len(concepts)
     return {
         "rows": rows,
@@ -124,18 +152,22 @@ def activation_bars(result: AuditResult) -> dict:
                     "y": 70 - h,
                     "h": h,
                     "color": PALETTE[i % len(PALETTE)],
-                    "group": g,
+                    "group": group_name(result, g),
                     "value": v,
                 }
             )
         charts.append({"label": c.label, "bars": bars, "width": 20 + 22 * len(groups)})
-    legend = [{"group": g, "color": PALETTE[i % len(PALETTE)]} for i, g in enumerate(groups)]
+    legend = [
+        {"group": group_name(result, g), "color": PALETTE[i % len(PALETTE)]}
+        for i, g in enumerate(groups)
+    ]
     return {"charts": charts, "legend": legend}
 
 
 def dose_charts(result: AuditResult) -> list[dict]:
     """WGA and every group's accuracy as the concept is steered, α = 0 … 3."""
     charts = []
+    y_values, decimals = nice_ticks(0.0, 1.0, 4)
     for d in result.dose_response:
         alphas = d.alphas
         sx = _scale(min(alphas), max(alphas), 50, 420)
@@ -144,7 +176,12 @@ def dose_charts(result: AuditResult) -> list[dict]:
         for i, (g, ys) in enumerate(sorted(d.accuracy_by_group.items())):
             pts = " ".join(f"{sx(a)},{sy(v)}" for a, v in zip(alphas, ys, strict=True))
             lines.append(
-                {"points": pts, "color": PALETTE[i % len(PALETTE)], "group": g, "wga": False}
+                {
+                    "points": pts,
+                    "color": PALETTE[i % len(PALETTE)],
+                    "group": group_name(result, g),
+                    "wga": False,
+                }
             )
         pts = " ".join(
             f"{sx(a)},{sy(v)}" for a, v in zip(alphas, d.worst_group_accuracy, strict=True)
@@ -158,7 +195,7 @@ def dose_charts(result: AuditResult) -> list[dict]:
                 "x_ticks": [
                     {"x": sx(a), "label": f"{a:g}"} for a in alphas if float(a).is_integer()
                 ],
-                "y_ticks": [{"y": sy(t), "label": f"{t:.1f}"} for t in (0.0, 0.25, 0.5, 0.75, 1.0)],
+                "y_ticks": [{"y": sy(t), "label": f"{t:.{decimals}f}"} for t in y_values],
                 "baseline": sx(1.0),
             }
         )
@@ -186,8 +223,35 @@ def example_galleries(result: AuditResult) -> list[dict]:
     return galleries
 
 
+def table_examples(
+    result: AuditResult, concepts: tuple[ConceptFinding, ...], size: int = TABLE_THUMBNAIL
+) -> list[list[dict]]:
+    """For each concept of the top table, small thumbnails of its most-activating rows whose
+    ``path`` is a readable image (aligned with ``concepts``)."""
+    by_latents = {tuple(ex.latents): ex for ex in result.examples}
+    out = []
+    for c in concepts:
+        ex = by_latents.get(tuple(c.latents))
+        items = []
+        for item in ex.top_activating if ex else ():
+            uri = thumbnail(item.path, size)
+            if uri:
+                alt = item.id if item.id is not None else str(item.row)
+                items.append({"uri": uri, "alt": alt, "title": f"{alt}: {group_name(result, item.group)}, "
+                              f"z={item.activation:.2f}"})  # fmt: skip
+        out.append(items)
+    return out
+
+
+def table_notes(result: AuditResult, concepts: tuple[ConceptFinding, ...]) -> list[str | None]:
+    """For each concept of the top table, whether it rides on an attribute value."""
+    shares = {tuple(ex.latents): ex.attribute_share for ex in result.examples}
+    return [rides_on(result, shares.get(tuple(c.latents))) for c in concepts]
+
+
 def render_html(result: AuditResult) -> str:
     """The full page for one audit result."""
+    top = result.concepts[:TABLE_CONCEPTS]
     return render(
         "audit.html.j2",
         r=result,
@@ -196,5 +260,9 @@ def render_html(result: AuditResult) -> str:
         activations=activation_bars(result),
         doses=dose_charts(result),
         galleries=example_galleries(result),
-        top_concepts=result.concepts[:25],
+        top_concepts=top,
+        table_examples=table_examples(result, top),
+        table_notes=table_notes(result, top),
+        verdict_note=verdict_note(result),
+        gname=lambda name: group_name(result, name),
     )

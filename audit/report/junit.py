@@ -10,6 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from audit.fairness.result import AuditResult, Check
+from audit.report.wording import verdict_note
 
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -71,6 +72,10 @@ def render_junit(result: AuditResult) -> str:
         else:
             out = ET.SubElement(case, "system-out")
             out.text = xml_text(f"{c.status}: {detail}")
+    note = verdict_note(result)
+    if note:
+        out = ET.SubElement(suite, "system-out")
+        out.text = xml_text(f"verdict {result.verdict}: {note}")
     if result.error:
         err = ET.SubElement(suite, "system-err")
         err.text = xml_text(result.error)

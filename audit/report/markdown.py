@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 
 from audit.fairness.result import AuditResult
+from audit.report.wording import group_name, verdict_note
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-VERDICT_MARK = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR"}
+VERDICT_MARK = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR",
+                "ungated": "ℹ️ UNGATED", "inconclusive": "❔ INCONCLUSIVE"}  # fmt: skip
 TOP_CONCEPTS = 10
 
 
@@ -49,11 +51,14 @@ def render_markdown(result: AuditResult) -> str:
         "",
         f"Target **{md_escape(data.target)}** across **{md_escape(data.spurious)}**; "
         f"{data.rows_audited:,} rows audited ({md_escape(data.split)}). "
-        f"Worst group **{md_escape(result.worst_group)}**: accuracy "
+        f"Worst group **{md_escape(group_name(result, result.worst_group))}**: accuracy "
         f"{_num(result.worst_group_accuracy)}; flagged concepts: "
         f"**{result.flagged_concepts}**.",
         "",
     ]
+    note = verdict_note(result)
+    if note:
+        lines += [f"> {md_escape(note)}", ""]
     if result.error:
         lines += [f"> **Integrity check failed.** {md_escape(result.error)}", ""]
     lines += ["| check | value | threshold | status |", "| --- | ---: | ---: | --- |"]
@@ -64,7 +69,9 @@ def render_markdown(result: AuditResult) -> str:
         )
     lines += ["", "| group | n | accuracy | 95% CI |", "| --- | ---: | ---: | ---: |"]
     for g in result.groups:
-        lines.append(f"| {md_escape(g.name)} | {g.n} | {_num(g.accuracy)} | {_num(g.ci)} |")
+        lines.append(
+            f"| {md_escape(group_name(result, g.name))} | {g.n} | {_num(g.accuracy)} | {_num(g.ci)} |"
+        )
     concepts = result.concepts[:TOP_CONCEPTS]
     if concepts:
         lines += [

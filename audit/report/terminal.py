@@ -11,9 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from audit.fairness.result import AuditResult, Check
+from audit.report.wording import group_name, verdict_note
 
 STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold dark_orange",
-                "skipped": "dim", "info": "cyan"}  # fmt: skip
+                "skipped": "dim", "info": "cyan", "ungated": "bold cyan",
+                "inconclusive": "bold yellow"}  # fmt: skip
 
 
 def _num(value: object, digits: int = 3) -> str:
@@ -32,9 +34,13 @@ def verdict_panel(result: AuditResult) -> Panel:
     text.append(f" {verdict.upper()} ", style=f"reverse {STATUS_STYLE.get(verdict, '')}")
     text.append("  ")
     text.append(f"{result.data.target} across {result.data.spurious}: ")
-    text.append(f"worst group {result.worst_group} at {_num(result.worst_group_accuracy)}, ")
+    worst = group_name(result, result.worst_group)
+    text.append(f"worst group {worst} at {_num(result.worst_group_accuracy)}, ")
     text.append(f"{result.flagged_concepts} flagged concept(s), exit code {result.exit_code}")
     body = [text]
+    note = verdict_note(result)
+    if note:
+        body.append(Text(note, style="yellow" if result.verdict != "ungated" else "cyan"))
     if result.error:
         body.append(Text(result.error, style="dark_orange"))
     return Panel(Group(*body), title="msae-audit", expand=False)
@@ -74,9 +80,9 @@ def groups_table(result: AuditResult) -> Table:
         table.add_column(col, justify="left" if col == "group" else "right", no_wrap=col != "group")
     for g in result.groups:
         style = "bold red" if g.name == result.worst_group else ""
+        name = Text(group_name(result, g.name), style=style)
         table.add_row(
-            Text(g.name, style=style), _num(g.n), _num(g.accuracy), _num(g.ci), _num(g.tpr),
-            _num(g.fpr),
+            name, _num(g.n), _num(g.accuracy), _num(g.ci), _num(g.tpr), _num(g.fpr),
         )  # fmt: skip
     return table
 

@@ -20,11 +20,11 @@ from torch import Tensor
 # A sparse (CSR) decode costs about this many times a dense one per non-zero entry on a
 # 2-core CPU (measured: 4096×4096×512 dense 57 ms; CSR with 1024 nnz/row 176 ms).
 SPARSE_COST_FACTOR = 10.0
-# On a GPU a dense decode runs on the tensor cores (TF32, ~400 TFLOP/s on an H100/H200) while a
-# sparse one gathers a d-vector per entry from memory (~2 TB/s): per entry ~2d/4e14 s against
-# ~4d/2e12 s, about 400 times. An estimate from datasheet rates, not a measurement:
-# benchmarks/gpu_check.py measures the ratio on the GPU it runs on.
-CUDA_SPARSE_COST_FACTOR = 300.0
+# On a GPU a dense decode runs on the tensor cores while a sparse one gathers a d-vector per
+# entry from memory. Measured on an H200 (benchmarks/gpu_check.py's calibration, 2026-12-04):
+# CSR costs 121× a dense entry at 64 entries per row, 85× at 256. With the paper's shapes the
+# step was fastest at 100 among 300, 100 and 30 (init 23.7 ms against 25.7 ms at 300).
+CUDA_SPARSE_COST_FACTOR = 100.0
 # A dense segment needs two masks, a dense prefix (a level's whole code) one comparison (none
 # for the last level, whose mask is ``pre > 0``): small extra costs, in units of dense decodes.
 DENSE_SEGMENT_EXTRA = 0.1

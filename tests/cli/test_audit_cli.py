@@ -169,6 +169,64 @@ def test_check_rejudges_saved_results(cli, world, tmp_path):
     )
 
 
+def test_without_a_gate_the_verdict_is_ungated_and_says_nothing_was_judged(cli, world, tmp_path):
+    r = cli(*audit_args(world, tmp_path, "--markdown", tmp_path / "a.md"))
+    assert r.exit_code == 0, r.stderr
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["verdict"] == "ungated" and data["exit_code"] == 0
+    assert_valid(data, "audit")
+    said = " ".join(r.stdout.split())
+    assert "UNGATED" in said and "no gate file was given: nothing was judged" in said
+    assert "PASS" not in said
+    for report in ("a.html", "a.md", "a.xml"):
+        assert "nothing was judged" in (tmp_path / report).read_text(), report
+
+
+SKIPPING_GATE = """
+gates:
+  worst_group_accuracy: {min: 0.5}
+  accuracy_gap: {max: 0.9}
+min_group_size: 100000
+"""
+
+
+def test_every_gated_check_skipped_is_inconclusive_in_audit_and_check(cli, world, tmp_path):
+    gate = gate_file(tmp_path, SKIPPING_GATE)
+    r = cli(*audit_args(world, tmp_path, "--gate", gate))
+    assert r.exit_code == 1, r.stderr
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["verdict"] == "inconclusive"
+    assert data["skipped_checks"] == ["worst_group_accuracy", "accuracy_gap"]
+    assert "INCONCLUSIVE" in r.stdout and "every gated check was skipped" in " ".join(
+        r.stdout.split()
+    )
+    suite = ET.parse(tmp_path / "a.xml").getroot().find("testsuite")
+    skipped = {c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None}
+    assert {"worst_group_accuracy", "accuracy_gap"} <= skipped
+    assert "every gated check was skipped" in (tmp_path / "a.html").read_text()
+    checked = cli("check", "--config", gate, tmp_path / "a.json", "--json", tmp_path / "c.json")
+    assert checked.exit_code == 1 and "INCONCLUSIVE" in checked.stdout
+    assert json.loads((tmp_path / "c.json").read_text())["verdict"] == "inconclusive"
+    allowed = gate_file(tmp_path, SKIPPING_GATE + "allow_skipped: true\n")
+    r = cli(*audit_args(world, tmp_path, "--gate", allowed))
+    assert r.exit_code == 0 and json.loads((tmp_path / "a.json").read_text())["verdict"] == (
+        "inconclusive"
+    )
+    assert cli("check", "--config", allowed, tmp_path / "a.json").exit_code == 0
+
+
+def test_partly_skipped_gate_judges_the_rest_and_lists_the_skipped(cli, world, tmp_path):
+    gate = gate_file(tmp_path, "gates:\n  worst_group_accuracy: {min: 0.5}\n"
+                     "  accuracy: {min: 0.5}\nmin_group_size: 100000\n")  # fmt: skip
+    r = cli(*audit_args(world, tmp_path, "--gate", gate))
+    assert r.exit_code == 0, r.stderr
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["verdict"] == "pass" and data["skipped_checks"] == ["worst_group_accuracy"]
+    said = " ".join(r.stdout.split())
+    assert "not judged (skipped): worst_group_accuracy" in said
+    assert "not judged (skipped): worst_group_accuracy" in (tmp_path / "a.html").read_text()
+
+
 def test_check_keeps_an_integrity_failure(cli, world, tmp_path):
     strict = gate_file(tmp_path, "integrity: {min_cosine: 0.99999}\n")
     assert cli(*audit_args(world, tmp_path, "--gate", strict)).exit_code == 3

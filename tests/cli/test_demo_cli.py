@@ -123,3 +123,24 @@ def test_discover_finds_the_planted_shortcut_without_its_column(demo_dir):
     assert not any(c["flagged"] for c in result["concepts"] if c["target_concept"])
     summary = json.loads((demo_dir / "demo.json").read_text())["summary"]["discover"]
     assert summary["top_concept"] == "red" and summary["planted_concept_flagged"]
+
+
+def test_gated_audit_of_the_demo_finds_red_with_default_options(demo_dir, tmp_path):
+    """The command a user runs on the demo's files with `examples/gate.yaml` and no other option
+    finds the planted concept: the shortcut hurts the circles without red, where only the default
+    (mean) edit sees it."""
+    from audit.cli import run
+
+    paths = json.loads((demo_dir / "demo.json").read_text())["paths"]
+    out = tmp_path / "audit.json"
+    gate = Path(__file__).parents[2] / "examples" / "gate.yaml"
+    code = run(["audit", "--embeddings", paths["store"], "--sae", paths["sae"],
+                "--bank", paths["bank"], "--classifier", paths["head"], "--target", "is_circle",
+                "--spurious", "is_red", "--gate", str(gate), "--json", str(out), "--html",
+                str(tmp_path / "audit.html"), "--junit", str(tmp_path / "audit.xml"), "--quiet"])  # fmt: skip
+    assert code == 1  # the gate fails because of the shortcut
+    result = json.loads(out.read_text())
+    assert result["settings"]["ablation"] == "mean"
+    top = result["concepts"][0]
+    assert top["name"] == "red" and top["rank"] == 1 and top["flagged"]
+    assert [c["name"] for c in result["concepts"] if c["flagged"]] == ["red"]

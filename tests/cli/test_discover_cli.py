@@ -124,7 +124,9 @@ def test_the_schema_file_is_generated_from_the_typed_result():
 
 
 def test_export_head_writes_a_head_and_reports_before_and_after(cli, world, tmp_path):
-    r = cli(*discover_args(world, tmp_path, "--export-head", tmp_path / "h.npz"))
+    r = cli(
+        *discover_args(world, tmp_path, "--export-head", tmp_path / "h.npz", "--ablation", "zero")
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads((tmp_path / "d.json").read_text())
     assert_valid(doc, "discover")

@@ -126,3 +126,22 @@ def test_naming_reports_the_vocabulary_embedding_and_the_matching(cli, tmp_path)
     assert _progress_lines(r.stderr, "name latents")[-1].startswith("name latents: 100%")
     quiet = cli(*args, "-q")
     assert quiet.exit_code == 0 and not _progress_lines(quiet.stderr, "embed vocabulary")
+
+
+def test_the_audit_reports_every_stage_in_a_log_and_nothing_when_quiet(cli, tmp_path):
+    from tests.audit_worlds import write_world
+
+    world = write_world(tmp_path / "w", n_samples=1500, seed=0)
+    args = ["audit", "--embeddings", world["store"], "--target", "Male", "--spurious",
+            "Blond_Hair", "--sae", world["sae"], "--bank", world["bank"], "--classifier",
+            world["head"], "--json", tmp_path / "a.json", "--html", tmp_path / "a.html",
+            "--junit", tmp_path / "a.xml"]  # fmt: skip
+    r = cli(*args)
+    assert r.exit_code == 0, r.stderr
+    for stage in ("ablate every latent", "activations", "null", "bootstrap"):
+        lines = _progress_lines(r.stderr, stage)
+        assert lines and lines[-1].startswith(f"{stage}: 100%"), (stage, r.stderr)
+        assert len(lines) <= 10  # about one line per tenth, never a line per step
+    quiet = cli(*args, "--quiet")
+    assert quiet.exit_code == 0
+    assert not any(_progress_lines(quiet.stderr, s) for s in ("null", "bootstrap")), quiet.stderr

@@ -22,8 +22,8 @@ from tests.conftest import assert_one_line_error
 # Builds a gallery, an SAE and a bank (~15 s once the tiny CLIP is cached).
 pytestmark = pytest.mark.slow
 
-#: (query colour, query shape, colour added with --set). Blue and red are the colours the demo
-#: bank names well for every seed tried (benchmarks/search_precision.py, seeds 0–2).
+#: (query colour, query shape, colour added with --set). Blue and red are the colours this
+#: fixture's bank names for every world seed tried (0–3).
 ADD_QUERIES = [
     ("green", "circle", "blue"),
     ("yellow", "star", "blue"),
@@ -32,7 +32,7 @@ ADD_QUERIES = [
     ("blue", "square", "red"),
     ("green", "cross", "red"),
 ]
-ADD_VALUE = 4.0  # in units of each latent's typical strength (see the README's "Concept search")
+ADD_VALUE = 4.5  # in units of the concept's typical code (audit/search.py, docs/search.md)
 
 
 @pytest.fixture(scope="module")
@@ -118,17 +118,19 @@ def test_adding_a_colour_retrieves_that_colour_and_keeps_the_shape(cli, world_se
         "shape_before": np.mean(before_shape),
         "shape_after": np.mean(after_shape),
     }
-    # Measured with this fixture: P(added colour) 0.00 before the edit, 1.00 after; the
-    # query's shape 0.95 before, 0.98 after. `benchmarks/search_precision.py --corpus 4000
-    # --epochs 20` measures the same edit at 0.88–1.00 for blue and red (20 queries per colour,
-    # world seeds 0–2) against 0.01 or less before it; its weakest colours (orange down to
-    # 0.02, green to 0.42, yellow to 0.62) are why these queries add blue or red. The bounds
-    # leave room for another SAE or bank (a third of the precision lost) while still meaning
-    # "mostly the added colour", six times the baseline's bound; the shape bound says the rest
-    # of the query stays (chance: 1/6).
-    assert figures["p_after"] >= 0.6, figures
+    # Measured with this fixture for world seeds 0–3 (DemoSettings.seed: another corpus, SAE
+    # and bank each; the test runs seed 0), 2-core CPU VM, 2026-12-04: P(added colour) 0.02 before
+    # the edit (seed 0), 0.63–0.85 after; the query's shape 0.95–1.00 before, 0.67–0.93
+    # after (seed 0: 0.85 and 0.67). The trade-off is the value's: at 4 the colour drops to
+    # 0.55 for seed 2, at 5 the shape to 0.62 for seed 0 (the bluest gallery images are large
+    # squares, so too much colour pulls every query towards them). Before the edit was
+    # expressed in units of the concept's typical code, each of the 11 latents the bank calls
+    # "red" was set to 4x its own strength; seed 0's red queries then kept their shape in 0.47.
+    # The bounds: half the results of the added colour and half of the query's shape (chance
+    # for either: 1/6), at least 0.13 below every seed's figure.
+    assert figures["p_after"] >= 0.5, figures
     assert figures["p_before"] <= 0.1, figures
-    assert figures["shape_after"] >= 0.6, figures
+    assert figures["shape_after"] >= 0.5, figures
 
 
 REMOVE_QUERIES = [

@@ -83,7 +83,7 @@ def test_a_training_step_reads_the_device_once_and_never_waits_otherwise(tmp_pat
     places = [f"{w.filename}:{w.lineno}" for w in syncs]
     assert result.summary["device"].startswith("cuda") and result.summary["data_on_device"]
     assert len(syncs) == steps, places
-    assert all(w.filename.endswith("nested.py") for w in syncs), places
+    assert all(w.filename.endswith("nested_plan.py") for w in syncs), places
     assert len(set(places)) == 1, places  # the one read of the plan's statistics
 
 

@@ -80,17 +80,20 @@ def test_eval_on_cuda_matches_the_cpu(world):
 
 
 def test_audit_on_cuda_matches_the_cpu(world, tmp_path):
-    cpu = world.audit_result
+    from audit.typedjson import to_plain
+
+    cpu = to_plain(world.audit_result)
     ctx = dataclasses.replace(world, device=str(DEVICE), out=tmp_path)
     with matmul_precision(False):
         summary = _audit_step(ctx)
-    cuda = ctx.audit_result
+    cuda = to_plain(ctx.audit_result)
     # Two test-split predictions either way.
     slack = 2.0 / SETTINGS.n_test * 4  # accuracies are per cell; the smallest holds ~n/4
     assert cuda["verdict"] == cpu["verdict"]
     assert abs(cuda["worst_group_accuracy"] - cpu["worst_group_accuracy"]) <= slack
     assert summary["top_concept"] == cpu["concepts"][0]["name"]
-    assert summary["planted_concept_flagged"]
+    planted_cpu = [c for c in cpu["concepts"] if c["name"] == PLANTED_CONCEPT]
+    assert summary["planted_concept_flagged"] == bool(planted_cpu and planted_cpu[0]["flagged"])
     by_latent = {c["latent"]: c for c in cpu["concepts"]}
     assert {c["latent"] for c in cuda["concepts"]} == set(by_latent)
     for c in cuda["concepts"]:

@@ -27,7 +27,9 @@ def test_the_projector_removes_exactly_the_directions(rng):
 def test_the_exported_head_repairs_the_worst_group(tmp_path, refit):
     world = planted_bias_world(n_samples=4000, seed=1, with_split=True)
     write_store(tmp_path / "s", world.embeddings, world.labels, model="p", modality="image")
-    settings = DiscoverSettings(AuditSettings(target="Male", spurious="", split="test"))
+    settings = DiscoverSettings(
+        AuditSettings(target="Male", spurious="", split="test", ablation="zero")
+    )
     result, _ = run_discover(
         open_store(tmp_path / "s"), world.labels, world.sae, world.bank, world.head, settings,
         export_path=tmp_path / "head.npz", refit=refit,

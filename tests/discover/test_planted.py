@@ -3,6 +3,8 @@ which no column tells discover about; a decoy ("necktie") goes with the target b
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -14,11 +16,12 @@ from tests.fairness.planted import ROLE_NAMES, planted_bias_world
 SEEDS = range(20)
 
 
-def discover_world(tmp_path, **kwargs):
+def discover_world(tmp_path, ablation: str | None = None, **kwargs):
     world = planted_bias_world(n_samples=3000, **kwargs)
     root = tmp_path / f"s{kwargs.get('seed', 0)}{kwargs.get('bias', True)}"
     write_store(root, world.embeddings, world.labels, model="planted", modality="image")
-    settings = DiscoverSettings(AuditSettings(target="Male", spurious=""))
+    base = AuditSettings(target="Male", spurious="")
+    settings = DiscoverSettings(replace(base, ablation=ablation) if ablation else base)
     result, _ = run_discover(open_store(root), world.labels, world.sae, world.bank, world.head,
                              settings)  # fmt: skip
     return world, result
@@ -39,9 +42,12 @@ def test_the_planted_shortcut_is_ranked_first_and_flagged_the_decoy_never(tmp_pa
 
 
 def test_a_null_head_flags_nothing(tmp_path):
-    """The head reads the target (and an independent nuisance) only: no concept is a shortcut."""
+    """The head reads the target only. (A head that also reads an independent concept, like the
+    planted "smiling", makes that concept's groups unequal — its inactive positives sit lower —
+    and the default mean edit, which repairs them, rightly flags it.)"""
     flagged = [
-        [c.name for c in discover_world(tmp_path, seed=s, bias=False, background_scale=0.0)[1]
+        [c.name for c in discover_world(tmp_path, seed=s, bias=False, background_scale=0.0,
+                                       nuisance_weight=0.0)[1]
          .concepts if c.flagged]
         for s in SEEDS
     ]  # fmt: skip
@@ -58,7 +64,7 @@ def test_with_an_unbiased_head_every_flag_is_a_concept_the_head_uses(tmp_path):
 
 def test_the_groups_and_delta_wga_match_a_direct_count(tmp_path):
     """Golden check of the JSON fields against counts made here from the planted codes."""
-    world, result = discover_world(tmp_path, seed=3)
+    world, result = discover_world(tmp_path, seed=3, ablation="zero")
     c = next(c for c in result.concepts if c.name == ROLE_NAMES["spurious"])
     # The SAE's decoder is the planted atoms, so the concept's activation is its planted code.
     z = world.codes[:, world.roles["spurious"]]

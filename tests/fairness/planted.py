@@ -9,15 +9,25 @@ Roles (binary target ``Male``, spurious attribute ``Blond_Hair`` that is much mo
 the negative class):
 
 * **target** ("masculine face") — carries the label; the classifier uses it legitimately,
-* **spurious** ("blond hair") — active exactly on ``Blond_Hair = 1``; with ``bias=True`` the
-  classifier reads it as evidence for the negative class (a shortcut that hurts blond positives),
+* **spurious** ("blond hair") — active exactly on ``Blond_Hair = 1``. With ``bias=True`` the
+  classifier uses it as a shortcut, in one of two ways (``shortcut``):
+
+  - ``"presence"`` (default): blond hair is common among negatives and the classifier reads it
+    as evidence for the negative class, so its *presence* hurts blond positives (the worst
+    group); removing it (any ablation) helps them;
+  - ``"absence"``: blond hair is common among positives and the classifier reads its *absence*
+    as evidence for the negative class (margin term ``β_s (z_s − 1)``, 1 being the typical
+    activation when present), so non-blond positives are the worst group. Setting the concept
+    to zero changes nothing for them (it is already zero there): only an edit that puts the
+    concept's typical value in its place reveals this shortcut;
 * **decoy** ("necktie") — correlated with the target, *not* used by the classifier,
 * **nuisance** ("smiling") — used by the classifier, independent of target and attribute,
 * **background** — independent concepts the classifier uses a little (random small weights); two
   of them share the name "hat", three are unnamed, one has an unvalidated name.
 
-The linear head's margin is ``4(z_target − 0.65) − β_s z_spurious + β_n (z_nuisance − E z_n) +
-Σ_k β_k (z_k − E z_k)``, written as raw-space weights ``w = s Σ β_k a_k``.
+The linear head's margin is ``4(z_target − 0.65) + β_s (z_spurious − κ) + β_n (z_nuisance − E z_n)
++ Σ_k β_k (z_k − E z_k)`` (presence: β_s < 0, κ = 0; absence: β_s > 0, κ = 1), written as
+raw-space weights ``w = s Σ β_k a_k``.
 """
 
 from __future__ import annotations
@@ -65,12 +75,18 @@ class PlantedWorld:
 
 ROLES = {"target": 0, "spurious": 1, "decoy": 2, "nuisance": 3}
 N_ATOMS = len(ROLES) + len(BACKGROUND_NAMES)
+SHORTCUTS = ("presence", "absence")
+#: P(Blond_Hair = 1 | Male = 1), P(Blond_Hair = 1 | Male = 0) for each kind of shortcut.
+BLOND_RATES = {"presence": (0.08, 0.35), "absence": (0.65, 0.08)}
 
 
-def _codes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _codes(
+    rng: np.random.Generator, n: int, shortcut: str = "presence"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The labels and every atom's planted activation (the roles' dependence on them)."""
     y = (rng.random(n) < 0.5).astype(np.int64)
-    blond = (rng.random(n) < np.where(y == 1, 0.08, 0.35)).astype(np.int64)
+    rate_pos, rate_neg = BLOND_RATES[shortcut]
+    blond = (rng.random(n) < np.where(y == 1, rate_pos, rate_neg)).astype(np.int64)
     z = np.zeros((n, N_ATOMS))
     z[:, 0] = np.clip(np.where(y == 1, rng.normal(1.1, 0.3, n), rng.normal(0.25, 0.25, n)), 0, None)
     z[:, 1] = blond * rng.uniform(0.6, 1.4, n)
@@ -126,22 +142,27 @@ def planted_bias_world(
     background_scale: float = 0.25,
     noise: float = 0.05,
     with_split: bool = False,
+    shortcut: str = "presence",
 ) -> PlantedWorld:
     """Draw a planted world; ``bias=False`` gives the same data with a classifier that ignores the
-    spurious concept (the no-bias null world)."""
+    spurious concept (the no-bias null world); ``shortcut`` is ``"presence"`` or ``"absence"``
+    (see the module doc)."""
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}")
     rng = np.random.default_rng(seed)
     if dim < N_ATOMS + 2:
         raise ValueError(f"dim must be at least {N_ATOMS + 2}")
     atoms = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:N_ATOMS]  # orthonormal rows
-    y, blond, z = _codes(rng, n_samples)
+    y, blond, z = _codes(rng, n_samples, shortcut)
+    absence = shortcut == "absence"
     beta = np.zeros(N_ATOMS)
     beta[0] = 4.0
-    beta[1] = -shortcut_strength if bias else 0.0
+    beta[1] = 0.0 if not bias else (shortcut_strength if absence else -shortcut_strength)
     beta[3] = nuisance_weight
     beta[len(ROLES) :] = rng.normal(0.0, background_scale, N_ATOMS - len(ROLES))
     expected = z.mean(0)
     expected[0] = 0.65  # the target's threshold
-    expected[1] = 0.0
+    expected[1] = 1.0 if absence else 0.0  # κ: the typical activation when present (absence)
 
     mean = rng.normal(0.0, 2.0 / np.sqrt(dim), dim)
     scale = 1.7

@@ -93,6 +93,7 @@ def test_spec_example_gate_parses():
         ({"concepts": {"allowlist": "beard"}}, "allowlist must be a list"),
         ({"bootstrap": {"samples": 0}}, "bootstrap.samples must be an integer"),
         ({"min_group_size": -1}, "min_group_size must be an integer"),
+        ({"allow_skipped": "yes"}, "allow_skipped must be true or false"),
         ({"integrity": {"min_cos": 0.9}}, "unknown key integrity.min_cos"),
         (["gates"], "expected a mapping"),
     ],
@@ -115,12 +116,37 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         load_gate(unsafe)  # a safe loader refuses tags that would run code
 
 
-def test_ungated_checks_are_informational_and_never_fail():
+def test_without_a_gate_nothing_is_judged_and_the_verdict_says_so():
     checks = evaluate(result(), GateConfig())
     s = statuses(checks)
     assert s["worst_group_accuracy"] == s["accuracy_gap"] == "info"
     assert s["sae_cosine"] == s["classifier_agreement"] == "pass"
-    assert verdict_of(checks) == ("pass", 0)
+    assert verdict_of(checks) == ("ungated", 0)  # never "pass": nothing was checked
+    out, _ = rejudge(result(), GateConfig(min_dwga=0.5))  # a gate without bounds judges nothing
+    assert out.verdict == "ungated" and out.exit_code == 0 and out.skipped_checks == ()
+
+
+def test_every_gated_check_skipped_is_inconclusive_unless_allowed():
+    cfg = GateConfig(gates={"worst_group_accuracy": {"min": 0.5}, "accuracy_gap": {"max": 0.9}},
+                     min_group_size=100)  # fmt: skip  # the T=1, A=1 group has n = 60
+    out, _ = rejudge(result(), cfg)
+    assert [c.status for c in out.checks if c.gated and c.name in cfg.gates] == ["skipped"] * 2
+    assert out.verdict == "inconclusive" and out.exit_code == 1
+    assert out.skipped_checks == ("worst_group_accuracy", "accuracy_gap")
+    allowed, _ = rejudge(result(), replace(cfg, allow_skipped=True))
+    assert allowed.verdict == "inconclusive" and allowed.exit_code == 0
+    assert parse_gate({"allow_skipped": True}).allow_skipped
+    assert parse_gate({}).allow_skipped is False
+
+
+def test_partly_skipped_gates_judge_what_was_checked_and_list_the_rest():
+    cfg = GateConfig(gates={"worst_group_accuracy": {"min": 0.5}, "accuracy": {"min": 0.85}},
+                     min_group_size=100)  # fmt: skip
+    out, _ = rejudge(result(), cfg)
+    assert out.verdict == "pass" and out.exit_code == 0
+    assert out.skipped_checks == ("worst_group_accuracy",)
+    failing, _ = rejudge(result(), replace(cfg, gates={**cfg.gates, "accuracy": {"min": 0.95}}))
+    assert failing.verdict == "fail" and failing.skipped_checks == ("worst_group_accuracy",)
 
 
 def test_gate_pass_fail_and_min_group_size_skips():
@@ -194,7 +220,7 @@ def test_example_gate_file_and_workflow():
         (lambda r: r["concepts"][1].update(ci=[0.1]), r"concepts\[1\].ci must be \[low, high\]"),
         (lambda r: r["concepts"][1].update(delta_wga=float("nan")), "delta_wga must be a number"),
         (lambda r: r["settings"].update(bootstrap=[]), "settings.bootstrap must be an object"),
-        (lambda r: r.update(verdict="maybe"), "verdict must be one of pass, fail, error"),
+        (lambda r: r.update(verdict="maybe"), "verdict must be one of pass, fail, error, ungated"),
     ],
 )
 def test_damaged_saved_results_are_input_errors(change, message):

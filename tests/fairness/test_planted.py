@@ -46,8 +46,11 @@ def test_planted_shortcut_ranks_first_and_only_it_is_flagged(seed):
     assert top["delta_wga"] > top["null_band"][1]  # far outside the matched null
     assert [c["name"] for c in result["concepts"] if c["flagged"]] == [SPURIOUS]
     assert not row(result, DECOY)["flagged"] and not row(result, NUISANCE)["flagged"]
-    # The shortcut's collateral damage is zero: it is inactive on non-blond samples.
-    assert top["collateral_damage"] == 0.0
+    # Under zero ablation the shortcut's collateral damage is zero: it is inactive on non-blond
+    # samples, so zeroing it changes nothing there.
+    zero = audit(planted_bias_world(n_samples=4000, seed=seed), seed=seed, ablation="zero")
+    assert zero["concepts"][0]["name"] == SPURIOUS and zero["concepts"][0]["flagged"]
+    assert zero["concepts"][0]["collateral_damage"] == 0.0
 
 
 def test_decoy_is_group_dependent_but_unused():
@@ -63,7 +66,10 @@ def test_decoy_is_group_dependent_but_unused():
 def test_nuisance_that_raises_wga_is_not_flagged():
     """A group-independent concept whose removal shifts every margin towards the worst group's
     class raises WGA with a bootstrap CI above 0 — the matched null is what keeps it unflagged."""
-    result = audit(planted_bias_world(n_samples=4000, seed=5, nuisance_weight=-1.0), seed=5)
+    # Zero ablation: removing the nuisance from the half of the samples that carry it moves
+    # their margins all one way (the mean edit moves the other half back, a weaker case).
+    world = planted_bias_world(n_samples=4000, seed=5, nuisance_weight=-1.0)
+    result = audit(world, seed=5, ablation="zero")
     nuisance = row(result, NUISANCE)
     assert nuisance["delta_wga"] > 0.05 and nuisance["ci"][0] > 0
     assert nuisance["flip_rate"] > 0.03 and nuisance["p"] > 0.05 and not nuisance["flagged"]
@@ -71,7 +77,8 @@ def test_nuisance_that_raises_wga_is_not_flagged():
 
 
 def test_dose_response_is_monotone_for_the_planted_concept():
-    result = audit(planted_bias_world(n_samples=4000, seed=1), seed=1)
+    # α = 0 is the zero ablation: its WGA is the audit's WGA + ΔWGA under that edit.
+    result = audit(planted_bias_world(n_samples=4000, seed=1), seed=1, ablation="zero")
     curve = result["dose_response"][0]
     assert curve["name"] == SPURIOUS and curve["alphas"][0] == 0 and curve["alphas"][-1] == 3
     wga = np.array(curve["worst_group_accuracy"])
@@ -119,6 +126,40 @@ def test_unnamed_latents_are_listed_but_never_flagged():
     assert result["flagged_concepts"] == 0
 
 
+def test_a_concept_named_on_absence_is_said_as_absence_and_its_image_scores_are_reported():
+    from audit.concepts import ABSENT, PRESENT, ImageScores
+
+    world = planted_bias_world(n_samples=2000, seed=0)
+    bank = copy.deepcopy(world.bank)
+    by_latent = bank.by_latent()
+    shortcut = by_latent[world.roles["spurious"]]
+    shortcut.name = "no blond hair"
+    shortcut.image = ImageScores("blond hair", ABSENT, 9.5, 0.97, 0.88)
+    by_latent[world.roles["decoy"]].image = ImageScores(DECOY, PRESENT, 7.25, 0.93, 0.88)
+    by_latent[len(world.roles)].image = ImageScores("glasses", PRESENT, 1.5, 0.6, 0.88)
+    unnamed = next(c for c in bank.concepts if c.name is None)
+    unnamed.image = ImageScores("tree", ABSENT, 3.0, 0.7, 0.88)
+    world.bank = bank
+    from audit.fairness.reliance import build_concept_rows
+
+    labels = {r.latent: r.label for r in build_concept_rows(bank, world.sae.n_latents)}
+    assert labels[unnamed.latent] == f"latent {unnamed.latent} (~absence of tree)"
+    result = audit(world)
+    top = result["concepts"][0]
+    assert top["name"] == "no blond hair" and top["label"] == "absence of blond hair"
+    assert top["evidence"] == {"word": "blond hair", "polarity": "absent", "selectivity": 9.5,
+                               "auc": 0.97, "auc_threshold": 0.88}  # fmt: skip
+    assert row(result, DECOY)["evidence"]["polarity"] == "present"
+    assert row(result, DECOY)["label"] == DECOY
+    assert "evidence" not in row(result, NUISANCE)  # a text-only name: no image scores
+    from audit.fairness import parse_result
+    from audit.report.html import render_html
+
+    page = render_html(parse_result(result))
+    assert "absence of blond hair" in page and "held-out AUC 0.970" in page
+    assert "selectivity 9.5" in page
+
+
 def test_latents_sharing_a_name_are_one_row():
     result = audit(planted_bias_world(n_samples=2000, seed=0))
     hats = [c for c in result["concepts"] if c["name"] == "hat"]
@@ -126,10 +167,36 @@ def test_latents_sharing_a_name_are_one_row():
     assert result["family"]["size"] == len([c for c in result["concepts"] if c["tested"]])
 
 
-def test_mean_ablation_also_finds_the_shortcut():
-    result = audit(planted_bias_world(n_samples=4000, seed=0), ablation="mean")
+@pytest.mark.parametrize("shortcut", ["presence", "absence"])
+def test_default_edit_finds_presence_and_absence_shortcuts(shortcut):
+    """Under the default edit the planted concept ranks first and is the only flag, whether the
+    classifier leans on its presence or on its absence (5 seeds each); the same data with a
+    classifier that ignores it (the null head) flags nothing."""
+    assert AuditSettings.default("ablation") == "mean"
+    for seed in range(5):
+        world = planted_bias_world(n_samples=4000, seed=seed, shortcut=shortcut)
+        result = audit(world, seed=seed)
+        top = result["concepts"][0]
+        assert result["family"]["ablation"] == "mean"
+        assert top["name"] == SPURIOUS and top["rank"] == 1 and top["flagged"], (seed, top)
+        assert [c["name"] for c in result["concepts"] if c["flagged"]] == [SPURIOUS], seed
+        null = planted_bias_world(n_samples=4000, seed=seed, shortcut=shortcut, bias=False)
+        assert not any(c["flagged"] for c in audit(null, seed=seed)["concepts"]), seed
+
+
+def test_zero_ablation_misses_an_absence_shortcut():
+    """Why zero is not the default: setting a concept to 0 changes nothing where it is already
+    absent, and that is where an absence shortcut hurts."""
+    world = planted_bias_world(n_samples=4000, seed=0, shortcut="absence")
+    result = audit(world, ablation="zero")
+    assert result["worst_group"] == "Male=1, Blond_Hair=0"
+    assert row(result, SPURIOUS)["delta_wga"] <= 0 and not row(result, SPURIOUS)["flagged"]
+
+
+def test_zero_ablation_also_finds_a_presence_shortcut():
+    result = audit(planted_bias_world(n_samples=4000, seed=0), ablation="zero")
     assert result["concepts"][0]["name"] == SPURIOUS and result["concepts"][0]["flagged"]
-    assert result["family"]["ablation"] == "mean"
+    assert result["family"]["ablation"] == "zero"
 
 
 class _Head(torch.nn.Module):

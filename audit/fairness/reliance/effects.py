@@ -168,14 +168,19 @@ def dose_response(
     )
 
 
+def most_activating(data: RowData, k: int) -> list[int]:
+    """Positions of the ``k`` rows where the concept is most active (ties: first row first)."""
+    total = data.z.sum(1)
+    order = np.lexsort((np.arange(total.size), -total))
+    return [int(i) for i in order[:k] if total[i] > 0]
+
+
 def top_examples(
     base: Baseline, cells: Cells, data: RowData, after: np.ndarray, worst_cell: int, k: int = 6
 ) -> tuple[list[int], list[int]]:
     """Positions of the top-activating rows and of flipped rows (worst group first, largest
     margin change first)."""
-    total = data.z.sum(1)
-    order = np.lexsort((np.arange(total.size), -total))
-    top = [int(i) for i in order[:k] if total[i] > 0]
+    top = most_activating(data, k)
     flipped = np.nonzero((after > 0) != (base.margin > 0))[0]
     if flipped.size:
         change = np.abs(after[flipped] - base.margin[flipped])

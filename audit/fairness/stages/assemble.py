@@ -12,6 +12,7 @@ import torch
 
 from audit import __version__
 from audit.fairness.checks import judge
+from audit.fairness.config import parse_class_names
 from audit.fairness.result import (
     AuditData,
     AuditResult,
@@ -77,6 +78,7 @@ def assemble(
         spurious=ctx.cells.attribute_spec or settings.spurious,
         positive_class=ctx.cells.target_values[1],
         classifier_kind=ctx.effect.kind,
+        class_names=parse_class_names(settings.class_names) or None,
     )
     result = AuditResult(
         schema=SCHEMA, version=SCHEMA_VERSION, verdict="pass", exit_code=0,

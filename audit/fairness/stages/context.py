@@ -13,7 +13,7 @@ from audit.concepts import ConceptBank
 from audit.errors import InputError
 from audit.fairness.attributes import Attribute, GroupingInputs, build_cells
 from audit.fairness.classifiers import Classifier, fit_probe
-from audit.fairness.config import ABLATIONS, AuditSettings, GateConfig
+from audit.fairness.config import ABLATIONS, AuditSettings, GateConfig, parse_class_names
 from audit.fairness.edits import AuditedRows, EditEffect, Workspace
 from audit.fairness.groups import Cells
 from audit.fairness.selection import RowSelection, select_rows
@@ -65,6 +65,7 @@ def _check_inputs(
 ) -> None:  # fmt: skip
     if settings.ablation not in ABLATIONS:
         raise InputError(f"--ablation must be zero or mean, got {settings.ablation!r}")
+    parse_class_names(settings.class_names)  # a malformed entry fails before any work
     if len(labels) != store.count:
         raise InputError(f"labels have {len(labels)} rows but the embeddings have {store.count}")
     if sae.d_in != store.dim:

@@ -9,7 +9,7 @@ import numpy as np
 
 from audit.fairness.checks import flag_concepts
 from audit.fairness.reliance import ConceptRow, bootstrap_ci, row_rng
-from audit.fairness.result import ConceptFinding, Family
+from audit.fairness.result import ConceptFinding, Family, NameEvidence
 from audit.fairness.stages.choose import Chosen
 from audit.fairness.stages.context import AuditContext
 from audit.fairness.stages.null import NullTests
@@ -57,8 +57,16 @@ def _finding(
         q=float(null.q[key]) if row.tested else None, null_draws=used, null_band=band,
         mean_activation={cells.cell_name(c): act_sum[c] / counts[c] for c in present},
         activation_rate=None if rate is None else {cells.cell_name(c): rate[c] for c in present},
-        exact=True, allowlisted=False, flagged=False,
+        exact=True, allowlisted=False, flagged=False, evidence=_evidence(row),
     )  # fmt: skip
+
+
+def _evidence(row: ConceptRow) -> NameEvidence | None:
+    image = row.image
+    if image is None:
+        return None
+    return NameEvidence(image.word, image.polarity, image.selectivity, image.auc,  # type: ignore[arg-type]
+                        image.auc_threshold)  # fmt: skip
 
 
 def _rank_key(c: ConceptFinding) -> tuple:
@@ -71,14 +79,19 @@ def findings_stage(
 ) -> tuple[tuple[ConceptFinding, ...], Family]:
     counts = np.bincount(ctx.cells.cell, minlength=ctx.cells.n_cells)
     present = [c for c in range(ctx.cells.n_cells) if counts[c]]
-    found = [_finding(ctx, sc, chosen, null, r, present, counts) for r in chosen.listed]
+    tick = ctx.tick("bootstrap", len(chosen.listed))
+    found = []
+    for r in chosen.listed:
+        found.append(_finding(ctx, sc, chosen, null, r, present, counts))
+        if tick:
+            tick(1)
     ranked = sorted(flag_concepts(tuple(found), ctx.gate), key=_rank_key)
     family = Family(
         size=null.family_size,
         with_null=null.with_null,
         null_draws_max=null.max_draws,
         min_attainable_p=1.0 / (null.max_draws + 1),
-        null="relocation within target class (see README)",
+        null="relocation within target class (docs/audit-method.md, 'The relocation null')",
         ablation=ctx.settings.ablation,
         bootstrap_samples=ctx.gate.bootstrap_samples,
         bootstrap_seed=ctx.gate.bootstrap_seed_for(ctx.settings.seed),

@@ -1,0 +1,67 @@
+"""Sentences every report shares, so the terminal, HTML, Markdown and JUnit say the same thing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from audit.fairness.result import AuditResult
+
+
+def group_name(result: AuditResult, name: str) -> str:
+    """A group as the reports show it: each ``COLUMN=VALUE`` part by its class name when
+    ``--class-names`` gave one ("is_circle=1, is_red=0" → "circle, not red")."""
+    names = (result.data.class_names if result.data else None) or {}
+    if not names:
+        return name
+    return ", ".join(names.get(part, part) for part in name.split(", "))
+
+
+#: A concept "rides on" an attribute value when at least this share of its strongest rows carry
+#: it, and at least RIDES_LIFT times the value's overall share.
+RIDES_SHARE, RIDES_LIFT = 0.9, 1.5
+
+
+def rides_on(result: AuditResult, share: Mapping[str, float] | None) -> str | None:
+    """ "rides on red: 96 % of its strongest rows (50 % overall)" when a concept's most-activating
+    rows nearly all carry one attribute value (its effect is then hard to tell from the
+    attribute's: the two are entangled in the data or in the SAE), else None."""
+    if not share:
+        return None
+    total = sum(a.n for a in result.attribute_groups)
+    overall = {a.name: a.n / total for a in result.attribute_groups} if total else {}
+    name, value = max(share.items(), key=lambda kv: (kv[1], kv[0]))
+    base = overall.get(name)
+    if base is None or value < RIDES_SHARE or value < RIDES_LIFT * base:
+        return None
+    return (
+        f"rides on {group_name(result, name)}: {value:.0%} of its strongest rows "
+        f"({base:.0%} overall)"
+    )
+
+
+def verdict_note(result: AuditResult) -> str | None:
+    """What a verdict that is not a plain pass or fail means, in one sentence (None for a pass or
+    fail with every gated check judged)."""
+    if result.verdict == "ungated":
+        why = (
+            "no gate file was given"
+            if not result.gate.get("path")
+            else "the gate file bounds no check"
+        )
+        return (
+            f"{why}: nothing was judged, every check below is informational "
+            "(give a gate with `gates:` bounds, e.g. --gate examples/gate.yaml, to judge)"
+        )
+    skipped = skipped_reasons(result)
+    if result.verdict == "inconclusive":
+        allowed = " (the gate allows it: exit code 0)" if result.exit_code == 0 else ""
+        return f"every gated check was skipped, so nothing was judged{allowed}: {skipped}"
+    if skipped:
+        return f"not judged (skipped): {skipped}"
+    return None
+
+
+def skipped_reasons(result: AuditResult) -> str:
+    """``name (reason); …`` for the gated checks that were skipped."""
+    reasons = {c.name: c.reason for c in result.checks}
+    return "; ".join(f"{name} ({reasons.get(name, 'skipped')})" for name in result.skipped_checks)

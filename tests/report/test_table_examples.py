@@ -1,0 +1,95 @@
+"""Every concept of the HTML report's top table shows its most-activating images, inline and
+lazy-loaded, and their edited margins are the classifier's."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from PIL import Image
+
+from audit.fairness import AuditSettings, run_audit
+from audit.fairness.stages.focus import TABLE_CONCEPTS
+from audit.report.html import render_html
+from tests.fairness.planted import ROLE_NAMES, planted_bias_world
+from tests.fairness.test_planted import memory_store
+
+SPURIOUS = ROLE_NAMES["spurious"]
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    world = planted_bias_world(n_samples=1500, seed=3)
+    root = tmp_path_factory.mktemp("images")
+    paths = []
+    for i in range(len(world.labels)):
+        path = root / f"{i}.png"
+        Image.new("RGB", (8, 8), (i % 256, 80, 160)).save(path)
+        paths.append(str(path))
+    world.labels["path"] = paths
+    settings = AuditSettings("Male", "Blond_Hair", ablation="zero")
+    result, _ = run_audit(memory_store(world.embeddings), world.labels, world.sae, world.bank,
+                          world.head, settings)  # fmt: skip
+    return world, result
+
+
+def test_every_table_concept_has_examples_with_exact_margins(audited):
+    world, result = audited
+    by_latents = {tuple(ex.latents): ex for ex in result.examples}
+    table = result.concepts[:TABLE_CONCEPTS]
+    assert len(table) > 3 and all(tuple(c.latents) in by_latents for c in table)
+    for c in table:
+        rows = by_latents[tuple(c.latents)].top_activating
+        assert rows, c.label
+        acts = [r.activation for r in rows]
+        assert acts == sorted(acts, reverse=True) and acts[0] > 0
+        if len(c.latents) == 1:  # zero ablation moves the margin by −β_j z_j exactly
+            beta = world.weights[c.latents[0]]
+            for r in rows:
+                moved = r.margin_after - r.margin_before
+                assert moved == pytest.approx(-beta * r.activation, abs=1e-4), c.label
+
+
+def test_table_shows_lazy_inline_thumbnails_for_every_concept(audited):
+    _, result = audited
+    page = render_html(result)
+    table = page[page.index("most-activating images") :]
+    table = table[: table.index("</table>")]
+    rows = table.split("<tr")[1:]
+    assert len(rows) == min(TABLE_CONCEPTS, len(result.concepts))
+    for row in rows:
+        images = re.findall(r"<img [^>]*>", row)
+        assert images, row[:200]
+        assert all('loading="lazy"' in i and 'src="data:image/jpeg;base64,' in i for i in images)
+    assert not re.search(r'src="(?!data:)', page)  # still one self-contained file
+
+
+def test_only_the_concept_that_rides_on_the_attribute_is_marked(audited):
+    """The planted concept is active exactly on Blond_Hair = 1, so its strongest rows all carry
+    it; the decoy follows the target and the nuisance and background concepts nothing."""
+    from audit.report.html import table_notes
+
+    _, result = audited
+    table = result.concepts[:TABLE_CONCEPTS]
+    notes = dict(zip([c.name for c in table], table_notes(result, table), strict=True))
+    assert notes[SPURIOUS].startswith("rides on Blond_Hair=1: 100% of its strongest rows")
+    assert [n for n, note in notes.items() if note] == [SPURIOUS]
+    assert notes[SPURIOUS] in render_html(result)
+
+
+def test_the_demo_reports_that_small_rides_on_red():
+    """The golden demo (an earlier tiny CLIP and SAE) flags "small" besides "red": its strongest
+    rows are small red objects, and the table says so."""
+    import json
+    from pathlib import Path
+
+    from audit.fairness import parse_result
+    from audit.report.html import table_notes
+
+    golden = Path(__file__).parents[1] / "golden" / "expected" / "demo.json"
+    result = parse_result(json.loads(golden.read_text(encoding="utf-8")))
+    table = result.concepts[:TABLE_CONCEPTS]
+    notes = {c.name: n for c, n in zip(table, table_notes(result, table), strict=True)}
+    assert next(c for c in table if c.name == "small").flagged
+    assert notes["small"].startswith("rides on is_red=1")
+    assert notes["red"].startswith("rides on is_red=1")
