@@ -220,6 +220,13 @@ def _run_steps(
     step("audit", t0)
 
     t0 = time.perf_counter()
+    say(
+        f"discover without the {ctx.spurious_column!r} column (reports: discover.json, .html, .xml)"
+    )
+    ctx.summary["discover"] = _discover_step(ctx, progress)
+    step("discover", t0)
+
+    t0 = time.perf_counter()
     say("your own model: a small CNN on the images, audited with --classifier-input image")
     from audit.demo_image_model import image_model_step
 
@@ -514,6 +521,36 @@ def _audit_step(ctx: DemoContext, progress: Progress | None = None) -> dict[str,
     return audit_summary
 
 
+def _discover_step(ctx: DemoContext, progress: Progress | None = None) -> dict[str, Any]:
+    """``msae-audit discover`` on the same probe and split with the spurious column dropped
+    from the labels: the shortcut must be found with no one naming it."""
+    from audit.discover import DiscoverSettings
+    from audit.fairness import AuditSettings
+    from audit.report.discover import discover_files
+    from audit.store import open_store
+
+    metadata = open_store(ctx.store).metadata
+    assert metadata is not None
+    labels = metadata.drop(columns=[ctx.spurious_column])
+    base = AuditSettings(ctx.target_column, "", seed=ctx.settings.seed, split="test",
+                         ablation="mean", device=ctx.device)  # fmt: skip
+    outcome = discover_files(
+        ctx.store, sae=ctx.sae, bank=ctx.bank, classifier=ctx.head, target=ctx.target_column,
+        labels=labels, out_dir=ctx.out, stem="discover", settings=DiscoverSettings(base),
+        extra={"demo": _demo_fields(ctx)}, progress=progress,
+    )  # fmt: skip
+    concepts = outcome.result.concepts
+    planted = [c for c in concepts if c.name == ctx.planted_concept]
+    return {
+        "top_concept": concepts[0].name if concepts else None,
+        "flagged": [c.name for c in concepts if c.flagged],
+        "planted_concept_rank": planted[0].rank if planted else None,
+        "planted_concept_flagged": bool(planted and planted[0].flagged),
+        "planted_concept_delta_wga": planted[0].delta_wga if planted else None,
+        "reports": {f"discover_{k}": str(v) for k, v in outcome.paths.items()},
+    }
+
+
 def _demo_fields(ctx: DemoContext) -> dict[str, Any]:
     return {
         "planted_concept": ctx.planted_concept,
@@ -537,6 +574,7 @@ def write_demo_json(ctx: DemoContext) -> None:
                 f"image_model_{k}": v
                 for k, v in ctx.summary.get("image_model", {}).get("reports", {}).items()
             },
+            **ctx.summary.get("discover", {}).get("reports", {}),
         },
         "summary": ctx.summary,
         "seconds": ctx.timings,

@@ -117,6 +117,18 @@ def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
         f"gate verdict {a['verdict']} (exit code {a['exit_code']} for `msae-audit audit`); "
         + found,
     )
+    d = s["discover"]
+    table.add_row(
+        "discover (no is_red column)",
+        escape(
+            f"rank 1 '{d['top_concept']}'; flagged: {', '.join(d['flagged']) or 'none'}"
+            + (
+                f"; '{planted}' ranked {d['planted_concept_rank']}"
+                if d["planted_concept_rank"]
+                else ""
+            )
+        ),
+    )
     own = s.get("image_model")
     if own:
         table.add_row(
@@ -125,7 +137,7 @@ def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
             f"'{own['top_concept']}' ({'flagged' if own['top_concept_flagged'] else 'not flagged'}"
             f"), by sliced errors '{own['top_sliced_error']}'; {own['reports'].get('html', '')}",
         )
-    reports = ", ".join(a["reports"].values())
+    reports = ", ".join([*a["reports"].values(), *d["reports"].values()])
     table.add_row(
         "outputs", escape(f"{reports}; {ctx.json_path} (paths of store, SAE, bank, head)")
     )

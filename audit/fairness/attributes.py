@@ -1,11 +1,12 @@
 """Group definitions: how the audited rows fall into target × attribute cells.
 
 The target is a labelled column with two values. The *attribute* that splits each target class
-into groups is behind a small interface, :class:`Attribute`: today a labelled column
-(:class:`ColumnAttribute`, ``--spurious Blond_Hair``). An attribute defined by a concept's
-activation (``--spurious concept:NAME``) is one more subclass whose :meth:`Attribute.code`
-reads the SAE's activations from :class:`GroupingData` instead of a column, plus a branch in
-:func:`parse_attribute`.
+into groups is behind a small interface, :class:`Attribute`: a labelled column
+(:class:`ColumnAttribute`, ``--spurious Blond_Hair``) or a concept of the bank
+(:class:`ConceptAttribute`, ``--spurious concept:NAME`` or ``concept:NAME>T``), whose
+:meth:`Attribute.code` reads the SAE's activations through :class:`GroupingData` instead of a
+column: a row has the attribute when the concept is active on it
+(:mod:`audit.concepts.activity`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from audit.errors import InputError
 from audit.fairness.groups import Cells
 
 MAX_ATTRIBUTE_VALUES = 20
+#: ``--spurious concept:NAME[>T]``: groups from a concept's activity.
+CONCEPT_PREFIX = "concept:"
+CONCEPT_VALUES = ("inactive", "active")
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,22 @@ class GroupingData:
 
 
 @dataclass(frozen=True)
+class GroupingInputs:
+    """The loaded inputs an attribute computed from embeddings reads (every row of the store)."""
+
+    store: Any
+    sae: Any
+    bank: Any
+    device: Any = "cpu"
+    chunk_rows: int = 4096
+
+
+@dataclass(frozen=True)
 class AttributeCodes:
     codes: np.ndarray  # [N] int16: each row's value index
     values: tuple[str, ...]  # value names in index order
     present: int | None  # the value meaning "has the attribute" (binary attributes), else None
+    spec: str | None = None  # the definition as resolved, when it differs from what was asked
 
 
 class Attribute(ABC):
@@ -102,9 +119,73 @@ class ColumnAttribute(Attribute):
         return AttributeCodes(codes, tuple(_display(v) for v in values), present)
 
 
+@dataclass(frozen=True)
+class ConceptAttribute(Attribute):
+    """A concept of the bank: "active" where its latents' summed activation exceeds
+    ``threshold`` (None: Otsu's threshold over every row of the store)."""
+
+    concept: str
+    threshold: float | None = None
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.concept
+
+    def code(self, data: GroupingData, target: str) -> AttributeCodes:
+        from audit.concepts.activity import concept_activity, find_concept
+
+        inputs = data.inputs
+        if not isinstance(inputs, GroupingInputs):
+            raise InputError(
+                f"--spurious {CONCEPT_PREFIX}{self.concept} needs the SAE and the bank"
+            )
+        group = find_concept(inputs.bank, self.concept, inputs.sae.n_latents)
+        store = inputs.store
+        chunks = (
+            torch.from_numpy(np.ascontiguousarray(store.read(lo, lo + inputs.chunk_rows))).to(
+                inputs.device, torch.float32
+            )
+            for lo in range(0, store.count, inputs.chunk_rows)
+        )
+        sae = inputs.sae.to(inputs.device).eval()
+        activity = concept_activity(sae, chunks, [group.latents], [self.threshold])
+        t, active = float(activity.thresholds[0]), activity.active[:, 0]
+        if active.all() or not active.any():
+            where = "every" if active.all() else "no"
+            raise InputError(
+                f"concept '{group.name}' is active on {where} row (summed activation > {t:g}); "
+                "its groups cannot be compared: choose another threshold with concept:NAME>T"
+            )
+        return AttributeCodes(
+            active.astype(np.int16), CONCEPT_VALUES, 1, concept_spec(str(group.name), t)
+        )
+
+
+def concept_spec(name: str, threshold: float) -> str:
+    """``--spurious`` for a concept at a threshold: ``concept:NAME>T``, ``T`` written exactly
+    (the shortest text that reads back as the same float)."""
+    return f"{CONCEPT_PREFIX}{name}>{float(threshold)!r}"
+
+
 def parse_attribute(spec: str) -> Attribute:
-    """``--spurious``: a label column."""
-    return ColumnAttribute(spec)
+    """``--spurious``: a label column, or ``concept:NAME`` / ``concept:NAME>T``."""
+    if not spec.startswith(CONCEPT_PREFIX):
+        return ColumnAttribute(spec)
+    body = spec[len(CONCEPT_PREFIX) :]
+    name, sep, value = body.rpartition(">")
+    if not sep:
+        name, value = body, ""
+    threshold = None
+    if sep:
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise InputError(f"--spurious {spec}: threshold {value!r} is not a number") from None
+        if not np.isfinite(threshold):
+            raise InputError(f"--spurious {spec}: the threshold must be finite")
+    if not name.strip():
+        raise InputError(f"--spurious {spec}: name a concept of the bank (concept:NAME)")
+    return ConceptAttribute(name.strip(), threshold)
 
 
 def build_cells(
@@ -132,4 +213,5 @@ def build_cells(
         target_values=(_display(target_values[0]), _display(target_values[1])),
         attribute_values=coded.values,
         spurious_present=coded.present,
+        attribute_spec=coded.spec,
     )

@@ -54,6 +54,11 @@ def is_allowlisted(name: str | None, allowlist: tuple[str, ...]) -> bool:
     return bool(name) and name.strip().lower() in {a.strip().lower() for a in allowlist}
 
 
+def meets_flag_rule(delta_wga: float, ci_low: float, q: float | None, gate: GateConfig) -> bool:
+    """ΔWGA ≥ min_dwga, the interval above 0 and q ≤ max_q (the allowlist aside)."""
+    return delta_wga >= gate.min_dwga and ci_low > 0 and q is not None and q <= gate.max_q
+
+
 def flag_concepts(
     concepts: tuple[ConceptFinding, ...], gate: GateConfig
 ) -> tuple[ConceptFinding, ...]:
@@ -63,14 +68,7 @@ def flag_concepts(
     out = []
     for c in concepts:
         allowed = c.tested and is_allowlisted(c.name, gate.allowlist)
-        flagged = (
-            c.tested
-            and c.delta_wga >= gate.min_dwga
-            and c.ci[0] > 0
-            and c.q is not None
-            and c.q <= gate.max_q
-            and not allowed
-        )
+        flagged = c.tested and meets_flag_rule(c.delta_wga, c.ci[0], c.q, gate) and not allowed
         out.append(replace(c, allowlisted=bool(allowed), flagged=bool(flagged)))
     return tuple(out)
 

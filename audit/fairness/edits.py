@@ -203,6 +203,11 @@ class EditEffect(ABC):
     ) -> Tensor:
         """Exact margins of ``x_i + Σ_j coeff_ij u_j`` for the rows at ``positions``."""
 
+    def base_state(self, x: Tensor) -> dict[str, np.ndarray]:
+        """Per-row values of ``x`` that :meth:`margins` reads from ``Baseline.state`` (what
+        the scan records; none by default)."""
+        return {}
+
     def relocated_successes(
         self, base: Baseline, z: np.ndarray, latents: tuple[int, ...], y: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:

@@ -141,6 +141,7 @@ class Cells:
     target_values: tuple[str, str]  # (negative, positive) as shown to users
     attribute_values: tuple[str, ...]
     spurious_present: int | None  # the attribute value meaning "has the spurious attribute"
+    attribute_spec: str | None = None  # the attribute as resolved (concept:red>0.41), if resolved
 
     @property
     def n_values(self) -> int:

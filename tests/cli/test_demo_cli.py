@@ -55,17 +55,8 @@ def test_demo_writes_every_artefact(demo_dir):
     assert abs(framed[meta.is_circle == 1].mean() - framed[meta.is_circle == 0].mean()) < 0.05
     # The tiny CLIP is the shipped one, and every step's time is recorded.
     assert document["summary"]["tiny_clip"]["weights_version"] == ASSET_VERSION
-    steps = [
-        "tiny_clip",
-        "corpus",
-        "world",
-        "sae",
-        "bank",
-        "probe",
-        "audit",
-        "image_model",
-        "total",
-    ]
+    steps = ["tiny_clip", "corpus", "world", "sae", "bank", "probe", "audit", "discover",
+             "image_model", "total"]  # fmt: skip
     assert list(document["seconds"]) == steps
     assert all(document["seconds"][s] >= 0 for s in steps)
 
@@ -121,6 +112,20 @@ def test_audit_finds_the_planted_shortcut(demo_dir):
 
 
 @pytest.mark.slow
+def test_discover_finds_the_planted_shortcut_without_its_column(demo_dir):
+    """`discover`, run by the demo with `is_red` dropped from the labels, ranks "red" first and
+    flags it; the target's own shape concepts are listed but never flagged."""
+    from tests.schemas import assert_valid
+
+    result = json.loads((demo_dir / "discover.json").read_text())
+    assert_valid(result, "discover")
+    top = result["concepts"][0]
+    assert top["name"] == "red" and top["flagged"] and top["ci"][0] > 0
+    assert not any(c["flagged"] for c in result["concepts"] if c["target_concept"])
+    summary = json.loads((demo_dir / "demo.json").read_text())["summary"]["discover"]
+    assert summary["top_concept"] == "red" and summary["planted_concept_flagged"]
+
+
 def test_gated_audit_of_the_demo_finds_red_with_default_options(demo_dir, tmp_path):
     """The command a user runs on the demo's files with `examples/gate.yaml` and no other option
     finds the planted concept: the shortcut hurts the circles without red, where only the default

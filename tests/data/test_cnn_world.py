@@ -119,8 +119,8 @@ def test_sliced_errors_single_out_red(world, decisions):
     sae = load_sae(world.sae)
     groups = validated_groups(load_bank(world.bank), sae.n_latents)
     names = [str(g.name) for g in groups]
-    assert "red" in names
     activity = concept_activity(sae, x, [g.latents for g in groups])
+    assert "red" in names
     y = world.metadata["is_circle"].to_numpy()[test]
     biased = sliced_errors(names, activity, y, decisions["biased"].decisions[test]).concepts
     balanced = sliced_errors(names, activity, y, decisions["balanced"].decisions[test]).concepts

@@ -244,6 +244,10 @@ class L2LinearEffect(EditEffect):
         state = {"dot_w": unsort(dw, chunk.order), "sq_norm": unsort(sq, chunk.order)}
         return ChunkScan(after.numel(), state)
 
+    def base_state(self, x: Tensor) -> dict[str, np.ndarray]:
+        """``w · x`` and ``‖x‖²`` of each row: what :meth:`margins` needs besides ``x · u``."""
+        return {"dot_w": (x @ self.w).cpu().numpy(), "sq_norm": (x * x).sum(1).cpu().numpy()}
+
     def _group_margin(
         self, dot_w: Tensor, sq_norm: Tensor, x_dot_u: Tensor, c: Tensor, latents: tuple[int, ...]
     ) -> Tensor:

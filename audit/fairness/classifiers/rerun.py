@@ -32,7 +32,8 @@ class RerunEffect(EditEffect):
         super().__init__(u)
         self.classifier = classifier
 
-    def _gradient(self, x: Tensor) -> Tensor:
+    def gradient(self, x: Tensor) -> Tensor:
+        """The margin's input gradient at each row (zeros when it is not differentiable)."""
         x_req = x.detach().clone().requires_grad_(True)
         try:
             with torch.enable_grad():
@@ -43,7 +44,7 @@ class RerunEffect(EditEffect):
     def scan(
         self, chunk: ScanChunk, groups: NameGroups, values: Tensor | None, out: Tensor
     ) -> ChunkScan:
-        grad = self._gradient(chunk.x)
+        grad = self.gradient(chunk.x)
         with torch.no_grad():
             gu = grad @ self.u.T
             c = -chunk.z if values is None else values[None, :] - chunk.z

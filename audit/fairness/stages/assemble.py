@@ -105,7 +105,7 @@ def assemble(
         rows_audited=int(ctx.selection.audit.size),
         split=ctx.selection.source,
         target=settings.target,
-        spurious=settings.spurious,
+        spurious=ctx.cells.attribute_spec or settings.spurious,
         positive_class=ctx.cells.target_values[1],
         classifier_kind=ctx.effect.kind,
         class_names=parse_class_names(settings.class_names) or None,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from audit.concepts import ConceptBank
 from audit.errors import InputError
-from audit.fairness.attributes import build_cells
+from audit.fairness.attributes import Attribute, GroupingInputs, build_cells
 from audit.fairness.classifiers import Classifier, fit_probe
 from audit.fairness.classifiers.own import OwnModel
 from audit.fairness.config import (
@@ -140,14 +140,17 @@ def prepare(
     settings: AuditSettings,
     gate: GateConfig,
     progress: Progress | None = None,
+    attribute: Attribute | None = None,
 ) -> AuditContext:
     """Validate the inputs, choose the rows, fit the probe if asked, move everything to the
-    device."""
+    device. ``attribute`` replaces ``settings.spurious`` (``msae-audit discover`` passes its
+    own)."""
     from audit.device import resolve_device
 
     _check_inputs(store, labels, sae, bank, settings)
     device = resolve_device(settings.device)
-    cells_all = build_cells(labels, settings.target, settings.spurious)
+    inputs = GroupingInputs(store, sae, bank, device, settings.chunk_rows)
+    cells_all = build_cells(labels, settings.target, attribute or settings.spurious, inputs)
     probe = isinstance(classifier, str)
     if probe and classifier != "probe":
         raise InputError(f"--classifier must be a file or 'probe', got {classifier!r}")

@@ -1,0 +1,200 @@
+"""Per concept: its groups (target × active), the pair counts of removing it, ΔWGA with its
+bootstrap interval, and — where a flag is possible — the relocation null.
+
+Everything after the pass is the audit's machinery applied with each concept's own cells:
+:func:`~audit.fairness.reliance.pair_summary`, :func:`~audit.fairness.reliance.bootstrap_ci`,
+:func:`~audit.fairness.reliance.exact_pairs` (decode-and-rerun) and
+:func:`~audit.fairness.reliance.relocation_null`.
+
+**Where the null is drawn.** A concept is flagged only when ΔWGA ≥ ``min_dwga``, its interval
+lies above 0, it is not allowlisted and its q-value is small. The null is drawn for the
+concepts that pass the first three (at most ``null_rows``, largest ΔWGA first); every other
+concept gets ``p = 1``. ``p = 1`` is never smaller than the p-value the null would give, so each
+reported p is still a valid p-value (``P(p ≤ α) ≤ α`` under the null), and Benjamini–Hochberg
+over all validated concepts stays conservative: a q-value can only be larger than with every
+null drawn, never smaller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit.concepts import ConceptGroup
+from audit.concepts.activity import ConceptActivity
+from audit.discover.scan import ConceptScan, Family
+from audit.fairness.attributes import CONCEPT_VALUES
+from audit.fairness.checks import is_allowlisted, meets_flag_rule
+from audit.fairness.groups import Cells
+from audit.fairness.reliance import (
+    Columns,
+    ConceptRow,
+    EditSetting,
+    PairSummary,
+    bootstrap_ci,
+    exact_pairs,
+    pair_summary,
+    relocation_null,
+    row_rng,
+)
+from audit.fairness.stages.context import AuditContext
+from audit.fairness.stats import bh_qvalues, null_draws_for_family
+
+#: Random streams (the audit's: bootstrap 1, null 2).
+BOOTSTRAP_STREAM, NULL_STREAM = 1, 2
+#: Rows per block when counting pairs (bounds the temporary index arrays).
+COUNT_BLOCK = 16384
+
+
+def concept_row(group: ConceptGroup) -> ConceptRow:
+    return ConceptRow(group.latents, group.name, group.label, True, group.closest, group.score)
+
+
+def concept_cells(ctx: AuditContext, name: str, active: np.ndarray) -> Cells:
+    """The audited rows' cells target × (concept active)."""
+    base = ctx.cells
+    return Cells(
+        base.y, active.astype(np.int16), base.target_name, name, base.target_values,
+        CONCEPT_VALUES, 1,
+    )  # fmt: skip
+
+
+def count_pairs(y: np.ndarray, before_ok: np.ndarray, active: np.ndarray, after_ok: np.ndarray):
+    """``[R, 4, 4]``: per concept, per cell (``2·y + active``), the pairs (✓✓, ✓✗, ✗✓, ✗✗)."""
+    n, size = active.shape
+    out = np.zeros(16 * size, dtype=np.int64)
+    offset = 16 * np.arange(size, dtype=np.int32)[None, :]
+    for lo in range(0, n, COUNT_BLOCK):
+        hi = min(n, lo + COUNT_BLOCK)
+        cell = 2 * y[lo:hi, None].astype(np.int32) + active[lo:hi]
+        kind = 2 * (~before_ok[lo:hi, None]) + (~after_ok[lo:hi])
+        out += np.bincount((4 * cell + kind + offset).ravel(), minlength=16 * size)
+    return out.reshape(size, 4, 4)
+
+
+@dataclass
+class ConceptEffect:
+    """One concept's numbers (filled in as the stages go)."""
+
+    group: ConceptGroup
+    threshold: float
+    cells: Cells
+    pairs: np.ndarray  # [4, 4]
+    summary: PairSummary
+    tested: bool
+    exact: bool
+    target_auc: float = 0.5
+    ci: tuple[float, float] = (0.0, 0.0)
+    p: float = 1.0
+    q: float = 1.0
+    null_draws: int = 0
+    null_band: tuple[float, float] | None = None
+
+    @property
+    def row(self) -> ConceptRow:
+        return concept_row(self.group)
+
+    def setting(self, ctx: AuditContext, scan: ConceptScan) -> EditSetting:
+        return EditSetting(ctx.space, self.cells, ctx.effect, scan.base, scan.values)
+
+
+def target_auc(y: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """``[R]``: how well each concept's summed activation separates the target classes, as
+    ``max(AUC, 1 − AUC)`` (Mann–Whitney, ties averaged)."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        return np.full(sums.shape[1], 0.5)
+    ranks = rankdata(sums, axis=0)
+    auc = (ranks[pos].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return np.maximum(auc, 1.0 - auc)
+
+
+def concept_effects(
+    ctx: AuditContext, family: Family, scan: ConceptScan, activity: ConceptActivity,
+    min_rows: int,
+) -> list[ConceptEffect]:  # fmt: skip
+    """Groups, pair counts and ΔWGA of every concept (screened ones are marked inexact)."""
+    y = ctx.cells.y
+    aucs = target_auc(y, scan.sums)
+    before_ok = (scan.base.margin > 0) == (y == 1)
+    active, thresholds = activity.active, activity.thresholds
+    pairs = count_pairs(y, before_ok, active, scan.after_ok)
+    out = []
+    for r, group in enumerate(family.groups):
+        cells = concept_cells(ctx, str(group.name), active[:, r])
+        tested = bool(pairs[r].sum(1).min() >= min_rows)
+        out.append(
+            ConceptEffect(group, float(thresholds[r]), cells, pairs[r],
+                          pair_summary(pairs[r], cells), tested, scan.exact, float(aucs[r]))
+        )  # fmt: skip
+    return out
+
+
+def evaluate_exactly(ctx: AuditContext, scan: ConceptScan, effects: list[ConceptEffect]) -> None:
+    """Non-linear classifiers: decode-and-rerun for the ``shortlist`` tested concepts with the
+    largest screened ΔWGA (the others keep p = 1)."""
+    if scan.exact:
+        return
+    tested = sorted((e for e in effects if e.tested), key=lambda e: -e.summary.delta_wga)
+    chosen = tested[: ctx.settings.shortlist]
+    columns = _columns(ctx, chosen)
+    for e in chosen:
+        e.pairs, _ = exact_pairs(e.setting(ctx, scan), e.row, columns.of(e.row))
+        e.summary = pair_summary(e.pairs, e.cells)
+        e.exact = True
+
+
+def add_intervals(ctx: AuditContext, effects: list[ConceptEffect]) -> None:
+    seed = ctx.gate.bootstrap_seed_for(ctx.settings.seed)
+    for e in effects:
+        rng = row_rng(seed, BOOTSTRAP_STREAM, e.row)
+        e.ci = bootstrap_ci(e.pairs, ctx.gate.bootstrap_samples, rng)
+
+
+def can_be_flagged(ctx: AuditContext, e: ConceptEffect, max_target_auc: float) -> bool:
+    """Every flag condition but the q-value."""
+    return (
+        e.tested
+        and e.exact
+        and e.target_auc < max_target_auc
+        and meets_flag_rule(e.summary.delta_wga, e.ci[0], 0.0, ctx.gate)
+        and not is_allowlisted(e.group.name, ctx.gate.allowlist)
+    )
+
+
+def add_null(
+    ctx: AuditContext,
+    scan: ConceptScan,
+    effects: list[ConceptEffect],
+    max_target_auc: float,
+    tick=None,
+) -> tuple[int, int]:
+    """p-values where a flag is possible, q-values over every concept. Returns
+    ``(concepts given a null, the most draws per concept)``."""
+    settings = ctx.settings
+    max_draws = null_draws_for_family(len(effects), ctx.gate.max_q, settings.null_min_draws)
+    candidates = sorted(
+        (e for e in effects if can_be_flagged(ctx, e, max_target_auc)),
+        key=lambda e: -e.summary.delta_wga,
+    )[: settings.null_rows]
+    columns = _columns(ctx, candidates)
+    for e in candidates:
+        e.p, e.null_draws, e.null_band = relocation_null(
+            e.setting(ctx, scan), e.row, columns.of(e.row), e.summary.delta_wga,
+            e.summary.wga_after, max_draws, row_rng(settings.seed, NULL_STREAM, e.row),
+            settings.null_atoms,
+        )  # fmt: skip
+        if tick:
+            tick(1)
+    for e, q in zip(effects, bh_qvalues([e.p for e in effects]), strict=True):
+        e.q = float(q)
+    return len(candidates), max_draws
+
+
+def _columns(ctx: AuditContext, effects: list[ConceptEffect]) -> Columns:
+    latents = {j for e in effects for j in e.group.latents}
+    return Columns().with_latents(ctx.space, ctx.sae, latents, ctx.effect.projections)

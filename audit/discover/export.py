@@ -1,0 +1,149 @@
+"""``--export-head``: a linear head without the flagged concepts' decoder directions.
+
+With ``U`` the flagged concepts' decoder directions in embedding space (``[k, d]``) and
+``P = I − Uᵀ(UUᵀ)⁺U`` the projection onto their orthogonal complement:
+
+* **projected** (default): ``w' = P w`` — the head can no longer read the concepts — and
+  ``b' = b + (w − w')·m`` with ``m`` the mean of the train rows where none of them is active,
+  so the head decides as before on rows without the concepts;
+* **re-fit** (``refit``): the audit's logistic-regression probe fit on ``P x`` of the train
+  split, ``w' = P w_fit`` (its weights never see the removed directions).
+
+Scored on every split of the labels (or all rows): accuracy and the worst of the groups target
+× (any removed concept active), before and after, with paired bootstrap intervals of the changes
+(:func:`audit.fairness.stats.bootstrap_delta_wga`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audit.concepts.activity import concept_activity
+from audit.discover.result import DiscoverResult, ExportedHead, HeadScore
+from audit.errors import InputError
+from audit.fairness.classifiers import LinearHead, fit_probe, save_head
+from audit.fairness.stages.context import AuditContext
+from audit.fairness.stats import bootstrap_delta_wga, pair_counts, percentile_interval
+from audit.store import EmbeddingStore
+
+SPLITS = ("train", "valid", "test")
+#: Random stream of the export's bootstrap (the audit's: 1 bootstrap, 2 null).
+EXPORT_STREAM = 5
+
+
+def projector(directions: np.ndarray) -> np.ndarray:
+    """``P = I − Uᵀ(UUᵀ)⁺U``: onto the orthogonal complement of the rows of ``directions``."""
+    u = np.asarray(directions, dtype=np.float64)
+    return np.eye(u.shape[1]) - u.T @ np.linalg.pinv(u @ u.T) @ u
+
+
+def _rows_of(ctx: AuditContext) -> dict[str, np.ndarray]:
+    labels = ctx.labels
+    if "split" in labels.columns:
+        split = labels["split"].astype(str).str.lower().to_numpy()
+        found = {s: np.nonzero(split == s)[0] for s in SPLITS}
+        if any(v.size for v in found.values()):
+            return {s: v for s, v in found.items() if v.size}
+    return {"all": np.arange(ctx.rows_total)}
+
+
+def _train_rows(ctx: AuditContext, splits: dict[str, np.ndarray]) -> np.ndarray:
+    if "train" in splits:
+        return splits["train"]
+    if ctx.selection.train is not None:
+        return ctx.selection.train
+    raise InputError("--refit needs train rows: a 'split' column with 'train' values")
+
+
+def _target(ctx: AuditContext) -> np.ndarray:
+    positive = ctx.cells.target_values[1]
+    return (ctx.labels[ctx.settings.target].astype(str).to_numpy() == positive).astype(np.int8)
+
+
+def export_head(
+    ctx: AuditContext, store: EmbeddingStore, result: DiscoverResult, path: Path, refit: bool
+) -> DiscoverResult:
+    """``result`` with the exported head's record; writes the head to ``path``."""
+    head = ctx.classifier
+    if not isinstance(head, LinearHead):
+        raise InputError("--export-head needs a linear head or 'probe' as --classifier")
+    flagged = [c for c in result.concepts if c.flagged]
+    latents = sorted({j for c in flagged for j in c.latents})
+    u = ctx.effect.u.detach().double().cpu().numpy()[latents] if latents else np.zeros((0, 1))
+    embeddings = np.asarray(store.read(0, store.count), dtype=np.float32)
+    activity = concept_activity(
+        ctx.sae, embeddings, [c.latents for c in flagged], device=ctx.space.device,
+        thresholds=
+        [c.threshold for c in flagged],
+    )  # fmt: skip
+    any_active = activity.active.any(1) if flagged else np.zeros(len(embeddings), dtype=bool)
+    splits, y = _rows_of(ctx), _target(ctx)
+    w = head.weight.detach().double().cpu().numpy()
+    p = projector(u) if latents else np.eye(w.size)
+    if refit:
+        train = _train_rows(ctx, splits)
+        fitted = fit_probe(embeddings[train] @ p, y[train], head.input, ctx.settings.seed)
+        w_new, b_new = p @ fitted.weight.double().numpy(), float(fitted.bias)
+    else:
+        w_new = p @ w
+        base = splits.get("train", np.arange(len(embeddings)))
+        quiet = base[~any_active[base]] if (~any_active[base]).any() else base
+        b_new = float(head.bias) + float((w - w_new) @ embeddings[quiet].mean(0, dtype=np.float64))
+    new = LinearHead(torch.from_numpy(w_new.astype(np.float32)), b_new, head.input, "linear")
+    save_head(new, path)
+    before, after = _decisions(head, embeddings), _decisions(new, embeddings)
+    seed = ctx.gate.bootstrap_seed_for(ctx.settings.seed)
+    scores = tuple(
+        _score(name, rows, y, any_active, before, after, ctx, np.random.default_rng([seed, EXPORT_STREAM, i]))
+        for i, (name, rows) in enumerate(splits.items())
+    )  # fmt: skip
+    method = (
+        "logistic regression re-fit on the train split with the directions projected out"
+        if refit
+        else "weights projected off the directions; bias keeps the margins of rows without them"
+    )
+    record = ExportedHead(str(path), tuple(c.name for c in flagged), len(latents), refit,
+                          method, scores)  # fmt: skip
+    return replace(result, export=record)
+
+
+def _decisions(head: LinearHead, x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    head = head.to("cpu", torch.float64)
+    out = np.empty(len(x), dtype=np.int8)
+    with torch.no_grad():
+        for lo in range(0, len(x), chunk):
+            block = torch.from_numpy(x[lo : lo + chunk].astype(np.float64))
+            out[lo : lo + chunk] = (head.margin(block) > 0).numpy()
+    return out
+
+
+def _score(
+    split: str, rows: np.ndarray, y: np.ndarray, active: np.ndarray, before: np.ndarray,
+    after: np.ndarray, ctx: AuditContext, rng: np.random.Generator,
+) -> HeadScore:  # fmt: skip
+    ok_b, ok_a = before[rows] == y[rows], after[rows] == y[rows]
+    cell = 2 * y[rows].astype(np.int64) + active[rows]
+    pairs = pair_counts(ok_b, ok_a, cell, 4)
+    n = pairs.sum(1)
+    keep = np.nonzero(n)[0]
+    acc_b = (pairs[keep, 0] + pairs[keep, 1]) / n[keep]
+    acc_a = (pairs[keep, 0] + pairs[keep, 2]) / n[keep]
+    samples = ctx.gate.bootstrap_samples
+    overall = pairs.sum(0, keepdims=True)
+    values = ctx.cells.target_values
+    name = [f"{ctx.settings.target}={values[c // 2]}, removed={'active' if c % 2 else 'inactive'}"
+            for c in keep]  # fmt: skip
+    return HeadScore(
+        split=split, rows=int(rows.size), accuracy_before=float(ok_b.mean()),
+        accuracy_after=float(ok_a.mean()),
+        delta_accuracy_ci=percentile_interval(bootstrap_delta_wga(overall, samples, rng)),
+        worst_group_before=name[int(np.argmin(acc_b))],
+        worst_group_accuracy_before=float(acc_b.min()),
+        worst_group_after=name[int(np.argmin(acc_a))],
+        worst_group_accuracy_after=float(acc_a.min()),
+        delta_wga_ci=percentile_interval(bootstrap_delta_wga(pairs, samples, rng)),
+    )  # fmt: skip

@@ -1,0 +1,67 @@
+"""The ``msae-audit audit`` command that re-checks a discovered concept as a gate, and the gate
+file it uses when the user gave none.
+
+The command pins the concept's threshold (``--spurious 'concept:NAME>T'``), the ablation, the
+split and the seed, so the audit sees the same groups and the same edit that discover measured.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from audit.fairness.attributes import concept_spec
+from audit.fairness.config import AuditSettings, GateConfig
+
+
+def recheck_gate(gate: GateConfig) -> dict[str, Any]:
+    """A gate that fails while the concept is flagged, with discover's flag thresholds."""
+    bootstrap: dict[str, Any] = {"samples": gate.bootstrap_samples}
+    if gate.bootstrap_seed is not None:
+        bootstrap["seed"] = gate.bootstrap_seed
+    return {
+        "gates": {"flagged_concepts": {"max": 0}},
+        "concepts": {
+            "min_dwga": gate.min_dwga,
+            "max_q": gate.max_q,
+            "allowlist": list(gate.allowlist),
+        },
+        "bootstrap": bootstrap,
+        "min_group_size": gate.min_group_size,
+        "integrity": {"min_cosine": gate.min_cosine, "min_agreement": gate.min_agreement},
+    }
+
+
+def recheck_command(
+    inputs: Mapping[str, Mapping[str, Any]],
+    settings: AuditSettings,
+    name: str,
+    threshold: float,
+    gate_path: str | None,
+) -> str:
+    """``msae-audit audit …`` for one concept, from the recorded inputs and settings (an input
+    without a recorded path, e.g. one passed in memory, appears as ``<EMBEDDINGS>``, …)."""
+
+    def path(key: str) -> str:
+        return str(inputs.get(key, {}).get("path") or f"<{key.upper()}>")
+
+    args = ["msae-audit", "audit", "--embeddings", path("embeddings")]
+    labels = inputs.get("labels", {}).get("path")
+    if labels:
+        args += ["--labels", str(labels)]
+    classifier = inputs.get("classifier", {})
+    args += [
+        "--target", settings.target,
+        "--spurious", concept_spec(name, threshold),
+        "--sae", path("sae"),
+        "--bank", path("bank"),
+        "--classifier", "probe" if classifier.get("kind") == "probe" else path("classifier"),
+    ]  # fmt: skip
+    if settings.classifier_input != "raw":
+        args += ["--classifier-input", settings.classifier_input]
+    args += ["--ablation", settings.ablation, "--split", settings.split]
+    args += ["--seed", str(settings.seed)]
+    if gate_path:
+        args += ["--gate", gate_path]
+    return " ".join(shlex.quote(a) for a in args)
