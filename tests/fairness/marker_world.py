@@ -1,8 +1,8 @@
 """The marker world for audit tests: real images through the tiny CLIP, where the label leaks
 through a pasted marker in the train split and not in the test split.
 
-Everything slow is built once (:func:`build_marker_world`, ~15–25 s on 2 CPU cores once the
-tiny CLIP is cached; a seed's audit then takes ~0.5 s):
+Everything slow is built once (:func:`build_marker_world`, 20–30 s on 2 CPU cores once the
+tiny CLIP is cached; a seed's audit then takes 0.1–0.4 s):
 
 * a **corpus** of world scenes with every attribute independent (markers included: none,
   frame and stamp a third each), embedded with the tiny CLIP; an SAE is trained on it and its
@@ -13,10 +13,11 @@ tiny CLIP is cached; a seed's audit then takes ~0.5 s):
   embedded once.
 
 A seed's task data for one marker (:func:`marker_task`) is then cheap:
-:func:`audit.data.shortcuts.marker_shortcut_scenes` draws which shape carries the marker in each split (95 % of the first
-shape and 5 % of the second in train, half of each in test), and each drawn scene takes an
-unused pooled image of the same shape that carries that marker or none (its other attributes
-are the pool's, which are just as independent; the task has no other marker). So 20 seeds cost 20 audits, not 20 renderings.
+:func:`audit.data.shortcuts.marker_shortcut_scenes` draws which shape carries the marker in
+each split (95 % of the first shape and 5 % of the second in train, half of each in test),
+and each drawn scene takes an unused pooled image of the same shape that carries that marker
+or none (its other attributes are the pool's, which are just as independent; the task shows
+no other marker). So 20 seeds cost 20 audits, not 20 renderings.
 
 Reused by the labelled audit test (tests/fairness/test_marker_world.py) and meant for the
 label-free ``discover`` test: ``task.labels`` has ``target`` (1 = the first shape),
@@ -46,6 +47,9 @@ class MarkerWorld:
     bank: ConceptBank
     pool: EmbeddingStore  # the task images; metadata: shape, marker (none/frame/stamp), …
     corpus: Path  # the corpus store the SAE was trained on and the bank named against
+    # Example: task = marker_task(build_marker_world(tmp), "frame", seed=3); then audit
+    # task.store with task.labels (target "target", attribute "has_marker"), or discover
+    # on task.store alone.
 
 
 @dataclass
