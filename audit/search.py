@@ -19,7 +19,7 @@ an SAE that splits a colour over more latents (one per shape, say) fires only so
 any one image, and setting every one to its own typical strength would add the colour several
 times over, and the shapes of its split latents with it (the query's own shape is then lost).
 How far a value moves the neighbours depends on how much of the concept the named latents
-carry: in the demo world a colour needs about 4–5 (docs/search.md).
+carry: in the demo world a colour needs 4–10 (docs/search.md).
 """
 
 from __future__ import annotations
