@@ -918,7 +918,10 @@ def matrix_table() -> str:
         "| # | id | bad input | command | what the user sees | exit |",
         "| ---: | --- | --- | --- | --- | :---: |",
     ]
-    for i, case in enumerate(CASES, start=1):
+    # The own-model cases live beside their fixtures (tests/models/); the table lists them too.
+    from tests.models.test_own_model_bad_inputs import OWN_MODEL_CASES
+
+    for i, case in enumerate([*CASES, *OWN_MODEL_CASES], start=1):
         seen = case.readme or (f"`error: …{case.shows}…`" if case.code == 2 else _outcome(case))
         lines.append(
             f"| {i} | `{case.id}` | {_cell(case.what)} | `{case.command}` | {_cell(seen)} "

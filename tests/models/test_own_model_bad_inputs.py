@@ -1,7 +1,7 @@
 """The bad-input matrix, continued for the user's own model: image models and predictions files
 given to ``msae-audit audit``. Same runner and assertions as :mod:`tests.test_bad_inputs` (one
-``error:`` line naming the problem, exit code 2, no traceback); the cases are kept apart from
-README's table (``OWN_MODEL_CASES``) until it lists them.
+``error:`` line naming the problem, exit code 2, no traceback). docs/robustness.md's matrix
+lists these after the general cases.
 """
 
 from __future__ import annotations
