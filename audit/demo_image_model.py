@@ -44,7 +44,8 @@ def train_demo_cnn(ctx: DemoContext) -> Path:
 
 def image_model_step(ctx: DemoContext, progress: Progress | None = None) -> dict[str, Any]:
     """Train and export the CNN, audit it on the test split's images; a summary for demo.json."""
-    from audit.demo import DEMO_GATE, _demo_fields
+    from audit.demo import _demo_fields
+    from audit.demo_audits import DEMO_GATE
     from audit.fairness.gate import parse_gate
     from audit.report import audit_files
 
