@@ -40,6 +40,7 @@ from audit.demo_steps import (  # noqa: F401 (the demo's public names, as before
     TARGET_SHAPES,
     DemoSettings,
     Progress,
+    _tiny_image_size,
     build_demo_bank,
     embed_world,
     fit_probe,
