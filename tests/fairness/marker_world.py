@@ -68,7 +68,7 @@ def build_marker_world(
     """Embed the corpus and the pool, train the SAE and name its latents, under ``root``."""
     from audit.data import world
     from audit.data.tinyclip import tiny_clip
-    from audit.demo import (
+    from audit.demo_steps import (
         DemoSettings,
         _tiny_image_size,
         build_demo_bank,
