@@ -4,25 +4,15 @@ frame) in train and not in test; the audit ranks the marker concept first, seed 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from audit.fairness import AuditSettings, run_audit, to_json
 from tests.fairness.marker_world import (
     MARKER_COLUMN,
     TARGET_COLUMN,
-    build_marker_world,
     marker_task,
 )
 
 SEEDS = range(20)
-
-
-@pytest.fixture(scope="module")
-def marker_world(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small kernels: one thread is faster on a shared 2-core machine
-    yield build_marker_world(tmp_path_factory.mktemp("marker_world"))
-    torch.set_num_threads(threads)
 
 
 def _audit(world, marker: str, seed: int) -> dict:
