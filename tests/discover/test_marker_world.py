@@ -35,7 +35,10 @@ def _outcomes(world, marker: str) -> list[tuple]:
 
 def test_discover_names_the_frame_first_and_flags_only_it(marker_world):
     # Measured, 2-core CPU VM, 2026-12-04, world seed 0: 20 of 20 seeds (the frame's ΔWGA
-    # 0.064–0.146, the next concept's at most 0.023).
+    # 0.064–0.146, the next concept's at most 0.023). Not yet robust to the SAE: with world
+    # seed 1 the frame is first in 20/20 but alone flagged in only 5/20 ("blue" beside it;
+    # some of blue's latents are less active on marked images, so the blue concept carries
+    # part of the marker's absence: docs/discover.md, "Marker world").
     outcomes = _outcomes(marker_world, "frame")
     good = [o for o in outcomes if o[1] == "frame" and o[3] == ["frame"]]
     assert len(good) >= 19, outcomes
@@ -44,7 +47,8 @@ def test_discover_names_the_frame_first_and_flags_only_it(marker_world):
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (issue 13 point 5, docs/discover.md 'Marker world'): discover ranks the "
-    "stamp first in 20/20 seeds but flags 'blue' beside it in 18/20 (blue's ΔWGA 0.027–0.060)",
+    "stamp first in 20/20 seeds but flags 'blue' beside it in 18/20 (blue's ΔWGA 0.027–0.060); "
+    "with world seed 1, first in 12/20 ('blue' first in the rest), alone flagged in 0/20",
 )
 def test_discover_names_the_stamp_first_and_flags_only_it(marker_world):
     outcomes = _outcomes(marker_world, "stamp")
