@@ -69,3 +69,15 @@ def cnn_audit_world(tmp_path_factory):
     from tests.cnn_worlds import build_cnn_audit_world
 
     return build_cnn_audit_world(tmp_path_factory.mktemp("cnn_world"))
+
+
+@pytest.fixture(scope="session")
+def marker_world(tmp_path_factory):
+    """Issue 13's marker world (tests/fairness/marker_world.py), built once per session for the
+    labelled audit's and discover's tests (20–30 s)."""
+    from tests.fairness.marker_world import build_marker_world
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small kernels: one thread is faster on a shared 2-core machine
+    yield build_marker_world(tmp_path_factory.mktemp("marker_world"))
+    torch.set_num_threads(threads)

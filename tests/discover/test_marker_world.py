@@ -1,46 +1,56 @@
-"""Issue 13's marker world, attribute-free: `discover` names the pasted frame first and flags
-only it in at least 19 of 20 seeds (tests/discover/marker_world.py)."""
+"""Issue 13's marker world without the label: the label leaks through a pasted marker (a
+stamp, a frame) in train and not in test, and ``discover``, given only the classifier and the
+images, names the marker first and flags only it (tests/fairness/marker_world.py; the world is
+the session's ``marker_world`` fixture, shared with the labelled audit's test)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from audit.concepts import load_bank
 from audit.discover import DiscoverSettings, run_discover
 from audit.fairness.classifiers import fit_probe
 from audit.fairness.config import AuditSettings
-from audit.sae import load_sae
-from audit.store import open_store, write_store
-from tests.discover.marker_world import MARKER, build_marker_pool, draw_marker_world
+from tests.fairness.marker_world import TARGET_COLUMN, marker_task
 
 SEEDS = range(20)
 
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    return build_marker_pool(tmp_path_factory.mktemp("marker"))
+def _outcomes(world, marker: str) -> list[tuple]:
+    settings = DiscoverSettings(AuditSettings(target=TARGET_COLUMN, spurious="", split="test"))
+    out = []
+    for seed in SEEDS:
+        task = marker_task(world, marker, seed)
+        labels = task.labels[[TARGET_COLUMN, "split"]]  # no marker column: discover finds it
+        train = (labels["split"] == "train").to_numpy()
+        x = np.asarray(task.store.read())
+        # The probe the labelled test audits: strongly regularised, it takes the cheap cue.
+        head = fit_probe(x[train], labels[TARGET_COLUMN].to_numpy()[train], seed=seed, c=1e-3)
+        result, _ = run_discover(task.store, labels, world.sae, world.bank, head, settings)
+        top = result.concepts[0]
+        flagged = [c.name for c in result.concepts if c.flagged]
+        out.append((seed, top.name, round(top.delta_wga, 3), flagged))
+    return out
 
 
-@pytest.mark.slow
+def test_discover_names_the_frame_first_and_flags_only_it(marker_world):
+    # Measured, 2-core CPU VM, 2026-12-04, world seed 0: 20 of 20 seeds (the frame's ΔWGA
+    # 0.064–0.146, the next concept's at most 0.023). Not yet robust to the SAE: with world
+    # seed 1 the frame is first in 20/20 but alone flagged in only 5/20 ("blue" beside it;
+    # some of blue's latents are less active on marked images, so the blue concept carries
+    # part of the marker's absence: docs/discover.md, "Marker world").
+    outcomes = _outcomes(marker_world, "frame")
+    good = [o for o in outcomes if o[1] == "frame" and o[3] == ["frame"]]
+    assert len(good) >= 19, outcomes
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap (docs/discover.md, 'Marker world'): with the demo SAE the probe's reliance "
-    "on the frame is weak (ΔWGA ≈ 0.01–0.06; 'frame' ranked first in 13/20 seeds, flagged in "
-    "1/20), and a probe pushed onto the marker (C = 0.001) is caught through 'stamp' and "
-    "'small', whose decoder directions carry the frame cue, not through 'frame'",
+    reason="known gap (issue 13 point 5, docs/discover.md 'Marker world'): discover ranks the "
+    "stamp first in 20/20 seeds but flags 'blue' beside it in 18/20 (blue's ΔWGA 0.027–0.060); "
+    "with world seed 1, first in 12/20 ('blue' first in the rest), alone flagged in 0/20",
 )
-def test_discover_names_the_marker_first_and_flags_only_it(pool, tmp_path):
-    sae, bank = load_sae(pool.sae), load_bank(pool.bank)
-    settings = DiscoverSettings(AuditSettings(target="is_circle", spurious="", split="test"))
-    outcomes = []
-    for seed in SEEDS:
-        x, labels = draw_marker_world(pool, seed)
-        train = (labels["split"] == "train").to_numpy()
-        head = fit_probe(x[train], labels["is_circle"].to_numpy()[train], seed=seed)
-        write_store(tmp_path / str(seed), x, labels, model="tiny", modality="image")
-        result, _ = run_discover(open_store(tmp_path / str(seed)), labels, sae, bank, head,
-                                 settings)  # fmt: skip
-        flagged = [c.name for c in result.concepts if c.flagged]
-        outcomes.append((result.concepts[0].name, flagged))
-    good = sum(top == MARKER and flagged == [MARKER] for top, flagged in outcomes)
-    assert good >= 19, outcomes
+def test_discover_names_the_stamp_first_and_flags_only_it(marker_world):
+    outcomes = _outcomes(marker_world, "stamp")
+    good = [o for o in outcomes if o[1] == "stamp" and o[3] == ["stamp"]]
+    assert len(good) >= 19, outcomes

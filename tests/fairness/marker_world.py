@@ -19,8 +19,9 @@ and each drawn scene takes an unused pooled image of the same shape that carries
 or none (its other attributes are the pool's, which are just as independent; the task shows
 no other marker). So 20 seeds cost 20 audits, not 20 renderings.
 
-Reused by the labelled audit test (tests/fairness/test_marker_world.py) and meant for the
-label-free ``discover`` test: ``task.labels`` has ``target`` (1 = the first shape),
+Used by the labelled audit's test (tests/fairness/test_marker_world.py) and the label-free
+``discover`` test (tests/discover/test_marker_world.py), through the session fixture
+``marker_world`` (tests/conftest.py): ``task.labels`` has ``target`` (1 = the first shape),
 ``has_marker`` (the leaking attribute), ``split`` and the scene's attributes.
 """
 
@@ -68,7 +69,7 @@ def build_marker_world(
     """Embed the corpus and the pool, train the SAE and name its latents, under ``root``."""
     from audit.data import world
     from audit.data.tinyclip import tiny_clip
-    from audit.demo import (
+    from audit.demo_steps import (
         DemoSettings,
         _tiny_image_size,
         build_demo_bank,

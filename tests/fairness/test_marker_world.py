@@ -4,25 +4,15 @@ frame) in train and not in test; the audit ranks the marker concept first, seed 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from audit.fairness import AuditSettings, run_audit, to_json
 from tests.fairness.marker_world import (
     MARKER_COLUMN,
     TARGET_COLUMN,
-    build_marker_world,
     marker_task,
 )
 
 SEEDS = range(20)
-
-
-@pytest.fixture(scope="module")
-def marker_world(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small kernels: one thread is faster on a shared 2-core machine
-    yield build_marker_world(tmp_path_factory.mktemp("marker_world"))
-    torch.set_num_threads(threads)
 
 
 def _audit(world, marker: str, seed: int) -> dict:
@@ -37,21 +27,46 @@ def _audit(world, marker: str, seed: int) -> dict:
     return to_json(result)
 
 
+@pytest.fixture(scope="module")
+def outcomes(marker_world) -> dict[str, list[tuple]]:
+    """Per marker, per seed: (seed, top concept, its ΔWGA, its CI's lower bound, flagged)."""
+    out: dict[str, list[tuple]] = {}
+    for marker in ("stamp", "frame"):
+        out[marker] = []
+        for seed in SEEDS:
+            audit = _audit(marker_world, marker, seed)
+            top = audit["concepts"][0]
+            flagged = [c["name"] for c in audit["concepts"] if c["flagged"]]
+            out[marker].append(
+                (seed, top["name"], round(top["delta_wga"], 3), top["ci"][0], flagged)
+            )
+    return out
+
+
 @pytest.mark.parametrize("marker", ["stamp", "frame"])
-def test_the_audit_ranks_the_marker_first(marker_world, marker):
-    outcomes = []
-    for seed in SEEDS:
-        audit = _audit(marker_world, marker, seed)
-        top = audit["concepts"][0]
-        flagged = [c["name"] for c in audit["concepts"] if c["flagged"]]
-        outcomes.append((seed, top["name"], round(top["delta_wga"], 3), top["ci"][0], flagged))
+def test_the_audit_ranks_the_marker_first(outcomes, marker):
     # Measured, 2-core CPU VM, 2026-12-04, with this world (seed 0: corpus, SAE and bank) and
     # seed 1: the marker ranks first among every concept, named or not, in 20 of 20 task seeds
     # for each marker and world (its ΔWGA 0.055–0.20, the next concept's at most 0.06), and
-    # its bootstrap CI excludes 0 in all 80. Being the *only* flagged concept is not yet
-    # reliable (stamp 17 and 18 of 20, frame 16 and 19): a colour ("purple") reaches
-    # ΔWGA ≥ 0.02 and is flagged beside it, or the marker misses q ≤ 0.05 against the matched
-    # null. With a third of the SAE training (3000 scenes, 10 epochs) world seed 1 ranked the
-    # stamp first in only about half the seeds: the SAE must be trained past its first steps.
-    first = [o for o in outcomes if o[1] == marker and o[2] >= 0.02 and o[3] > 0]
-    assert len(first) >= 19, outcomes
+    # its bootstrap CI excludes 0 in all 80. With a third of the SAE training (3000 scenes,
+    # 10 epochs) world seed 1 ranked the stamp first in only about half the seeds: the SAE
+    # must be trained past its first steps.
+    first = [o for o in outcomes[marker] if o[1] == marker and o[2] >= 0.02 and o[3] > 0]
+    assert len(first) >= 19, outcomes[marker]
+
+
+@pytest.mark.parametrize("marker", ["stamp", "frame"])
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (issue 13 point 5): 'flags only the marker' holds in 17/20 seeds "
+    "(stamp) and 16/20 (frame) on world seed 0, 18/20 and 19/20 on world seed 1. Two "
+    "causes, measured: the marker's null "
+    "p-value (relocation null) is 0.06–0.11 when its ΔWGA is only ≈ 0.055, or p = 0.003 "
+    "gives q = 0.054 after BH over 18 tested names; and 'purple' (13 latents, whose "
+    "activations do not follow the marker) reaches ΔWGA 0.025 with p = 0.001 beside it. "
+    "A stronger leak (99 %/1 % in train) lifts the marker's ΔWGA to 0.10–0.25 but flags "
+    "'purple' more often (frame 14/20).",
+)
+def test_the_audit_flags_only_the_marker(outcomes, marker):
+    only = [o for o in outcomes[marker] if o[1] == marker and o[4] == [marker]]
+    assert len(only) >= 19, outcomes[marker]
