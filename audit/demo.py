@@ -26,7 +26,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,22 @@ def run_demo(
         torch.set_num_threads(threads)
 
 
+class _StepClock:
+    """Times the demo's steps into ``timings`` and logs each step's time as it ends."""
+
+    def __init__(self, say: Log, timings: dict[str, float]) -> None:
+        self.say, self.timings = say, timings
+
+    @contextmanager
+    def step(self, name: str, message: str | None = None) -> Iterator[None]:
+        t0 = time.perf_counter()
+        if message is not None:
+            self.say(message)
+        yield
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        self.say(f"{name} took {self.timings[name]:.1f} s")
+
+
 def _run_steps(
     out: str | Path,
     settings: DemoSettings,
@@ -132,15 +149,23 @@ def _run_steps(
     say = log or (lambda message: None)
     root = ensure_dir(Path(out)).resolve()
     started = time.perf_counter()
-    timings: dict[str, float] = {}
+    clock = _StepClock(say, {})
+    with clock.step("tiny_clip"):
+        tc = tiny_clip(cache_dir=cache_dir, log=say)
+    ctx = _demo_context(root, settings, tc, device, clock.timings)
+    clip = tc.load(device=device)
+    _data_steps(ctx, clip, clock, progress)
+    _audit_steps(ctx, clock, progress)
+    clock.timings["total"] = round(time.perf_counter() - started, 2)
+    say(f"the demo took {clock.timings['total']:.1f} s")
+    write_demo_json(ctx)
+    return ctx
 
-    def step(name: str, t0: float) -> None:
-        timings[name] = round(time.perf_counter() - t0, 2)
-        say(f"{name} took {timings[name]:.1f} s")
 
-    t0 = time.perf_counter()
-    tc = tiny_clip(cache_dir=cache_dir, log=say)
-    step("tiny_clip", t0)
+def _demo_context(
+    root: Path, settings: DemoSettings, tc: Any, device: str, timings: dict[str, float]
+) -> DemoContext:
+    """The demo's layout under ``root``, with the tiny CLIP's summary."""
     ctx = DemoContext(
         out=root,
         settings=settings,
@@ -163,61 +188,58 @@ def _run_steps(
         "zero_shot_accuracy": tc.zero_shot,
         "cache": str(tc.directory),
     }
-
-    clip = tc.load(device=device)
-    t0 = time.perf_counter()
-    say(f"rendering and embedding a corpus of {settings.n_corpus} scenes for the SAE")
-    corpus = make_corpus(ctx.corpus_dir, settings)
-    embed_world(corpus, clip, ctx.corpus_store, settings, _stage(progress, "embed corpus"))
-    step("corpus", t0)
-
-    t0 = time.perf_counter()
-    say("rendering the task world with a planted shortcut (train: circles red 95 %, squares 5 %)")
-    manifest = make_world(ctx.world_dir, settings)
-    embed_world(manifest, clip, ctx.store, settings, _stage(progress, "embed world"))
-    step("world", t0)
-
-    t0 = time.perf_counter()
-    say("training a Matryoshka SAE on the corpus")
-    ctx.summary["sae"] = train_demo_sae(
-        ctx.corpus_store, ctx.sae, settings, device=device, progress=_stage(progress, "train SAE")
-    )
-    step("sae", t0)
-
-    t0 = time.perf_counter()
-    say("naming latents (concept bank)")
-    ctx.summary["bank"] = build_demo_bank(
-        ctx.sae, ctx.bank, clip, probe_images=ctx.corpus_store, progress=progress
-    )
-    step("bank", t0)
-
-    t0 = time.perf_counter()
-    say("fitting the logistic-regression probe on the train split")
-    ctx.summary["probe"] = fit_probe(ctx.store, ctx.head, settings)
-    step("probe", t0)
-
-    t0 = time.perf_counter()
-    say("auditing the probe on the test split (reports: audit.json, audit.html, audit.xml)")
-    ctx.summary["audit"] = _audit_step(ctx, progress)
-    step("audit", t0)
-
-    t0 = time.perf_counter()
-    say(
-        f"discover without the {ctx.spurious_column!r} column (reports: discover.json, .html, .xml)"
-    )
-    ctx.summary["discover"] = _discover_step(ctx, progress)
-    step("discover", t0)
-
-    t0 = time.perf_counter()
-    say("your own model: a small CNN on the images, audited with --classifier-input image")
-    from audit.demo_image_model import image_model_step
-
-    ctx.summary["image_model"] = image_model_step(ctx, progress)
-    step("image_model", t0)
-    timings["total"] = round(time.perf_counter() - started, 2)
-    say(f"the demo took {timings['total']:.1f} s")
-    write_demo_json(ctx)
     return ctx
+
+
+def _data_steps(ctx: DemoContext, clip: Any, clock: _StepClock, progress: Progress | None) -> None:
+    """The corpus and the task world embedded, the SAE, its bank, the probe."""
+    settings = ctx.settings
+    with clock.step(
+        "corpus", f"rendering and embedding a corpus of {settings.n_corpus} scenes for the SAE"
+    ):
+        corpus = make_corpus(ctx.corpus_dir, settings)
+        embed_world(corpus, clip, ctx.corpus_store, settings, _stage(progress, "embed corpus"))
+    with clock.step(
+        "world",
+        "rendering the task world with a planted shortcut (train: circles red 95 %, squares 5 %)",
+    ):
+        manifest = make_world(ctx.world_dir, settings)
+        embed_world(manifest, clip, ctx.store, settings, _stage(progress, "embed world"))
+    with clock.step("sae", "training a Matryoshka SAE on the corpus"):
+        ctx.summary["sae"] = train_demo_sae(
+            ctx.corpus_store,
+            ctx.sae,
+            settings,
+            device=ctx.device,
+            progress=_stage(progress, "train SAE"),
+        )
+    with clock.step("bank", "naming latents (concept bank)"):
+        ctx.summary["bank"] = build_demo_bank(
+            ctx.sae, ctx.bank, clip, probe_images=ctx.corpus_store, progress=progress
+        )
+    with clock.step("probe", "fitting the logistic-regression probe on the train split"):
+        ctx.summary["probe"] = fit_probe(ctx.store, ctx.head, settings)
+
+
+def _audit_steps(ctx: DemoContext, clock: _StepClock, progress: Progress | None) -> None:
+    """The probe's audit, discover without the spurious column, the own model's audit."""
+    with clock.step(
+        "audit",
+        "auditing the probe on the test split (reports: audit.json, audit.html, audit.xml)",
+    ):
+        ctx.summary["audit"] = _audit_step(ctx, progress)
+    with clock.step(
+        "discover",
+        f"discover without the {ctx.spurious_column!r} column (reports: discover.json, .html, .xml)",
+    ):
+        ctx.summary["discover"] = _discover_step(ctx, progress)
+    with clock.step(
+        "image_model",
+        "your own model: a small CNN on the images, audited with --classifier-input image",
+    ):
+        from audit.demo_image_model import image_model_step
+
+        ctx.summary["image_model"] = image_model_step(ctx, progress)
 
 
 def _stage(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:

@@ -222,14 +222,7 @@ def run_search(
 
     parsed = parse_edits(bank, set_specs, remove)
     edits = [ConceptEdit(name, tuple(latents), strength) for name, latents, strength in parsed]
-    # Each edit's latents at their share of its concept's typical code (a latent two edited
-    # concepts share takes the later one's value, as the edit itself does).
-    strengths: dict[int, float] = {}
-    for e in edits:
-        typical = typical_strength(
-            sae, store, list(e.latents), chunk_rows, progress=stage(f"typical {e.name}")
-        )
-        strengths.update(zip(e.latents, typical.tolist(), strict=True))
+    strengths = _edit_strengths(sae, store, edits, chunk_rows, stage)
     device = sae.W_enc.device
     x = query.to(device).float()
     edited = edit_embeddings(sae, x, edits, strengths) if edits else x
@@ -241,24 +234,6 @@ def run_search(
     (before_idx, after_idx), (before_sims, after_sims) = indices, sims
     z_query = sae.encode(x).detach().cpu()
     z_edited = sae.encode(edited).detach().cpu()
-
-    def rows(indices: np.ndarray, sims: np.ndarray) -> list[dict]:
-        acts = concept_activations(sae, store, indices, edits)
-        out = []
-        for rank, (i, s) in enumerate(zip(indices.tolist(), sims.tolist(), strict=True), start=1):
-            item = {
-                "rank": rank,
-                "row": int(i),
-                "similarity": round(float(s), 6),
-                "activations": {e.name: round(float(acts[e.name][rank - 1]), 6) for e in edits},
-            }
-            if store.metadata is not None:
-                for key in ("id", "path"):
-                    if key in store.metadata.columns:
-                        value = store.metadata[key].iloc[int(i)]
-                        item[key] = value.item() if hasattr(value, "item") else value
-            out.append(item)
-        return out
 
     return {
         "schema": "msae-audit/search",
@@ -279,6 +254,51 @@ def run_search(
         "cosine_query_to_edited": round(
             float(torch.nn.functional.cosine_similarity(x, edited).item()), 6
         ),
-        "before": rows(before_idx, before_sims),
-        "after": rows(after_idx, after_sims),
+        "before": _neighbour_rows(sae, store, edits, before_idx, before_sims),
+        "after": _neighbour_rows(sae, store, edits, after_idx, after_sims),
     }
+
+
+def _edit_strengths(
+    sae: SparseAutoencoder,
+    store: EmbeddingStore,
+    edits: list[ConceptEdit],
+    chunk_rows: int,
+    stage: Callable[[str], RowProgress | None],
+) -> dict[int, float]:
+    """Each edit's latents at their share of its concept's typical code (a latent two edited
+    concepts share takes the later one's value, as the edit itself does)."""
+    strengths: dict[int, float] = {}
+    for e in edits:
+        typical = typical_strength(
+            sae, store, list(e.latents), chunk_rows, progress=stage(f"typical {e.name}")
+        )
+        strengths.update(zip(e.latents, typical.tolist(), strict=True))
+    return strengths
+
+
+def _neighbour_rows(
+    sae: SparseAutoencoder,
+    store: EmbeddingStore,
+    edits: list[ConceptEdit],
+    indices: np.ndarray,
+    sims: np.ndarray,
+) -> list[dict]:
+    """One query's neighbours as JSON rows: rank, gallery row, similarity, the edited
+    concepts' activations, and the row's ``id``/``path`` where the metadata has them."""
+    acts = concept_activations(sae, store, indices, edits)
+    out = []
+    for rank, (i, s) in enumerate(zip(indices.tolist(), sims.tolist(), strict=True), start=1):
+        item = {
+            "rank": rank,
+            "row": int(i),
+            "similarity": round(float(s), 6),
+            "activations": {e.name: round(float(acts[e.name][rank - 1]), 6) for e in edits},
+        }
+        if store.metadata is not None:
+            for key in ("id", "path"):
+                if key in store.metadata.columns:
+                    value = store.metadata[key].iloc[int(i)]
+                    item[key] = value.item() if hasattr(value, "item") else value
+        out.append(item)
+    return out

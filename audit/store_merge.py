@@ -112,42 +112,81 @@ def merge_rank_stores(
     """
     out = Path(out)
     partial = out / PARTIAL_DIR
-    plan_path, done_path = partial / PLAN_FILE, partial / DONE_FILE
     if (out / "manifest.json").exists():
         if not overwrite:
             raise InputError(f"{out} already holds a store (use --overwrite to replace it)")
         remove_store_files(out)
     part_names = [str(Path(p)) for p in parts]
-    if plan_path.exists():
-        plan = read_json(plan_path, "merge plan")  # resuming: the parts may lack moved shards
-        if plan.get("parts") != part_names or plan.get("block_rows") != block_rows:
-            raise InputError(
-                f"{out}: an interrupted merge of other parts exists (delete {partial} to start over)"
-            )
-        done = read_json(done_path, "merge progress") if done_path.exists() else {}
-    else:
-        plan = _plan(part_names, block_rows, move_shards, shard_rows)
-        ensure_dir(partial)
-        write_json(plan_path, plan, indent=None)
-        done = {}
+    plan, done = _start_or_resume(partial, part_names, block_rows, move_shards, shard_rows)
     layout = _Layout(plan["counts"], block_rows)
     # 1. Every output shard into .partial/ (unless an interrupted run got that far).
-    for spec in plan["shards"]:
-        if spec["file"] not in done:
-            done[spec["file"]] = _build_shard(partial, plan, layout, spec)
-            write_json(done_path, done)
-    if plan["metadata"] and not (partial / "metadata.csv").exists():
-        frames = [pd.read_csv(Path(part) / "metadata.csv", low_memory=False) for part in part_names]
-        part_of, local = layout.source_of(np.arange(layout.total))
-        merged = pd.concat(frames, ignore_index=True).iloc[layout.offsets[part_of] + local]
-        with atomic_path(partial / "metadata.csv") as tmp:
-            merged.to_csv(tmp, index=False)
+    _build_partial(partial, plan, layout, done)
     # 2. Into place, manifest last: a directory with a manifest is a complete store.
     for spec in plan["shards"]:
         if (partial / spec["file"]).exists():
             os.replace(partial / spec["file"], out / spec["file"])
     if plan["metadata"]:
         os.replace(partial / "metadata.csv", out / "metadata.csv")
+    _write_merged_manifest(out, plan, layout, done)
+    # 3. Clean up: the plan, and the parts whose shards now live in the merged store.
+    shutil.rmtree(partial, ignore_errors=True)
+    if plan["move_shards"]:
+        for part in part_names:
+            shutil.rmtree(part, ignore_errors=True)
+        ranks_dir = out / RANKS_DIR
+        if ranks_dir.is_dir() and not any(ranks_dir.iterdir()):
+            ranks_dir.rmdir()
+    return open_store(out)
+
+
+def _start_or_resume(
+    partial: Path,
+    part_names: list[str],
+    block_rows: int | None,
+    move_shards: bool,
+    shard_rows: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The merge plan and the shards already built (file → sha256), read back from an
+    interrupted merge of the same parts, or planned and recorded afresh."""
+    plan_path, done_path = partial / PLAN_FILE, partial / DONE_FILE
+    if plan_path.exists():
+        plan = read_json(plan_path, "merge plan")  # resuming: the parts may lack moved shards
+        if plan.get("parts") != part_names or plan.get("block_rows") != block_rows:
+            raise InputError(
+                f"{partial.parent}: an interrupted merge of other parts exists "
+                f"(delete {partial} to start over)"
+            )
+        done = read_json(done_path, "merge progress") if done_path.exists() else {}
+        return plan, done
+    plan = _plan(part_names, block_rows, move_shards, shard_rows)
+    ensure_dir(partial)
+    write_json(plan_path, plan, indent=None)
+    return plan, {}
+
+
+def _build_partial(
+    partial: Path, plan: dict[str, Any], layout: _Layout, done: dict[str, Any]
+) -> None:
+    """Build every output shard not yet ``done`` and the merged metadata in ``partial``,
+    recording each shard as it is done."""
+    for spec in plan["shards"]:
+        if spec["file"] not in done:
+            done[spec["file"]] = _build_shard(partial, plan, layout, spec)
+            write_json(partial / DONE_FILE, done)
+    if plan["metadata"] and not (partial / "metadata.csv").exists():
+        frames = [
+            pd.read_csv(Path(part) / "metadata.csv", low_memory=False) for part in plan["parts"]
+        ]
+        part_of, local = layout.source_of(np.arange(layout.total))
+        merged = pd.concat(frames, ignore_index=True).iloc[layout.offsets[part_of] + local]
+        with atomic_path(partial / "metadata.csv") as tmp:
+            merged.to_csv(tmp, index=False)
+
+
+def _write_merged_manifest(
+    out: Path, plan: dict[str, Any], layout: _Layout, done: dict[str, Any]
+) -> None:
+    """The merged store's manifest (an empty merge gets one empty shard)."""
     entries: list[dict[str, Any]] = []
     for spec in plan["shards"]:
         entry = {"file": spec["file"], "rows": spec["stop"] - spec["start"]}
@@ -165,18 +204,9 @@ def merge_rank_stores(
         "count": layout.total,
         "shards": entries,
         "created_by": f"msae-audit {__version__}",
-        "merged_from": {"parts": len(part_names), "block_rows": block_rows},
+        "merged_from": {"parts": len(plan["parts"]), "block_rows": plan["block_rows"]},
     }
     write_json(out / "manifest.json", manifest)
-    # 3. Clean up: the plan, and the parts whose shards now live in the merged store.
-    shutil.rmtree(partial, ignore_errors=True)
-    if plan["move_shards"]:
-        for part in part_names:
-            shutil.rmtree(part, ignore_errors=True)
-        ranks_dir = out / RANKS_DIR
-        if ranks_dir.is_dir() and not any(ranks_dir.iterdir()):
-            ranks_dir.rmdir()
-    return open_store(out)
 
 
 class _Layout:
@@ -223,6 +253,31 @@ def _plan(
         raise InputError("no stores to merge")
     if shard_rows < 1:
         raise InputError(f"shard_rows must be positive, got {shard_rows}")
+    stores = _open_parts(parts)
+    first = stores[0].manifest
+    has_meta = all(s.metadata is not None for s in stores)
+    counts = [s.count for s in stores]
+    _check_counts(counts, block_rows)
+    layout = _Layout(counts, block_rows)
+    tables = [_shard_table(s) for s in stores]
+    shards = _shard_specs(tables, layout, move_shards, shard_rows)
+    manifest = {key: first.get(key) for key in _SHARED_KEYS}
+    manifest["dtype"] = str(stores[0].dtype)
+    extra = {k: v for k, v in first.items() if k not in _PART_KEYS and k not in manifest}
+    return {
+        "parts": parts,
+        "block_rows": block_rows,
+        "counts": counts,
+        "move_shards": move_shards,
+        "metadata": has_meta,
+        "tables": [[list(row) for row in table] for table in tables],
+        "shards": shards,
+        "manifest": {**extra, **manifest},
+    }
+
+
+def _open_parts(parts: list[str]) -> list[EmbeddingStore]:
+    """The parts' stores, checked to agree on the store's identity and on having metadata."""
     stores = [open_store(p) for p in parts]
     first = stores[0].manifest
     for store in stores[1:]:
@@ -235,12 +290,18 @@ def _plan(
     has_meta = [s.metadata is not None for s in stores]
     if any(has_meta) and not all(has_meta):
         raise InputError("cannot merge: some parts have metadata.csv and some do not")
-    counts = [s.count for s in stores]
-    _check_counts(counts, block_rows)
-    layout = _Layout(counts, block_rows)
-    tables = [_shard_table(s) for s in stores]
+    return stores
 
-    # Whole shards whose rows stay consecutive in the merged order are renamed.
+
+def _shard_specs(
+    tables: list[list[tuple[str, int, int, str | None]]],
+    layout: _Layout,
+    move_shards: bool,
+    shard_rows: int,
+) -> list[dict[str, Any]]:
+    """The output shards in merged-row order: whole part shards whose rows stay consecutive
+    are renamed (``move``), everything between them is copied in new shards of at most
+    ``shard_rows`` rows."""
     moves = []
     for part, table in enumerate(tables):
         for file, lo, hi, sha in table:
@@ -250,7 +311,6 @@ def _plan(
                     {"start": start, "stop": start + hi - lo, "move": [part, file], "sha256": sha}
                 )
     moves.sort(key=lambda m: m["start"])
-    # Everything between them is copied, in new shards of at most shard_rows rows.
     shards: list[dict[str, Any]] = []
     cursor = 0
     for move in [*moves, {"start": layout.total}]:
@@ -263,19 +323,7 @@ def _plan(
             cursor = move["stop"]
     for index, spec in enumerate(shards):
         spec["file"] = f"embeddings-{index:05d}.npy"
-    manifest = {key: first.get(key) for key in _SHARED_KEYS}
-    manifest["dtype"] = str(stores[0].dtype)
-    extra = {k: v for k, v in first.items() if k not in _PART_KEYS and k not in manifest}
-    return {
-        "parts": parts,
-        "block_rows": block_rows,
-        "counts": counts,
-        "move_shards": move_shards,
-        "metadata": all(has_meta),
-        "tables": [[list(row) for row in table] for table in tables],
-        "shards": shards,
-        "manifest": {**extra, **manifest},
-    }
+    return shards
 
 
 def _check_counts(counts: list[int], block_rows: int | None) -> None:

@@ -59,49 +59,71 @@ def demo(opts: DemoOptions) -> None:
 
 
 def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
-    s = ctx.summary
-    zero_shot = s["tiny_clip"]["zero_shot_accuracy"]
-    probe = s["probe"]
-    bank = s["bank"]
-    sae = s["sae"]
     table = Table(title="msae-audit demo", show_header=False, title_justify="left")
     table.add_column("step", style="bold")
     table.add_column("result")
+    for step, result in [*_build_rows(ctx), *_audit_rows(ctx)]:
+        table.add_row(step, result)
+    reports = ", ".join(
+        [*ctx.summary["audit"]["reports"].values(), *ctx.summary["discover"]["reports"].values()]
+    )
+    table.add_row(
+        "outputs", escape(f"{reports}; {ctx.json_path} (paths of store, SAE, bank, head)")
+    )
+    table.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in ctx.timings.items()))
+    return table
+
+
+def _build_rows(ctx) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """The rows of what the demo built: the tiny CLIP, the world, the stores, the SAE, the
+    bank and the probe."""
+    s = ctx.summary
+    zero_shot = s["tiny_clip"]["zero_shot_accuracy"]
+    probe, bank, sae = s["probe"], s["bank"], s["sae"]
     fresh = ctx.timings.get("tiny_clip", 0.0) > 5.0
-    table.add_row(
-        "tiny CLIP",
-        ("trained now" if fresh else "loaded from the cache")
-        + f" (training took {s['tiny_clip']['train_seconds']:.0f} s); zero-shot accuracy on "
-        "held-out renders: " + ", ".join(f"{k} {v:.0%}" for k, v in zero_shot.items()),
-    )
-    table.add_row(
-        "world",
-        f"{ctx.settings.n_train} train / {ctx.settings.n_test} test scenes; planted shortcut: "
-        f"'{ctx.planted_concept}' ({ctx.settings.p_red_given_circle_train:.0%} of train circles, "
-        f"{ctx.settings.p_red_given_square_train:.0%} of train squares; test balanced)",
-    )
-    table.add_row(
-        "stores",
-        escape(f"corpus of {ctx.settings.n_corpus} scenes (SAE training); task {ctx.store}"),
-    )
-    table.add_row(
-        "MSAE",
-        f"{sae['n_latents']} latents, k-list {sae['k_list']}, {sae['steps']} steps in "
-        f"{sae['seconds']:.1f} s on the corpus, FVU {sae['fvu']:.3f}, dead {sae['dead_latents']}",
-    )
-    table.add_row(
-        "concept bank",
-        f"{bank['validated']} of {bank['latents']} latents validated "
-        f"({bank['unique_validated_names']} distinct names; threshold {bank['threshold']:.3f}); "
-        f"'{ctx.planted_concept}' → latents {bank['planted_concept_latents']}",
-    )
     groups = ", ".join(f"{k} {v['accuracy']:.0%}" for k, v in probe["test_groups"].items())
-    table.add_row(
-        "probe (circle vs square)",
-        f"train acc {probe['train_accuracy']:.1%}, test acc {probe['test_accuracy']:.1%}, "
-        f"worst group {probe['worst_group_accuracy']:.1%} ({groups})",
-    )
-    a = s["audit"]
+    return [
+        (
+            "tiny CLIP",
+            ("trained now" if fresh else "loaded from the cache")
+            + f" (training took {s['tiny_clip']['train_seconds']:.0f} s); zero-shot accuracy on "
+            "held-out renders: " + ", ".join(f"{k} {v:.0%}" for k, v in zero_shot.items()),
+        ),
+        (
+            "world",
+            f"{ctx.settings.n_train} train / {ctx.settings.n_test} test scenes; planted shortcut: "
+            f"'{ctx.planted_concept}' ({ctx.settings.p_red_given_circle_train:.0%} of train "
+            f"circles, {ctx.settings.p_red_given_square_train:.0%} of train squares; test "
+            "balanced)",
+        ),
+        (
+            "stores",
+            escape(f"corpus of {ctx.settings.n_corpus} scenes (SAE training); task {ctx.store}"),
+        ),
+        (
+            "MSAE",
+            f"{sae['n_latents']} latents, k-list {sae['k_list']}, {sae['steps']} steps in "
+            f"{sae['seconds']:.1f} s on the corpus, FVU {sae['fvu']:.3f}, "
+            f"dead {sae['dead_latents']}",
+        ),
+        (
+            "concept bank",
+            f"{bank['validated']} of {bank['latents']} latents validated "
+            f"({bank['unique_validated_names']} distinct names; threshold "
+            f"{bank['threshold']:.3f}); '{ctx.planted_concept}' → latents "
+            f"{bank['planted_concept_latents']}",
+        ),
+        (
+            "probe (circle vs square)",
+            f"train acc {probe['train_accuracy']:.1%}, test acc {probe['test_accuracy']:.1%}, "
+            f"worst group {probe['worst_group_accuracy']:.1%} ({groups})",
+        ),
+    ]
+
+
+def _audit_rows(ctx) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """The rows of the audits: the probe's, discover's and the user's own model's."""
+    a, d = ctx.summary["audit"], ctx.summary["discover"]
     planted = ctx.planted_concept
     if a["planted_concept_rank"] is None:
         found = f"the planted concept '{planted}' is not in the bank's named concepts"
@@ -112,34 +134,33 @@ def summary_table(ctx) -> Table:  # type: ignore[no-untyped-def]
             + ("flagged" if a["planted_concept_flagged"] else "not flagged")
             + ")"
         )
-    table.add_row(
-        "audit",
-        f"gate verdict {a['verdict']} (exit code {a['exit_code']} for `msae-audit audit`); "
-        + found,
-    )
-    d = s["discover"]
-    table.add_row(
-        "discover (no is_red column)",
-        escape(
-            f"rank 1 '{d['top_concept']}'; flagged: {', '.join(d['flagged']) or 'none'}"
-            + (
-                f"; '{planted}' ranked {d['planted_concept_rank']}"
-                if d["planted_concept_rank"]
-                else ""
-            )
+    rows = [
+        (
+            "audit",
+            f"gate verdict {a['verdict']} (exit code {a['exit_code']} for `msae-audit audit`); "
+            + found,
         ),
-    )
-    own = s.get("image_model")
+        (
+            "discover (no is_red column)",
+            escape(
+                f"rank 1 '{d['top_concept']}'; flagged: {', '.join(d['flagged']) or 'none'}"
+                + (
+                    f"; '{planted}' ranked {d['planted_concept_rank']}"
+                    if d["planted_concept_rank"]
+                    else ""
+                )
+            ),
+        ),
+    ]
+    own = ctx.summary.get("image_model")
     if own:
-        table.add_row(
-            "your own model (CNN on images)",
-            f"surrogate agrees {own['surrogate_agreement']:.1%}; top concept by ΔWGA "
-            f"'{own['top_concept']}' ({'flagged' if own['top_concept_flagged'] else 'not flagged'}"
-            f"), by sliced errors '{own['top_sliced_error']}'; {own['reports'].get('html', '')}",
+        flagged = "flagged" if own["top_concept_flagged"] else "not flagged"
+        rows.append(
+            (
+                "your own model (CNN on images)",
+                f"surrogate agrees {own['surrogate_agreement']:.1%}; top concept by ΔWGA "
+                f"'{own['top_concept']}' ({flagged}), by sliced errors "
+                f"'{own['top_sliced_error']}'; {own['reports'].get('html', '')}",
+            )
         )
-    reports = ", ".join([*a["reports"].values(), *d["reports"].values()])
-    table.add_row(
-        "outputs", escape(f"{reports}; {ctx.json_path} (paths of store, SAE, bank, head)")
-    )
-    table.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in ctx.timings.items()))
-    return table
+    return rows

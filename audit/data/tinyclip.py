@@ -191,8 +191,6 @@ def train_tiny_clip(
 ) -> dict[str, Any]:
     """Train from scratch, write config + weights + ``info.json`` into ``out_dir``;
     ``progress(step, total)`` is called after every step."""
-    import open_clip
-
     from audit.encoders import load_clip
 
     out = ensure_dir(Path(out_dir))
@@ -204,16 +202,56 @@ def train_tiny_clip(
     model, tokenizer = clip.model, clip.tokenizer
     size = int(MODEL_CONFIG["vision_cfg"]["image_size"])
 
+    scenes, images = _training_images(settings, size)
+    losses, seen_tokens = _train_steps(model, tokenizer, scenes, images, settings, progress)
+    train_seconds = time.perf_counter() - started
+    _write_trained_weights(model, seen_tokens, out / WEIGHTS_FILE)
+    # Measure what users get: reload through --model/--pretrained, images through PIL.
+    reloaded = load_clip(str(config_path), str(out / WEIGHTS_FILE), device="cpu")
+    accuracy = zero_shot_accuracy(reloaded, settings.eval_scenes, seed=settings.seed + 1000)
+    info = {
+        "model_config": MODEL_CONFIG,
+        "settings": asdict(settings),
+        "train_seconds": round(train_seconds, 2),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "trained_tokens": int(seen_tokens.sum()),
+        "final_loss": round(float(np.mean(losses[-20:])), 4),
+        "zero_shot_accuracy": accuracy,
+        "eval": f"{settings.eval_scenes} held-out scenes (seed {settings.seed + 1000}), one "
+        "prompt per attribute value (audit.data.world.PROMPTS), argmax of cosine",
+    }
+    write_json(out / INFO_FILE, info)
+    return info
+
+
+def _training_images(settings: TinyClipSettings, size: int) -> tuple[pd.DataFrame, torch.Tensor]:
+    """The training scenes and their normalised images."""
+    import open_clip
+
     scenes = world.sample_scenes(settings.train_scenes, seed=settings.seed)
     pixels = world.render_scenes(scenes, seed=settings.seed, image_size=size)
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    images = _normalise(pixels, mean, std)
+    return scenes, _normalise(pixels, mean, std)
+
+
+def _train_steps(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    scenes: pd.DataFrame,
+    images: torch.Tensor,
+    settings: TinyClipSettings,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[float], torch.Tensor]:
+    """The contrastive training loop; returns each step's loss and which tokens the captions
+    used."""
+    import open_clip
+
     records = scenes.to_dict("records")
     rng = np.random.default_rng([settings.seed, 0x7C11])
     hard_pools = _hard_negative_pools(scenes, settings.batch_size)
     seen_tokens = torch.zeros(int(MODEL_CONFIG["text_cfg"]["vocab_size"]), dtype=torch.bool)
-
     model.train()
     optimizer = _adamw(model, settings)
     loss_fn = open_clip.ClipLoss()
@@ -239,37 +277,23 @@ def train_tiny_clip(
         losses.append(float(loss.detach()))
         if progress is not None:
             progress(step + 1, settings.steps)
-    train_seconds = time.perf_counter() - started
+    return losses, seen_tokens
 
+
+def _write_trained_weights(model: torch.nn.Module, seen_tokens: torch.Tensor, path: Path) -> None:
+    """The trained weights as the shipped safetensors file (float16, unused tokens zeroed)."""
     model.eval()
     with torch.no_grad():
         # Rows of tokens no caption used were never trained (weight decay only shrank their
         # random start); zeros say "unknown word" as well and make the file compress ~10×.
         model.token_embedding.weight[~seen_tokens] = 0.0
-    # float16 storage: halves the shipped file; the zero-shot accuracy below is measured on
+    # float16 storage: halves the shipped file; the zero-shot accuracy is measured on
     # these rounded weights, reloaded into the float32 model as users load them.
     weights = {
         k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
         for k, v in model.state_dict().items()
     }
-    write_safetensors(out / WEIGHTS_FILE, weights, metadata={"format": "open_clip state_dict"})
-    # Measure what users get: reload through --model/--pretrained, images through PIL.
-    reloaded = load_clip(str(config_path), str(out / WEIGHTS_FILE), device="cpu")
-    accuracy = zero_shot_accuracy(reloaded, settings.eval_scenes, seed=settings.seed + 1000)
-    info = {
-        "model_config": MODEL_CONFIG,
-        "settings": asdict(settings),
-        "train_seconds": round(train_seconds, 2),
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "trained_tokens": int(seen_tokens.sum()),
-        "final_loss": round(float(np.mean(losses[-20:])), 4),
-        "zero_shot_accuracy": accuracy,
-        "eval": f"{settings.eval_scenes} held-out scenes (seed {settings.seed + 1000}), one "
-        "prompt per attribute value (audit.data.world.PROMPTS), argmax of cosine",
-    }
-    write_json(out / INFO_FILE, info)
-    return info
+    write_safetensors(path, weights, metadata={"format": "open_clip state_dict"})
 
 
 def _adamw(model: torch.nn.Module, settings: TinyClipSettings) -> torch.optim.Optimizer:

@@ -41,13 +41,7 @@ def embed_images_distributed(
     finished parts (without it a finished part is kept, so a rerun resumes).
     """
     from audit.distributed import current_context
-    from audit.store import open_store
-    from audit.store_merge import (
-        merge_rank_stores,
-        rank_part_path,
-        rank_part_paths,
-        rank_row_blocks,
-    )
+    from audit.store_merge import rank_part_path, rank_row_blocks
 
     ctx = current_context(clip.device)
     blocks = rank_row_blocks(len(paths), ctx.rank, ctx.world_size)
@@ -71,14 +65,25 @@ def embed_images_distributed(
     if not ctx.is_main:
         ctx.barrier()
         return None
+    merged = _merge_parts(out, len(paths), ctx.world_size, overwrite)
+    ctx.barrier()
+    return merged
+
+
+def _merge_parts(out: str | os.PathLike[str], n_rows: int, world_size: int, overwrite: bool) -> Any:
+    """Rank 0's merge of the ranks' parts into ``out``, with every part's skipped images
+    listed at their rows in the whole input."""
+    from audit.store import open_store
+    from audit.store_merge import merge_rank_stores, rank_part_paths, rank_row_blocks
+
     skipped = []
-    for rank, part_path in enumerate(rank_part_paths(out, ctx.world_size)):
+    for rank, part_path in enumerate(rank_part_paths(out, world_size)):
         table_path = part_path / SKIPPED_FILE
         if table_path.exists():
             table = pd.read_csv(table_path)
-            offset = (rank_row_blocks(len(paths), rank, ctx.world_size) or [(0, 0)])[0][0]
+            offset = (rank_row_blocks(n_rows, rank, world_size) or [(0, 0)])[0][0]
             skipped.append(table.assign(row=table["row"] + offset))
-    merged = merge_rank_stores(rank_part_paths(out, ctx.world_size), out, overwrite=overwrite)
+    merged = merge_rank_stores(rank_part_paths(out, world_size), out, overwrite=overwrite)
     if skipped:
         table = pd.concat(skipped, ignore_index=True)
         with atomic_path(Path(out) / SKIPPED_FILE) as tmp:
@@ -87,5 +92,4 @@ def embed_images_distributed(
         manifest.update(skipped=len(table), skipped_file=SKIPPED_FILE)
         write_json(Path(out) / "manifest.json", manifest)
         merged = open_store(out)
-    ctx.barrier()
     return merged

@@ -102,16 +102,8 @@ def evaluate_sae(
     n = model.n_latents
     main = scored.levels[-1].summary(scored.spread, n)
     dead = int((~scored.fired).sum())
-    progressive = (
-        [
-            {"k": k, **acc.summary(scored.spread, n)}
-            for k, acc in zip(ks, scored.levels, strict=True)
-        ]
-        if cfg.progressive
-        else []
-    )
+    progressive = _progressive_summaries(scored, ks, n) if cfg.progressive else []
     probe_summary = scored.probe_scores.summary() if scored.probe_scores is not None else None
-    pass_seconds = scored.seconds
     result = eval_document(
         sae=_sae_info(model, sae_path, fingerprint),
         store=_store_info(store),
@@ -130,16 +122,35 @@ def evaluate_sae(
         cknna_rows=cknna_rows,
         progressive=progressive,
         chunk_rows=chunk_rows,
-        timing={
-            "device": str(device),
-            "seconds_total": total_seconds,
-            "seconds_reconstruction_pass": pass_seconds,
-            "seconds_cknna": cknna_seconds,
-            "seconds_probe_fit": probe.fit_seconds if probe is not None else 0.0,
-            "rows_per_second": store.count / pass_seconds if pass_seconds > 0 else None,
-        },
+        timing=_timing(device, total_seconds, scored.seconds, cknna_seconds, probe, store.count),
     )
     return json_safe(result)
+
+
+def _progressive_summaries(scored: _Pass, ks: list[int], n: int) -> list[dict[str, Any]]:
+    """The reconstruction summary at each level ``k`` of the progressive evaluation."""
+    return [
+        {"k": k, **acc.summary(scored.spread, n)} for k, acc in zip(ks, scored.levels, strict=True)
+    ]
+
+
+def _timing(
+    device: torch.device,
+    total_seconds: float,
+    pass_seconds: float,
+    cknna_seconds: float,
+    probe: LinearProbe | None,
+    count: int,
+) -> dict[str, Any]:
+    """The eval JSON's ``timing`` section."""
+    return {
+        "device": str(device),
+        "seconds_total": total_seconds,
+        "seconds_reconstruction_pass": pass_seconds,
+        "seconds_cknna": cknna_seconds,
+        "seconds_probe_fit": probe.fit_seconds if probe is not None else 0.0,
+        "rows_per_second": count / pass_seconds if pass_seconds > 0 else None,
+    }
 
 
 def _check_store(model: SparseAutoencoder, store: EmbeddingStore, sae_path: str | None) -> None:

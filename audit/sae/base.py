@@ -68,19 +68,7 @@ class SAEConfig:
                 f"{self.arch} needs 1 <= k <= n_latents ({self.n_latents}), got k={self.k!r}"
             )
         if self.arch == "matryoshka":
-            ks = self.k_list
-            if (
-                not ks
-                or any(not isinstance(k, int) or k < 1 for k in ks)
-                or list(ks) != sorted(set(ks))
-            ):
-                raise InputError(f"matryoshka needs a strictly increasing k_list, got {ks!r}")
-            if ks[-1] != self.n_latents:
-                raise InputError(
-                    f"matryoshka k_list must end with n_latents={self.n_latents}, got {ks[-1]}"
-                )
-            if self.weighting not in ("uw", "rw"):
-                raise InputError(f"weighting must be 'uw' or 'rw', got {self.weighting!r}")
+            self._check_matryoshka()
         if self.arch == "relu" and (self.l1 is None or not self.l1 >= 0):
             raise InputError(f"relu needs a non-negative l1 coefficient, got {self.l1!r}")
         if self.loss not in ("mse", "nmse"):
@@ -91,6 +79,22 @@ class SAEConfig:
             )
         if not isinstance(self.aux_k, int) or self.aux_k < 0:
             raise InputError(f"aux_k must be a non-negative integer, got {self.aux_k!r}")
+
+    def _check_matryoshka(self) -> None:
+        """A strictly increasing ``k_list`` of positive sizes ending at ``n_latents``."""
+        ks = self.k_list
+        if (
+            not ks
+            or any(not isinstance(k, int) or k < 1 for k in ks)
+            or list(ks) != sorted(set(ks))
+        ):
+            raise InputError(f"matryoshka needs a strictly increasing k_list, got {ks!r}")
+        if ks[-1] != self.n_latents:
+            raise InputError(
+                f"matryoshka k_list must end with n_latents={self.n_latents}, got {ks[-1]}"
+            )
+        if self.weighting not in ("uw", "rw"):
+            raise InputError(f"weighting must be 'uw' or 'rw', got {self.weighting!r}")
 
     @property
     def level_weights(self) -> tuple[float, ...]:

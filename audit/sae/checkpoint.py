@@ -273,12 +273,30 @@ def load_reference_checkpoint(path: str | os.PathLike[str]) -> SparseAutoencoder
     decoder = state.get("decoder")
     if settings["tied"] or decoder is None:
         decoder = encoder.T
-    d, n = settings["d_in"], settings["n_latents"]
-    arch = settings["arch"]
-    extra = {"imported_from": p.name, "reference_activation": settings["activation"]}
-    cfg = SAEConfig(
+    cfg = _reference_config(p.name, settings)
+    mean_t = _reference_mean(blob.get("mean_center", 0.0), cfg.d_in)
+    tensors = {
+        "W_enc": encoder.float(),
+        "b_enc": state["latent_bias"].float(),
+        "W_dec": decoder.float(),
+        "b_pre": state["pre_bias"].float(),
+        "mean": mean_t.float(),
+        "scale": torch.tensor(float(blob.get("scaling_factor", 1.0))),
+    }
+    if cfg.arch == "batchtopk":
+        # The reference has no inference threshold; its batch-independent code is ReLU(pre).
+        tensors["threshold"] = torch.zeros(())
+    model = build_sae(cfg)
+    _assign(model, tensors, str(p))
+    return model
+
+
+def _reference_config(name: str, settings: dict[str, Any]) -> SAEConfig:
+    """Our config of a reference checkpoint, from the settings its file ``name`` spells."""
+    n, arch = settings["n_latents"], settings["arch"]
+    return SAEConfig(
         arch=arch,
-        d_in=d,
+        d_in=settings["d_in"],
         n_latents=n,
         k=settings.get("k"),
         k_list=matryoshka_k_list(n, settings["k_min"]) if arch == "matryoshka" else None,
@@ -288,30 +306,18 @@ def load_reference_checkpoint(path: str | os.PathLike[str]) -> SparseAutoencoder
         embedding_model=settings.get("embedding_model"),
         pretrained=settings.get("pretrained"),
         modality=settings.get("modality"),
-        extra=extra,
+        extra={"imported_from": name, "reference_activation": settings["activation"]},
     )
-    mean = blob.get("mean_center", 0.0)
+
+
+def _reference_mean(mean: Any, d: int) -> torch.Tensor:
+    """The reference's ``mean_center`` (a scalar or a [d] vector) as a [d] tensor."""
     mean_t = (
         torch.as_tensor(np.asarray(mean, dtype=np.float32))
         if not isinstance(mean, torch.Tensor)
         else mean
     )
-    if mean_t.ndim == 0:
-        mean_t = mean_t.expand(d)
-    tensors = {
-        "W_enc": encoder.float(),
-        "b_enc": state["latent_bias"].float(),
-        "W_dec": decoder.float(),
-        "b_pre": state["pre_bias"].float(),
-        "mean": mean_t.float(),
-        "scale": torch.tensor(float(blob.get("scaling_factor", 1.0))),
-    }
-    if arch == "batchtopk":
-        # The reference has no inference threshold; its batch-independent code is ReLU(pre).
-        tensors["threshold"] = torch.zeros(())
-    model = build_sae(cfg)
-    _assign(model, tensors, str(p))
-    return model
+    return mean_t.expand(d) if mean_t.ndim == 0 else mean_t
 
 
 def convert_reference(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:

@@ -36,7 +36,7 @@ denominator is the sample's squared distance to the data mean, as in the referen
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -259,42 +259,12 @@ class _NestedTopKLoss(torch.autograd.Function):
         scale = (2.0 * grad_loss) * sample_w[:, None]
         level_grad = [(scale * w_eff[i]) * r for i, r in enumerate(residuals)]  # dL/dx̂_i
         grad_b_pre = torch.stack([g.sum(0) for g in level_grad]).sum(0)
-        # A piece's upstream gradient is ± the sum of the level gradients over its level range;
-        # shorter ranges first, so every longer one is a cached range plus one level.
-        range_sums: dict[tuple[int, int], Tensor] = {}
-
-        def range_sum(first: int, stop: int) -> Tensor:
-            if (first, stop) not in range_sums:
-                if stop - first == 1:
-                    total = level_grad[first]
-                elif (first + 1, stop) in range_sums:
-                    total = level_grad[first] + range_sums[first + 1, stop]
-                else:
-                    total = range_sum(first, stop - 1) + level_grad[stop - 1]
-                range_sums[first, stop] = total
-            return range_sums[first, stop]
-
-        for piece in sorted(pieces, key=lambda p: p.stop - p.first):
-            range_sum(piece.first, piece.stop)
-        piece_grad = [
-            range_sums[p.first, p.stop] if p.sign > 0 else -range_sums[p.first, p.stop]
-            for p in pieces
-        ]
-
+        piece_grad = _piece_grads(pieces, level_grad)
         grad_W_dec = torch.zeros_like(W_dec)
         grad_pre = None if grad_pre_ext is None else grad_pre_ext.clone()
-        dense_saved = iter(ctx.dense_saved)
-        through = None  # one [B, n] buffer for every piece's g·W_decᵀ after the first
-        for piece, g in zip(pieces, piece_grad, strict=True):
-            if piece.dense:
-                code, mask = next(dense_saved)
-                grad_W_dec.addmm_(code.T, g)
-                if grad_pre is None:
-                    grad_pre = torch.mm(g, W_dec.T).mul_(mask)
-                else:
-                    through = torch.mm(g, W_dec.T, out=through)
-                    grad_pre.addcmul_(through, mask)
-        del through
+        grad_pre = _add_dense_grads(
+            pieces, piece_grad, iter(ctx.dense_saved), W_dec, grad_W_dec, grad_pre
+        )
         if grad_pre is None:
             grad_pre = W_dec.new_zeros(ctx.pre_shape)
         sparse: SparseBlocks | None = ctx.sparse
@@ -312,3 +282,49 @@ class _NestedTopKLoss(torch.autograd.Function):
         grad_W_enc = x_in.T @ grad_pre
         grad_b_pre = grad_b_pre - W_enc @ grad_b_enc
         return None, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_pre, None, None, None
+
+
+def _piece_grads(pieces: list[Piece], level_grad: list[Tensor]) -> list[Tensor]:
+    """Each piece's upstream gradient: ± the sum of the level gradients over its level range.
+    Shorter ranges first, so every longer one is a cached range plus one level."""
+    range_sums: dict[tuple[int, int], Tensor] = {}
+
+    def range_sum(first: int, stop: int) -> Tensor:
+        if (first, stop) not in range_sums:
+            if stop - first == 1:
+                total = level_grad[first]
+            elif (first + 1, stop) in range_sums:
+                total = level_grad[first] + range_sums[first + 1, stop]
+            else:
+                total = range_sum(first, stop - 1) + level_grad[stop - 1]
+            range_sums[first, stop] = total
+        return range_sums[first, stop]
+
+    for piece in sorted(pieces, key=lambda p: p.stop - p.first):
+        range_sum(piece.first, piece.stop)
+    return [
+        range_sums[p.first, p.stop] if p.sign > 0 else -range_sums[p.first, p.stop] for p in pieces
+    ]
+
+
+def _add_dense_grads(
+    pieces: list[Piece],
+    piece_grad: list[Tensor],
+    dense_saved: Iterator[tuple[Tensor, Tensor]],
+    W_dec: Tensor,
+    grad_W_dec: Tensor,
+    grad_pre: Tensor | None,
+) -> Tensor | None:
+    """Add the dense pieces' gradients into ``grad_W_dec`` (in place) and ``grad_pre``
+    (in place, or made by the first dense piece when None); returns ``grad_pre``."""
+    through = None  # one [B, n] buffer for every piece's g·W_decᵀ after the first
+    for piece, g in zip(pieces, piece_grad, strict=True):
+        if piece.dense:
+            code, mask = next(dense_saved)
+            grad_W_dec.addmm_(code.T, g)
+            if grad_pre is None:
+                grad_pre = torch.mm(g, W_dec.T).mul_(mask)
+            else:
+                through = torch.mm(g, W_dec.T, out=through)
+                grad_pre.addcmul_(through, mask)
+    return grad_pre

@@ -11,7 +11,7 @@ top-k, whose fixed width per row needs no size read back from the device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -106,27 +106,7 @@ def _plan_pieces(
         worst = max(range(len(costs)), key=costs.__getitem__)
         return sum(costs) - costs[worst], p + 1 + worst
 
-    inf = float("inf")
-    best = [0.0] + [inf] * (last + 1)  # best[a + 1]: levels 0..a with an anchor at a
-    back: list[tuple[int, int]] = [(-1, -1)] * (last + 2)
-    for a in range(last + 1):
-        for p in range(-1, a):
-            cost, skip = gap(p, a)
-            total = best[p + 1] + cost + prefix(a)[0]
-            if total < best[a + 1] - 1e-12:
-                best[a + 1], back[a + 1] = total, (p, skip)
-    final, anchor = inf, -1
-    for p in range(-1, last + 1):
-        total = best[p + 1] + sum(seg[s][0] for s in range(p + 1, last + 1))
-        if total < final - 1e-12:
-            final, anchor = total, p
-    anchors: list[int] = []
-    skips: list[int] = []
-    while anchor >= 0:
-        anchors.insert(0, anchor)
-        anchor, skip = back[anchor + 1]
-        skips.insert(0, skip)
-
+    anchors, skips = _best_anchors(last, [c for c, _ in seg], lambda a: prefix(a)[0], gap)
     pieces: list[Piece] = []
     prev = -1
     stops = [*skips[1:], last + 1][: len(anchors)]  # anchor t feeds levels skips[t] .. stop-1
@@ -141,6 +121,37 @@ def _plan_pieces(
     for s in range(prev + 1, last + 1):
         pieces.append(Piece("segment", s, s, last + 1, 1, seg_nnz[s], seg[s][1]))
     return Plan(tuple(anchors), tuple(skips), [p for p in pieces if p.nnz > 0])
+
+
+def _best_anchors(
+    last: int,
+    seg_cost: list[float],
+    prefix_cost: Callable[[int], float],
+    gap: Callable[[int, int], tuple[float, int]],
+) -> tuple[list[int], list[int]]:
+    """The cheapest anchors of levels ``0..last`` and the segment skipped below each one
+    (dynamic programming over the anchor sets, then the path read back)."""
+    inf = float("inf")
+    best = [0.0] + [inf] * (last + 1)  # best[a + 1]: levels 0..a with an anchor at a
+    back: list[tuple[int, int]] = [(-1, -1)] * (last + 2)
+    for a in range(last + 1):
+        for p in range(-1, a):
+            cost, skip = gap(p, a)
+            total = best[p + 1] + cost + prefix_cost(a)
+            if total < best[a + 1] - 1e-12:
+                best[a + 1], back[a + 1] = total, (p, skip)
+    final, anchor = inf, -1
+    for p in range(-1, last + 1):
+        total = best[p + 1] + sum(seg_cost[s] for s in range(p + 1, last + 1))
+        if total < final - 1e-12:
+            final, anchor = total, p
+    anchors: list[int] = []
+    skips: list[int] = []
+    while anchor >= 0:
+        anchors.insert(0, anchor)
+        anchor, skip = back[anchor + 1]
+        skips.insert(0, skip)
+    return anchors, skips
 
 
 class NestedStep(NamedTuple):

@@ -84,7 +84,6 @@ class SparseBlocks:
         batch, n = pre.shape
         device = pre.device
         flat = pre.view(-1)
-        batch_rows = torch.arange(batch, device=device)
         cols_parts, values_parts, rows_parts, counts_parts, positions_parts = [], [], [], [], []
         top_blocks: list[tuple[Tensor, Tensor]] = []
         listed = labels = None
@@ -96,33 +95,12 @@ class SparseBlocks:
             )
         for slot, p in enumerate(pieces):
             if listed is None and p.level <= top:
-                # Ranks k_{s-1} .. k_s of the sorted top-k: a fixed width per row, no search.
                 # add_to_rows reads these blocks first, so they must lead the slots.
                 assert slot == len(top_blocks), "sorted top-k pieces must come first"
-                lo_rank = 0 if p.level == 0 else k_eff[p.level - 1]
-                block_cols = ranks.top_indices[:, lo_rank : k_eff[p.level]]
-                values = ranks.top_values[:, lo_rank : k_eff[p.level]]
-                width = block_cols.shape[1]
-                # Row b repeated `width` times (an expand: repeat_interleave may read sizes back).
-                rows = batch_rows[:, None].expand(batch, width).reshape(-1)
-                counts = torch.full((batch,), width, dtype=torch.int64, device=device)
-                # Rows with few active latents have entries <= 0 in their top-k: ReLU zeroes them.
-                keep = torch.gt(values, 0.0, out=torch.empty_like(values))
-                top_blocks.append((block_cols, keep))
-                cols, values = block_cols.reshape(-1), (values * keep).reshape(-1)
+                rows, cols, values, counts, block = _sorted_topk_block(ranks, p.level, k_eff)
+                top_blocks.append(block)
             else:
-                if listed is not None:
-                    positions = (
-                        listed
-                        if (p.kind == "prefix" or labels is None)
-                        else listed[labels == p.level]
-                    )
-                else:
-                    positions = _flat_nonzero(ranks.inside_segment(p.level))
-                rows = positions // n
-                cols = positions - rows * n
-                values = flat.index_select(0, positions)
-                counts = torch.bincount(rows, minlength=batch)
+                rows, cols, values, counts, positions = _listed_block(ranks, p, n, listed, labels)
                 positions_parts.append(positions)
             cols_parts.append(cols)
             values_parts.append(values)
@@ -163,3 +141,39 @@ class SparseBlocks:
             size=(self.n, self.csr.shape[0]),
             check_invariants=False,
         )
+
+
+def _sorted_topk_block(
+    ranks: Ranks, level: int, k_eff: Sequence[int]
+) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """Segment ``level``'s entries as ranks k_{s-1} .. k_s of the sorted top-k: a fixed width
+    per row, no search. Returns its rows, columns, values, per-row counts and (columns, keep)."""
+    batch = ranks.pre.shape[0]
+    device = ranks.pre.device
+    lo_rank = 0 if level == 0 else k_eff[level - 1]
+    block_cols = ranks.top_indices[:, lo_rank : k_eff[level]]
+    values = ranks.top_values[:, lo_rank : k_eff[level]]
+    width = block_cols.shape[1]
+    # Row b repeated `width` times (an expand: repeat_interleave may read sizes back).
+    rows = torch.arange(batch, device=device)[:, None].expand(batch, width).reshape(-1)
+    counts = torch.full((batch,), width, dtype=torch.int64, device=device)
+    # Rows with few active latents have entries <= 0 in their top-k: ReLU zeroes them.
+    keep = torch.gt(values, 0.0, out=torch.empty_like(values))
+    return rows, block_cols.reshape(-1), (values * keep).reshape(-1), counts, (block_cols, keep)
+
+
+def _listed_block(
+    ranks: Ranks, p: Piece, n: int, listed: Tensor | None, labels: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Piece ``p``'s entries found by position (from the shared ``listed`` entries when there
+    are, else by a search of its segment). Returns rows, columns, values, per-row counts and
+    the flat positions."""
+    if listed is not None:
+        positions = listed if (p.kind == "prefix" or labels is None) else listed[labels == p.level]
+    else:
+        positions = _flat_nonzero(ranks.inside_segment(p.level))
+    rows = positions // n
+    cols = positions - rows * n
+    values = ranks.pre.view(-1).index_select(0, positions)
+    counts = torch.bincount(rows, minlength=ranks.pre.shape[0])
+    return rows, cols, values, counts, positions

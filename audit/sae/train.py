@@ -135,25 +135,9 @@ def _start_run(
     checkpoint_path = out / CHECKPOINT_FILE
     fingerprint = _data_fingerprint(store)
     torch.manual_seed(cfg.seed)
-    from_checkpoint = resume and checkpoint_path.exists()
-    finished = (out / "sae.safetensors").exists() and (out / "training.json").exists()
-    dist_ctx.agree(
-        [from_checkpoint, resume and finished],
-        f"the contents of {out} (with several nodes, --out must be on a file system all of them see)",
+    model, optimizer_state, state, prep, dead_counter = _model_and_state(
+        store, sae_cfg, cfg, out, resume, dist_ctx, fingerprint
     )
-    if from_checkpoint:
-        model, optimizer_state, state, prep, dead_counter = load_checkpoint(
-            checkpoint_path, sae_cfg, cfg, fingerprint
-        )
-    else:
-        if resume and finished:
-            raise InputError(
-                f"{out} already holds a finished model; nothing to resume (use another --out)"
-            )
-        model, prep = _new_model(store, sae_cfg, cfg, dist_ctx)
-        optimizer_state = None
-        state = TrainState()
-        dead_counter = torch.zeros(sae_cfg.n_latents, dtype=torch.int64)
     if sae_cfg.loss == "nmse" and not sae_cfg.mean_center and cfg.nmse_center == "data_mean":
         model.nmse_center.copy_(_nmse_center(store, prep, cfg, dist_ctx))
     model.to(device).train()
@@ -184,6 +168,34 @@ def _start_run(
         total_steps=total_steps,
         started=time.perf_counter() - state.elapsed,
     )
+
+
+def _model_and_state(
+    store: EmbeddingStore,
+    sae_cfg: SAEConfig,
+    cfg: TrainConfig,
+    out: Path,
+    resume: bool,
+    dist_ctx: DistContext,
+    fingerprint: dict[str, Any],
+) -> tuple[SparseAutoencoder, dict[str, Any] | None, TrainState, Preprocessing, torch.Tensor]:
+    """The model, optimizer state, training state, data preprocessing and dead-latent counter:
+    the checkpoint's when resuming one, else fresh (every rank must agree on which)."""
+    checkpoint_path = out / CHECKPOINT_FILE
+    from_checkpoint = resume and checkpoint_path.exists()
+    finished = (out / "sae.safetensors").exists() and (out / "training.json").exists()
+    dist_ctx.agree(
+        [from_checkpoint, resume and finished],
+        f"the contents of {out} (with several nodes, --out must be on a file system all of them see)",
+    )
+    if from_checkpoint:
+        return load_checkpoint(checkpoint_path, sae_cfg, cfg, fingerprint)
+    if resume and finished:
+        raise InputError(
+            f"{out} already holds a finished model; nothing to resume (use another --out)"
+        )
+    model, prep = _new_model(store, sae_cfg, cfg, dist_ctx)
+    return model, None, TrainState(), prep, torch.zeros(sae_cfg.n_latents, dtype=torch.int64)
 
 
 def _new_model(
