@@ -18,12 +18,17 @@ from audit.cli.audit import (
     _CLASSIFIER_INPUT,
     _DEVICE,
     _GATE,
+    _IMAGE_SIZE,
+    _PREDICTIONS,
     _QUIET,
     _SAE,
     _SEED,
     _SPLIT,
     _TOP,
+    _WORKERS,
     DEFAULT_REPORTS,
+    _classifier_arg,
+    _own_settings,
     _report,
 )  # fmt: skip
 from audit.cli.progress import Bars
@@ -53,6 +58,9 @@ def discover_command(
     bank: str = _BANK,
     classifier: str = _CLASSIFIER,
     classifier_input: str = _CLASSIFIER_INPUT,
+    predictions: Path = _PREDICTIONS,
+    image_size: int = _IMAGE_SIZE,
+    workers: int = _WORKERS,
     threshold: float = _own("threshold", "--threshold"),
     min_rows: int = _own("min_rows", "--min-rows"),
     max_target_auc: float = _own("max_target_auc", "--max-target-auc"),
@@ -82,17 +90,21 @@ def discover_command(
     quiet: bool = _QUIET,
 ) -> None:
     """Rank every validated concept by how it splits the classifier's accuracy and how much
-    removing it repairs the worst group — no attribute column needed."""
+    removing it repairs the worst group — no attribute column needed. Your own image model
+    (--classifier-input image) or predictions file (--predictions) works as in ``audit``: every
+    edit runs on a surrogate fit to its decisions, and the report says so."""
     from audit.fairness import load_gate
     from audit.report.discover import discover_files, render_discover_terminal
 
     if gate is not None:
         load_gate(gate)  # a bad gate file fails fast (exit 2)
+    classifier_arg = _classifier_arg(classifier, predictions)
     base = AuditSettings(target, "", seed=seed, ablation=ablation, split=split,
-                         classifier_input=classifier_input, device=device)  # fmt: skip
+                         classifier_input=_own_settings(classifier_input, predictions),
+                         device=device, image_size=image_size, workers=workers)  # fmt: skip
     with Bars(quiet) as bars:
         outcome = discover_files(
-            embeddings, sae=sae, bank=bank, classifier=classifier, target=target, labels=labels,
+            embeddings, sae=sae, bank=bank, classifier=classifier_arg, target=target, labels=labels,
             out_dir=DEFAULT_REPORTS, paths={"json": json_out, "html": html_out, "junit": junit_out},
             gate=gate, settings=DiscoverSettings(
                 base, threshold=threshold, min_rows=min_rows, max_target_auc=max_target_auc

@@ -148,3 +148,31 @@ def test_a_surrogate_below_a_stricter_gate_fails(cli, cnn_audit_world, biased, t
     result, data, _ = _audit(cli, cnn_audit_world, tmp_path, "strict", *args)
     assert data["surrogate"]["agreement"] < 1.0
     assert result.exit_code == 3 and data["surrogate"]["min_agreement"] == 1.0
+
+
+def _discover(cli, world, tmp_path: Path, name: str, *classifier: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    cli(
+        "discover", "--embeddings", world.store, "--sae", world.sae, "--bank", world.bank,
+        *classifier, "--target", "is_circle", "--ablation", "mean", "--quiet", "--workers", "0",
+        "--json", out, "--html", out.with_suffix(".html"), "--junit", out.with_suffix(".xml"),
+    )  # fmt: skip
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_discover_finds_the_leaked_concept_in_an_image_model_and_its_predictions(
+    cli, cnn_audit_world, tmp_path
+):
+    """No is_red column: discover on the biased CNN (through its surrogate, and saying so)
+    ranks red first and flags it; the same CNN's predictions file gives the same ranking."""
+    image = _discover(cli, cnn_audit_world, tmp_path, "image", "--classifier",
+                      cnn_audit_world.biased, "--classifier-input", "image")  # fmt: skip
+    pred_path = tmp_path / "pred.csv"
+    _write_predictions(cnn_audit_world, pred_path)
+    pred = _discover(cli, cnn_audit_world, tmp_path, "pred", "--predictions", pred_path)
+    for data in (image, pred):
+        assert data["data"]["attribution"] == "surrogate"
+        assert any("surrogate" in note for note in data["notes"])
+        top = _first_named(data["concepts"])
+        assert top["name"] == "red" and top["flagged"], data["concepts"][:3]
+    assert [c["name"] for c in pred["concepts"]] == [c["name"] for c in image["concepts"]]
