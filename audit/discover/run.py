@@ -12,7 +12,6 @@ From files to report files in one call: :func:`audit.report.discover_files`.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from audit.discover.serialize import SCHEMA, SCHEMA_VERSION
 from audit.errors import InputError
 from audit.fairness.classifiers import Classifier
 from audit.fairness.config import GateConfig
+from audit.fairness.run import StageClock
 from audit.fairness.serialize import canonical
 from audit.fairness.stages.assemble import tool_versions
 from audit.fairness.stages.context import AuditContext, Progress, prepare
@@ -76,17 +76,6 @@ class Measured:
     decisions: np.ndarray  # the classifier's own 0/1 decisions on the audited rows
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.timings[name] = self.timings.get(name, 0.0) + now - self._last
-        self._last = now
-
-
 def run_discover(
     store: EmbeddingStore,
     labels: pd.DataFrame,
@@ -108,7 +97,7 @@ def run_discover(
     ``export_path`` asks for a head without the flagged concepts (:mod:`.export`)."""
     gate = gate or GateConfig()
     extra = _check_extra(extra)
-    clock = _Clock()
+    clock = StageClock()
     ctx = prepare(
         store, labels, sae, bank, classifier, settings.base, gate, progress, attribute=EveryRow()
     )
@@ -152,7 +141,7 @@ def activity_of(scan: ConceptScan, family: Family, threshold: float | None) -> C
 
 def _measure(
     ctx: AuditContext, settings: DiscoverSettings, inputs: dict, gate_path: str | None,
-    clock: _Clock,
+    clock: StageClock,
 ) -> Measured:  # fmt: skip
     family = Family.of(validated_groups(ctx.bank, ctx.sae.n_latents))
     rows = ctx.space.rows.count

@@ -37,8 +37,8 @@ from audit.store import EmbeddingStore
 RESERVED_KEYS = frozenset(f.name for f in dataclasses.fields(AuditResult)) - {"extra"}
 
 
-class _Clock:
-    """Seconds per stage."""
+class StageClock:
+    """Seconds per stage (the audit's and discover's ``timings``)."""
 
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -59,7 +59,7 @@ class _Outcome:
     errors: SlicedErrors | None
 
 
-def _attribute(ctx: AuditContext, clock: _Clock) -> _Outcome:
+def _attribute(ctx: AuditContext, clock: StageClock) -> _Outcome:
     """Stages 2–6: the group metrics, every concept finding and the sliced errors."""
     screened = scan_stage(ctx)
     clock.lap("scan")
@@ -80,7 +80,7 @@ def _attribute(ctx: AuditContext, clock: _Clock) -> _Outcome:
     return _Outcome(screened.metrics, attribution, errors)
 
 
-def _refused(ctx: AuditContext, integrity: Integrity, clock: _Clock) -> _Outcome:
+def _refused(ctx: AuditContext, integrity: Integrity, clock: StageClock) -> _Outcome:
     """No concept attributed: the group metrics, and the sliced errors whenever the SAE
     reconstructs this data (they are the model's own decisions and need no surrogate)."""
     decisions = ctx.decisions(base_margins(ctx))
@@ -114,7 +114,7 @@ def run_audit(
     """
     gate = gate or GateConfig()
     extra = _check_extra(extra)
-    clock = _Clock()
+    clock = StageClock()
     ctx = prepare(store, labels, sae, bank, classifier, settings, gate, progress)
     clock.lap("inputs")
     integrity = check_integrity(ctx)
