@@ -28,10 +28,14 @@ from audit.fairness.attributes import CONCEPT_VALUES
 from audit.fairness.checks import is_allowlisted, meets_flag_rule
 from audit.fairness.groups import Cells
 from audit.fairness.reliance import (
+    BOOTSTRAP_STREAM,
+    NULL_STREAM,
+    Beyond,
     Columns,
     ConceptRow,
     EditSetting,
     PairSummary,
+    beyond_tests,
     bootstrap_ci,
     exact_pairs,
     pair_summary,
@@ -41,8 +45,6 @@ from audit.fairness.reliance import (
 from audit.fairness.stages.context import AuditContext
 from audit.fairness.stats import bh_qvalues, null_draws_for_family
 
-#: Random streams (the audit's: bootstrap 1, null 2).
-BOOTSTRAP_STREAM, NULL_STREAM = 1, 2
 #: Rows per block when counting pairs (bounds the temporary index arrays).
 COUNT_BLOCK = 16384
 
@@ -90,6 +92,7 @@ class ConceptEffect:
     q: float = 1.0
     null_draws: int = 0
     null_band: tuple[float, float] | None = None
+    beyond: Beyond | None = None  # its effect beyond the stronger concepts that are flagged
 
     @property
     def row(self) -> ConceptRow:
@@ -190,9 +193,25 @@ def add_null(
         )  # fmt: skip
         if tick:
             tick(1)
+    _add_q(effects)
+    # Concepts below a stronger one that would be flagged: also tested beyond it (the audit's
+    # rule, audit.fairness.reliance.beyond); the p-value is the larger of the two.
+    strong = [e for e in candidates if e.q <= ctx.gate.max_q]
+    beyond = beyond_tests(
+        [(e.row, e.setting(ctx, scan), columns.of(e.row)) for e in strong],
+        max_draws, settings.seed, settings.null_atoms,
+    )  # fmt: skip
+    if beyond:
+        for e in strong:
+            e.beyond = beyond.get(e.row.latents)
+            e.p = max(e.p, e.beyond.p) if e.beyond else e.p
+        _add_q(effects)
+    return len(candidates), max_draws
+
+
+def _add_q(effects: list[ConceptEffect]) -> None:
     for e, q in zip(effects, bh_qvalues([e.p for e in effects]), strict=True):
         e.q = float(q)
-    return len(candidates), max_draws
 
 
 def _columns(ctx: AuditContext, effects: list[ConceptEffect]) -> Columns:

@@ -17,6 +17,7 @@ from audit.discover.result import (
 )
 from audit.fairness.checks import is_allowlisted, meets_flag_rule
 from audit.fairness.groups import wilson_interval
+from audit.fairness.reliance import beyond_record
 from audit.fairness.stages.context import AuditContext
 
 
@@ -60,7 +61,7 @@ def finding(ctx: AuditContext, e: ConceptEffect, max_target_auc: float) -> Disco
         delta_accuracy_overall=e.summary.delta_accuracy_overall, flip_rate=e.summary.flip_rate,
         tested=e.tested, exact=e.exact, target_auc=e.target_auc, target_concept=is_target, p=e.p, q=e.q, null_draws=e.null_draws,
         null_band=e.null_band, allowlisted=allowed, flagged=bool(flagged and not allowed),
-        recheck=None,
+        beyond=beyond_record(e.beyond), recheck=None,
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from audit.fairness.result import Check, Group, Integrity, Interval
+from audit.fairness.result import BeyondEffect, Check, Group, Integrity, Interval
 from audit.typedjson import doc
 
 Verdict = Literal["pass", "fail", "error", "ungated", "inconclusive"]
@@ -57,6 +57,10 @@ class DiscoveredConcept:
     null_band: Interval | None = doc("central 95 % of the null's ΔWGA")
     allowlisted: bool = doc("the gate's allowlist names it")
     flagged: bool = doc("ΔWGA ≥ min_dwga, CI above 0, q ≤ max_q, not allowlisted")
+    beyond: BeyondEffect | None = doc(
+        "its effect beyond stronger concepts that meet the flag rule (only for such concepts)",
+        omit_none=True,
+    )
     recheck: str | None = doc("the `msae-audit audit` command that re-checks it as a gate")
 
 

@@ -56,7 +56,8 @@ from audit.store import EmbeddingStore
 
 NULL = (
     "the concept's activation values relocated to random members of the same target class "
-    "(its own values, direction and classifier); the groups stay where the concept really is"
+    "(its own values, direction and classifier); the groups stay where the concept really is; "
+    "a concept below a stronger flagged one is also tested with that one's edits applied first"
 )
 NULL_RULE = (
     "drawn for the concepts that pass every other flag condition (ΔWGA ≥ min_dwga, interval "

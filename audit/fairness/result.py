@@ -127,6 +127,17 @@ class Integrity:
 
 
 @dataclass(frozen=True)
+class BeyondEffect:
+    """A concept's effect with the edits of the stronger concepts that meet the flag rule
+    applied first (its reported p is the larger of this p and its p alone)."""
+
+    given: tuple[str, ...] = doc("the concepts removed first")
+    delta_wga: float = doc("WGA after removing them and this concept − after removing them")
+    wga_after: float = doc("WGA after removing them and this concept")
+    p: float = doc("relocation-null p-value of this effect, drawn with them removed")
+
+
+@dataclass(frozen=True)
 class NameEvidence:
     """What the probe images said about a concept's name when the bank was built."""
 
@@ -172,6 +183,10 @@ class ConceptFinding:
     exact: bool = doc("delta_wga is exact (closed form or decode-and-rerun)")
     allowlisted: bool = doc("the gate's allowlist names it")
     flagged: bool = doc("ΔWGA ≥ min_dwga, CI above 0, q ≤ max_q, not allowlisted")
+    beyond: BeyondEffect | None = doc(
+        "its effect beyond stronger concepts that meet the flag rule (only for such concepts)",
+        omit_none=True,
+    )
     evidence: NameEvidence | None = doc(
         "the image evidence behind the name (banks named against probe images)", omit_none=True
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from audit.discover import DiscoverSettings, run_discover
 from audit.fairness.classifiers import fit_probe
@@ -43,9 +44,8 @@ def test_discover_names_the_frame_first(marker_world):
 @pytest.mark.xfail(
     strict=False,
     reason="not yet robust to the SAE (issue 13 point 5): with world seed 0 the frame is the only "
-    "flag in 20/20 seeds, with world seed 1 in 5/20 ('blue' beside it: some of blue's latents are "
-    "less active on marked images, so the blue concept carries part of the marker's absence; "
-    "docs/discover.md, 'Marker world')",
+    "flag in 20/20 seeds, with world seed 1 in 9/20 ('blue' beside it, significant even beyond "
+    "the frame; docs/discover.md, 'Marker world')",
 )
 def test_discover_flags_only_the_frame(marker_world):
     outcomes = _outcomes(marker_world, "frame")
@@ -53,11 +53,42 @@ def test_discover_flags_only_the_frame(marker_world):
     assert len(good) >= 19, outcomes
 
 
+def test_discover_names_the_stamp_first_and_flags_it(marker_world):
+    # Measured, 2-core CPU VM, 2026-12-04, world seed 0: first and flagged in 20/20 seeds (with
+    # world seed 1: first in 12/20, "blue" first in the rest).
+    outcomes = _outcomes(marker_world, "stamp")
+    good = [o for o in outcomes if o[1] == "stamp" and "stamp" in o[3]]
+    assert len(good) >= 19, outcomes
+
+
+def test_the_stamp_probe_really_fails_blue_circles(marker_world):
+    """Why discover flags "blue" beside the stamp: blue circles are a real weak group of the
+    stamp-trained probe, not an artefact. The stamp is pink; a probe that reads "pink ⇒ circle"
+    pushes blue circles towards "square". Measured, seeds 0–2: blue circles 0.61–0.72 accurate
+    under the leaky probe, 0.91–0.95 under one fit on balanced data, every other colour ≥ 0.84."""
+    for seed in range(3):
+        task = marker_task(marker_world, "stamp", seed)
+        labels = task.labels
+        x, y = np.asarray(task.store.read()), labels[TARGET_COLUMN].to_numpy()
+        train = (labels["split"] == "train").to_numpy()
+        test = ~train
+        balanced_fit = test & (np.arange(len(y)) % 2 == 0)
+        held_out = test & ~balanced_fit
+        blue_circles = held_out & (labels["colour"] == "blue").to_numpy() & (y == 1)
+        accuracy = {}
+        for name, fit_rows in (("leaky", train), ("balanced", balanced_fit)):
+            head = fit_probe(x[fit_rows], y[fit_rows], seed=seed, c=1e-3)
+            decided = head.margin(torch.from_numpy(x[blue_circles])).numpy() > 0
+            accuracy[name] = float(decided.mean())
+        assert accuracy["leaky"] <= accuracy["balanced"] - 0.1, (seed, accuracy)
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap (issue 13 point 5, docs/discover.md 'Marker world'): discover ranks the "
-    "stamp first in 20/20 seeds but flags 'blue' beside it in 18/20 (blue's ΔWGA 0.027–0.060); "
-    "with world seed 1, first in 12/20 ('blue' first in the rest), alone flagged in 0/20",
+    reason="not met (issue 13 point 5, docs/discover.md 'Marker world'): 'blue' is flagged beside "
+    "the stamp in 15/20 seeds, significant even beyond it — blue circles are a real weak group of "
+    "the stamp-trained probe (test_the_stamp_probe_really_fails_blue_circles), so 'only the "
+    "stamp' is not the right answer in this world",
 )
 def test_discover_names_the_stamp_first_and_flags_only_it(marker_world):
     outcomes = _outcomes(marker_world, "stamp")

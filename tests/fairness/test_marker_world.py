@@ -56,17 +56,33 @@ def test_the_audit_ranks_the_marker_first(outcomes, marker):
 
 
 @pytest.mark.parametrize("marker", ["stamp", "frame"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 13 point 5): 'flags only the marker' holds in 17/20 seeds "
-    "(stamp) and 16/20 (frame) on world seed 0, 18/20 and 19/20 on world seed 1. Two "
-    "causes, measured: the marker's null "
-    "p-value (relocation null) is 0.06–0.11 when its ΔWGA is only ≈ 0.055, or p = 0.003 "
-    "gives q = 0.054 after BH over 18 tested names; and 'purple' (13 latents, whose "
-    "activations do not follow the marker) reaches ΔWGA 0.025 with p = 0.001 beside it. "
-    "A stronger leak (99 %/1 % in train) lifts the marker's ΔWGA to 0.10–0.25 but flags "
-    "'purple' more often (frame 14/20).",
+def test_nothing_but_the_marker_is_flagged(outcomes, marker):
+    # Measured, 2-core CPU VM, 2026-12-04: no other concept flagged in 80 of 80 audits (world
+    # seeds 0 and 1, both markers, 20 task seeds). Before concepts below a flagged one were also
+    # tested beyond it, "purple" was flagged beside the frame in 4/20 (ΔWGA 0.020–0.025, p ≤
+    # 0.003: it repairs the borderline unmarked circles the marker leaves; beyond the frame its
+    # effect is +0.002, p = 0.83) and "blue" beside the stamp with world seed 1.
+    others = [o for o in outcomes[marker] if set(o[4]) - {marker}]
+    assert not others, others
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        pytest.param(
+            "stamp",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="not met (issue 13 point 5): the stamp is the only flag in 18/20 seeds "
+                "(world seeds 0 and 1); in the other two it is first but misses BH — its ΔWGA "
+                "≈ 0.056–0.076 and the relocation null's band reaches it (docs/audit-method.md)",
+            ),
+        ),
+        "frame",
+    ],
 )
 def test_the_audit_flags_only_the_marker(outcomes, marker):
+    # Measured, 2-core CPU VM, 2026-12-04: the frame is the only flag in 19/20 seeds with world
+    # seeds 0 and 1 (in the 20th it is first, ΔWGA 0.055–0.087, but misses BH).
     only = [o for o in outcomes[marker] if o[1] == marker and o[4] == [marker]]
     assert len(only) >= 19, outcomes[marker]

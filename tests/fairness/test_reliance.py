@@ -164,23 +164,57 @@ class _Linear(torch.nn.Module):
         return x @ self.w + self.b
 
 
-def test_relocation_counts_linear_exact_vs_atoms():
-    """The exact count (linear raw) and the atom approximation agree when every activation
-    value is its own atom."""
+def _brute_force_relocation(head, x, u, z, y, given_shift):
+    """Per sample i: how many members k of its class leave it correct when ``x_i`` (plus the
+    given edits) takes k's activation, ``x_i + (z_k − z_i) u`` — every (i, k) pair evaluated."""
+    out = np.zeros(len(y), dtype=np.int64)
+    for i in range(len(y)):
+        same = np.nonzero(y == y[i])[0]
+        moved = x[i] + given_shift[i] + (z[same] - z[i]) @ u
+        m = head.margin(torch.from_numpy(moved)).numpy()
+        out[i] = int(((m > 0) == (y[i] == 1)).sum())
+    return out
+
+
+@pytest.mark.parametrize("mean_values", [False, True])
+@pytest.mark.parametrize("with_given", [False, True])
+def test_relocation_counts_linear_exact_vs_atoms_vs_brute_force(mean_values, with_given):
+    """The relocation null's success counts: the exact count (linear raw), the atom computation
+    with an atom per distinct value, and every (sample, member) pair evaluated — alone or on top
+    of another concept's edit (zero or mean ablation)."""
     sae = random_sae(n=16)
     head = random_head(sae.d_in, False, seed=6)
     x = torch.randn(120, sae.d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    _, s = _scan(sae, head, x)
-    j = int(np.argmax((sae.encode(x) > 0).double().mean(0).detach().numpy()))
-    z, _ = rl.extract_columns(s.space, sae, [j], False)
+    with torch.no_grad():
+        codes = sae.encode(x)
+    values = codes.mean(0) if mean_values else None
+    _, s = _scan(sae, head, x, values=values)
+    by_rate = np.argsort(-(codes > 0).double().mean(0).numpy(), kind="stable")
+    j, other = int(by_rate[0]), int(by_rate[1])
+    z, _ = rl.extract_columns(s.space, sae, [j, other], False)
     row = rl.ConceptRow((j,), "c", "c", True, "c", 1.0)
-    exact, n_t = rl.relocation_success_counts(s, row, rl.RowData(z, None))
+    data = rl.RowData(z[:, :1], None)
+    given = None
+    given_shift = np.zeros(x.shape)
+    u = sae.decoder_directions().detach().double().numpy()
+    if with_given:
+        given_row = rl.ConceptRow((other,), "g", "g", True, "g", 1.0)
+        given = rl.given_edits(s, [given_row], [rl.RowData(z[:, 1:], None)])
+        v_other = 0.0 if values is None else float(values[other])
+        given_shift = (v_other - z[:, 1:].astype(np.float64)) @ u[[other]]
+    exact, n_t = rl.relocation_success_counts(s, row, data, given=given)
     # Force the atom path with an atom per distinct active value: same counts.
     scripted = ScriptedClassifier(torch.jit.script(_Linear(head)), "raw", "m", "s")
-    _, s_atoms = _scan(sae, scripted, x)
-    approx, n_t2 = rl.relocation_success_counts(s_atoms, row, rl.RowData(z, None), n_atoms=10_000)
+    _, s_atoms = _scan(sae, scripted, x, values=values)
+    if with_given:
+        given = rl.given_edits(s_atoms, [given_row], [rl.RowData(z[:, 1:], None)])
+    approx, n_t2 = rl.relocation_success_counts(s_atoms, row, data, n_atoms=10_000, given=given)
     np.testing.assert_array_equal(n_t, n_t2)
     np.testing.assert_array_equal(exact, approx)
+    brute = _brute_force_relocation(
+        head, x.numpy(), u[[j]], z[:, :1].astype(np.float64), s.cells.y, given_shift
+    )
+    np.testing.assert_array_equal(exact, brute)
 
 
 def test_baseline_margins_are_the_classifiers():

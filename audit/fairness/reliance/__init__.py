@@ -4,13 +4,23 @@
 * :mod:`.scan` — pass 1: every latent's flips from one pass over the rows;
 * :mod:`.columns` — pass 2: per-sample activations of the latents that need them;
 * :mod:`.effects` — one concept's edit: pair counts, ΔWGA, its bootstrap CI, steering, examples;
-* :mod:`.null` — the relocation null and its Monte-Carlo p-value.
+* :mod:`.null` — the relocation null and its Monte-Carlo p-value;
+* :mod:`.beyond` — a concept's effect with the stronger flagged concepts' edits applied first.
 
 The edit itself and how each classifier kind responds to it: :mod:`audit.fairness.edits`.
 """
 
+from audit.fairness.reliance.beyond import (
+    Beyond,
+    Given,
+    beyond_record,
+    given_edits,
+)
 from audit.fairness.reliance.columns import Columns, RowData, extract_columns
 from audit.fairness.reliance.effects import (
+    BEYOND_STREAM,
+    BOOTSTRAP_STREAM,
+    NULL_STREAM,
     EditSetting,
     PairSummary,
     ablation_coefficients,
@@ -25,6 +35,7 @@ from audit.fairness.reliance.effects import (
     top_examples,
 )
 from audit.fairness.reliance.null import (
+    beyond_tests,
     class_atoms,
     relocation_null,
     relocation_success_counts,
@@ -33,14 +44,21 @@ from audit.fairness.reliance.rows import ConceptRow, build_concept_rows
 from audit.fairness.reliance.scan import Scan, ablation_values, scan_latents
 
 __all__ = [
+    "BEYOND_STREAM",
+    "BOOTSTRAP_STREAM",
+    "NULL_STREAM",
+    "Beyond",
     "Columns",
     "ConceptRow",
     "EditSetting",
+    "Given",
     "PairSummary",
     "RowData",
     "Scan",
     "ablation_coefficients",
     "ablation_values",
+    "beyond_record",
+    "beyond_tests",
     "bootstrap_ci",
     "build_concept_rows",
     "cell_accuracies",
@@ -48,6 +66,7 @@ __all__ = [
     "dose_response",
     "exact_pairs",
     "extract_columns",
+    "given_edits",
     "most_activating",
     "pair_summary",
     "relocation_null",

@@ -90,6 +90,10 @@ def bootstrap_ci(pairs: np.ndarray, samples: int, rng: np.random.Generator) -> t
     return percentile_interval(bootstrap_delta_wga(pairs, samples, rng))
 
 
+#: Random streams per concept: the bootstrap, the null, the null beyond stronger concepts.
+BOOTSTRAP_STREAM, NULL_STREAM, BEYOND_STREAM = 1, 2, 3
+
+
 def row_rng(seed: int, stream: int, row: ConceptRow) -> np.random.Generator:
     """A generator per (seed, purpose, concept), so a row's numbers never depend on other rows."""
     return np.random.default_rng(np.random.SeedSequence([seed, stream, *row.latents]))

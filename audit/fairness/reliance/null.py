@@ -14,15 +14,20 @@ Each sample's probability of being correct in ``x^π`` is a count over its class
 values: exact for linear heads on raw embeddings (the effect's shortcut), otherwise over the
 class's activation distribution reduced to equal-mass quantile atoms. Draws of each cell's
 number of correct predictions are then sums of independent Bernoullis.
+
+With ``given`` edits (:mod:`.beyond`) everything above is drawn on ``x + e_F``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
+from audit.fairness.reliance.beyond import Beyond, Given, given_edits, pairs_beyond, with_given
 from audit.fairness.reliance.columns import RowData
-from audit.fairness.reliance.effects import EditSetting
+from audit.fairness.reliance.effects import BEYOND_STREAM, EditSetting, pair_summary, row_rng
 from audit.fairness.reliance.rows import ConceptRow
 from audit.fairness.stats import CountSampler, percentile_interval, sequential_mc_pvalue
 
@@ -44,14 +49,21 @@ def class_atoms(values: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarra
 
 
 def relocation_success_counts(
-    s: EditSetting, row: ConceptRow, data: RowData, n_atoms: int = 16
+    s: EditSetting, row: ConceptRow, data: RowData, n_atoms: int = 16, given: Given | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """For every sample, how many of its class's ``n_t`` activation values — placed on it instead
-    of its own — leave it correctly classified. Returns ``(successes [N], n_t [N])``."""
+    of its own, on top of the ``given`` edits if any — leave it correctly classified. Returns
+    ``(successes [N], n_t [N])``."""
     y = s.cells.y
-    exact = s.effect.relocated_successes(s.base, data.z, row.latents, y)
+    base = s.base if given is None else replace(s.base, margin=given.margin)
+    # The exact shortcut reads margins only, so a given edit enters as its margins.
+    exact = s.effect.relocated_successes(base, data.z, row.latents, y)
     if exact is not None:
         return exact
+    latents, xu_all = row.latents, data.x_dot_u
+    if given is not None:
+        joint, joint_data = with_given(given, row, data)
+        latents, xu_all = joint.latents, joint_data.x_dot_u
     successes = np.zeros(len(y), dtype=np.int64)
     class_n = np.zeros(len(y), dtype=np.int64)
     for t in (0, 1):
@@ -60,11 +72,15 @@ def relocation_success_counts(
             continue
         atoms, counts = class_atoms(data.z[idx].astype(np.float64), n_atoms)
         class_n[idx] = idx.size
-        xu = None if data.x_dot_u is None else s.space.from_numpy(data.x_dot_u[idx])
+        xu = None if xu_all is None else s.space.from_numpy(xu_all[idx])
         for atom, count in zip(atoms, counts, strict=True):
-            coeff = s.space.from_numpy(atom[None, :] - data.z[idx])
+            coeff = atom[None, :] - data.z[idx]
+            if given is not None:
+                coeff = np.concatenate([given.coeff[idx], coeff], axis=1)
             with torch.no_grad():
-                m = s.effect.margins(s.space, s.base, idx, row.latents, coeff, xu)
+                m = s.effect.margins(
+                    s.space, s.base, idx, latents, s.space.from_numpy(np.array(coeff)), xu
+                )
             ok = (m.cpu().numpy() > 0) == (t == 1)
             successes[idx] += ok.astype(np.int64) * int(count)
     return successes, class_n
@@ -79,10 +95,12 @@ def relocation_null(
     max_draws: int,
     rng: np.random.Generator,
     n_atoms: int = 16,
+    given: Given | None = None,
 ) -> tuple[float, int, tuple[float, float]]:
-    """Sequential Monte-Carlo p-value of ΔWGA against the relocation null; also the null's
-    central 95 % band. Returns ``(p, draws, (lo, hi))``."""
-    successes, class_n = relocation_success_counts(s, row, data, n_atoms)
+    """Sequential Monte-Carlo p-value of ΔWGA against the relocation null (on top of the
+    ``given`` edits, with ``delta_wga``/``wga_after`` measured there); also the null's central
+    95 % band. Returns ``(p, draws, (lo, hi))``."""
+    successes, class_n = relocation_success_counts(s, row, data, n_atoms, given)
     cell = s.cells.cell
     plans = []
     for c in range(s.cells.n_cells):
@@ -101,3 +119,27 @@ def relocation_null(
     p, used, stats = sequential_mc_pvalue(draw, lambda st: st >= delta_wga - 1e-12, max_draws)
     band = percentile_interval(stats) if stats.size else (0.0, 0.0)
     return p, used, band
+
+
+def beyond_tests(
+    ordered: list[tuple[ConceptRow, EditSetting, RowData]],
+    max_draws: int,
+    seed: int,
+    n_atoms: int = 16,
+) -> dict[tuple[int, ...], Beyond]:
+    """Each concept of ``ordered`` (those that meet the flag rule alone, strongest first; with
+    the edit setting of its own groups and its activations) after the first, tested with the
+    edits of all those before it applied first (:mod:`.beyond`), by the relocation null drawn
+    on that base."""
+    out: dict[tuple[int, ...], Beyond] = {}
+    for i, (row, s, data) in enumerate(ordered[1:], start=1):
+        above = ordered[:i]
+        given = given_edits(s, [a[0] for a in above], [a[2] for a in above])
+        pairs = pairs_beyond(s, given, row, data)
+        summary = pair_summary(pairs, s.cells)
+        rng = row_rng(seed, BEYOND_STREAM, row)
+        p, _, _ = relocation_null(
+            s, row, data, summary.delta_wga, summary.wga_after, max_draws, rng, n_atoms, given
+        )
+        out[row.latents] = Beyond(given.names, summary.delta_wga, summary.wga_after, p)
+    return out

@@ -9,15 +9,18 @@ import numpy as np
 
 from audit.concepts.activity import ConceptActivity
 from audit.fairness.checks import flag_concepts
-from audit.fairness.reliance import ConceptRow, bootstrap_ci, row_rng
+from audit.fairness.reliance import (
+    BOOTSTRAP_STREAM,
+    ConceptRow,
+    beyond_record,
+    bootstrap_ci,
+    row_rng,
+)
 from audit.fairness.result import ConceptFinding, Family, NameEvidence
 from audit.fairness.stages.choose import Chosen
 from audit.fairness.stages.context import AuditContext
 from audit.fairness.stages.null import NullTests
 from audit.fairness.stages.scan import Screened
-
-#: Random stream of the bootstrap (the null uses stream 2).
-BOOTSTRAP_STREAM = 1
 
 
 def _activation_rate(
@@ -53,7 +56,8 @@ def _finding(
         q=float(null.q[key]) if row.tested else None, null_draws=used, null_band=band,
         mean_activation={cells.cell_name(c): act_sum[c] / counts[c] for c in present},
         activation_rate={cells.cell_name(c): rate[c] for c in present},
-        exact=True, allowlisted=False, flagged=False, evidence=_evidence(row),
+        exact=True, allowlisted=False, flagged=False, beyond=beyond_record(null.beyond.get(key)),
+        evidence=_evidence(row),
     )  # fmt: skip
 
 
@@ -88,7 +92,8 @@ def findings_stage(
         with_null=null.with_null,
         null_draws_max=null.max_draws,
         min_attainable_p=1.0 / (null.max_draws + 1),
-        null="relocation within target class (docs/audit-method.md, 'The relocation null')",
+        null="relocation within target class; concepts below a stronger flagged one also tested "
+        "beyond it (docs/audit-method.md, 'The relocation null', 'Beyond stronger concepts')",
         ablation=ctx.settings.ablation,
         bootstrap_samples=ctx.gate.bootstrap_samples,
         bootstrap_seed=ctx.gate.bootstrap_seed_for(ctx.settings.seed),

@@ -1,4 +1,5 @@
-"""Stage 4: p-values against the relocation null for the top named concepts, and
+"""Stage 4: p-values against the relocation null for the top named concepts, each concept below a
+flagged one also tested beyond it (:mod:`audit.fairness.reliance.beyond`), and
 Benjamini–Hochberg q-values over every validated name (the tested family)."""
 
 from __future__ import annotations
@@ -7,14 +8,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.fairness.reliance import relocation_null, row_rng
+from audit.fairness.checks import meets_flag_rule
+from audit.fairness.reliance import (
+    BOOTSTRAP_STREAM,
+    NULL_STREAM,
+    Beyond,
+    ConceptRow,
+    beyond_tests,
+    bootstrap_ci,
+    relocation_null,
+    row_rng,
+)
 from audit.fairness.stages.choose import Chosen, null_candidates
 from audit.fairness.stages.context import AuditContext
 from audit.fairness.stages.scan import Key, Screened
 from audit.fairness.stats import bh_qvalues, null_draws_for_family
-
-#: Random stream of the null draws (the bootstrap uses stream 1).
-NULL_STREAM = 2
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,7 @@ class NullTests:
     p: dict[Key, float]  # concepts given a null; the rest have p = 1
     draws: dict[Key, tuple[int, tuple[float, float]]]  # (draws made, central 95 % of the null)
     q: dict[Key, float]  # every tested concept
+    beyond: dict[Key, Beyond]  # concepts tested beyond stronger flagged ones
 
     def p_of(self, key: Key) -> float:
         return self.p.get(key, 1.0)
@@ -47,6 +56,42 @@ def null_stage(ctx: AuditContext, sc: Screened, chosen: Chosen) -> NullTests:
         draws[r.latents] = (used, band)
         if tick:
             tick(1)
+    q = _qvalues(sc, p)
+    beyond = _beyond(ctx, sc, chosen, candidates, q, max_draws)
+    if beyond:
+        p = {k: max(v, beyond[k].p) if k in beyond else v for k, v in p.items()}
+        q = _qvalues(sc, p)
+    return NullTests(family, len(candidates), max_draws, p, draws, q, beyond)
+
+
+def _qvalues(sc: Screened, p: dict[Key, float]) -> dict[Key, float]:
     all_p = np.array([p.get(r.latents, 1.0) for r in sc.tested])
-    q = dict(zip([r.latents for r in sc.tested], bh_qvalues(all_p), strict=True))
-    return NullTests(family, len(candidates), max_draws, p, draws, q)
+    return dict(zip([r.latents for r in sc.tested], bh_qvalues(all_p), strict=True))
+
+
+def _beyond(
+    ctx: AuditContext, sc: Screened, chosen: Chosen, candidates: list[ConceptRow],
+    q: dict[Key, float], max_draws: int,
+) -> dict[Key, Beyond]:  # fmt: skip
+    """Each concept that meets the flag rule alone, below another that does, tested with the
+    edits of those above it applied first."""
+    settings, effects = ctx.settings, chosen.effects
+    boot_seed = ctx.gate.bootstrap_seed_for(settings.seed)
+
+    def strong(r: ConceptRow) -> bool:
+        s = effects.summaries[r.latents]
+        if not meets_flag_rule(s.delta_wga, 1.0, q[r.latents], ctx.gate):
+            return False  # the bootstrap below is the expensive part: only when it can matter
+        ci = bootstrap_ci(
+            effects.pairs[r.latents], ctx.gate.bootstrap_samples,
+            row_rng(boot_seed, BOOTSTRAP_STREAM, r),
+        )  # fmt: skip
+        return ci[0] > 0
+
+    alone = [r for r in candidates if strong(r)]  # candidates come largest ΔWGA first
+    return beyond_tests(
+        [(r, sc.setting, chosen.columns.of(r)) for r in alone],
+        max_draws,
+        settings.seed,
+        settings.null_atoms,
+    )
