@@ -10,8 +10,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from audit.fairness.result import AuditResult, Check
-from audit.report.wording import group_name, verdict_note
+from audit.fairness.result import AuditResult, Check, ConceptFinding
+from audit.report.wording import beyond_note, group_name, verdict_note
 
 STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold dark_orange",
                 "skipped": "dim", "info": "cyan", "ungated": "bold cyan",
@@ -87,6 +87,14 @@ def groups_table(result: AuditResult) -> Table:
     return table
 
 
+def _concept_cell(c: ConceptFinding, style: str) -> Text:
+    cell = Text(c.label, style=style)
+    note = beyond_note(c)
+    if note:
+        cell.append(f"\n{note}", style="dim")
+    return cell
+
+
 def concepts_table(result: AuditResult, top: int = 10) -> Table:
     n = len(result.concepts)
     table = Table(title=f"Top concepts by ΔWGA (of {n} listed)", title_justify="left")
@@ -99,7 +107,7 @@ def concepts_table(result: AuditResult, top: int = 10) -> Table:
         lo, hi = c.ci
         table.add_row(
             str(c.rank),
-            Text(c.label, style=style),
+            _concept_cell(c, style),
             f"{c.delta_wga:+.3f}",
             f"[{lo:+.3f}, {hi:+.3f}]",
             _num(c.q, 3),

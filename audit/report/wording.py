@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from audit.fairness.result import AuditResult
+from audit.fairness.result import AuditResult, ConceptFinding
 
 
 def group_name(result: AuditResult, name: str) -> str:
@@ -37,6 +37,15 @@ def rides_on(result: AuditResult, share: Mapping[str, float] | None) -> str | No
         f"rides on {group_name(result, name)}: {value:.0%} of its strongest rows "
         f"({base:.0%} overall)"
     )
+
+
+def beyond_note(concept: ConceptFinding) -> str | None:
+    """ "beyond red: ΔWGA +0.014, p 0.057" for a concept also tested with stronger flagged
+    concepts removed first (its p is the larger of the two), else None."""
+    b = concept.beyond
+    if b is None:
+        return None
+    return f"beyond {', '.join(b.given)}: ΔWGA {b.delta_wga:+.3f}, p {b.p:.2g}"
 
 
 def verdict_note(result: AuditResult) -> str | None:

@@ -94,4 +94,5 @@ def test_the_demo_reports_that_small_rides_on_red():
     small = next(c for c in table if c.name == "small")
     assert not small.flagged and small.beyond is not None and "red" in small.beyond.given
     assert notes["small"].startswith("rides on is_red=1")
+    assert "; beyond red, green: ΔWGA +0.014, p 0.057" in notes["small"]  # why it is not flagged
     assert notes["red"].startswith("rides on is_red=1")
