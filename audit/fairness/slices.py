@@ -122,7 +122,9 @@ def _concept(
         name=name,
         latents=activity.latents[c],
         threshold=float(activity.thresholds[c]),
-        active_rate=float(activity.active[:, c].mean()) if len(activity.activation) else 0.0,
+        active_rate=float((activity.activation[:, c] > activity.thresholds[c]).mean())
+        if len(activity.activation)
+        else 0.0,
         shift=(one.difference - zero.difference) / 2 if both else None,
         shift_ci=percentile_interval((draws_one - draws_zero) / 2, s.level) if both else None,
         flagged=one.flagged or zero.flagged,

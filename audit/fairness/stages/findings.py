@@ -27,7 +27,7 @@ def _activation_rate(
     ctx: AuditContext, activity: ConceptActivity, row: ConceptRow, counts: np.ndarray
 ) -> np.ndarray:
     """Share of each cell where the concept is active (:mod:`audit.concepts.activity`)."""
-    active = activity.active[:, activity.index(row.latents)].astype(float)
+    active = activity.active_of(row.latents).astype(float)
     n_cells = ctx.cells.n_cells
     return np.bincount(ctx.cells.cell, weights=active, minlength=n_cells) / np.maximum(counts, 1)
 
