@@ -39,7 +39,7 @@ import numpy as np
 
 from audit.concepts.activity import ACTIVE_RULE, ConceptActivity
 from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors
-from audit.fairness.stats import bh_qvalues, percentile_interval
+from audit.fairness.stats import bh_qvalues, fisher_exact_two_sided, percentile_interval
 
 RELATION = (
     "association, not cause: where the classifier's own decisions err, by the concepts active there"
@@ -78,7 +78,12 @@ def sliced_errors(
             on = (y == cls) & active[:, c]
             off = (y == cls) & ~active[:, c]
             raw.append(_compare(correct[on], correct[off], s, rng))
-    tested = [i for i, (stats, _) in enumerate(raw) if stats["p"] is not None]
+    tested = [i for i, (_, _, table) in enumerate(raw) if table is not None]
+    if tested:  # one vectorised exact test for every tested slice
+        p_values = fisher_exact_two_sided(np.array([raw[i][2] for i in tested]))
+        for i, p in zip(tested, p_values, strict=True):
+            raw[i][0]["p"] = float(p)
+    raw = [(stats, draws) for stats, draws, _ in raw]
     q = np.full(len(raw), np.nan)
     q[tested] = bh_qvalues([raw[i][0]["p"] for i in tested])
     concepts = [
@@ -138,9 +143,10 @@ def _rank_key(item: ConceptErrors) -> tuple[bool, bool, float, str]:
 
 def _compare(
     on: np.ndarray, off: np.ndarray, s: SliceSettings, rng: np.random.Generator
-) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Accuracy on the active vs inactive rows of one class, with bootstrap CI and p-value;
-    also the bootstrap replicates of the difference (None when not tested)."""
+) -> tuple[dict[str, Any], np.ndarray | None, list[list[int]] | None]:
+    """Accuracy on the active vs inactive rows of one class, with bootstrap CI; also the
+    bootstrap replicates of the difference and the 2 × 2 table for the exact test (both None
+    when not tested; the caller fills ``p``)."""
     n_on, n_off = int(on.size), int(off.size)
     acc_on = float(on.mean()) if n_on else None
     acc_off = float(off.mean()) if n_off else None
@@ -154,15 +160,11 @@ def _compare(
         "p": None,
     }
     if min(n_on, n_off) < s.min_rows:
-        return stats, None
-    from scipy.stats import fisher_exact
-
+        return stats, None, None
     k_on, k_off = int(on.sum()), int(off.sum())
     draws = (
         rng.binomial(n_on, acc_on, s.bootstrap) / n_on
         - rng.binomial(n_off, acc_off, s.bootstrap) / n_off
     )
     stats["ci"] = percentile_interval(draws, s.level)
-    table = [[k_on, n_on - k_on], [k_off, n_off - k_off]]
-    stats["p"] = float(fisher_exact(table, alternative="two-sided").pvalue)
-    return stats, draws
+    return stats, draws, [[k_on, n_on - k_on], [k_off, n_off - k_off]]

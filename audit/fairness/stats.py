@@ -211,3 +211,69 @@ class CountSampler:
 
     def draw(self, size: int, rng: np.random.Generator) -> np.ndarray:
         return self.fixed + np.searchsorted(self.cdf, rng.random(size), side="right")
+
+
+#: Tables as likely as the observed one within this relative tolerance count as "at most as
+#: likely" (R's fisher.test uses the same 1e-7: it absorbs the rounding of the log-pmf).
+FISHER_RELATIVE_TOLERANCE = 1e-7
+
+
+def fisher_exact_two_sided(tables: np.ndarray) -> np.ndarray:
+    """Two-sided Fisher exact p-values of many 2 × 2 tables ``[[a, b], [c, d]]`` at once.
+
+    With the margins fixed, ``a`` is hypergeometric; the p-value is the probability of every
+    table at most as likely as the observed one. The pmf is unimodal, so those tables are the
+    two tails outside a central run around the mode: each run end is found by a binary search
+    on the log-pmf (vectorised over the tables), and the tails come from the hypergeometric CDF
+    — instead of one ``scipy.stats.fisher_exact`` call per table (about 8 ms each).
+
+    >>> fisher_exact_two_sided(np.array([[[3, 1], [1, 3]], [[1, 9], [11, 3]]])).round(6).tolist()
+    [0.485714, 0.002759]
+    >>> fisher_exact_two_sided(np.array([[[5, 5], [5, 5]]])).tolist()
+    [1.0]
+    """
+    from scipy.special import gammaln
+    from scipy.stats import hypergeom
+
+    t = np.asarray(tables, dtype=np.int64).reshape(-1, 2, 2)
+    a, b, c, d = t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1]
+    row1, row2, col1 = a + b, c + d, a + c
+    total = row1 + row2
+    low, high = np.maximum(0, col1 - row2), np.minimum(row1, col1)
+
+    def logpmf(x: np.ndarray) -> np.ndarray:
+        return (
+            gammaln(row1 + 1)
+            - gammaln(x + 1)
+            - gammaln(row1 - x + 1)
+            + gammaln(row2 + 1)
+            - gammaln(col1 - x + 1)
+            - gammaln(row2 - col1 + x + 1)
+        )  # fmt: skip (the normaliser C(total, col1) cancels in every comparison)
+
+    mode = np.clip((col1 + 1) * (row1 + 1) // (total + 2), low, high)
+    limit = logpmf(a) + np.log1p(FISHER_RELATIVE_TOLERANCE)
+    at_most = lambda x: logpmf(np.clip(x, low, high)) <= limit  # noqa: E731
+    # Left tail: the largest x ≤ mode with pmf(x) ≤ pmf(a) (low − 1: none).
+    lo, hi = low - 1, mode.copy()
+    while np.any(hi - lo > 1):
+        mid = (lo + hi) // 2
+        ok = at_most(mid)
+        step = hi - lo > 1
+        lo = np.where(step & ok, mid, lo)
+        hi = np.where(step & ~ok, mid, hi)
+    left_end = lo
+    # Right tail: the smallest x ≥ mode with pmf(x) ≤ pmf(a) (high + 1: none).
+    lo, hi = mode.copy(), high + 1
+    while np.any(hi - lo > 1):
+        mid = (lo + hi) // 2
+        ok = at_most(mid)
+        step = hi - lo > 1
+        hi = np.where(step & ok, mid, hi)
+        lo = np.where(step & ~ok, mid, lo)
+    right_start = hi
+    p = hypergeom.cdf(left_end, total, row1, col1) + hypergeom.sf(
+        right_start - 1, total, row1, col1
+    )
+    p = np.where(at_most(mode), 1.0, p)  # the observed table is as likely as the mode
+    return np.minimum(p, 1.0)
