@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from audit.discover.result import DiscoveredConcept
 from audit.fairness.result import AuditResult, ConceptFinding
 
 
@@ -39,7 +40,7 @@ def rides_on(result: AuditResult, share: Mapping[str, float] | None) -> str | No
     )
 
 
-def beyond_note(concept: ConceptFinding) -> str | None:
+def beyond_note(concept: ConceptFinding | DiscoveredConcept) -> str | None:
     """ "beyond red: ΔWGA +0.014, p 0.057" for a concept also tested with stronger flagged
     concepts removed first (its p is the larger of the two), else None."""
     b = concept.beyond
