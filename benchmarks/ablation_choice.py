@@ -40,16 +40,15 @@ import numpy as np
 from audit.fairness import AuditSettings, GateConfig, run_audit
 from audit.fairness.gate import load_gate
 from audit.fairness.reliance import (
+    NULL_STREAM,
     Columns,
-    bootstrap_ci,
     pair_summary,
     relocation_null,
+    row_interval,
     row_margins,
     row_rng,
 )
 from audit.fairness.stages.context import prepare
-from audit.fairness.stages.findings import BOOTSTRAP_STREAM
-from audit.fairness.stages.null import NULL_STREAM
 from audit.fairness.stages.scan import scan_stage
 from audit.fairness.stats import bh_qvalues, null_draws_for_family, pair_counts
 from audit.store import EmbeddingStore
@@ -160,7 +159,7 @@ def resample_rows(inp: Inputs, gate: GateConfig) -> list[Row]:
                 s, r, data, summary.delta_wga, summary.wga_after, max_draws,
                 row_rng(inp.seed, NULL_STREAM, r), settings.null_atoms,
             )  # fmt: skip
-        ci = bootstrap_ci(pairs, gate.bootstrap_samples, row_rng(inp.seed, BOOTSTRAP_STREAM, r))
+        ci = row_interval(pairs, gate.bootstrap_samples, inp.seed, r)
         found.append(Row(r.latents, r.name, r.tested, summary.delta_wga, ci, p))
     return _judged(found, gate, settings.unnamed_top)
 

@@ -28,7 +28,6 @@ from audit.fairness.attributes import CONCEPT_VALUES
 from audit.fairness.checks import is_allowlisted, meets_flag_rule
 from audit.fairness.groups import Cells
 from audit.fairness.reliance import (
-    BOOTSTRAP_STREAM,
     NULL_STREAM,
     Beyond,
     Columns,
@@ -36,10 +35,10 @@ from audit.fairness.reliance import (
     EditSetting,
     PairSummary,
     beyond_tests,
-    bootstrap_ci,
     exact_pairs,
     pair_summary,
     relocation_null,
+    row_interval,
     row_rng,
 )
 from audit.fairness.stages.context import AuditContext
@@ -154,8 +153,7 @@ def evaluate_exactly(ctx: AuditContext, scan: ConceptScan, effects: list[Concept
 def add_intervals(ctx: AuditContext, effects: list[ConceptEffect]) -> None:
     seed = ctx.gate.bootstrap_seed_for(ctx.settings.seed)
     for e in effects:
-        rng = row_rng(seed, BOOTSTRAP_STREAM, e.row)
-        e.ci = bootstrap_ci(e.pairs, ctx.gate.bootstrap_samples, rng)
+        e.ci = row_interval(e.pairs, ctx.gate.bootstrap_samples, seed, e.row)
 
 
 def can_be_flagged(ctx: AuditContext, e: ConceptEffect, max_target_auc: float) -> bool:

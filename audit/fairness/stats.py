@@ -213,6 +213,21 @@ class CountSampler:
         return self.fixed + np.searchsorted(self.cdf, rng.random(size), side="right")
 
 
+def _boundary(
+    holds: np.ndarray, fails: np.ndarray, predicate: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Per element, the point next to the boundary of a predicate that holds at ``holds`` and
+    fails at ``fails`` (either side) and changes once between them: bisection, vectorised."""
+    holds, fails = holds.copy(), fails.copy()
+    while np.any(np.abs(holds - fails) > 1):
+        active = np.abs(holds - fails) > 1
+        mid = (holds + fails) // 2
+        ok = predicate(mid)
+        holds = np.where(active & ok, mid, holds)
+        fails = np.where(active & ~ok, mid, fails)
+    return holds
+
+
 #: Tables as likely as the observed one within this relative tolerance count as "at most as
 #: likely" (R's fisher.test uses the same 1e-7: it absorbs the rounding of the log-pmf).
 FISHER_RELATIVE_TOLERANCE = 1e-7
@@ -254,24 +269,10 @@ def fisher_exact_two_sided(tables: np.ndarray) -> np.ndarray:
     mode = np.clip((col1 + 1) * (row1 + 1) // (total + 2), low, high)
     limit = logpmf(a) + np.log1p(FISHER_RELATIVE_TOLERANCE)
     at_most = lambda x: logpmf(np.clip(x, low, high)) <= limit  # noqa: E731
-    # Left tail: the largest x ≤ mode with pmf(x) ≤ pmf(a) (low − 1: none).
-    lo, hi = low - 1, mode.copy()
-    while np.any(hi - lo > 1):
-        mid = (lo + hi) // 2
-        ok = at_most(mid)
-        step = hi - lo > 1
-        lo = np.where(step & ok, mid, lo)
-        hi = np.where(step & ~ok, mid, hi)
-    left_end = lo
-    # Right tail: the smallest x ≥ mode with pmf(x) ≤ pmf(a) (high + 1: none).
-    lo, hi = mode.copy(), high + 1
-    while np.any(hi - lo > 1):
-        mid = (lo + hi) // 2
-        ok = at_most(mid)
-        step = hi - lo > 1
-        hi = np.where(step & ok, mid, hi)
-        lo = np.where(step & ~ok, mid, lo)
-    right_start = hi
+    # Left tail ends at the largest x ≤ mode with pmf(x) ≤ pmf(a) (low − 1: none); the right
+    # tail starts at the smallest x ≥ mode with it (high + 1: none).
+    left_end = _boundary(low - 1, mode, at_most)
+    right_start = _boundary(high + 1, mode, at_most)
     p = hypergeom.cdf(left_end, total, row1, col1) + hypergeom.sf(
         right_start - 1, total, row1, col1
     )

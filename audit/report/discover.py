@@ -32,8 +32,7 @@ from audit.fairness.inputs import load_inputs
 from audit.fairness.stages.context import Progress
 from audit.fileio import write_text
 from audit.report.junit import xml_text
-from audit.report.terminal import STATUS_STYLE
-from audit.report.wording import beyond_note
+from audit.report.terminal import STATUS_STYLE, concept_cell
 
 
 @dataclass(frozen=True)
@@ -145,19 +144,12 @@ def discover_table(result: DiscoverResult, top: int = 10) -> Table:
         else:
             name = c.name
         table.add_row(
-            str(c.rank), _concept_cell(name, style, beyond_note(c)), f"{100 * c.active_rate:.0f}%",
+            str(c.rank), concept_cell(name, style, c), f"{100 * c.active_rate:.0f}%",
             f"{c.worst_group_accuracy:.3f}", f"{c.delta_wga:+.3f}",
             f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]", f"{c.q:.3f}",
             Text("yes", style="bold red") if c.flagged else Text("no"),
         )  # fmt: skip
     return table
-
-
-def _concept_cell(name: str, style: str, note: str | None) -> Text:
-    cell = Text(name, style=style)
-    if note:
-        cell.append(f"\n{note}", style="dim")
-    return cell
 
 
 def discover_panel(result: DiscoverResult) -> Panel:

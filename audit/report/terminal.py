@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from audit.discover.result import DiscoveredConcept
 from audit.fairness.result import AuditResult, Check, ConceptFinding
 from audit.report.wording import beyond_note, group_name, verdict_note
 
@@ -87,9 +88,10 @@ def groups_table(result: AuditResult) -> Table:
     return table
 
 
-def _concept_cell(c: ConceptFinding, style: str) -> Text:
-    cell = Text(c.label, style=style)
-    note = beyond_note(c)
+def concept_cell(name: str, style: str, concept: ConceptFinding | DiscoveredConcept) -> Text:
+    """A concept's name, with its effect beyond stronger flagged concepts below it (dim)."""
+    cell = Text(name, style=style)
+    note = beyond_note(concept)
     if note:
         cell.append(f"\n{note}", style="dim")
     return cell
@@ -107,7 +109,7 @@ def concepts_table(result: AuditResult, top: int = 10) -> Table:
         lo, hi = c.ci
         table.add_row(
             str(c.rank),
-            _concept_cell(c, style),
+            concept_cell(c.label, style, c),
             f"{c.delta_wga:+.3f}",
             f"[{lo:+.3f}, {hi:+.3f}]",
             _num(c.q, 3),

@@ -5,6 +5,9 @@ the session's ``marker_world`` fixture, shared with the labelled audit's test)."
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -34,11 +37,22 @@ def _outcomes(world, marker: str) -> list[tuple]:
     return out
 
 
-def test_discover_names_the_frame_first(marker_world):
+@pytest.fixture(scope="module")
+def outcomes(marker_world) -> Callable[[str], list[tuple]]:
+    """A marker's 20 discover runs, made once for every test of this module that reads them."""
+    return functools.cache(lambda marker: _outcomes(marker_world, marker))
+
+
+def _alone(outcomes: list[tuple], marker: str) -> list[tuple]:
+    """The seeds where the marker ranks first and is the only flag."""
+    return [o for o in outcomes if o[1] == marker and o[3] == [marker]]
+
+
+def test_discover_names_the_frame_first(outcomes):
     # Measured, 2-core CPU VM, 2026-12-04: the frame ranks first in 20 of 20 seeds with world
     # seeds 0 and 1 (its ΔWGA 0.064–0.146 with world seed 0, the next concept's at most 0.023).
-    outcomes = _outcomes(marker_world, "frame")
-    assert sum(o[1] == "frame" for o in outcomes) >= 19, outcomes
+    frame = outcomes("frame")
+    assert sum(o[1] == "frame" for o in frame) >= 19, frame
 
 
 @pytest.mark.xfail(
@@ -47,18 +61,16 @@ def test_discover_names_the_frame_first(marker_world):
     "flag in 20/20 seeds, with world seed 1 in 9/20 ('blue' beside it, significant even beyond "
     "the frame; docs/discover.md, 'Marker world')",
 )
-def test_discover_flags_only_the_frame(marker_world):
-    outcomes = _outcomes(marker_world, "frame")
-    good = [o for o in outcomes if o[1] == "frame" and o[3] == ["frame"]]
-    assert len(good) >= 19, outcomes
+def test_discover_flags_only_the_frame(outcomes):
+    assert len(_alone(outcomes("frame"), "frame")) >= 19, outcomes("frame")
 
 
-def test_discover_names_the_stamp_first_and_flags_it(marker_world):
+def test_discover_names_the_stamp_first_and_flags_it(outcomes):
     # Measured, 2-core CPU VM, 2026-12-04, world seed 0: first and flagged in 20/20 seeds (with
     # world seed 1: first in 12/20, "blue" first in the rest).
-    outcomes = _outcomes(marker_world, "stamp")
-    good = [o for o in outcomes if o[1] == "stamp" and "stamp" in o[3]]
-    assert len(good) >= 19, outcomes
+    stamp = outcomes("stamp")
+    good = [o for o in stamp if o[1] == "stamp" and "stamp" in o[3]]
+    assert len(good) >= 19, stamp
 
 
 def test_the_stamp_probe_really_fails_blue_circles(marker_world):
@@ -90,7 +102,5 @@ def test_the_stamp_probe_really_fails_blue_circles(marker_world):
     "the stamp-trained probe (test_the_stamp_probe_really_fails_blue_circles), so 'only the "
     "stamp' is not the right answer in this world",
 )
-def test_discover_names_the_stamp_first_and_flags_only_it(marker_world):
-    outcomes = _outcomes(marker_world, "stamp")
-    good = [o for o in outcomes if o[1] == "stamp" and o[3] == ["stamp"]]
-    assert len(good) >= 19, outcomes
+def test_discover_names_the_stamp_first_and_flags_only_it(outcomes):
+    assert len(_alone(outcomes("stamp"), "stamp")) >= 19, outcomes("stamp")

@@ -18,8 +18,6 @@ from audit.fairness.reliance.beyond import (
 )
 from audit.fairness.reliance.columns import Columns, RowData, extract_columns
 from audit.fairness.reliance.effects import (
-    BEYOND_STREAM,
-    BOOTSTRAP_STREAM,
     NULL_STREAM,
     EditSetting,
     PairSummary,
@@ -30,6 +28,7 @@ from audit.fairness.reliance.effects import (
     exact_pairs,
     most_activating,
     pair_summary,
+    row_interval,
     row_margins,
     row_rng,
     top_examples,
@@ -44,8 +43,6 @@ from audit.fairness.reliance.rows import ConceptRow, build_concept_rows
 from audit.fairness.reliance.scan import Scan, ablation_values, scan_latents
 
 __all__ = [
-    "BEYOND_STREAM",
-    "BOOTSTRAP_STREAM",
     "NULL_STREAM",
     "Beyond",
     "Columns",
@@ -71,6 +68,7 @@ __all__ = [
     "pair_summary",
     "relocation_null",
     "relocation_success_counts",
+    "row_interval",
     "row_margins",
     "row_rng",
     "scan_latents",

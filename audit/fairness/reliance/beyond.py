@@ -59,16 +59,22 @@ def beyond_record(beyond: Beyond | None) -> BeyondEffect | None:
     return BeyondEffect(beyond.given, beyond.delta_wga, beyond.wga_after, beyond.p)
 
 
-def given_edits(s: EditSetting, rows: list[ConceptRow], data: list[RowData]) -> Given:
-    """The joint edit of ``rows`` (disjoint concepts) and the margins it leaves."""
+def _joined(rows: list[ConceptRow], data: list[RowData]) -> tuple[ConceptRow, RowData]:
+    """Disjoint concepts as one row (their latents in order) and their columns side by side."""
     joint = ConceptRow(
         tuple(j for r in rows for j in r.latents), None, " + ".join(r.label for r in rows),
         False, "", 0.0,
     )  # fmt: skip
-    joint_data = RowData(
+    xu = [d.x_dot_u for d in data]
+    return joint, RowData(
         np.concatenate([d.z for d in data], axis=1),
-        None if data[0].x_dot_u is None else np.concatenate([d.x_dot_u for d in data], axis=1),  # type: ignore[misc]
+        None if any(x is None for x in xu) else np.concatenate(xu, axis=1),  # type: ignore[arg-type]
     )
+
+
+def given_edits(s: EditSetting, rows: list[ConceptRow], data: list[RowData]) -> Given:
+    """The joint edit of ``rows`` (disjoint concepts) and the margins it leaves."""
+    joint, joint_data = _joined(rows, data)
     coeff = ablation_coefficients(s.values, joint, joint_data)
     return Given(
         tuple(r.name or r.label for r in rows), joint, joint_data, coeff,
@@ -78,11 +84,7 @@ def given_edits(s: EditSetting, rows: list[ConceptRow], data: list[RowData]) -> 
 
 def with_given(given: Given, row: ConceptRow, data: RowData) -> tuple[ConceptRow, RowData]:
     """The given concepts and ``row`` as one row (their latents first)."""
-    xu = None
-    if data.x_dot_u is not None and given.data.x_dot_u is not None:
-        xu = np.concatenate([given.data.x_dot_u, data.x_dot_u], axis=1)
-    joint = ConceptRow(given.row.latents + row.latents, None, row.label, False, "", 0.0)
-    return joint, RowData(np.concatenate([given.data.z, data.z], axis=1), xu)
+    return _joined([given.row, row], [given.data, data])
 
 
 def pairs_beyond(s: EditSetting, given: Given, row: ConceptRow, data: RowData) -> np.ndarray:

@@ -99,6 +99,14 @@ def row_rng(seed: int, stream: int, row: ConceptRow) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream, *row.latents]))
 
 
+def row_interval(
+    pairs: np.ndarray, samples: int, seed: int, row: ConceptRow
+) -> tuple[float, float]:
+    """A concept's ΔWGA interval from its own bootstrap stream: the same numbers wherever it is
+    asked for (the flag, the test beyond stronger concepts, the report)."""
+    return bootstrap_ci(pairs, samples, row_rng(seed, BOOTSTRAP_STREAM, row))
+
+
 def pair_summary(pairs: np.ndarray, cells: Cells) -> PairSummary:
     """ΔWGA, WGA after, Δaccuracy and flip rates per cell, collateral damage from pair counts."""
     n = pairs.sum(1)

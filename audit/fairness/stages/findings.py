@@ -10,11 +10,9 @@ import numpy as np
 from audit.concepts.activity import ConceptActivity
 from audit.fairness.checks import flag_concepts
 from audit.fairness.reliance import (
-    BOOTSTRAP_STREAM,
     ConceptRow,
     beyond_record,
-    bootstrap_ci,
-    row_rng,
+    row_interval,
 )
 from audit.fairness.result import ConceptFinding, Family, NameEvidence
 from audit.fairness.stages.choose import Chosen
@@ -38,10 +36,7 @@ def _finding(
 ) -> ConceptFinding:  # fmt: skip
     cells, key = ctx.cells, row.latents
     boot_seed = ctx.gate.bootstrap_seed_for(ctx.settings.seed)
-    ci = bootstrap_ci(
-        chosen.effects.pairs[key], ctx.gate.bootstrap_samples,
-        row_rng(boot_seed, BOOTSTRAP_STREAM, row),
-    )  # fmt: skip
+    ci = row_interval(chosen.effects.pairs[key], ctx.gate.bootstrap_samples, boot_seed, row)
     act_sum = sc.scan.act_sum[:, list(key)].sum(1)
     rate = _activation_rate(ctx, activity, row, counts)
     used, band = null.draws.get(key, (0, None))

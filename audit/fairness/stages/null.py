@@ -10,13 +10,12 @@ import numpy as np
 
 from audit.fairness.checks import meets_flag_rule
 from audit.fairness.reliance import (
-    BOOTSTRAP_STREAM,
     NULL_STREAM,
     Beyond,
     ConceptRow,
     beyond_tests,
-    bootstrap_ci,
     relocation_null,
+    row_interval,
     row_rng,
 )
 from audit.fairness.stages.choose import Chosen, null_candidates
@@ -42,7 +41,7 @@ class NullTests:
 def null_stage(ctx: AuditContext, sc: Screened, chosen: Chosen) -> NullTests:
     settings = ctx.settings
     family = len(sc.tested)
-    # Enough draws that the smallest p-value, 1 / (M + 1), survives BH over the whole family.
+    # Enough draws to resolve p-values at the smallest BH threshold over the whole family.
     max_draws = null_draws_for_family(family, ctx.gate.max_q, settings.null_min_draws)
     candidates = null_candidates(list(chosen.tested), chosen.effects, settings.null_rows)
     tick = ctx.tick("null", len(candidates))
@@ -82,10 +81,7 @@ def _beyond(
         s = effects.summaries[r.latents]
         if not meets_flag_rule(s.delta_wga, 1.0, q[r.latents], ctx.gate):
             return False  # the bootstrap below is the expensive part: only when it can matter
-        ci = bootstrap_ci(
-            effects.pairs[r.latents], ctx.gate.bootstrap_samples,
-            row_rng(boot_seed, BOOTSTRAP_STREAM, r),
-        )  # fmt: skip
+        ci = row_interval(effects.pairs[r.latents], ctx.gate.bootstrap_samples, boot_seed, r)
         return ci[0] > 0
 
     alone = [r for r in candidates if strong(r)]  # candidates come largest ΔWGA first
