@@ -10,7 +10,8 @@ gives the audit something to find. Prints the total time and the stage breakdown
     PYTHONPATH=. python benchmarks/audit_speed.py --device cuda --json audit.json
 
 The **naive** comparison (``--naive-latents K``, default 16) audits latents the way a first
-script would: for each latent, zero it in every row's code, decode, add the SAE's residual
+script would: for each latent, set it to its mean over the audited rows in every row's code (the
+audit's default mean ablation), decode, add the SAE's residual
 (``x' = x + post(dec(z')) − post(dec(z))``), rerun the classifier and recompute the worst-group
 accuracy — timed on K latents (the planted spurious one first, whose ΔWGA must equal the
 audit's) and extrapolated to all latents. Each chunk is encoded once for the K latents, so a
@@ -118,7 +119,8 @@ def make_world(
 def naive_delta_wga(
     paths: dict, latents: list[int], chunk: int = 8192, device: str = "cpu"
 ) -> tuple[list[float], float]:
-    """ΔWGA of zero-ablating each of ``latents`` by decode-and-rerun; returns (values, seconds)."""
+    """ΔWGA of mean-ablating each of ``latents`` (set to its mean code over all rows) by
+    decode-and-rerun; returns (values, seconds)."""
     from audit.fairness.classifiers import load_classifier
     from audit.sae import load_sae
     from audit.store import open_store
@@ -144,6 +146,10 @@ def naive_delta_wga(
             ]
         )
         before = wga(base)
+        code_sum = torch.zeros(sae.n_latents, dtype=torch.float64, device=sae.W_enc.device)
+        for lo in range(0, len(y), chunk):  # the mean code: one encoding pass
+            code_sum += sae.encode(x_all[lo : lo + chunk].to(sae.W_enc.device)).sum(0).double()
+        mean_code = (code_sum / len(y)).to(x_all.dtype)
         predicted: dict[int, list[np.ndarray]] = {j: [] for j in latents}
         for lo in range(0, len(y), chunk):  # encode and decode each chunk once, edit per latent
             x = x_all[lo : lo + chunk].to(sae.W_enc.device)
@@ -151,7 +157,7 @@ def naive_delta_wga(
             residual = x - sae.decode(z)
             for j in latents:
                 edited = z.clone()
-                edited[:, j] = 0.0
+                edited[:, j] = mean_code[j]
                 x_edit = sae.decode(edited) + residual
                 predicted[j].append((head.margin(x_edit) > 0).long().cpu().numpy())
         deltas = [wga(np.concatenate(predicted[j])) - before for j in latents]
