@@ -434,6 +434,13 @@ CASES: list[Case] = [
     Case("single-class-target", "a target with a single class", "audit",
          "--target 'Male' must have exactly two values, found 1", 2,
          lambda c: audit(c, labels=_csv(c, c.labels().assign(Male=1)))),
+    Case("class-names-malformed", "--class-names without a NAME (Male=1)", "audit",
+         "--class-names entries are COLUMN=VALUE:NAME (e.g. is_circle=1:circle), got 'Male=1'",
+         2, lambda c: audit(c, class_names="Male=1"), after=no_report),
+    Case("class-names-unknown", "--class-names for a value no group has (a typo: Mael=1)",
+         "audit", "--class-names names Mael=1, which no group has; the groups' values are "
+         "Male=0, Male=1, Blond_Hair=0, Blond_Hair=1", 2,
+         lambda c: audit(c, class_names="Mael=1:man,Male=0:woman"), after=no_report),
     Case("single-value-attribute", "an attribute with a single value", "audit",
          "--spurious 'Blond_Hair' has a single value", 2,
          lambda c: audit(c, labels=_csv(c, c.labels().assign(Blond_Hair=0)))),

@@ -167,6 +167,12 @@ class Cells:
             f"{self.attribute_name}={self.attribute_values[self.cell_attribute(c)]}"
         )
 
+    def value_keys(self) -> tuple[str, ...]:
+        """Every ``COLUMN=VALUE`` a group name is made of (what ``--class-names`` may name)."""
+        return tuple(f"{self.target_name}={v}" for v in self.target_values) + tuple(
+            f"{self.attribute_name}={v}" for v in self.attribute_values
+        )
+
     def cell_labels(self) -> np.ndarray:
         """The target (0/1) of each cell."""
         return np.arange(self.n_cells) // self.n_values

@@ -96,6 +96,17 @@ def _check_inputs(
     bank.check_sae(sae_fingerprint(sae), n_latents=sae.n_latents)
 
 
+def _check_class_names(settings: AuditSettings, cells: Cells) -> None:
+    """A class name for a value no group has is a typo the reports would silently ignore."""
+    known = cells.value_keys()
+    unknown = [k for k in parse_class_names(settings.class_names) if k not in known]
+    if unknown:
+        raise InputError(
+            f"--class-names names {', '.join(unknown)}, which no group has; the groups' values "
+            f"are {', '.join(known)}"
+        )
+
+
 def _fit_probe(
     store: EmbeddingStore, cells: Cells, train: np.ndarray, settings: AuditSettings
 ) -> tuple[Classifier, dict[str, Any]]:
@@ -151,6 +162,7 @@ def prepare(
     device = resolve_device(settings.device)
     inputs = GroupingInputs(store, sae, bank, device, settings.chunk_rows)
     cells_all = build_cells(labels, settings.target, attribute or settings.spurious, inputs)
+    _check_class_names(settings, cells_all)
     probe = isinstance(classifier, str)
     if probe and classifier != "probe":
         raise InputError(f"--classifier must be a file or 'probe', got {classifier!r}")
