@@ -33,6 +33,7 @@ from audit.fairness.stages.context import Progress
 from audit.fileio import write_text
 from audit.report.junit import xml_text
 from audit.report.terminal import STATUS_STYLE, concept_cell
+from audit.report.wording import beyond_note
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def discover_table(result: DiscoverResult, top: int = 10) -> Table:
         else:
             name = c.name
         table.add_row(
-            str(c.rank), concept_cell(name, style, c), f"{100 * c.active_rate:.0f}%",
+            str(c.rank), concept_cell(name, style, beyond_note(c)), f"{100 * c.active_rate:.0f}%",
             f"{c.worst_group_accuracy:.3f}", f"{c.delta_wga:+.3f}",
             f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]", f"{c.q:.3f}",
             Text("yes", style="bold red") if c.flagged else Text("no"),

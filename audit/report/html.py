@@ -15,7 +15,7 @@ from decimal import Decimal
 from audit.fairness.result import AuditResult, ConceptFinding
 from audit.fairness.stages.focus import TABLE_CONCEPTS
 from audit.report.templating import render, thumbnail
-from audit.report.wording import beyond_note, group_name, rides_on, verdict_note
+from audit.report.wording import concept_note, group_name, verdict_note
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 FOREST_ROWS = 20
@@ -244,14 +244,8 @@ def table_examples(
 
 
 def table_notes(result: AuditResult, concepts: tuple[ConceptFinding, ...]) -> list[str | None]:
-    """For each concept of the top table, whether it rides on an attribute value and what it
-    does beyond stronger flagged concepts."""
-    shares = {tuple(ex.latents): ex.attribute_share for ex in result.examples}
-    notes = []
-    for c in concepts:
-        parts = [n for n in (rides_on(result, shares.get(tuple(c.latents))), beyond_note(c)) if n]
-        notes.append("; ".join(parts) or None)
-    return notes
+    """For each concept of the top table, the note shown under its name."""
+    return [concept_note(result, c) for c in concepts]
 
 
 def render_html(result: AuditResult) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from audit.fairness.result import AuditResult, ConceptFinding
-from audit.report.wording import beyond_note, group_name, verdict_note
+from audit.report.wording import concept_note, group_name, verdict_note
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 VERDICT_MARK = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR",
@@ -43,8 +43,8 @@ def _num(value: object, digits: int = 3) -> str:
     return f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
-def _with_note(c: ConceptFinding) -> str:
-    note = beyond_note(c)
+def _with_note(result: AuditResult, c: ConceptFinding) -> str:
+    note = concept_note(result, c)
     return f"{c.label} ({note})" if note else c.label
 
 
@@ -86,7 +86,7 @@ def render_markdown(result: AuditResult) -> str:
         ]
         for c in concepts:
             lines.append(
-                f"| {c.rank} | {md_escape(_with_note(c))} | {_num(c.delta_wga, 4)} | "
+                f"| {c.rank} | {md_escape(_with_note(result, c))} | {_num(c.delta_wga, 4)} | "
                 f"{_num(c.ci, 4)} | {_num(c.q, 4)} | {'**yes**' if c.flagged else 'no'} |"
             )
     from audit.report.classifier_sections import markdown_lines

@@ -10,9 +10,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from audit.discover.result import DiscoveredConcept
-from audit.fairness.result import AuditResult, Check, ConceptFinding
-from audit.report.wording import beyond_note, group_name, verdict_note
+from audit.fairness.result import AuditResult, Check
+from audit.report.wording import concept_note, group_name, verdict_note
 
 STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold dark_orange",
                 "skipped": "dim", "info": "cyan", "ungated": "bold cyan",
@@ -88,10 +87,9 @@ def groups_table(result: AuditResult) -> Table:
     return table
 
 
-def concept_cell(name: str, style: str, concept: ConceptFinding | DiscoveredConcept) -> Text:
-    """A concept's name, with its effect beyond stronger flagged concepts below it (dim)."""
+def concept_cell(name: str, style: str, note: str | None) -> Text:
+    """A concept's name, with its note (rides on, beyond stronger concepts) below it, dim."""
     cell = Text(name, style=style)
-    note = beyond_note(concept)
     if note:
         cell.append(f"\n{note}", style="dim")
     return cell
@@ -109,7 +107,7 @@ def concepts_table(result: AuditResult, top: int = 10) -> Table:
         lo, hi = c.ci
         table.add_row(
             str(c.rank),
-            concept_cell(c.label, style, c),
+            concept_cell(c.label, style, concept_note(result, c)),
             f"{c.delta_wga:+.3f}",
             f"[{lo:+.3f}, {hi:+.3f}]",
             _num(c.q, 3),

@@ -49,6 +49,21 @@ def beyond_note(concept: ConceptFinding | DiscoveredConcept) -> str | None:
     return f"beyond {', '.join(b.given)}: ΔWGA {b.delta_wga:+.3f}, p {b.p:.2g}"
 
 
+def concept_note(result: AuditResult, concept: ConceptFinding) -> str | None:
+    """What every report shows beside a concept's name in its table: whether the concept rides on
+    an attribute value and what it does beyond stronger flagged concepts, "; "-joined, or None."""
+    share = next(
+        (
+            ex.attribute_share
+            for ex in result.examples
+            if tuple(ex.latents) == tuple(concept.latents)
+        ),
+        None,
+    )
+    parts = [n for n in (rides_on(result, share), beyond_note(concept)) if n]
+    return "; ".join(parts) or None
+
+
 def verdict_note(result: AuditResult) -> str | None:
     """What a verdict that is not a plain pass or fail means, in one sentence (None for a pass or
     fail with every gated check judged)."""

@@ -77,6 +77,25 @@ def test_only_the_concept_that_rides_on_the_attribute_is_marked(audited):
     assert notes[SPURIOUS] in render_html(result)
 
 
+def test_every_report_shows_the_same_table_notes(audited):
+    """The terminal and Markdown tables carry the HTML's note under a concept's name."""
+    from rich.console import Console
+
+    from audit.report.html import table_notes
+    from audit.report.markdown import md_escape, render_markdown
+    from audit.report.terminal import render_terminal
+
+    _, result = audited
+    table = result.concepts[:TABLE_CONCEPTS]
+    notes = [n for n in table_notes(result, table) if n]
+    assert notes
+    console = Console(record=True, width=200)
+    render_terminal(result, console)
+    terminal, markdown = console.export_text(), render_markdown(result)
+    for note in notes:
+        assert note in terminal and md_escape(note) in markdown, note
+
+
 def test_the_demo_reports_that_small_rides_on_red():
     """The golden demo (an earlier tiny CLIP and SAE) lists "small" below "red": its strongest
     rows are small red objects, and the table says so. Tested beyond red (red's edit applied
