@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,22 @@ class ConceptActivity:
         """``[n_rows, n_concepts]`` bool: the summed activation exceeds the threshold."""
         return self.activation > self.thresholds[None, :]
 
+    def active_counts(
+        self, weights: np.ndarray, columns: Sequence[int] | None = None, chunk_rows: int = 8192
+    ) -> np.ndarray:
+        """``[K, n]`` int64: for each column ``k`` of the 0/1 ``weights`` (``[n_rows, K]``), how
+        many of its rows each concept (all, or those at ``columns``) is active on. One pass over
+        the rows in chunks, one small product each: the boolean matrix is never built whole."""
+        w = np.asarray(weights, dtype=np.float32)
+        index = np.arange(len(self.latents)) if columns is None else np.asarray(columns, np.int64)
+        thresholds = self.thresholds[index]
+        counts = np.zeros((w.shape[1], len(index)), dtype=np.int64)
+        for lo in range(0, len(w), chunk_rows):  # float32 sums of ≤ chunk_rows ones are exact
+            block = self.activation[lo : lo + chunk_rows]
+            on = (block if columns is None else block[:, index]) > thresholds
+            counts += np.rint(w[lo : lo + chunk_rows].T @ on.astype(np.float32)).astype(np.int64)
+        return counts
+
     def index(self, latents: Sequence[int]) -> int:
         return self.latents.index(tuple(latents))
 
@@ -79,25 +96,72 @@ def otsu_threshold(values: np.ndarray) -> float:
     >>> otsu_threshold(np.zeros(4))
     0.0
     """
-    v = np.sort(np.asarray(values, dtype=np.float64).ravel())
-    n = v.size
-    if n == 0:
+    return float(otsu_thresholds(np.asarray(values).reshape(-1, 1))[0])
+
+
+def otsu_thresholds(
+    columns: np.ndarray, block_values: int = 1 << 22, workers: int | None = None
+) -> np.ndarray:
+    """``[C]`` float64: :func:`otsu_threshold` of each column of ``columns`` (``[n, C]``), with
+    the same float64 arithmetic, so the same thresholds. Codes are mostly exact zeros (sparse
+    SAEs: > 99 %; a Matryoshka SAE's ReLU code: about 60 %), which form one run at the bottom of
+    the sorted column and admit one cut; only the values above it are sorted and scanned.
+    Columns go in blocks (transposed, so each is contiguous) on ``workers`` threads (default:
+    torch's thread count); each column's threshold does not depend on them."""
+    columns = np.asarray(columns)
+    n, n_columns = columns.shape
+    if n <= 1:  # no cut: the threshold is the largest value (0 for no rows)
+        return columns.max(axis=0).astype(np.float64) if n else np.zeros(n_columns)
+    cut = np.empty(n_columns, dtype=np.float64)
+    step = max(1, block_values // n)
+
+    def block(lo: int) -> None:
+        rows = np.ascontiguousarray(columns[:, lo : lo + step].T)
+        for i, values in enumerate(rows):
+            cut[lo + i] = _otsu_column(values, n)
+
+    starts = range(0, n_columns, step)
+    threads = min(len(starts), workers or torch.get_num_threads())
+    if threads <= 1:
+        for lo in starts:
+            block(lo)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(block, starts))
+    return cut
+
+
+def _otsu_column(values: np.ndarray, n: int) -> float:
+    """Otsu's cut of one column; a non-negative column's zeros are one run at the bottom (the
+    prefix sums over it are exactly 0), so only its positive values are sorted and scanned."""
+    if values.min() >= 0:
+        tail = np.sort(values[values > 0])
+        zeros = n - len(tail)
+    else:
+        tail, zeros = np.sort(values), 0
+    if len(tail) == 0:
         return 0.0
-    cuts = np.nonzero(v[1:] > v[:-1])[0]  # split after sorted position i
-    if cuts.size == 0:
-        return float(v[-1])
-    cumulative = np.cumsum(v)
-    left = cuts + 1
-    mean_low = cumulative[cuts] / left
-    mean_high = (cumulative[-1] - cumulative[cuts]) / (n - left)
-    between = (left / n) * (1 - left / n) * (mean_low - mean_high) ** 2
-    best = cuts[int(np.argmax(between))]
-    return float((v[best] + v[best + 1]) / 2)
+    cumulative = np.cumsum(tail, dtype=np.float64)  # = the whole column's, past the zeros
+    # Cuts: after the zero run (if any), then between distinct neighbours of the tail.
+    inner = np.nonzero(tail[1:] > tail[:-1])[0]
+    lows = np.concatenate([[0.0], cumulative[inner]]) if zeros else cumulative[inner]
+    left = (np.concatenate([[0], inner + 1]) if zeros else inner + 1) + zeros
+    if len(left) == 0:
+        return float(tail[-1])
+    mean_low = lows / left
+    mean_high = (cumulative[-1] - lows) / (n - left)
+    best = int(np.argmax((left / n) * (1 - left / n) * (mean_low - mean_high) ** 2))
+    if zeros and best == 0:
+        return float(tail[0]) / 2  # midway between 0 and the smallest positive value
+    j = int(inner[best - 1 if zeros else best])
+    return (float(tail[j]) + float(tail[j + 1])) / 2
 
 
 def group_sums(z: Tensor, owner: Tensor, n_groups: int) -> Tensor:
     """``[B, n_groups]`` float32 from the code columns ``z`` (``[B, L]``; column ``l`` belongs
     to group ``owner[l]``), summed in float64."""
+    if z.shape[1] == n_groups and torch.equal(owner, torch.arange(n_groups, device=owner.device)):
+        return z.to(torch.float32)  # one column per group, in order: each sum is its column
     sums = torch.zeros((z.shape[0], n_groups), dtype=torch.float64, device=z.device)
     sums.index_add_(1, owner, z.to(torch.float64))
     return sums.to(torch.float32)
@@ -153,10 +217,12 @@ def concept_activity(
     groups = tuple(tuple(int(j) for j in g) for g in groups)
     activation = summed_activations(sae, source, groups)
     fixed = list(thresholds) if thresholds is not None else [None] * len(groups)
-    cut = np.array(
-        [otsu_threshold(activation[:, c]) if t is None else float(t) for c, t in enumerate(fixed)],
-        dtype=np.float64,
-    )
+    cut = np.array([np.nan if t is None else float(t) for t in fixed], dtype=np.float64)
+    otsu = np.isnan(cut)
+    if otsu.all():  # the usual case: no copy of the activation matrix
+        cut = otsu_thresholds(activation)
+    elif otsu.any():
+        cut[otsu] = otsu_thresholds(activation[:, otsu])
     return ConceptActivity(groups, activation, cut)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from audit.concepts import ConceptBank
-from audit.concepts.activity import ACTIVE_RULE, ConceptActivity, otsu_threshold, validated_groups
+from audit.concepts.activity import ACTIVE_RULE, ConceptActivity, otsu_thresholds, validated_groups
 from audit.discover.config import DiscoverSettings, EveryRow
 from audit.discover.effects import (
     ConceptEffect,
@@ -132,11 +132,9 @@ def own_decisions(ctx: AuditContext, margins: np.ndarray) -> np.ndarray:
 def activity_of(scan: ConceptScan, family: Family, threshold: float | None) -> ConceptActivity:
     """Each concept's activity on the audited rows: its threshold (Otsu's over these rows, or
     the one given) — the tool's one definition."""
-    cut = np.array(
-        [otsu_threshold(scan.sums[:, r]) if threshold is None else float(threshold)
-         for r in range(family.size)],
-        dtype=np.float64,
-    )  # fmt: skip
+    cut = (
+        otsu_thresholds(scan.sums) if threshold is None else np.full(family.size, float(threshold))
+    )
     return ConceptActivity(tuple(g.latents for g in family.groups), scan.sums, cut)
 
 

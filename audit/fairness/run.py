@@ -66,7 +66,7 @@ def _attribute(ctx: AuditContext, clock: StageClock) -> _Outcome:
     chosen = choose_stage(ctx, screened)
     clock.lap("activations")
     rows = {r.latents: r for r in [*screened.tested, *chosen.listed]}
-    activity = activity_stage(ctx, list(rows.values()))
+    activity = activity_stage(ctx, list(rows.values()), screened.scan)
     clock.lap("concept activity")
     null = null_stage(ctx, screened, chosen)
     clock.lap("null")

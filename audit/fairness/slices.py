@@ -64,20 +64,26 @@ def sliced_errors(
     target_values: Sequence[str] = ("0", "1"),
     settings: SliceSettings | None = None,
     whose: str = "the classifier's",
+    columns: Sequence[int] | None = None,
 ) -> SlicedErrors:
-    """Every concept's slices (``names[c]`` is concept ``c`` of ``activity``), concepts with a
-    flagged slice first, then by ``|shift|``."""
+    """Every concept's slices (``names[i]`` is concept ``columns[i]`` of ``activity``; by
+    default concept ``i``), concepts with a flagged slice first, then by ``|shift|``."""
     s = settings or SliceSettings()
+    columns = list(range(len(names))) if columns is None else list(columns)
     y = np.asarray(y).astype(np.int8)
     correct = np.asarray(decisions).astype(np.int8) == y
-    active = activity.active
+    # Per class (1, then 0): its rows, and its correctly decided rows; then every row.
+    masks = [m for cls in (1, 0) for m in (y == cls, (y == cls) & correct)]
+    weights = np.stack([*masks, np.ones_like(correct)], axis=1)
+    active_in = activity.active_counts(weights, columns)  # [5, len(names)]
+    totals = weights.sum(0, dtype=np.int64)
     rng = np.random.default_rng(np.random.SeedSequence([s.seed, 0x511CE]))
     raw = []  # (stats, bootstrap replicates) per (concept, class 1 then class 0)
     for c in range(len(names)):
-        for cls in (1, 0):
-            on = (y == cls) & active[:, c]
-            off = (y == cls) & ~active[:, c]
-            raw.append(_compare(correct[on], correct[off], s, rng))
+        for i in (0, 2):  # class 1, class 0
+            n_on, k_on = int(active_in[i, c]), int(active_in[i + 1, c])
+            on, off = (n_on, k_on), (int(totals[i]) - n_on, int(totals[i + 1]) - k_on)
+            raw.append(_compare(on, off, s, rng))
     tested = [i for i, (_, _, table) in enumerate(raw) if table is not None]
     if tested:  # one vectorised exact test for every tested slice
         p_values = fisher_exact_two_sided(np.array([raw[i][2] for i in tested]))
@@ -86,8 +92,10 @@ def sliced_errors(
     raw = [(stats, draws) for stats, draws, _ in raw]
     q = np.full(len(raw), np.nan)
     q[tested] = bh_qvalues([raw[i][0]["p"] for i in tested])
+    active_rate = active_in[4] / max(1, len(y))
     concepts = [
-        _concept(names[c], c, activity, raw, q, target_values, s) for c in range(len(names))
+        _concept(names[c], c, activity, col, float(active_rate[c]), raw, q, target_values, s)
+        for c, col in enumerate(columns)
     ]
     ranked = sorted(concepts, key=_rank_key)
     return SlicedErrors(
@@ -108,6 +116,8 @@ def _concept(
     name: str,
     c: int,
     activity: ConceptActivity,
+    column: int,
+    active_rate: float,
     raw: list[tuple[dict[str, Any], np.ndarray | None]],
     q: np.ndarray,
     target_values: Sequence[str],
@@ -125,11 +135,9 @@ def _concept(
     return ConceptErrors(
         rank=1,
         name=name,
-        latents=activity.latents[c],
-        threshold=float(activity.thresholds[c]),
-        active_rate=float((activity.activation[:, c] > activity.thresholds[c]).mean())
-        if len(activity.activation)
-        else 0.0,
+        latents=activity.latents[column],
+        threshold=float(activity.thresholds[column]),
+        active_rate=active_rate,
         shift=(one.difference - zero.difference) / 2 if both else None,
         shift_ci=percentile_interval((draws_one - draws_zero) / 2, s.level) if both else None,
         flagged=one.flagged or zero.flagged,
@@ -142,14 +150,14 @@ def _rank_key(item: ConceptErrors) -> tuple[bool, bool, float, str]:
 
 
 def _compare(
-    on: np.ndarray, off: np.ndarray, s: SliceSettings, rng: np.random.Generator
+    on: tuple[int, int], off: tuple[int, int], s: SliceSettings, rng: np.random.Generator
 ) -> tuple[dict[str, Any], np.ndarray | None, list[list[int]] | None]:
-    """Accuracy on the active vs inactive rows of one class, with bootstrap CI; also the
-    bootstrap replicates of the difference and the 2 × 2 table for the exact test (both None
-    when not tested; the caller fills ``p``)."""
-    n_on, n_off = int(on.size), int(off.size)
-    acc_on = float(on.mean()) if n_on else None
-    acc_off = float(off.mean()) if n_off else None
+    """Accuracy on the active vs inactive rows of one class (each given as (rows, correct)),
+    with bootstrap CI; also the bootstrap replicates of the difference and the 2 × 2 table for
+    the exact test (both None when not tested; the caller fills ``p``)."""
+    (n_on, k_on), (n_off, k_off) = on, off
+    acc_on = k_on / n_on if n_on else None
+    acc_off = k_off / n_off if n_off else None
     stats: dict[str, Any] = {
         "n_active": n_on,
         "n_inactive": n_off,
@@ -161,7 +169,6 @@ def _compare(
     }
     if min(n_on, n_off) < s.min_rows:
         return stats, None, None
-    k_on, k_off = int(on.sum()), int(off.sum())
     draws = (
         rng.binomial(n_on, acc_on, s.bootstrap) / n_on
         - rng.binomial(n_off, acc_off, s.bootstrap) / n_off

@@ -9,7 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.concepts.activity import concept_activity, otsu_threshold, summed_activations
+from audit.concepts.activity import (
+    ConceptActivity,
+    concept_activity,
+    otsu_threshold,
+    otsu_thresholds,
+    summed_activations,
+)
 
 
 def _between(values: np.ndarray, t: float) -> float:
@@ -40,6 +46,54 @@ def test_otsu_maximises_the_between_group_variance(values):
     best = max(_between(v, c) for c in (distinct[:-1] + distinct[1:]) / 2)
     assert _between(v, t) == pytest.approx(best, rel=1e-9, abs=1e-12)
     assert v.min() <= t < v.max()
+
+
+def _otsu_one_column(values: np.ndarray) -> float:
+    """The plain per-column Otsu (sort, every distinct cut, the best one's midpoint)."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    cuts = np.nonzero(v[1:] > v[:-1])[0]
+    if cuts.size == 0:
+        return float(v[-1])
+    cumulative, left, n = np.cumsum(v), cuts + 1, v.size
+    mean_low = cumulative[cuts] / left
+    mean_high = (cumulative[-1] - cumulative[cuts]) / (n - left)
+    best = cuts[int(np.argmax((left / n) * (1 - left / n) * (mean_low - mean_high) ** 2))]
+    return float((v[best] + v[best + 1]) / 2)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 500])
+def test_column_blocks_give_each_column_s_own_cut_exactly(n):
+    """Every column at once, in blocks of a few columns, equals one column at a time bit for
+    bit: ReLU-like float32 columns with ties and zeros, a constant and an all-zero column, one
+    with negative values, one with -0.0 and one with a single positive value."""
+    rng = np.random.default_rng(n)
+    columns = np.maximum(rng.standard_normal((n, 23)).astype(np.float32) - 0.5, 0)
+    columns[:, 3] = 1.5
+    columns[:, 4] = 0.0
+    columns[: n // 2, 5] = np.round(columns[: n // 2, 5], 1)
+    columns[:, 6] = rng.standard_normal(n)  # negative values: no zero run at the bottom
+    columns[::2, 7] = -0.0
+    columns[:, 8] = 0.0
+    columns[n // 2, 8] = 2.0  # one positive value
+    expected = [_otsu_one_column(columns[:, c]) for c in range(23)]
+    for block_values in (n, 3 * n, 1 << 22):
+        for workers in (1, 3):
+            found = otsu_thresholds(columns, block_values=block_values, workers=workers)
+            assert found.tolist() == expected
+
+
+def test_active_counts_equal_the_boolean_matrix_product():
+    rng = np.random.default_rng(3)
+    activation = rng.exponential(size=(101, 6)).astype(np.float32)
+    thresholds = rng.uniform(0.5, 1.5, 6)
+    activity = ConceptActivity(tuple((c,) for c in range(6)), activation, thresholds)
+    weights = rng.random((101, 3)) < 0.5
+    expected = weights.T.astype(np.int64) @ activity.active.astype(np.int64)
+    for chunk_rows in (1, 7, 8192):
+        counts = activity.active_counts(weights, chunk_rows=chunk_rows)
+        np.testing.assert_array_equal(counts, expected)
+        some = activity.active_counts(weights, [4, 0, 4], chunk_rows=chunk_rows)
+        np.testing.assert_array_equal(some, expected[:, [4, 0, 4]])
 
 
 class _ReluSAE:

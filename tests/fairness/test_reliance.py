@@ -94,6 +94,25 @@ def test_closed_form_equals_decode_and_rerun(l2, mean_values):
             assert torch.allclose(closed_all[:, j], rerun, atol=1e-5, rtol=0), j
 
 
+@pytest.mark.parametrize("arch", ["relu", "matryoshka"])
+@pytest.mark.parametrize("keep", [((3,), (5, 9, 20), (0, 39)), ((0,), (3,), (39,))])
+def test_the_scan_keeps_each_concept_s_summed_activation_in_row_order(arch, keep):
+    """The pass sorts each chunk's rows by |margin|; the sums it keeps for the concept activity
+    are nonetheless each row's own, equal to encoding the rows again (several chunks)."""
+    from audit.concepts.activity import summed_activations
+
+    sae = random_sae(arch)
+    head = random_head(sae.d_in, l2=False)
+    x = torch.randn(150, sae.d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    space, cells, effect = _setup(sae, head, x.numpy())
+    scan = rl.scan_latents(space, head, sae, cells, effect, None, [], keep=keep)
+    chunks = [x[lo : lo + 64] for lo in range(0, len(x), 64)]
+    again = summed_activations(sae, chunks, list(keep))
+    assert scan.kept == keep and scan.kept_sums.shape == (150, 3)
+    assert np.abs(again).max() > 0.1
+    np.testing.assert_allclose(scan.kept_sums, again, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("l2", [False, True])
 def test_joint_edit_of_a_name_group_equals_rerun(l2):
     sae = random_sae()

@@ -112,3 +112,26 @@ def test_small_slices_are_listed_but_not_tested():
     assert not rare.flagged and rare.accuracy_active == 1.0
     assert empty.n_active == 0 and empty.accuracy_active is None and empty.difference is None
     assert out.shift is None and out.shift_ci is None and not out.flagged
+
+
+def test_every_slice_counts_what_its_masks_count():
+    """The counts of all concepts at once (one pass over the rows) equal each concept's own
+    boolean masks, class by class, with thresholds between the activations."""
+    rng = np.random.default_rng(5)
+    n, concepts = 700, 9
+    activation = rng.exponential(size=(n, concepts)).astype(np.float32)
+    thresholds = rng.uniform(0.2, 2.0, concepts)
+    activity = ConceptActivity(tuple((c,) for c in range(concepts)), activation, thresholds)
+    y = rng.integers(0, 2, n)
+    decisions = np.where(rng.random(n) < 0.8, y, 1 - y)
+    report = sliced_errors([f"c{c}" for c in range(concepts)], activity, y, decisions)
+    correct = decisions == y
+    for found in report.concepts:
+        (c,) = found.latents
+        active = activation[:, c] > thresholds[c]
+        assert found.active_rate == active.mean()
+        for piece, cls in zip(found.slices, (1, 0), strict=True):
+            on, off = (y == cls) & active, (y == cls) & ~active
+            assert (piece.n_active, piece.n_inactive) == (on.sum(), off.sum())
+            assert piece.accuracy_active == correct[on].mean()
+            assert piece.accuracy_inactive == correct[off].mean()

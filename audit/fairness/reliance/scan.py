@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from audit.concepts.activity import group_sums
 from audit.fairness.classifiers import Classifier
 from audit.fairness.edits import Baseline, EditEffect, NameGroups, ScanChunk, Workspace
 from audit.fairness.groups import Cells
@@ -38,6 +39,10 @@ class Scan:
     act_count: np.ndarray  # [cells, n] int64
     groups: tuple[tuple[int, ...], ...]
     checked_fraction: float  # share of (sample, latent) pairs the exact pruning evaluated
+    # The summed activation of each kept concept on every row, in row order (the same pass's
+    # codes, so the concept activity need not encode these rows again).
+    kept: tuple[tuple[int, ...], ...] = ()
+    kept_sums: np.ndarray | None = None  # [N, len(kept)] float32
 
     def pairs(self, col: int) -> np.ndarray:
         """``[cells, 4]`` pair counts (✓✓, ✓✗, ✗✓, ✗✗) for one column."""
@@ -102,8 +107,10 @@ def scan_latents(
     values: Tensor | None,
     groups: list[tuple[int, ...]],
     tick: Tick = None,
+    keep: tuple[tuple[int, ...], ...] = (),
 ) -> Scan:
-    """Pass 1: base margins, activation statistics and every column's flip counts."""
+    """Pass 1: base margins, activation statistics and every column's flip counts; also the
+    summed activation of each concept in ``keep`` on every row."""
     n, n_strata = sae.n_latents, 2 * cells.n_cells
     dev = space.device
     layout = NameGroups.build(groups, n, dev, space.dtype)
@@ -114,11 +121,17 @@ def scan_latents(
     states: dict[str, list[np.ndarray]] = {}
     checked = 0
     cell = cells.cell
+    kept_sums = np.zeros((space.rows.count, len(keep)), dtype=np.float32)
+    kept_cols = torch.tensor([j for g in keep for j in g], dtype=torch.long, device=dev)
+    owner = torch.tensor([c for c, g in enumerate(keep) for _ in g], dtype=torch.long, device=dev)
     for lo, block in space.rows.chunks(space.chunk):
         chunk, margins[lo : lo + len(block)] = _chunk(
             space, classifier, sae, cells, cell, lo, block
         )
         with torch.no_grad():
+            if keep:  # chunk row i is row lo + order[i]
+                sums = group_sums(torch.index_select(chunk.z, 1, kept_cols), owner, len(keep))
+                kept_sums[lo + chunk.order] = sums.cpu().numpy()
             act_sum += (chunk.onehot @ chunk.z).double()
             # Codes are non-negative for every architecture, so sign(z) is the 0/1 activity.
             act_count += (chunk.onehot @ torch.sign(chunk.z)).double()
@@ -139,4 +152,6 @@ def scan_latents(
         np.rint(act_count.cpu().numpy().reshape(by_cell).sum(1)).astype(np.int64),
         tuple(groups),
         checked / max(1, space.rows.count * n),
+        tuple(keep),
+        kept_sums if keep else None,
     )

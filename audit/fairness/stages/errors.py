@@ -9,15 +9,29 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch import Tensor
 
-from audit.concepts.activity import ConceptActivity, concept_activity
+from audit.concepts.activity import (
+    ConceptActivity,
+    concept_activity,
+    otsu_thresholds,
+    summed_activations,
+)
 from audit.fairness.records import SlicedErrors
 from audit.fairness.reliance import ConceptRow, build_concept_rows
+from audit.fairness.reliance.scan import Scan
 from audit.fairness.slices import SliceSettings, sliced_errors
 from audit.fairness.stages.context import AuditContext
 
 
-def activity_stage(ctx: AuditContext, rows: Sequence[ConceptRow]) -> ConceptActivity:
-    """Each row's summed activation on the audited rows, and where it is active."""
+def activity_stage(
+    ctx: AuditContext, rows: Sequence[ConceptRow], scan: Scan | None = None
+) -> ConceptActivity:
+    """Each row's summed activation on the audited rows, and where it is active. The concepts
+    ``scan`` kept come from its pass; only the others are encoded here."""
+    kept = scan.kept_sums if scan is not None else None
+    known = scan.kept if scan is not None and kept is not None else ()
+    missing = [r.latents for r in rows if r.latents not in set(known)]
+    if kept is not None and not missing:
+        return ConceptActivity(known, kept, otsu_thresholds(kept))
     tick = ctx.tick("concept activity", ctx.space.rows.count)
 
     def chunks() -> Iterator[Tensor]:
@@ -26,7 +40,10 @@ def activity_stage(ctx: AuditContext, rows: Sequence[ConceptRow]) -> ConceptActi
             if tick:
                 tick(len(block))
 
-    return concept_activity(ctx.sae, chunks(), [r.latents for r in rows])
+    if kept is None:
+        return concept_activity(ctx.sae, chunks(), missing)
+    sums = np.concatenate([kept, summed_activations(ctx.sae, chunks(), missing)], axis=1)
+    return ConceptActivity((*known, *missing), sums, otsu_thresholds(sums))
 
 
 def tested_rows(ctx: AuditContext) -> list[ConceptRow]:
@@ -42,10 +59,7 @@ def errors_stage(
     rows = tested_rows(ctx)
     if activity is None or not all(r.latents in activity.latents for r in rows):
         activity = activity_stage(ctx, rows)
-    index = [activity.index(r.latents) for r in rows]
-    own = ConceptActivity(
-        tuple(r.latents for r in rows), activity.activation[:, index], activity.thresholds[index]
-    )
+    columns = [activity.index(r.latents) for r in rows]
     whose = {
         "image": "the image model's own",
         "predictions": "the predictions file's",
@@ -54,6 +68,6 @@ def errors_stage(
         bootstrap=ctx.gate.bootstrap_samples, seed=ctx.gate.bootstrap_seed_for(ctx.settings.seed)
     )
     return sliced_errors(
-        [str(r.name) for r in rows], own, ctx.cells.y, decisions, ctx.cells.target_values,
-        settings, whose,
+        [str(r.name) for r in rows], activity, ctx.cells.y, decisions, ctx.cells.target_values,
+        settings, whose, columns,
     )  # fmt: skip

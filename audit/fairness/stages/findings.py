@@ -21,24 +21,15 @@ from audit.fairness.stages.null import NullTests
 from audit.fairness.stages.scan import Screened
 
 
-def _activation_rate(
-    ctx: AuditContext, activity: ConceptActivity, row: ConceptRow, counts: np.ndarray
-) -> np.ndarray:
-    """Share of each cell where the concept is active (:mod:`audit.concepts.activity`)."""
-    active = activity.active_of(row.latents).astype(float)
-    n_cells = ctx.cells.n_cells
-    return np.bincount(ctx.cells.cell, weights=active, minlength=n_cells) / np.maximum(counts, 1)
-
-
 def _finding(
     ctx: AuditContext, sc: Screened, chosen: Chosen, null: NullTests, row: ConceptRow,
-    present: list[int], counts: np.ndarray, activity: ConceptActivity,
+    present: list[int], counts: np.ndarray, rate: np.ndarray,
 ) -> ConceptFinding:  # fmt: skip
+    """``rate``: the share of each cell where the concept is active."""
     cells, key = ctx.cells, row.latents
     boot_seed = ctx.gate.bootstrap_seed_for(ctx.settings.seed)
     ci = row_interval(chosen.effects.pairs[key], ctx.gate.bootstrap_samples, boot_seed, row)
     act_sum = sc.scan.act_sum[:, list(key)].sum(1)
-    rate = _activation_rate(ctx, activity, row, counts)
     used, band = null.draws.get(key, (0, None))
     s = chosen.effects.summaries[key]
     return ConceptFinding(
@@ -76,9 +67,13 @@ def findings_stage(
     counts = np.bincount(ctx.cells.cell, minlength=ctx.cells.n_cells)
     present = [c for c in range(ctx.cells.n_cells) if counts[c]]
     tick = ctx.tick("bootstrap", len(chosen.listed))
+    # Where each listed concept is active, counted per cell for all of them in one pass.
+    cell_of = np.eye(ctx.cells.n_cells, dtype=np.float32)[ctx.cells.cell]
+    columns = [activity.index(r.latents) for r in chosen.listed]
+    rates = activity.active_counts(cell_of, columns) / np.maximum(counts, 1)[:, None]
     found = []
-    for r in chosen.listed:
-        found.append(_finding(ctx, sc, chosen, null, r, present, counts, activity))
+    for i, r in enumerate(chosen.listed):
+        found.append(_finding(ctx, sc, chosen, null, r, present, counts, rates[:, i]))
         if tick:
             tick(1)
     ranked = sorted(flag_concepts(tuple(found), ctx.gate), key=_rank_key)

@@ -74,6 +74,7 @@ def scan_stage(ctx: AuditContext) -> Screened:
     scan = scan_latents(
         space, ctx.classifier, ctx.sae, ctx.cells, ctx.effect, values, groups,
         ctx.tick("ablate every latent", space.rows.count),
+        keep=tuple(sorted(r.latents for r in rows if r.tested)),  # ascending: a faster gather
     )  # fmt: skip
     setting = EditSetting(space, ctx.cells, ctx.effect, scan.base, values)
     effects = Effects.of({r.latents: scan.row_pairs(r) for r in rows}, ctx)
