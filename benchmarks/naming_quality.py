@@ -13,8 +13,8 @@ the AUC with which its activation predicts its name on the evaluation half (for 
 absence of value ``v``):
 
 * precision: share of validated concepts with AUC ≥ 0.9 (and the same per validated latent);
-* recall: share of the 24 attribute values with a validated concept of that name (and with one
-  whose AUC ≥ 0.9); "seen" restricts to the values the tiny CLIP itself recognises (the
+* recall: share of the 26 world words (24 attribute values, 2 markers) with a validated
+  concept of that name (and with one whose AUC ≥ 0.9); "seen" restricts to the values the tiny CLIP itself recognises (the
   image–text similarity of the value's word predicts it with AUC ≥ 0.9);
 * wrong polarity: validated names whose activation goes the other way (AUC < 0.5).
 
@@ -86,7 +86,8 @@ def load_demo(demo: Path | None, out: Path) -> dict:
 
 
 def truth(meta) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    return {v: (meta[a] == v).to_numpy() for a, values in world.ATTRIBUTES.items() for v in values}
+    """Every value a word names (the markers included, "no marker" not: captions never say it)."""
+    return {v: (meta[world.attribute_of(v)] == v).to_numpy() for v in world.world_words()}
 
 
 def seen_values(x: np.ndarray, texts: np.ndarray, vocab: Vocabulary, labels: dict) -> set[str]:
@@ -129,6 +130,7 @@ def score_concepts(groups, z: torch.Tensor, labels: dict[str, np.ndarray], seen:
         "recall_seen": len(correct & seen) / max(len(seen), 1),
         "wrong_polarity": sum(r[1] < 0.5 for r in rows),
         "bad": sorted((r[0], round(r[1], 3)) for r in rows if not r[1] >= GOOD_AUC),
+        "missed": sorted(set(labels) - correct),  # values without a correct validated concept
     }
 
 

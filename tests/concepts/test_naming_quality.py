@@ -83,3 +83,16 @@ def test_scale_mode_runs_and_reports_every_stage():
         assert stage in done.stdout
     seconds = [float(line.split()[-2]) for line in done.stdout.splitlines() if line.endswith(" s")]
     assert seconds and np.isfinite(seconds).all()
+
+
+def test_the_demo_truth_has_one_value_per_world_word():
+    """The demo-world scoring labels every word of the `world` vocabulary (markers included)
+    and nothing else: a value without a word ("none") broke the benchmark once."""
+    from audit.concepts import load_vocabulary
+    from audit.data import world
+
+    scenes = world.sample_scenes(60, seed=0)
+    labels = _benchmark().truth(scenes)
+    assert sorted(labels) == sorted(load_vocabulary(["world"]).entries)
+    assert all(y.dtype == bool and len(y) == 60 for y in labels.values())
+    assert labels["stamp"].sum() == (scenes["marker"] == "stamp").sum()
