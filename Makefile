@@ -18,7 +18,7 @@ test: setup
 # ruff (style, complexity C901, function length PLR0915) and the import contracts of
 # docs/architecture.md (import-linter, configured in pyproject.toml).
 lint: setup
-	$(PYTHON) -m ruff check audit tests benchmarks
+	$(PYTHON) -m ruff check audit tests benchmarks examples
 	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()"
 
 bench: setup

@@ -133,7 +133,7 @@ def markdown_table(comparison: dict[str, Any], train_seconds: dict[str, float]) 
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store", type=Path, help="embedding store (or .npy)")
     parser.add_argument("outdir", type=Path)
@@ -153,7 +153,11 @@ def main() -> None:
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 

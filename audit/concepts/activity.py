@@ -80,11 +80,6 @@ class ConceptActivity:
     def index(self, latents: Sequence[int]) -> int:
         return self.latents.index(tuple(latents))
 
-    def active_of(self, latents: Sequence[int]) -> np.ndarray:
-        """``[n_rows]`` bool: where one concept is active (one column, not the whole matrix)."""
-        i = self.index(latents)
-        return self.activation[:, i] > self.thresholds[i]
-
 
 def otsu_threshold(values: np.ndarray) -> float:
     """Otsu's cut of ``values``: the threshold (midway between two neighbouring distinct
