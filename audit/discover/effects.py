@@ -23,6 +23,7 @@ import numpy as np
 
 from audit.concepts import ConceptGroup
 from audit.concepts.activity import ConceptActivity
+from audit.concepts.auc import column_aucs
 from audit.discover.scan import ConceptScan, Family
 from audit.fairness.attributes import CONCEPT_VALUES
 from audit.fairness.checks import is_allowlisted, meets_flag_rule
@@ -104,14 +105,10 @@ class ConceptEffect:
 def target_auc(y: np.ndarray, sums: np.ndarray) -> np.ndarray:
     """``[R]``: how well each concept's summed activation separates the target classes, as
     ``max(AUC, 1 − AUC)`` (Mann–Whitney, ties averaged)."""
-    from scipy.stats import rankdata
-
     pos = y == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
+    if pos.all() or not pos.any():
         return np.full(sums.shape[1], 0.5)
-    ranks = rankdata(sums, axis=0)
-    auc = (ranks[pos].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    auc = column_aucs(sums, pos)
     return np.maximum(auc, 1.0 - auc)
 
 
