@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +38,7 @@ import torch
 from torch import Tensor
 
 from audit.concepts.bank import ConceptBank, ConceptGroup
+from audit.concepts.columnwise import map_columns
 from audit.errors import InputError
 
 #: How reports state the rule.
@@ -101,29 +101,12 @@ def otsu_thresholds(
     the same float64 arithmetic, so the same thresholds. Codes are mostly exact zeros (sparse
     SAEs: > 99 %; a Matryoshka SAE's ReLU code: about 60 %), which form one run at the bottom of
     the sorted column and admit one cut; only the values above it are sorted and scanned.
-    Columns go in blocks (transposed, so each is contiguous) on ``workers`` threads (default:
-    torch's thread count); each column's threshold does not depend on them."""
+    Columns go through :func:`audit.concepts.columnwise.map_columns` (blocks, threads)."""
     columns = np.asarray(columns)
     n, n_columns = columns.shape
     if n <= 1:  # no cut: the threshold is the largest value (0 for no rows)
         return columns.max(axis=0).astype(np.float64) if n else np.zeros(n_columns)
-    cut = np.empty(n_columns, dtype=np.float64)
-    step = max(1, block_values // n)
-
-    def block(lo: int) -> None:
-        rows = np.ascontiguousarray(columns[:, lo : lo + step].T)
-        for i, values in enumerate(rows):
-            cut[lo + i] = _otsu_column(values, n)
-
-    starts = range(0, n_columns, step)
-    threads = min(len(starts), workers or torch.get_num_threads())
-    if threads <= 1:
-        for lo in starts:
-            block(lo)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(block, starts))
-    return cut
+    return map_columns(columns, lambda values: _otsu_column(values, n), block_values, workers)
 
 
 def _otsu_column(values: np.ndarray, n: int) -> float:

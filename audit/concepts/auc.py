@@ -12,6 +12,8 @@ import torch
 from scipy.stats import rankdata
 from torch import Tensor
 
+from audit.concepts.columnwise import map_columns
+
 
 def average_ranks(values: Tensor) -> Tensor:
     """Ranks ``1 … N`` of each column of ``values`` ``[N, k]``, ties given their average rank.
@@ -85,23 +87,20 @@ def column_aucs(
     """
     values = np.asarray(values)
     positive = np.asarray(positive, dtype=bool)
-    n, k = values.shape
+    n = values.shape[0]
     n_pos = int(positive.sum())
     pairs = n_pos * (n - n_pos)
-    out = np.full(k, np.nan)
     if pairs == 0:
-        return out
-    step = max(1, block_values // max(n, 1))
-    for lo in range(0, k, step):
-        for i, column in enumerate(np.ascontiguousarray(values[:, lo : lo + step].T)):
-            if column.min() >= 0:
-                above = column > 0
-                zeros = n - int(above.sum())
-                ranks = rankdata(column[above]) + zeros
-                rank_sum = (positive & ~above).sum() * (zeros + 1) / 2 + ranks[
-                    positive[above]
-                ].sum()
-            else:
-                rank_sum = rankdata(column)[positive].sum()
-            out[lo + i] = (rank_sum - n_pos * (n_pos + 1) / 2) / pairs
-    return out
+        return np.full(values.shape[1], np.nan)
+
+    def column_auc(column: np.ndarray) -> float:
+        if column.min() >= 0:
+            above = column > 0
+            zeros = n - int(above.sum())
+            ranks = rankdata(column[above]) + zeros
+            rank_sum = (positive & ~above).sum() * (zeros + 1) / 2 + ranks[positive[above]].sum()
+        else:
+            rank_sum = rankdata(column)[positive].sum()
+        return float((rank_sum - n_pos * (n_pos + 1) / 2) / pairs)
+
+    return map_columns(values, column_auc, block_values)
