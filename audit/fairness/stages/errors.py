@@ -29,7 +29,8 @@ def activity_stage(
     ``scan`` kept come from its pass; only the others are encoded here."""
     kept = scan.kept_sums if scan is not None else None
     known = scan.kept if scan is not None and kept is not None else ()
-    missing = [r.latents for r in rows if r.latents not in set(known)]
+    have = set(known)
+    missing = [r.latents for r in rows if r.latents not in have]
     if kept is not None and not missing:
         return ConceptActivity(known, kept, otsu_thresholds(kept))
     tick = ctx.tick("concept activity", ctx.space.rows.count)
