@@ -113,6 +113,58 @@ def test_the_scan_keeps_each_concept_s_summed_activation_in_row_order(arch, keep
     np.testing.assert_allclose(scan.kept_sums, again, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("arch", ["relu", "topk", "matryoshka"])
+def test_the_scan_on_the_mean_pass_s_kept_codes_equals_encoding_again(arch):
+    """Under mean ablation the first pass keeps its codes and the scan reuses them: flips,
+    activation statistics, margins and kept sums equal a scan that encodes every row again
+    (several chunks, rows sorted by |margin| inside each); past the memory budget nothing is
+    kept and the scan encodes."""
+    sae = random_sae(arch)
+    head = random_head(sae.d_in, l2=False)
+    x = torch.randn(150, sae.d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    space, cells, effect = _setup(sae, head, x.numpy())
+    values, codes = rl.ablation_values(space, sae, "mean")
+    assert codes is not None and codes.chunks == 3
+    with torch.no_grad():
+        z = sae.encode(x)
+    assert torch.allclose(values, z.mean(0), atol=1e-12)
+    assert torch.equal(torch.cat([codes.chunk(i) for i in range(3)]), z)
+    groups, keep = [(3, 7, 11)], ((3,), (5, 9))
+    reused = rl.scan_latents(
+        space, head, sae, cells, effect, values, groups, keep=keep, codes=codes
+    )
+    again = rl.scan_latents(space, head, sae, cells, effect, values, groups, keep=keep)
+    assert reused.flips.sum() > 0
+    np.testing.assert_array_equal(reused.flips, again.flips)
+    np.testing.assert_array_equal(reused.act_count, again.act_count)
+    np.testing.assert_allclose(reused.act_sum, again.act_sum, rtol=1e-12)
+    np.testing.assert_array_equal(reused.base.margin, again.base.margin)
+    np.testing.assert_allclose(reused.kept_sums, again.kept_sums, rtol=1e-6)
+    too_small = rl.ablation_values(space, sae, "mean", keep_bytes=codes.bytes // 2)
+    assert too_small[1] is None and torch.equal(too_small[0], values)
+    assert rl.ablation_values(space, sae, "zero") == (None, None)
+
+
+def test_kept_codes_round_trip_any_sparsity():
+    from audit.fairness.reliance.codes import KeptCodes
+
+    g = torch.Generator().manual_seed(0)
+    kept = KeptCodes(n_latents=30, budget_bytes=1 << 20)
+    chunks = []
+    for density in (0.0, 0.05, 0.5, 1.0):
+        z = torch.rand(17, 30, generator=g)
+        z = torch.where(torch.rand(17, 30, generator=g) < density, z, 0.0)
+        z[3] = 0.0  # a row with no active latent
+        chunks.append(z)
+        assert kept.add(z)
+    assert kept.chunks == 4
+    for i, z in enumerate(chunks):
+        assert torch.equal(kept.chunk(i), z)
+    full = KeptCodes(n_latents=30, budget_bytes=kept.bytes - 1)
+    assert [full.add(z) for z in chunks] == [True, True, True, False]
+    assert full.dropped and full.chunks == 0 and not full.add(chunks[0])
+
+
 @pytest.mark.parametrize("l2", [False, True])
 def test_joint_edit_of_a_name_group_equals_rerun(l2):
     sae = random_sae()
@@ -244,3 +296,11 @@ def test_baseline_margins_are_the_classifiers():
     assert isinstance(s.base, Baseline) and set(s.base.state) == {"dot_w", "sq_norm"}
     np.testing.assert_allclose(scan.base.margin, head.margin(x).numpy(), atol=1e-12)
     np.testing.assert_allclose(s.base.state["sq_norm"], (x * x).sum(1).numpy(), rtol=1e-12)
+
+
+def test_kept_codes_doctest():
+    import doctest
+
+    from audit.fairness.reliance import codes
+
+    assert doctest.testmod(codes).attempted > 0 and doctest.testmod(codes).failed == 0

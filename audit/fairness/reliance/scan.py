@@ -18,6 +18,7 @@ from audit.concepts.activity import group_sums
 from audit.fairness.classifiers import Classifier
 from audit.fairness.edits import Baseline, EditEffect, NameGroups, ScanChunk, Workspace
 from audit.fairness.groups import Cells
+from audit.fairness.reliance.codes import KEPT_CODES_BYTES, KeptCodes
 from audit.fairness.reliance.rows import ConceptRow
 from audit.sae import SparseAutoencoder
 
@@ -59,28 +60,38 @@ class Scan:
 
 
 def ablation_values(
-    space: Workspace, sae: SparseAutoencoder, ablation: str, tick: Tick = None
-) -> Tensor | None:
+    space: Workspace,
+    sae: SparseAutoencoder,
+    ablation: str,
+    tick: Tick = None,
+    keep_bytes: int = KEPT_CODES_BYTES,
+) -> tuple[Tensor | None, KeptCodes | None]:
     """The value an ablated latent is set to: None for zero, E[z_j] over the audited rows for
-    mean (one extra encoding pass)."""
+    mean (one extra encoding pass). On a CPU that pass also keeps its codes (up to
+    ``keep_bytes``) for the scan, which then need not encode the rows again; on an accelerator
+    encoding again is cheaper than moving them."""
     if ablation != "mean":
-        return None
+        return None, None
+    encoder = sae.column_encoder()
+    kept = KeptCodes(sae.n_latents, keep_bytes) if space.device.type == "cpu" else None
     total = torch.zeros(sae.n_latents, dtype=torch.float64, device=space.device)
     for _, block in space.rows.chunks(space.chunk):
-        x = space.tensor(block)
         with torch.no_grad():
-            total += sae.encode(x).sum(0, dtype=torch.float64)
+            z = encoder(space.tensor(block))
+        total += z.sum(0, dtype=torch.float64)
+        if kept is not None and not kept.add(z):
+            kept = None
         if tick:
             tick(len(block))
-    return (total / max(1, space.rows.count)).to(space.dtype)
+    return (total / max(1, space.rows.count)).to(space.dtype), kept
 
 
 def _chunk(
     space: Workspace, classifier: Classifier, sae: SparseAutoencoder, cells: Cells,
-    cell: np.ndarray, lo: int, block: np.ndarray,
+    cell: np.ndarray, lo: int, block: np.ndarray, kept: Tensor | None,
 ) -> tuple[ScanChunk, np.ndarray]:  # fmt: skip
     """A chunk with its rows sorted by |margin| (the exact pruning needs it, the counts do not
-    care); also the margins in row order."""
+    care); also the margins in row order. ``kept``: the chunk's codes, when already known."""
     x = space.tensor(block)
     with torch.no_grad():
         m = classifier.margin(x)
@@ -94,7 +105,7 @@ def _chunk(
     onehot = torch.zeros((2 * cells.n_cells, len(block)), device=space.device, dtype=space.dtype)
     onehot[strata, torch.arange(len(block), device=space.device)] = 1.0
     with torch.no_grad():
-        z = sae.column_encoder()(x)
+        z = sae.column_encoder()(x) if kept is None else kept[order_t]
     return ScanChunk(x, m, z, onehot, strata, order), m_np
 
 
@@ -108,9 +119,11 @@ def scan_latents(
     groups: list[tuple[int, ...]],
     tick: Tick = None,
     keep: tuple[tuple[int, ...], ...] = (),
+    codes: KeptCodes | None = None,
 ) -> Scan:
     """Pass 1: base margins, activation statistics and every column's flip counts; also the
-    summed activation of each concept in ``keep`` on every row."""
+    summed activation of each concept in ``keep`` on every row. ``codes``: the rows' codes
+    from the mean pass (same chunks), used instead of encoding the rows again."""
     n, n_strata = sae.n_latents, 2 * cells.n_cells
     dev = space.device
     layout = NameGroups.build(groups, n, dev, space.dtype)
@@ -124,9 +137,10 @@ def scan_latents(
     kept_sums = np.zeros((space.rows.count, len(keep)), dtype=np.float32)
     kept_cols = torch.tensor([j for g in keep for j in g], dtype=torch.long, device=dev)
     owner = torch.tensor([c for c, g in enumerate(keep) for _ in g], dtype=torch.long, device=dev)
-    for lo, block in space.rows.chunks(space.chunk):
+    for index, (lo, block) in enumerate(space.rows.chunks(space.chunk)):
+        known = codes.chunk(index).to(space.dtype) if codes is not None else None
         chunk, margins[lo : lo + len(block)] = _chunk(
-            space, classifier, sae, cells, cell, lo, block
+            space, classifier, sae, cells, cell, lo, block, known
         )
         with torch.no_grad():
             if keep:  # chunk row i is row lo + order[i]

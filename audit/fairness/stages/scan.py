@@ -65,7 +65,7 @@ class Screened:
 
 def scan_stage(ctx: AuditContext) -> Screened:
     space = ctx.space
-    values = ablation_values(
+    values, codes = ablation_values(
         space, ctx.sae, ctx.settings.ablation, ctx.tick("mean activations", space.rows.count)
         if ctx.settings.ablation == "mean" else None,
     )  # fmt: skip
@@ -75,6 +75,7 @@ def scan_stage(ctx: AuditContext) -> Screened:
         space, ctx.classifier, ctx.sae, ctx.cells, ctx.effect, values, groups,
         ctx.tick("ablate every latent", space.rows.count),
         keep=tuple(sorted(r.latents for r in rows if r.tested)),  # ascending: a faster gather
+        codes=codes,
     )  # fmt: skip
     setting = EditSetting(space, ctx.cells, ctx.effect, scan.base, values)
     effects = Effects.of({r.latents: scan.row_pairs(r) for r in rows}, ctx)
