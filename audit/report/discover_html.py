@@ -8,6 +8,7 @@ from __future__ import annotations
 from audit.discover import DiscoverResult
 from audit.discover.result import DiscoveredConcept
 from audit.report.templating import render, thumbnail
+from audit.report.wording import beyond_note
 
 THUMBNAIL = 96
 CHART_CONCEPTS = 8
@@ -56,4 +57,6 @@ def render_discover_html(result: DiscoverResult) -> str:
         {"c": c, "bars": concept_bars(c), "gallery": galleries.get(c.name, [])}
         for c in charted[:CHART_CONCEPTS]
     ]
-    return render("discover.html.j2", r=result, charts=charts, top=result.concepts[:40])
+    top = result.concepts[:40]
+    notes = [beyond_note(c) for c in top]  # the terminal's and Markdown's wording
+    return render("discover.html.j2", r=result, charts=charts, top=top, notes=notes)

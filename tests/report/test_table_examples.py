@@ -115,3 +115,26 @@ def test_the_demo_reports_that_small_rides_on_red():
     assert notes["small"].startswith("rides on is_red=1")
     assert "; beyond red, green: ΔWGA +0.014, p 0.057" in notes["small"]  # why it is not flagged
     assert notes["red"].startswith("rides on is_red=1")
+
+
+def test_discover_reports_show_the_same_beyond_note(tmp_path):
+    """The discover page words "beyond …" as the terminal and Markdown do (one function)."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from audit.fairness.result import BeyondEffect
+    from audit.report.discover import render_discover_terminal
+    from audit.report.discover_html import render_discover_html
+    from audit.report.wording import beyond_note
+    from tests.discover.test_planted import discover_world
+
+    _, result = discover_world(tmp_path, seed=0)
+    second = replace(result.concepts[1], beyond=BeyondEffect(("first <b>",), 0.0142, 0.6, 0.057))
+    result = replace(result, concepts=(result.concepts[0], second, *result.concepts[2:]))
+    note = beyond_note(second)
+    assert note == "beyond first <b>: ΔWGA +0.014, p 0.057"
+    console = Console(record=True, width=200)
+    render_discover_terminal(result, console)
+    assert note in console.export_text()
+    assert "beyond first &lt;b&gt;: ΔWGA +0.014, p 0.057" in render_discover_html(result)
