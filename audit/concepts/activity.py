@@ -30,6 +30,7 @@ concept's ``activation_rate``, and groups defined by a concept (``--spurious con
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -78,7 +79,16 @@ class ConceptActivity:
         return counts
 
     def index(self, latents: Sequence[int]) -> int:
-        return self.latents.index(tuple(latents))
+        """The column of the concept with these latents (ValueError for an unknown concept)."""
+        column = self._columns.get(tuple(latents))
+        if column is None:
+            raise ValueError(f"no concept with latents {tuple(latents)}")
+        return column
+
+    @functools.cached_property
+    def _columns(self) -> dict[tuple[int, ...], int]:
+        # the first column of a repeated concept, as tuple.index gave
+        return {k: c for c, k in reversed(list(enumerate(self.latents)))}
 
 
 def otsu_threshold(values: np.ndarray) -> float:

@@ -118,6 +118,9 @@ def test_summed_activation_of_several_latents_and_the_cut():
     fixed = concept_activity(_ReluSAE(), x, [(0, 1), (2,)], thresholds=[None, 0.0])
     np.testing.assert_array_equal(fixed.active[:, 1], [False, False, True, True, True])
     assert fixed.thresholds[0] == activity.thresholds[0] and fixed.index((2,)) == 1
+    assert fixed.index([0, 1]) == 0  # any sequence of the latents
+    with pytest.raises(ValueError, match="no concept with latents"):
+        fixed.index((1,))
 
 
 def test_a_real_sae_column_encoder_gives_its_inference_code():
