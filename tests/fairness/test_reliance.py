@@ -140,6 +140,9 @@ def test_the_scan_on_the_mean_pass_s_kept_codes_equals_encoding_again(arch):
     np.testing.assert_allclose(reused.act_sum, again.act_sum, rtol=1e-12)
     np.testing.assert_array_equal(reused.base.margin, again.base.margin)
     np.testing.assert_allclose(reused.kept_sums, again.kept_sums, rtol=1e-6)
+    other_chunks = Workspace(space.rows, space.device, chunk=50, dtype=space.dtype)  # 3 chunks too
+    elsewhere = rl.scan_latents(other_chunks, head, sae, cells, effect, values, groups, codes=codes)
+    np.testing.assert_array_equal(elsewhere.flips, again.flips)  # not misread: encoded again
     too_small = rl.ablation_values(space, sae, "mean", keep_bytes=codes.bytes // 2)
     assert too_small[1] is None and torch.equal(too_small[0], values)
     assert rl.ablation_values(space, sae, "zero") == (None, None)

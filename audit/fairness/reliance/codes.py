@@ -30,9 +30,15 @@ class KeptCodes:
     """Dense code chunks stored sparse, in the order they were added (the row chunks of one
     pass over the audited rows)."""
 
-    def __init__(self, n_latents: int, budget_bytes: int = KEPT_CODES_BYTES) -> None:
+    def __init__(
+        self,
+        n_latents: int,
+        budget_bytes: int = KEPT_CODES_BYTES,
+        layout: tuple[int, int] | None = None,
+    ) -> None:
         self.n_latents = n_latents
         self.budget_bytes = budget_bytes
+        self.layout = layout  # (rows, rows per chunk) of the pass that kept them
         self.bytes = 0
         self.dropped = False
         # Per chunk: active latents per row, their latent indices, their values (row-major).

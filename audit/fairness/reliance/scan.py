@@ -73,7 +73,8 @@ def ablation_values(
     if ablation != "mean":
         return None, None
     encoder = sae.column_encoder()
-    kept = KeptCodes(sae.n_latents, keep_bytes) if space.device.type == "cpu" else None
+    layout = (space.rows.count, space.chunk)
+    kept = KeptCodes(sae.n_latents, keep_bytes, layout) if space.device.type == "cpu" else None
     total = torch.zeros(sae.n_latents, dtype=torch.float64, device=space.device)
     for _, block in space.rows.chunks(space.chunk):
         with torch.no_grad():
@@ -137,6 +138,8 @@ def scan_latents(
     kept_sums = np.zeros((space.rows.count, len(keep)), dtype=np.float32)
     kept_cols = torch.tensor([j for g in keep for j in g], dtype=torch.long, device=dev)
     owner = torch.tensor([c for c, g in enumerate(keep) for _ in g], dtype=torch.long, device=dev)
+    if codes is not None and codes.layout != (space.rows.count, space.chunk):
+        codes = None  # kept from other chunks than this pass reads: encode
     for index, (lo, block) in enumerate(space.rows.chunks(space.chunk)):
         known = codes.chunk(index).to(space.dtype) if codes is not None else None
         chunk, margins[lo : lo + len(block)] = _chunk(
