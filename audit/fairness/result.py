@@ -311,6 +311,22 @@ class AuditData:
 
 
 @dataclass(frozen=True)
+class AttributeDirection:
+    """The attribute itself, without the SAE: the worst group's change when each embedding's
+    component along the attribute's within-class mean differences is set to its mean (the
+    directions estimated on the other half of the rows) and the classifier reruns. Concepts
+    that carry the shortcut recover part of it; a large value and no flagged concept mean the
+    bank names nothing that carries it."""
+
+    directions: int = doc("directions removed: one per attribute value after the first", minimum=0)
+    delta_wga: float = doc("WGA after − WGA before")
+    ci: tuple[float, float] = doc("paired-bootstrap interval of delta_wga (the gate's samples)")
+    wga_after: float = doc("WGA after the edit")
+    delta_accuracy_overall: float = doc("accuracy after − before over the audited rows")
+    method: str = doc("how the directions are estimated and removed")
+
+
+@dataclass(frozen=True)
 class AuditResult:
     """The result of one audit (the audit JSON)."""
 
@@ -374,6 +390,12 @@ class AuditResult:
     skipped_checks: tuple[str, ...] = doc(
         "gated checks that were skipped (could not be judged): the verdict does not rest on them",
         default=(),
+    )
+    attribute_direction: AttributeDirection | None = doc(
+        "how much the worst group gains when the attribute's direction is removed from the "
+        "embeddings, without the SAE (absent when attribution was refused)",
+        default=None,
+        omit_none=True,
     )
 
     @property

@@ -24,6 +24,7 @@ from audit.fairness.serialize import canonical
 from audit.fairness.stages.assemble import Attribution, assemble
 from audit.fairness.stages.choose import choose_stage
 from audit.fairness.stages.context import AuditContext, Progress, prepare
+from audit.fairness.stages.direction import direction_stage
 from audit.fairness.stages.errors import activity_stage, errors_stage
 from audit.fairness.stages.findings import findings_stage
 from audit.fairness.stages.focus import focus_stage
@@ -63,6 +64,8 @@ def _attribute(ctx: AuditContext, clock: StageClock) -> _Outcome:
     """Stages 2–6: the group metrics, every concept finding and the sliced errors."""
     screened = scan_stage(ctx)
     clock.lap("scan")
+    direction = direction_stage(ctx, screened)
+    clock.lap("attribute direction")
     chosen = choose_stage(ctx, screened)
     clock.lap("activations")
     rows = {r.latents: r for r in [*screened.tested, *chosen.listed]}
@@ -76,7 +79,9 @@ def _attribute(ctx: AuditContext, clock: StageClock) -> _Outcome:
     clock.lap("dose-response")
     errors = errors_stage(ctx, ctx.decisions(screened.scan.base.margin), activity)
     clock.lap("sliced errors")
-    attribution = Attribution(True, concepts, family, doses, examples, chosen.notes)
+    attribution = Attribution(
+        True, concepts, family, doses, examples, chosen.notes, direction=direction
+    )
     return _Outcome(screened.metrics, attribution, errors)
 
 

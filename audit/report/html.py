@@ -15,7 +15,7 @@ from decimal import Decimal
 from audit.fairness.result import AuditResult, ConceptFinding
 from audit.fairness.stages.focus import TABLE_CONCEPTS
 from audit.report.templating import render, thumbnail
-from audit.report.wording import concept_note, group_name, verdict_note
+from audit.report.wording import concept_note, direction_note, group_name, verdict_note
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 FOREST_ROWS = 20
@@ -263,5 +263,6 @@ def render_html(result: AuditResult) -> str:
         table_examples=table_examples(result, top),
         table_notes=table_notes(result, top),
         verdict_note=verdict_note(result),
+        direction_note=direction_note(result),
         gname=lambda name: group_name(result, name),
     )

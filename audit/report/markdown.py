@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from audit.fairness.result import AuditResult, ConceptFinding
-from audit.report.wording import concept_note, group_name, verdict_note
+from audit.report.wording import concept_note, direction_note, group_name, verdict_note
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 VERDICT_MARK = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR",
@@ -89,6 +89,9 @@ def render_markdown(result: AuditResult) -> str:
                 f"| {c.rank} | {md_escape(_with_note(result, c))} | {_num(c.delta_wga, 4)} | "
                 f"{_num(c.ci, 4)} | {_num(c.q, 4)} | {'**yes**' if c.flagged else 'no'} |"
             )
+    direction = direction_note(result)
+    if direction:
+        lines += ["", md_escape(direction)]
     from audit.report.classifier_sections import markdown_lines
 
     lines += markdown_lines(result, md_escape)

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from audit.fairness.result import AuditResult, Check
-from audit.report.wording import concept_note, group_name, verdict_note
+from audit.report.wording import concept_note, direction_note, group_name, verdict_note
 
 STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold dark_orange",
                 "skipped": "dim", "info": "cyan", "ungated": "bold cyan",
@@ -130,6 +130,9 @@ def render_terminal(result: AuditResult, console: Console, top: int = 10) -> Non
     console.print(groups_table(result))
     if result.concepts:
         console.print(concepts_table(result, top))
+    direction = direction_note(result)
+    if direction:
+        console.print(Text(direction))
     errors = own.errors_table(result, top)
     if errors is not None:
         console.print(errors)

@@ -90,3 +90,27 @@ def skipped_reasons(result: AuditResult) -> str:
     """``name (reason); …`` for the gated checks that were skipped."""
     reasons = {c.name: c.reason for c in result.checks}
     return "; ".join(f"{name} ({reasons.get(name, 'skipped')})" for name in result.skipped_checks)
+
+
+def direction_note(result: AuditResult) -> str | None:
+    """The attribute's own direction beside the top concept, in one or two sentences: how big
+    the shortcut is without the SAE, and — when it is clearly there and no concept is flagged —
+    that the bank names nothing that carries it. None when it was not measured."""
+    d = result.attribute_direction
+    if d is None:
+        return None
+    lo, hi = d.ci
+    text = (
+        f"Without the SAE: removing the {result.data.spurious} direction from the embeddings "
+        f"changes worst-group accuracy by {d.delta_wga:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    )
+    top = next((c for c in result.concepts if c.tested), None)
+    if top is not None:
+        text += f"; removing the strongest named concept, {top.label}, by {top.delta_wga:+.3f}"
+    text += "."
+    if result.flagged_concepts == 0 and lo >= result.settings.min_dwga:
+        text += (
+            " No flagged concept carries it: what does may be unnamed, or spread over many "
+            "latents (the table lists unnamed ones with their nearest word)."
+        )
+    return text

@@ -15,6 +15,7 @@ from audit.fairness.checks import judge
 from audit.fairness.config import parse_class_names
 from audit.fairness.records import ClassifierRecord, SlicedErrors
 from audit.fairness.result import (
+    AttributeDirection,
     AuditData,
     AuditResult,
     ConceptFinding,
@@ -55,6 +56,7 @@ class Attribution:
     notes: tuple[str, ...] = ()
     error: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    direction: AttributeDirection | None = None  # the attribute's own direction removed
 
 
 def classifier_record(ctx: AuditContext) -> ClassifierRecord:
@@ -125,5 +127,6 @@ def assemble(
         flagged_concepts=0, checks=(), classifier=classifier_record(ctx),
         surrogate=ctx.stand_in.record if ctx.stand_in is not None else None,
         concept_errors=errors, error=attribution.error, extra=dict(extra),
+        attribute_direction=attribution.direction,
     )  # fmt: skip
     return judge(result, attribution.concepts, gate)
