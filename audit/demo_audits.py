@@ -71,6 +71,8 @@ def audit_step(ctx: DemoContext, progress: Progress | None = None) -> dict[str, 
         "planted_concept_rank": planted[0]["rank"] if planted else None,
         "planted_concept_flagged": bool(planted and planted[0].get("flagged")),
         "planted_concept_delta_wga": planted[0].get("delta_wga") if planted else None,
+        # the attribute's own direction removed, no SAE: what the planted concept is measured against
+        "attribute_direction_delta_wga": (result.get("attribute_direction") or {}).get("delta_wga"),
         "reports": {k: str(v) for k, v in outcome.paths.items()},
     }
     return audit_summary

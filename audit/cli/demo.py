@@ -134,6 +134,9 @@ def _audit_rows(ctx) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
             + ("flagged" if a["planted_concept_flagged"] else "not flagged")
             + ")"
         )
+    direction = a.get("attribute_direction_delta_wga")
+    if direction is not None:
+        found += f"; the {ctx.spurious_column} direction itself (no SAE) ΔWGA {direction:+.3f}"
     rows = [
         (
             "audit",
