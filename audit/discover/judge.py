@@ -28,7 +28,12 @@ if TYPE_CHECKING:
     from audit.discover.run import Measured
 
 #: Checks that need a single labelled attribute.
-ATTRIBUTE_CHECKS = ("accuracy_gap", "equalized_odds_difference", "demographic_parity_difference")
+ATTRIBUTE_CHECKS = (
+    "accuracy_gap",
+    "equalized_odds_difference",
+    "demographic_parity_difference",
+    "attribute_direction_delta_wga",
+)
 NEEDS_ATTRIBUTE = "needs one labelled attribute: run `msae-audit audit --spurious COLUMN`"
 
 

@@ -38,7 +38,10 @@ GROUP_CHECKS = (
     "equalized_odds_difference",
     "demographic_parity_difference",
     "flagged_concepts",
+    # ΔWGA of removing the attribute's own direction from the embeddings (no SAE involved)
+    "attribute_direction_delta_wga",
 )
+DIRECTION_CHECK = "attribute_direction_delta_wga"
 CHECKS = (*GROUP_CHECKS, "accuracy")
 #: Integrity checks: always enforced (exit code 3), thresholds from the gate's ``integrity:``.
 INTEGRITY_CHECKS = {"sae_cosine": "min_cosine", "classifier_agreement": "min_agreement"}
@@ -73,8 +76,14 @@ def flag_concepts(
     return tuple(out)
 
 
-def _metric_value(metrics: GroupMetrics, flagged: int | None, name: str) -> float | None:
-    return flagged if name == "flagged_concepts" else getattr(metrics, name)
+def _metric_value(
+    metrics: GroupMetrics, flagged: int | None, direction: float | None, name: str
+) -> float | None:
+    if name == "flagged_concepts":
+        return flagged
+    if name == DIRECTION_CHECK:
+        return direction
+    return getattr(metrics, name)
 
 
 def _skip_reason(metrics: GroupMetrics, name: str, min_group_size: int) -> str | None:
@@ -90,11 +99,17 @@ def _skip_reason(metrics: GroupMetrics, name: str, min_group_size: int) -> str |
     return None
 
 
-def _judge(name: str, value: float | None, bounds: dict[str, float], skip: str | None) -> Check:
+def _judge(
+    name: str,
+    value: float | None,
+    bounds: dict[str, float],
+    skip: str | None,
+    missing: str = "not computed (integrity check failed)",
+) -> Check:
     threshold = _threshold(bounds)
     head = (name, value, threshold, bounds.get("min"), bounds.get("max"), bool(bounds))
     if value is None:
-        return Check(*head, "skipped", "not computed (integrity check failed)")
+        return Check(*head, "skipped", missing)
     if skip:
         return Check(*head, "skipped", skip)
     if not bounds:
@@ -106,16 +121,25 @@ def _judge(name: str, value: float | None, bounds: dict[str, float], skip: str |
 
 
 def evaluate_checks(
-    metrics: GroupMetrics, flagged: int | None, integrity: Integrity | None, gate: GateConfig
+    metrics: GroupMetrics,
+    flagged: int | None,
+    integrity: Integrity | None,
+    gate: GateConfig,
+    direction: float | None = None,
+    direction_missing: str = "not computed (integrity check failed)",
 ) -> tuple[Check, ...]:
     """Every known check, gated or informational, then the integrity checks. ``flagged`` is
-    None when concepts were not attributed."""
+    None when concepts were not attributed; ``direction`` (the attribute direction's ΔWGA)
+    None when it was not measured, for the reason ``direction_missing``."""
     checks = [
         _judge(
             name,
-            _metric_value(metrics, flagged, name),
+            _metric_value(metrics, flagged, direction, name),
             gate.gates.get(name, {}),
             _skip_reason(metrics, name, gate.min_group_size),
+            direction_missing
+            if name == DIRECTION_CHECK
+            else "not computed (integrity check failed)",
         )
         for name in CHECKS
     ]
@@ -197,7 +221,16 @@ def judge(
     """``result`` with ``concepts`` flagged under ``gate`` and its checks and verdict."""
     concepts = flag_concepts(concepts, gate)
     flagged = sum(1 for c in concepts if c.flagged) if result.concepts_computed else None
-    checks = evaluate_checks(result.metrics, flagged, result.integrity, gate)
+    direction = result.attribute_direction
+    missing = (
+        "not computed (integrity check failed)"
+        if not result.concepts_computed
+        else "not measured (an older result file, or no class has rows of two attribute values)"
+    )
+    checks = evaluate_checks(
+        result.metrics, flagged, result.integrity, gate,
+        direction.delta_wga if direction is not None else None, missing,
+    )  # fmt: skip
     verdict, code = verdict_of(checks, gate.allow_skipped)
     return result.with_judgement(concepts, checks, verdict, code, gate.describe())
 

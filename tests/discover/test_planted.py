@@ -107,3 +107,15 @@ def test_a_torchscript_classifier_gives_the_linear_heads_numbers(tmp_path):
     assert top.name == ref.name == ROLE_NAMES["spurious"] and top.flagged and top.exact
     assert top.delta_wga == pytest.approx(ref.delta_wga, abs=1e-5)
     assert top.ci == pytest.approx(ref.ci, abs=1e-5)
+
+
+def test_checks_that_need_the_attribute_are_skipped_and_say_why(tmp_path):
+    """discover has no labelled attribute: the gap, equalized odds, parity and the attribute's
+    own direction are skipped with that reason."""
+    from audit.discover.judge import ATTRIBUTE_CHECKS, NEEDS_ATTRIBUTE
+
+    _, result = discover_world(tmp_path, seed=0)
+    by_name = {c.name: c for c in result.checks}
+    for name in ATTRIBUTE_CHECKS:
+        assert by_name[name].status == "skipped" and by_name[name].reason == NEEDS_ATTRIBUTE
+    assert "attribute_direction_delta_wga" in ATTRIBUTE_CHECKS

@@ -235,3 +235,32 @@ def test_saved_results_round_trip_byte_for_byte():
 
     text = GOLDEN.read_text(encoding="utf-8")
     assert dumps(parse_result(json.loads(text))) == text
+
+
+def test_the_attribute_direction_can_be_gated_and_says_why_when_it_is_missing():
+    """A saved result with the attribute's own direction: gated with a max it fails above it
+    and passes below; a result without it (an older file) skips it with that reason."""
+    direction = {
+        "directions": 1, "delta_wga": 0.12, "ci": [0.08, 0.15], "wga_after": 0.82,
+        "delta_accuracy_overall": 0.01, "method": "m",
+    }  # fmt: skip
+    cfg = GateConfig(gates={"attribute_direction_delta_wga": {"max": 0.05}}, min_group_size=10)
+    out, _ = rejudge(result(attribute_direction=direction), cfg)
+    check = next(c for c in out.checks if c.name == "attribute_direction_delta_wga")
+    assert (check.status, check.value, check.gated) == ("fail", 0.12, True)
+    assert out.verdict == "fail" and out.exit_code == 1
+    lenient = replace(cfg, gates={"attribute_direction_delta_wga": {"max": 0.2}})
+    assert rejudge(result(attribute_direction=direction), lenient)[0].verdict == "pass"
+    saved = document()
+    saved.pop("attribute_direction", None)  # written before the direction was measured
+    older, _ = rejudge(parse_result(saved), cfg)
+    check = next(c for c in older.checks if c.name == "attribute_direction_delta_wga")
+    assert check.status == "skipped" and "older result file" in check.reason
+    assert older.verdict == "inconclusive"
+    small = replace(cfg, min_group_size=100)  # the T=1, A=1 group has n = 60
+    check = next(
+        c
+        for c in rejudge(result(attribute_direction=direction), small)[0].checks
+        if c.name == "attribute_direction_delta_wga"
+    )
+    assert check.status == "skipped" and "min_group_size" in check.reason
