@@ -42,6 +42,8 @@ GROUP_CHECKS = (
     "attribute_direction_delta_wga",
 )
 DIRECTION_CHECK = "attribute_direction_delta_wga"
+NOT_ATTRIBUTED = "not computed (integrity check failed)"
+NOT_MEASURED = "not measured (an older result file, or no class has rows of two attribute values)"
 CHECKS = (*GROUP_CHECKS, "accuracy")
 #: Integrity checks: always enforced (exit code 3), thresholds from the gate's ``integrity:``.
 INTEGRITY_CHECKS = {"sae_cosine": "min_cosine", "classifier_agreement": "min_agreement"}
@@ -100,16 +102,15 @@ def _skip_reason(metrics: GroupMetrics, name: str, min_group_size: int) -> str |
 
 
 def _judge(
-    name: str,
-    value: float | None,
-    bounds: dict[str, float],
-    skip: str | None,
-    missing: str = "not computed (integrity check failed)",
+    name: str, value: float | None, bounds: dict[str, float], skip: str | None, attributed: bool
 ) -> Check:
     threshold = _threshold(bounds)
     head = (name, value, threshold, bounds.get("min"), bounds.get("max"), bool(bounds))
     if value is None:
-        return Check(*head, "skipped", missing)
+        # Only the direction can be missing from an attributed result (an older file, or no
+        # class with rows of two attribute values); anything else means attribution was refused.
+        why = NOT_MEASURED if attributed and name == DIRECTION_CHECK else NOT_ATTRIBUTED
+        return Check(*head, "skipped", why)
     if skip:
         return Check(*head, "skipped", skip)
     if not bounds:
@@ -126,20 +127,17 @@ def evaluate_checks(
     integrity: Integrity | None,
     gate: GateConfig,
     direction: float | None = None,
-    direction_missing: str = "not computed (integrity check failed)",
 ) -> tuple[Check, ...]:
     """Every known check, gated or informational, then the integrity checks. ``flagged`` is
     None when concepts were not attributed; ``direction`` (the attribute direction's ΔWGA)
-    None when it was not measured, for the reason ``direction_missing``."""
+    None when it was not measured."""
     checks = [
         _judge(
             name,
             _metric_value(metrics, flagged, direction, name),
             gate.gates.get(name, {}),
             _skip_reason(metrics, name, gate.min_group_size),
-            direction_missing
-            if name == DIRECTION_CHECK
-            else "not computed (integrity check failed)",
+            attributed=flagged is not None,
         )
         for name in CHECKS
     ]
@@ -222,14 +220,9 @@ def judge(
     concepts = flag_concepts(concepts, gate)
     flagged = sum(1 for c in concepts if c.flagged) if result.concepts_computed else None
     direction = result.attribute_direction
-    missing = (
-        "not computed (integrity check failed)"
-        if not result.concepts_computed
-        else "not measured (an older result file, or no class has rows of two attribute values)"
-    )
     checks = evaluate_checks(
         result.metrics, flagged, result.integrity, gate,
-        direction.delta_wga if direction is not None else None, missing,
+        direction.delta_wga if direction is not None else None,
     )  # fmt: skip
     verdict, code = verdict_of(checks, gate.allow_skipped)
     return result.with_judgement(concepts, checks, verdict, code, gate.describe())
