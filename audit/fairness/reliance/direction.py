@@ -32,8 +32,9 @@ from audit.fairness.edits import Workspace
 from audit.fairness.groups import Cells
 from audit.fairness.stats import pair_counts
 
-#: The random stream of the halves (the concepts' bootstrap, null and beyond streams are 1–3).
-DIRECTION_STREAM = 4
+#: Random streams of the halves and of the interval (the concepts' bootstrap, null and beyond
+#: streams are 1–3): distinct, so the split and the resampling never draw the same numbers.
+HALVES_STREAM, DIRECTION_BOOTSTRAP_STREAM = 4, 5
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class DirectionEdit:
 
 def halves(rows: int, seed: int) -> np.ndarray:
     """``[rows]`` 0/1: a seeded split into two halves of equal size (± 1)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, DIRECTION_STREAM]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, HALVES_STREAM]))
     half = np.zeros(rows, dtype=np.int64)
     half[rng.permutation(rows)[: rows // 2]] = 1
     return half
@@ -91,17 +92,19 @@ def remove_attribute_direction(
     n, n_cells = space.rows.count, cells.n_cells
     half = halves(n, seed)
     cell = cells.cell
-    sums = np.zeros((2, n_cells, 0))
+    sums: np.ndarray | None = None  # [half, cell, d], sized by the first block
     counts = np.zeros((2, n_cells))
     for lo, block in space.rows.chunks(space.chunk):
         x = np.asarray(block, dtype=np.float64)
-        if sums.shape[2] == 0:
+        if sums is None:
             sums = np.zeros((2, n_cells, x.shape[1]))
         key = half[lo : lo + len(x)] * n_cells + cell[lo : lo + len(x)]
         onehot = np.zeros((2 * n_cells, len(x)))
         onehot[key, np.arange(len(x))] = 1.0
         sums += (onehot @ x).reshape(2, n_cells, -1)
         counts += np.bincount(key, minlength=2 * n_cells).reshape(2, n_cells)
+    if sums is None:
+        return None
     bases = [attribute_basis(sums[h], counts[h], cells.n_values) for h in (0, 1)]
     if min(b.shape[1] for b in bases) == 0:
         return None

@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from audit.fairness.reliance import bootstrap_ci, pair_summary
-from audit.fairness.reliance.direction import DIRECTION_STREAM, remove_attribute_direction
+from audit.fairness.reliance.direction import (
+    DIRECTION_BOOTSTRAP_STREAM,
+    remove_attribute_direction,
+)
 from audit.fairness.result import AttributeDirection
 from audit.fairness.stages.context import AuditContext
 from audit.fairness.stages.scan import Screened
@@ -26,7 +29,7 @@ def direction_stage(ctx: AuditContext, screened: Screened) -> AttributeDirection
         return None
     summary = pair_summary(edit.pairs, ctx.cells)
     boot_seed = ctx.gate.bootstrap_seed_for(ctx.settings.seed)
-    rng = np.random.default_rng(np.random.SeedSequence([boot_seed, DIRECTION_STREAM]))
+    rng = np.random.default_rng(np.random.SeedSequence([boot_seed, DIRECTION_BOOTSTRAP_STREAM]))
     ci = bootstrap_ci(edit.pairs, ctx.gate.bootstrap_samples, rng)
     return AttributeDirection(
         directions=edit.directions,
