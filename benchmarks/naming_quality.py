@@ -2,6 +2,7 @@
 time naming takes at CLIP scale.
 
     python benchmarks/naming_quality.py [--demo reports/demo] [--seeds 0,1,2,3,4] [--json FILE]
+                                        [--expansion E [--sae-seed S]] [--oracle]
     python benchmarks/naming_quality.py --scale [--latents 6144] [--dim 768] [--vocab 20000]
                                         [--probe 20000]
 
@@ -24,6 +25,12 @@ self-consistency); ``image`` the product's image-grounded naming; ``image/soft-w
 (Oikarinen & Weng 2023: per-image softmax over the vocabulary with a = 10, top 100 images with
 weights 0.998 → 0.97, λ = 1) or by the Spearman correlation between the activation and the
 per-image centred similarity.
+
+``--expansion E`` names the latents of an SAE trained on the demo's corpus with the demo's
+settings but ``E`` latents per dimension instead of the demo's SAE. ``--oracle`` measures
+what any naming of the latents could reach: per value, with the true labels, the latent that
+detects it best and the greedy sum of latents (the naming's core rule, from any latents) that
+does, on the SAE and on as many random latents with the same firing rates.
 
 **Scale.** Random SAE, text and image embeddings (the cost does not depend on what they mean):
 seconds per stage of :func:`audit.concepts.name_latents` with probe images.
@@ -48,7 +55,7 @@ from audit.concepts import (
     images,
     name_latents,
 )
-from audit.concepts.auc import auc, average_ranks
+from audit.concepts.auc import auc, auc_table, average_ranks
 from audit.concepts.naming import gather_evidence
 from audit.data import world
 
@@ -82,7 +89,22 @@ def load_demo(demo: Path | None, out: Path) -> dict:
         "meta": store.metadata,
         "vocab": vocab,
         "texts": vocabulary_embeddings(vocab, clip.encode_texts),
+        "corpus_store": paths["corpus_store"],
     }
+
+
+def retrain_sae(data: dict, corpus_store: str, out: Path, expansion: int, seed: int) -> None:
+    """Replace the demo's SAE by one trained on the same corpus with the demo's settings but
+    ``expansion`` latents per dimension (how the naming depends on the dictionary's size)."""
+    from audit.demo_steps import DemoSettings, train_demo_sae
+    from audit.sae import load_sae
+
+    settings = dataclasses.replace(DemoSettings(), sae_expansion=expansion, seed=seed)
+    sae_dir = out / f"sae-x{expansion}-seed{seed}"
+    sae_dir.mkdir(parents=True, exist_ok=True)
+    train_demo_sae(Path(corpus_store), sae_dir, settings, device="cpu")
+    data["sae"] = load_sae(sae_dir).eval()
+    print(f"SAE: {data['sae'].W_dec.shape[0]} latents ({expansion}x), trained in {sae_dir}")
 
 
 def truth(meta) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
@@ -272,6 +294,81 @@ def report(results: dict[int, dict[str, dict]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# What any naming of these latents can reach
+# ------------------------------------------------------------------------------------------
+
+ORACLE_CANDIDATES = 60  # latents, by single AUC on the probe half, that a sum may draw from
+
+
+def label_oracle(
+    z_fit: torch.Tensor, z_eval: torch.Tensor, y_fit: np.ndarray, y_eval: np.ndarray
+) -> dict[int, tuple[float, float, int]]:
+    """With the true labels (``y_*`` ``[rows, values]``), per value: the evaluation AUC of the
+    latent that detects it best on the probe half, and of the greedy sum (the naming's own core
+    rule, drawing from any latent) built on the probe half: ``(single, sum, latents in sum)``."""
+    fit_targets = torch.as_tensor(y_fit)
+    single = np.nan_to_num(auc_table(average_ranks(z_fit), fit_targets).numpy(), nan=0.5)
+    out = {}
+    for value in range(y_fit.shape[1]):
+        candidates = np.argsort(-single[:, value], kind="stable")[:ORACLE_CANDIDATES]
+        members = grouping.greedy_members(z_fit, fit_targets[:, value], candidates)
+        eval_target = torch.as_tensor(y_eval[:, value])
+        out[value] = (
+            auc(z_eval[:, int(candidates[0])], eval_target),
+            auc(z_eval[:, members].sum(1), eval_target),
+            len(members),
+        )
+    return out
+
+
+def oracle_seed(data: dict, seed: int) -> dict[str, dict[str, list[float]]]:
+    """Per value, the label oracle on the SAE's latents and on as many random latents
+    ``ReLU(x̃·r − b)`` firing as often (the naming's own chance model)."""
+    sae, x = data["sae"], data["x"]
+    labels_all = truth(data["meta"])
+    values = list(labels_all)
+    y = np.stack([labels_all[v] for v in values], axis=1)
+    order = np.random.default_rng([seed, 7]).permutation(len(x))
+    fit, held = np.sort(order[: len(x) // 2]), np.sort(order[len(x) // 2 :])
+    x_fit, x_eval = torch.as_tensor(x[fit]), torch.as_tensor(x[held])
+    probe = images.Probe(
+        x_fit, x_eval, images.encode(sae, x_fit, 4096), images.encode(sae, x_eval, 4096), len(x)
+    )
+    random_fit, random_eval = images.random_latents(probe, sae, probe.z_fit.shape[1], seed)
+    pools = {"sae": (probe.z_fit, probe.z_hold), "random": (random_fit, random_eval)}
+    found = {}
+    for pool, (z_fit, z_eval) in pools.items():
+        per_value = label_oracle(z_fit, z_eval, y[fit], y[held])
+        found[pool] = {v: list(per_value[i]) for i, v in enumerate(values)}
+    return found
+
+
+def oracle_report(results: dict[int, dict[str, dict[str, list[float]]]]) -> None:
+    seeds = list(results)
+    values = list(results[seeds[0]]["sae"])
+    print(
+        "| value | SAE: best latent | SAE: label-chosen sum (latents) | random: best latent | random: label-chosen sum (latents) |"
+    )
+    print("|---|---|---|---|---|")
+    for v in values:
+        cells = []
+        for pool in ("sae", "random"):
+            single, total, size = (
+                np.mean([results[s][pool][v][i] for s in seeds]) for i in range(3)
+            )
+            cells += [f"{single:.3f}", f"{total:.3f} ({size:.1f})"]
+        print(f"| {v} | " + " | ".join(cells) + " |")
+    for pool in ("sae", "random"):
+        for i, what in ((0, "best latent"), (1, "label-chosen sum")):
+            counts = [sum(r[i] >= GOOD_AUC for r in results[s][pool].values()) for s in seeds]
+            print(
+                f"{pool} {what}: values at AUC >= {GOOD_AUC}: mean {np.mean(counts):.1f} of "
+                f"{len(values)} (min {min(counts)}, max {max(counts)}); as recall "
+                f"{np.mean(counts) / len(values):.3f}"
+            )
+
+
+# ------------------------------------------------------------------------------------------
 # Scale
 # ------------------------------------------------------------------------------------------
 
@@ -317,6 +414,16 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--scale", action="store_true")
+    parser.add_argument(
+        "--expansion",
+        type=int,
+        default=None,
+        help="train an SAE with this many latents per dimension on the demo's corpus instead",
+    )
+    parser.add_argument("--sae-seed", type=int, default=0, help="seed of that SAE")
+    parser.add_argument(
+        "--oracle", action="store_true", help="what any naming of the latents can reach"
+    )
     parser.add_argument("--latents", type=int, default=6144)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--vocab", type=int, default=20000)
@@ -326,6 +433,14 @@ def main() -> None:
         scale(args.latents, args.dim, args.vocab, args.probe)
         return
     data = load_demo(args.demo, args.out)
+    if args.expansion is not None:
+        retrain_sae(data, data["corpus_store"], args.out, args.expansion, args.sae_seed)
+    if args.oracle:
+        found = {int(s): oracle_seed(data, int(s)) for s in args.seeds.split(",")}
+        oracle_report(found)
+        if args.json is not None:
+            args.json.write_text(json.dumps(found, indent=1))
+        return
     results = {int(s): run_seed(data, int(s)) for s in args.seeds.split(",")}
     report(results)
     if args.json is not None:

@@ -96,3 +96,29 @@ def test_the_demo_truth_has_one_value_per_world_word():
     assert sorted(labels) == sorted(load_vocabulary(["world"]).entries)
     assert all(y.dtype == bool and len(y) == 60 for y in labels.values())
     assert labels["stamp"].sum() == (scenes["marker"] == "stamp").sum()
+
+
+def test_the_label_oracle_separates_one_latent_from_a_sum_from_nothing():
+    """Planted codes: value 0 has its own latent, value 1 is split over two latents (each fires
+    on half its images), value 2 is in no latent. The oracle's best latent finds the first, only
+    its sum finds the second, and neither finds the third."""
+    rng = np.random.default_rng(0)
+    rows = 4000
+    y = np.zeros((rows, 3), dtype=bool)
+    y[:, 0] = rng.random(rows) < 0.3
+    y[:, 1] = rng.random(rows) < 0.4
+    y[:, 2] = rng.random(rows) < 0.5
+    z = np.abs(rng.normal(size=(rows, 12))) * 0.1 * (rng.random((rows, 12)) < 0.2)
+    z[:, 0] += y[:, 0] * 1.0
+    half_of_1 = rng.random(rows) < 0.5
+    z[:, 1] += (y[:, 1] & half_of_1) * 1.0
+    z[:, 2] += (y[:, 1] & ~half_of_1) * 1.0
+    z = torch.as_tensor(z, dtype=torch.float32)
+    fit, held = slice(0, rows // 2), slice(rows // 2, rows)
+    found = _benchmark().label_oracle(z[fit], z[held], y[fit], y[held])
+    single, total, size = found[0]
+    assert single > 0.99 and total > 0.99 and size <= 2
+    single, total, size = found[1]
+    assert 0.6 < single < 0.85 and total > 0.99 and size >= 2
+    single, total, _ = found[2]
+    assert abs(single - 0.5) < 0.1 and abs(total - 0.5) < 0.1
