@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.fairness import AuditSettings, parse_result, run_audit
 from audit.fairness.attributes import build_cells
@@ -68,6 +70,27 @@ def test_a_three_valued_attribute_spans_two_directions_whatever_value_comes_firs
     np.testing.assert_allclose(projections[0][[1, 2], [1, 2]], 1.0, atol=0.02)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 7), min_size=1, max_size=300), st.integers(0, 2**32 - 1))
+def test_the_halves_split_every_cell_in_half(cells, seed):
+    cell = np.array(cells, dtype=np.int64)
+    half = halves(cell, seed)
+    assert set(np.unique(half)) <= {0, 1}
+    for c in np.unique(cell):
+        size, on_one = int((cell == c).sum()), int(half[cell == c].sum())
+        assert on_one in (size // 2, (size + 1) // 2)
+    np.testing.assert_array_equal(half, halves(cell, seed))  # seeded
+
+
+def test_the_halves_are_random_within_a_cell():
+    cell = np.zeros(200, dtype=np.int64)
+    splits = {tuple(np.nonzero(halves(cell, seed))[0][:5]) for seed in range(5)}
+    assert len(splits) == 5  # not the first rows of the cell every time
+    # Each row lands on either side about equally often over seeds.
+    share = np.mean([halves(cell, seed) for seed in range(400)], axis=0)
+    assert share.min() > 0.35 and share.max() < 0.65
+
+
 def test_no_basis_without_two_values_in_one_class():
     sums, counts = np.ones((4, 3)), np.array([5.0, 0.0, 0.0, 7.0])  # (0, v0) and (1, v1) only
     assert attribute_basis(sums, counts, n_values=2).shape == (3, 0)
@@ -80,8 +103,8 @@ def _space(x: np.ndarray, chunk: int = 333) -> Workspace:
 
 def _naive(x, head, y, a, n_values, seed):
     """Literally: per half, the per-class mean differences, QR, edit the other half, rerun."""
-    half = halves(len(x), seed)
     cell = y * n_values + a
+    half = halves(cell, seed)
     after = np.empty(len(x))
     for h in (0, 1):
         other = half != h

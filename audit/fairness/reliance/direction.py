@@ -6,8 +6,8 @@ shortcut is at all. When it is large and no concept carries it, the bank does no
 does (the shortcut sits in unnamed latents, or is spread over many) — a report that only
 listed concepts would read as "no shortcut".
 
-* **Directions** (cross-fitted): the audited rows are split into two seeded halves. On one
-  half, for each class ``t`` and each attribute value ``v`` after the first,
+* **Directions** (cross-fitted): the audited rows are split into two seeded halves, each
+  target × attribute cell in half. On one half, for each class ``t`` and each attribute value ``v`` after the first,
   ``δ_tv = mean(x | t, v) − mean(x | t, v₀)`` (classes with rows in both cells);
   ``d_v`` = the mean of ``δ_tv`` over those classes: the attribute's shift *within* a class,
   so the target's own direction is not removed with it. ``U``: an orthonormal basis of the
@@ -45,11 +45,25 @@ class DirectionEdit:
     directions: int  # dimensions removed (the smaller of the two halves' bases)
 
 
-def halves(rows: int, seed: int) -> np.ndarray:
-    """``[rows]`` 0/1: a seeded split into two halves of equal size (± 1)."""
+def halves(cell: np.ndarray, seed: int) -> np.ndarray:
+    """``[rows]`` 0/1: a seeded split into two halves, stratified by ``cell``: every cell is
+    split in half (an odd cell's extra row falls on a seeded side), so both halves estimate
+    every cell's mean — a small cell is never left whole on one side. (Not scikit-learn's
+    ``StratifiedKFold``, which the surrogate's cross-fit uses: it warns about one-row cells and
+    refuses when every cell has one row, both normal here.)
+
+    >>> half = halves(np.array([0, 0, 0, 0, 1, 1, 2]), seed=0)
+    >>> [int(half[:4].sum()), int(half[4:6].sum())]  # two of each even cell on each side
+    [2, 1]
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, HALVES_STREAM]))
-    half = np.zeros(rows, dtype=np.int64)
-    half[rng.permutation(rows)[: rows // 2]] = 1
+    order = rng.permutation(len(cell))
+    by_cell = order[np.argsort(cell[order], kind="stable")]  # each cell's rows, shuffled
+    sorted_cells = cell[by_cell]
+    first = np.searchsorted(sorted_cells, sorted_cells)  # where each row's cell starts
+    side = rng.integers(0, 2, int(cell.max()) + 1 if len(cell) else 0)
+    half = np.empty(len(cell), dtype=np.int64)
+    half[by_cell] = (np.arange(len(cell)) - first + side[sorted_cells]) % 2
     return half
 
 
@@ -90,8 +104,8 @@ def remove_attribute_direction(
     loses the attribute's direction, estimated on the other half; None when no class has
     rows of two attribute values in both halves."""
     n, n_cells = space.rows.count, cells.n_cells
-    half = halves(n, seed)
     cell = cells.cell
+    half = halves(cell, seed)
     sums: np.ndarray | None = None  # [half, cell, d], sized by the first block
     counts = np.zeros((2, n_cells))
     for lo, block in space.rows.chunks(space.chunk):

@@ -15,9 +15,10 @@ from audit.fairness.stages.context import AuditContext
 from audit.fairness.stages.scan import Screened
 
 METHOD = (
-    "cross-fitted halves: per class, mean(x | value) − mean(x | first value), averaged over "
-    "classes, orthonormalised; each row's coordinates along them set to the other half's mean "
-    "(x' = x − ((x − m) U) Uᵀ), the classifier rerun"
+    "cross-fitted halves (each target × attribute cell split in half): per class, "
+    "mean(x | value) − mean(x | first value), averaged over classes, orthonormalised; each "
+    "row's coordinates along them set to the other half's mean (x' = x − ((x − m) U) Uᵀ), the "
+    "classifier rerun"
 )
 
 
