@@ -93,7 +93,7 @@ def load_demo(demo: Path | None, out: Path) -> dict:
     }
 
 
-def retrain_sae(data: dict, corpus_store: str, out: Path, expansion: int, seed: int) -> None:
+def retrain_sae(data: dict, out: Path, expansion: int, seed: int) -> None:
     """Replace the demo's SAE by one trained on the same corpus with the demo's settings but
     ``expansion`` latents per dimension (how the naming depends on the dictionary's size)."""
     from audit.demo_steps import DemoSettings, train_demo_sae
@@ -102,7 +102,7 @@ def retrain_sae(data: dict, corpus_store: str, out: Path, expansion: int, seed: 
     settings = dataclasses.replace(DemoSettings(), sae_expansion=expansion, seed=seed)
     sae_dir = out / f"sae-x{expansion}-seed{seed}"
     sae_dir.mkdir(parents=True, exist_ok=True)
-    train_demo_sae(Path(corpus_store), sae_dir, settings, device="cpu")
+    train_demo_sae(Path(data["corpus_store"]), sae_dir, settings, device="cpu")
     data["sae"] = load_sae(sae_dir).eval()
     print(f"SAE: {data['sae'].W_dec.shape[0]} latents ({expansion}x), trained in {sae_dir}")
 
@@ -434,7 +434,7 @@ def main() -> None:
         return
     data = load_demo(args.demo, args.out)
     if args.expansion is not None:
-        retrain_sae(data, data["corpus_store"], args.out, args.expansion, args.sae_seed)
+        retrain_sae(data, args.out, args.expansion, args.sae_seed)
     if args.oracle:
         found = {int(s): oracle_seed(data, int(s)) for s in args.seeds.split(",")}
         oracle_report(found)

@@ -7,12 +7,12 @@ does (the shortcut sits in unnamed latents, or is spread over many) — a report
 listed concepts would read as "no shortcut".
 
 * **Directions** (cross-fitted): the audited rows are split into two seeded halves, each
-  target × attribute cell in half. On one half, for each class ``t`` and each attribute value ``v`` after the first,
-  ``δ_tv = mean(x | t, v) − mean(x | t, v₀)`` (classes with rows in both cells);
-  ``d_v`` = the mean of ``δ_tv`` over those classes: the attribute's shift *within* a class,
-  so the target's own direction is not removed with it. ``U``: an orthonormal basis of the
-  ``d_v`` (one direction for a binary attribute). The span does not depend on which value is
-  first.
+  target × attribute cell in half. On one half, for each class ``t`` and each attribute value
+  ``v`` after the first, ``δ_tv = mean(x | t, v) − mean(x | t, v₀)`` (classes with rows in
+  both cells); ``d_v`` = the mean of ``δ_tv`` over those classes: the attribute's shift
+  *within* a class, so the target's own direction is not removed with it. ``U``: an
+  orthonormal basis of the ``d_v`` (one direction for a binary attribute). The span does not
+  depend on which value is first.
 * **Edit**: the rows of the other half become ``x' = x − ((x − m) U) Uᵀ`` with ``m`` the
   first half's mean embedding: their coordinates along ``U`` are set to the mean, as mean
   ablation sets a latent to its mean. The classifier reruns on ``x'``; each row's decision
