@@ -40,21 +40,23 @@ def average_ranks(values: Tensor) -> Tensor:
 
 def auc_from_ranks(ranks: Tensor, labels: Tensor) -> Tensor:
     """AUC of column ``j`` of ``ranks`` ``[N, k]`` for column ``j`` of ``labels`` ``[N, k]``
-    (bool); NaN where a column has no positive or no negative."""
-    y = labels.to(ranks.dtype)
+    (bool); NaN where a column has no positive or no negative. Float64: rank sums reach
+    ``N²/2``, past float32's 2²⁴ from a few thousand rows on; in float64 they are exact, and the
+    AUC equals :func:`column_aucs` bit for bit."""
+    y = labels.to(torch.float64)
     positives = y.sum(0)
     negatives = labels.shape[0] - positives
-    rank_sum = (ranks * y).sum(0)
+    rank_sum = (ranks * labels).sum(0, dtype=torch.float64)
     return _normalise(rank_sum, positives, negatives)
 
 
 def auc_table(ranks: Tensor, labels: Tensor) -> Tensor:
     """AUC of every score column (``ranks`` ``[N, k]``) for every label column (``labels``
-    ``[N, W]``): ``[k, W]``, one matrix product."""
-    y = labels.to(ranks.dtype)
+    ``[N, W]``): ``[k, W]``, one matrix product (in float64, as :func:`auc_from_ranks`)."""
+    y = labels.to(torch.float64)
     positives = y.sum(0)
     negatives = labels.shape[0] - positives
-    return _normalise(ranks.T @ y, positives, negatives)
+    return _normalise(ranks.T.to(torch.float64) @ y, positives, negatives)
 
 
 def auc(scores: Tensor, labels: Tensor) -> float:
