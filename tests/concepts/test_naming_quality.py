@@ -122,3 +122,16 @@ def test_the_label_oracle_separates_one_latent_from_a_sum_from_nothing():
     assert 0.6 < single < 0.85 and total > 0.99 and size >= 2
     single, total, _ = found[2]
     assert abs(single - 0.5) < 0.1 and abs(total - 0.5) < 0.1
+
+
+def test_expansion_retrains_the_sae_on_the_demo_corpus_with_that_many_latents(tmp_path):
+    from audit.store import StoreWriter
+
+    rng = np.random.default_rng(0)
+    writer = StoreWriter(tmp_path / "corpus_store", 16, model="test")
+    writer.append(rng.standard_normal((600, 16)).astype(np.float32))
+    writer.finalize()
+    data = {"corpus_store": str(tmp_path / "corpus_store"), "sae": None}
+    _benchmark().retrain_sae(data, tmp_path / "out", expansion=2, seed=3)
+    assert data["sae"].W_dec.shape == (32, 16)
+    assert (tmp_path / "out" / "sae-x2-seed3" / "sae.safetensors").exists()
