@@ -57,9 +57,10 @@ def test_discover_names_the_frame_first(outcomes):
 
 @pytest.mark.xfail(
     strict=False,
-    reason="not yet robust to the SAE (issue 13 point 5): with world seed 0 the frame is the only "
-    "flag in 20/20 seeds, with world seed 1 in 9/20 ('blue' beside it, significant even beyond "
-    "the frame; docs/discover.md, 'Marker world')",
+    reason="depends on the SAE (issue 13 point 5): with world seed 0 the frame is the only flag "
+    "in 20/20 seeds, with world seed 1 in 9/20 ('blue' beside it, significant even beyond the "
+    "frame — and a real weak group of that world's frame-trained probe, blue circles 0.79-0.82 "
+    "accurate against 0.90-0.94 balanced; docs/discover.md, 'Marker world')",
 )
 def test_discover_flags_only_the_frame(outcomes):
     assert len(_alone(outcomes("frame"), "frame")) >= 19, outcomes("frame")
