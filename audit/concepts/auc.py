@@ -43,8 +43,7 @@ def auc_from_ranks(ranks: Tensor, labels: Tensor) -> Tensor:
     (bool); NaN where a column has no positive or no negative. Float64: rank sums reach
     ``N²/2``, past float32's 2²⁴ from a few thousand rows on; in float64 they are exact, and the
     AUC equals :func:`column_aucs` bit for bit."""
-    y = labels.to(torch.float64)
-    positives = y.sum(0)
+    positives = labels.sum(0, dtype=torch.float64)
     negatives = labels.shape[0] - positives
     rank_sum = (ranks * labels).sum(0, dtype=torch.float64)
     return _normalise(rank_sum, positives, negatives)
