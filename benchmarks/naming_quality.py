@@ -107,6 +107,12 @@ def retrain_sae(data: dict, out: Path, expansion: int, seed: int) -> None:
     print(f"SAE: {data['sae'].W_dec.shape[0]} latents ({expansion}x), trained in {sae_dir}")
 
 
+def evaluation_split(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seed's halves of the corpus: (the probe the naming sees, the evaluation half)."""
+    order = np.random.default_rng([seed, 7]).permutation(rows)
+    return np.sort(order[: rows // 2]), np.sort(order[rows // 2 :])
+
+
 def truth(meta) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     """Every value a word names (the markers included, "no marker" not: captions never say it)."""
     return {v: (meta[world.attribute_of(v)] == v).to_numpy() for v in world.world_words()}
@@ -225,8 +231,7 @@ def with_choice(
 def run_seed(data: dict, seed: int) -> dict[str, dict]:
     sae, x, vocab, texts = data["sae"], data["x"], data["vocab"], data["texts"]
     labels_all = truth(data["meta"])
-    order = np.random.default_rng([seed, 7]).permutation(len(x))
-    probe, held = np.sort(order[: len(x) // 2]), np.sort(order[len(x) // 2 :])
+    probe, held = evaluation_split(len(x), seed)
     labels = {v: y[held] for v, y in labels_all.items()}
     with torch.no_grad():
         z = sae.encode(torch.as_tensor(x[held])).float()
@@ -328,8 +333,7 @@ def oracle_seed(data: dict, seed: int) -> dict[str, dict[str, list[float]]]:
     labels_all = truth(data["meta"])
     values = list(labels_all)
     y = np.stack([labels_all[v] for v in values], axis=1)
-    order = np.random.default_rng([seed, 7]).permutation(len(x))
-    fit, held = np.sort(order[: len(x) // 2]), np.sort(order[len(x) // 2 :])
+    fit, held = evaluation_split(len(x), seed)
     x_fit, x_eval = torch.as_tensor(x[fit]), torch.as_tensor(x[held])
     probe = images.Probe(
         x_fit, x_eval, images.encode(sae, x_fit, 4096), images.encode(sae, x_eval, 4096), len(x)
