@@ -4,10 +4,15 @@ With ``U`` the flagged concepts' decoder directions in embedding space (``[k, d]
 ``P = I − Uᵀ(UUᵀ)⁺U`` the projection onto their orthogonal complement:
 
 * **projected** (default): ``w' = P w`` — the head can no longer read the concepts — and
-  ``b' = b + (w − w')·m`` with ``m`` the mean of the train rows where none of them is active,
-  so the head decides as before on rows without the concepts;
-* **re-fit** (``refit``): the audit's logistic-regression probe fit on ``P x`` of the train
-  split, ``w' = P w_fit`` (its weights never see the removed directions).
+  ``b' = b + (w − w')·m`` with ``m`` the mean of what the head reads (``x``, or ``x / ‖x‖`` for
+  a head on L2-normalised embeddings) over the train rows where none of them is active, so the
+  head's mean margin on rows without the concepts is unchanged;
+* **re-fit** (``refit``): the audit's logistic-regression probe fit on ``P x̄`` of the train
+  split (``x̄`` what the head reads), exported as ``w' = P w_fit``, which scores every row
+  exactly as the fitted probe scores ``P x̄`` (its weights never see the removed directions).
+
+For an L2 head the projection removes the directions from what the weights read, ``x / ‖x‖``;
+the norm ``‖x‖`` still counts them, so the head is blind to their direction, not to their size.
 
 Scored on every split of the labels (or all rows): accuracy and the worst of the groups target
 × (any removed concept active), before and after, with paired bootstrap intervals of the changes
@@ -82,18 +87,14 @@ def export_head(
     )  # fmt: skip
     any_active = activity.active.any(1) if flagged else np.zeros(len(embeddings), dtype=bool)
     splits, y = _rows_of(ctx), _target(ctx)
-    w = head.weight.detach().double().cpu().numpy()
-    p = projector(u) if latents else np.eye(w.size)
+    p = projector(u) if latents else np.eye(embeddings.shape[1])
     if refit:
         train = _train_rows(ctx, splits)
-        fitted = fit_probe(embeddings[train] @ p, y[train], head.input, ctx.settings.seed)
-        w_new, b_new = p @ fitted.weight.double().numpy(), float(fitted.bias)
+        new = refit_head(head, embeddings[train], y[train], p, ctx.settings.seed)
     else:
-        w_new = p @ w
         base = splits.get("train", np.arange(len(embeddings)))
         quiet = base[~any_active[base]] if (~any_active[base]).any() else base
-        b_new = float(head.bias) + float((w - w_new) @ embeddings[quiet].mean(0, dtype=np.float64))
-    new = LinearHead(torch.from_numpy(w_new.astype(np.float32)), b_new, head.input, "linear")
+        new = projected_head(head, embeddings[quiet], p)
     save_head(new, path)
     before, after = _decisions(head, embeddings), _decisions(new, embeddings)
     seed = ctx.gate.bootstrap_seed_for(ctx.settings.seed)
@@ -109,6 +110,35 @@ def export_head(
     record = ExportedHead(str(path), tuple(c.name for c in flagged), len(latents), refit,
                           method, scores)  # fmt: skip
     return replace(result, export=record)
+
+
+def head_reads(head: LinearHead, x: np.ndarray) -> np.ndarray:
+    """``[N, d]``: what ``head``'s weights multiply — ``x``, or ``x / ‖x‖`` for an L2 head."""
+    if not head.l2:
+        return x
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.finfo(x.dtype).tiny)
+
+
+def projected_head(head: LinearHead, quiet: np.ndarray, p: np.ndarray) -> LinearHead:
+    """``w' = P w``, ``b' = b + (w − w')·m`` with ``m`` the mean of what the head reads over
+    ``quiet`` (rows where no removed concept is active): their mean margin stays the same."""
+    w = head.weight.detach().double().cpu().numpy()
+    w_new = p @ w
+    read_mean = head_reads(head, quiet).mean(0, dtype=np.float64)
+    b_new = float(head.bias) + float((w - w_new) @ read_mean)
+    return LinearHead(torch.from_numpy(w_new.astype(np.float32)), b_new, head.input, "linear")
+
+
+def refit_head(
+    head: LinearHead, train: np.ndarray, y: np.ndarray, p: np.ndarray, seed: int
+) -> LinearHead:
+    """The probe fit on ``P x̄`` (``x̄`` what ``head`` reads), as a head of ``head``'s input
+    kind: ``(P w_fit)·x̄ = w_fit·(P x̄)``, so it scores every row as the fitted probe does."""
+    fitted = fit_probe(head_reads(head, train) @ p, y, "raw", seed)
+    w_new = p @ fitted.weight.double().numpy()
+    return LinearHead(
+        torch.from_numpy(w_new.astype(np.float32)), float(fitted.bias), head.input, "linear"
+    )
 
 
 def _decisions(head: LinearHead, x: np.ndarray, chunk: int = 65536) -> np.ndarray:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from audit.discover import DiscoverSettings, run_discover
-from audit.discover.export import projector
-from audit.fairness.classifiers import load_classifier
+from audit.discover.export import projected_head, projector, refit_head
+from audit.fairness.classifiers import LinearHead, fit_probe, load_classifier
 from audit.fairness.config import AuditSettings
 from audit.store import open_store, write_store
 from tests.fairness.planted import ROLE_NAMES, planted_bias_world
@@ -45,3 +46,49 @@ def test_the_exported_head_repairs_the_worst_group(tmp_path, refit):
     u = world.sae.decoder_directions().detach().double().numpy()[world.roles["spurious"]]
     w = head.weight.double().numpy()
     assert abs(w @ u) < 1e-4 * np.linalg.norm(w) * np.linalg.norm(u)
+
+
+def _l2_world(rng, n: int = 3000, d: int = 8):
+    """Embeddings of CLIP-like norm (a large shared component) whose first coordinate is the
+    concept: on "quiet" rows it sits at a constant level, on the others it is large."""
+    x = rng.normal(size=(n, d))
+    x[:, 1] += 10.0
+    quiet = np.arange(n) < n // 2
+    x[quiet, 0] = 2.0
+    x[~quiet, 0] = 6.0
+    u = np.eye(d)[:1]
+    y = (x[:, 2] + 0.5 * x[:, 0] + 0.3 * rng.normal(size=n) > 1.0).astype(np.int8)
+    return x.astype(np.float32), quiet, u, y
+
+
+def test_the_projected_l2_head_keeps_the_mean_margin_of_quiet_rows(rng):
+    # The bias must be corrected with the mean of what an L2 head reads, x/‖x‖: with the raw
+    # mean (norm ~10) the correction is ~10x too large and shifts every quiet row's margin.
+    x, quiet, u, _ = _l2_world(rng)
+    w = rng.normal(size=x.shape[1])
+    w[0] = 3.0
+    head = LinearHead(torch.tensor(w, dtype=torch.float32), -0.1, "l2")
+    new = projected_head(head, x[quiet], projector(u))
+    assert abs(float(new.weight.double() @ torch.tensor(u[0]))) < 1e-6
+    rows = torch.from_numpy(x[quiet]).double()
+    before, after = (
+        head.to("cpu", torch.float64).margin(rows),
+        new.to("cpu", torch.float64).margin(rows),
+    )
+    assert abs(float(after.mean() - before.mean())) < 1e-5
+    # The world must tell the two corrections apart, or this test could not fail.
+    raw_mean_bias = -0.1 + float((w - new.weight.double().numpy()) @ x[quiet].mean(0))
+    assert abs(raw_mean_bias - new.bias) > 1.0
+
+
+def test_the_refit_l2_head_scores_rows_as_the_probe_fit_on_projected_inputs(rng):
+    x, _, u, y = _l2_world(rng)
+    p = projector(u)
+    head = LinearHead(torch.zeros(x.shape[1]), 0.0, "l2")
+    new = refit_head(head, x, y, p, seed=0)
+    assert new.input == "l2"
+    read = x / np.linalg.norm(x, axis=1, keepdims=True)
+    fitted = fit_probe(read @ p, y, "raw", seed=0)
+    expected = fitted.to("cpu", torch.float64).margin(torch.from_numpy(read @ p))
+    found = new.to("cpu", torch.float64).margin(torch.from_numpy(x).double())
+    np.testing.assert_allclose(found.numpy(), expected.numpy(), atol=1e-5)
