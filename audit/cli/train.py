@@ -48,6 +48,11 @@ class TrainOptions:
         SAEConfig.weighting, "--weighting", help="Matryoshka level weights: uw | rw"
     )
     k: int = option(64, "--k", help="TopK / BatchTopK: active latents per sample.")
+    threshold_kind: str = option(
+        SAEConfig.threshold_kind,
+        "--threshold-kind",
+        help="BatchTopK: the inference threshold estimated in training, global | per_latent",
+    )
     l1: float = option(0.003, "--l1", help="ReLU: L1 coefficient λ")
     loss: str = option(SAEConfig.loss, "--loss", help="mse | nmse")
     aux_k: int = option(
@@ -126,6 +131,7 @@ class TrainOptions:
             aux_k=self.aux_k,
             aux_coef=self.aux_coef,
             mean_center=self.mean_center,
+            threshold_kind=self.threshold_kind.lower(),
             embedding_model=store.model,
             pretrained=store.pretrained,
             modality=store.modality,

@@ -57,14 +57,16 @@ def all_reduce_step(
     folds in to the mean over the ranks that had rows.
     """
     n, d = out.fired.numel(), x.shape[1]
-    stats = torch.zeros(n + d + 9, dtype=torch.float64, device=x.device)
-    kept = getattr(model, "_last_min_kept", None)  # BatchTopK's smallest kept activation
+    # BatchTopK's smallest kept activation: one value, or one per latent (inf where not kept).
+    threshold = getattr(model, "threshold", None)
+    m = threshold.numel() if threshold is not None else 0
+    stats = torch.zeros(n + d + 7 + 2 * m, dtype=torch.float64, device=x.device)
+    kept = getattr(model, "_last_min_kept", None)
     if local_rows:
         xd = x.double()
         stats[:n] = out.fired.double()
         stats[n : n + d] = xd.sum(0)
-        has_kept = kept is not None
-        stats[n + d :] = torch.stack(
+        stats[n + d : n + d + 7] = torch.stack(
             [
                 out.loss.detach().double() * local_rows,
                 out.recon_loss.double() * local_rows,
@@ -73,16 +75,21 @@ def all_reduce_step(
                 xd.pow(2).sum(),
                 xd.new_tensor(float(local_rows)),
                 out.active.double().sum(),
-                kept.double() if has_kept else xd.new_zeros(()),
-                xd.new_tensor(1.0 if has_kept else 0.0),
             ]
         )
+        if kept is not None and m:
+            values = kept.double().reshape(-1)
+            found = torch.isfinite(values)
+            stats[n + d + 7 : n + d + 7 + m] = torch.where(found, values, 0.0)
+            stats[n + d + 7 + m :] = found.double()
     dist_ctx.all_reduce_tensor(stats, "sum")
-    loss, recon, aux, err, sq, rows, active, kept_sum, kept_count = stats[n + d :].tolist()
-    if hasattr(model, "_last_min_kept"):
-        model._last_min_kept = (
-            model.threshold.new_tensor(kept_sum / kept_count) if kept_count > 0 else None
-        )
+    loss, recon, aux, err, sq, rows, active = stats[n + d : n + d + 7].tolist()
+    if m:
+        kept_sum, kept_count = stats[n + d + 7 : n + d + 7 + m], stats[n + d + 7 + m :]
+        mean_kept = torch.where(
+            kept_count > 0, kept_sum / kept_count.clamp_min(1), float("inf")
+        ).reshape(threshold.shape)
+        model._last_min_kept = mean_kept.to(threshold) if bool((kept_count > 0).any()) else None
     x_sum = stats[n : n + d]
     variance = max(sq - float(x_sum.pow(2).sum()) / rows, 1e-12)
     metrics = {

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,9 @@ def _worker(rank: int, world_size: int, root: str, store_path: str) -> None:
             store, _sae_cfg("batchtopk"), _train_cfg(data_on_device="yes"), out / "btk"
         )
         save_file(_model_tensors(result.model), str(out / f"btk-rank{rank}.safetensors"))
+        per_latent = replace(_sae_cfg("batchtopk"), threshold_kind="per_latent")
+        result = train_sae(store, per_latent, _train_cfg(data_on_device="yes"), out / "btk-pl")
+        save_file(_model_tensors(result.model), str(out / f"btk-pl-rank{rank}.safetensors"))
     finally:
         dist.destroy_process_group()
 
@@ -161,6 +165,10 @@ def test_ddp_batchtopk_keeps_ranks_identical(ddp_runs):
     ranks = [load_file(str(root / f"btk-rank{r}.safetensors")) for r in range(WORLD)]
     _assert_models_close(ranks[1], ranks[0], atol=0.0)
     assert float(ranks[0]["threshold"]) > 0  # estimated from both ranks' kept activations
+    per_latent = [load_file(str(root / f"btk-pl-rank{r}.safetensors")) for r in range(WORLD)]
+    _assert_models_close(per_latent[1], per_latent[0], atol=0.0)
+    assert per_latent[0]["threshold"].shape == (48,)
+    assert (per_latent[0]["threshold"] > 0).sum() > 24  # most latents were kept at some step
 
 
 def test_torchrun_cli_trains_once_and_matches_single_process(cli, tmp_path):

@@ -156,6 +156,44 @@ def test_batchtopk_inference_does_not_depend_on_the_batch():
     ).all()
 
 
+def test_batchtopk_per_latent_thresholds_track_each_latents_smallest_kept_activation():
+    model = _model("batchtopk", threshold_kind="per_latent")
+    assert model.threshold.shape == (64,)
+    x = model.preprocess(torch.randn(64, 16))
+    out = model.training_loss(x)
+    model.after_step(out)
+    code = model.batch_code(model.pre_activations(x)).detach()
+    kept = code > 0
+    # First step: every kept latent's threshold is its own smallest kept activation; the
+    # others are still unestimated (negative) and infer with the largest estimated one.
+    for j in range(64):
+        if kept[:, j].any():
+            assert float(model.threshold[j]) == pytest.approx(float(code[kept[:, j], j].min()))
+        else:
+            assert float(model.threshold[j]) < 0
+    theta = model.inference_threshold()
+    assert (theta[~kept.any(0)] == model.threshold.max()).all()
+    assert (theta[kept.any(0)] == model.threshold[kept.any(0)]).all()
+    # Second step on other rows: only the latents kept there move, by the EMA.
+    before = model.threshold.clone()
+    x2 = model.preprocess(torch.randn(64, 16))
+    out2 = model.training_loss(x2)
+    model.after_step(out2)
+    kept2 = model.batch_code(model.pre_activations(x2)) > 0
+    unmoved = ~kept2.any(0)
+    assert torch.equal(model.threshold[unmoved], before[unmoved])
+    both = kept2.any(0) & (before >= 0)
+    assert both.any() and not torch.equal(model.threshold[both], before[both])
+    # Inference: the code of a row does not depend on its batch, and each latent fires exactly
+    # above its own threshold.
+    batch = torch.randn(32, 16)
+    together = model.encode(batch)
+    alone = torch.cat([model.encode(batch[i : i + 1]) for i in range(32)])
+    torch.testing.assert_close(together, alone)
+    pre = model.pre_activations(model.preprocess(batch))
+    assert torch.equal(together > 0, pre > model.inference_threshold())
+
+
 def test_batchtopk_training_keeps_k_per_row_on_average():
     model = _model("batchtopk")
     out = model.training_loss(model.preprocess(torch.randn(40, 16)))
