@@ -44,6 +44,15 @@ def _plain(markup: str) -> str:
     return " ".join(Text.from_markup(markup).plain.split())
 
 
+def _option_help(own: str, record: str) -> str:
+    """An option's help as ``--help`` shows it: its own text is rich markup; what Click appends
+    after it (``[default: …]``, ``[required]``) is literal — as markup it would vanish as a tag."""
+    if own and record.startswith(own):
+        appended = " ".join(record[len(own) :].split())
+        return f"{_plain(own)} {appended}".strip()
+    return " ".join(record.split())
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -71,7 +80,7 @@ def _section(command: Any, ctx: Any) -> list[str]:
         if record is None:
             continue
         name, help_text = record
-        rows.append(f"| `{_cell(name)}` | {_cell(_plain(help_text))} |")
+        rows.append(f"| `{_cell(name)}` | {_cell(_option_help(param.help or '', help_text))} |")
     if rows:
         lines += ["| argument / option | meaning |", "| --- | --- |", *rows, ""]
     return lines

@@ -22,6 +22,19 @@ def test_reference_lists_every_command_and_option():
     assert "| `--k-min <int>` |" in text and "[default: 64]" in text
 
 
+def test_reference_keeps_the_defaults_click_appends():
+    # Click appends "[default: …]" / "[required]" to the help; rendered as rich markup they
+    # would be read as style tags and dropped, leaving options with no stated default.
+    text = render()
+    assert (
+        "| `--json <path>` | Audit JSON (the source of truth). [default: (reports/audit.json)] |"
+        in text
+    )
+    assert (
+        "| `--target <str>` | Binary target column (the classifier's label). [required] |" in text
+    )
+
+
 def test_check_flag_reports_drift(tmp_path, monkeypatch, capsys):
     stale = tmp_path / "cli.md"
     stale.write_text("old\n", encoding="utf-8")
