@@ -133,3 +133,35 @@ def test_readme_ci_recipe_runs(tmp_path, monkeypatch):
     assert codes == [1, 1]  # the planted shortcut is flagged: the gate fails, and check agrees
     for name in ("audit.json", "audit.xml", "audit.md"):
         assert (tmp_path / "reports" / name).stat().st_size > 0
+
+
+_IMPORT = re.compile(r"^from (audit(?:\.\w+)*) import ([\w, ()]+)$", re.M)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_python_examples_import_what_exists(path):
+    """Every ``from audit… import …`` in a docs Python block names something that exists."""
+    import importlib
+
+    text = path.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    missing = []
+    for block in blocks:
+        for module, names in _IMPORT.findall(block):
+            loaded = importlib.import_module(module)
+            missing += [
+                f"{module}.{name}"
+                for name in (n.strip(" ()") for n in names.split(","))
+                if name and not hasattr(loaded, name)
+            ]
+    assert not missing, missing
+
+
+def test_the_audit_json_table_names_every_top_level_field():
+    import json
+
+    schema = json.loads((ROOT / "docs/schemas/audit.schema.json").read_text(encoding="utf-8"))
+    table = (ROOT / "docs/audit.md").read_text(encoding="utf-8")
+    table = table[table.index("## The audit JSON") :]
+    missing = [field for field in schema["properties"] if f"`{field}`" not in table]
+    assert not missing, f"docs/audit.md's JSON table lacks {missing}"
