@@ -105,3 +105,17 @@ def test_html_renders_every_section_for_the_planted_world():
     ):
         assert section in page
     assert page.count("<svg") >= 4 and "polyline" in page
+
+
+def test_every_page_template_forbids_fetches_and_scripts():
+    """Each full HTML page (not the included partials) carries the same CSP."""
+    from pathlib import Path
+
+    import audit.report
+
+    templates = Path(audit.report.__file__).parent / "templates"
+    pages = [p for p in sorted(templates.glob("*.html.j2")) if "<!DOCTYPE html>" in p.read_text()]
+    assert len(pages) >= 4
+    csp = "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\""
+    missing = [p.name for p in pages if csp not in p.read_text()]
+    assert not missing, missing
