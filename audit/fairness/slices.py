@@ -77,9 +77,12 @@ def sliced_errors(
     weights = np.stack([*masks, np.ones_like(correct)], axis=1)
     active_in = activity.active_counts(weights, columns)  # [5, len(names)]
     totals = weights.sum(0, dtype=np.int64)
-    rng = np.random.default_rng(np.random.SeedSequence([s.seed, 0x511CE]))
     raw = []  # (stats, bootstrap replicates) per (concept, class 1 then class 0)
-    for c in range(len(names)):
+    for c, column in enumerate(columns):
+        # Each concept's own random stream, keyed by its latents: its interval does not move
+        # when another concept is renamed, added or dropped.
+        key = [s.seed, 0x511CE, *(int(j) for j in activity.latents[column])]
+        rng = np.random.default_rng(np.random.SeedSequence(key))
         for i in (0, 2):  # class 1, class 0
             n_on, k_on = int(active_in[i, c]), int(active_in[i + 1, c])
             on, off = (n_on, k_on), (int(totals[i]) - n_on, int(totals[i + 1]) - k_on)

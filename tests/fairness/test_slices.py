@@ -135,3 +135,23 @@ def test_every_slice_counts_what_its_masks_count():
             assert (piece.n_active, piece.n_inactive) == (on.sum(), off.sum())
             assert piece.accuracy_active == correct[on].mean()
             assert piece.accuracy_inactive == correct[off].mean()
+
+
+def test_a_concepts_interval_does_not_depend_on_the_other_concepts():
+    """Renaming, reordering or dropping other concepts leaves a concept's bootstrap intervals
+    as they were: each concept draws from its own stream, keyed by its latents."""
+    rng = np.random.default_rng(7)
+    n, concepts = 600, 5
+    activity = activity_of(rng.random((n, concepts)) < 0.4)
+    y = rng.integers(0, 2, n)
+    decisions = np.where(rng.random(n) < 0.75, y, 1 - y)
+
+    def intervals(names, columns):
+        report = sliced_errors(names, activity, y, decisions, columns=columns)
+        return {c.latents: (c.shift_ci, [s.ci for s in c.slices]) for c in report.concepts}
+
+    everything = intervals([f"c{c}" for c in range(concepts)], range(concepts))
+    renamed = intervals(["zz", "c1", "aa", "c3", "c4"], range(concepts))
+    reordered = intervals(["c4", "c2", "c0"], [4, 2, 0])
+    assert renamed == everything
+    assert reordered == {k: everything[k] for k in reordered}
