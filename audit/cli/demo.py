@@ -149,7 +149,7 @@ def _audit_rows(ctx) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
                 f"rank 1 '{d['top_concept']}'; flagged: {', '.join(d['flagged']) or 'none'}"
                 + (
                     f"; '{planted}' ranked {d['planted_concept_rank']}"
-                    if d["planted_concept_rank"]
+                    if d["planted_concept_rank"] and d["top_concept"] != planted
                     else ""
                 )
             ),

@@ -112,7 +112,7 @@ def train_shape_cnn(pixels: np.ndarray, y: np.ndarray, settings: CNNSettings) ->
     model = ShapeCNN(settings.width)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
     x = images_to_tensor(pixels)
-    target = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    target = torch.tensor(np.asarray(y), dtype=torch.long)  # a copy: y may be a read-only view
     steps = settings.epochs * -(-len(x) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0 - step / steps)
     model.train()
