@@ -112,16 +112,20 @@ def merge_rank_stores(
     """
     out = Path(out)
     partial = out / PARTIAL_DIR
-    if (out / "manifest.json").exists():
-        if not overwrite:
-            raise InputError(f"{out} already holds a store (use --overwrite to replace it)")
-        remove_store_files(out)
+    if (out / "manifest.json").exists() and not overwrite:
+        raise InputError(f"{out} already holds a store (use --overwrite to replace it)")
     part_names = [str(Path(p)) for p in parts]
     plan, done = _start_or_resume(partial, part_names, block_rows, move_shards, shard_rows)
     layout = _Layout(plan["counts"], block_rows)
     # 1. Every output shard into .partial/ (unless an interrupted run got that far).
     _build_partial(partial, plan, layout, done)
-    # 2. Into place, manifest last: a directory with a manifest is a complete store.
+    # 2. Into place, manifest last: a directory with a manifest is a complete store. An old
+    # store (--overwrite) is unpublished only now; on a resumed merge the shards already moved
+    # here are the new ones and stay.
+    moved = {spec["file"] for spec in plan["shards"]}
+    if plan["metadata"] and not (partial / "metadata.csv").exists():
+        moved.add("metadata.csv")
+    remove_store_files(out, keep=moved)
     for spec in plan["shards"]:
         if (partial / spec["file"]).exists():
             os.replace(partial / spec["file"], out / spec["file"])

@@ -110,6 +110,29 @@ def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
         StoreWriter(tmp_path / "v", 4).append(np.zeros((2, 5), dtype=np.float32))
 
 
+def test_an_overwrite_keeps_the_old_store_until_the_new_one_is_published(tmp_path, rng):
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    write_store(tmp_path / "s", x, shard_rows=4)  # three shards
+    writer = StoreWriter(tmp_path / "s", 4, overwrite=True)
+    writer.append(x[:6] * 2)
+    with pytest.raises(InputError, match="NaN"):  # the new input goes bad half-way
+        writer.append(np.full((2, 4), np.nan, dtype=np.float32))
+    np.testing.assert_array_equal(open_store(tmp_path / "s").read(), x)  # still the old store
+    new = writer.finalize()
+    np.testing.assert_array_equal(new.read(), x[:6] * 2)
+    assert sorted(f.name for f in (tmp_path / "s").glob("embeddings*.npy")) == ["embeddings.npy"]
+
+
+def test_a_shard_holding_other_rows_than_its_manifest_entry_is_refused(tmp_path, rng):
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    write_store(tmp_path / "s", x, shard_rows=4)
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    manifest["shards"][0]["rows"], manifest["shards"][1]["rows"] = 3, 5  # the count still adds up
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="has 4 rows but the manifest says 3"):
+        open_store(tmp_path / "s")
+
+
 def _truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 40])

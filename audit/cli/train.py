@@ -20,6 +20,7 @@ from audit.errors import InputError
 from audit.sae import SAEConfig, matryoshka_k_list
 from audit.sae.base import expansion_to_latents
 from audit.sae.train import DEFAULT_LR, TrainConfig, TrainState, train_sae
+from audit.sae.train_checkpoint import CHECKPOINT_FILE
 from audit.store import EmbeddingStore, open_store
 
 _LR_SHOWN = "per architecture, as the paper's code: " + ", ".join(
@@ -148,17 +149,23 @@ class TrainOptions:
 def train(opts: TrainOptions) -> None:
     """Train a Matryoshka (or TopK, BatchTopK, ReLU) sparse autoencoder on embeddings."""
     out = opts.out
-    if (out / "sae.safetensors").exists() and not opts.resume and not opts.overwrite:
-        raise InputError(
-            f"{out} already holds a model (use --overwrite to replace it, or another --out)"
-        )
+    if not opts.resume and not opts.overwrite:
+        if (out / "sae.safetensors").exists():
+            raise InputError(
+                f"{out} already holds a model (use --overwrite to replace it, or another --out)"
+            )
+        if (out / CHECKPOINT_FILE).exists():
+            raise InputError(
+                f"{out} holds an interrupted run (use --resume to continue it, or --overwrite "
+                "to start over)"
+            )
     store = open_store(opts.embeddings)
     sae_cfg = opts.sae_config(store)
     train_cfg = opts.train_config()
-    main_rank = env_rank() == 0  # torchrun: only rank 0 prints and deletes
-    if opts.overwrite and not opts.resume and main_rank:
-        for name in ("sae.safetensors", "config.json", "training.json", "checkpoint.safetensors"):
-            (out / name).unlink(missing_ok=True)
+    main_rank = env_rank() == 0  # torchrun: only rank 0 prints
+    # --overwrite deletes nothing up front: the new run's checkpoints replace the old one's as
+    # it goes, and the finished model replaces the old model file by file (each write atomic),
+    # so bad input or an interruption never costs the model that was there.
 
     with distributed_session(train_cfg.device):
         _run_training(store, sae_cfg, train_cfg, out, opts.resume, opts.quiet, main_rank)

@@ -79,6 +79,22 @@ class SAEConfig:
             )
         if not isinstance(self.aux_k, int) or self.aux_k < 0:
             raise InputError(f"aux_k must be a non-negative integer, got {self.aux_k!r}")
+        self._check_coefficients()
+
+    def _check_coefficients(self) -> None:
+        """``aux_coef``, ``soft_cap`` and (when set) ``l1``: finite numbers ≥ 0 — a NaN here
+        would only show as a NaN model at the end of training."""
+        for name in ("aux_coef", "soft_cap", "l1"):
+            value = getattr(self, name)
+            if value is None and name == "l1":
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise InputError(f"SAE config: {name} must be a finite number >= 0, got {value!r}")
 
     def _check_matryoshka(self) -> None:
         """A strictly increasing ``k_list`` of positive sizes ending at ``n_latents``."""

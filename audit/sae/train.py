@@ -30,6 +30,7 @@ checkpoints and the model; every rank resumes from the same checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import asdict
@@ -250,6 +251,7 @@ def _optimizer(
 def _finish(run: TrainingRun, out: Path) -> TrainResult:
     """Write the model and training.json (rank 0), drop the checkpoint."""
     state, model = run.state, run.model
+    run.require_finite()
     state.elapsed = time.perf_counter() - run.started
     if run.cfg.decoder_renorm == "before_clip":
         model.rescale_decoder_rows()  # saved rows are unit-norm whatever the order
@@ -338,5 +340,23 @@ def _describe_source(source: InMemoryBatches | StreamingBatches) -> str:
     return f"streamed (shuffle buffer of {source.buffer_rows} rows)"
 
 
-def _data_fingerprint(store: EmbeddingStore) -> dict[str, Any]:
-    return {"path": str(store.path), "count": store.count, "dim": store.dim}
+def _data_fingerprint(store: EmbeddingStore, sample_rows: int = 1024) -> dict[str, Any]:
+    """What a checkpoint must be resumed on: the data's content, not the path it was given by
+    (the same store reached by another path resumes; other data at the same path does not).
+    A store's shard sha256s when its manifest records them, else a hash of its first and last
+    ``sample_rows`` rows; with the count and dimension."""
+    digest = hashlib.sha256(f"{store.count}x{store.dim}".encode())
+    shards = store.manifest.get("shards") or []
+    recorded = [s.get("sha256") for s in shards if isinstance(s, dict)]
+    if recorded and all(isinstance(h, str) for h in recorded) and len(recorded) == len(shards):
+        digest.update("|".join(recorded).encode())
+    else:
+        head = store.read(0, sample_rows)
+        tail = store.read(max(0, store.count - sample_rows), store.count)
+        digest.update(np.ascontiguousarray(head).tobytes() + np.ascontiguousarray(tail).tobytes())
+    return {
+        "path": str(store.path),
+        "count": store.count,
+        "dim": store.dim,
+        "content": digest.hexdigest(),
+    }

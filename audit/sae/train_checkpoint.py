@@ -5,6 +5,7 @@ its header, written atomically; resuming refuses a checkpoint made with other se
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,21 @@ def load_checkpoint(path: Path, sae_cfg: SAEConfig, cfg: TrainConfig, fingerprin
         raise InputError(
             f"{path}: checkpoint metadata is unreadable; delete it to start over"
         ) from exc
+    if not _plausible(saved_data, state, names, scale):
+        raise InputError(f"{path}: checkpoint metadata is unreadable; delete it to start over")
     _check_same_run(path, (saved_sae, saved_train, saved_data), sae_cfg, cfg, fingerprint)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise InputError(f"{path}: checkpoint holds NaN or inf ({bad[0]}); delete it to start over")
     model = build_sae(sae_cfg)
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     if "threshold" in model_state and hasattr(model, "threshold"):
         model.threshold = model_state["threshold"].clone()
-    model.load_state_dict(model_state)
+    try:
+        model.load_state_dict(model_state)
+    except RuntimeError as exc:  # missing tensors or wrong shapes
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"{path}: checkpoint does not fit the model ({first})") from exc
     optim_state: dict[int, dict[str, torch.Tensor]] = {}
     for index, name in enumerate(names):
         slots = {
@@ -107,6 +117,21 @@ def load_checkpoint(path: Path, sae_cfg: SAEConfig, cfg: TrainConfig, fingerprin
             optim_state[index] = slots
     prep = Preprocessing(tensors["train.prep_mean"].double().numpy(), scale)
     return model, optim_state, state, prep, tensors["train.dead_counter"]
+
+
+def _plausible(data: Any, state: TrainState, names: Any, scale: float) -> bool:
+    """The metadata's types, before anything trusts them."""
+    counters = (state.step, state.epoch, state.step_in_epoch, state.samples)
+    return (
+        isinstance(data, dict)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counters)
+        and isinstance(state.elapsed, int | float)
+        and isinstance(state.history, list)
+        and isinstance(names, list)
+        and all(isinstance(n, str) for n in names)
+        and math.isfinite(scale)
+        and scale > 0
+    )
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -137,7 +162,10 @@ def _check_same_run(
         raise InputError(
             f"{path}: checkpoint was made with different training settings; use the same flags or delete it"
         )
-    if saved_data != fingerprint:
+    # Older checkpoints name their data by path only.
+    keys = ("content",) if "content" in saved_data else ("path", "count", "dim")
+    if any(saved_data.get(k) != fingerprint.get(k) for k in keys):
         raise InputError(
-            f"{path}: checkpoint was made on different embeddings ({saved_data['path']})"
+            f"{path}: checkpoint was made on different embeddings (then at "
+            f"{saved_data.get('path')}, {saved_data.get('count')} rows)"
         )

@@ -94,6 +94,8 @@ class TrainConfig:
         ):
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if not 0 <= self.seed < 2**32:  # what numpy's and torch's generators accept alike
+            raise InputError(f"--seed must lie in [0, 2^32), got {self.seed}")
 
     def learning_rate(self, arch: str) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[arch]

@@ -5,6 +5,7 @@ metrics and periodic checkpoints. :func:`audit.sae.train.train_sae` sets a run u
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from audit.device import autocast
 from audit.distributed import DistContext
+from audit.errors import InputError
 from audit.sae.base import SAEConfig, SparseAutoencoder
 from audit.sae.data import InMemoryBatches, Preprocessing, StreamingBatches
 from audit.sae.train_checkpoint import save_checkpoint
@@ -48,7 +50,21 @@ class TrainingRun:
     def window(self) -> int:
         return min(self.cfg.dead_window, self.store.count)
 
+    def require_finite(self, loss: float | None = None) -> None:
+        """Stop a diverged run with one line, before it checkpoints or publishes NaN weights."""
+        bad = loss is not None and not math.isfinite(loss)
+        if not bad:
+            with torch.no_grad():
+                bad = not all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if bad:
+            lr = self.cfg.learning_rate(self.sae_cfg.arch)
+            raise InputError(
+                f"training diverged at step {self.state.step}: the loss or the weights became "
+                f"NaN or inf (learning rate {lr:g}; try a smaller --lr)"
+            )
+
     def checkpoint(self) -> None:
+        self.require_finite()
         self.state.elapsed = time.perf_counter() - self.started
         if self.dist_ctx.is_main:  # every rank holds the same state; one writer
             save_checkpoint(
@@ -127,6 +143,8 @@ def _train_step(run: TrainingRun, x: torch.Tensor, metrics: dict[str, float]) ->
     elif log_now or run.steps_this_run == 1:
         # Reading metrics waits for the device: only on logged steps (and the first).
         metrics = _step_metrics(x, out_step, run.dead_counter, run.window)
+    if log_now or run.steps_this_run == 1:
+        run.require_finite(metrics["loss"])
     if log_now:
         state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
     return metrics

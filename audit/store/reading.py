@@ -86,9 +86,13 @@ def _open_dir(p: Path) -> EmbeddingStore:
     files = _shard_files(p, manifest)
     shards = [_load_npy(f) for f in files]
     dim = manifest["dim"]
+    listed = manifest.get("shards") if isinstance(manifest.get("shards"), list) else []
+    rows = {e["file"]: e.get("rows") for e in listed if isinstance(e, dict) and "file" in e}
     for f, s in zip(files, shards, strict=True):
         if s.shape[1] != dim:
             raise InputError(f"{f}: has {s.shape[1]} columns but the manifest says dim={dim}")
+        if rows.get(f.name) is not None and rows[f.name] != len(s):
+            raise InputError(f"{f}: has {len(s)} rows but the manifest says {rows[f.name]!r}")
     count = sum(len(s) for s in shards)
     if count != manifest["count"]:
         raise InputError(

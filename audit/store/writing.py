@@ -7,7 +7,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +52,11 @@ class StoreWriter:
         self.out = Path(out)
         if np.dtype(dtype) not in ALLOWED_DTYPES:
             raise InputError(f"unsupported store dtype {dtype}")
-        if (self.out / "manifest.json").exists():
-            if not overwrite:
-                raise InputError(
-                    f"{self.out} already holds a store (use --overwrite to replace it)"
-                )
-            remove_store_files(self.out)
+        if (self.out / "manifest.json").exists() and not overwrite:
+            raise InputError(f"{self.out} already holds a store (use --overwrite to replace it)")
+        # With overwrite, the old store stays readable until finalize() publishes the new one:
+        # bad input or an interruption never costs the store that was there.
+        self.overwrite = overwrite
         self.partial = ensure_dir(self.out / PARTIAL_DIR)
         self.params = {
             "model": model,
@@ -89,7 +88,10 @@ class StoreWriter:
                 ]
                 progress["shards"] = kept
                 return progress
-            if isinstance(progress, dict) and progress.get("shards"):
+            if isinstance(progress, dict) and progress.get("shards") and self.overwrite:
+                shutil.rmtree(self.partial, ignore_errors=True)  # another run's leftovers
+                ensure_dir(self.partial)
+            elif isinstance(progress, dict) and progress.get("shards"):
                 raise InputError(
                     f"{self.out}: an interrupted store with different settings exists "
                     f"(delete {self.partial} or use another --out)"
@@ -165,6 +167,7 @@ class StoreWriter:
             raise InputError(f"{self.out}: some shards have metadata and some do not")
         single = len(shards) == 1
         final_entries = []
+        remove_store_files(self.out)  # the old store, if any: its manifest first
         for s in shards:
             name = "embeddings.npy" if single else s["file"]
             os.replace(self.partial / s["file"], self.out / name)
@@ -192,11 +195,14 @@ class StoreWriter:
         return open_store(self.out)
 
 
-def remove_store_files(out: Path) -> None:
+def remove_store_files(out: Path, keep: Collection[str] = ()) -> None:
+    """Unpublish the store in ``out``: its manifest first (so no reader ever sees a manifest
+    whose shards are gone), then its shards and metadata, except the files named in ``keep``.
+    ``.partial/`` (a write in progress) stays."""
     (out / "manifest.json").unlink(missing_ok=True)
     for f in [*list(out.glob("embeddings*.npy")), out / "metadata.csv"]:
-        f.unlink(missing_ok=True)
-    shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+        if f.name not in keep:
+            f.unlink(missing_ok=True)
 
 
 def write_store(

@@ -187,3 +187,68 @@ def test_resume_flag_continues(cli, planted_store, tmp_path):
     )
     assert r.exit_code == 0, r.stderr
     assert json.loads((tmp_path / "r" / "training.json").read_text())["steps"] == 32
+
+
+def _small_train(cli, embeddings, out, *extra):
+    return cli(
+        "train", "--embeddings", embeddings, "--n-latents", "24", "--k-min", "4",
+        "--epochs", "1", "--batch-size", "64", "--out", out, *extra,
+    )  # fmt: skip
+
+
+def test_overwrite_keeps_the_old_model_when_the_new_input_is_bad(cli, planted_store, tmp_path):
+    out = tmp_path / "sae"
+    assert _small_train(cli, planted_store.path, out).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = np.asarray(planted_store.read()).copy()
+    bad[5, 0] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    r = _small_train(cli, tmp_path / "nan.npy", out, "--overwrite")
+    assert_one_line_error(r, 2, "row 5")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # And a good --overwrite does replace it.
+    assert _small_train(cli, planted_store.path, out, "--overwrite", "--seed", "3").exit_code == 0
+    assert (out / "sae.safetensors").read_bytes() != before["sae.safetensors"]
+
+
+def test_an_interrupted_run_is_not_silently_restarted(cli, planted_store, tmp_path):
+    from audit.sae import SAEConfig, matryoshka_k_list
+    from audit.sae.train import TrainConfig, train_sae
+
+    cfg = SAEConfig(
+        arch="matryoshka", d_in=planted_store.dim, n_latents=24,
+        k_list=matryoshka_k_list(24, 4), embedding_model="planted", modality="image",
+    )  # fmt: skip
+    out = tmp_path / "r"
+    train_sae(planted_store, cfg, TrainConfig(epochs=1, batch_size=64), out, stop_after=3)
+    assert_one_line_error(_small_train(cli, planted_store.path, out), 2, "--resume")
+    # The same store reached by another path resumes (the data's content names it) ...
+    other = tmp_path / "same-store"
+    other.symlink_to(planted_store.path, target_is_directory=True)
+    assert _small_train(cli, other, out, "--resume").exit_code == 0
+    # ... and other data at the checkpoint's path is refused.
+    train_sae(planted_store, cfg, TrainConfig(epochs=1, batch_size=64), tmp_path / "r2",
+              stop_after=3)  # fmt: skip
+    changed = np.asarray(planted_store.read()) * -3
+    np.save(tmp_path / "changed.npy", changed)
+    from audit.store import open_store
+
+    with pytest.raises(Exception, match="different embeddings"):
+        train_sae(open_store(tmp_path / "changed.npy"), cfg, TrainConfig(epochs=1, batch_size=64),
+                  tmp_path / "r2", resume=True)  # fmt: skip
+
+
+def test_a_diverging_run_stops_with_one_line_and_publishes_nothing(cli, planted_store, tmp_path):
+    out = tmp_path / "sae"
+    r = _small_train(cli, planted_store.path, out, "--lr", "1e30")
+    assert_one_line_error(r, 2, "diverged")
+    assert not (out / "sae.safetensors").exists() and not (out / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [(["--aux-coef", "nan"], "aux_coef"), (["--seed", "-1"], "--seed"),
+     (["--seed", str(2**40)], "--seed")],
+)  # fmt: skip
+def test_bad_numbers_are_refused_before_training(cli, planted_store, tmp_path, extra, message):
+    assert_one_line_error(_small_train(cli, planted_store.path, tmp_path / "o", *extra), 2, message)
