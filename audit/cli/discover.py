@@ -68,7 +68,8 @@ def discover_command(
         None,
         "--export-head",
         help="Write a linear head (.npz) without the flagged concepts' decoder directions, "
-        "and report WGA and accuracy before and after (linear heads and probes).",
+        "and report WGA and accuracy before and after (linear heads and probes; for your own "
+        "model, its surrogate).",
         show_default="not written",
     ),
     refit: bool = typer.Option(

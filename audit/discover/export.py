@@ -1,5 +1,10 @@
 """``--export-head``: a linear head without the flagged concepts' decoder directions.
 
+For a linear head or probe the head itself is edited; for your own model (an image model or a
+predictions file) its surrogate — the logistic regression on the embeddings that attribution
+ran on — is, and the export is a linear head on the embeddings that decides like the
+surrogate without the concepts.
+
 With ``U`` the flagged concepts' decoder directions in embedding space (``[k, d]``) and
 ``P = I − Uᵀ(UUᵀ)⁺U`` the projection onto their orthogonal complement:
 
@@ -31,6 +36,7 @@ from audit.concepts.activity import concept_activity
 from audit.discover.result import DiscoverResult, ExportedHead, HeadScore
 from audit.errors import InputError
 from audit.fairness.classifiers import LinearHead, fit_probe, save_head
+from audit.fairness.classifiers.own import OwnModel
 from audit.fairness.stages.context import AuditContext
 from audit.fairness.stats import bootstrap_delta_wga, pair_counts, percentile_interval
 from audit.store import EmbeddingStore
@@ -73,9 +79,7 @@ def export_head(
     ctx: AuditContext, store: EmbeddingStore, result: DiscoverResult, path: Path, refit: bool
 ) -> DiscoverResult:
     """``result`` with the exported head's record; writes the head to ``path``."""
-    head = ctx.classifier
-    if not isinstance(head, LinearHead):
-        raise InputError("--export-head needs a linear head or 'probe' as --classifier")
+    head, surrogate = _linear_head(ctx)
     flagged = [c for c in result.concepts if c.flagged]
     latents = sorted({j for c in flagged for j in c.latents})
     u = ctx.effect.u.detach().double().cpu().numpy()[latents] if latents else np.zeros((0, 1))
@@ -107,9 +111,28 @@ def export_head(
         if refit
         else "weights projected off the directions; bias keeps the margins of rows without them"
     )
+    if surrogate:
+        method = (
+            "your model's surrogate (the logistic regression on the embeddings that the "
+            "attribution ran on; 'before' is the surrogate's decisions): " + method
+        )
     record = ExportedHead(str(path), tuple(c.name for c in flagged), len(latents), refit,
                           method, scores)  # fmt: skip
     return replace(result, export=record)
+
+
+def _linear_head(ctx: AuditContext) -> tuple[LinearHead, bool]:
+    """The linear head the export starts from, and whether it is an own model's surrogate
+    (an image model or a predictions file cannot be edited; its surrogate head can)."""
+    head = ctx.classifier
+    if isinstance(head, OwnModel) and head.head is not None:
+        return head.head, True
+    if not isinstance(head, LinearHead):
+        raise InputError(
+            "--export-head needs a linear head, 'probe', or your own model (its surrogate) "
+            "as --classifier"
+        )
+    return head, False
 
 
 def head_reads(head: LinearHead, x: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -92,3 +93,43 @@ def test_the_refit_l2_head_scores_rows_as_the_probe_fit_on_projected_inputs(rng)
     expected = fitted.to("cpu", torch.float64).margin(torch.from_numpy(read @ p))
     found = new.to("cpu", torch.float64).margin(torch.from_numpy(x).double())
     np.testing.assert_allclose(found.numpy(), expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_an_own_models_surrogate_is_exported_without_the_leaked_concept(
+    cli, cnn_audit_world, tmp_path, refit
+):
+    """A predictions file cannot be edited, its surrogate can: the export is a linear head on
+    the embeddings that no longer reads the flagged concepts ("red" among them). This CNN
+    decides almost by colour alone, so its projected surrogate is left with little to decide
+    by; a re-fit learns the shape instead and repairs the worst group."""
+    import json
+
+    from audit.models import image_paths, load_image_model, score_images
+    from audit.sae import load_sae
+
+    world = cnn_audit_world
+    decided = score_images(load_image_model(world.biased), image_paths(world.metadata, world.store))
+    margins = decided.take_margins(np.arange(len(world.metadata)))
+    pred = tmp_path / "pred.csv"
+    pd.DataFrame({"id": world.metadata["id"].astype(str), "score": margins}).to_csv(
+        pred, index=False
+    )
+    out = tmp_path / "d.json"
+    r = cli(
+        "discover", "--embeddings", world.store, "--sae", world.sae, "--bank", world.bank,
+        "--predictions", pred, "--target", "is_circle", "--quiet", "--workers", "0",
+        "--export-head", tmp_path / "head.npz", "--json", out, "--html", tmp_path / "d.html",
+        "--junit", tmp_path / "d.xml", *(["--refit"] if refit else []),
+    )  # fmt: skip
+    assert r.exit_code in (0, 1), r.stderr
+    data = json.loads(out.read_text())
+    export = data["export"]
+    assert "red" in export["removed"] and "surrogate" in export["method"]
+    latents = sorted({j for c in data["concepts"] if c["flagged"] for j in c["latents"]})
+    u = load_sae(world.sae).decoder_directions().detach().double().numpy()[latents]
+    w = load_classifier(tmp_path / "head.npz", u.shape[1]).weight.double().numpy()
+    assert np.abs(u @ w).max() < 1e-4 * np.linalg.norm(w) * np.linalg.norm(u, axis=1).max()
+    if refit:
+        test = next(s for s in export["scores"] if s["split"] == "test")
+        assert test["worst_group_accuracy_after"] > test["worst_group_accuracy_before"] + 0.2
