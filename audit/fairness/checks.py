@@ -242,9 +242,15 @@ def rejudge(result: AuditResult, gate: GateConfig) -> tuple[AuditResult, list[st
         )
     out = judge(result, result.concepts, gate)
     if not result.concepts_computed:
-        # The integrity check refused attribution when the audit ran; a gate cannot undo that.
-        out = replace(out, verdict="error", exit_code=EXIT_INTEGRITY)
+        # The integrity check refused attribution when the audit ran; a gate cannot undo that,
+        # so the integrity checks and thresholds stay the ones that decided the run (re-judged
+        # under a laxer gate they would read "pass" beside a verdict of "error").
+        saved = {c.name: c for c in result.checks if c.name in _ALWAYS_ENFORCED}
+        checks = tuple(saved.get(c.name, c) for c in out.checks)
+        record = {**out.gate, "integrity": result.gate.get("integrity", out.gate["integrity"])}
+        out = replace(out, checks=checks, gate=record, verdict="error", exit_code=EXIT_INTEGRITY)
         notes.append(
-            "the saved audit failed its integrity check; rerun the audit to attribute concepts"
+            "the saved audit failed its integrity check (its thresholds are kept); rerun the "
+            "audit to attribute concepts"
         )
     return out, notes

@@ -232,7 +232,13 @@ def test_check_keeps_an_integrity_failure(cli, world, tmp_path):
     assert cli(*audit_args(world, tmp_path, "--gate", strict)).exit_code == 3
     lenient = tmp_path / "lenient.yaml"
     lenient.write_text("gates: {}\n")
-    assert cli("check", "--config", lenient, tmp_path / "a.json").exit_code == 3
+    r = cli("check", "--config", lenient, tmp_path / "a.json", "--json", tmp_path / "c.json")
+    assert r.exit_code == 3
+    # The checks that decided the run stay as they were: not "pass" under the laxer gate's 0.9.
+    data = json.loads((tmp_path / "c.json").read_text())
+    cosine = next(c for c in data["checks"] if c["name"] == "sae_cosine")
+    assert cosine["status"] == "fail" and cosine["threshold"] == 0.99999
+    assert data["gate"]["integrity"]["min_cosine"] == 0.99999 and data["verdict"] == "error"
 
 
 def test_default_report_paths_and_step_summary(cli, world, tmp_path, monkeypatch):
