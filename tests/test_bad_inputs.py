@@ -617,6 +617,9 @@ CASES: list[Case] = [
     Case("celeba-missing-root", "a CelebA folder that does not exist", "celeba",
          "CelebA root not found", 2,
          lambda c: celeba(c, c.tmp / "nowhere"), details=True),
+    Case("celeba-missing-root-to-embed", "a CelebA folder that does not exist, to embed (no --embeddings)",
+         "celeba", "CelebA root not found", 2,
+         lambda c: _without(celeba(c, c.tmp / "nowhere"), "--embeddings"), details=True),
     Case("celeba-no-partition", "CelebA without list_eval_partition.txt", "celeba",
          "list_eval_partition.txt is missing", 2,
          lambda c: celeba(c, broken_celeba(c, lambda r: (r / "list_eval_partition.txt").unlink())),
@@ -729,6 +732,12 @@ def _drop(folder: Path, name: str) -> Path:
 def _write(folder: Path, name: str, text: str) -> Path:
     (folder / name).write_text(text)
     return folder
+
+
+def _without(args: list, option: str) -> list:
+    """``args`` without ``option`` and its value."""
+    i = args.index(option)
+    return args[:i] + args[i + 2 :]
 
 
 def _manifest(folder: Path, **changes) -> Path:

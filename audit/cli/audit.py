@@ -215,6 +215,7 @@ def _embed_celeba_cached(
     import json
 
     from audit.cli.embed import embed_celeba
+    from audit.data.celeba import EXPECTED_TREE
     from audit.fileio import cache_root
 
     if not model:
@@ -224,7 +225,7 @@ def _embed_celeba_cached(
         )
     root = Path(root).resolve()
     if not root.is_dir():
-        raise InputError(f"CelebA folder not found: {root}")
+        raise InputError(f"CelebA root not found: {root}", details=EXPECTED_TREE)
     labels = sorted(
         (str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns)
         for f in [*root.glob("*"), *root.glob("*/*")]
