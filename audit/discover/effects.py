@@ -87,6 +87,10 @@ class ConceptEffect:
     tested: bool
     exact: bool
     target_auc: float = 0.5
+    # The user's own model only: per cell, (model ✓/✗) × (surrogate ✓/✗) before the edit. The
+    # groups' accuracies are the model's (SPEC §9); ``pairs`` stay the surrogate's, whose edit
+    # ΔWGA measures.
+    own: np.ndarray | None = None  # [4, 4]
     ci: tuple[float, float] = (0.0, 0.0)
     p: float = 1.0
     q: float = 1.0
@@ -119,18 +123,34 @@ def concept_effects(
     """Groups, pair counts and ΔWGA of every concept (screened ones are marked inexact)."""
     y = ctx.cells.y
     aucs = target_auc(y, scan.sums)
+    # Right before the edit, for the classifier the edits run on (an own model's surrogate).
     before_ok = (scan.base.margin > 0) == (y == 1)
     active, thresholds = activity.active, activity.thresholds
     pairs = count_pairs(y, before_ok, active, scan.after_ok)
+    own = own_model_pairs(ctx, scan, before_ok, active)
     out = []
     for r, group in enumerate(family.groups):
         cells = concept_cells(ctx, str(group.name), active[:, r])
         tested = bool(pairs[r].sum(1).min() >= min_rows)
         out.append(
             ConceptEffect(group, float(thresholds[r]), cells, pairs[r],
-                          pair_summary(pairs[r], cells), tested, scan.exact, float(aucs[r]))
+                          pair_summary(pairs[r], cells), tested, scan.exact, float(aucs[r]),
+                          own=None if own is None else own[r])
         )  # fmt: skip
     return out
+
+
+def own_model_pairs(
+    ctx: AuditContext, scan: ConceptScan, surrogate_ok: np.ndarray, active: np.ndarray
+) -> np.ndarray | None:
+    """The user's own model: ``[R, 4, 4]`` per concept and cell, (model right or wrong) ×
+    (surrogate right or wrong) on the unedited rows; None for a classifier on embeddings,
+    whose decisions are the ones the edits run on."""
+    if not ctx.own_model:
+        return None
+    y = ctx.cells.y
+    model_ok = (ctx.decisions(scan.base.margin) == 1) == (y == 1)
+    return count_pairs(y, model_ok, active, surrogate_ok[:, None])
 
 
 def evaluate_exactly(ctx: AuditContext, scan: ConceptScan, effects: list[ConceptEffect]) -> None:

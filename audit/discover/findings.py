@@ -22,12 +22,15 @@ from audit.fairness.stages.context import AuditContext
 
 
 def _groups(e: ConceptEffect) -> tuple[ConceptGroupAccuracy, ...]:
+    """The concept's non-empty groups: accuracy from the classifier's own decisions (an own
+    model's, not its surrogate's), accuracy after the edit from the classifier it runs on."""
     out = []
     for c, pairs in enumerate(e.pairs):
         n = int(pairs.sum())
         if n == 0:
             continue
-        correct = int(pairs[0] + pairs[1])
+        edited_right = int(pairs[0] + pairs[1])  # before the edit, on what the edit runs on
+        correct = edited_right if e.own is None else int(e.own[c][0] + e.own[c][1])
         out.append(
             ConceptGroupAccuracy(
                 name=e.cells.cell_name(c),
@@ -38,9 +41,16 @@ def _groups(e: ConceptEffect) -> tuple[ConceptGroupAccuracy, ...]:
                 accuracy=correct / n,
                 ci=wilson_interval(correct, n),
                 accuracy_after=float(pairs[0] + pairs[2]) / n,
+                surrogate_accuracy=None if e.own is None else edited_right / n,
             )
         )
     return tuple(out)
+
+
+def _surrogate_wga(groups: tuple[ConceptGroupAccuracy, ...]) -> float | None:
+    """The surrogate's WGA before the edit (None without a surrogate)."""
+    values = [g.surrogate_accuracy for g in groups if g.surrogate_accuracy is not None]
+    return min(values) if values else None
 
 
 def finding(ctx: AuditContext, e: ConceptEffect, max_target_auc: float) -> DiscoveredConcept:
@@ -62,6 +72,7 @@ def finding(ctx: AuditContext, e: ConceptEffect, max_target_auc: float) -> Disco
         tested=e.tested, exact=e.exact, target_auc=e.target_auc, target_concept=is_target, p=e.p, q=e.q, null_draws=e.null_draws,
         null_band=e.null_band, allowlisted=allowed, flagged=bool(flagged and not allowed),
         beyond=beyond_record(e.beyond), recheck=None,
+        surrogate_worst_group_accuracy=_surrogate_wga(groups),
     )  # fmt: skip
 
 
@@ -96,12 +107,13 @@ def ranked(
 
 
 def examples(
-    ctx: AuditContext, e: ConceptEffect, sums: np.ndarray, margins: np.ndarray, k: int
-) -> ConceptExamples:
-    """Up to ``k`` rows of each group: errors first, then the most (active groups) or least
-    (inactive groups) active."""
+    ctx: AuditContext, e: ConceptEffect, sums: np.ndarray, margins: np.ndarray,
+    decisions: np.ndarray, k: int,
+) -> ConceptExamples:  # fmt: skip
+    """Up to ``k`` rows of each group: errors first (of the classifier's own ``decisions``),
+    then the most (active groups) or least (inactive groups) active."""
     cells, y = e.cells, ctx.cells.y
-    correct = (margins > 0) == (y == 1)
+    correct = (decisions == 1) == (y == 1)
     cell = cells.cell
     meta = ctx.labels
     by_group: dict[str, tuple[SliceExample, ...]] = {}

@@ -24,10 +24,20 @@ class ConceptGroupAccuracy:
     target: str = doc("the target value")
     active: bool = doc("whether the concept is active in this group")
     n: int = doc("audited rows in the group", minimum=0)
-    correct: int = doc("rows the classifier gets right", minimum=0)
+    correct: int = doc(
+        "rows the classifier gets right (your own model: its own decisions)", minimum=0
+    )
     accuracy: float = doc("correct / n")
     ci: Interval = doc("95 % Wilson score interval of the accuracy")
-    accuracy_after: float = doc("accuracy after the concept is removed (the edit)")
+    accuracy_after: float = doc(
+        "accuracy after the concept is removed (the edit; your own model: the surrogate's)"
+    )
+    surrogate_accuracy: float | None = doc(
+        "your own model: the surrogate's accuracy before the edit (what accuracy_after is "
+        "compared with)",
+        default=None,
+        omit_none=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -41,9 +51,14 @@ class DiscoveredConcept:
     active_rate: float = doc("share of audited rows where it is active")
     groups: tuple[ConceptGroupAccuracy, ...] = doc("target × active groups with rows")
     worst_group: str = doc("the group with the lowest accuracy")
-    worst_group_accuracy: float = doc("its accuracy (WGA over the concept's groups)")
-    wga_after: float = doc("WGA after removing the concept")
-    delta_wga: float = doc("wga_after − worst_group_accuracy")
+    worst_group_accuracy: float = doc(
+        "its accuracy (WGA over the concept's groups; your own model: from its own decisions)"
+    )
+    wga_after: float = doc("WGA after removing the concept (your own model: the surrogate's)")
+    delta_wga: float = doc(
+        "wga_after − the WGA before the edit of the classifier the edit runs on: "
+        "worst_group_accuracy, or surrogate_worst_group_accuracy for your own model"
+    )
     ci: Interval = doc("paired, stratified bootstrap 95 % interval of delta_wga")
     delta_accuracy_overall: float = doc("accuracy change over all audited rows")
     flip_rate: float = doc("share of audited rows whose decision the removal flips")
@@ -62,6 +77,12 @@ class DiscoveredConcept:
         omit_none=True,
     )
     recheck: str | None = doc("the `msae-audit audit` command that re-checks it as a gate")
+    surrogate_worst_group_accuracy: float | None = doc(
+        "your own model: the surrogate's WGA over the concept's groups before the edit (the "
+        "baseline of delta_wga)",
+        default=None,
+        omit_none=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -71,8 +92,10 @@ class SliceExample:
     row: int = doc("row of the embedding store", minimum=0)
     group: str = doc("its group")
     activation: float = doc("the concept's summed activation")
-    margin: float = doc("classifier margin (its sign is the decision)")
-    correct: bool = doc("whether the decision is right")
+    margin: float = doc(
+        "margin of the classifier the edits run on (your own model: the surrogate's)"
+    )
+    correct: bool = doc("whether the classifier's own decision is right")
     id: str | None = doc("the metadata id", omit_none=True)
     path: str | None = doc("the metadata path (an image)", omit_none=True)
 

@@ -164,16 +164,14 @@ def _measure(
     )
     shown = _shown(concepts, ctx.settings.dose_top)
     by_name = {str(e.group.name): (r, e) for r, e in enumerate(effects)}
+    decisions = own_decisions(ctx, scan.base.margin)
     slices = tuple(
         examples(ctx, by_name[c.name][1], scan.sums[:, by_name[c.name][0]], scan.base.margin,
-                 ctx.settings.examples)
+                 decisions, ctx.settings.examples)
         for c in shown
     )  # fmt: skip
     clock.lap("examples")
-    return Measured(
-        concepts, _family(ctx, effects, with_null, max_draws), slices,
-        own_decisions(ctx, scan.base.margin),
-    )  # fmt: skip
+    return Measured(concepts, _family(ctx, effects, with_null, max_draws), slices, decisions)
 
 
 def _shown(concepts: tuple[DiscoveredConcept, ...], top: int) -> list[DiscoveredConcept]:

@@ -119,14 +119,18 @@ def write_discover_reports(result: DiscoverResult, paths: dict[str, Path]) -> di
 def concept_groups_table(c: DiscoveredConcept) -> Table:
     """One concept's groups: accuracy before and after removing it."""
     table = Table(title=f"{c.rank}. {c.name}: its groups", title_justify="left")
+    # An own model: the removal runs on the surrogate, so its accuracy before is shown too.
+    surrogate = any(g.surrogate_accuracy is not None for g in c.groups)
     table.add_column("group")
-    for col in ("n", "accuracy", "95% CI", "after removal"):
+    columns = ("n", "accuracy", "95% CI", *(("surrogate",) if surrogate else ()), "after removal")
+    for col in columns:
         table.add_column(col, justify="right", no_wrap=True)
     for g in c.groups:
         style = "bold red" if g.name == c.worst_group else ""
+        before = (f"{g.surrogate_accuracy or 0.0:.3f}",) if surrogate else ()
         table.add_row(
             Text(g.name, style=style), f"{g.n:,}", f"{g.accuracy:.3f}",
-            f"[{g.ci[0]:.3f}, {g.ci[1]:.3f}]", f"{g.accuracy_after:.3f}",
+            f"[{g.ci[0]:.3f}, {g.ci[1]:.3f}]", *before, f"{g.accuracy_after:.3f}",
         )  # fmt: skip
     return table
 

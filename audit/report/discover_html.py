@@ -6,7 +6,7 @@ external URLs): the ranked concepts, each flagged or top concept's group accurac
 from __future__ import annotations
 
 from audit.discover import DiscoverResult
-from audit.discover.result import DiscoveredConcept
+from audit.discover.result import ConceptGroupAccuracy, DiscoveredConcept
 from audit.report.templating import render, thumbnail
 from audit.report.wording import beyond_note
 
@@ -27,11 +27,22 @@ def concept_bars(c: DiscoveredConcept) -> dict:
         rows.append({
             "y": y, "name": g.name, "x": sx(g.accuracy), "after": sx(g.accuracy_after),
             "x_lo": sx(g.ci[0]), "x_hi": sx(g.ci[1]), "worst": g.name == c.worst_group,
-            "text": f"{g.accuracy:.3f} → {g.accuracy_after:.3f} (n={g.n:,})",
+            "text": _bar_text(g),
         })  # fmt: skip
     ticks = [{"x": sx(t / 4), "label": f"{t / 4:.2f}"} for t in range(5)]
     height = 44 + 30 * len(c.groups)
     return {"rows": rows, "ticks": ticks, "height": height, "axis_y": height - 12, "x0": x0}
+
+
+def _bar_text(g: ConceptGroupAccuracy) -> str:
+    """Before → after; for an own model the edit runs on the surrogate, so its accuracy is the
+    'before' of the arrow and the model's own comes first."""
+    if g.surrogate_accuracy is None:
+        return f"{g.accuracy:.3f} → {g.accuracy_after:.3f} (n={g.n:,})"
+    return (
+        f"model {g.accuracy:.3f}; surrogate {g.surrogate_accuracy:.3f} → "
+        f"{g.accuracy_after:.3f} (n={g.n:,})"
+    )
 
 
 def _galleries(result: DiscoverResult) -> dict[str, list[dict]]:
