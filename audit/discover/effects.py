@@ -91,6 +91,9 @@ class ConceptEffect:
     # groups' accuracies are the model's (SPEC §9); ``pairs`` stay the surrogate's, whose edit
     # ΔWGA measures.
     own: np.ndarray | None = None  # [4, 4]
+    # …and per cell, the rows where the held-out surrogate decides like the model (the
+    # surrogate record's agreement, per concept group).
+    agree: np.ndarray | None = None  # [4]
     ci: tuple[float, float] = (0.0, 0.0)
     p: float = 1.0
     q: float = 1.0
@@ -128,6 +131,7 @@ def concept_effects(
     active, thresholds = activity.active, activity.thresholds
     pairs = count_pairs(y, before_ok, active, scan.after_ok)
     own = own_model_pairs(ctx, scan, before_ok, active)
+    agree = held_out_agreement(ctx, scan, active)
     out = []
     for r, group in enumerate(family.groups):
         cells = concept_cells(ctx, str(group.name), active[:, r])
@@ -135,7 +139,8 @@ def concept_effects(
         out.append(
             ConceptEffect(group, float(thresholds[r]), cells, pairs[r],
                           pair_summary(pairs[r], cells), tested, scan.exact, float(aucs[r]),
-                          own=None if own is None else own[r])
+                          own=None if own is None else own[r],
+                          agree=None if agree is None else agree[r])
         )  # fmt: skip
     return out
 
@@ -151,6 +156,21 @@ def own_model_pairs(
     y = ctx.cells.y
     model_ok = (ctx.decisions(scan.base.margin) == 1) == (y == 1)
     return count_pairs(y, model_ok, active, surrogate_ok[:, None])
+
+
+def held_out_agreement(
+    ctx: AuditContext, scan: ConceptScan, active: np.ndarray
+) -> np.ndarray | None:
+    """The user's own model: ``[R, 4]`` per concept and cell, the rows where the surrogate's
+    held-out decision (train-split head, or each row's cross-fitted head: what
+    ``surrogate.agreement`` measures) equals the model's; None without a surrogate."""
+    if ctx.stand_in is None:
+        return None
+    y = ctx.cells.y
+    model_ok = (ctx.decisions(scan.base.margin) == 1) == (y == 1)
+    held_out_ok = (ctx.stand_in.surrogate.decisions == 1) == (y == 1)
+    pairs = count_pairs(y, model_ok, active, held_out_ok[:, None])
+    return pairs[:, :, 0] + pairs[:, :, 3]  # both right or both wrong: the same decision
 
 
 def evaluate_exactly(ctx: AuditContext, scan: ConceptScan, effects: list[ConceptEffect]) -> None:

@@ -42,6 +42,7 @@ def _groups(e: ConceptEffect) -> tuple[ConceptGroupAccuracy, ...]:
                 ci=wilson_interval(correct, n),
                 accuracy_after=float(pairs[0] + pairs[2]) / n,
                 surrogate_accuracy=None if e.own is None else edited_right / n,
+                surrogate_agreement=None if e.agree is None else int(e.agree[c]) / n,
             )
         )
     return tuple(out)

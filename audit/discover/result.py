@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from audit.fairness.records import ClassifierRecord, SurrogateRecord
 from audit.fairness.result import BeyondEffect, Check, Group, Integrity, Interval
 from audit.typedjson import doc
 
@@ -35,6 +36,12 @@ class ConceptGroupAccuracy:
     surrogate_accuracy: float | None = doc(
         "your own model: the surrogate's accuracy before the edit (what accuracy_after is "
         "compared with)",
+        default=None,
+        omit_none=True,
+    )
+    surrogate_agreement: float | None = doc(
+        "your own model: share of the group's rows where the surrogate decides like the model "
+        "(held out, as surrogate.agreement)",
         default=None,
         omit_none=True,
     )
@@ -224,3 +231,16 @@ class DiscoverResult:
     export: ExportedHead | None = doc("the exported head, when asked", omit_none=True)
     error: str | None = doc("why attribution was refused", omit_none=True)
     extra: Mapping[str, Any] = doc("other top-level fields (e.g. 'demo')", rest=True)
+    classifier: ClassifierRecord | None = doc(
+        "the classifier audited: its kind, whose decisions the metrics are, what attribution "
+        "ran on (absent only in files written before it was added)",
+        default=None,
+        omit_none=True,
+    )
+    surrogate: SurrogateRecord | None = doc(
+        "your own model (image, predictions): the surrogate the edits ran on, and its "
+        "agreement with the model overall and per target class (per concept group: "
+        "concepts[].groups[].surrogate_agreement)",
+        default=None,
+        omit_none=True,
+    )

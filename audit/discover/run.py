@@ -48,7 +48,7 @@ from audit.fairness.classifiers import Classifier
 from audit.fairness.config import GateConfig
 from audit.fairness.run import StageClock
 from audit.fairness.serialize import canonical
-from audit.fairness.stages.assemble import tool_versions
+from audit.fairness.stages.assemble import classifier_record, tool_versions
 from audit.fairness.stages.context import AuditContext, Progress, prepare
 from audit.fairness.stages.integrity import check_integrity, refusal
 from audit.sae import SparseAutoencoder
@@ -232,6 +232,8 @@ def _result(
         family=measured.family if measured else None,
         examples=measured.examples if measured else (), flagged_concepts=0, checks=(),
         gate_file=gate_path, export=None, error=error, extra=extra,
+        classifier=classifier_record(ctx),
+        surrogate=ctx.stand_in.record if ctx.stand_in is not None else None,
     )  # fmt: skip
 
 

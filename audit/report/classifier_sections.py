@@ -14,6 +14,7 @@ from collections.abc import Callable
 from rich.table import Table
 from rich.text import Text
 
+from audit.discover.result import DiscoverResult
 from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors, SurrogateRecord
 from audit.fairness.result import AuditResult
 
@@ -31,7 +32,7 @@ def _interval(ci: tuple[float, float] | None) -> str:
     return "–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
-def classifier_line(result: AuditResult) -> str | None:
+def classifier_line(result: AuditResult | DiscoverResult) -> str | None:
     """One sentence: what was audited, whose decisions the metrics are, what attribution ran on
     (None for a classifier on embeddings, which needs no explaining)."""
     c = result.classifier

@@ -31,6 +31,7 @@ from audit.fairness import AuditSettings, GateConfig, load_gate
 from audit.fairness.inputs import load_inputs
 from audit.fairness.stages.context import Progress
 from audit.fileio import write_text
+from audit.report.classifier_sections import classifier_line, surrogate_line
 from audit.report.junit import xml_text
 from audit.report.terminal import STATUS_STYLE, concept_cell
 from audit.report.wording import beyond_note
@@ -119,18 +120,22 @@ def write_discover_reports(result: DiscoverResult, paths: dict[str, Path]) -> di
 def concept_groups_table(c: DiscoveredConcept) -> Table:
     """One concept's groups: accuracy before and after removing it."""
     table = Table(title=f"{c.rank}. {c.name}: its groups", title_justify="left")
-    # An own model: the removal runs on the surrogate, so its accuracy before is shown too.
+    # An own model: the removal runs on the surrogate, so its accuracy before is shown too,
+    # and how often it decides like the model in the group.
     surrogate = any(g.surrogate_accuracy is not None for g in c.groups)
     table.add_column("group")
-    columns = ("n", "accuracy", "95% CI", *(("surrogate",) if surrogate else ()), "after removal")
-    for col in columns:
+    extra = ("surrogate", "after removal", "agrees") if surrogate else ("after removal",)
+    for col in ("n", "accuracy", "95% CI", *extra):
         table.add_column(col, justify="right", no_wrap=True)
     for g in c.groups:
         style = "bold red" if g.name == c.worst_group else ""
-        before = (f"{g.surrogate_accuracy or 0.0:.3f}",) if surrogate else ()
+        cells = [f"{g.accuracy_after:.3f}"]
+        if surrogate:
+            cells = [f"{g.surrogate_accuracy or 0.0:.3f}", *cells,
+                     f"{100 * (g.surrogate_agreement or 0.0):.1f}%"]  # fmt: skip
         table.add_row(
             Text(g.name, style=style), f"{g.n:,}", f"{g.accuracy:.3f}",
-            f"[{g.ci[0]:.3f}, {g.ci[1]:.3f}]", *before, f"{g.accuracy_after:.3f}",
+            f"[{g.ci[0]:.3f}, {g.ci[1]:.3f}]", *cells,
         )  # fmt: skip
     return table
 
@@ -165,6 +170,12 @@ def discover_panel(result: DiscoverResult) -> Panel:
     text.append(f"  {result.data.target}: {result.family.size if result.family else 0} concepts, ")
     text.append(f"{result.flagged_concepts} flagged, exit code {result.exit_code}")
     body = [text]
+    # An own model: whose decisions the numbers are, and how far the surrogate stands for it.
+    line = classifier_line(result)
+    if line:
+        body.append(Text(line))
+    if result.surrogate is not None:
+        body.append(Text(surrogate_line(result.surrogate)))
     if result.error:
         body.append(Text(result.error, style="dark_orange"))
     for note in result.notes:

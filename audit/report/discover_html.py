@@ -39,9 +39,10 @@ def _bar_text(g: ConceptGroupAccuracy) -> str:
     'before' of the arrow and the model's own comes first."""
     if g.surrogate_accuracy is None:
         return f"{g.accuracy:.3f} → {g.accuracy_after:.3f} (n={g.n:,})"
+    agrees = "" if g.surrogate_agreement is None else f", agrees {g.surrogate_agreement:.1%}"
     return (
         f"model {g.accuracy:.3f}; surrogate {g.surrogate_accuracy:.3f} → "
-        f"{g.accuracy_after:.3f} (n={g.n:,})"
+        f"{g.accuracy_after:.3f} (n={g.n:,}{agrees})"
     )
 
 

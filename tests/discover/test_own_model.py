@@ -9,6 +9,7 @@ its surrogate, and a report that shows the surrogate's accuracy as the model's i
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,3 +119,36 @@ def test_example_rows_are_right_or_wrong_by_the_models_decisions(own_world):
     items = [it for ex in w.result.examples for group in ex.groups.values() for it in group]
     assert items and any(not it.correct for it in items)
     assert all(it.correct == ok[it.row] for it in items)
+
+
+def test_the_json_has_the_classifier_and_its_surrogate(own_world):
+    """SPEC §9: the surrogate's agreement, overall and per group, is in every report — here per
+    target class (``surrogate``) and per concept group (``groups[].surrogate_agreement``)."""
+    from audit.discover import dumps
+    from tests.schemas import assert_valid
+
+    r = own_world.result
+    assert r.classifier is not None and r.classifier.kind == "predictions"
+    assert "predictions file" in r.classifier.decisions
+    assert r.surrogate is not None and r.surrogate.passed
+    document = json.loads(dumps(r))
+    assert document["surrogate"]["agreement"] == pytest.approx(r.surrogate.agreement, abs=1e-6)
+    assert_valid(document, "discover")
+
+
+def test_each_concept_groups_agreement_adds_up_to_the_class_agreement(own_world):
+    """Each concept splits every class in two: the rows that agree in its two groups of a class
+    are the rows that agree in the class. And the group with the random errors is where the
+    surrogate agrees least."""
+    r = own_world.result
+    sizes, per_class = r.surrogate.group_sizes, r.surrogate.agreement_per_group
+    for c in r.concepts:
+        for target in ("0", "1"):
+            groups = [g for g in c.groups if g.target == target]
+            agreeing = sum(g.surrogate_agreement * g.n for g in groups)
+            key = next(k for k in per_class if k.startswith(f"Male={target},"))
+            assert agreeing == pytest.approx(per_class[key] * sizes[key], abs=0.5), c.name
+    groups = _concept(r, SPURIOUS).groups
+    hurt = next(g for g in groups if g.target == "1" and not g.active)
+    assert hurt.surrogate_agreement == min(g.surrogate_agreement for g in groups)
+    assert hurt.surrogate_agreement < 0.95
