@@ -2,7 +2,9 @@
 file it uses when the user gave none.
 
 The command pins the concept's threshold (``--spurious 'concept:NAME>T'``), the ablation, the
-split and the seed, so the audit sees the same groups and the same edit that discover measured.
+split, the seed and how the classifier is read (``--predictions``, ``--classifier-input``,
+``--image-size``, ``--workers``), so the audit sees the same groups, the same decisions and the
+same edit that discover measured. ``--device`` is left to the machine that re-checks.
 """
 
 from __future__ import annotations
@@ -50,18 +52,36 @@ def recheck_command(
     labels = inputs.get("labels", {}).get("path")
     if labels:
         args += ["--labels", str(labels)]
-    classifier = inputs.get("classifier", {})
     args += [
         "--target", settings.target,
         "--spurious", concept_spec(name, threshold),
         "--sae", path("sae"),
         "--bank", path("bank"),
-        "--classifier", "probe" if classifier.get("kind") == "probe" else path("classifier"),
+        *classifier_args(inputs.get("classifier", {}), path("classifier"), settings),
     ]  # fmt: skip
-    if settings.classifier_input != "raw":
-        args += ["--classifier-input", settings.classifier_input]
     args += ["--ablation", settings.ablation, "--split", settings.split]
     args += ["--seed", str(settings.seed)]
     if gate_path:
         args += ["--gate", gate_path]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def classifier_args(
+    classifier: Mapping[str, Any], path: str, settings: AuditSettings
+) -> list[str]:
+    """The options that name the classifier and how it is read: ``--predictions`` for a
+    predictions file, ``--classifier`` otherwise, with ``--classifier-input`` and, for an image
+    model, the image size (a model built for one size fails on others) and the loader's
+    workers (when not the default: a machine may need 0)."""
+    kind = classifier.get("kind")
+    if kind == "predictions":
+        return ["--predictions", path]
+    args = ["--classifier", "probe" if kind == "probe" else path]
+    if settings.classifier_input != "raw":
+        args += ["--classifier-input", settings.classifier_input]
+    if settings.classifier_input == "image":
+        if settings.image_size is not None:
+            args += ["--image-size", str(settings.image_size)]
+        if settings.workers != AuditSettings.default("workers"):
+            args += ["--workers", str(settings.workers)]
+    return args
