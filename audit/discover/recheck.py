@@ -1,5 +1,6 @@
 """The ``msae-audit audit`` command that re-checks a discovered concept as a gate, and the gate
-file it uses when the user gave none.
+file it uses: the run's gate thresholds (the user's, or the defaults) with
+``flagged_concepts: {max: 0}``, whatever the user's own gate gates.
 
 The command pins the concept's threshold (``--spurious 'concept:NAME>T'``), the ablation, the
 split, the seed and how the classifier is read (``--predictions``, ``--classifier-input``,
@@ -31,7 +32,12 @@ def recheck_gate(gate: GateConfig) -> dict[str, Any]:
         },
         "bootstrap": bootstrap,
         "min_group_size": gate.min_group_size,
-        "integrity": {"min_cosine": gate.min_cosine, "min_agreement": gate.min_agreement},
+        "integrity": {
+            "min_cosine": gate.min_cosine,
+            "min_agreement": gate.min_agreement,
+            "min_surrogate_agreement": gate.min_surrogate_agreement,
+            "min_surrogate_group_agreement": gate.min_surrogate_group_agreement,
+        },
     }
 
 

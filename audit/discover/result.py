@@ -227,7 +227,10 @@ class DiscoverResult:
     examples: tuple[ConceptExamples, ...] = doc("example rows of the top concepts' groups")
     flagged_concepts: int = doc("number of flagged concepts", minimum=0)
     checks: tuple[Check, ...] = doc("every check, gated or informational, and integrity")
-    gate_file: str | None = doc("the gate the re-check commands use (written when none given)")
+    gate_file: str | None = doc(
+        "the gate the re-check commands use, written beside the JSON: the run's thresholds "
+        "with flagged_concepts max 0 (null: not written)"
+    )
     export: ExportedHead | None = doc("the exported head, when asked", omit_none=True)
     error: str | None = doc("why attribution was refused", omit_none=True)
     extra: Mapping[str, Any] = doc("other top-level fields (e.g. 'demo')", rest=True)

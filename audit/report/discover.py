@@ -27,6 +27,7 @@ from rich.text import Text
 from audit.discover import DiscoverResult, DiscoverSettings, dumps, published, run_discover
 from audit.discover.recheck import recheck_gate
 from audit.discover.result import DiscoveredConcept
+from audit.errors import InputError
 from audit.fairness import AuditSettings, GateConfig, load_gate
 from audit.fairness.inputs import load_inputs
 from audit.fairness.stages.context import Progress
@@ -64,8 +65,9 @@ def discover_files(
     progress: Progress | None = None,
 ) -> DiscoverOutcome:
     """Run discover from files; write ``<out_dir>/<stem>.json``, ``.html``, ``.xml`` (``paths``
-    overrides any of ``json``/``html``/``junit``) and, when no gate file is given, the gate the
-    re-check commands name (``<stem>-gate.yaml``)."""
+    overrides any of ``json``/``html``/``junit``) and the gate the re-check commands name
+    (``<stem>-gate.yaml`` beside the JSON: the given gate's thresholds with
+    ``flagged_concepts: {max: 0}``)."""
     from audit.concepts import validate_file_name
 
     validate_file_name(stem, "report name")
@@ -75,8 +77,9 @@ def discover_files(
     out = Path(out_dir)
     given = {k: Path(v) for k, v in (paths or {}).items() if v}
     targets = {k: given.get(k, out / f"{stem}{s}") for k, s in _SUFFIXES.items()}
-    gate_path = Path(gate) if gate and not isinstance(gate, GateConfig) else None
-    written_gate = None if gate_path else targets["json"].with_name(f"{stem}-gate.yaml")
+    # Always written: a user's gate need not gate flagged concepts, and a re-check must.
+    written_gate = targets["json"].with_name(f"{stem}-gate.yaml")
+    _check_not_overwritten(gate, written_gate)
     start = time.perf_counter()
     store, frame, model, bank_obj, clf, provenance = load_inputs(
         embeddings, labels, sae, bank, classifier, settings.base.classifier_input
@@ -84,16 +87,27 @@ def discover_files(
     timings = {"load": time.perf_counter() - start}
     result, stage_times = run_discover(
         store, frame, model, bank_obj, clf, settings, gate_cfg, provenance=provenance,
-        extra=extra, progress=progress, gate_path=str(gate_path or written_gate),
+        extra=extra, progress=progress, gate_path=str(written_gate),
         export_path=export_head, refit=refit,
     )  # fmt: skip
     timings.update(stage_times)
     result = published(result)
     written = write_discover_reports(result, targets)
-    if written_gate is not None:
-        write_text(written_gate, yaml.safe_dump(recheck_gate(gate_cfg), sort_keys=False))
-        written["gate"] = written_gate
+    write_text(written_gate, yaml.safe_dump(recheck_gate(gate_cfg), sort_keys=False))
+    written["gate"] = written_gate
     return DiscoverOutcome(result, result.exit_code, written, timings)
+
+
+def _check_not_overwritten(gate: object, written: Path) -> None:
+    """The re-check gate must not replace the user's own gate file (it keeps only
+    ``flagged_concepts`` of its gates)."""
+    if gate is None or isinstance(gate, GateConfig):
+        return
+    if Path(gate).resolve() == written.resolve():
+        raise InputError(
+            f"--gate {gate} is the re-check gate discover writes beside the JSON; give a copy "
+            "of it, or write the JSON elsewhere"
+        )
 
 
 _SUFFIXES = {"json": ".json", "html": ".html", "junit": ".xml"}

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.audit_worlds import write_world
 from tests.conftest import assert_one_line_error
@@ -61,7 +62,7 @@ def test_a_gate_on_flagged_concepts_fails_with_exit_code_1(cli, world, tmp_path)
     r = cli(*discover_args(world, tmp_path, "--gate", gate))
     assert r.exit_code == 1
     doc = json.loads((tmp_path / "d.json").read_text())
-    assert doc["verdict"] == "fail" and doc["gate_file"] == str(gate)
+    assert doc["verdict"] == "fail" and doc["gate"]["path"] == str(gate)
     failures = ET.parse(tmp_path / "d.xml").getroot().find("testsuite").get("failures")
     assert failures == "1"
 
@@ -76,6 +77,35 @@ def test_the_recheck_command_reruns_the_concept_as_an_audit_gate(cli, world, tmp
     audit = json.loads((tmp_path / "a.json").read_text())
     assert audit["data"]["spurious"].startswith("concept:blond hair>")
     assert any(c["flagged"] for c in audit["concepts"])
+
+
+def _recheck(cli, command: str, out: Path):  # type: ignore[no-untyped-def]
+    args = shlex.split(command)[1:]
+    return cli(*args, "--json", out / "a.json", "--html", out / "a.html", "--junit",
+               out / "a.xml", "-q")  # fmt: skip
+
+
+def test_with_a_users_gate_the_recheck_still_gates_the_flagged_concept(cli, world, tmp_path):
+    """A user's gate that does not gate flagged concepts (and its thresholds) must not make the
+    re-check pass while the concept is flagged: discover writes its re-check gate anyway."""
+    gate = tmp_path / "mine.yaml"
+    gate.write_text("gates:\n  accuracy: {min: 0.0}\nconcepts: {min_dwga: 0.03}\n")
+    assert cli(*discover_args(world, tmp_path, "--gate", gate)).exit_code == 0
+    doc = json.loads((tmp_path / "d.json").read_text())
+    first = doc["concepts"][0]
+    assert first["flagged"] and doc["gate_file"] == str(tmp_path / "discover-gate.yaml")
+    written = yaml.safe_load((tmp_path / "discover-gate.yaml").read_text())
+    assert written["gates"] == {"flagged_concepts": {"max": 0}}
+    assert written["concepts"]["min_dwga"] == 0.03  # the user's threshold is kept
+    assert shlex.split(first["recheck"])[-1] == doc["gate_file"]
+    assert _recheck(cli, first["recheck"], tmp_path).exit_code == 1
+
+
+def test_the_users_gate_is_never_overwritten_by_the_recheck_gate(cli, world, tmp_path):
+    gate = tmp_path / "discover-gate.yaml"
+    gate.write_text(FAIL_GATE)
+    assert_one_line_error(cli(*discover_args(world, tmp_path, "--gate", gate)), 2, "--gate")
+    assert gate.read_text() == FAIL_GATE
 
 
 def test_the_same_inputs_and_seed_give_the_same_json(cli, world, tmp_path):
