@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from audit.discover.effects import ConceptEffect
-from audit.discover.recheck import recheck_command
+from audit.discover.recheck import concept_gate_path, recheck_command
 from audit.discover.result import (
     ConceptExamples,
     ConceptGroupAccuracy,
@@ -95,15 +95,18 @@ def ranked(
     inputs: dict,
     gate_path: str | None,
 ) -> tuple[DiscoveredConcept, ...]:
-    """Ranks, and the re-check command of every flagged concept."""
+    """Ranks, and the re-check command of every flagged concept, each with its own gate file
+    (:func:`~audit.discover.recheck.concept_gate_path`: it fails while that concept is
+    flagged, whatever the others do)."""
     out = []
     for i, c in enumerate(sorted(concepts, key=rank_key), 1):
+        own_gate = concept_gate_path(gate_path, i) if c.flagged and gate_path else None
         command = (
-            recheck_command(inputs, ctx.settings, c.name, c.threshold, gate_path)
+            recheck_command(inputs, ctx.settings, c.name, c.threshold, own_gate)
             if c.flagged
             else None
         )
-        out.append(replace(c, rank=i, recheck=command))
+        out.append(replace(c, rank=i, recheck=command, recheck_gate=own_gate))
     return tuple(out)
 
 

@@ -11,24 +11,31 @@ same edit that discover measured. ``--device`` is left to the machine that re-ch
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
 from audit.fairness.attributes import concept_spec
 from audit.fairness.config import AuditSettings, GateConfig
 
 
-def recheck_gate(gate: GateConfig) -> dict[str, Any]:
-    """A gate that fails while the concept is flagged, with discover's flag thresholds."""
+def recheck_gate(gate: GateConfig, others: Sequence[str] = ()) -> dict[str, Any]:
+    """A gate that fails while a concept is flagged, with discover's flag thresholds. With
+    ``others`` (every other concept name of the family) allowlisted, it fails while the one
+    concept left is flagged, and only then: the allowlist changes flags, not the statistics
+    (the audit's null, BH and beyond tests ignore it), so that concept's flag is unchanged."""
     bootstrap: dict[str, Any] = {"samples": gate.bootstrap_samples}
     if gate.bootstrap_seed is not None:
         bootstrap["seed"] = gate.bootstrap_seed
+    allowlist = list(gate.allowlist)
+    known = {a.strip().lower() for a in allowlist}
+    allowlist += sorted({o for o in others if o.strip().lower() not in known})
     return {
         "gates": {"flagged_concepts": {"max": 0}},
         "concepts": {
             "min_dwga": gate.min_dwga,
             "max_q": gate.max_q,
-            "allowlist": list(gate.allowlist),
+            "allowlist": allowlist,
         },
         "bootstrap": bootstrap,
         "min_group_size": gate.min_group_size,
@@ -39,6 +46,19 @@ def recheck_gate(gate: GateConfig) -> dict[str, Any]:
             "min_surrogate_group_agreement": gate.min_surrogate_group_agreement,
         },
     }
+
+
+def concept_gate_path(gate_path: str, rank: int) -> str:
+    """The re-check gate of the concept ranked ``rank``: ``<stem>-gate-<rank>.yaml`` beside
+    the run's ``<stem>-gate.yaml``."""
+    path = PurePath(gate_path)
+    return str(path.with_name(f"{path.stem}-{rank}{path.suffix}"))
+
+
+def concept_gate(gate: GateConfig, name: str, names: Sequence[str]) -> dict[str, Any]:
+    """The re-check gate of concept ``name``: every other of ``names`` allowlisted."""
+    own = name.strip().lower()
+    return recheck_gate(gate, [n for n in names if n.strip().lower() != own])
 
 
 def recheck_command(

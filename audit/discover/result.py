@@ -84,6 +84,12 @@ class DiscoveredConcept:
         omit_none=True,
     )
     recheck: str | None = doc("the `msae-audit audit` command that re-checks it as a gate")
+    recheck_gate: str | None = doc(
+        "the gate file its re-check uses: the run's gate with every other concept allowlisted, "
+        "so it fails while this concept is flagged",
+        default=None,
+        omit_none=True,
+    )
     surrogate_worst_group_accuracy: float | None = doc(
         "your own model: the surrogate's WGA over the concept's groups before the edit (the "
         "baseline of delta_wga)",
@@ -228,8 +234,9 @@ class DiscoverResult:
     flagged_concepts: int = doc("number of flagged concepts", minimum=0)
     checks: tuple[Check, ...] = doc("every check, gated or informational, and integrity")
     gate_file: str | None = doc(
-        "the gate the re-check commands use, written beside the JSON: the run's thresholds "
-        "with flagged_concepts max 0 (null: not written)"
+        "the gate written beside the JSON: the run's thresholds with flagged_concepts max 0 "
+        "(fails while any concept is flagged; each concept's re-check uses its own, "
+        "concepts[].recheck_gate; null: not written)"
     )
     export: ExportedHead | None = doc("the exported head, when asked", omit_none=True)
     error: str | None = doc("why attribution was refused", omit_none=True)

@@ -12,6 +12,7 @@ XML and the terminal tables are rendered from the same published result.
 from __future__ import annotations
 
 import os
+import re
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from audit.discover import DiscoverResult, DiscoverSettings, dumps, published, run_discover
-from audit.discover.recheck import recheck_gate
+from audit.discover.recheck import concept_gate, recheck_gate
 from audit.discover.result import DiscoveredConcept
 from audit.errors import InputError
 from audit.fairness import AuditSettings, GateConfig, load_gate
@@ -95,15 +96,27 @@ def discover_files(
     written = write_discover_reports(result, targets)
     write_text(written_gate, yaml.safe_dump(recheck_gate(gate_cfg), sort_keys=False))
     written["gate"] = written_gate
+    _write_concept_gates(result, gate_cfg)
     return DiscoverOutcome(result, result.exit_code, written, timings)
 
 
+def _write_concept_gates(result: DiscoverResult, gate: GateConfig) -> None:
+    """Each flagged concept's re-check gate (every other concept allowlisted)."""
+    names = [c.name for c in result.concepts]
+    for c in result.concepts:
+        if c.recheck_gate:
+            text = yaml.safe_dump(concept_gate(gate, c.name, names), sort_keys=False)
+            write_text(Path(c.recheck_gate), text)
+
+
 def _check_not_overwritten(gate: object, written: Path) -> None:
-    """The re-check gate must not replace the user's own gate file (it keeps only
-    ``flagged_concepts`` of its gates)."""
+    """The re-check gates (``<stem>-gate.yaml``, ``<stem>-gate-<rank>.yaml``) must not replace
+    the user's own gate file (they keep only ``flagged_concepts`` of its gates)."""
     if gate is None or isinstance(gate, GateConfig):
         return
-    if Path(gate).resolve() == written.resolve():
+    given = Path(gate).resolve()
+    ours = re.fullmatch(rf"{re.escape(written.stem)}(-\d+)?{re.escape(written.suffix)}", given.name)
+    if given.parent == written.resolve().parent and ours:
         raise InputError(
             f"--gate {gate} is the re-check gate discover writes beside the JSON; give a copy "
             "of it, or write the JSON elsewhere"

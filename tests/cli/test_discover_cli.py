@@ -94,11 +94,64 @@ def test_with_a_users_gate_the_recheck_still_gates_the_flagged_concept(cli, worl
     doc = json.loads((tmp_path / "d.json").read_text())
     first = doc["concepts"][0]
     assert first["flagged"] and doc["gate_file"] == str(tmp_path / "discover-gate.yaml")
-    written = yaml.safe_load((tmp_path / "discover-gate.yaml").read_text())
-    assert written["gates"] == {"flagged_concepts": {"max": 0}}
-    assert written["concepts"]["min_dwga"] == 0.03  # the user's threshold is kept
-    assert shlex.split(first["recheck"])[-1] == doc["gate_file"]
+    for path in (doc["gate_file"], first["recheck_gate"]):
+        written = yaml.safe_load(Path(path).read_text())
+        assert written["gates"] == {"flagged_concepts": {"max": 0}}
+        assert written["concepts"]["min_dwga"] == 0.03  # the user's threshold is kept
+    assert shlex.split(first["recheck"])[-1] == first["recheck_gate"]
     assert _recheck(cli, first["recheck"], tmp_path).exit_code == 1
+
+
+def _with(args: list[str], flag: str, value: str) -> list[str]:
+    out = list(args)
+    out[out.index(flag) + 1] = value
+    return out
+
+
+LOOSE_GATE = "concepts: {min_dwga: 0.0, max_q: 1.0}\n"  # flags more, in the re-checks too
+
+
+def test_a_concepts_recheck_fails_for_that_concept_only(cli, world, tmp_path):
+    """Each flagged concept's re-check has its own gate (every other concept allowlisted).
+    Re-checking a concept that is not flagged, with groups where another concept is flagged,
+    fails under the run-wide gate and passes under that concept's own gate."""
+    from audit.fairness.attributes import concept_spec
+
+    gate = tmp_path / "loose.yaml"
+    gate.write_text(LOOSE_GATE)
+    assert cli(*discover_args(world, tmp_path, "--gate", gate)).exit_code == 0
+    doc = json.loads((tmp_path / "d.json").read_text())
+    flagged = [c for c in doc["concepts"] if c["flagged"]]
+    assert len(flagged) >= 2
+    assert len({c["recheck_gate"] for c in flagged} | {doc["gate_file"]}) == len(flagged) + 1
+    for c in flagged:
+        assert shlex.split(c["recheck"])[-1] == c["recheck_gate"]
+        allow = yaml.safe_load(Path(c["recheck_gate"]).read_text())["concepts"]["allowlist"]
+        assert c["name"] not in allow and {o["name"] for o in flagged} - {c["name"]} <= set(allow)
+    template = shlex.split(flagged[0]["recheck"])
+    for c in doc["concepts"]:
+        if c["flagged"] or not c["tested"] or c["target_concept"]:
+            continue
+        args = _with(template, "--spurious", concept_spec(c["name"], c["threshold"]))
+        shared = _recheck(cli, shlex.join(_with(args, "--gate", doc["gate_file"])), tmp_path)
+        audit = json.loads((tmp_path / "a.json").read_text())
+        if shared.exit_code == 1:  # another concept is flagged on this concept's groups
+            assert not any(a["flagged"] for a in audit["concepts"] if a["name"] == c["name"])
+            own_gate = tmp_path / "own-gate.yaml"
+            own_gate.write_text(yaml.safe_dump(_own_gate(c["name"], doc)))
+            own = _recheck(cli, shlex.join(_with(args, "--gate", str(own_gate))), tmp_path)
+            assert own.exit_code == 0, (c["name"], own.stderr)
+            return
+    pytest.fail("no concept's groups flag another concept: the test checks nothing")
+
+
+def _own_gate(name: str, doc: dict) -> dict:
+    """What discover writes for a flagged concept, here for one that is not flagged."""
+    from audit.discover.recheck import concept_gate
+    from audit.fairness import load_gate
+
+    base = load_gate(doc["gate"]["path"])
+    return concept_gate(base, name, [c["name"] for c in doc["concepts"]])
 
 
 def test_the_users_gate_is_never_overwritten_by_the_recheck_gate(cli, world, tmp_path):
@@ -120,6 +173,7 @@ def test_the_same_inputs_and_seed_give_the_same_json(cli, world, tmp_path):
         doc.pop("gate_file")
         for c in doc["concepts"]:
             c.pop("recheck")
+            c.pop("recheck_gate", None)
     assert first == second
 
 

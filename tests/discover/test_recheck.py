@@ -60,3 +60,17 @@ def test_every_option_the_command_uses_is_an_audit_option():
     args = _args({"kind": "image", "path": "cnn.pt"}, classifier_input="image", image_size=16,
                  workers=0)  # fmt: skip
     assert {a for a in args if a.startswith("--")} <= known
+
+
+def test_a_concepts_gate_allowlists_every_other_concept_and_keeps_the_users():
+    from audit.discover.recheck import concept_gate, concept_gate_path
+    from audit.fairness.config import GateConfig
+
+    gate = GateConfig(allowlist=("Beard",), min_dwga=0.05)
+    written = concept_gate(gate, "red", ["red", "purple", "beard", "blue"])
+    allow = written["concepts"]["allowlist"]
+    assert "red" not in allow and {"purple", "blue"} <= set(allow)
+    assert [a.lower() for a in allow].count("beard") == 1
+    assert written["concepts"]["min_dwga"] == 0.05
+    assert written["gates"] == {"flagged_concepts": {"max": 0}}
+    assert concept_gate_path("out/discover-gate.yaml", 2) == "out/discover-gate-2.yaml"
