@@ -30,7 +30,7 @@ class DiscoverSettings:
     threshold: float | None = _setting(
         None,
         "Summed activation above which a concept is active, for every concept "
-        "(default: Otsu's threshold of each concept over every row of the store).",
+        "(default: Otsu's threshold of each concept over the audited rows).",
     )
     max_target_auc: float = _setting(
         0.9,

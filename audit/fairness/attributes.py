@@ -12,7 +12,7 @@ column: a row has the attribute when the concept is active on it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,9 @@ class AttributeCodes:
     values: tuple[str, ...]  # value names in index order
     present: int | None  # the value meaning "has the attribute" (binary attributes), else None
     spec: str | None = None  # the definition as resolved, when it differs from what was asked
+    # A concept without a fixed threshold: its summed activation on every row, so that the cut
+    # can be chosen again on the audited rows once they are known (cut_on_audited_rows).
+    scores: np.ndarray | None = None
 
 
 class Attribute(ABC):
@@ -122,7 +125,8 @@ class ColumnAttribute(Attribute):
 @dataclass(frozen=True)
 class ConceptAttribute(Attribute):
     """A concept of the bank: "active" where its latents' summed activation exceeds
-    ``threshold`` (None: Otsu's threshold over every row of the store)."""
+    ``threshold`` (None: Otsu's threshold over the audited rows, like every other use of
+    "active" — first cut over every row, then again by :func:`cut_on_audited_rows`)."""
 
     concept: str
     threshold: float | None = None
@@ -156,9 +160,35 @@ class ConceptAttribute(Attribute):
                 f"concept '{group.name}' is active on {where} row (summed activation > {t:g}); "
                 "its groups cannot be compared: choose another threshold with concept:NAME>T"
             )
+        scores = activity.activation[:, 0] if self.threshold is None else None
         return AttributeCodes(
-            active.astype(np.int16), CONCEPT_VALUES, 1, concept_spec(str(group.name), t)
+            active.astype(np.int16), CONCEPT_VALUES, 1, concept_spec(str(group.name), t), scores
         )
+
+
+def cut_on_audited_rows(cells: Cells, rows: np.ndarray) -> Cells:
+    """``cells`` with a concept attribute that has no fixed threshold cut again at Otsu's
+    threshold over the audited ``rows``, so that its groups mean what "active" means in the
+    concept-sliced errors and in ``discover`` (which cut over the audited rows too); any other
+    attribute unchanged. (A probe's seeded split, stratified by cell, used the first cut.)"""
+    from audit.concepts.activity import otsu_threshold
+
+    if cells.attribute_scores is None:
+        return cells
+    scores = cells.attribute_scores
+    t = otsu_threshold(scores[rows])
+    active = scores > t
+    name = str(cells.attribute_spec or "")[len(CONCEPT_PREFIX) :].rpartition(">")[0]
+    if active[rows].all() or not active[rows].any():
+        where = "every" if active[rows].all() else "no"
+        raise InputError(
+            f"concept '{name}' is active on {where} audited row (summed activation > {t:g}); "
+            "its groups cannot be compared: choose another threshold with concept:NAME>T"
+        )
+    return replace(
+        cells, attribute=active.astype(np.int16), attribute_spec=concept_spec(name, t),
+        attribute_scores=None,
+    )  # fmt: skip
 
 
 def concept_spec(name: str, threshold: float) -> str:
@@ -214,4 +244,5 @@ def build_cells(
         attribute_values=coded.values,
         spurious_present=coded.present,
         attribute_spec=coded.spec,
+        attribute_scores=coded.scores,
     )

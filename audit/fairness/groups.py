@@ -142,6 +142,9 @@ class Cells:
     attribute_values: tuple[str, ...]
     spurious_present: int | None  # the attribute value meaning "has the spurious attribute"
     attribute_spec: str | None = None  # the attribute as resolved (concept:red>0.41), if resolved
+    # A concept attribute's summed activation while its cut is still to be chosen on the
+    # audited rows (audit.fairness.attributes.cut_on_audited_rows); None otherwise.
+    attribute_scores: np.ndarray | None = None
 
     @property
     def n_values(self) -> int:
@@ -179,7 +182,10 @@ class Cells:
 
     def subset(self, rows: np.ndarray) -> Cells:
         """The same cells for some of the rows."""
-        return replace(self, y=self.y[rows], attribute=self.attribute[rows])
+        scores = None if self.attribute_scores is None else self.attribute_scores[rows]
+        return replace(
+            self, y=self.y[rows], attribute=self.attribute[rows], attribute_scores=scores
+        )
 
 
 def group_report(cells: Cells, pred: np.ndarray) -> GroupMetrics:

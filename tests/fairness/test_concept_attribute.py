@@ -96,3 +96,26 @@ def test_unknown_concepts_and_useless_thresholds_are_input_errors():
         audit(world, "concept:blond hiar")
     with pytest.raises(InputError, match="active on no row"):
         audit(world, f"concept:{SPURIOUS}>100")
+
+
+def test_the_default_cut_is_otsus_over_the_audited_rows():
+    """The groups' "active" is the one definition the rest of the report uses: Otsu's cut of the
+    summed activation over the audited rows (here the test split), not over every row."""
+    from audit.concepts.activity import concept_activity, find_concept, otsu_threshold
+    from audit.fairness.attributes import concept_spec
+
+    world = planted_bias_world(n_samples=3000, seed=2, with_split=True)
+    test = (world.labels["split"] == "test").to_numpy()
+    # Make the train rows' activations differ, so the two cuts differ.
+    x = world.embeddings.copy()
+    group = find_concept(world.bank, SPURIOUS, world.sae.n_latents)
+    x[~test] *= 1.7
+    result, _ = run_audit(
+        memory_store(x), world.labels, world.sae, world.bank, world.head,
+        AuditSettings("Male", f"concept:{SPURIOUS}", split="test"),
+    )  # fmt: skip
+    data = to_json(result)
+    activation = concept_activity(world.sae, x, [group.latents]).activation[:, 0]
+    audited = otsu_threshold(activation[test])
+    assert data["data"]["spurious"] == concept_spec(SPURIOUS, audited)
+    assert otsu_threshold(activation) != pytest.approx(audited, rel=1e-3)

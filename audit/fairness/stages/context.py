@@ -11,7 +11,12 @@ import pandas as pd
 
 from audit.concepts import ConceptBank
 from audit.errors import InputError
-from audit.fairness.attributes import Attribute, GroupingInputs, build_cells
+from audit.fairness.attributes import (
+    Attribute,
+    GroupingInputs,
+    build_cells,
+    cut_on_audited_rows,
+)
 from audit.fairness.classifiers import Classifier, fit_probe
 from audit.fairness.classifiers.own import OwnModel
 from audit.fairness.config import (
@@ -169,6 +174,7 @@ def prepare(
     selection = select_rows(labels, cells_all, settings.split, probe, settings.seed)
     if selection.audit.size == 0:
         raise InputError("no rows to audit")
+    cells_all = cut_on_audited_rows(cells_all, selection.audit)
     classifier, info, own = _classifier(
         store, labels, cells_all, selection, classifier, settings, gate, progress
     )
