@@ -325,6 +325,30 @@ def evil_pretrained(ctx: Ctx) -> Path:
     return typeerror_then_code_pickle(ctx.tmp / "weights.pt", ctx.marker)
 
 
+def scripted_classifier(ctx: Ctx, kind: str) -> Path:
+    """A TorchScript classifier on embeddings that goes wrong at run time: ``image`` reads
+    ``[B, 3, H, W]`` images (given embeddings it raises), ``nan`` returns NaN scores,
+    ``short`` returns one score fewer than the batch has rows."""
+    import torch
+
+    class Image(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean((2, 3))[:, 0]
+
+    class NaN(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, 0] * float("nan")
+
+    class Short(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[1:, :2]
+
+    module = {"image": Image, "nan": NaN, "short": Short}[kind]()
+    path = ctx.tmp / f"{kind}.pt"
+    torch.jit.script(module).save(str(path))
+    return path
+
+
 def evil_npy(ctx: Ctx) -> Path:
     from tests.hostile_files import pickled_npy
 
@@ -510,6 +534,16 @@ CASES: list[Case] = [
     Case("pickled-classifier", "a pickled .pt (not TorchScript) as --classifier", "audit",
          "not a TorchScript module", 2,
          lambda c: audit(c, classifier=evil_classifier(c)), after=payload_did_not_run),
+    Case("classifier-raises", "a TorchScript classifier that fails on embeddings (an image model "
+         "without --classifier-input image)", "audit",
+         "if it reads images, pass --classifier-input image", 2,
+         lambda c: audit(c, classifier=scripted_classifier(c, "image")), after=no_report),
+    Case("classifier-nan", "a TorchScript classifier returning NaN", "audit",
+         "returned NaN or inf", 2,
+         lambda c: audit(c, classifier=scripted_classifier(c, "nan")), after=no_report),
+    Case("classifier-short-batch", "a TorchScript classifier returning fewer rows than its batch",
+         "audit", "expected [B], [B, 1] or [B, 2]", 2,
+         lambda c: audit(c, classifier=scripted_classifier(c, "short")), after=no_report),
     Case("pickled-linear-head", "a .npz head with pickled object arrays", "audit",
          "unreadable linear head", 2,
          lambda c: audit(c, classifier=evil_npz(c)), after=payload_did_not_run),

@@ -76,7 +76,7 @@ class ImageModel:
         except Exception as exc:  # the model's own code failed; say where, not how
             raise InputError(
                 f"{self.source}: the model failed on a batch of shape {list(images.shape)} "
-                f"({_model_error(exc)}); it must take float32 [B, 3, H, W] images in [0, 1] "
+                f"({model_error(exc)}); it must take float32 [B, 3, H, W] images in [0, 1] "
                 "(set --image-size to the size it expects)"
             ) from exc
         if isinstance(out, (tuple, list)) and len(out) == 1:
@@ -105,7 +105,7 @@ class ImageModel:
         }
 
 
-def _model_error(exc: BaseException) -> str:
+def model_error(exc: BaseException) -> str:
     """``Type: message`` of an error raised inside the model. TorchScript wraps it in a
     multi-line report whose last line names the original error."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from audit.errors import InputError
 from audit.fairness.edits import (
     Baseline,
     ChunkScan,
@@ -38,7 +39,9 @@ class RerunEffect(EditEffect):
         try:
             with torch.enable_grad():
                 return torch.autograd.grad(self.classifier.margin(x_req).sum(), x_req)[0]
-        except RuntimeError:  # not differentiable: the screen sees no effect
+        except (RuntimeError, InputError):
+            # Not differentiable (or failing only with gradients on): the screen sees no
+            # effect. A module that fails outright already failed on the base margins.
             return torch.zeros_like(x)
 
     def scan(

@@ -18,6 +18,7 @@ from torch import Tensor
 from audit.errors import InputError, first_line
 from audit.fairness.classifiers.base import Classifier
 from audit.fileio import file_sha256
+from audit.models.image_model import model_error
 
 SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 
@@ -42,20 +43,38 @@ class ScriptedClassifier(Classifier):
 
     def margin(self, x: Tensor) -> Tensor:
         inp = l2_normalize(x) if self.l2 else x
-        out = self.module(inp.to(torch.float32))
+        out = self._run(inp.to(torch.float32)).to(x.dtype)
+        n = x.shape[0]
+        if out.ndim == 2 and out.shape[1] in (1, 2) and out.shape[0] == n:
+            out = out[:, 1] - out[:, 0] if out.shape[1] == 2 else out[:, 0]
+        elif not (out.ndim == 1 and out.shape[0] == n):
+            raise InputError(
+                f"{self.source}: the TorchScript module returned shape {list(out.shape)} for a "
+                f"batch of {n}; expected [B], [B, 1] or [B, 2]"
+            )
+        # A NaN margin has no sign (no decision): every later number would be NaN and the
+        # audit would fail far from the cause, when its JSON is read back.
+        if not bool(torch.isfinite(out).all()):
+            raise InputError(
+                f"{self.source}: the TorchScript module returned NaN or inf scores for a batch "
+                f"of {n} embeddings"
+            )
+        return out
+
+    def _run(self, inp: Tensor) -> Tensor:
+        """The module's output on ``inp``; a failure inside its code is one line (TorchScript's
+        own report is a multi-line traceback of the serialized code)."""
+        try:
+            out = self.module(inp)
+        except Exception as exc:
+            raise InputError(
+                f"{self.source}: the TorchScript module failed on embeddings of shape "
+                f"{list(inp.shape)} ({model_error(exc)}); it must map [B, d] embeddings to "
+                "scores (if it reads images, pass --classifier-input image)"
+            ) from exc
         if not isinstance(out, Tensor):
             raise InputError(f"{self.source}: the TorchScript module must return a tensor")
-        out = out.to(x.dtype)
-        if out.ndim == 2 and out.shape[1] == 2:
-            return out[:, 1] - out[:, 0]
-        if out.ndim == 2 and out.shape[1] == 1:
-            return out[:, 0]
-        if out.ndim == 1 and out.shape[0] == x.shape[0]:
-            return out
-        raise InputError(
-            f"{self.source}: the TorchScript module returned shape {list(out.shape)} for a batch "
-            f"of {x.shape[0]}; expected [B], [B, 1] or [B, 2]"
-        )
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "input": self.input, "path": self.source, "sha256": self.sha256}
