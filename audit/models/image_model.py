@@ -88,7 +88,8 @@ class ImageModel:
         shape = list(out.shape)
         if out.ndim == 2 and out.shape[1] == 1:
             out = out[:, 0]
-        if out.shape[0] != n or not (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 2)):
+        # ndim first: a 0-d tensor (a model that sums its batch) has no shape[0] to compare.
+        if not (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 2)) or out.shape[0] != n:
             raise InputError(
                 f"{self.source}: the model returned shape {shape} for a batch of {n} images; "
                 "expected [B], [B, 1] or [B, 2] scores"

@@ -65,6 +65,11 @@ class _WrongShape(torch.nn.Module):
         return x.mean((2, 3))  # [B, 3]
 
 
+class _Scalar(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean()  # one 0-d score for the whole batch
+
+
 class _NaN(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean((1, 2, 3)) * float("nan")
@@ -147,6 +152,9 @@ OWN_MODEL_CASES: list[Case] = [
     Case("image-model-wrong-shape", "an image model returning [B, 3]", "audit",
          "expected [B], [B, 1] or [B, 2] scores", 2,
          lambda c: with_image_model(c, _WrongShape())),
+    Case("image-model-scalar", "an image model returning one 0-d score for the batch", "audit",
+         "returned shape [] for a batch of", 2,
+         lambda c: with_image_model(c, _Scalar())),
     Case("image-model-nan", "an image model returning NaN", "audit",
          "returned NaN or inf", 2,
          lambda c: with_image_model(c, _NaN())),
