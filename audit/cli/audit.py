@@ -14,6 +14,7 @@ import pandas as pd
 import typer
 
 from audit.cli.app import app, console, err_console
+from audit.cli.options import check_seed
 from audit.cli.progress import Bars
 from audit.errors import InputError
 from audit.fairness.config import AuditSettings, GateConfig
@@ -73,7 +74,9 @@ _GATE = typer.Option(
     show_default=f"none: verdict ungated, integrity thresholds "
     f"{GateConfig.min_cosine:g} (cosine) and {GateConfig.min_agreement:g} (agreement)",
 )
-_SEED = _setting("seed", "--seed")
+_SEED = typer.Option(
+    AuditSettings.default("seed"), "--seed", help=AuditSettings.help("seed"), callback=check_seed
+)
 _DEVICE = _setting("device", "--device")
 _ABLATION = _setting("ablation", "--ablation")
 _SPLIT = _setting("split", "--split")

@@ -9,7 +9,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
-from audit.cli.options import command_options, device_option, option, quiet_option
+from audit.cli.options import (
+    command_options,
+    device_option,
+    option,
+    quiet_option,
+    seed_option,
+)
 from audit.cli.progress import Bars
 from audit.demo import DemoSettings
 
@@ -17,9 +23,7 @@ from audit.demo import DemoSettings
 @dataclass(frozen=True)
 class DemoOptions:
     out: Path = option(Path("reports/demo"), "--out", help="Output folder.")
-    seed: int = option(
-        DemoSettings.seed, "--seed", help="Seed of the world, the SAE and the probe."
-    )
+    seed: int = seed_option(DemoSettings.seed, help="Seed of the world, the SAE and the probe.")
     train_scenes: int = option(
         DemoSettings.n_train, "--train-scenes", help="Scenes in the train split."
     )

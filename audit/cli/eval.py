@@ -10,7 +10,7 @@ import pandas as pd
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
-from audit.cli.options import command_options, option, quiet_option
+from audit.cli.options import command_options, option, quiet_option, seed_option
 from audit.cli.progress import Bars
 from audit.errors import InputError
 from audit.evaluate import EvalConfig, evaluate_sae
@@ -54,9 +54,7 @@ class EvalSettings:
         "--cknna-samples",
         help="Rows in the seeded CKNNA subsample (0 = skip).",
     )
-    seed: int = option(
-        EvalConfig.seed, "--seed", help="Seed of the CKNNA subsample and probe split."
-    )
+    seed: int = seed_option(EvalConfig.seed, help="Seed of the CKNNA subsample and probe split.")
     probe_c: float = option(
         EvalConfig.probe_c, "--probe-c", help="Logistic probe's C (inverse L2)."
     )

@@ -91,6 +91,18 @@ def device_option() -> Any:
     return option("auto", "--device", help="auto | cpu | cuda")
 
 
+def check_seed(value: int) -> int:
+    """``--seed``'s value, refused (one line, exit 2) outside what numpy's and torch's
+    generators both accept; a Typer callback, so every command checks it before any work."""
+    if not 0 <= value < 2**32:
+        raise InputError(f"--seed must lie in [0, 2^32), got {value}")
+    return value
+
+
+def seed_option(default: int, help: str) -> Any:
+    return option(default, "--seed", help=help, callback=check_seed)
+
+
 def shown_default(f: Field[Any]) -> str:
     """How ``--help`` states the default of ``f``."""
     spec: _Spec = f.metadata[_META]

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
-from audit.cli.options import command_options, option, quiet_option
+from audit.cli.options import command_options, option, quiet_option, seed_option
 from audit.cli.progress import Bars
 from audit.distributed import distributed_session, env_rank
 from audit.errors import InputError
@@ -74,7 +74,7 @@ class TrainOptions:
         "--decay-fraction",
         help="Share of the steps over which the learning rate decays linearly to 0",
     )
-    seed: int = option(TrainConfig.seed, "--seed", help="Seed for initialisation and data order")
+    seed: int = seed_option(TrainConfig.seed, help="Seed for initialisation and data order")
     device: str = option(TrainConfig.device, "--device", help="auto | cpu | cuda")
     checkpoint_every: int = option(
         TrainConfig.checkpoint_every,

@@ -73,3 +73,32 @@ def test_help_states_every_options_default(cli, monkeypatch, path):
         if "[default: " not in row and "[required" not in row:
             missing.append(label)
     assert not missing, f"msae-audit {' '.join(path)} --help states no default for {missing}"
+
+
+def _commands_with(flag: str) -> list[tuple[str, ...]]:
+    """The command paths that take ``flag``."""
+    import typer
+
+    from audit.cli.app import app
+
+    found = []
+    for path in _leaf_commands():
+        command = typer.main.get_command(app)
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        if any(flag in param.opts for param in command.params):
+            found.append(path)
+    return found
+
+
+def test_every_seed_option_is_range_checked_before_any_work(cli, monkeypatch, tmp_path):
+    """A seed numpy or torch would refuse deep inside a run is one line up front (exit 2)."""
+    monkeypatch.chdir(tmp_path)  # nothing may be written, but if it were, not in the repo
+    paths = _commands_with("--seed")
+    assert {("audit",), ("eval",), ("discover",), ("demo",), ("celeba",), ("train",)} <= set(paths)
+    for path in paths:
+        for seed in ("-1", str(2**32)):
+            r = cli(*path, "--seed", seed)
+            assert r.exit_code == 2, (path, r.stdout, r.stderr)
+            assert r.stderr.strip() == f"error: --seed must lie in [0, 2^32), got {seed}", path
+    assert list(tmp_path.iterdir()) == []
