@@ -126,6 +126,7 @@ def typical_strength(
     stop = min(store.count, max_rows)
     blocks = []
     for lo, b in store.iter_chunks(chunk_rows, stop=stop):
+        store.check_block_finite(lo, b)  # a NaN code would make every strength NaN
         blocks.append(sae.encode(torch.from_numpy(b).to(idx.device))[:, idx].double().cpu())
         if progress is not None:
             progress(lo + len(b), stop)
@@ -172,6 +173,8 @@ def nearest_neighbours(
     best_sims = torch.full((n_queries, 0), -2.0)
     best_idx = torch.zeros((n_queries, 0), dtype=torch.long)
     for lo, block in store.iter_chunks(chunk_rows):
+        # A NaN row would rank as "nan" similarity (and break the JSON): refuse the gallery.
+        store.check_block_finite(lo, block)
         g = torch.nn.functional.normalize(torch.from_numpy(block).to(q.device), dim=1)
         sims = (q @ g.T).cpu()
         if exclude:

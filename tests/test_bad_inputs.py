@@ -210,6 +210,10 @@ def no_report(ctx: Ctx) -> None:
     assert not (ctx.tmp / "out" / "a.json").exists()
 
 
+def search_json_not_written(ctx: Ctx) -> None:
+    assert not (ctx.tmp / "s.json").exists()
+
+
 def checks_skipped(reason: str) -> Callable[[Ctx], None]:
     def after(ctx: Ctx) -> None:
         result = json.loads((ctx.tmp / "out" / "a.json").read_text())
@@ -596,6 +600,17 @@ CASES: list[Case] = [
          "did you mean: blond hair", 2,
          lambda c: ["search", "--gallery", c.world["store"], "--sae", c.world["sae"],
                     "--bank", c.world["bank"], "--row", "1", "--set", "blond hiar=0"]),
+    Case("search-nan-gallery", "search in a gallery with a NaN row", "search",
+         "row 7 contains NaN or inf", 2,
+         lambda c: ["search", "--gallery", c.npy("g.npy", _poke(c.embeddings(), 7, np.nan)),
+                    "--sae", c.world["sae"], "--bank", c.world["bank"], "--row", "1",
+                    "--json", c.tmp / "s.json"],
+         after=search_json_not_written),
+    Case("search-inf-gallery", "search --set in a gallery with an infinite row", "search",
+         "row 3 contains NaN or inf", 2,
+         lambda c: ["search", "--gallery", c.npy("g.npy", _poke(c.embeddings(), 3, np.inf)),
+                    "--sae", c.world["sae"], "--bank", c.world["bank"], "--row", "1",
+                    "--set", "blond hair=1"]),
     Case("vocab-binary", "a binary file as vocabulary", "concepts",
          "is a binary file, not text", 2,
          lambda c: concepts(c, vocab(c, b"\x00\x01\x02red"))),

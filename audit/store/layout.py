@@ -132,10 +132,15 @@ class EmbeddingStore:
     def check_finite(self, chunk_rows: int = DEFAULT_SHARD_ROWS) -> None:
         """Raise :class:`InputError` naming the first row that holds NaN or inf."""
         for lo, block in self.iter_chunks(chunk_rows):
-            bad = ~np.isfinite(block).all(axis=1)
-            if bad.any():
-                row = lo + int(np.argmax(bad))
-                raise InputError(f"{self.path}: row {row} contains NaN or inf values")
+            self.check_block_finite(lo, block)
+
+    def check_block_finite(self, lo: int, block: np.ndarray) -> None:
+        """:meth:`check_finite` for one block read by a pass that reads every row anyway (rows
+        ``lo`` onwards), so that pass needs no second read of the store."""
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            row = lo + int(np.argmax(bad))
+            raise InputError(f"{self.path}: row {row} contains NaN or inf values")
 
     def labels(self, column: str) -> pd.Series:
         """A row-aligned label column from ``metadata.csv`` or ``--labels``."""
