@@ -316,6 +316,27 @@ def evil_reference_pt(ctx: Ctx) -> Path:
     return torch_pickle(ctx.tmp / "6144_768_TopKReLU_64_UW_False_False_0.0_cc3m.pt", ctx.marker)
 
 
+def reference_pt(ctx: Ctx, damage: str) -> Path:
+    """A reference-code .pt for the world's embeddings, damaged: ``string-bias`` (latent_bias
+    is a string) or ``truncated`` (the zip cut after 1000 bytes: torch's zip reader fails, where
+    cuts near the end fail as an OSError)."""
+    import torch
+
+    n = 64
+    state = {
+        "encoder": torch.zeros(D, n),
+        "latent_bias": torch.zeros(n),
+        "pre_bias": torch.zeros(D),
+    }
+    if damage == "string-bias":
+        state["latent_bias"] = "abc"
+    path = ctx.tmp / f"{n}_{D}_TopKReLU_8_UW_False_False_0.0_x.pt"
+    torch.save({"model": state, "scaling_factor": 1.0}, path)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    return path
+
+
 def evil_classifier(ctx: Ctx) -> Path:
     from tests.hostile_files import torch_pickle
 
@@ -538,6 +559,12 @@ CASES: list[Case] = [
     Case("pickled-reference-pt", "a reference .pt whose pickle runs code", "eval",
          "refused to load", 2,
          lambda c: evaluate(c, sae=evil_reference_pt(c)), after=payload_did_not_run),
+    Case("reference-pt-not-a-tensor", "a reference .pt whose latent_bias is a string", "eval",
+         "'latent_bias' must be a tensor, got str", 2,
+         lambda c: evaluate(c, sae=reference_pt(c, "string-bias"))),
+    Case("reference-pt-truncated", "a truncated reference .pt (a zip archive cut short)", "eval",
+         "corrupt or truncated checkpoint", 2,
+         lambda c: evaluate(c, sae=reference_pt(c, "truncated"))),
     Case("pickled-classifier", "a pickled .pt (not TorchScript) as --classifier", "audit",
          "not a TorchScript module", 2,
          lambda c: audit(c, classifier=evil_classifier(c)), after=payload_did_not_run),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +240,14 @@ def _torch_load_weights_only(path: Path) -> Any:
         if hasattr(np, "dtypes") and hasattr(np.dtypes, name):
             safe.append(getattr(np.dtypes, name))
     try:
-        with torch.serialization.safe_globals(safe):
+        with torch.serialization.safe_globals(safe), warnings.catch_warnings():
+            # torch warns about a legacy file's pickle protocol before refusing or reading it;
+            # the outcome (or the one error line) says all the user needs.
+            warnings.simplefilter("ignore", UserWarning)
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
+        if _damaged_archive(exc):
+            raise _corrupt(path, exc) from exc
         raise InputError(
             f"{path}: refused to load: the file needs code to unpickle (only tensors and plain data "
             f"are read; weights_only=True) or is not a PyTorch checkpoint ({first_line(exc)})"
@@ -249,7 +255,19 @@ def _torch_load_weights_only(path: Path) -> Any:
     except (EOFError, OSError, ValueError, KeyError, IndexError, MemoryError, OverflowError) as exc:
         # A damaged pickle stream fails inside torch's restricted unpickler with whatever its
         # bookkeeping hits first (a missing memo key, an empty stack): found by fuzzing.
-        raise InputError(f"{path}: corrupt or truncated checkpoint ({first_line(exc)})") from exc
+        raise _corrupt(path, exc) from exc
+
+
+def _damaged_archive(exc: BaseException) -> bool:
+    """Whether torch failed reading the zip container itself (truncated, bad CRC, missing
+    records): damage, not a pickle its restricted unpickler refused."""
+    return isinstance(exc, RuntimeError) and "PytorchStreamReader" in str(exc)
+
+
+def _corrupt(path: Path, exc: BaseException) -> InputError:
+    # torch's reader messages run on for several sentences; the first names the damage.
+    reason = first_line(exc).split(". ")[0]
+    return InputError(f"{path}: corrupt or truncated checkpoint ({reason})")
 
 
 def load_reference_checkpoint(path: str | os.PathLike[str]) -> SparseAutoencoder:
@@ -265,23 +283,19 @@ def load_reference_checkpoint(path: str | os.PathLike[str]) -> SparseAutoencoder
         raise InputError(
             f"{p}: expected a dict with a 'model' state dict (the reference code's format)"
         )
-    state = blob["model"]
-    for key in ("encoder", "latent_bias", "pre_bias"):
-        if key not in state:
-            raise InputError(f"{p}: reference state dict has no '{key}'")
+    state = {key: _state_tensor(p, blob["model"], key) for key in _REF_STATE}
     encoder = state["encoder"]
-    decoder = state.get("decoder")
+    decoder = state["decoder"]
     if settings["tied"] or decoder is None:
         decoder = encoder.T
     cfg = _reference_config(p.name, settings)
-    mean_t = _reference_mean(blob.get("mean_center", 0.0), cfg.d_in)
     tensors = {
         "W_enc": encoder.float(),
         "b_enc": state["latent_bias"].float(),
         "W_dec": decoder.float(),
         "b_pre": state["pre_bias"].float(),
-        "mean": mean_t.float(),
-        "scale": torch.tensor(float(blob.get("scaling_factor", 1.0))),
+        "mean": _reference_mean(p, blob.get("mean_center", 0.0), cfg.d_in),
+        "scale": _reference_scale(p, blob.get("scaling_factor", 1.0)),
     }
     if cfg.arch == "batchtopk":
         # The reference has no inference threshold; its batch-independent code is ReLU(pre).
@@ -310,14 +324,63 @@ def _reference_config(name: str, settings: dict[str, Any]) -> SAEConfig:
     )
 
 
-def _reference_mean(mean: Any, d: int) -> torch.Tensor:
-    """The reference's ``mean_center`` (a scalar or a [d] vector) as a [d] tensor."""
-    mean_t = (
-        torch.as_tensor(np.asarray(mean, dtype=np.float32))
-        if not isinstance(mean, torch.Tensor)
-        else mean
+#: The reference state dict's tensors (``decoder`` is optional: tied models have none).
+_REF_STATE = ("encoder", "latent_bias", "pre_bias", "decoder")
+
+
+def _state_tensor(p: Path, state: dict[str, Any], key: str) -> torch.Tensor | None:
+    """``state[key]`` when it is a real-valued tensor; anything else (a list, a string, a
+    complex tensor, which ``.float()`` would silently make real) is one line."""
+    value = state.get(key)
+    if value is None and key == "decoder":
+        return None
+    if value is None:
+        raise InputError(f"{p}: reference state dict has no '{key}'")
+    if not isinstance(value, torch.Tensor):
+        raise InputError(
+            f"{p}: reference state dict entry '{key}' must be a tensor, got {type(value).__name__}"
+        )
+    if value.is_complex():
+        raise InputError(f"{p}: reference state dict entry '{key}' is complex ({value.dtype})")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    """A real Python or NumPy number (``bool`` is an ``int`` but no number here)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
     )
-    return mean_t.expand(d) if mean_t.ndim == 0 else mean_t
+
+
+def _reference_mean(p: Path, mean: Any, d: int) -> torch.Tensor:
+    """The reference's ``mean_center`` (a number or a [d] vector) as a float32 [d] tensor;
+    its shape and finiteness are checked with the other tensors."""
+    if _is_number(mean):
+        return torch.full((d,), float(mean))
+    if _is_real_tensor(mean):
+        mean = mean.float()
+        return mean.expand(d) if mean.ndim == 0 else mean
+    shown = f"a {mean.dtype} tensor" if _is_tensor(mean) else repr(mean)[:40]
+    raise InputError(f"{p}: mean_center must be a number or a tensor, got {shown}")
+
+
+def _reference_scale(p: Path, scale: Any) -> torch.Tensor:
+    """The reference's ``scaling_factor`` (a number or a one-number tensor) as a 0-d tensor;
+    it must be finite and positive, which is checked with the other tensors."""
+    if _is_number(scale):
+        return torch.tensor(float(scale))
+    if _is_real_tensor(scale) and scale.numel() == 1:
+        return scale.float().reshape(())
+    shown = f"a tensor of shape {list(scale.shape)}" if _is_tensor(scale) else repr(scale)[:40]
+    raise InputError(f"{p}: scaling_factor must be a number, got {shown}")
+
+
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor)
+
+
+def _is_real_tensor(value: Any) -> bool:
+    return _is_tensor(value) and not value.is_complex() and value.dtype != torch.bool
 
 
 def convert_reference(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:

@@ -180,3 +180,75 @@ def test_pickles_that_need_code_are_refused_and_never_run(tmp_path):
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(InputError):
         load_sae(path)
+
+
+_REF_NAME = "32_8_TopKReLU_4_UW_False_False_0.0_x.pt"
+
+
+def _edited_blob(where: str, key: str, value: object) -> dict:
+    blob = _reference_blob()
+    (blob["model"] if where == "state" else blob)[key] = value
+    return blob
+
+
+@pytest.mark.parametrize(
+    "where,key,value,message",
+    [
+        ("state", "encoder", [[0.0] * 32] * 8, "'encoder' must be a tensor, got list"),
+        ("state", "latent_bias", "abc", "'latent_bias' must be a tensor, got str"),
+        ("state", "decoder", 3.0, "'decoder' must be a tensor, got float"),
+        ("state", "pre_bias", torch.zeros(8, dtype=torch.complex64), "complex"),
+        ("blob", "mean_center", "abc", "mean_center must be a number or a tensor, got 'abc'"),
+        ("blob", "mean_center", None, "mean_center must be a number or a tensor, got None"),
+        ("blob", "mean_center", True, "mean_center must be a number or a tensor, got True"),
+        ("blob", "scaling_factor", "abc", "scaling_factor must be a number, got 'abc'"),
+        ("blob", "scaling_factor", None, "scaling_factor must be a number, got None"),
+        ("blob", "scaling_factor", torch.ones(2), "scaling_factor must be a number, got a tensor"),
+        ("blob", "scaling_factor", float("nan"), "scale contains NaN or inf"),
+    ],
+)
+def test_reference_entries_of_the_wrong_kind_are_one_line(tmp_path, where, key, value, message):
+    """Only tensors and finite numbers are used; anything else is an InputError naming the
+    entry (not an AttributeError or ValueError from using it)."""
+    torch.save(_edited_blob(where, key, value), tmp_path / _REF_NAME)
+    with pytest.raises(InputError) as info:
+        load_sae(tmp_path / _REF_NAME)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_reference_numbers_may_be_tensors_or_numpy_scalars(tmp_path):
+    blob = _reference_blob()
+    blob["scaling_factor"] = torch.tensor(0.37)
+    blob["mean_center"] = np.float64(0.5)
+    torch.save(blob, tmp_path / _REF_NAME)
+    model = load_sae(tmp_path / _REF_NAME)
+    assert float(model.scale) == pytest.approx(0.37)
+    torch.testing.assert_close(model.mean, torch.full((8,), 0.5))
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.999])
+def test_a_truncated_reference_archive_is_corrupt_not_refused(tmp_path, keep):
+    """A cut-off zip is damage, not a pickle the restricted unpickler refused (torch fails with
+    a PytorchStreamReader RuntimeError or an OSError, depending on where the cut falls)."""
+    path = tmp_path / _REF_NAME
+    torch.save(_reference_blob(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(InputError, match="corrupt or truncated") as info:
+        load_sae(path)
+    assert "refused" not in str(info.value)
+
+
+def test_a_refused_legacy_pickle_prints_no_torch_warning(tmp_path):
+    """torch warns about pickle protocol 4 before its refusal; the error line is enough."""
+    import contextlib
+    import warnings
+
+    path = tmp_path / _REF_NAME
+    torch.save(_reference_blob(), path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # This torch's restricted unpickler may refuse protocol 4; either way, quietly.
+        with contextlib.suppress(InputError):
+            load_sae(path)
+    assert [str(w.message) for w in caught] == []
