@@ -461,7 +461,7 @@ def test_sae_configs(document):
     )
 )
 def test_reference_checkpoint_names(name):
-    from audit.sae.checkpoint import parse_reference_name
+    from audit.sae.reference import parse_reference_name
 
     settings_ = _expect_input_error_only(lambda: parse_reference_name(name))
     if settings_ is not None:
@@ -517,7 +517,7 @@ def test_sae_weight_files(data):
 @FUZZ
 @given(mutated(REFERENCE_PT, 4))
 def test_reference_checkpoint_files(data):
-    from audit.sae.checkpoint import load_reference_checkpoint
+    from audit.sae.reference import load_reference_checkpoint
 
     path = _file("16_8_TopKReLU_4_False_False_0.0_cc3m.pt", data)
     _expect_input_error_only(lambda: load_reference_checkpoint(path))

@@ -5,7 +5,7 @@ Files are fetched with ``huggingface_hub`` into its ordinary cache (``HF_HUB_CAC
 ``HF_HUB_OFFLINE=1`` never touches the network (``HF_ENDPOINT`` picks a mirror). What ``PATH`` names:
 
 * a reference ``.pt``/``.pth`` file (the paper's format, read with ``weights_only=True``; its
-  name records the architecture and the CLIP model, see :mod:`audit.sae.checkpoint`);
+  name records the architecture and the CLIP model, see :mod:`audit.sae.reference`);
 * a ``.safetensors`` file of ours (its ``config.json`` is fetched from the same folder);
 * a folder holding our ``config.json`` + ``sae.safetensors`` (the repository root without PATH);
 * for a repository of :data:`RELEASES`, nothing or a release's folder picks that release.
@@ -67,7 +67,7 @@ class Release:
         return HubRef(self.repo_id, str(PurePosixPath(self.filename).parent))
 
     def settings(self) -> dict[str, Any]:
-        from audit.sae.checkpoint import parse_reference_name
+        from audit.sae.reference import parse_reference_name
 
         return parse_reference_name(PurePosixPath(self.filename).name)
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from audit.errors import InputError
 from audit.sae import SAEConfig, build_sae, load_sae, matryoshka_k_list, sae_fingerprint, save_sae
-from audit.sae.checkpoint import convert_reference, parse_reference_name
+from audit.sae.reference import convert_reference, parse_reference_name
 
 
 def _trained_like(arch="matryoshka", seed=0):

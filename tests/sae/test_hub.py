@@ -172,7 +172,7 @@ def test_doctests():
 
 
 def test_reference_names_record_the_clip_model():
-    from audit.sae.checkpoint import parse_reference_name
+    from audit.sae.reference import parse_reference_name
 
     name = "6144_768_TopKReLU_64_RW_False_False_0.0_cc3m_ViT-L~14_train_image_2905936_768.pth"
     s = parse_reference_name(name)
