@@ -539,6 +539,10 @@ CASES: list[Case] = [
     Case("sae-other-size", "a config.json whose size disagrees with the weights", "eval",
          "is this checkpoint for another model?", 2,
          lambda c: evaluate(c, sae=c.sae_config_with(_double_latents))),
+    Case("sae-huge-config", "a config.json claiming 10^12 latents for small weights", "eval",
+         "is this checkpoint for another model?", 2,
+         lambda c: evaluate(c, sae=c.sae_config_with(
+             lambda d: d.update(n_latents=10**12, k_list=[8, 10**12])))),
     Case("sae-unknown-arch", "an unknown architecture in config.json", "eval",
          "unknown architecture 'jumprelu'", 2,
          lambda c: evaluate(c, sae=c.sae_config_with(lambda d: d.update(arch="jumprelu")))),

@@ -70,9 +70,7 @@ def load_sae(path: str | os.PathLike[str], device: str | torch.device = "cpu") -
         cfg = SAEConfig.from_json(
             read_json(directory / CONFIG_FILE, "SAE config"), str(directory / CONFIG_FILE)
         )
-        tensors = _read_safetensors(weights)
-        model = build_sae(cfg)
-        _assign(model, tensors, str(weights))
+        model = model_from_tensors(cfg, _read_safetensors(weights), str(weights))
     model.eval()
     return model.to(device)
 
@@ -86,8 +84,31 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def _assign(model: SparseAutoencoder, tensors: dict[str, torch.Tensor], source: str) -> None:
-    d, n = model.d_in, model.n_latents
+def model_from_tensors(
+    cfg: SAEConfig, tensors: dict[str, torch.Tensor], source: str
+) -> SparseAutoencoder:
+    """The ``cfg`` model holding ``tensors``, checked against the config *before* the model is
+    built: a config whose size disagrees with the weights (n_latents 10^12 in a hand-edited
+    config.json) must not allocate a model of that size first."""
+    expected = _expected_shapes(cfg, tensors, source)
+    model = build_sae(cfg)
+    with torch.no_grad():
+        for name in expected:
+            target = getattr(model, name)
+            value = tensors[name].to(torch.float32)
+            if name == "threshold" and value.shape != target.shape:
+                model.threshold = value.clone()
+            else:
+                target.copy_(value)
+    return model
+
+
+def _expected_shapes(
+    cfg: SAEConfig, tensors: dict[str, torch.Tensor], source: str
+) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape for ``cfg``, after checking that ``tensors`` have them and hold
+    finite floating-point values."""
+    d, n = cfg.d_in, cfg.n_latents
     expected = {
         "W_enc": (d, n),
         "b_enc": (n,),
@@ -96,7 +117,7 @@ def _assign(model: SparseAutoencoder, tensors: dict[str, torch.Tensor], source: 
         "mean": (d,),
         "scale": (),
     }
-    if model.cfg.arch == "batchtopk":
+    if cfg.arch == "batchtopk":
         expected["threshold"] = tuple(tensors["threshold"].shape) if "threshold" in tensors else ()
         if expected["threshold"] not in ((), (n,)):
             raise InputError(
@@ -104,9 +125,7 @@ def _assign(model: SparseAutoencoder, tensors: dict[str, torch.Tensor], source: 
             )
     missing = [k for k in expected if k not in tensors]
     if missing:
-        raise InputError(
-            f"{source}: missing tensors {', '.join(missing)} for a {model.cfg.arch} SAE"
-        )
+        raise InputError(f"{source}: missing tensors {', '.join(missing)} for a {cfg.arch} SAE")
     for name, shape in expected.items():
         t = tensors[name]
         if tuple(t.shape) != shape:
@@ -120,14 +139,7 @@ def _assign(model: SparseAutoencoder, tensors: dict[str, torch.Tensor], source: 
             raise InputError(f"{source}: {name} contains NaN or inf")
     if float(tensors["scale"]) <= 0:
         raise InputError(f"{source}: scale must be positive")
-    with torch.no_grad():
-        for name in expected:
-            target = getattr(model, name)
-            value = tensors[name].to(torch.float32)
-            if name == "threshold" and value.shape != target.shape:
-                model.threshold = value.clone()
-            else:
-                target.copy_(value)
+    return expected
 
 
 def sae_fingerprint(model: SparseAutoencoder) -> str:

@@ -19,9 +19,8 @@ import torch
 
 from audit.errors import InputError, first_line
 from audit.sae.base import SAEConfig, SparseAutoencoder
-from audit.sae.checkpoint import _assign, save_sae
+from audit.sae.checkpoint import model_from_tensors, save_sae
 from audit.sae.matryoshka import matryoshka_k_list
-from audit.sae.registry import build_sae
 
 _REF_NAME = re.compile(r"^(?P<n>\d+)_(?P<d>\d+)_(?P<rest>.+)$")
 
@@ -182,9 +181,7 @@ def load_reference_checkpoint(path: str | os.PathLike[str]) -> SparseAutoencoder
     if cfg.arch == "batchtopk":
         # The reference has no inference threshold; its batch-independent code is ReLU(pre).
         tensors["threshold"] = torch.zeros(())
-    model = build_sae(cfg)
-    _assign(model, tensors, str(p))
-    return model
+    return model_from_tensors(cfg, tensors, str(p))
 
 
 def _reference_config(name: str, settings: dict[str, Any]) -> SAEConfig:
@@ -238,7 +235,7 @@ def _reference_mean(p: Path, mean: Any, d: int) -> torch.Tensor:
     """The reference's ``mean_center`` (a number or a [d] vector) as a float32 [d] tensor;
     its shape and finiteness are checked with the other tensors."""
     if _is_number(mean):
-        return torch.full((d,), float(mean))
+        return torch.tensor(float(mean)).expand(d)  # a view: d comes from the file name
     if _is_real_tensor(mean):
         mean = mean.float()
         return mean.expand(d) if mean.ndim == 0 else mean

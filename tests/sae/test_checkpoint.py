@@ -252,3 +252,32 @@ def test_a_refused_legacy_pickle_prints_no_torch_warning(tmp_path):
         with contextlib.suppress(InputError):
             load_sae(path)
     assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("n_latents", [2_000_000, 10**12])
+def test_a_config_of_another_size_is_refused_before_the_model_is_built(
+    tmp_path, monkeypatch, n_latents
+):
+    """The weights' shapes are compared with config.json first: a model of the config's size
+    (gigabytes, or more than any machine has) is never allocated for a mismatched file."""
+    save_sae(_trained_like(), tmp_path / "sae")
+    config = json.loads((tmp_path / "sae" / "config.json").read_text())
+    config.update(n_latents=n_latents, k_list=[4, n_latents])
+    (tmp_path / "sae" / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr("audit.sae.checkpoint.build_sae", _must_not_build)
+    with pytest.raises(InputError, match="is this checkpoint for another model"):
+        load_sae(tmp_path / "sae")
+
+
+def test_a_reference_name_of_another_size_is_refused_before_the_model_is_built(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "1000000000000_8_TopKReLU_4_UW_False_False_0.0_x.pt"
+    torch.save(_reference_blob(), path)
+    monkeypatch.setattr("audit.sae.checkpoint.build_sae", _must_not_build)
+    with pytest.raises(InputError, match="is this checkpoint for another model"):
+        load_sae(path)
+
+
+def _must_not_build(cfg):  # type: ignore[no-untyped-def]
+    raise AssertionError(f"built a {cfg.n_latents}-latent model before checking the weights")
