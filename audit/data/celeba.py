@@ -116,12 +116,15 @@ def read_celeba(root: str | os.PathLike[str], require_images: bool = True) -> Ce
     table["split"] = table["partition"].map(SPLITS)
     if require_images and not images.is_dir():
         raise _missing(f"CelebA images folder not found: {images}")
+    # Absolute paths: a store resolves a relative path against its own folder, so one relative
+    # to the working directory (--root celeba) would point nowhere once written there.
+    images = images.resolve()
     table.insert(1, "path", [str(images / name) for name in table["id"]])
     if require_images:
         first = Path(table["path"].iloc[0]) if len(table) else None
         if first is not None and not first.exists():
             raise _missing(f"CelebA image {first} listed in {attrs_path} is missing")
-    return CelebA(Path(root), layout, images, table.reset_index(drop=True))
+    return CelebA(Path(root).resolve(), layout, images, table.reset_index(drop=True))
 
 
 def _read_attr_txt(path: Path) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,21 @@ def test_embed_celeba_writes_attributes_and_split(cli, tmp_path, model_args):
         "embed", "celeba", "--root", root, *model_args, "--out", tmp_path / "d", "--split", "test"
     )
     assert result.exit_code == 0 and set(open_store(tmp_path / "d").metadata["split"]) == {"test"}
+
+
+def test_embed_celeba_with_a_relative_root_writes_paths_that_resolve(
+    cli, tmp_path, model_args, monkeypatch
+):
+    """A store resolves relative image paths against its own folder, so paths relative to the
+    working directory (``--root celeba``) would point nowhere: they are written absolute."""
+    write_fake_celeba(tmp_path / "data" / "celeba", n_images=6, image_size=12)
+    monkeypatch.chdir(tmp_path / "data")
+    result = cli("embed", "celeba", "--root", "celeba", *model_args, "--out", "store")
+    assert result.exit_code == 0, result.stderr
+    monkeypatch.chdir(tmp_path)
+    store = open_store(tmp_path / "data" / "store")
+    paths = store.metadata["path"]
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in paths), list(paths)
 
 
 def test_missing_celeba_files_show_the_expected_tree(cli, tmp_path, model_args):
