@@ -105,9 +105,19 @@ def _numbers(column: pd.Series, ids: np.ndarray, where: str, name: str) -> np.nd
         i = int(bad.argmax())
         raise InputError(
             f"{where}: {int(bad.sum())} {name}s are not finite numbers (first: "
-            f"{column.iloc[i]!r} for id {ids[i]!r}); a {name} is a logit or a probability"
+            f"{_shown(column.iloc[i])} for id {ids[i]!r}); a {name} is a logit or a probability"
         )
     return values
+
+
+def _shown(value: object) -> str:
+    """A CSV cell as the user wrote it: ``nan``, ``2``, ``'high'`` (not NumPy's reprs,
+    ``np.float64(nan)``, ``np.int64(2)``).
+
+    >>> _shown(np.float64("nan")), _shown(np.int64(2)), _shown("high")
+    ('nan', '2', "'high'")
+    """
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _labels(column: pd.Series, ids: np.ndarray, where: str) -> np.ndarray:
@@ -117,7 +127,7 @@ def _labels(column: pd.Series, ids: np.ndarray, where: str) -> np.ndarray:
         i = int(bad.argmax())
         raise InputError(
             f"{where}: labels must be 0 or 1; {int(bad.sum())} are not (first: "
-            f"{column.iloc[i]!r} for id {ids[i]!r})"
+            f"{_shown(column.iloc[i])} for id {ids[i]!r})"
         )
     return values.astype(np.int8)
 

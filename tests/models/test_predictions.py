@@ -128,8 +128,8 @@ BAD = [
         "1 ids are not rows of the store (first: 'ghost.jpg' on line 3)",
     ),
     ("missing id", "id,score\n000001.jpg,0.9\n,0.1\n", "line 3 has no id"),
-    ("NaN score", "id,score\n000001.jpg,0.9\n000002.jpg,nan\n", "not finite numbers"),
-    ("inf score", "id,score\n000001.jpg,0.9\n000002.jpg,inf\n", "not finite numbers"),
+    ("NaN score", "id,score\n000001.jpg,0.9\n000002.jpg,nan\n", "(first: nan for id '000002.jpg')"),
+    ("inf score", "id,score\n000001.jpg,0.9\n000002.jpg,inf\n", "(first: inf for id '000002.jpg')"),
     ("text score", "id,score\n000001.jpg,0.9\n000002.jpg,high\n", "'high' for id '000002.jpg'"),
     (
         "percentages",
@@ -141,7 +141,12 @@ BAD = [
         "id,score\n000001.jpg,-0.1\n000002.jpg,-2.3\n",
         "all are ≤ 0 (so as logits every row would get the same decision)",
     ),
-    ("label 2", "id,label\n000001.jpg,1\n000002.jpg,2\n", "labels must be 0 or 1; 1 are not"),
+    (
+        "label 2",
+        "id,label\n000001.jpg,1\n000002.jpg,2\n",
+        "labels must be 0 or 1; 1 are not (first: 2 for id '000002.jpg')",
+    ),
+    ("label 0.5", "id,label\n000001.jpg,1\n000002.jpg,0.5\n", "(first: 0.5 for id '000002.jpg')"),
     ("label text", "id,label\n000001.jpg,yes\n000002.jpg,0\n", "'yes' for id '000001.jpg'"),
     (
         "constant labels",
