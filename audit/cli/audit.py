@@ -109,10 +109,17 @@ def _classifier_arg(classifier: str | None, predictions: Path | None) -> str:
     return classifier
 
 
-def _own_settings(classifier_input: str, predictions: Path | None) -> str:
-    """A predictions file is read as decisions: no --classifier-input beyond the default."""
+def _own_settings(
+    classifier_input: str, predictions: Path | None, image_size: int | None, workers: int
+) -> str:
+    """The own-model options, checked together. A predictions file is read as decisions: no
+    --classifier-input beyond the default, and no --image-size (nothing is run on images)."""
+    if workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {workers}")
     if predictions is not None and classifier_input != "raw":
         raise InputError("--classifier-input does not apply to --predictions")
+    if predictions is not None and image_size is not None:
+        raise InputError("--image-size does not apply to --predictions")
     return classifier_input
 
 
@@ -194,11 +201,13 @@ def audit_command(
     quiet: bool = _QUIET,
 ) -> None:
     """Audit a classifier on any embeddings + labels: groups, concept reliance, the gate."""
+    classifier_arg = _classifier_arg(classifier, predictions)
+    own_input = _own_settings(classifier_input, predictions, image_size, workers)
     _execute(
         "audit",
-        _Inputs(embeddings, labels, sae, bank, _classifier_arg(classifier, predictions)),
+        _Inputs(embeddings, labels, sae, bank, classifier_arg),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
-                      classifier_input=_own_settings(classifier_input, predictions),
+                      classifier_input=own_input,
                       device=device, image_size=image_size, workers=workers,
                       class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
@@ -325,6 +334,9 @@ def celeba_command(
 
     if gate is not None:
         load_gate(gate)  # a bad gate file is reported before any heavy work
+    # Bad options are reported before CelebA is embedded (minutes), as a bad gate is.
+    classifier_arg = _classifier_arg(classifier, predictions)
+    own_input = _own_settings(classifier_input, predictions, image_size, workers)
     if embeddings is None:
         from audit.sae import load_sae
 
@@ -335,11 +347,10 @@ def celeba_command(
     _execute(
         "celeba",
         _Inputs(
-            embeddings, celeba_labels(root, embeddings), sae, bank,
-            _classifier_arg(classifier, predictions),
+            embeddings, celeba_labels(root, embeddings), sae, bank, classifier_arg,
         ),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
-                      classifier_input=_own_settings(classifier_input, predictions),
+                      classifier_input=own_input,
                       device=device, image_size=image_size, workers=workers,
                       class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},

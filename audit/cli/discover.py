@@ -100,8 +100,9 @@ def discover_command(
     if gate is not None:
         load_gate(gate)  # a bad gate file fails fast (exit 2)
     classifier_arg = _classifier_arg(classifier, predictions)
+    own_input = _own_settings(classifier_input, predictions, image_size, workers)
     base = AuditSettings(target, "", seed=seed, ablation=ablation, split=split,
-                         classifier_input=_own_settings(classifier_input, predictions),
+                         classifier_input=own_input,
                          device=device, image_size=image_size, workers=workers)  # fmt: skip
     with Bars(quiet) as bars:
         outcome = discover_files(
