@@ -43,6 +43,7 @@ from audit.demo_steps import (  # noqa: F401 (the demo's public names, as before
     Progress,
     _tiny_image_size,
     build_demo_bank,
+    check_scene_counts,
     embed_world,
     fit_probe,
     make_corpus,
@@ -108,6 +109,7 @@ def run_demo(
     import torch
 
     settings = settings or DemoSettings()
+    check_scene_counts(settings)  # before minutes of work that a later step would waste
     threads = torch.get_num_threads()
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)

@@ -57,12 +57,50 @@ def make_corpus(corpus_dir: Path, settings: DemoSettings) -> pd.DataFrame:
     )
 
 
-def make_world(world_dir: Path, settings: DemoSettings) -> pd.DataFrame:
-    """Train and test scenes (the shortcut only in train) rendered to PNGs + manifest.csv."""
-    from audit.data import world
+#: The fewest scenes the demo's steps work with. The CNN trains two epochs of 64-image batches
+#: on the train split: on 5, 20 or 100 scenes (1 to 4 steps) it can decide one class for
+#: every test image, and its audit, the last step, fails. The test split needs every
+#: shape × red group for the audits' group metrics (checked on the sampled scenes too).
+MIN_TRAIN_SCENES = 1000
+MIN_TEST_SCENES = 100
+
+
+def check_scene_counts(settings: DemoSettings) -> None:
+    """Refuse, before any work, scene counts the demo's later steps cannot use: fewer than
+    the minimums, or a sample (the seed decides it) with a train split of one shape or a
+    test split missing a shape × red group."""
+    for flag, n, least in (
+        ("--train-scenes", settings.n_train, MIN_TRAIN_SCENES),
+        ("--test-scenes", settings.n_test, MIN_TEST_SCENES),
+    ):
+        if n < least:
+            raise InputError(f"{flag} must be at least {least}, got {n}")
+    from audit.data.world import attribute_of
+
+    scenes = world_scenes(settings)  # cheap: sampled, not rendered
+    red = scenes[attribute_of(PLANTED_CONCEPT)] == PLANTED_CONCEPT
+    train, test = scenes["split"] == "train", scenes["split"] == "test"
+    for shape in TARGET_SHAPES:
+        is_shape = scenes["shape"] == shape
+        if not (train & is_shape).any():
+            raise InputError(
+                f"--train-scenes {settings.n_train} (seed {settings.seed}) gives no "
+                f"{shape}s to train on; use more scenes"
+            )
+        for is_red in (True, False):
+            if not (test & is_shape & (red == is_red)).any():
+                kind = f"{'' if is_red else 'non-'}{PLANTED_CONCEPT} {shape}s"
+                raise InputError(
+                    f"--test-scenes {settings.n_test} (seed {settings.seed}) gives no {kind}, "
+                    "and the audit needs every shape × colour group; use more scenes"
+                )
+
+
+def world_scenes(settings: DemoSettings) -> pd.DataFrame:
+    """The task world's train and test scenes (the shortcut only in train), not rendered."""
     from audit.data.shortcuts import split_shortcut_scenes
 
-    scenes = split_shortcut_scenes(
+    return split_shortcut_scenes(
         settings.n_train,
         settings.n_test,
         settings.seed,
@@ -71,6 +109,13 @@ def make_world(world_dir: Path, settings: DemoSettings) -> pd.DataFrame:
         p_spurious_given_b=settings.p_red_given_square_train,
         target_shapes=TARGET_SHAPES,
     )
+
+
+def make_world(world_dir: Path, settings: DemoSettings) -> pd.DataFrame:
+    """Train and test scenes (the shortcut only in train) rendered to PNGs + manifest.csv."""
+    from audit.data import world
+
+    scenes = world_scenes(settings)
     return world.write_world(
         world_dir,
         scenes,

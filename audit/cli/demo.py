@@ -18,6 +18,7 @@ from audit.cli.options import (
 )
 from audit.cli.progress import Bars
 from audit.demo import DemoSettings
+from audit.demo_steps import MIN_TEST_SCENES, MIN_TRAIN_SCENES
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,14 @@ class DemoOptions:
     out: Path = option(Path("reports/demo"), "--out", help="Output folder.")
     seed: int = seed_option(DemoSettings.seed, help="Seed of the world, the SAE and the probe.")
     train_scenes: int = option(
-        DemoSettings.n_train, "--train-scenes", help="Scenes in the train split."
+        DemoSettings.n_train,
+        "--train-scenes",
+        help=f"Scenes in the train split (at least {MIN_TRAIN_SCENES}).",
     )
     test_scenes: int = option(
-        DemoSettings.n_test, "--test-scenes", help="Scenes in the test split."
+        DemoSettings.n_test,
+        "--test-scenes",
+        help=f"Scenes in the test split (at least {MIN_TEST_SCENES}).",
     )
     device: str = device_option()
     cache_dir: Path | None = option(

@@ -157,3 +157,31 @@ def test_demo_audits_an_image_model(demo_dir):
     report = json.loads(Path(own["reports"]["json"]).read_text())
     assert report["classifier"]["kind"] == "image"
     assert Path(own["reports"]["html"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--train-scenes", "0"], "--train-scenes must be at least 1000, got 0"),
+        (["--train-scenes", "5", "--test-scenes", "3"], "--train-scenes must be at least"),
+        (["--test-scenes", "3"], "--test-scenes must be at least 100, got 3"),
+    ],
+)
+def test_too_few_scenes_are_refused_before_any_work(cli, tmp_path, args, words):
+    """The demo's later steps need scenes (the probe and the CNN both classes, the audits every
+    group): too few are one line up front, not a crash or a failure minutes later."""
+    r = cli("demo", "--out", tmp_path / "demo", *args, "-q")
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.startswith(f"error: {words}") and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_test_split_missing_a_group_is_refused_before_any_work(monkeypatch):
+    """The seed decides the sample: a split without, say, non-red squares is named."""
+    from audit.demo_steps import DemoSettings, check_scene_counts
+    from audit.errors import InputError
+
+    monkeypatch.setattr("audit.demo_steps.MIN_TEST_SCENES", 1)
+    with pytest.raises(InputError, match="gives no non-red squares"):
+        check_scene_counts(DemoSettings(seed=0, n_test=8))
+    check_scene_counts(DemoSettings())  # the defaults have every group
