@@ -178,7 +178,11 @@ def audit_command(
         ..., "--target", help="Binary target column (the classifier's label)."
     ),
     spurious: str = typer.Option(
-        ..., "--spurious", help="Attribute column the groups are split by."
+        ...,
+        "--spurious",
+        help="Attribute column the groups are split by, or concept:NAME\\[>T] to split them by "
+        "a concept of the bank: active where its activation exceeds T (default: Otsu's cut of "
+        "its activations).",
     ),
     sae: Path = _SAE,
     bank: str = _BANK,
