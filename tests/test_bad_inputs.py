@@ -593,6 +593,12 @@ CASES: list[Case] = [
     Case("head-wrong-dim", "a linear head for 16-dimensional embeddings", "audit",
          f"expected [C, {D}] for these embeddings", 2,
          lambda c: audit(c, classifier=_head(c, 16))),
+    Case("head-complex", "a linear head with complex weights", "audit",
+         "weight must hold real numbers, got dtype complex64", 2,
+         lambda c: audit(c, classifier=_head(c, D, np.complex64))),
+    Case("head-strings", "a linear head whose weights are strings", "audit",
+         "weight must hold real numbers", 2,
+         lambda c: audit(c, classifier=_head(c, D, np.str_))),
     Case("integrity", "embeddings the SAE cannot reconstruct (noise)", "audit",
          "integrity", 3,
          lambda c: audit(c, **with_rows(c, _noise(c), c.labels()))),
@@ -871,9 +877,9 @@ def _double_latents(config: dict) -> None:
     config.update(n_latents=config["n_latents"] * 2, k_list=[config["n_latents"] * 2])
 
 
-def _head(ctx: Ctx, dim: int) -> Path:
+def _head(ctx: Ctx, dim: int, dtype: type = np.float32) -> Path:
     path = ctx.tmp / "head.npz"
-    np.savez(path, weight=np.ones((1, dim), np.float32), bias=np.zeros(1, np.float32))
+    np.savez(path, weight=np.ones((1, dim)).astype(dtype), bias=np.zeros(1, np.float32))
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +53,13 @@ class _ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
         row = self.rows[i]
         try:
-            with Image.open(self.paths[row]) as image:
-                image.load()
-                rgb = image.convert("RGB")
+            with warnings.catch_warnings():
+                # Large but allowed images (above PIL's warning size, below its refusal size)
+                # are read as they are; the warning would print two lines per image.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(self.paths[row]) as image:
+                    image.load()
+                    rgb = image.convert("RGB")
             return row, self.transform(rgb), ""
         except FileNotFoundError:
             return row, None, "file not found"

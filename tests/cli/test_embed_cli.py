@@ -77,6 +77,24 @@ def test_unreadable_image_exits_2_naming_the_file(cli, tmp_path, model_args):
     assert open_store(tmp_path / "s").count == 3
 
 
+def test_large_but_allowed_images_are_read_without_a_warning(
+    cli, tmp_path, model_args, monkeypatch
+):
+    """Between PIL's warning size and its refusal size an image is read as it is; PIL's
+    DecompressionBombWarning (two lines per image) does not reach the user."""
+    import warnings
+
+    _images(tmp_path / "imgs", 2)  # 400 pixels each
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # warn above 300, refuse above 600
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cli("embed", "images", tmp_path / "imgs", *model_args, "--out", tmp_path / "s",
+                     "--workers", "0")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert open_store(tmp_path / "s").count == 2
+
+
 def test_embed_texts_rows_follow_the_vocabulary_rules(cli, tmp_path, model_args):
     vocab = tmp_path / "v.txt"
     vocab.write_text("# colours\nred\n\nblue\nRed\ngreen\n", encoding="utf-8")

@@ -297,6 +297,10 @@ def load_linear_head(p: Path, dim: int, input: str) -> LinearHead:
     tensors = _read_tensors(p)
     if "weight" not in tensors or "bias" not in tensors:
         raise InputError(f"{p}: a linear head needs 'weight' [C, d] and 'bias' [C]")
+    for key in ("weight", "bias"):
+        kind = np.asarray(tensors[key]).dtype.kind
+        if kind not in "fiu":  # complex would be cast with a warning, strings fail in numpy
+            raise InputError(f"{p}: {key} must hold real numbers, got dtype {tensors[key].dtype}")
     weight = np.asarray(tensors["weight"], dtype=np.float64)
     bias = np.asarray(tensors["bias"], dtype=np.float64).reshape(-1)
     if weight.ndim == 1:
