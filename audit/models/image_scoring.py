@@ -15,6 +15,7 @@ they are, so every image of a batch must have the same size.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,11 +111,13 @@ def _collate(
     items: list[tuple[int, Tensor | None, str]],
 ) -> tuple[list[int], Tensor | None, list[tuple[int, str]]]:
     """Stack the images of one batch; unreadable ones, and ones whose size differs from the
-    batch's first image, come back as ``(row, error)``."""
+    batch's most common size (the odd one out, whichever comes first), come back as
+    ``(row, error)``."""
     good = [(row, t) for row, t, _ in items if t is not None]
     bad = [(row, error) for row, t, error in items if t is None]
     if good:
-        shape = good[0][1].shape
+        # most_common keeps the first seen among equally common sizes
+        shape = Counter(t.shape for _, t in good).most_common(1)[0][0]
         for row, t in good:
             if t.shape != shape:
                 size = f"{t.shape[2]}×{t.shape[1]}, not {shape[2]}×{shape[1]}"

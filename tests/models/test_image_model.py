@@ -331,3 +331,16 @@ def test_paths_from_a_celeba_root(tmp_path):
     assert all(Path(p).exists() for p in paths)
     with pytest.raises(InputError, match=r"not images of the CelebA folder.*'999999\.jpg'"):
         image_paths(pd.DataFrame({"id": ["000001.jpg", "999999.jpg"]}), tmp_path, root)
+
+
+def test_the_odd_sized_image_of_a_batch_is_the_one_blamed():
+    """A batch's size is its most common one: one 40×40 image among 32×32 ones is named, even
+    when it comes first."""
+    import torch
+
+    from audit.models.image_scoring import _collate
+
+    small, large = torch.zeros(3, 32, 32), torch.zeros(3, 40, 40)
+    rows, stacked, bad = _collate([(7, large, ""), (8, small, ""), (9, small, "")])
+    assert rows == [8, 9] and stacked.shape == (2, 3, 32, 32)
+    assert [row for row, _ in bad] == [7] and "40×40, not 32×32" in bad[0][1]
