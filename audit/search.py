@@ -63,21 +63,12 @@ def check_gallery(store: EmbeddingStore, sae: SparseAutoencoder, bank: ConceptBa
     embeddings, even of the same width.
     """
     where = f"gallery {store.path}"
-    expected = [
-        ("the SAE was trained on", sae.cfg.embedding_model, sae.cfg.pretrained),
-        ("the concept bank was named with", bank.embedding_model, bank.pretrained),
-    ]
-    for who, model, pretrained in expected:
-        if model and store.model and model != store.model:
-            raise InputError(
-                f"{where} holds embeddings of CLIP model {store.model!r} but {who} {model!r}: "
-                "search a gallery embedded with that model (or use an SAE trained on this one)"
-            )
-        if pretrained and store.pretrained and pretrained != store.pretrained:
-            raise InputError(
-                f"{where} holds embeddings of {store.model!r} with weights {store.pretrained!r} "
-                f"but {who} weights {pretrained!r}: search a gallery embedded with those weights"
-            )
+    store.check_model(
+        sae.cfg.embedding_model, sae.cfg.pretrained, "the SAE was trained on", "gallery"
+    )
+    store.check_model(
+        bank.embedding_model, bank.pretrained, "the concept bank was named with", "gallery"
+    )
     if store.dim != sae.d_in:
         raise InputError(f"{where} has dimension {store.dim} but the SAE expects {sae.d_in}")
 
@@ -85,7 +76,9 @@ def check_gallery(store: EmbeddingStore, sae: SparseAutoencoder, bank: ConceptBa
 def parse_edits(
     bank: ConceptBank, set_specs: list[str], remove: list[str]
 ) -> list[tuple[str, list[int], float]]:
-    """``["blond hair=2.0"]`` and ``["eyeglasses"]`` → ``(name, latents, strength)`` triples."""
+    """``["blond hair=2.0"]`` and ``["eyeglasses"]`` → ``(name, latents, strength)`` triples;
+    a concept named twice (or two names sharing a latent) is refused: which edit wins would
+    depend on the order of the options."""
     edits = []
     for spec in set_specs:
         if "=" not in spec:
@@ -100,6 +93,15 @@ def parse_edits(
         edits.append((name.strip(), bank.resolve(name), strength))
     for name in remove:
         edits.append((name.strip(), bank.resolve(name), 0.0))
+    seen: dict[int, str] = {}
+    for name, latents, _ in edits:
+        for j in latents:
+            if j in seen:
+                raise InputError(
+                    f"'{name}' and '{seen[j]}' are both edited and share latent {j} (or are "
+                    "the same concept): edit each concept once"
+                )
+        seen.update(dict.fromkeys(latents, name))
     return edits
 
 
@@ -112,6 +114,7 @@ def typical_strength(
     max_rows: int = 200_000,
     on_fraction: float = 0.1,
     progress: RowProgress | None = None,
+    edit: str | None = None,
 ) -> np.ndarray:
     """The typical code of the concept made of ``latents``: each latent's mean activation over
     the gallery rows where the *concept* is on (its summed activation above ``on_fraction`` ×
@@ -120,7 +123,8 @@ def typical_strength(
     A concept split over several latents (a colour with one latent per shape) gets each latent
     at the share it has in a real image of the concept, so the code sums to the concept's
     typical activation however many latents carry it. For one latent this is its mean where it
-    is on; a concept never on gets 1 for each latent.
+    is on; a concept never on gets 1 for each latent — unless ``edit`` (the option that scales
+    it) is given: an edit in units of a code that does not exist is refused.
     """
     idx = torch.as_tensor(latents, dtype=torch.long, device=sae.W_enc.device)
     stop = min(store.count, max_rows)
@@ -134,6 +138,11 @@ def typical_strength(
     total = z.sum(1)
     peak = float(total.max()) if len(total) else 0.0
     if peak <= 0:
+        if edit is not None:
+            raise InputError(
+                f"{edit}: the concept is active on no gallery row, so it has no typical "
+                "strength to scale; search a gallery where it appears"
+            )
         return np.ones(len(latents))
     return z[total > on_fraction * peak].mean(0).numpy()
 
@@ -274,8 +283,9 @@ def _edit_strengths(
     strengths: dict[int, float] = {}
     for e in edits:
         typical = typical_strength(
-            sae, store, list(e.latents), chunk_rows, progress=stage(f"typical {e.name}")
-        )
+            sae, store, list(e.latents), chunk_rows, progress=stage(f"typical {e.name}"),
+            edit=f"--set {e.name}={e.strength:g}" if e.strength != 0 else None,
+        )  # fmt: skip
         strengths.update(zip(e.latents, typical.tolist(), strict=True))
     return strengths
 

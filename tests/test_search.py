@@ -137,3 +137,23 @@ def test_parse_edits_resolves_names_and_suggests(tmp_path):
         parse_edits(bank, ["atom1"], [])
     with pytest.raises(InputError, match="not a number"):
         parse_edits(bank, ["atom1=lots"], [])
+
+
+def test_setting_a_concept_the_gallery_never_shows_is_refused(tmp_path):
+    """Without a row where the concept is on there is no typical code to scale: --set is
+    refused (removing it needs none, and the plain call keeps its documented fallback)."""
+    sae, store, codes, _ = _world(tmp_path)
+    with torch.no_grad():
+        sae.b_enc[3] = -0.01  # exactly off without atom 3 (float32 leaves ~1e-8 otherwise)
+    never = store.read()[codes[:, 3] == 0]
+    gallery = write_store(tmp_path / "no3", never)
+    with pytest.raises(InputError, match="active on no gallery row"):
+        typical_strength(sae, gallery, [3], edit="--set c3=2")
+    np.testing.assert_array_equal(typical_strength(sae, gallery, [3]), [1.0])
+
+
+def test_a_concept_edited_twice_is_refused(tmp_path):
+    _, _, _, bank = _world(tmp_path)
+    name = bank.concepts[0].name
+    with pytest.raises(InputError, match="edit each concept once"):
+        parse_edits(bank, [f"{name}=2"], [name])
