@@ -3,6 +3,7 @@ text embeddings and the probe images, then name."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -42,13 +43,17 @@ def sae_description(sae: Any, sae_path: str | os.PathLike[str]) -> dict[str, Any
 
 
 def read_probe_images(
-    path: str | os.PathLike[str], dim: int, settings: ImageNamingSettings
+    path: str | os.PathLike[str], sae: Any, settings: ImageNamingSettings
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Image embeddings to check names against (a store or ``.npy``): at most
-    ``settings.max_probe`` rows, a seeded sample of larger stores."""
+    """Image embeddings to check names against (a store or ``.npy`` of the SAE's model): at
+    most ``settings.max_probe`` rows, a seeded sample of larger stores."""
     from audit.store import open_store
 
     store = open_store(path)
+    dim = sae.d_in
+    store.check_model(
+        sae.cfg.embedding_model, sae.cfg.pretrained, "the SAE was trained on", "probe images"
+    )
     if store.dim != dim:
         raise InputError(
             f"{path}: probe images have dimension {store.dim}, but the SAE expects {dim}"
@@ -96,13 +101,17 @@ def build_bank(
     from audit.sae import load_sae
 
     say = log or (lambda message: None)
+    if threshold is not None and not math.isfinite(threshold):
+        raise InputError(f"--threshold must be a finite cosine, got {threshold}")
+    if alternatives < 0:
+        raise InputError(f"--alternatives must be 0 or more, got {alternatives}")
     sae = load_sae(sae_path)
     vocab = load_vocabulary(vocab_specs)
     templates = tuple(validate_templates(templates))
     settings = image_settings or ImageNamingSettings()
     probe, probe_source = None, None
     if probe_images is not None:
-        probe, probe_source = read_probe_images(probe_images, sae.d_in, settings)
+        probe, probe_source = read_probe_images(probe_images, sae, settings)
     started = time.perf_counter()
     emb, text_source, names = _text_embeddings(
         sae, vocab, text_embeddings, model, pretrained, templates, device, clip, say, progress
@@ -147,9 +156,21 @@ def _text_embeddings(
     if text_embeddings is not None:
         if model is not None or clip is not None:
             raise InputError("give either --text-embeddings or --model/--pretrained, not both")
+        if pretrained is not None:
+            raise InputError("give either --text-embeddings or --pretrained, not both")
+        from audit.store import open_store
+
+        store = open_store(text_embeddings)
+        store.check_model(
+            sae.cfg.embedding_model, sae.cfg.pretrained, "the SAE was trained on",
+            "text embeddings",
+        )  # fmt: skip
         emb = read_text_embeddings(text_embeddings, vocab, sae.d_in)
         source = {"text_embeddings": str(Path(text_embeddings).resolve()), "templates": None}
-        return emb, source, (sae.cfg.embedding_model, sae.cfg.pretrained)
+        # What the embeddings record, else (a plain .npy) what the SAE does.
+        return emb, source, (
+            store.model or sae.cfg.embedding_model, store.pretrained or sae.cfg.pretrained,
+        )  # fmt: skip
     if clip is None:
         from audit.encoders import load_clip
 

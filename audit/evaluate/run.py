@@ -154,6 +154,10 @@ def _timing(
 
 
 def _check_store(model: SparseAutoencoder, store: EmbeddingStore, sae_path: str | None) -> None:
+    store.check_model(
+        model.cfg.embedding_model, model.cfg.pretrained,
+        f"the SAE{f' {sae_path}' if sae_path else ''} was trained on", "embeddings",
+    )  # fmt: skip
     if store.dim != model.d_in:
         where = f" {sae_path}" if sae_path else ""
         raise InputError(

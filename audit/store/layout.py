@@ -71,6 +71,25 @@ class EmbeddingStore:
     def nbytes(self) -> int:
         return sum(int(s.nbytes) for s in self.shards)
 
+    def check_model(
+        self, model: str | None, pretrained: str | None, who: str, what: str = "store"
+    ) -> None:
+        """Refuse these embeddings when they record another CLIP model or weights than ``who``
+        ("the SAE was trained on") records: an SAE's latents, a bank's names, mean nothing on
+        another model's embeddings, even of the same width. A side that records nothing (a
+        plain ``.npy``) is not compared."""
+        if model and self.model and model != self.model:
+            raise InputError(
+                f"{what} {self.path} holds embeddings of CLIP model {self.model!r} but {who} "
+                f"{model!r}: use embeddings of that model (or an SAE trained on this one)"
+            )
+        if pretrained and self.pretrained and pretrained != self.pretrained:
+            raise InputError(
+                f"{what} {self.path} holds embeddings of {self.model!r} with weights "
+                f"{self.pretrained!r} but {who} weights {pretrained!r}: use embeddings of "
+                "those weights"
+            )
+
     # -- reading -----------------------------------------------------------------------------
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``start:stop`` as a float32 array (a copy; the store stays untouched)."""
