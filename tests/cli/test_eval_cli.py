@@ -14,6 +14,7 @@ import torch
 from audit.sae import load_sae, sae_fingerprint
 from tests.conftest import assert_one_line_error
 from tests.eval_fixtures import planted_store, trained_matryoshka
+from tests.schemas import assert_valid
 
 EVAL_FIELDS = (
     "schema",
@@ -191,6 +192,8 @@ def test_compare_writes_table_json_and_self_contained_html(cli, world, tmp_path)
     assert comparison["schema"] == "msae-audit/compare"
     assert [m["name"] for m in comparison["models"]] == ["sae", 'm<b>&"x']
     assert all(m["schema"] == "msae-audit/eval" for m in comparison["models"])
+    for model in comparison["models"]:  # each entry is the eval JSON it says it is
+        assert_valid(model, "eval")
     assert comparison["models"][0]["fvu"] == comparison["models"][1]["fvu"]
     page = html.read_text(encoding="utf-8")
     assert page.count("<svg") == 3
