@@ -51,11 +51,15 @@ class TrainingRun:
         return min(self.cfg.dead_window, self.store.count)
 
     def require_finite(self, loss: float | None = None) -> None:
-        """Stop a diverged run with one line, before it checkpoints or publishes NaN weights."""
-        bad = loss is not None and not math.isfinite(loss)
-        if not bad:
+        """Stop a diverged run with one line, before it checkpoints or publishes NaN weights:
+        on logged steps the ``loss`` (already on the host) is checked; before a checkpoint or
+        the final save (``loss`` None) the weights, with one device sync."""
+        if loss is not None:
+            bad = not math.isfinite(loss)
+        else:
             with torch.no_grad():
-                bad = not all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+                finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()])
+                bad = not bool(finite.all())
         if bad:
             lr = self.cfg.learning_rate(self.sae_cfg.arch)
             raise InputError(
