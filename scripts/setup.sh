@@ -25,7 +25,20 @@ if [ "${MSAE_SKIP_INSTALL:-0}" != "1" ] \
        || ! "$PYTHON" -c "import audit, pytest, hypothesis" 2>/dev/null; }; then
   echo "setup: installing msae-audit and its dev tools into $PYTHON (pinned: constraints.txt;" \
        "first run: a few minutes, torch is large)" >&2
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  # torch's Linux build brings its CUDA libraries: about 6 GB in the environment. Say so up front
+  # when the disk is short, and name the disk when pip fails, instead of only pip's OSError.
+  site="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  free_mb=$(df -Pm "$site" 2>/dev/null | awk 'NR==2 {print $4}')
+  if ! "$PYTHON" -c "import torch" 2>/dev/null && [ -n "$free_mb" ] && [ "$free_mb" -lt 7000 ]; then
+    echo "setup: warning: ${free_mb} MB free where packages go ($site); torch with its CUDA" \
+         "libraries needs about 6,500 MB" >&2
+  fi
+  if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+      -c constraints.txt -e '.[dev]'; then
+    free_mb=$(df -Pm "$site" 2>/dev/null | awk 'NR==2 {print $4}')
+    echo "setup: pip install failed (${free_mb:-?} MB now free where packages go: $site)" >&2
+    exit 2
+  fi
   echo "$wanted" > "$STAMP"
 fi
 
