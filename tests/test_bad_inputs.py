@@ -350,6 +350,20 @@ def evil_pretrained(ctx: Ctx) -> Path:
     return typeerror_then_code_pickle(ctx.tmp / "weights.pt", ctx.marker)
 
 
+def evil_local_dir(ctx: Ctx) -> Path:
+    """An open_clip ``local-dir:`` folder: the CLIP's config and a pickle whose payload runs
+    if open_clip's retry without ``weights_only`` ever unpickles it."""
+    from tests.hostile_files import typeerror_then_code_pickle
+
+    ctx.monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch < 2.6 behaviour
+    folder = ctx.tmp / "clip-dir"
+    folder.mkdir()
+    model_cfg = json.loads(Path(ctx.clip[ctx.clip.index("--model") + 1]).read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    typeerror_then_code_pickle(folder / "open_clip_pytorch_model.bin", ctx.marker)
+    return folder
+
+
 def scripted_classifier(ctx: Ctx, kind: str) -> Path:
     """A TorchScript classifier on embeddings that goes wrong at run time: ``image`` reads
     ``[B, 3, H, W]`` images (given embeddings it raises), ``nan`` returns NaN scores,
@@ -590,6 +604,15 @@ CASES: list[Case] = [
          lambda c: ["embed", "texts", vocab(c), *_clip_with(c, evil_pretrained(c)),
                     "--out", c.tmp / "s"],
          after=payload_did_not_run),
+    Case("pickled-local-dir", "a local-dir: model folder whose weights defeat open_clip's weights_only",
+         "embed texts", "open_clip_pytorch_model.bin: refused to load", 2,
+         lambda c: ["embed", "texts", vocab(c), "--model", f"local-dir:{evil_local_dir(c)}",
+                    "--device", "cpu", "-q", "--out", c.tmp / "s"],
+         after=payload_did_not_run),
+    Case("pretrained-torchscript", "--pretrained TorchScript archive (OpenAI's original CLIP .pt)",
+         "embed texts", "a TorchScript archive is code", 2,
+         lambda c: ["embed", "texts", vocab(c), *_clip_with(c, scripted_classifier(c, "nan")),
+                    "--out", c.tmp / "s"]),
     Case("head-wrong-dim", "a linear head for 16-dimensional embeddings", "audit",
          f"expected [C, {D}] for these embeddings", 2,
          lambda c: audit(c, classifier=_head(c, 16))),
