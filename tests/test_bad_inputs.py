@@ -301,6 +301,26 @@ def read_only_left_empty(ctx: Ctx) -> None:
     folder.chmod(0o755)
 
 
+def foreign_files(ctx: Ctx, folder: str, *names: str) -> Path:
+    """``folder`` holding the user's own files with names msae-audit writes (not its output)."""
+    out = ctx.tmp / folder
+    out.mkdir()
+    for name in names:
+        (out / name).write_bytes(f"the user's own {name}".encode())
+    ctx.notes["foreign"] = [out / name for name in names]
+    return out
+
+
+def train_into_foreign_folder(ctx: Ctx) -> list:
+    foreign_files(ctx, "sae-out", "config.json", "training.json")  # train()'s --out
+    return train(ctx, ctx.world["store"], "--overwrite")
+
+
+def foreign_files_kept(ctx: Ctx) -> None:
+    for path in ctx.notes["foreign"]:
+        assert path.read_bytes() == f"the user's own {path.name}".encode(), path
+
+
 def sae_weights_not_published(ctx: Ctx) -> None:
     out = ctx.tmp / "sae-out"
     assert not (out / "sae.safetensors").exists()
@@ -563,6 +583,14 @@ CASES: list[Case] = [
     Case("interrupted-run-no-resume", "training into a folder with an interrupted run, without --resume",
          "train", "holds an interrupted run (use --resume", 2,
          lambda c: [a for a in interrupted_checkpoint(c, []) if a != "--resume"]),
+    Case("train-into-foreign-folder", "training into a folder holding someone's config.json", "train",
+         "holds config.json and training.json but no model", 2,
+         lambda c: train_into_foreign_folder(c), after=foreign_files_kept),
+    Case("embed-into-foreign-folder", "embedding into a folder holding someone's embeddings.npy",
+         "embed texts", "holds embeddings.npy, embeddings_vitl.npy, metadata.csv but no store", 2,
+         lambda c: ["embed", "texts", vocab(c), *c.clip, "--overwrite", "--out",
+                    foreign_files(c, "s", "embeddings.npy", "embeddings_vitl.npy", "metadata.csv")],
+         after=foreign_files_kept),
     Case("training-diverges", "a learning rate that makes the loss NaN", "train",
          "training diverged at step", 2,
          lambda c: train(c, c.world["store"], "--lr", "1e30"), after=sae_weights_not_published),

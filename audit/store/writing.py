@@ -54,6 +54,7 @@ class StoreWriter:
             raise InputError(f"unsupported store dtype {dtype}")
         if (self.out / "manifest.json").exists() and not overwrite:
             raise InputError(f"{self.out} already holds a store (use --overwrite to replace it)")
+        refuse_foreign_files(self.out)
         # With overwrite, the old store stays readable until finalize() publishes the new one:
         # bad input or an interruption never costs the store that was there.
         self.overwrite = overwrite
@@ -193,6 +194,26 @@ class StoreWriter:
         write_json(self.out / "manifest.json", manifest)
         shutil.rmtree(self.partial, ignore_errors=True)
         return open_store(self.out)
+
+
+def refuse_foreign_files(out: Path) -> None:
+    """Refuse to write a store into a folder whose store files are not a store's.
+
+    Publishing a store replaces ``embeddings*.npy`` and ``metadata.csv``; in a folder with no
+    manifest and no write in progress (``.partial/``) such files are the user's own data (an
+    ``embeddings.npy`` from another tool), so they are never touched, with or without
+    ``--overwrite``, which replaces stores only.
+    """
+    if (out / "manifest.json").exists() or (out / PARTIAL_DIR).is_dir():
+        return
+    found = sorted(p.name for p in out.glob("embeddings*.npy"))
+    found += ["metadata.csv"] if (out / "metadata.csv").exists() else []
+    if found:
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        raise InputError(
+            f"{out} holds {', '.join(found[:3])}{more} but no store (no manifest.json); writing "
+            "a store there would replace them: give an empty or new --out"
+        )
 
 
 def remove_store_files(out: Path, keep: Collection[str] = ()) -> None:
