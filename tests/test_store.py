@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,63 @@ def test_interrupted_writer_resumes_from_the_last_shard(tmp_path, rng):
     np.testing.assert_array_equal(store.read(), x)
     assert list(store.metadata["id"]) == list(range(1000))
     assert not (tmp_path / "s" / ".partial").exists()
+
+
+class _Killed(BaseException):
+    """Stands in for a kill: not an Exception, so no cleanup code catches it."""
+
+
+def _finalize_killed_at_rename(writer: StoreWriter, n: int, monkeypatch) -> bool:
+    """Run ``writer.finalize()`` with the ``n``-th ``os.replace`` call dying; whether it did."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == n:
+            raise _Killed
+        return real(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        try:
+            writer.finalize()
+        except _Killed:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("rows", "old_rows"), [(10, 0), (3, 0), (10, 7)], ids=["shards", "single", "overwrite"]
+)
+def test_a_finalize_killed_at_any_rename_leaves_a_resumable_store(
+    tmp_path, rng, monkeypatch, rows, old_rows
+):
+    """Killed at any rename of finalize() (some shards published, some not), the folder
+    holds the old store, the new one or an interrupted write (never a mix of rows), and
+    rerunning resumes to the input."""
+    x = rng.normal(size=(rows, 4)).astype(np.float32)
+    meta = pd.DataFrame({"id": range(rows)})
+    for n in itertools.count(1):
+        out = tmp_path / f"s{n}"
+        old = rng.normal(size=(old_rows, 4)).astype(np.float32)
+        if old_rows:
+            write_store(out, old, shard_rows=3)
+        writer = StoreWriter(out, 4, shard_rows=3, overwrite=bool(old_rows))
+        writer.append(x, meta)
+        if not _finalize_killed_at_rename(writer, n, monkeypatch):
+            break  # n is past finalize's last rename: every kill point was tried
+        try:
+            seen = open_store(out).read()
+        except InputError as exc:
+            assert "interrupted" in str(exc)
+        else:  # killed before the old store was unpublished, or after the new manifest
+            assert np.array_equal(seen, old) or np.array_equal(seen, x)
+        resumed = StoreWriter(out, 4, shard_rows=3, overwrite=bool(old_rows))
+        resumed.append(x[resumed.rows_done :], meta.iloc[resumed.rows_done :])
+        store = resumed.finalize()
+        np.testing.assert_array_equal(store.read(), x)
+        assert list(store.metadata["id"]) == list(range(rows))
+    assert n > (rows + 2) // 3  # every shard's rename was a kill point
 
 
 def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):

@@ -16,7 +16,7 @@ import pandas as pd
 
 from audit import __version__
 from audit.errors import InputError
-from audit.fileio import atomic_path, ensure_dir, write_json
+from audit.fileio import atomic_path, ensure_dir, file_sha256, write_json
 from audit.store.layout import (
     ALLOWED_DTYPES,
     DEFAULT_SHARD_ROWS,
@@ -81,12 +81,9 @@ class StoreWriter:
                 progress = json.loads(path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 progress = None
-            if isinstance(progress, dict) and progress.get("params") == self.params:
-                # Keep only shards whose files really exist (a crash may precede the rename).
-                kept = [
-                    s for s in progress.get("shards", []) if (self.partial / s["file"]).exists()
-                ]
-                progress["shards"] = kept
+            same_run = isinstance(progress, dict) and progress.get("params") == self.params
+            if same_run and _valid_entries(progress.get("shards")):
+                progress["shards"] = self._resumable_shards(progress["shards"])
                 return progress
             if isinstance(progress, dict) and progress.get("shards") and self.overwrite:
                 shutil.rmtree(self.partial, ignore_errors=True)  # another run's leftovers
@@ -97,6 +94,25 @@ class StoreWriter:
                     f"(delete {self.partial} or use another --out)"
                 )
         return {"params": self.params, "shards": []}
+
+    def _resumable_shards(self, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The recorded shards an earlier run left, in row order, up to the first one that is
+        gone: rows resume only after an unbroken run of shards from row 0. A :meth:`finalize`
+        cut short (no manifest yet) has moved the first shards into the store folder; those
+        whose bytes match the recorded sha256 move back into ``.partial/``."""
+        reclaim = not (self.out / "manifest.json").exists()
+        kept = []
+        for entry in listed:
+            here = self.partial / entry["file"]
+            if not here.exists() and reclaim:
+                published = "embeddings.npy" if len(listed) == 1 else entry["file"]
+                moved = self.out / published
+                if moved.is_file() and file_sha256(moved) == f"sha256:{entry['sha256']}":
+                    os.replace(moved, here)
+            if not here.exists():
+                break
+            kept.append(entry)
+        return kept
 
     @property
     def rows_done(self) -> int:
@@ -193,6 +209,20 @@ class StoreWriter:
         write_json(self.out / "manifest.json", manifest)
         shutil.rmtree(self.partial, ignore_errors=True)
         return open_store(self.out)
+
+
+def _valid_entries(shards: Any) -> bool:
+    """Whether a progress file's shard list is one this writer wrote (a list of entries naming
+    a plain file in ``.partial/``, its rows and sha256)."""
+    return isinstance(shards, list) and all(
+        isinstance(s, dict)
+        and isinstance(s.get("file"), str)
+        and Path(s["file"]).name == s["file"]
+        and not s["file"].startswith(".")
+        and isinstance(s.get("rows"), int)
+        and isinstance(s.get("sha256"), str)
+        for s in shards
+    )
 
 
 def remove_store_files(out: Path, keep: Collection[str] = ()) -> None:
