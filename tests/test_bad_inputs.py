@@ -468,6 +468,9 @@ CASES: list[Case] = [
          "rows but the manifest says 3", 2,
          lambda c: evaluate(c, _manifest(c.copy("store"), shards=[
              {"file": "embeddings.npy", "rows": 3}]))),
+    Case("store-shard-altered", "a shard whose bytes changed after it was written (same rows)",
+         "eval", "do not match the sha256 its manifest records", 2,
+         lambda c: evaluate(c, _alter_shard(c.copy("store")))),
     # --- labels ---------------------------------------------------------------------------
     Case("labels-row-mismatch", "a labels CSV with fewer rows than the embeddings", "audit",
          "has 10 rows but the embeddings have", 2,
@@ -853,6 +856,15 @@ def _manifest(folder: Path, **changes) -> Path:
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest.update(changes)
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _alter_shard(folder: Path) -> Path:
+    """One value of the store's shard changed in place: same size, same row count."""
+    shard = np.load(folder / "embeddings.npy", mmap_mode="r+")
+    shard[5, 1] += 1.0
+    shard.flush()
+    del shard
     return folder
 
 

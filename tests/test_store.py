@@ -182,6 +182,26 @@ def test_an_overwrite_keeps_the_old_store_until_the_new_one_is_published(tmp_pat
     assert sorted(f.name for f in (tmp_path / "s").glob("embeddings*.npy")) == ["embeddings.npy"]
 
 
+def test_a_shard_altered_after_writing_is_refused_when_first_read(tmp_path, rng):
+    """Same row count, other bytes: the manifest's sha256 catches it on the shard's first
+    read (read, take, iter_chunks); the other shards stay readable (each is checked alone)."""
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    write_store(tmp_path / "s", x, shard_rows=4)  # shards of rows 0-3, 4-7, 8-9
+    shard = np.load(tmp_path / "s" / "embeddings-00001.npy", mmap_mode="r+")
+    shard[2, 3] = 7.0  # row 6
+    shard.flush()
+    del shard
+    store = open_store(tmp_path / "s")  # opening stays cheap: nothing is hashed yet
+    np.testing.assert_array_equal(store.read(0, 4), x[:4])
+    np.testing.assert_array_equal(store.take([9, 1]), x[[9, 1]])
+    for read in (lambda s: s.read(3, 5), lambda s: s.take([6]), lambda s: list(s.iter_chunks())):
+        with pytest.raises(InputError, match=r"embeddings-00001\.npy: its bytes do not match"):
+            read(open_store(tmp_path / "s"))
+    unchanged = write_store(tmp_path / "t", x, shard_rows=4)
+    np.testing.assert_array_equal(unchanged.read(), x)  # every shard checked, all pass
+    assert not unchanged.unverified
+
+
 def test_a_shard_holding_other_rows_than_its_manifest_entry_is_refused(tmp_path, rng):
     x = rng.normal(size=(10, 4)).astype(np.float32)
     write_store(tmp_path / "s", x, shard_rows=4)

@@ -87,7 +87,8 @@ def _open_dir(p: Path) -> EmbeddingStore:
     shards = [_load_npy(f) for f in files]
     dim = manifest["dim"]
     listed = manifest.get("shards") if isinstance(manifest.get("shards"), list) else []
-    rows = {e["file"]: e.get("rows") for e in listed if isinstance(e, dict) and "file" in e}
+    entries = {e["file"]: e for e in listed if isinstance(e, dict) and "file" in e}
+    rows = {name: e.get("rows") for name, e in entries.items()}
     for f, s in zip(files, shards, strict=True):
         if s.shape[1] != dim:
             raise InputError(f"{f}: has {s.shape[1]} columns but the manifest says dim={dim}")
@@ -101,7 +102,22 @@ def _open_dir(p: Path) -> EmbeddingStore:
     metadata = None
     if (p / "metadata.csv").exists():
         metadata = read_labels_csv(p / "metadata.csv", count)
-    return EmbeddingStore(p, manifest, shards, metadata)
+    return EmbeddingStore(p, manifest, shards, metadata, _recorded_digests(files, entries))
+
+
+def _recorded_digests(
+    files: list[Path], entries: dict[str, dict[str, Any]]
+) -> dict[int, tuple[Path, str]]:
+    """The manifest's sha256 of each shard that records one (checked when first read)."""
+    digests = {}
+    for i, f in enumerate(files):
+        digest = entries.get(f.name, {}).get("sha256")
+        if digest is None:
+            continue
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise InputError(f"{f.parent}/manifest.json: invalid sha256 for shard {f.name}")
+        digests[i] = (f, digest)
+    return digests
 
 
 def _shard_files(p: Path, manifest: dict[str, Any]) -> list[Path]:
