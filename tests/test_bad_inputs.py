@@ -416,6 +416,20 @@ def _evil_image(ctx: Ctx) -> Path:
     return folder
 
 
+def _odd_image(ctx: Ctx, name: str) -> Path:
+    """A good image and ``name``: a float TIFF for .tif names, else an ordinary PNG."""
+    from PIL import Image
+
+    folder = ctx.tmp / "images"
+    folder.mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(folder / "a_good.png")
+    if name.endswith(".tif"):
+        Image.fromarray(np.full((16, 16), 0.5, dtype=np.float32)).save(folder / name)
+    else:
+        Image.new("RGB", (16, 16), (10, 200, 10)).save(folder / name)
+    return folder
+
+
 # ------------------------------------------------------------------------------------------
 # The table
 # ------------------------------------------------------------------------------------------
@@ -768,6 +782,15 @@ CASES: list[Case] = [
          lambda c: ["embed", "images", _evil_image(c), *c.clip, "--out", c.tmp / "s",
                     "--workers", "0"],
          after=lambda c: _named_in_output(c, "zz_broken.png")),
+    Case("image-float-pixels", "a 32-bit float TIFF (no fixed range to read as colours)",
+         "embed images", "32-bit floating-point pixels have no fixed range", 2,
+         lambda c: ["embed", "images", _odd_image(c, "zz_float.tif"), *c.clip, "--out",
+                    c.tmp / "s", "--workers", "0"],
+         after=lambda c: _named_in_output(c, "zz_float.tif")),
+    Case("image-name-not-utf8", "an image whose file name is not UTF-8 (Latin-1 bytes)",
+         "embed images", "is not valid UTF-8: rename it", 2,
+         lambda c: ["embed", "images", _odd_image(c, os.fsdecode(b"caf\xe9.png")), *c.clip,
+                    "--out", c.tmp / "s", "--workers", "0"]),
     Case("manifest-no-path", "an image manifest CSV without a path column", "embed images",
          "manifest needs a 'path' column", 2,
          lambda c: ["embed", "images", c.text("m.csv", "file,label\na.png,1\n"), *c.clip,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +286,39 @@ def test_pickled_pretrained_checkpoints_are_refused_and_never_run(
         with pytest.raises(InputError, match="refused to load"):
             load_clip(str(config), str(evil), device="cpu")
         assert not marker.exists(), evil.name
+
+
+def test_sixteen_bit_grey_images_embed_like_their_eight_bit_copies(tmp_path, clip):
+    """A 16-bit grey PNG holding v * 257 is the 8-bit image v at full range: it embeds the
+    same (PIL's convert("RGB") clipped it at 255, so almost every pixel came out white)."""
+    grey = np.random.default_rng(3).integers(0, 256, size=(40, 48), dtype=np.uint16)
+    Image.fromarray(grey.astype(np.uint8)).save(tmp_path / "eight.png")
+    Image.fromarray(grey * 257).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode == "I;16"
+    paths = [str(tmp_path / "eight.png"), str(tmp_path / "sixteen.png")]
+    store = finish_store(
+        writer := StoreWriter(tmp_path / "s", clip.embed_dim),
+        embed_images(paths, clip, writer),
+    )
+    x = store.read()
+    np.testing.assert_allclose(x[1], x[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pixels", [np.float32, np.int32], ids=["float", "int32"])
+def test_images_without_a_fixed_pixel_range_are_named_or_skipped(tmp_path, clip, pixels):
+    _write_images(tmp_path, 2)
+    Image.fromarray(np.full((40, 40), 1000, dtype=pixels)).save(tmp_path / "wide.tif")
+    paths = [str(tmp_path / "img000.jpg"), str(tmp_path / "wide.tif"), str(tmp_path / "img001.png")]
+    with pytest.raises(InputError, match=r"wide\.tif: ValueError: 32-bit .* no fixed range"):
+        embed_images(paths, clip, StoreWriter(tmp_path / "a", clip.embed_dim))
+    writer = StoreWriter(tmp_path / "b", clip.embed_dim)
+    store = finish_store(writer, embed_images(paths, clip, writer, skip_bad_images=True))
+    assert store.count == 2 and store.manifest["skipped"] == 1
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(tmp_path):
+    _write_images(tmp_path / "d", 1)
+    name = b"caf\xe9.png"  # Latin-1, as an old camera or Windows share may write it
+    (tmp_path / "d" / "img000.jpg").rename(tmp_path / "d" / os.fsdecode(name))
+    with pytest.raises(InputError, match=r"caf\\xe9\.png is not valid UTF-8: rename it"):
+        list_images(tmp_path / "d")

@@ -15,7 +15,7 @@ from audit.cli.options import command_options, device_option, option, quiet_opti
 from audit.cli.progress import Bars
 from audit.concepts import load_bank
 from audit.device import resolve_device
-from audit.errors import InputError
+from audit.errors import InputError, first_line
 from audit.fileio import write_json, write_text
 from audit.sae import load_sae, sae_fingerprint
 from audit.search import DEFAULT_CHUNK_ROWS, check_gallery, parse_edits, run_search
@@ -150,13 +150,15 @@ def _query_embedding(store, image, text, row, model, pretrained, device):  # typ
 def _embed_image(clip, path: Path) -> np.ndarray:  # type: ignore[no-untyped-def]
     from PIL import Image, UnidentifiedImageError
 
+    from audit.encoders import to_rgb
+
     if not path.exists():
         raise InputError(f"query image not found: {path}")
     try:
         with Image.open(path) as img:
-            tensor = clip.preprocess(img.convert("RGB")).unsqueeze(0)
+            tensor = clip.preprocess(to_rgb(img)).unsqueeze(0)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read query image {path}: {type(exc).__name__}") from exc
+        raise InputError(f"cannot read query image {path}: {first_line(exc)}") from exc
     return clip.encode_image_batch(tensor)
 
 

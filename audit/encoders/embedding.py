@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -59,7 +60,7 @@ class _ImageFiles(torch.utils.data.Dataset):
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(self.paths[row]) as image:
                     image.load()
-                    rgb = image.convert("RGB")
+                    rgb = to_rgb(image)
             return row, self.transform(rgb), ""
         except FileNotFoundError:
             return row, None, "file not found"
@@ -68,6 +69,29 @@ class _ImageFiles(torch.utils.data.Dataset):
         except Exception as exc:  # PIL raises many types for damaged files
             message = (str(exc).strip().splitlines() or [""])[0][:200]
             return row, None, f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+_SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``image``, as CLIP's preprocessing expects (alpha dropped, CMYK,
+    palette and grey converted, as open_clip does).
+
+    16-bit grey (PNG, TIFF) is scaled from its 0..65535 range: PIL's ``convert("RGB")`` clips
+    it at 255 instead, turning almost every pixel white. 32-bit integer or float pixels (modes
+    I and F) have no fixed range to scale from, so they raise :class:`ValueError`.
+    """
+    if image.mode in _SIXTEEN_BIT_GREY or (image.mode == "I" and image.format == "PNG"):
+        grey = np.asarray(image).astype(np.uint32)  # a PNG's mode I is 16-bit grey
+        return Image.fromarray(((grey * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        kind = "integer" if image.mode == "I" else "floating-point"
+        raise ValueError(
+            f"32-bit {kind} pixels have no fixed range to read as colours "
+            "(save the image with 8 or 16 bits per channel)"
+        )
+    return image.convert("RGB")
 
 
 def _collate(
