@@ -489,6 +489,10 @@ CASES: list[Case] = [
     Case("labels-row-mismatch", "a labels CSV with fewer rows than the embeddings", "audit",
          "has 10 rows but the embeddings have", 2,
          lambda c: audit(c, labels=_csv(c, c.labels().iloc[:10]))),
+    Case("labels-other-ids", "a labels CSV whose id column names other images than the store",
+         "audit", "labels are matched to the store by their 'id' column", 2,
+         lambda c: audit(c, labels=_csv(c, c.labels().assign(id=lambda f: f["id"].astype(str)
+                                                               + "-other")))),
     Case("labels-empty-file", "an empty labels CSV", "audit",
          "empty CSV file", 2,
          lambda c: audit(c, labels=c.text("l.csv", b""))),

@@ -283,6 +283,49 @@ def test_non_finite_rows_are_named(tmp_path, rng):
         open_store(tmp_path / "x.npy", expected_dim=8)
 
 
+def test_labels_are_matched_to_the_store_by_id(tmp_path, rng):
+    """Both sides have ids: a shuffled labels CSV is put in the store's order (by position it
+    gave rows other images' labels); other ids are refused; a BOM is not part of a name."""
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    ids = [f"img{i}.png" for i in range(6)]
+    write_store(tmp_path / "s", x, pd.DataFrame({"id": ids, "y": range(6)}))
+    labels = pd.DataFrame({"id": ids, "target": [i * 10 for i in range(6)]})
+    shuffled = labels.iloc[[4, 0, 5, 2, 1, 3]]
+    with open(tmp_path / "l.csv", "w", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8"
+        shuffled.to_csv(fh, index=False)
+    store = open_store(tmp_path / "s", labels=tmp_path / "l.csv")
+    assert store.metadata["id"].tolist() == ids
+    assert store.metadata["target"].tolist() == [0, 10, 20, 30, 40, 50]
+    labels.assign(id=[*ids[:5], "other.png"]).to_csv(tmp_path / "o.csv", index=False)
+    with pytest.raises(InputError, match=r"row 7 has id 'other\.png' but the store's row 5"):
+        open_store(tmp_path / "s", labels=tmp_path / "o.csv")
+    repeated = tmp_path / "r"
+    write_store(repeated, x, pd.DataFrame({"id": ["a", "a", "b", "c", "d", "e"]}))
+    frame = pd.DataFrame({"id": ["a", "b", "a", "c", "d", "e"], "t": range(6)})
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(InputError, match="ids repeat, so rows cannot be matched"):
+        open_store(repeated, labels=tmp_path / "r.csv")
+    frame.iloc[[0, 2, 1, 3, 4, 5]].to_csv(tmp_path / "r2.csv", index=False)  # same order
+    assert open_store(repeated, labels=tmp_path / "r2.csv").metadata["t"].tolist() == [
+        0,
+        2,
+        1,
+        3,
+        4,
+        5,
+    ]
+    # No id on one side: rows are matched by position, as documented.
+    pd.DataFrame({"target": range(6)}).to_csv(tmp_path / "p.csv", index=False)
+    assert open_store(tmp_path / "s", labels=tmp_path / "p.csv").metadata["target"].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+
+
 def test_labels_csv_errors(tmp_path):
     (tmp_path / "bad.csv").write_bytes(b"a,b\n\xff\xfe,1\n")
     with pytest.raises(InputError):

@@ -54,7 +54,7 @@ def open_store(
     else:
         raise InputError(f"{p} is neither a store directory nor a .npy file")
     if labels is not None:
-        store.metadata = read_labels_csv(labels, store.count)
+        store.metadata = _match_ids(read_labels_csv(labels, store.count), store.metadata, labels)
     if expected_dim is not None and store.dim != expected_dim:
         raise InputError(f"{p} has embedding dimension {store.dim}, but {expected_dim} is expected")
     if check_finite:
@@ -188,6 +188,36 @@ def _load_npy(path: Path) -> np.ndarray:
     if array.shape[1] == 0:
         raise InputError(f"{path}: embedding dimension is 0")
     return array
+
+
+def _match_ids(
+    labels: pd.DataFrame, metadata: pd.DataFrame | None, path: str | os.PathLike[str]
+) -> pd.DataFrame:
+    """``labels`` in the store's row order. Labels are row-aligned, but when both they and the
+    store's metadata have an ``id`` column the ids decide: the same ids in another order (a
+    sorted or shuffled CSV) are put in the store's order, and different ids are refused — by
+    position they would give rows the labels of other images, silently."""
+    if metadata is None or "id" not in metadata.columns or "id" not in labels.columns:
+        return labels
+    ours = metadata["id"].astype(str).to_numpy()
+    theirs = labels["id"].astype(str).to_numpy()
+    if (ours == theirs).all():
+        return labels
+    row = int(np.argmax(ours != theirs))
+    if sorted(theirs) == sorted(ours):
+        if len(set(theirs)) == len(theirs):
+            position = pd.Index(theirs).get_indexer(ours)
+            return labels.iloc[position].reset_index(drop=True)
+        raise InputError(
+            f"{path}: lists the store's ids in another order, and ids repeat, so rows cannot "
+            f"be matched by id (row {row + 2} has {theirs[row]!r}, the store's row {row} is "
+            f"{ours[row]!r}): put the rows in the store's order"
+        )
+    raise InputError(
+        f"{path}: row {row + 2} has id {theirs[row]!r} but the store's row {row} is "
+        f"{ours[row]!r}: labels are matched to the store by their 'id' column (give the "
+        "store's ids, or rename the column to match rows by position)"
+    )
 
 
 def read_labels_csv(path: str | os.PathLike[str], expected_rows: int | None = None) -> pd.DataFrame:
