@@ -416,6 +416,17 @@ def _evil_image(ctx: Ctx) -> Path:
     return folder
 
 
+def _plain_npy_folder(ctx: Ctx) -> Path:
+    folder = ctx.tmp / "work"
+    folder.mkdir()
+    np.save(folder / "embeddings.npy", ctx.embeddings()[:5])
+    return folder
+
+
+def _plain_npy_kept(ctx: Ctx) -> None:
+    np.testing.assert_array_equal(np.load(ctx.tmp / "work" / "embeddings.npy"), ctx.embeddings()[:5])
+
+
 def _odd_image(ctx: Ctx, name: str) -> Path:
     """A good image and ``name``: a float TIFF for .tif names, else an ordinary PNG."""
     from PIL import Image
@@ -795,6 +806,10 @@ CASES: list[Case] = [
          "embed images", "is not valid UTF-8: rename it", 2,
          lambda c: ["embed", "images", _odd_image(c, os.fsdecode(b"caf\xe9.png")), *c.clip,
                     "--out", c.tmp / "s", "--workers", "0"]),
+    Case("embed-out-not-a-store", "--out holding a plain embeddings.npy (not a store)",
+         "embed texts", "which is not part of a store (no manifest.json)", 2,
+         lambda c: ["embed", "texts", vocab(c), *c.clip, "--out", _plain_npy_folder(c)],
+         after=lambda c: _plain_npy_kept(c)),
     Case("manifest-no-path", "an image manifest CSV without a path column", "embed images",
          "manifest needs a 'path' column", 2,
          lambda c: ["embed", "images", c.text("m.csv", "file,label\na.png,1\n"), *c.clip,

@@ -169,6 +169,27 @@ def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
         StoreWriter(tmp_path / "v", 4).append(np.zeros((2, 5), dtype=np.float32))
 
 
+def test_a_store_never_replaces_files_it_did_not_write(tmp_path, rng):
+    """A folder holding a plain embeddings.npy and its labels (a documented input) is not a
+    store: writing one there is refused (publishing deleted them); --overwrite replaces only
+    files of a store's names."""
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    folder = tmp_path / "work"
+    folder.mkdir()
+    np.save(folder / "embeddings.npy", x)
+    pd.DataFrame({"y": range(4)}).to_csv(folder / "metadata.csv", index=False)
+    np.save(folder / "embeddings-backup.npy", x)
+    with pytest.raises(InputError, match=r"holds embeddings\.npy, which is not part of a store"):
+        write_store(folder, x * 2, shard_rows=2)
+    assert sorted(f.name for f in folder.iterdir()) == [
+        "embeddings-backup.npy", "embeddings.npy", "metadata.csv"
+    ]  # fmt: skip
+    np.testing.assert_array_equal(np.load(folder / "embeddings.npy"), x)
+    store = write_store(folder, x * 2, shard_rows=2, overwrite=True)
+    np.testing.assert_array_equal(store.read(), x * 2)
+    np.testing.assert_array_equal(np.load(folder / "embeddings-backup.npy"), x)
+
+
 def test_an_overwrite_keeps_the_old_store_until_the_new_one_is_published(tmp_path, rng):
     x = rng.normal(size=(10, 4)).astype(np.float32)
     write_store(tmp_path / "s", x, shard_rows=4)  # three shards

@@ -19,6 +19,7 @@ STORE_VERSION = 1
 ALLOWED_DTYPES = (np.dtype("float32"), np.dtype("float16"))
 DEFAULT_SHARD_ROWS = 1 << 16
 PARTIAL_DIR = ".partial"
+SHARD_GLOB = "embeddings-[0-9][0-9][0-9][0-9][0-9].npy"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from audit.fileio import describe_os_error, read_json
 from audit.store.layout import (
     ALLOWED_DTYPES,
     PARTIAL_DIR,
+    SHARD_GLOB,
     STORE_FORMAT,
     STORE_VERSION,
     EmbeddingStore,
@@ -134,7 +135,7 @@ def _shard_files(p: Path, manifest: dict[str, Any]) -> list[Path]:
     elif (p / "embeddings.npy").exists():
         files = [p / "embeddings.npy"]
     else:
-        files = sorted(p.glob("embeddings-[0-9][0-9][0-9][0-9][0-9].npy"))
+        files = sorted(p.glob(SHARD_GLOB))
     if not files:
         raise InputError(f"{p}: no embeddings.npy or embeddings-NNNNN.npy shards found")
     for f in files:

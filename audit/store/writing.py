@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ from audit.store.layout import (
     ALLOWED_DTYPES,
     DEFAULT_SHARD_ROWS,
     PARTIAL_DIR,
+    SHARD_GLOB,
     STORE_FORMAT,
     STORE_VERSION,
     EmbeddingStore,
@@ -72,6 +74,8 @@ class StoreWriter:
         self._meta_buffer: list[pd.DataFrame] = []
         self._buffered = 0
         self.progress = self._load_progress()
+        if not overwrite and not self.progress["shards"]:
+            self._refuse_other_files()
 
     # -- progress ----------------------------------------------------------------------------
     def _load_progress(self) -> dict[str, Any]:
@@ -94,6 +98,20 @@ class StoreWriter:
                     f"(delete {self.partial} or use another --out)"
                 )
         return {"params": self.params, "shards": []}
+
+    def _refuse_other_files(self) -> None:
+        """A new store goes into a folder without files of a store's names: publishing it
+        replaces those, so a plain ``embeddings.npy`` or a ``metadata.csv`` of the user's
+        would be lost. (A store there was refused already; ``--overwrite`` replaces them.)"""
+        found = store_files(self.out)
+        if found:
+            with contextlib.suppress(OSError):
+                self.partial.rmdir()  # made just now, empty: the folder stays as it was
+            raise InputError(
+                f"{self.out} holds {found[0].name}, which is not part of a store (no "
+                "manifest.json): the new store would replace it (use another --out, or "
+                "--overwrite to replace it)"
+            )
 
     def _resumable_shards(self, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The recorded shards an earlier run left, in row order, up to the first one that is
@@ -225,12 +243,18 @@ def _valid_entries(shards: Any) -> bool:
     )
 
 
+def store_files(out: Path) -> list[Path]:
+    """The files in ``out`` that a store publishes under its own names (shards, metadata)."""
+    names = [out / "embeddings.npy", *sorted(out.glob(SHARD_GLOB)), out / "metadata.csv"]
+    return [f for f in names if f.is_file()]
+
+
 def remove_store_files(out: Path, keep: Collection[str] = ()) -> None:
     """Unpublish the store in ``out``: its manifest first (so no reader ever sees a manifest
     whose shards are gone), then its shards and metadata, except the files named in ``keep``.
-    ``.partial/`` (a write in progress) stays."""
+    ``.partial/`` (a write in progress) and files of other names stay."""
     (out / "manifest.json").unlink(missing_ok=True)
-    for f in [*list(out.glob("embeddings*.npy")), out / "metadata.csv"]:
+    for f in store_files(out):
         if f.name not in keep:
             f.unlink(missing_ok=True)
 
