@@ -335,6 +335,13 @@ def test_labels_are_matched_to_the_store_by_id(tmp_path, rng):
         4,
         5,
     ]
+    # Integer ids match the same ids written as floats (what pandas writes for an id column
+    # with one empty cell).
+    write_store(tmp_path / "n", x, pd.DataFrame({"id": [3, 1, 2, 0, 5, 4]}))
+    floats = pd.DataFrame({"id": np.arange(6, dtype=float), "t": range(6)})
+    floats.to_csv(tmp_path / "n.csv", index=False)
+    matched = open_store(tmp_path / "n", labels=tmp_path / "n.csv").metadata
+    assert matched["t"].tolist() == [3, 1, 2, 0, 5, 4]
     # No id on one side: rows are matched by position, as documented.
     pd.DataFrame({"target": range(6)}).to_csv(tmp_path / "p.csv", index=False)
     assert open_store(tmp_path / "s", labels=tmp_path / "p.csv").metadata["target"].tolist() == [

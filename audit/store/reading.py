@@ -200,8 +200,7 @@ def _match_ids(
     position they would give rows the labels of other images, silently."""
     if metadata is None or "id" not in metadata.columns or "id" not in labels.columns:
         return labels
-    ours = metadata["id"].astype(str).to_numpy()
-    theirs = labels["id"].astype(str).to_numpy()
+    ours, theirs = _id_text(metadata["id"]), _id_text(labels["id"])
     if (ours == theirs).all():
         return labels
     row = int(np.argmax(ours != theirs))
@@ -219,6 +218,17 @@ def _match_ids(
         f"{ours[row]!r}: labels are matched to the store by their 'id' column (give the "
         "store's ids, or rename the column to match rows by position)"
     )
+
+
+def _id_text(ids: pd.Series) -> np.ndarray:
+    """Ids as text, whole numbers without a decimal part: a column that pandas read as float
+    (one empty cell) still matches the same ids read as integers (``7.0`` is ``7``)."""
+    if pd.api.types.is_float_dtype(ids):
+        whole = ids.notna() & np.isfinite(ids) & (ids == ids.round())
+        text = ids.astype(str)
+        text[whole] = ids[whole].astype(np.int64).astype(str)
+        return text.to_numpy()
+    return ids.astype(str).to_numpy()
 
 
 def read_labels_csv(path: str | os.PathLike[str], expected_rows: int | None = None) -> pd.DataFrame:
