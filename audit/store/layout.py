@@ -30,10 +30,11 @@ class EmbeddingStore:
     manifest: dict[str, Any]
     shards: list[np.ndarray]
     metadata: pd.DataFrame | None = None
-    #: Shards still to be checked against their manifest sha256 (index -> file, hex digest):
-    #: each is checked on its first read, once per opened store.
-    unverified: dict[int, tuple[Path, str]] = field(default_factory=dict)
+    #: The sha256 (hex) the manifest records for shards (index -> file, digest): each shard is
+    #: checked against it on its first read, once per opened store.
+    recorded_sha256: dict[int, tuple[Path, str]] = field(default_factory=dict)
     offsets: np.ndarray = field(init=False)
+    _checked: set[int] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.shards])]).astype(
@@ -100,10 +101,19 @@ class EmbeddingStore:
         """Shard ``i``, its file checked against the manifest's sha256 the first time it is
         read: a shard altered after it was written (same row count, other bytes) is refused
         instead of read silently. Hashing reads the file once (~0.5 GB/s on one core)."""
-        check = self.unverified.pop(i, None)
-        if check is not None:
-            verify_sha256(*check)
+        if i in self.recorded_sha256 and i not in self._checked:
+            verify_sha256(*self.recorded_sha256[i])
+            self._checked.add(i)
         return self.shards[i]
+
+    def shard_sha256(self, i: int) -> str | None:
+        """``sha256:<hex>`` of shard ``i``'s file: the manifest's, checked (hashing it once),
+        or computed when the manifest records none; ``None`` for an in-memory array."""
+        if i in self.recorded_sha256:
+            self.shard(i)
+            return "sha256:" + self.recorded_sha256[i][1].lower()
+        filename = getattr(self.shards[i], "filename", None)
+        return file_sha256(filename) if filename else None
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``start:stop`` as a float32 array (a copy; the store stays untouched)."""
