@@ -168,6 +168,9 @@ def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
         StoreWriter(tmp_path / "u", 4).append(np.full((2, 4), np.nan, dtype=np.float32))
     with pytest.raises(InputError, match="expected"):
         StoreWriter(tmp_path / "v", 4).append(np.zeros((2, 5), dtype=np.float32))
+    big = np.full((2, 4), 7e4, dtype=np.float32)  # beyond float16's 65504: inf once cast
+    with pytest.raises(InputError, match="do not fit float16"):
+        StoreWriter(tmp_path / "w", 4, dtype="float16").append(big)
 
 
 def test_a_store_never_replaces_files_it_did_not_write(tmp_path, rng):

@@ -152,6 +152,13 @@ class StoreWriter:
             )
         if not np.isfinite(emb).all():
             raise InputError("refusing to store NaN or inf embeddings")
+        with np.errstate(over="ignore"):
+            stored = emb.astype(self.params["dtype"], copy=False)
+        if not np.isfinite(stored).all():  # float16 tops out at 65504
+            raise InputError(
+                f"embedding values up to {float(np.abs(emb).max()):.4g} do not fit "
+                f"{self.params['dtype']} (they would be stored as inf): use float32"
+            )
         if metadata is not None:
             frame = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(list(metadata))
             if len(frame) != len(emb):
@@ -159,7 +166,7 @@ class StoreWriter:
             self._meta_buffer.append(frame.reset_index(drop=True))
         elif self._meta_buffer:
             raise InputError("metadata must be given for every batch or for none")
-        self._buffer.append(emb.astype(self.params["dtype"], copy=False))
+        self._buffer.append(stored)
         self._buffered += len(emb)
         while self._buffered >= self.shard_rows:
             self._flush(self.shard_rows)
