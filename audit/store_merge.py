@@ -174,7 +174,7 @@ def _build_partial(
 ) -> None:
     """Build every output shard not yet ``done`` and the merged metadata in ``partial``,
     recording each shard as it is done."""
-    checked: set[Path] = set()  # part shards whose sha256 was checked before a copy
+    checked: set[Path] = set()  # part shards checked against their sha256
     for spec in plan["shards"]:
         if spec["file"] not in done:
             done[spec["file"]] = _build_shard(partial, plan, layout, spec, checked)
@@ -370,9 +370,7 @@ def _build_shard(
     partial: Path, plan: dict[str, Any], layout: _Layout, spec: dict[str, Any], checked: set[Path]
 ) -> str | None:
     """Move or write one output shard into ``partial``; returns its sha256 (if known). Part
-    shards copied from are checked against their recorded sha256 first (once each, noted in
-    ``checked``), so the merge never gives damaged rows a fresh, valid sha256; moved shards
-    keep theirs, which readers check."""
+    shards copied from are checked first (once each): a fresh sha256 would hide damage."""
     target = partial / spec["file"]
     if "move" in spec:
         part, file = spec["move"]
