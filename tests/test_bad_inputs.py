@@ -504,6 +504,9 @@ CASES: list[Case] = [
          "audit", "labels are matched to the store by their 'id' column", 2,
          lambda c: audit(c, labels=_csv(c, c.labels().assign(id=lambda f: f["id"].astype(str)
                                                                + "-other")))),
+    Case("labels-parquet-damaged", "a truncated Parquet labels table", "audit",
+         "malformed Parquet file", 2,
+         lambda c: audit(c, labels=c.text("l.parquet", b"PAR1\x15\x04\x15\x00"))),
     Case("labels-empty-file", "an empty labels CSV", "audit",
          "empty CSV file", 2,
          lambda c: audit(c, labels=c.text("l.csv", b""))),

@@ -358,6 +358,22 @@ def test_labels_are_matched_to_the_store_by_id(tmp_path, rng):
     ]
 
 
+def test_labels_may_be_parquet(tmp_path, rng):
+    """A Parquet table (recognised by its bytes) reads like the CSV: a named index comes back
+    as a column, so ids saved as the index still match the store's."""
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    ids = [f"img{i}.png" for i in range(5)]
+    write_store(tmp_path / "s", x, pd.DataFrame({"id": ids}))
+    table = pd.DataFrame({"id": ids, "target": [0, 1, 0, 1, 1]}).iloc[[3, 1, 4, 0, 2]]
+    table.set_index("id").to_parquet(tmp_path / "labels.data")
+    store = open_store(tmp_path / "s", labels=tmp_path / "labels.data")
+    assert store.metadata["id"].tolist() == ids
+    assert store.metadata["target"].tolist() == [0, 1, 0, 1, 1]
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "labels.data").read_bytes()[:40])
+    with pytest.raises(InputError, match="malformed Parquet file"):
+        read_labels_csv(tmp_path / "cut.parquet")
+
+
 def test_labels_csv_errors(tmp_path):
     (tmp_path / "bad.csv").write_bytes(b"a,b\n\xff\xfe,1\n")
     with pytest.raises(InputError):

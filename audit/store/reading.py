@@ -232,12 +232,37 @@ def _id_text(ids: pd.Series) -> np.ndarray:
 
 
 def read_labels_csv(path: str | os.PathLike[str], expected_rows: int | None = None) -> pd.DataFrame:
-    """Read a row-aligned labels/metadata CSV; the row count must match the embeddings."""
+    """Read a row-aligned labels/metadata table — CSV, or Parquet (recognised by its first
+    bytes, whatever its name); the row count must match the embeddings."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"labels file not found: {p}")
+    frame = _read_parquet(p) if _is_parquet(p) else _read_csv(p)
+    if expected_rows is not None and len(frame) != expected_rows:
+        raise InputError(f"{p} has {len(frame)} rows but the embeddings have {expected_rows}")
+    return frame
+
+
+def _is_parquet(p: Path) -> bool:
     try:
-        frame = pd.read_csv(p, low_memory=False)
+        with open(p, "rb") as fh:
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False  # the CSV reader names the problem
+
+
+def _read_parquet(p: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises its own types for damaged files
+        raise InputError(f"{p}: malformed Parquet file ({first_line(exc)})") from exc
+    # A table saved with a named index (df.set_index("id").to_parquet) gets it back as a column.
+    return frame.reset_index(drop=isinstance(frame.index, pd.RangeIndex))
+
+
+def _read_csv(p: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(p, low_memory=False)
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not UTF-8 text") from exc
     except pd.errors.EmptyDataError as exc:
@@ -246,6 +271,3 @@ def read_labels_csv(path: str | os.PathLike[str], expected_rows: int | None = No
         raise InputError(f"{p}: malformed CSV ({first_line(exc, limit=None)})") from exc
     except OSError as exc:
         raise InputError(f"cannot read {p}: {describe_os_error(exc)}") from exc
-    if expected_rows is not None and len(frame) != expected_rows:
-        raise InputError(f"{p} has {len(frame)} rows but the embeddings have {expected_rows}")
-    return frame
