@@ -15,18 +15,26 @@ from audit.errors import InputError
 _ALLOCATOR_TUNED = False
 
 
+def check_device_name(name: str) -> str:
+    """``name`` when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else is an input
+    error, whether or not the command turns out to need a device at all."""
+    name = (name or "auto").lower()
+    index = name.removeprefix("cuda:")
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and index.isdecimal()):
+        return name
+    raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; asking for an absent CUDA is an input error."""
-    name = (name or "auto").lower()
+    name = check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda was requested but no CUDA device is available")
-        return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise InputError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if not torch.cuda.is_available():
+        raise InputError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
 
 
 @contextlib.contextmanager

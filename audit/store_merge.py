@@ -49,6 +49,7 @@ from audit.store import (
     EmbeddingStore,
     open_store,
     remove_store_files,
+    verify_sha256,
 )
 
 RANKS_DIR = ".ranks"
@@ -173,9 +174,10 @@ def _build_partial(
 ) -> None:
     """Build every output shard not yet ``done`` and the merged metadata in ``partial``,
     recording each shard as it is done."""
+    checked: set[Path] = set()  # part shards checked against their sha256
     for spec in plan["shards"]:
         if spec["file"] not in done:
-            done[spec["file"]] = _build_shard(partial, plan, layout, spec)
+            done[spec["file"]] = _build_shard(partial, plan, layout, spec, checked)
             write_json(partial / DONE_FILE, done)
     if plan["metadata"] and not (partial / "metadata.csv").exists():
         frames = [
@@ -365,9 +367,10 @@ def _shard_table(store: EmbeddingStore) -> list[tuple[str, int, int, str | None]
 
 
 def _build_shard(
-    partial: Path, plan: dict[str, Any], layout: _Layout, spec: dict[str, Any]
+    partial: Path, plan: dict[str, Any], layout: _Layout, spec: dict[str, Any], checked: set[Path]
 ) -> str | None:
-    """Move or write one output shard into ``partial``; returns its sha256 (if known)."""
+    """Move or write one output shard into ``partial``; returns its sha256 (if known). Part
+    shards copied from are checked first (once each): a fresh sha256 would hide damage."""
     target = partial / spec["file"]
     if "move" in spec:
         part, file = spec["move"]
@@ -383,13 +386,15 @@ def _build_shard(
     for part in np.unique(part_of):
         where = np.flatnonzero(part_of == part)
         wanted = local[where]  # ascending: a part's rows keep their order in the merged store
-        for file, lo, hi, _ in plan["tables"][int(part)]:
+        for file, lo, hi, sha in plan["tables"][int(part)]:
             inside = (wanted >= lo) & (wanted < hi)
             if not inside.any():
                 continue
-            shard = np.load(
-                Path(plan["parts"][int(part)]) / file, mmap_mode="r", allow_pickle=False
-            )
+            source = Path(plan["parts"][int(part)]) / file
+            if sha and source not in checked:
+                verify_sha256(source, sha)
+                checked.add(source)
+            shard = np.load(source, mmap_mode="r", allow_pickle=False)
             picked = wanted[inside] - lo
             if picked[-1] - picked[0] == len(picked) - 1:  # a run: slice instead of gather
                 block[where[inside]] = shard[picked[0] : picked[-1] + 1]

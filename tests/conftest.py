@@ -48,13 +48,19 @@ def cli(capsys):
     return invoke
 
 
-def assert_one_line_error(result: CliResult, code: int = 2, contains: str | None = None) -> None:
+def assert_one_line_error(
+    result: CliResult, code: int = 2, contains: str | None = None, details: bool = False
+) -> None:
+    """The command failed with ``code`` and said why in one ``error: …`` line, the last thing
+    it printed (not a traceback, not Click's multi-line usage box); ``details``: an error's
+    details (the expected CelebA folder tree) may follow the line."""
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    text = " ".join(result.stderr.split())
-    assert "error" in text.lower()
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and (details or lines[-1] == errors[0]), result.stderr
     if contains is not None:
-        assert contains.lower() in text.lower(), text
+        assert contains.lower() in errors[0].lower(), errors[0]
 
 
 @pytest.fixture

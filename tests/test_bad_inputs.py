@@ -450,6 +450,31 @@ def _evil_image(ctx: Ctx) -> Path:
     return folder
 
 
+def _plain_npy_folder(ctx: Ctx) -> Path:
+    folder = ctx.tmp / "work"
+    folder.mkdir()
+    np.save(folder / "embeddings.npy", ctx.embeddings()[:5])
+    return folder
+
+
+def _plain_npy_kept(ctx: Ctx) -> None:
+    np.testing.assert_array_equal(np.load(ctx.tmp / "work" / "embeddings.npy"), ctx.embeddings()[:5])
+
+
+def _odd_image(ctx: Ctx, name: str) -> Path:
+    """A good image and ``name``: a float TIFF for .tif names, else an ordinary PNG."""
+    from PIL import Image
+
+    folder = ctx.tmp / "images"
+    folder.mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(folder / "a_good.png")
+    if name.endswith(".tif"):
+        Image.fromarray(np.full((16, 16), 0.5, dtype=np.float32)).save(folder / name)
+    else:
+        Image.new("RGB", (16, 16), (10, 200, 10)).save(folder / name)
+    return folder
+
+
 # ------------------------------------------------------------------------------------------
 # The table
 # ------------------------------------------------------------------------------------------
@@ -502,10 +527,20 @@ CASES: list[Case] = [
          "rows but the manifest says 3", 2,
          lambda c: evaluate(c, _manifest(c.copy("store"), shards=[
              {"file": "embeddings.npy", "rows": 3}]))),
+    Case("store-shard-altered", "a shard whose bytes changed after it was written (same rows)",
+         "eval", "do not match the sha256 its manifest records", 2,
+         lambda c: evaluate(c, _alter_shard(c.copy("store")))),
     # --- labels ---------------------------------------------------------------------------
     Case("labels-row-mismatch", "a labels CSV with fewer rows than the embeddings", "audit",
          "has 10 rows but the embeddings have", 2,
          lambda c: audit(c, labels=_csv(c, c.labels().iloc[:10]))),
+    Case("labels-other-ids", "a labels CSV whose id column names other images than the store",
+         "audit", "labels are matched to the store by their 'id' column", 2,
+         lambda c: audit(c, labels=_csv(c, c.labels().assign(id=lambda f: f["id"].astype(str)
+                                                               + "-other")))),
+    Case("labels-parquet-damaged", "a truncated Parquet labels table", "audit",
+         "malformed Parquet file", 2,
+         lambda c: audit(c, labels=c.text("l.parquet", b"PAR1\x15\x04\x15\x00"))),
     Case("labels-empty-file", "an empty labels CSV", "audit",
          "empty CSV file", 2,
          lambda c: audit(c, labels=c.text("l.csv", b""))),
@@ -600,11 +635,6 @@ CASES: list[Case] = [
          lambda c: ["check", "--config", c.text("gate.yaml", "gates: {}\n"),
                     c.copy("results"), "--junit", c.tmp / f"copy-{c.world['results'].name}"],
          after=lambda c: json.loads((c.tmp / f"copy-{c.world['results'].name}").read_text())),
-    Case("embed-into-foreign-folder", "embedding into a folder holding someone's embeddings.npy",
-         "embed texts", "holds embeddings.npy, embeddings_vitl.npy, metadata.csv but no store", 2,
-         lambda c: ["embed", "texts", vocab(c), *c.clip, "--overwrite", "--out",
-                    foreign_files(c, "s", "embeddings.npy", "embeddings_vitl.npy", "metadata.csv")],
-         after=foreign_files_kept),
     Case("training-diverges", "a learning rate that makes the loss NaN", "train",
          "training diverged at step", 2,
          lambda c: train(c, c.world["store"], "--lr", "1e30"), after=sae_weights_not_published),
@@ -719,6 +749,9 @@ CASES: list[Case] = [
     Case("concepts-nan-threshold", "concepts --threshold nan", "concepts",
          "--threshold must be a finite cosine", 2,
          lambda c: [*concepts(c, vocab(c)), "--threshold", "nan"]),
+    Case("concepts-unknown-device", "concepts --device tpu (text embeddings given: no device used)",
+         "concepts", "unknown device 'tpu'", 2,
+         lambda c: [*concepts(c, vocab(c)), "--device", "tpu"]),
     Case("search-nan-gallery", "search in a gallery with a NaN row", "search",
          "row 7 contains NaN or inf", 2,
          lambda c: ["search", "--gallery", c.npy("g.npy", _poke(c.embeddings(), 7, np.nan)),
@@ -827,6 +860,19 @@ CASES: list[Case] = [
          lambda c: ["embed", "images", _evil_image(c), *c.clip, "--out", c.tmp / "s",
                     "--workers", "0"],
          after=lambda c: _named_in_output(c, "zz_broken.png")),
+    Case("image-float-pixels", "a 32-bit float TIFF (no fixed range to read as colours)",
+         "embed images", "32-bit floating-point pixels have no fixed range", 2,
+         lambda c: ["embed", "images", _odd_image(c, "zz_float.tif"), *c.clip, "--out",
+                    c.tmp / "s", "--workers", "0"],
+         after=lambda c: _named_in_output(c, "zz_float.tif")),
+    Case("image-name-not-utf8", "an image whose file name is not UTF-8 (Latin-1 bytes)",
+         "embed images", "is not valid UTF-8: rename it", 2,
+         lambda c: ["embed", "images", _odd_image(c, os.fsdecode(b"caf\xe9.png")), *c.clip,
+                    "--out", c.tmp / "s", "--workers", "0"]),
+    Case("embed-out-not-a-store", "--out holding a plain embeddings.npy (not a store)",
+         "embed texts", "which is not part of a store (no manifest.json)", 2,
+         lambda c: ["embed", "texts", vocab(c), *c.clip, "--out", _plain_npy_folder(c)],
+         after=lambda c: _plain_npy_kept(c)),
     Case("manifest-no-path", "an image manifest CSV without a path column", "embed images",
          "manifest needs a 'path' column", 2,
          lambda c: ["embed", "images", c.text("m.csv", "file,label\na.png,1\n"), *c.clip,
@@ -915,6 +961,15 @@ def _manifest(folder: Path, **changes) -> Path:
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest.update(changes)
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _alter_shard(folder: Path) -> Path:
+    """One value of the store's shard changed in place: same size, same row count."""
+    shard = np.load(folder / "embeddings.npy", mmap_mode="r+")
+    shard[5, 1] += 1.0
+    shard.flush()
+    del shard
     return folder
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -197,9 +198,9 @@ def test_interrupted_embedding_resumes_to_the_same_store(tmp_path, clip):
     assert not (tmp_path / "resumed" / "manifest.json").exists()
     assert len(list((tmp_path / "resumed" / ".partial").glob("embeddings-*.npy"))) >= 2
     resumed = run(tmp_path / "resumed")
-    # Equal up to float rounding: the batch around the resume point holds other images, and
-    # BLAS kernels depend on the batch size.
-    np.testing.assert_allclose(resumed.read(), reference.read(), rtol=1e-5, atol=1e-6)
+    # Bit-identical: the resumed run re-reads the batch the interruption fell in, so every
+    # batch holds the same images as the uninterrupted run's (kernels depend on the batch).
+    np.testing.assert_array_equal(resumed.read(), reference.read())
     pd.testing.assert_frame_equal(resumed.metadata, reference.metadata)
     assert resumed.manifest["skipped"] == reference.manifest["skipped"] == 1
     assert resumed.count == len(paths) - 1
@@ -226,6 +227,26 @@ def test_text_store_resumes_and_counts_full_contexts(tmp_path, clip):
     store = finish_store(writer, result)
     assert result.truncated_texts == 1 and store.manifest["texts_filling_context"] == 1
     np.testing.assert_allclose(store.read(), clip.encode_texts(texts), atol=1e-6)
+
+
+def test_interrupted_text_store_resumes_bit_identical(tmp_path, clip):
+    texts = [f"a photo of thing number {i}" for i in range(23)]
+    reference = finish_store(
+        w := StoreWriter(tmp_path / "ref", clip.embed_dim, shard_rows=5),
+        embed_texts(texts, clip, w, batch_size=4),
+    ).read()
+
+    def stop(done: int, total: int) -> None:
+        if done >= 12:
+            raise _Interrupt
+
+    writer = StoreWriter(tmp_path / "t", clip.embed_dim, shard_rows=5)
+    with pytest.raises(_Interrupt):
+        embed_texts(texts, clip, writer, batch_size=4, progress=stop)
+    resumed = StoreWriter(tmp_path / "t", clip.embed_dim, shard_rows=5)
+    assert resumed.rows_done == 10  # mid-batch: rows 8-11 were one batch
+    store = finish_store(resumed, embed_texts(texts, clip, resumed, batch_size=4))
+    np.testing.assert_array_equal(store.read(), reference)
 
 
 def test_list_images_folder_and_manifest(tmp_path):
@@ -351,3 +372,39 @@ def test_a_torchscript_pretrained_is_refused_as_code(tmp_path, random_clip_files
     with pytest.raises(InputError, match="TorchScript archive is code") as info:
         load_clip(str(config), str(path), device="cpu")
     assert "\n" not in str(info.value)
+
+
+def test_sixteen_bit_grey_images_embed_like_their_eight_bit_copies(tmp_path, clip):
+    """A 16-bit grey PNG holding v * 257 is the 8-bit image v at full range: it embeds the
+    same (PIL's convert("RGB") clipped it at 255, so almost every pixel came out white)."""
+    grey = np.random.default_rng(3).integers(0, 256, size=(40, 48), dtype=np.uint16)
+    Image.fromarray(grey.astype(np.uint8)).save(tmp_path / "eight.png")
+    Image.fromarray(grey * 257).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode == "I;16"
+    paths = [str(tmp_path / "eight.png"), str(tmp_path / "sixteen.png")]
+    store = finish_store(
+        writer := StoreWriter(tmp_path / "s", clip.embed_dim),
+        embed_images(paths, clip, writer),
+    )
+    x = store.read()
+    np.testing.assert_allclose(x[1], x[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pixels", [np.float32, np.int32], ids=["float", "int32"])
+def test_images_without_a_fixed_pixel_range_are_named_or_skipped(tmp_path, clip, pixels):
+    _write_images(tmp_path, 2)
+    Image.fromarray(np.full((40, 40), 1000, dtype=pixels)).save(tmp_path / "wide.tif")
+    paths = [str(tmp_path / "img000.jpg"), str(tmp_path / "wide.tif"), str(tmp_path / "img001.png")]
+    with pytest.raises(InputError, match=r"wide\.tif: ValueError: 32-bit .* no fixed range"):
+        embed_images(paths, clip, StoreWriter(tmp_path / "a", clip.embed_dim))
+    writer = StoreWriter(tmp_path / "b", clip.embed_dim)
+    store = finish_store(writer, embed_images(paths, clip, writer, skip_bad_images=True))
+    assert store.count == 2 and store.manifest["skipped"] == 1
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(tmp_path):
+    _write_images(tmp_path / "d", 1)
+    name = b"caf\xe9.png"  # Latin-1, as an old camera or Windows share may write it
+    (tmp_path / "d" / "img000.jpg").rename(tmp_path / "d" / os.fsdecode(name))
+    with pytest.raises(InputError, match=r"caf\\xe9\.png is not valid UTF-8: rename it"):
+        list_images(tmp_path / "d")

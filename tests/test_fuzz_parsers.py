@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from audit.errors import InputError
@@ -152,6 +152,7 @@ VOCAB = "# colours\nred\n  dark   blue \n\nRed\ncafé\n\ufeffgreen\n".encode()
 
 @FUZZ
 @given(files_like(VOCAB))
+@example(VOCAB)
 def test_vocabulary_reader(data):
     from audit.concepts import read_vocabulary_file
 
@@ -173,6 +174,7 @@ LABELS = (
 
 @FUZZ
 @given(files_like(LABELS), st.sampled_from(["auto", "all", "train", "test"]), st.booleans())
+@example(LABELS, "auto", False)
 def test_labels_csv_reader_and_cells(data, split, probe):
     from audit.fairness.attributes import build_cells
     from audit.fairness.selection import select_rows
@@ -222,6 +224,8 @@ ATTR, PART, ATTR_CSV, PART_CSV = _celeba_files()
 @given(
     st.booleans(), mutated(ATTR, 4), mutated(PART, 3), mutated(ATTR_CSV, 4), mutated(PART_CSV, 3)
 )
+@example(False, ATTR, PART, ATTR_CSV, PART_CSV)
+@example(True, ATTR, PART, ATTR_CSV, PART_CSV)
 def test_celeba_attribute_and_partition_files(kaggle, attr, part, attr_csv, part_csv):
     import shutil
 
@@ -268,6 +272,7 @@ def _dump(document) -> bytes:
 
 @FUZZ
 @given(st.one_of(files_like(GATE_TEXT), perturbed(GATE).map(_dump)))
+@example(GATE_TEXT)
 def test_gate_files(data):
     from audit.fairness.gate import load_gate
 
@@ -313,7 +318,8 @@ def one_field_perturbed(draw, valid: dict) -> dict:
 
 
 @FUZZ
-@given(one_field_perturbed(_saved_result()), perturbed(GATE))
+@given(one_field_perturbed(_saved_result()), st.one_of(perturbed(GATE), one_field_perturbed(GATE)))
+@example(_saved_result(), GATE)
 def test_saved_results_rejudged_by_any_gate(result, gate_doc):
     from rich.console import Console
 
@@ -344,6 +350,7 @@ IMAGE_MANIFEST = b"path,label\nimgs/a.png,cat\n/abs/b.jpg,dog\n../c.png,\n"
 
 @FUZZ
 @given(files_like(IMAGE_MANIFEST))
+@example(IMAGE_MANIFEST)
 def test_image_manifests(data):
     from audit.encoders import list_images
 
@@ -359,8 +366,13 @@ TRAIN_CONFIG = {"arch": "topk", "k": 4, "n_latents": 16, "epochs": 1, "batch_siz
 
 @FUZZ
 @given(
-    st.one_of(perturbed(TRAIN_CONFIG).map(_dump), files_like(yaml.safe_dump(TRAIN_CONFIG).encode()))
+    st.one_of(
+        perturbed(TRAIN_CONFIG).map(_dump),
+        one_field_perturbed(TRAIN_CONFIG).map(_dump),
+        files_like(yaml.safe_dump(TRAIN_CONFIG).encode()),
+    )
 )
+@example(yaml.safe_dump(TRAIN_CONFIG).encode())
 def test_training_configs(data):
     """The config half of ``train --config``: every option is read and type-checked exactly as
     the command does before any training starts."""
@@ -418,6 +430,8 @@ BANK_V2 = {
         files_like(yaml.safe_dump(BANK_V2).encode()),
     )
 )
+@example(yaml.safe_dump(BANK).encode())
+@example(yaml.safe_dump(BANK_V2).encode())
 def test_concept_bank_files(data):
     from audit.concepts import load_bank
 
@@ -443,7 +457,8 @@ SAE_CONFIG = {
 
 
 @FUZZ
-@given(perturbed(SAE_CONFIG))
+@given(st.one_of(perturbed(SAE_CONFIG), one_field_perturbed(SAE_CONFIG)))
+@example(SAE_CONFIG)
 def test_sae_configs(document):
     from audit.sae.base import SAEConfig
     from audit.sae.registry import build_sae
@@ -500,6 +515,7 @@ SAE_DIR_CONFIG = {"format": "msae-audit/sae", "version": 1, "arch": "topk", "d_i
 
 @FUZZ
 @given(mutated(SAE_WEIGHTS, 4))
+@example(SAE_WEIGHTS)
 def test_sae_weight_files(data):
     from audit.sae import load_sae
 
@@ -516,6 +532,7 @@ def test_sae_weight_files(data):
 
 @FUZZ
 @given(mutated(REFERENCE_PT, 4))
+@example(REFERENCE_PT)
 def test_reference_checkpoint_files(data):
     from audit.sae.reference import load_reference_checkpoint
 
@@ -537,6 +554,8 @@ HEAD_NPZ, HEAD_SAFETENSORS = _head_files()
 
 @FUZZ
 @given(st.booleans(), mutated(HEAD_NPZ, 4), mutated(HEAD_SAFETENSORS, 4))
+@example(True, HEAD_NPZ, HEAD_SAFETENSORS)
+@example(False, HEAD_NPZ, HEAD_SAFETENSORS)
 def test_linear_head_files(npz, npz_data, safetensors_data):
     from audit.fairness.classifiers import load_classifier
 
@@ -582,6 +601,7 @@ def _check_store(store) -> None:
               files_like(json.dumps(MANIFEST).encode())),
     st.booleans(),
 )  # fmt: skip
+@example(json.dumps(MANIFEST).encode(), True)
 def test_store_manifests(manifest, with_metadata):
     import shutil
 
@@ -608,6 +628,7 @@ def test_store_manifests(manifest, with_metadata):
         mutated(NPY, 4), mutated(_npy(np.ones((3, 2), np.float16)), 3), st.binary(max_size=200)
     )
 )
+@example(NPY)
 def test_npy_store_reader(data):
     from audit.store import open_store
 
@@ -619,3 +640,89 @@ def test_npy_store_reader(data):
 @pytest.mark.parametrize("profile", ["fuzz-ci", "fuzz"])
 def test_profiles_exist(profile):
     assert settings.get_profile(profile).deadline is None
+
+
+# ------------------------------------------------------------------------------------------
+# The valid files the fuzzing starts from
+# ------------------------------------------------------------------------------------------
+
+
+def _celeba_seed(kaggle: bool):
+    from audit.data.celeba import read_celeba
+
+    root = _DIR / ("celeba-kaggle-seed" if kaggle else "celeba-seed")
+    root.mkdir(parents=True, exist_ok=True)
+    names = ("list_attr_celeba", "list_eval_partition")
+    files = (ATTR_CSV, PART_CSV) if kaggle else (ATTR, PART)
+    for name, data in zip(names, files, strict=True):
+        (root / f"{name}.{'csv' if kaggle else 'txt'}").write_bytes(data)
+    return read_celeba(root, require_images=False)
+
+
+def _sae_weights_seed():
+    from audit.sae import load_sae
+
+    folder = _DIR / "sae-seed"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(SAE_DIR_CONFIG))
+    (folder / "sae.safetensors").write_bytes(SAE_WEIGHTS)
+    return load_sae(folder)
+
+
+def _store_seed():
+    from audit.store import open_store
+
+    root = _DIR / "store-seed"
+    root.mkdir(parents=True, exist_ok=True)
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    (root / "embeddings-00000.npy").write_bytes(_npy(x[:6]))
+    (root / "embeddings-00001.npy").write_bytes(_npy(x[6:]))
+    (root / "manifest.json").write_text(json.dumps(MANIFEST))
+    return open_store(root)
+
+
+def _seed_readers():
+    from audit.cli.options import read_config_file
+    from audit.cli.train import TrainOptions
+    from audit.concepts import load_bank, read_vocabulary_file
+    from audit.encoders import list_images
+    from audit.fairness import parse_gate, parse_result
+    from audit.fairness.classifiers import load_classifier
+    from audit.fairness.gate import load_gate
+    from audit.sae.base import SAEConfig
+    from audit.sae.reference import load_reference_checkpoint
+    from audit.store import open_store, read_labels_csv
+
+    return {
+        "vocabulary": lambda: read_vocabulary_file(_file("seed/v.txt", VOCAB)),
+        "labels": lambda: read_labels_csv(_file("seed/l.csv", LABELS)),
+        "celeba": lambda: _celeba_seed(False),
+        "celeba-kaggle": lambda: _celeba_seed(True),
+        "gate": lambda: load_gate(_file("seed/gate.yaml", GATE_TEXT)),
+        "saved result and gate": lambda: (parse_result(_saved_result()), parse_gate(GATE)),
+        "image manifest": lambda: list_images(_file("seed/m.csv", IMAGE_MANIFEST)),
+        "training config": lambda: read_config_file(
+            _file("seed/c.yaml", yaml.safe_dump(TRAIN_CONFIG).encode()), TrainOptions
+        ),
+        "bank": lambda: load_bank(_file("seed/bank.yaml", yaml.safe_dump(BANK).encode())),
+        "bank v2": lambda: load_bank(_file("seed/bank2.yaml", yaml.safe_dump(BANK_V2).encode())),
+        "sae config": lambda: SAEConfig.from_json(SAE_CONFIG),
+        "sae weights": _sae_weights_seed,
+        "reference checkpoint": lambda: load_reference_checkpoint(
+            _file("seed/16_8_TopKReLU_4_False_False_0.0_cc3m.pt", REFERENCE_PT)
+        ),
+        "head npz": lambda: load_classifier(_file("seed/head.npz", HEAD_NPZ), 8),
+        "head safetensors": lambda: load_classifier(
+            _file("seed/head.safetensors", HEAD_SAFETENSORS), 8
+        ),
+        "store": _store_seed,
+        "npy": lambda: open_store(_file("seed/x.npy", NPY)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_seed_readers()))
+def test_the_valid_files_the_fuzzing_starts_from_are_accepted(name):
+    """Each fuzz test runs its unmutated valid file as an explicit example, so its checks of a
+    parsed result always run at least once; that only bites if the file really parses (a
+    parser that refused every input would otherwise pass every fuzz test)."""
+    assert _seed_readers()[name]() is not None

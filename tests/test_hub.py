@@ -76,13 +76,32 @@ def _put_in_cache(cache: Path, repo: str, files: dict[str, bytes]) -> None:
         (snapshot / name).write_bytes(data)
 
 
+class SilentServer(str):
+    """The URL of a port that accepts connections and never answers (a stalled proxy or
+    firewall); :meth:`connections` counts the connections made to it so far."""
+
+    sock: socket.socket
+    accepted: int
+
+    def connections(self) -> int:
+        self.sock.setblocking(False)
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return self.accepted
+            conn.close()
+            self.accepted += 1
+
+
 @pytest.fixture
 def silent_server():
-    """A port that accepts connections and never answers (a stalled proxy or firewall)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.listen(64)
+    server = SilentServer(f"http://127.0.0.1:{sock.getsockname()[1]}")
+    server.sock, server.accepted = sock, 0
+    yield server
     sock.close()
 
 
@@ -163,6 +182,7 @@ def test_a_hub_that_never_answers_fails_within_the_probe_timeout(
     with pytest.raises(InputError) as caught:
         load_clip(f"hf-hub:{REPO}", None, device="cpu")
     assert time.perf_counter() - started < 6.0  # not huggingface_hub's ~50 s of retries
+    assert silent_server.connections() == 1  # one probe, no retries
     _assert_complete_line(
         str(caught.value),
         f"hf-hub:{REPO}",
@@ -194,6 +214,7 @@ def test_cached_weights_load_offline_without_touching_the_network(
     started = time.perf_counter()
     clip = load_clip(f"hf-hub:{REPO}", None, device="cpu")
     assert time.perf_counter() - started < 10.0
+    assert silent_server.connections() == 1  # the one probe; the weights come from the cache
     assert clip.embed_dim == TINY_CONFIG["embed_dim"] and clip.model_id == f"hf-hub:{REPO}"
     assert np.isfinite(clip.encode_texts(["a red circle"])).all()
 

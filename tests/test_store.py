@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit.errors import InputError
+from audit.fileio import file_sha256
 from audit.store import StoreWriter, open_store, read_labels_csv, write_store
 
 
@@ -93,6 +96,63 @@ def test_interrupted_writer_resumes_from_the_last_shard(tmp_path, rng):
     assert not (tmp_path / "s" / ".partial").exists()
 
 
+class _Killed(BaseException):
+    """Stands in for a kill: not an Exception, so no cleanup code catches it."""
+
+
+def _finalize_killed_at_rename(writer: StoreWriter, n: int, monkeypatch) -> bool:
+    """Run ``writer.finalize()`` with the ``n``-th ``os.replace`` call dying; whether it did."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == n:
+            raise _Killed
+        return real(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        try:
+            writer.finalize()
+        except _Killed:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("rows", "old_rows"), [(10, 0), (3, 0), (10, 7)], ids=["shards", "single", "overwrite"]
+)
+def test_a_finalize_killed_at_any_rename_leaves_a_resumable_store(
+    tmp_path, rng, monkeypatch, rows, old_rows
+):
+    """Killed at any rename of finalize() (some shards published, some not), the folder
+    holds the old store, the new one or an interrupted write (never a mix of rows), and
+    rerunning resumes to the input."""
+    x = rng.normal(size=(rows, 4)).astype(np.float32)
+    meta = pd.DataFrame({"id": range(rows)})
+    for n in itertools.count(1):
+        out = tmp_path / f"s{n}"
+        old = rng.normal(size=(old_rows, 4)).astype(np.float32)
+        if old_rows:
+            write_store(out, old, shard_rows=3)
+        writer = StoreWriter(out, 4, shard_rows=3, overwrite=bool(old_rows))
+        writer.append(x, meta)
+        if not _finalize_killed_at_rename(writer, n, monkeypatch):
+            break  # n is past finalize's last rename: every kill point was tried
+        try:
+            seen = open_store(out).read()
+        except InputError as exc:
+            assert "interrupted" in str(exc)
+        else:  # killed before the old store was unpublished, or after the new manifest
+            assert np.array_equal(seen, old) or np.array_equal(seen, x)
+        resumed = StoreWriter(out, 4, shard_rows=3, overwrite=bool(old_rows))
+        resumed.append(x[resumed.rows_done :], meta.iloc[resumed.rows_done :])
+        store = resumed.finalize()
+        np.testing.assert_array_equal(store.read(), x)
+        assert list(store.metadata["id"]) == list(range(rows))
+    assert n > (rows + 2) // 3  # every shard's rename was a kill point
+
+
 def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
     x = rng.normal(size=(10, 4)).astype(np.float32)
     write_store(tmp_path / "s", x)
@@ -108,6 +168,30 @@ def test_writer_refuses_to_overwrite_and_mixed_settings(tmp_path, rng):
         StoreWriter(tmp_path / "u", 4).append(np.full((2, 4), np.nan, dtype=np.float32))
     with pytest.raises(InputError, match="expected"):
         StoreWriter(tmp_path / "v", 4).append(np.zeros((2, 5), dtype=np.float32))
+    big = np.full((2, 4), 7e4, dtype=np.float32)  # beyond float16's 65504: inf once cast
+    with pytest.raises(InputError, match="do not fit float16"):
+        StoreWriter(tmp_path / "w", 4, dtype="float16").append(big)
+
+
+def test_a_store_never_replaces_files_it_did_not_write(tmp_path, rng):
+    """A folder holding a plain embeddings.npy and its labels (a documented input) is not a
+    store: writing one there is refused (publishing deleted them); --overwrite replaces only
+    files of a store's names."""
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    folder = tmp_path / "work"
+    folder.mkdir()
+    np.save(folder / "embeddings.npy", x)
+    pd.DataFrame({"y": range(4)}).to_csv(folder / "metadata.csv", index=False)
+    np.save(folder / "embeddings-backup.npy", x)
+    with pytest.raises(InputError, match=r"holds embeddings\.npy, which is not part of a store"):
+        write_store(folder, x * 2, shard_rows=2)
+    assert sorted(f.name for f in folder.iterdir()) == [
+        "embeddings-backup.npy", "embeddings.npy", "metadata.csv"
+    ]  # fmt: skip
+    np.testing.assert_array_equal(np.load(folder / "embeddings.npy"), x)
+    store = write_store(folder, x * 2, shard_rows=2, overwrite=True)
+    np.testing.assert_array_equal(store.read(), x * 2)
+    np.testing.assert_array_equal(np.load(folder / "embeddings-backup.npy"), x)
 
 
 def test_an_overwrite_keeps_the_old_store_until_the_new_one_is_published(tmp_path, rng):
@@ -121,6 +205,26 @@ def test_an_overwrite_keeps_the_old_store_until_the_new_one_is_published(tmp_pat
     new = writer.finalize()
     np.testing.assert_array_equal(new.read(), x[:6] * 2)
     assert sorted(f.name for f in (tmp_path / "s").glob("embeddings*.npy")) == ["embeddings.npy"]
+
+
+def test_a_shard_altered_after_writing_is_refused_when_first_read(tmp_path, rng):
+    """Same row count, other bytes: the manifest's sha256 catches it on the shard's first
+    read (read, take, iter_chunks); the other shards stay readable (each is checked alone)."""
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    write_store(tmp_path / "s", x, shard_rows=4)  # shards of rows 0-3, 4-7, 8-9
+    shard = np.load(tmp_path / "s" / "embeddings-00001.npy", mmap_mode="r+")
+    shard[2, 3] = 7.0  # row 6
+    shard.flush()
+    del shard
+    store = open_store(tmp_path / "s")  # opening stays cheap: nothing is hashed yet
+    np.testing.assert_array_equal(store.read(0, 4), x[:4])
+    np.testing.assert_array_equal(store.take([9, 1]), x[[9, 1]])
+    for read in (lambda s: s.read(3, 5), lambda s: s.take([6]), lambda s: list(s.iter_chunks())):
+        with pytest.raises(InputError, match=r"embeddings-00001\.npy: its bytes do not match"):
+            read(open_store(tmp_path / "s"))
+    unchanged = write_store(tmp_path / "t", x, shard_rows=4)
+    np.testing.assert_array_equal(unchanged.read(), x)  # every shard checked, all pass
+    assert unchanged.shard_sha256(2) == file_sha256(tmp_path / "t" / "embeddings-00002.npy")
 
 
 def test_a_shard_holding_other_rows_than_its_manifest_entry_is_refused(tmp_path, rng):
@@ -202,6 +306,72 @@ def test_non_finite_rows_are_named(tmp_path, rng):
         store.check_finite(chunk_rows=16)
     with pytest.raises(InputError, match="dimension 4"):
         open_store(tmp_path / "x.npy", expected_dim=8)
+
+
+def test_labels_are_matched_to_the_store_by_id(tmp_path, rng):
+    """Both sides have ids: a shuffled labels CSV is put in the store's order (by position it
+    gave rows other images' labels); other ids are refused; a BOM is not part of a name."""
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    ids = [f"img{i}.png" for i in range(6)]
+    write_store(tmp_path / "s", x, pd.DataFrame({"id": ids, "y": range(6)}))
+    labels = pd.DataFrame({"id": ids, "target": [i * 10 for i in range(6)]})
+    shuffled = labels.iloc[[4, 0, 5, 2, 1, 3]]
+    with open(tmp_path / "l.csv", "w", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8"
+        shuffled.to_csv(fh, index=False)
+    store = open_store(tmp_path / "s", labels=tmp_path / "l.csv")
+    assert store.metadata["id"].tolist() == ids
+    assert store.metadata["target"].tolist() == [0, 10, 20, 30, 40, 50]
+    labels.assign(id=[*ids[:5], "other.png"]).to_csv(tmp_path / "o.csv", index=False)
+    with pytest.raises(InputError, match=r"row 7 has id 'other\.png' but the store's row 5"):
+        open_store(tmp_path / "s", labels=tmp_path / "o.csv")
+    repeated = tmp_path / "r"
+    write_store(repeated, x, pd.DataFrame({"id": ["a", "a", "b", "c", "d", "e"]}))
+    frame = pd.DataFrame({"id": ["a", "b", "a", "c", "d", "e"], "t": range(6)})
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(InputError, match="ids repeat, so rows cannot be matched"):
+        open_store(repeated, labels=tmp_path / "r.csv")
+    frame.iloc[[0, 2, 1, 3, 4, 5]].to_csv(tmp_path / "r2.csv", index=False)  # same order
+    assert open_store(repeated, labels=tmp_path / "r2.csv").metadata["t"].tolist() == [
+        0,
+        2,
+        1,
+        3,
+        4,
+        5,
+    ]
+    # Integer ids match the same ids written as floats (what pandas writes for an id column
+    # with one empty cell).
+    write_store(tmp_path / "n", x, pd.DataFrame({"id": [3, 1, 2, 0, 5, 4]}))
+    floats = pd.DataFrame({"id": np.arange(6, dtype=float), "t": range(6)})
+    floats.to_csv(tmp_path / "n.csv", index=False)
+    matched = open_store(tmp_path / "n", labels=tmp_path / "n.csv").metadata
+    assert matched["t"].tolist() == [3, 1, 2, 0, 5, 4]
+    # No id on one side: rows are matched by position, as documented.
+    pd.DataFrame({"target": range(6)}).to_csv(tmp_path / "p.csv", index=False)
+    assert open_store(tmp_path / "s", labels=tmp_path / "p.csv").metadata["target"].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+
+
+def test_labels_may_be_parquet(tmp_path, rng):
+    """A Parquet table (recognised by its bytes) reads like the CSV: a named index comes back
+    as a column, so ids saved as the index still match the store's."""
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    ids = [f"img{i}.png" for i in range(5)]
+    write_store(tmp_path / "s", x, pd.DataFrame({"id": ids}))
+    table = pd.DataFrame({"id": ids, "target": [0, 1, 0, 1, 1]}).iloc[[3, 1, 4, 0, 2]]
+    table.set_index("id").to_parquet(tmp_path / "labels.data")
+    store = open_store(tmp_path / "s", labels=tmp_path / "labels.data")
+    assert store.metadata["id"].tolist() == ids
+    assert store.metadata["target"].tolist() == [0, 1, 0, 1, 1]
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "labels.data").read_bytes()[:40])
+    with pytest.raises(InputError, match="malformed Parquet file"):
+        read_labels_csv(tmp_path / "cut.parquet")
 
 
 def test_labels_csv_errors(tmp_path):

@@ -108,6 +108,21 @@ def test_an_interrupted_merge_resumes(tmp_path, rng, monkeypatch):
         merge_rank_stores(parts, out, block_rows=75)
 
 
+@pytest.mark.parametrize("move", [True, False], ids=["moved", "copied"])
+def test_a_part_shard_altered_after_writing_never_passes_the_merge(tmp_path, rng, move):
+    """A copied shard is checked before its rows get a new sha256 (which would launder the
+    damage); a moved one keeps its recorded sha256, so reading the merged store refuses it."""
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    out = tmp_path / "store"
+    parts = _embed_like_ranks(out, x, 2, None, 10)
+    shard = np.load(parts[1] / "embeddings-00000.npy", mmap_mode="r+")
+    shard[3, 0] += 1.0
+    shard.flush()
+    del shard
+    with pytest.raises(InputError, match="do not match the sha256"):
+        merge_rank_stores(parts, out, move_shards=move, shard_rows=7).read()
+
+
 def test_merge_refuses_inconsistent_parts(tmp_path, rng):
     x = rng.normal(size=(100, 4)).astype(np.float32)
     a = write_store(tmp_path / "a", x[:50], model="m1").path

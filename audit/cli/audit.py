@@ -16,15 +16,18 @@ import typer
 from audit.cli.app import app, console, err_console
 from audit.cli.options import check_seed
 from audit.cli.progress import Bars
+from audit.device import check_device_name
 from audit.errors import InputError
 from audit.fairness.config import AuditSettings, GateConfig
 
 DEFAULT_REPORTS = Path("reports")
 
 
-def _setting(name: str, flag: str) -> Any:
+def _setting(name: str, flag: str, **typer_kwargs: Any) -> Any:
     """An option whose default and help are the audit setting's (stated once, in the library)."""
-    return typer.Option(AuditSettings.default(name), flag, help=AuditSettings.help(name))
+    return typer.Option(
+        AuditSettings.default(name), flag, help=AuditSettings.help(name), **typer_kwargs
+    )
 
 
 def _report(flag: str, what: str, command: str, suffix: str) -> Any:
@@ -77,7 +80,7 @@ _GATE = typer.Option(
 _SEED = typer.Option(
     AuditSettings.default("seed"), "--seed", help=AuditSettings.help("seed"), callback=check_seed
 )
-_DEVICE = _setting("device", "--device")
+_DEVICE = _setting("device", "--device", callback=check_device_name)
 _ABLATION = _setting("ablation", "--ablation")
 _SPLIT = _setting("split", "--split")
 _CLASS_NAMES = typer.Option(

@@ -247,9 +247,7 @@ def _run_images_distributed(table: pd.DataFrame, opts: ImageSettings, extra: dic
     from audit.device import resolve_device
     from audit.distributed import device_for_rank, distributed_session, env_rank
     from audit.encoders import embed_images_distributed
-    from audit.store.writing import refuse_foreign_files
 
-    refuse_foreign_files(opts.out)  # the ranks write parts below it; the merge publishes there
     started = time.perf_counter()
     with distributed_session(opts.device):
         rank_device = device_for_rank(resolve_device(opts.device))

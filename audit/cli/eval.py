@@ -10,7 +10,13 @@ import pandas as pd
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
-from audit.cli.options import command_options, option, quiet_option, seed_option
+from audit.cli.options import (
+    command_options,
+    device_option,
+    option,
+    quiet_option,
+    seed_option,
+)
 from audit.cli.progress import Bars
 from audit.errors import InputError
 from audit.evaluate import EvalConfig, evaluate_sae
@@ -48,7 +54,7 @@ class EvalSettings:
         help="Rows per chunk.",
         shown="16M code entries / n_latents, at least 256",
     )
-    device: str = option(EvalConfig.device, "--device", help="auto | cpu | cuda")
+    device: str = device_option(EvalConfig.device)
     cknna_samples: int = option(
         EvalConfig.cknna_samples,
         "--cknna-samples",

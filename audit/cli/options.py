@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import typer
 from rich.markup import escape
 
+from audit.device import check_device_name
 from audit.errors import InputError
 from audit.fileio import read_yaml
 
@@ -87,8 +88,12 @@ def quiet_option() -> Any:
     return option(False, "--quiet", "-q", help="No progress output.", in_config=False)
 
 
-def device_option() -> Any:
-    return option("auto", "--device", help="auto | cpu | cuda")
+def device_option(default: str = "auto") -> Any:
+    # Checked as it is parsed: a command that ends up not using a device (concepts with
+    # --text-embeddings) still refuses a name it could never use.
+    return option(
+        default, "--device", help="auto | cpu | cuda | cuda:N", callback=check_device_name
+    )
 
 
 def check_seed(value: int) -> int:

@@ -150,15 +150,17 @@ def _query_embedding(store, image, text, row, model, pretrained, device):  # typ
 def _embed_image(clip, path: Path) -> np.ndarray:  # type: ignore[no-untyped-def]
     from PIL import Image, UnidentifiedImageError
 
+    from audit.encoders import to_rgb
+
     if not path.exists():
         raise InputError(f"query image not found: {path}")
     try:
         with Image.open(path) as img:
-            tensor = clip.preprocess(img.convert("RGB")).unsqueeze(0)
+            tensor = clip.preprocess(to_rgb(img)).unsqueeze(0)
     except Image.DecompressionBombError as exc:  # not an OSError
         raise InputError(f"cannot read query image {path}: refused, {first_line(exc)}") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read query image {path}: {type(exc).__name__}") from exc
+        raise InputError(f"cannot read query image {path}: {first_line(exc)}") from exc
     return clip.encode_image_batch(tensor)
 
 

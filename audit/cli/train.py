@@ -13,7 +13,13 @@ from pathlib import Path
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
-from audit.cli.options import command_options, option, quiet_option, seed_option
+from audit.cli.options import (
+    command_options,
+    device_option,
+    option,
+    quiet_option,
+    seed_option,
+)
 from audit.cli.progress import Bars
 from audit.distributed import distributed_session, env_rank
 from audit.errors import InputError
@@ -75,7 +81,7 @@ class TrainOptions:
         help="Share of the steps over which the learning rate decays linearly to 0",
     )
     seed: int = seed_option(TrainConfig.seed, help="Seed for initialisation and data order")
-    device: str = option(TrainConfig.device, "--device", help="auto | cpu | cuda")
+    device: str = device_option(TrainConfig.device)
     checkpoint_every: int = option(
         TrainConfig.checkpoint_every,
         "--checkpoint-every",

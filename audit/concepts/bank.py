@@ -148,11 +148,17 @@ class ConceptBank:
         With ``n_latents`` the partition covers latents ``0 … n_latents − 1`` (latents the bank
         does not list are unnamed singletons; latents beyond it are dropped).
         """
-        recorded = self.groups if self.groups is not None else name_groups(self.concepts)
         limit = (
             n_latents
             if n_latents is not None
             else 1 + max((c.latent for c in self.concepts), default=-1)
+        )
+        # A name's group is built from the latents the SAE has: a dropped latent's score and
+        # nearest word are not the group's.
+        recorded = (
+            self.groups
+            if self.groups is not None
+            else name_groups([c for c in self.concepts if 0 <= c.latent < limit])
         )
         groups = []
         for g in recorded:

@@ -28,6 +28,7 @@ from audit.encoders.embedding import (
     embed_images,
     embed_texts,
     finish_store,
+    to_rgb,
 )
 from audit.encoders.inputs import IMAGE_SUFFIXES, list_images, rank_slice
 
@@ -48,4 +49,5 @@ __all__ = [
     "list_images",
     "load_clip",
     "rank_slice",
+    "to_rgb",
 ]

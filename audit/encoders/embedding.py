@@ -6,11 +6,12 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -21,6 +22,7 @@ from audit.fileio import atomic_path, write_json
 from audit.store import PARTIAL_DIR, StoreWriter
 
 SKIPPED_FILE = "skipped.csv"
+SKIPPED_EARLIER = "left out by an earlier run"
 _EMBED_STATE = "embed-state.json"
 
 
@@ -44,14 +46,23 @@ class _ImageFiles(torch.utils.data.Dataset):
     """Loads and preprocesses one image; failures come back as an error string, not an
     exception, so a bad file never kills a worker and the caller decides what to do."""
 
-    def __init__(self, paths: Sequence[str], rows: Sequence[int], transform: Callable) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        rows: Sequence[int],
+        transform: Callable,
+        skipped: Collection[int] = (),
+    ) -> None:
         self.paths, self.rows, self.transform = paths, rows, transform
+        self.skipped = frozenset(skipped)  # rows an earlier run left out: not read again
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
         row = self.rows[i]
+        if row in self.skipped:
+            return row, None, SKIPPED_EARLIER
         try:
             with warnings.catch_warnings():
                 # Large but allowed images (above PIL's warning size, below its refusal size)
@@ -59,7 +70,7 @@ class _ImageFiles(torch.utils.data.Dataset):
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(self.paths[row]) as image:
                     image.load()
-                    rgb = image.convert("RGB")
+                    rgb = to_rgb(image)
             return row, self.transform(rgb), ""
         except FileNotFoundError:
             return row, None, "file not found"
@@ -68,6 +79,29 @@ class _ImageFiles(torch.utils.data.Dataset):
         except Exception as exc:  # PIL raises many types for damaged files
             message = (str(exc).strip().splitlines() or [""])[0][:200]
             return row, None, f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+_SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``image``, as CLIP's preprocessing expects (alpha dropped, CMYK,
+    palette and grey converted, as open_clip does).
+
+    16-bit grey (PNG, TIFF) is scaled from its 0..65535 range: PIL's ``convert("RGB")`` clips
+    it at 255 instead, turning almost every pixel white. 32-bit integer or float pixels (modes
+    I and F) have no fixed range to scale from, so they raise :class:`ValueError`.
+    """
+    if image.mode in _SIXTEEN_BIT_GREY or (image.mode == "I" and image.format == "PNG"):
+        grey = np.asarray(image).astype(np.uint32)  # a PNG's mode I is 16-bit grey
+        return Image.fromarray(((grey * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        kind = "integer" if image.mode == "I" else "floating-point"
+        raise ValueError(
+            f"32-bit {kind} pixels have no fixed range to read as colours "
+            "(save the image with 8 or 16 bits per channel)"
+        )
+    return image.convert("RGB")
 
 
 def _collate(
@@ -102,12 +136,15 @@ def embed_images(
         raise InputError(f"{len(metadata)} metadata rows for {len(paths)} images")
     state = _EmbedState.open(writer, _input_digest(paths, metadata))
     start = state.input_position(writer.rows_done, len(paths))
-    already_skipped = state.skipped_rows
-    rows = [r for r in range(start, len(paths)) if r not in already_skipped]
-    dataset = _ImageFiles(list(map(str, paths)), rows, clip.preprocess)
+    # A resumed run starts reading at the batch the interruption fell in and drops the rows
+    # already stored: its batches then hold the same images as an uninterrupted run's, so
+    # every row is bit-identical (a row's embedding depends on its batch through the kernels).
+    batch_size = max(1, batch_size)
+    rows = range(start - start % batch_size, len(paths))
+    dataset = _ImageFiles(list(map(str, paths)), rows, clip.preprocess, state.skipped_rows)
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=max(1, batch_size),
+        batch_size=batch_size,
         shuffle=False,  # row order is the input order
         num_workers=max(0, num_workers),
         collate_fn=_collate,
@@ -117,17 +154,20 @@ def embed_images(
         progress(start, len(paths))
     for good_rows, images, bad in loader:
         for row, error in bad:
+            if error == SKIPPED_EARLIER:
+                continue
             if not skip_bad_images:
                 raise InputError(
                     f"cannot read image {paths[row]}: {error} "
                     "(use --skip-bad-images to leave unreadable images out)"
                 )
             state.add_skip(SkippedImage(row, str(paths[row]), error))
-        if images is not None:
-            features = clip.encode_image_batch(images)
+        new = [i for i, row in enumerate(good_rows) if row >= start]
+        if new:
+            features = clip.encode_image_batch(images)[new]
             if normalize:
                 features = l2_normalize(features)
-            meta = None if metadata is None else metadata.iloc[good_rows]
+            meta = None if metadata is None else metadata.iloc[[good_rows[i] for i in new]]
             writer.append(features, meta)
         if progress is not None:
             last = max([*good_rows, *(r for r, _ in bad)])
@@ -158,10 +198,12 @@ def embed_texts(
     _EmbedState.open(writer, _input_digest(texts, metadata))
     start = writer.rows_done
     truncated = 0
-    for lo in range(start, len(texts), max(1, batch_size)):
+    batch_size = max(1, batch_size)
+    for lo in range(start - start % batch_size, len(texts), batch_size):  # as embed_images
         hi = min(lo + batch_size, len(texts))
         features, full = clip.encode_text_batch(texts[lo:hi])
         truncated += full
+        features, lo = features[max(lo, start) - lo :], max(lo, start)
         if normalize:
             features = l2_normalize(features)
         writer.append(features, None if metadata is None else metadata.iloc[lo:hi])

@@ -29,7 +29,10 @@ def list_images(source: str | os.PathLike[str]) -> pd.DataFrame:
         if not files:
             raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {src}")
         ids = [p.relative_to(src).as_posix() for p in files]
-        return pd.DataFrame({"id": ids, "path": [str(p.resolve()) for p in files]})
+        paths = [str(p.resolve()) for p in files]
+        for path in paths:
+            _check_utf8_name(path)
+        return pd.DataFrame({"id": ids, "path": paths})
     if src.suffix.lower() != ".csv":
         raise InputError(f"{src}: expected an image folder or a manifest .csv")
     from audit.store import read_labels_csv
@@ -51,6 +54,19 @@ def list_images(source: str | os.PathLike[str]) -> pd.DataFrame:
     if not len(table):
         raise InputError(f"{src}: the manifest lists no images")
     return table.reset_index(drop=True)
+
+
+def _check_utf8_name(path: str) -> None:
+    """Refuse a file name that is not UTF-8 (the OS allows any bytes): metadata.csv, where the
+    store keeps each image's path, is UTF-8 text and could not hold it."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise InputError(
+            f"image path {shown} is not valid UTF-8: rename it (image paths are kept in the "
+            "store's UTF-8 metadata.csv)"
+        ) from None
 
 
 def rank_slice(n: int, rank: int, world_size: int) -> range:

@@ -22,10 +22,11 @@ def store_sha256(store: EmbeddingStore) -> str:
     p = Path(store.path)
     if p.is_file():
         return file_sha256(p)
-    files = [s.filename for s in store.shards if getattr(s, "filename", None)]
     digest = hashlib.sha256()
-    for f in files:
-        digest.update(file_sha256(f).encode())
+    for i in range(len(store.shards)):
+        shard = store.shard_sha256(i)  # the manifest's, checked once: no second hashing pass
+        if shard is not None:
+            digest.update(shard.encode())
     return "sha256:" + digest.hexdigest()
 
 

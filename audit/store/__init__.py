@@ -26,6 +26,7 @@ from audit.store.layout import (
     STORE_FORMAT,
     STORE_VERSION,
     EmbeddingStore,
+    verify_sha256,
 )
 from audit.store.reading import open_store, read_labels_csv
 from audit.store.writing import StoreWriter, remove_store_files, write_store
@@ -41,5 +42,6 @@ __all__ = [
     "open_store",
     "read_labels_csv",
     "remove_store_files",
+    "verify_sha256",
     "write_store",
 ]

@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 
 from audit.errors import InputError
+from audit.fileio import describe_os_error, file_sha256
 
 STORE_FORMAT = "msae-audit/embeddings"
 STORE_VERSION = 1
 ALLOWED_DTYPES = (np.dtype("float32"), np.dtype("float16"))
 DEFAULT_SHARD_ROWS = 1 << 16
 PARTIAL_DIR = ".partial"
+SHARD_GLOB = "embeddings-[0-9][0-9][0-9][0-9][0-9].npy"
 
 
 @dataclass
@@ -28,7 +30,11 @@ class EmbeddingStore:
     manifest: dict[str, Any]
     shards: list[np.ndarray]
     metadata: pd.DataFrame | None = None
+    #: The sha256 (hex) the manifest records for shards (index -> file, digest): each shard is
+    #: checked against it on its first read, once per opened store.
+    recorded_sha256: dict[int, tuple[Path, str]] = field(default_factory=dict)
     offsets: np.ndarray = field(init=False)
+    _checked: set[int] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.shards])]).astype(
@@ -91,6 +97,24 @@ class EmbeddingStore:
             )
 
     # -- reading -----------------------------------------------------------------------------
+    def shard(self, i: int) -> np.ndarray:
+        """Shard ``i``, its file checked against the manifest's sha256 the first time it is
+        read: a shard altered after it was written (same row count, other bytes) is refused
+        instead of read silently. Hashing reads the file once (~0.5 GB/s on one core)."""
+        if i in self.recorded_sha256 and i not in self._checked:
+            verify_sha256(*self.recorded_sha256[i])
+            self._checked.add(i)
+        return self.shards[i]
+
+    def shard_sha256(self, i: int) -> str | None:
+        """``sha256:<hex>`` of shard ``i``'s file: the manifest's, checked (hashing it once),
+        or computed when the manifest records none; ``None`` for an in-memory array."""
+        if i in self.recorded_sha256:
+            self.shard(i)
+            return "sha256:" + self.recorded_sha256[i][1].lower()
+        filename = getattr(self.shards[i], "filename", None)
+        return file_sha256(filename) if filename else None
+
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``start:stop`` as a float32 array (a copy; the store stays untouched)."""
         stop = self.count if stop is None else min(stop, self.count)
@@ -104,7 +128,7 @@ class EmbeddingStore:
             if lo >= stop:
                 break
             a, b = max(start, lo) - lo, min(stop, hi) - lo
-            parts.append(np.array(self.shards[i][a:b], dtype=np.float32))
+            parts.append(np.array(self.shard(i)[a:b], dtype=np.float32))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def take(self, rows: Sequence[int] | np.ndarray, piece_rows: int = 4096) -> np.ndarray:
@@ -124,10 +148,11 @@ class EmbeddingStore:
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
         bounds = np.searchsorted(ordered, self.offsets)  # where each shard's rows begin
-        for i, shard in enumerate(self.shards):
+        for i in range(len(self.shards)):
             a, b = int(bounds[i]), int(bounds[i + 1])
             if a == b:
                 continue
+            shard = self.shard(i)
             local = ordered[a:b] - self.offsets[i]
             run_starts = np.flatnonzero(np.diff(local) != 1) + 1
             if len(run_starts) + 1 <= (b - a) // 64:  # long runs (a whole buffer of chunks)
@@ -174,4 +199,17 @@ class EmbeddingStore:
         return (
             f"{self.count} x {self.dim} {self.dtype} embeddings"
             f" ({self.model or 'unknown model'}, {self.modality or 'unknown modality'})"
+        )
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise :class:`InputError` unless the file's sha256 is ``expected`` (hex)."""
+    try:
+        actual = file_sha256(path).removeprefix("sha256:")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {describe_os_error(exc)}") from exc
+    if actual != expected.lower():
+        raise InputError(
+            f"{path}: its bytes do not match the sha256 its manifest records (changed or "
+            "damaged after it was written): restore it or embed again"
         )

@@ -14,6 +14,7 @@ from audit.fileio import describe_os_error, read_json
 from audit.store.layout import (
     ALLOWED_DTYPES,
     PARTIAL_DIR,
+    SHARD_GLOB,
     STORE_FORMAT,
     STORE_VERSION,
     EmbeddingStore,
@@ -54,7 +55,7 @@ def open_store(
     else:
         raise InputError(f"{p} is neither a store directory nor a .npy file")
     if labels is not None:
-        store.metadata = read_labels_csv(labels, store.count)
+        store.metadata = _match_ids(read_labels_csv(labels, store.count), store.metadata, labels)
     if expected_dim is not None and store.dim != expected_dim:
         raise InputError(f"{p} has embedding dimension {store.dim}, but {expected_dim} is expected")
     if check_finite:
@@ -87,7 +88,8 @@ def _open_dir(p: Path) -> EmbeddingStore:
     shards = [_load_npy(f) for f in files]
     dim = manifest["dim"]
     listed = manifest.get("shards") if isinstance(manifest.get("shards"), list) else []
-    rows = {e["file"]: e.get("rows") for e in listed if isinstance(e, dict) and "file" in e}
+    entries = {e["file"]: e for e in listed if isinstance(e, dict) and "file" in e}
+    rows = {name: e.get("rows") for name, e in entries.items()}
     for f, s in zip(files, shards, strict=True):
         if s.shape[1] != dim:
             raise InputError(f"{f}: has {s.shape[1]} columns but the manifest says dim={dim}")
@@ -101,7 +103,22 @@ def _open_dir(p: Path) -> EmbeddingStore:
     metadata = None
     if (p / "metadata.csv").exists():
         metadata = read_labels_csv(p / "metadata.csv", count)
-    return EmbeddingStore(p, manifest, shards, metadata)
+    return EmbeddingStore(p, manifest, shards, metadata, _recorded_digests(files, entries))
+
+
+def _recorded_digests(
+    files: list[Path], entries: dict[str, dict[str, Any]]
+) -> dict[int, tuple[Path, str]]:
+    """The manifest's sha256 of each shard that records one (checked when first read)."""
+    digests = {}
+    for i, f in enumerate(files):
+        digest = entries.get(f.name, {}).get("sha256")
+        if digest is None:
+            continue
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise InputError(f"{f.parent}/manifest.json: invalid sha256 for shard {f.name}")
+        digests[i] = (f, digest)
+    return digests
 
 
 def _shard_files(p: Path, manifest: dict[str, Any]) -> list[Path]:
@@ -118,7 +135,7 @@ def _shard_files(p: Path, manifest: dict[str, Any]) -> list[Path]:
     elif (p / "embeddings.npy").exists():
         files = [p / "embeddings.npy"]
     else:
-        files = sorted(p.glob("embeddings-[0-9][0-9][0-9][0-9][0-9].npy"))
+        files = sorted(p.glob(SHARD_GLOB))
     if not files:
         raise InputError(f"{p}: no embeddings.npy or embeddings-NNNNN.npy shards found")
     for f in files:
@@ -174,13 +191,78 @@ def _load_npy(path: Path) -> np.ndarray:
     return array
 
 
+def _match_ids(
+    labels: pd.DataFrame, metadata: pd.DataFrame | None, path: str | os.PathLike[str]
+) -> pd.DataFrame:
+    """``labels`` in the store's row order. Labels are row-aligned, but when both they and the
+    store's metadata have an ``id`` column the ids decide: the same ids in another order (a
+    sorted or shuffled CSV) are put in the store's order, and different ids are refused — by
+    position they would give rows the labels of other images, silently."""
+    if metadata is None or "id" not in metadata.columns or "id" not in labels.columns:
+        return labels
+    ours, theirs = _id_text(metadata["id"]), _id_text(labels["id"])
+    if (ours == theirs).all():
+        return labels
+    row = int(np.argmax(ours != theirs))
+    if sorted(theirs) == sorted(ours):
+        if len(set(theirs)) == len(theirs):
+            position = pd.Index(theirs).get_indexer(ours)
+            return labels.iloc[position].reset_index(drop=True)
+        raise InputError(
+            f"{path}: lists the store's ids in another order, and ids repeat, so rows cannot "
+            f"be matched by id (row {row + 2} has {theirs[row]!r}, the store's row {row} is "
+            f"{ours[row]!r}): put the rows in the store's order"
+        )
+    raise InputError(
+        f"{path}: row {row + 2} has id {theirs[row]!r} but the store's row {row} is "
+        f"{ours[row]!r}: labels are matched to the store by their 'id' column (give the "
+        "store's ids, or rename the column to match rows by position)"
+    )
+
+
+def _id_text(ids: pd.Series) -> np.ndarray:
+    """Ids as text, whole numbers without a decimal part: a column that pandas read as float
+    (one empty cell) still matches the same ids read as integers (``7.0`` is ``7``)."""
+    if pd.api.types.is_float_dtype(ids):
+        whole = ids.notna() & np.isfinite(ids) & (ids == ids.round())
+        text = ids.astype(str)
+        text[whole] = ids[whole].astype(np.int64).astype(str)
+        return text.to_numpy()
+    return ids.astype(str).to_numpy()
+
+
 def read_labels_csv(path: str | os.PathLike[str], expected_rows: int | None = None) -> pd.DataFrame:
-    """Read a row-aligned labels/metadata CSV; the row count must match the embeddings."""
+    """Read a row-aligned labels/metadata table — CSV, or Parquet (recognised by its first
+    bytes, whatever its name); the row count must match the embeddings."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"labels file not found: {p}")
+    frame = _read_parquet(p) if _is_parquet(p) else _read_csv(p)
+    if expected_rows is not None and len(frame) != expected_rows:
+        raise InputError(f"{p} has {len(frame)} rows but the embeddings have {expected_rows}")
+    return frame
+
+
+def _is_parquet(p: Path) -> bool:
     try:
-        frame = pd.read_csv(p, low_memory=False)
+        with open(p, "rb") as fh:
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False  # the CSV reader names the problem
+
+
+def _read_parquet(p: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises its own types for damaged files
+        raise InputError(f"{p}: malformed Parquet file ({first_line(exc)})") from exc
+    # A table saved with a named index (df.set_index("id").to_parquet) gets it back as a column.
+    return frame.reset_index(drop=isinstance(frame.index, pd.RangeIndex))
+
+
+def _read_csv(p: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(p, low_memory=False)
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not UTF-8 text") from exc
     except pd.errors.EmptyDataError as exc:
@@ -189,6 +271,3 @@ def read_labels_csv(path: str | os.PathLike[str], expected_rows: int | None = No
         raise InputError(f"{p}: malformed CSV ({first_line(exc, limit=None)})") from exc
     except OSError as exc:
         raise InputError(f"cannot read {p}: {describe_os_error(exc)}") from exc
-    if expected_rows is not None and len(frame) != expected_rows:
-        raise InputError(f"{p} has {len(frame)} rows but the embeddings have {expected_rows}")
-    return frame

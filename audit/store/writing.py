@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -16,11 +17,12 @@ import pandas as pd
 
 from audit import __version__
 from audit.errors import InputError
-from audit.fileio import atomic_path, ensure_dir, write_json
+from audit.fileio import atomic_path, ensure_dir, file_sha256, write_json
 from audit.store.layout import (
     ALLOWED_DTYPES,
     DEFAULT_SHARD_ROWS,
     PARTIAL_DIR,
+    SHARD_GLOB,
     STORE_FORMAT,
     STORE_VERSION,
     EmbeddingStore,
@@ -54,7 +56,6 @@ class StoreWriter:
             raise InputError(f"unsupported store dtype {dtype}")
         if (self.out / "manifest.json").exists() and not overwrite:
             raise InputError(f"{self.out} already holds a store (use --overwrite to replace it)")
-        refuse_foreign_files(self.out)
         # With overwrite, the old store stays readable until finalize() publishes the new one:
         # bad input or an interruption never costs the store that was there.
         self.overwrite = overwrite
@@ -73,6 +74,8 @@ class StoreWriter:
         self._meta_buffer: list[pd.DataFrame] = []
         self._buffered = 0
         self.progress = self._load_progress()
+        if not overwrite and not self.progress["shards"]:
+            self._refuse_other_files()
 
     # -- progress ----------------------------------------------------------------------------
     def _load_progress(self) -> dict[str, Any]:
@@ -82,12 +85,9 @@ class StoreWriter:
                 progress = json.loads(path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 progress = None
-            if isinstance(progress, dict) and progress.get("params") == self.params:
-                # Keep only shards whose files really exist (a crash may precede the rename).
-                kept = [
-                    s for s in progress.get("shards", []) if (self.partial / s["file"]).exists()
-                ]
-                progress["shards"] = kept
+            same_run = isinstance(progress, dict) and progress.get("params") == self.params
+            if same_run and _valid_entries(progress.get("shards")):
+                progress["shards"] = self._resumable_shards(progress["shards"])
                 return progress
             if isinstance(progress, dict) and progress.get("shards") and self.overwrite:
                 shutil.rmtree(self.partial, ignore_errors=True)  # another run's leftovers
@@ -98,6 +98,39 @@ class StoreWriter:
                     f"(delete {self.partial} or use another --out)"
                 )
         return {"params": self.params, "shards": []}
+
+    def _refuse_other_files(self) -> None:
+        """A new store goes into a folder without files of a store's names: publishing it
+        replaces those, so a plain ``embeddings.npy`` or a ``metadata.csv`` of the user's
+        would be lost. (A store there was refused already; ``--overwrite`` replaces them.)"""
+        found = store_files(self.out)
+        if found:
+            with contextlib.suppress(OSError):
+                self.partial.rmdir()  # made just now, empty: the folder stays as it was
+            raise InputError(
+                f"{self.out} holds {found[0].name}, which is not part of a store (no "
+                "manifest.json): the new store would replace it (use another --out, or "
+                "--overwrite to replace it)"
+            )
+
+    def _resumable_shards(self, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The recorded shards an earlier run left, in row order, up to the first one that is
+        gone: rows resume only after an unbroken run of shards from row 0. A :meth:`finalize`
+        cut short (no manifest yet) has moved the first shards into the store folder; those
+        whose bytes match the recorded sha256 move back into ``.partial/``."""
+        reclaim = not (self.out / "manifest.json").exists()
+        kept = []
+        for entry in listed:
+            here = self.partial / entry["file"]
+            if not here.exists() and reclaim:
+                published = "embeddings.npy" if len(listed) == 1 else entry["file"]
+                moved = self.out / published
+                if moved.is_file() and file_sha256(moved) == f"sha256:{entry['sha256']}":
+                    os.replace(moved, here)
+            if not here.exists():
+                break
+            kept.append(entry)
+        return kept
 
     @property
     def rows_done(self) -> int:
@@ -119,6 +152,13 @@ class StoreWriter:
             )
         if not np.isfinite(emb).all():
             raise InputError("refusing to store NaN or inf embeddings")
+        with np.errstate(over="ignore"):
+            stored = emb.astype(self.params["dtype"], copy=False)
+        if not np.isfinite(stored).all():  # float16 tops out at 65504
+            raise InputError(
+                f"embedding values up to {float(np.abs(emb).max()):.4g} do not fit "
+                f"{self.params['dtype']} (they would be stored as inf): use float32"
+            )
         if metadata is not None:
             frame = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(list(metadata))
             if len(frame) != len(emb):
@@ -126,7 +166,7 @@ class StoreWriter:
             self._meta_buffer.append(frame.reset_index(drop=True))
         elif self._meta_buffer:
             raise InputError("metadata must be given for every batch or for none")
-        self._buffer.append(emb.astype(self.params["dtype"], copy=False))
+        self._buffer.append(stored)
         self._buffered += len(emb)
         while self._buffered >= self.shard_rows:
             self._flush(self.shard_rows)
@@ -196,32 +236,32 @@ class StoreWriter:
         return open_store(self.out)
 
 
-def refuse_foreign_files(out: Path) -> None:
-    """Refuse to write a store into a folder whose store files are not a store's.
+def _valid_entries(shards: Any) -> bool:
+    """Whether a progress file's shard list is one this writer wrote (a list of entries naming
+    a plain file in ``.partial/``, its rows and sha256)."""
+    return isinstance(shards, list) and all(
+        isinstance(s, dict)
+        and isinstance(s.get("file"), str)
+        and Path(s["file"]).name == s["file"]
+        and not s["file"].startswith(".")
+        and isinstance(s.get("rows"), int)
+        and isinstance(s.get("sha256"), str)
+        for s in shards
+    )
 
-    Publishing a store replaces ``embeddings*.npy`` and ``metadata.csv``; in a folder with no
-    manifest and no write in progress (``.partial/``) such files are the user's own data (an
-    ``embeddings.npy`` from another tool), so they are never touched, with or without
-    ``--overwrite``, which replaces stores only.
-    """
-    if (out / "manifest.json").exists() or (out / PARTIAL_DIR).is_dir():
-        return
-    found = sorted(p.name for p in out.glob("embeddings*.npy"))
-    found += ["metadata.csv"] if (out / "metadata.csv").exists() else []
-    if found:
-        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
-        raise InputError(
-            f"{out} holds {', '.join(found[:3])}{more} but no store (no manifest.json); writing "
-            "a store there would replace them: give an empty or new --out"
-        )
+
+def store_files(out: Path) -> list[Path]:
+    """The files in ``out`` that a store publishes under its own names (shards, metadata)."""
+    names = [out / "embeddings.npy", *sorted(out.glob(SHARD_GLOB)), out / "metadata.csv"]
+    return [f for f in names if f.is_file()]
 
 
 def remove_store_files(out: Path, keep: Collection[str] = ()) -> None:
     """Unpublish the store in ``out``: its manifest first (so no reader ever sees a manifest
     whose shards are gone), then its shards and metadata, except the files named in ``keep``.
-    ``.partial/`` (a write in progress) stays."""
+    ``.partial/`` (a write in progress) and files of other names stay."""
     (out / "manifest.json").unlink(missing_ok=True)
-    for f in [*list(out.glob("embeddings*.npy")), out / "metadata.csv"]:
+    for f in store_files(out):
         if f.name not in keep:
             f.unlink(missing_ok=True)
 

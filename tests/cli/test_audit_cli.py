@@ -339,7 +339,7 @@ def test_celeba_without_a_store_embeds_with_the_sae_model_and_caches(
 def test_celeba_errors(cli, world, tmp_path):
     r = cli("celeba", "--root", tmp_path / "nowhere", "--sae", world["sae"], "--bank", world["bank"],
             "--classifier", world["head"], "--embeddings", world["store"])  # fmt: skip
-    assert_one_line_error(r, 2, "CelebA root not found")
+    assert_one_line_error(r, 2, "CelebA root not found", details=True)
 
 
 @pytest.mark.parametrize("command", ["audit", "celeba", "check"])

@@ -147,12 +147,12 @@ def test_missing_celeba_files_show_the_expected_tree(cli, tmp_path, model_args):
     root = write_fake_celeba(tmp_path / "celeba", n_images=4)
     (root / "list_eval_partition.txt").unlink()
     result = cli("embed", "celeba", "--root", root, *model_args, "--out", tmp_path / "c")
-    assert_one_line_error(result, 2, "list_eval_partition.txt is missing")
+    assert_one_line_error(result, 2, "list_eval_partition.txt is missing", details=True)
     assert "img_align_celeba/" in result.stderr and "list_attr_celeba.txt" in result.stderr
     result = cli(
         "embed", "celeba", "--root", tmp_path / "nowhere", *model_args, "--out", tmp_path / "c"
     )
-    assert_one_line_error(result, 2, "CelebA root not found")
+    assert_one_line_error(result, 2, "CelebA root not found", details=True)
 
 
 def test_model_errors_exit_2(cli, tmp_path):

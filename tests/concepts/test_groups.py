@@ -38,7 +38,7 @@ def rows_by_name(bank: ConceptBank, n_latents: int) -> list[tuple]:
 
 concept_lists = st.lists(
     st.tuples(
-        st.sampled_from([None, "red", "Red", "blue", "no frame", "tree"]),
+        st.sampled_from([None, "red", "Red", " red ", "blue", "no frame", "tree"]),
         st.booleans(),
         st.floats(0, 1),
         st.sampled_from(["", "red", "tree"]),
@@ -49,14 +49,17 @@ concept_lists = st.lists(
 
 
 @settings(max_examples=80, deadline=None)
-@given(concept_lists, st.integers(0, 3))
-def test_groups_of_a_bank_without_groups_are_the_latents_sharing_a_name(items, missing):
+@given(concept_lists, st.data())
+def test_groups_of_a_bank_without_groups_are_the_latents_sharing_a_name(items, data):
+    # Latents in any order, with gaps (unlisted latents are unnamed singletons) and some beyond
+    # the SAE's size (dropped, even from a name they share with latents inside it).
+    latents = data.draw(st.permutations(range(len(items) + 4)))[: len(items)]
+    n = data.draw(st.integers(0, len(items) + 4))
     concepts = [
         Concept(j, name, score, closest, validated=validated)
-        for j, (name, validated, score, closest) in enumerate(items)
+        for j, (name, validated, score, closest) in zip(latents, items, strict=True)
     ]
     bank = ConceptBank("b", {"fingerprint": "f"}, concepts)
-    n = len(items) + missing  # latents the bank does not list are unnamed singletons
     got = [
         (g.latents, g.name, g.label, g.validated, g.closest, g.score)
         for g in bank.concept_groups(n)

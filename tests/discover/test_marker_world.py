@@ -53,6 +53,9 @@ def test_discover_names_the_frame_first(outcomes):
     # seeds 0 and 1 (its ΔWGA 0.064–0.146 with world seed 0, the next concept's at most 0.023).
     frame = outcomes("frame")
     assert sum(o[1] == "frame" for o in frame) >= 19, frame
+    # ... and flags it (whatever else is flagged beside it: see the next test). Measured: 20 of
+    # 20 seeds with world seed 0, 19 of 20 with world seed 1 (seed 12: first, not significant).
+    assert sum(o[1] == "frame" and "frame" in o[3] for o in frame) >= 17, frame
 
 
 @pytest.mark.xfail(

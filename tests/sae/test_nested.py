@@ -23,6 +23,25 @@ def _problem(batch: int, n: int, d: int, shift: float, seed: int = 0, dtype=torc
     return x, [w_enc, b_enc, w_dec, b_pre]
 
 
+def _by_hand(x, params, k_list, weights, loss_kind):
+    """The nested loss from its definition, sharing no code with ``audit.sae.nested``: level
+    ``i`` keeps each row's ``k_i`` largest pre-activations (ReLU'd); mse averages the squared
+    error over rows and dimensions, nmse averages ``‖x − x̂‖² / ‖x‖²`` over rows."""
+    w_enc, b_enc, w_dec, b_pre = (p.detach() for p in params)
+    pre = (x - b_pre) @ w_enc + b_enc
+    order = pre.argsort(dim=1, descending=True)
+    levels = []
+    for k in k_list:
+        keep = torch.zeros_like(pre).scatter(1, order[:, :k], 1.0)
+        x_hat = (pre.clamp_min(0) * keep) @ w_dec + b_pre
+        error = (x - x_hat).pow(2).sum(1)
+        per_row = error / x.shape[1] if loss_kind == "mse" else error / x.pow(2).sum(1)
+        levels.append(per_row.mean())
+    levels = torch.stack(levels)
+    w = torch.tensor(weights, dtype=levels.dtype)
+    return (levels * w).sum() / w.sum(), levels
+
+
 def _compare(x, params, k_list, weights, loss_kind="mse", chunk_elements=None):
     fast_params = [p.clone().requires_grad_(True) for p in params]
     naive_params = [p.clone().requires_grad_(True) for p in params]
@@ -36,6 +55,11 @@ def _compare(x, params, k_list, weights, loss_kind="mse", chunk_elements=None):
     loss.backward()
     torch.testing.assert_close(out.loss, loss, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out.level_losses, levels, rtol=1e-10, atol=1e-12)
+    # The naive path shares the per-sample loss weights with the fast one: check both against
+    # the definition too.
+    by_hand, by_hand_levels = _by_hand(x, params, k_list, weights, loss_kind)
+    torch.testing.assert_close(loss.detach(), by_hand, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(levels, by_hand_levels, rtol=1e-10, atol=1e-12)
     for fast, slow in zip(fast_params, naive_params, strict=True):
         torch.testing.assert_close(fast.grad, slow.grad, rtol=1e-9, atol=1e-12)
     return out
