@@ -50,7 +50,8 @@ from audit.demo_steps import (  # noqa: F401 (the demo's public names, as before
     make_world,
     train_demo_sae,
 )
-from audit.fileio import ensure_dir, write_json
+from audit.errors import InputError
+from audit.fileio import ensure_dir, write_json, write_text
 
 
 @dataclass
@@ -149,7 +150,7 @@ def _run_steps(
     from audit.data.tinyclip import tiny_clip
 
     say = log or (lambda message: None)
-    root = ensure_dir(Path(out)).resolve()
+    root = _claim_folder(Path(out))
     started = time.perf_counter()
     clock = _StepClock(say, {})
     with clock.step("tiny_clip"):
@@ -162,6 +163,25 @@ def _run_steps(
     say(f"the demo took {clock.timings['total']:.1f} s")
     write_demo_json(ctx)
     return ctx
+
+
+#: Written first into the demo's folder: later runs may overwrite what is there.
+DEMO_MARKER = ".msae-audit-demo"
+
+
+def _claim_folder(out: Path) -> Path:
+    """``out``, created, if it is empty or the demo's own (its marker, or the ``demo.json`` of
+    an earlier run): the demo replaces ``store/``, ``sae/``, ``head.npz``… there, so a folder
+    holding anything else (a user's own store or SAE) is refused, not overwritten."""
+    root = ensure_dir(out).resolve()
+    ours = (root / DEMO_MARKER).exists() or (root / "demo.json").exists()
+    if not ours and any(root.iterdir()):
+        raise InputError(
+            f"{root} is not empty and holds no earlier demo: the demo writes store/, sae/, "
+            "head.npz and reports there, replacing what is there; give an empty or new --out"
+        )
+    write_text(root / DEMO_MARKER, "written by msae-audit demo; it may overwrite this folder\n")
+    return root
 
 
 def _demo_context(

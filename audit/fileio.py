@@ -218,6 +218,42 @@ def read_yaml(path: str | os.PathLike[str], what: str = "YAML file") -> Any:
         raise InputError(f"{p}: malformed YAML ({type(exc).__name__}: {exc})") from exc
 
 
+#: The files a reader takes from a folder given as an input (a store, an SAE).
+_FOLDER_INPUTS = ("manifest.json", "metadata.csv", "config.json", "*.npy", "*.safetensors")
+
+
+def refuse_overwriting(
+    outputs: dict[str, str | os.PathLike[str] | None],
+    inputs: list[str | os.PathLike[str] | None],
+) -> None:
+    """Before any work: no two outputs name the same file (the last would replace the
+    first, often the JSON, the source of truth) and no output is one of the run's input files
+    (``--json labels.csv`` replaced the labels). ``outputs`` maps option names to paths; an
+    input folder stands for the files readers take from it."""
+    seen: dict[Path, str] = {}
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise InputError(f"{seen[key]} and {name} both name {path}; give each its own file")
+        seen[key] = name
+    for source in inputs:
+        if source is None:
+            continue
+        src = Path(source)
+        files = [src] if src.is_file() else []
+        if src.is_dir():
+            files = [f for pattern in _FOLDER_INPUTS for f in src.glob(pattern)]
+        for f in files:
+            name = seen.get(f.resolve())
+            if name is not None:
+                raise InputError(
+                    f"{name} {outputs[name]} is an input of this run ({f}); writing it would "
+                    "replace it: give another path"
+                )
+
+
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _TEMP_NAME = re.compile(r"\.(?P<final>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.tmp")
 

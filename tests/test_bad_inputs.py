@@ -301,6 +301,26 @@ def read_only_left_empty(ctx: Ctx) -> None:
     folder.chmod(0o755)
 
 
+def foreign_files(ctx: Ctx, folder: str, *names: str) -> Path:
+    """``folder`` holding the user's own files with names msae-audit writes (not its output)."""
+    out = ctx.tmp / folder
+    out.mkdir()
+    for name in names:
+        (out / name).write_bytes(f"the user's own {name}".encode())
+    ctx.notes["foreign"] = [out / name for name in names]
+    return out
+
+
+def train_into_foreign_folder(ctx: Ctx) -> list:
+    foreign_files(ctx, "sae-out", "config.json", "training.json")  # train()'s --out
+    return train(ctx, ctx.world["store"], "--overwrite")
+
+
+def foreign_files_kept(ctx: Ctx) -> None:
+    for path in ctx.notes["foreign"]:
+        assert path.read_bytes() == f"the user's own {path.name}".encode(), path
+
+
 def sae_weights_not_published(ctx: Ctx) -> None:
     out = ctx.tmp / "sae-out"
     assert not (out / "sae.safetensors").exists()
@@ -348,6 +368,20 @@ def evil_pretrained(ctx: Ctx) -> Path:
 
     ctx.monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch < 2.6 behaviour
     return typeerror_then_code_pickle(ctx.tmp / "weights.pt", ctx.marker)
+
+
+def evil_local_dir(ctx: Ctx) -> Path:
+    """An open_clip ``local-dir:`` folder: the CLIP's config and a pickle whose payload runs
+    if open_clip's retry without ``weights_only`` ever unpickles it."""
+    from tests.hostile_files import typeerror_then_code_pickle
+
+    ctx.monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch < 2.6 behaviour
+    folder = ctx.tmp / "clip-dir"
+    folder.mkdir()
+    model_cfg = json.loads(Path(ctx.clip[ctx.clip.index("--model") + 1]).read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    typeerror_then_code_pickle(folder / "open_clip_pytorch_model.bin", ctx.marker)
+    return folder
 
 
 def scripted_classifier(ctx: Ctx, kind: str) -> Path:
@@ -584,6 +618,23 @@ CASES: list[Case] = [
     Case("interrupted-run-no-resume", "training into a folder with an interrupted run, without --resume",
          "train", "holds an interrupted run (use --resume", 2,
          lambda c: [a for a in interrupted_checkpoint(c, []) if a != "--resume"]),
+    Case("train-into-foreign-folder", "training into a folder holding someone's config.json", "train",
+         "holds config.json and training.json but no model", 2,
+         lambda c: train_into_foreign_folder(c), after=foreign_files_kept),
+    Case("report-over-input", "an audit report path that is one of its inputs (--json LABELS.csv)",
+         "audit", "is an input of this run", 2,
+         lambda c: audit(c, labels=foreign_files(c, "in", "labels.csv") / "labels.csv",
+                         json=c.tmp / "in" / "labels.csv"),
+         after=foreign_files_kept),
+    Case("reports-same-file", "two report paths naming one file (--json X --html X)", "discover",
+         "--json and --html both name", 2,
+         lambda c: ["discover", *audit(c, json=c.tmp / "r", html=c.tmp / "r", spurious=None)[1:]],
+         after=lambda c: not (c.tmp / "r").exists() or pytest.fail("a report was written")),
+    Case("check-junit-over-results", "check --junit naming the results file it re-judges", "check",
+         "is an input of this run", 2,
+         lambda c: ["check", "--config", c.text("gate.yaml", "gates: {}\n"),
+                    c.copy("results"), "--junit", c.tmp / f"copy-{c.world['results'].name}"],
+         after=lambda c: json.loads((c.tmp / f"copy-{c.world['results'].name}").read_text())),
     Case("training-diverges", "a learning rate that makes the loss NaN", "train",
          "training diverged at step", 2,
          lambda c: train(c, c.world["store"], "--lr", "1e30"), after=sae_weights_not_published),
@@ -625,6 +676,15 @@ CASES: list[Case] = [
          lambda c: ["embed", "texts", vocab(c), *_clip_with(c, evil_pretrained(c)),
                     "--out", c.tmp / "s"],
          after=payload_did_not_run),
+    Case("pickled-local-dir", "a local-dir: model folder whose weights defeat open_clip's weights_only",
+         "embed texts", "open_clip_pytorch_model.bin: refused to load", 2,
+         lambda c: ["embed", "texts", vocab(c), "--model", f"local-dir:{evil_local_dir(c)}",
+                    "--device", "cpu", "-q", "--out", c.tmp / "s"],
+         after=payload_did_not_run),
+    Case("pretrained-torchscript", "--pretrained TorchScript archive (OpenAI's original CLIP .pt)",
+         "embed texts", "a TorchScript archive is code", 2,
+         lambda c: ["embed", "texts", vocab(c), *_clip_with(c, scripted_classifier(c, "nan")),
+                    "--out", c.tmp / "s"]),
     Case("head-wrong-dim", "a linear head for 16-dimensional embeddings", "audit",
          f"expected [C, {D}] for these embeddings", 2,
          lambda c: audit(c, classifier=_head(c, 16))),

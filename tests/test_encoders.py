@@ -308,6 +308,72 @@ def test_pickled_pretrained_checkpoints_are_refused_and_never_run(
         assert not marker.exists(), evil.name
 
 
+def _local_dir(root: Path, config: Path) -> Path:
+    """An open_clip ``local-dir:`` folder: open_clip_config.json (weights are added by the test)."""
+    root.mkdir()
+    model_cfg = json.loads(config.read_text(encoding="utf-8"))
+    (root / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    return root
+
+
+@pytest.mark.parametrize("force_unsafe_retry", [False, True])
+def test_pickled_weights_in_a_local_dir_are_refused_and_never_run(
+    tmp_path, monkeypatch, random_clip_files, force_unsafe_retry
+):
+    # open_clip finds a local-dir's weights itself, past the --pretrained check; its TypeError
+    # retry used to unpickle this file's payload under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
+    from tests.hostile_files import typeerror_then_code_pickle
+
+    if force_unsafe_retry:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    folder = _local_dir(tmp_path / "clip", random_clip_files[0])
+    marker = tmp_path / "ran"
+    typeerror_then_code_pickle(folder / "open_clip_pytorch_model.bin", marker)
+    with pytest.raises(InputError, match=r"open_clip_pytorch_model\.bin: refused to load"):
+        load_clip(f"local-dir:{folder}", None, device="cpu")
+    assert not marker.exists()
+
+
+def test_plain_weights_in_a_local_dir_load(tmp_path, random_clip_files, clip):
+    config, _, torch_ckpt = random_clip_files
+    folder = _local_dir(tmp_path / "clip", config)
+    (folder / "open_clip_pytorch_model.bin").write_bytes(torch_ckpt.read_bytes())
+    local = load_clip(f"local-dir:{folder}", None, device="cpu")
+    texts = ["a red circle", "striped"]
+    np.testing.assert_allclose(local.encode_texts(texts), clip.encode_texts(texts), atol=1e-6)
+
+
+def test_open_clip_loads_read_weights_only_whatever_the_environment(tmp_path, monkeypatch):
+    # The guard around open_clip (hf-hub: weights are found by open_clip itself): its retry,
+    # torch.load without weights_only, stays safe under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
+    import os
+    import pickle
+
+    from audit.encoders.clip import _weights_only_loads
+    from tests.hostile_files import typeerror_then_code_pickle
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    monkeypatch.delenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", raising=False)
+    marker = tmp_path / "ran"
+    evil = typeerror_then_code_pickle(tmp_path / "evil.bin", marker)
+    with _weights_only_loads(), pytest.raises((pickle.UnpicklingError, TypeError)):
+        torch.load(evil, map_location="cpu")
+    assert not marker.exists()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"  # restored afterwards
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+def test_a_torchscript_pretrained_is_refused_as_code(tmp_path, random_clip_files):
+    # OpenAI's original CLIP .pt files are TorchScript archives: code, never run for weights.
+    config = random_clip_files[0]
+    scripted = torch.jit.script(torch.nn.Linear(2, 2))
+    path = tmp_path / "ViT-B-32.pt"
+    scripted.save(str(path))
+    with pytest.raises(InputError, match="TorchScript archive is code") as info:
+        load_clip(str(config), str(path), device="cpu")
+    assert "\n" not in str(info.value)
+
+
 def test_sixteen_bit_grey_images_embed_like_their_eight_bit_copies(tmp_path, clip):
     """A 16-bit grey PNG holding v * 257 is the 8-bit image v at full range: it embeds the
     same (PIL's convert("RGB") clipped it at 255, so almost every pixel came out white)."""

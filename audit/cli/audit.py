@@ -382,10 +382,14 @@ def check_command(
 ) -> None:
     """Re-judge saved audit results against a gate file; the exit code is the verdict."""
     from audit.fairness import load_gate, parse_result, rejudge
-    from audit.fileio import read_json
+    from audit.fileio import read_json, refuse_overwriting
     from audit.report import write_reports
     from audit.report.terminal import checks_table, verdict_panel
 
+    outputs = {"--json": json_out, "--junit": junit_out, "--markdown": markdown_out}
+    refuse_overwriting(outputs, [config])
+    # The re-judged JSON may replace the results it re-judges; JUnit or Markdown may not.
+    refuse_overwriting({k: v for k, v in outputs.items() if k != "--json"}, [results])
     gate = load_gate(config)
     result, notes = rejudge(parse_result(read_json(results, "audit results")), gate)
     console.print(verdict_panel(result))

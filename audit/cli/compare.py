@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from audit.cli.app import app, console, err_console
+from audit.cli.app import SafeConsole, app, console, err_console
 from audit.cli.eval import EvalSettings
 from audit.cli.options import argument, command_options, option
 from audit.cli.progress import Bars
@@ -73,7 +72,7 @@ def compare(opts: CompareOptions) -> None:
         console.print(table)
     else:
         # A redirected stdout gets rich's default 80 columns, too narrow for 13 columns.
-        Console(file=console.file, width=200, highlight=False).print(table)
+        SafeConsole(file=console.file, width=200, highlight=False).print(table)
 
 
 def compare_table(comparison: dict[str, Any]) -> Table:

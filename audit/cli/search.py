@@ -157,6 +157,8 @@ def _embed_image(clip, path: Path) -> np.ndarray:  # type: ignore[no-untyped-def
     try:
         with Image.open(path) as img:
             tensor = clip.preprocess(to_rgb(img)).unsqueeze(0)
+    except Image.DecompressionBombError as exc:  # not an OSError
+        raise InputError(f"cannot read query image {path}: refused, {first_line(exc)}") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"cannot read query image {path}: {first_line(exc)}") from exc
     return clip.encode_image_batch(tensor)

@@ -165,6 +165,7 @@ def train(opts: TrainOptions) -> None:
                 f"{out} holds an interrupted run (use --resume to continue it, or --overwrite "
                 "to start over)"
             )
+    _refuse_foreign_files(out)
     store = open_store(opts.embeddings)
     sae_cfg = opts.sae_config(store)
     train_cfg = opts.train_config()
@@ -175,6 +176,19 @@ def train(opts: TrainOptions) -> None:
 
     with distributed_session(train_cfg.device):
         _run_training(store, sae_cfg, train_cfg, out, opts.resume, opts.quiet, main_rank)
+
+
+def _refuse_foreign_files(out: Path) -> None:
+    """A folder with neither a model nor a run of ours keeps its ``config.json`` and
+    ``training.json``: training writes both, so there they are the user's own files."""
+    if (out / "sae.safetensors").exists() or (out / CHECKPOINT_FILE).exists():
+        return
+    found = [name for name in ("config.json", "training.json") if (out / name).exists()]
+    if found:
+        raise InputError(
+            f"{out} holds {' and '.join(found)} but no model; training there would replace "
+            f"{'them' if len(found) > 1 else 'it'}: give an empty or new --out"
+        )
 
 
 def _run_training(

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +120,7 @@ def load_clip(
     else:
         checkpoint, pretrained_id = _resolve_pretrained(name, pretrained, schema_given, info)
     try:
-        with _quiet_open_clip(), hub_access(name, checkpoint):
+        with _quiet_open_clip(), _weights_only_loads(), hub_access(name, checkpoint):
             clip, _, preprocess = open_clip.create_model_and_transforms(
                 name,
                 pretrained=checkpoint,
@@ -162,6 +163,30 @@ def _quiet_open_clip() -> Iterator[None]:
         yield
     finally:
         logging.disable(previous)
+
+
+@contextlib.contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    """Every ``torch.load`` inside open_clip reads weights only, whatever the environment says.
+
+    open_clip retries ``torch.load`` without ``weights_only`` when the safe load raises
+    ``TypeError`` (which a crafted pickle can make it do), and ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
+    turns that retry into a full unpickling. ``--pretrained FILE`` is checked before open_clip
+    sees it, but the weights of ``local-dir:`` folders and ``hf-hub:`` repositories are found
+    by open_clip itself; torch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` covers those loads too.
+    """
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)  # both set is an error in torch
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _resolve_precision(precision: str, device: torch.device) -> str:
@@ -258,6 +283,8 @@ def _resolve_pretrained(
     import open_clip
 
     if schema_given:
+        if name.startswith("local-dir:"):
+            _refuse_unsafe_folder(Path(name.removeprefix("local-dir:")), name)
         return None, None  # hf-hub:/local-dir: bring their own weights
     if pretrained is None or not str(pretrained).strip():
         raise InputError(
@@ -282,7 +309,15 @@ def _resolve_pretrained(
     raise InputError(f"--pretrained {text!r} is neither a checkpoint file nor a known tag{known}")
 
 
-def _refuse_unsafe_checkpoint(path: Path) -> None:
+def _refuse_unsafe_folder(folder: Path, model: str) -> None:
+    """The pickle-based weights open_clip may pick in a ``local-dir:`` folder, checked as
+    ``--pretrained`` files are (whichever it picks has passed)."""
+    if folder.is_dir():
+        for path in sorted([*folder.glob("*.bin"), *folder.glob("*.pth")]):
+            _refuse_unsafe_checkpoint(path, what=f"--model {model}: {path.name}")
+
+
+def _refuse_unsafe_checkpoint(path: Path, what: str | None = None) -> None:
     """Load a pickle-based checkpoint with ``weights_only=True`` before open_clip sees it.
 
     open_clip's ``load_state_dict`` retries ``torch.load`` *without* ``weights_only`` when the
@@ -290,7 +325,16 @@ def _refuse_unsafe_checkpoint(path: Path) -> None:
     with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``) that retry unpickles arbitrary code. A file the
     safe loader does not accept is therefore refused here, so open_clip's first, safe load is
     the only one that ever runs. ``mmap`` keeps this check cheap for large checkpoints.
+    A TorchScript archive (OpenAI's original CLIP ``.pt`` files are ones) is code, not weights:
+    it is refused by name, never run.
     """
+    what = what or f"--pretrained {path}"
+    if _is_torchscript(path):
+        raise InputError(
+            f"{what}: refused to load: a TorchScript archive is code, and msae-audit reads "
+            "weights only (use the open_clip tag, e.g. --pretrained openai, or save the "
+            "model's state_dict with torch.save or as .safetensors)"
+        )
     try:
         try:
             torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -300,9 +344,18 @@ def _refuse_unsafe_checkpoint(path: Path) -> None:
             torch.load(str(path), map_location="cpu", weights_only=True)  # legacy format
     except Exception as exc:
         raise InputError(
-            f"--pretrained {path}: refused to load: only tensors and plain data are read "
+            f"{what}: refused to load: only tensors and plain data are read "
             f"(torch.load weights_only=True), never pickled code ({first_line(exc)})"
         ) from exc
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript zip (it has a ``constants.pkl`` record, as torch checks)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def _model_error(model: str, pretrained: str | None, exc: BaseException) -> InputError:

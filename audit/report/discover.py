@@ -32,8 +32,9 @@ from audit.errors import InputError
 from audit.fairness import AuditSettings, GateConfig, load_gate
 from audit.fairness.inputs import load_inputs
 from audit.fairness.stages.context import Progress
-from audit.fileio import write_text
+from audit.fileio import refuse_overwriting, write_text
 from audit.report.classifier_sections import classifier_line, surrogate_line
+from audit.report.files import input_files
 from audit.report.junit import xml_text
 from audit.report.terminal import STATUS_STYLE, concept_cell
 from audit.report.wording import beyond_note
@@ -81,6 +82,10 @@ def discover_files(
     # Always written: a user's gate need not gate flagged concepts, and a re-check must.
     written_gate = targets["json"].with_name(f"{stem}-gate.yaml")
     _check_not_overwritten(gate, written_gate)
+    refuse_overwriting(
+        {**{f"--{kind}": path for kind, path in targets.items()}, "--export-head": export_head},
+        input_files(embeddings, labels, sae, bank, classifier, gate_cfg.source),
+    )
     start = time.perf_counter()
     store, frame, model, bank_obj, clf, provenance = load_inputs(
         embeddings, labels, sae, bank, classifier, settings.base.classifier_input

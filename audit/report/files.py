@@ -27,7 +27,7 @@ from audit.fairness import AuditResult, AuditSettings, GateConfig, dumps, load_g
 from audit.fairness.inputs import load_inputs
 from audit.fairness.serialize import published, to_json
 from audit.fairness.stages.context import Progress
-from audit.fileio import write_text
+from audit.fileio import refuse_overwriting, write_text
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,21 @@ def write_reports(result: AuditResult, paths: Mapping[str, Path | None]) -> dict
     return written
 
 
+def input_files(
+    embeddings: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | pd.DataFrame | None,
+    sae: str | os.PathLike[str],
+    bank: str | os.PathLike[str],
+    classifier: str | os.PathLike[str],
+    gate: str | os.PathLike[str] | None,
+) -> list[str | os.PathLike[str] | None]:
+    """The files (and folders) an audit or discover run reads, for :func:`refuse_overwriting`;
+    a bank given by name is ``./concept_banks/NAME.yaml``."""
+    frame = isinstance(labels, pd.DataFrame)
+    named_bank = Path("concept_banks") / f"{bank}.yaml"
+    return [embeddings, None if frame else labels, sae, bank, named_bank, classifier, gate]  # type: ignore[list-item]
+
+
 def audit_files(
     embeddings: str | os.PathLike[str],
     *,
@@ -112,6 +127,17 @@ def audit_files(
     base = settings or AuditSettings(target=target, spurious=spurious)
     settings = replace(base, target=target, spurious=spurious, **overrides)
     gate_cfg = gate if isinstance(gate, GateConfig) else (load_gate(gate) if gate else GateConfig())
+    out = Path(out_dir)
+    paths = {
+        "json": Path(json_path) if json_path else out / f"{stem}.json",
+        "html": Path(html_path) if html_path else out / f"{stem}.html",
+        "junit": Path(junit_path) if junit_path else out / f"{stem}.xml",
+        "markdown": Path(markdown_path) if markdown_path else None,
+    }
+    refuse_overwriting(
+        {f"--{kind}": path for kind, path in paths.items()},
+        input_files(embeddings, labels, sae, bank, classifier, gate_cfg.source),
+    )
     start = time.perf_counter()
     store, frame, model, bank_obj, clf, provenance = load_inputs(
         embeddings, labels, sae, bank, classifier, settings.classifier_input
@@ -123,13 +149,6 @@ def audit_files(
     )  # fmt: skip
     timings = {"load": load_time, **timings}
     result = published(result)  # reports show the numbers the JSON holds
-    out = Path(out_dir)
-    paths = {
-        "json": Path(json_path) if json_path else out / f"{stem}.json",
-        "html": Path(html_path) if html_path else out / f"{stem}.html",
-        "junit": Path(junit_path) if junit_path else out / f"{stem}.xml",
-        "markdown": Path(markdown_path) if markdown_path else None,
-    }
     start = time.perf_counter()
     written = write_reports(result, paths)
     timings["reports"] = time.perf_counter() - start

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -55,17 +56,28 @@ def fmt_percent(value: Any, digits: int = 1) -> str:
 
 
 def thumbnail(path: str | None, size: int = 112) -> str | None:
-    """A base64 JPEG data URI of an image file (fits in ``size``²), or None if unreadable."""
+    """A base64 JPEG data URI of an image file (fits in ``size``²), or None if unreadable.
+
+    Paths come from the user's metadata (or a saved result), so anything may stand there: only
+    regular files are opened (a FIFO or a device would block or never end), and whatever PIL
+    raises for a damaged or hostile file (a decompression bomb is not an ``OSError``) leaves the
+    report without that picture instead of failing it.
+    """
     if not path:
         return None
     try:
         from PIL import Image
 
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((size, size))
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=80)
-    except (OSError, ValueError, ImportError):
+        if not Path(path).is_file():
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.draft("RGB", (size, size))  # JPEG: decode at the scale needed, not in full
+                img = img.convert("RGB")
+                img.thumbnail((size, size))
+                buf = io.BytesIO()
+                img.save(buf, format="JPEG", quality=80)
+    except Exception:  # PIL raises many types; a picture is never worth a crash
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -102,3 +102,36 @@ def test_every_seed_option_is_range_checked_before_any_work(cli, monkeypatch, tm
             assert r.exit_code == 2, (path, r.stdout, r.stderr)
             assert r.stderr.strip() == f"error: --seed must lie in [0, 2^32), got {seed}", path
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_terminal_gets_no_control_characters_from_users_strings():
+    """A concept name from a vocabulary or bank file could clear the screen (ESC [2J), plant a
+    link (OSC 8) or reorder a line (U+202E); the console shows each such character as U+FFFD
+    and keeps its own styles."""
+    import io
+
+    from rich.table import Table
+
+    from audit.cli.app import SafeConsole
+
+    hostile = "a\x1b[2Jb\x1b]8;;http://evil.example\x1b\\c\u202ed\x07e\x9bf\rg"
+    buf = io.StringIO()
+    console = SafeConsole(
+        file=buf, force_terminal=True, color_system="standard", width=200, highlight=False
+    )
+    table = Table("concept")
+    table.add_row(hostile)
+    console.print(table)
+    console.print("[bold]flagged[/]", hostile, markup=True)
+    out = buf.getvalue()
+    assert "\x1b[1m" in out  # rich's own bold survives
+    for char in ("\x1b[2J", "\x1b]8", "\u202e", "\x07", "\x9b", "\r"):
+        assert char not in out, repr(char)
+    assert "a\ufffd[2Jb\ufffd]8;;http://evil.example\ufffd\\c\ufffdd" in out  # rich drops BEL, CR
+
+
+def test_error_lines_carry_no_control_characters(cli, tmp_path):
+    r = cli("check", "--config", tmp_path / "gate\x1b[2J\u202e.yaml", tmp_path / "r.json")
+    assert r.exit_code == 2, r.stderr
+    assert "\x1b" not in r.stderr and "\u202e" not in r.stderr
+    assert "gate\ufffd[2J\ufffd.yaml" in r.stderr

@@ -185,3 +185,27 @@ def test_a_test_split_missing_a_group_is_refused_before_any_work(monkeypatch):
     with pytest.raises(InputError, match="gives no non-red squares"):
         check_scene_counts(DemoSettings(seed=0, n_test=8))
     check_scene_counts(DemoSettings())  # the defaults have every group
+
+
+def test_a_folder_with_other_files_is_refused_before_any_work(cli, tmp_path):
+    """The demo replaces store/, sae/, head.npz… in --out: a user's own SAE there (a natural
+    name) is never overwritten; an earlier demo's folder is the demo's to rewrite."""
+    from audit.demo import DEMO_MARKER, _claim_folder
+
+    out = tmp_path / "work"
+    (out / "sae").mkdir(parents=True)
+    (out / "sae" / "sae.safetensors").write_bytes(b"the user's own SAE")
+    r = cli("demo", "--out", out, "-q")
+    assert r.exit_code == 2, r.stderr
+    assert "is not empty and holds no earlier demo" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (out / "sae" / "sae.safetensors").read_bytes() == b"the user's own SAE"
+    assert sorted(p.name for p in out.iterdir()) == ["sae"]
+    for proof in (DEMO_MARKER, "demo.json"):  # this run's marker, or an earlier version's run
+        earlier = tmp_path / f"earlier-{proof}"
+        earlier.mkdir()
+        (earlier / proof).write_text("{}")
+        (earlier / "head.npz").write_bytes(b"")
+        assert _claim_folder(earlier) == earlier.resolve()
+        assert (earlier / DEMO_MARKER).exists()
+    assert _claim_folder(tmp_path / "new") == (tmp_path / "new").resolve()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import assert_one_line_error
 
@@ -220,6 +221,9 @@ def test_input_errors(cli, world_search, tmp_path):
     assert_one_line_error(
         cli(*base, "--image", tmp_path / "missing.png"), 2, "query image not found"
     )
+    bomb = tmp_path / "bomb.png"  # 200 M pixels: PIL refuses it with an error no OSError
+    Image.new("1", (20000, 10000)).save(bomb)
+    assert_one_line_error(cli(*base, "--image", bomb), 2, "could be decompression bomb")
 
     # A gallery embedded with another CLIP (a random open_clip model, 32-dimensional).
     config, weights, _ = make_random_clip(tmp_path / "other_clip")

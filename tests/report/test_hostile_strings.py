@@ -255,6 +255,8 @@ def test_junit_parses_and_adds_no_elements(reports):
 def test_terminal_and_json_keep_the_strings_verbatim(reports):
     out, stdout, _ = reports[True]
     assert "<script>alert(1)</script>" in stdout  # rich markup is escaped, not interpreted
+    assert "\x1b" not in stdout and "\x07" not in stdout  # nothing a terminal would act on
+    assert "ctrl\ufffd[31mend" in stdout  # the control name, shown harmlessly (rich drops BEL)
     result = json.loads((out / "a.json").read_text(encoding="utf-8"))
     names = {c["name"] for c in result["concepts"]}
     assert HOSTILE["script"] in names and HOSTILE["control"] in names

@@ -138,3 +138,59 @@ def test_discover_reports_show_the_same_beyond_note(tmp_path):
     render_discover_terminal(result, console)
     assert note in console.export_text()
     assert "beyond first &lt;b&gt;: ΔWGA +0.014, p 0.057" in render_discover_html(result)
+
+
+def _hostile_images(root) -> list[str]:
+    """Paths a store's metadata may hold that are no picture to embed: a decompression bomb
+    (PIL refuses it with an error that is not an OSError), a FIFO (opening it blocks), a
+    device, an SVG with a script, text, URLs and a path that leaves the folder."""
+    import os
+
+    bomb = root / "bomb.png"
+    Image.new("1", (20000, 10000)).save(bomb)  # 200 M pixels in a 24 kB file
+    fifo = root / "fifo.png"
+    os.mkfifo(fifo)
+    svg = root / "x.png"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)'
+                   '</script><image href="http://127.0.0.1:9/x.png"/></svg>')  # fmt: skip
+    return [str(bomb), str(fifo), "/dev/zero", str(svg), "/etc/passwd",
+            "http://127.0.0.1:9/x.png", "file:///etc/passwd", "../../../../etc/passwd"]  # fmt: skip
+
+
+def test_thumbnails_of_hostile_paths_are_left_out(tmp_path):
+    import signal
+
+    from audit.report.templating import thumbnail
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(good)
+
+    def blocked(*_):  # type: ignore[no-untyped-def]
+        raise TimeoutError("opening a path blocked")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(20)  # a blocking open must fail the test, not hang it
+    try:
+        assert [thumbnail(p) for p in _hostile_images(tmp_path)] == [None] * 8
+        assert thumbnail(str(good)).startswith("data:image/jpeg;base64,")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_report_renders_when_example_images_are_hostile(audited, tmp_path):
+    from dataclasses import replace
+
+    _, result = audited
+    hostile = _hostile_images(tmp_path)
+
+    def spoil(rows):  # type: ignore[no-untyped-def]
+        return tuple(replace(r, path=hostile[i % len(hostile)]) for i, r in enumerate(rows))
+
+    examples = tuple(
+        replace(ex, top_activating=spoil(ex.top_activating), flipped=spoil(ex.flipped))
+        for ex in result.examples
+    )
+    page = render_html(replace(result, examples=examples))
+    assert "<img" not in page  # nothing to show, and nothing but data: URIs ever
+    assert "127.0.0.1" not in page and "<svg xmlns" not in page
