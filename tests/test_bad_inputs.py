@@ -612,6 +612,9 @@ CASES: list[Case] = [
          "is this checkpoint for another model?", 2,
          lambda c: evaluate(c, sae=c.sae_config_with(
              lambda d: d.update(n_latents=10**12, k_list=[8, 10**12])))),
+    Case("sae-config-k-true", "a config.json with \"k\": true (JSON's boolean, not k = 1)", "eval",
+         "got k=True", 2,
+         lambda c: evaluate(c, sae=c.sae_config_with(lambda d: d.update(arch="topk", k=True)))),
     Case("sae-unknown-arch", "an unknown architecture in config.json", "eval",
          "unknown architecture 'jumprelu'", 2,
          lambda c: evaluate(c, sae=c.sae_config_with(lambda d: d.update(arch="jumprelu")))),
@@ -640,6 +643,12 @@ CASES: list[Case] = [
          lambda c: train(c, c.world["store"], "--lr", "1e30"), after=sae_weights_not_published),
     Case("negative-seed", "--seed -1", "train", "--seed must lie in [0, 2^32)", 2,
          lambda c: train(c, c.world["store"], "--seed", "-1")),
+    Case("expansion-nan", "--expansion nan", "train", "--expansion must be a finite number", 2,
+         lambda c: [a for a in train(c, c.world["store"], "--expansion", "nan")
+                    if a not in ("--n-latents", "64")]),
+    Case("dead-window-zero", "--dead-window 0 (every latent dead from the first step)", "train",
+         "--dead-window must be at least 1", 2,
+         lambda c: train(c, c.world["store"], "--dead-window", "0")),
     Case("seed-out-of-range-audit", "--seed 2^32 (one past what numpy and torch accept)", "audit",
          "--seed must lie in [0, 2^32), got 4294967296", 2,
          lambda c: audit(c, seed=2**32), after=no_report),

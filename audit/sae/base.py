@@ -59,10 +59,10 @@ class SAEConfig:
             )
         for name in ("d_in", "n_latents"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise InputError(f"SAE config: {name} must be a positive integer, got {value!r}")
         if self.arch in ("topk", "batchtopk") and (
-            not isinstance(self.k, int) or not 1 <= self.k <= self.n_latents
+            not _is_int(self.k) or not 1 <= self.k <= self.n_latents
         ):
             raise InputError(
                 f"{self.arch} needs 1 <= k <= n_latents ({self.n_latents}), got k={self.k!r}"
@@ -77,9 +77,20 @@ class SAEConfig:
             raise InputError(
                 f"threshold_kind must be 'global' or 'per_latent', got {self.threshold_kind!r}"
             )
-        if not isinstance(self.aux_k, int) or self.aux_k < 0:
+        if not _is_int(self.aux_k) or self.aux_k < 0:
             raise InputError(f"aux_k must be a non-negative integer, got {self.aux_k!r}")
         self._check_coefficients()
+        self._check_descriptions()
+
+    def _check_descriptions(self) -> None:
+        """``mean_center`` a boolean and the provenance fields strings (or null): a config.json
+        saying ``"mean_center": "false"`` or ``"embedding_model": 5`` is refused, not read."""
+        if not isinstance(self.mean_center, bool):
+            raise InputError(f"SAE config: mean_center must be true or false, got {self.mean_center!r}")
+        for name in ("embedding_model", "pretrained", "modality"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"SAE config: {name} must be a string or null, got {value!r}")
 
     def _check_coefficients(self) -> None:
         """``aux_coef``, ``soft_cap`` and (when set) ``l1``: finite numbers ≥ 0 — a NaN here
@@ -101,7 +112,7 @@ class SAEConfig:
         ks = self.k_list
         if (
             not ks
-            or any(not isinstance(k, int) or k < 1 for k in ks)
+            or any(not _is_int(k) or k < 1 for k in ks)
             or list(ks) != sorted(set(ks))
         ):
             raise InputError(f"matryoshka needs a strictly increasing k_list, got {ks!r}")
@@ -337,6 +348,11 @@ class SparseAutoencoder(nn.Module):
         """Hook for architectures that track statistics during training (BatchTopK)."""
 
 
+def _is_int(value: object) -> bool:
+    """An integer, and not a boolean (JSON ``true`` is Python's ``True``, an ``int``)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def keep_topk(z: Tensor, k: int) -> Tensor:
     """Keep each row's ``k`` largest entries of a code, zero the rest."""
     k = min(int(k), z.shape[1])
@@ -347,6 +363,8 @@ def keep_topk(z: Tensor, k: int) -> Tensor:
 
 
 def expansion_to_latents(d_in: int, expansion: float) -> int:
+    if not math.isfinite(expansion):
+        raise InputError(f"--expansion must be a finite number, got {expansion}")
     n = round(d_in * expansion)
     if n < 1:
         raise InputError(f"expansion {expansion} gives no latents for d={d_in}")

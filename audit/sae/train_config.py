@@ -79,6 +79,8 @@ class TrainConfig:
             raise InputError("stream_chunk_rows and stream_buffer_chunks must be positive")
         if self.checkpoint_every < 0:
             raise InputError(f"--checkpoint-every must be 0 or more, got {self.checkpoint_every}")
+        if self.dead_window < 1:  # 0 would count every latent as dead from the first step
+            raise InputError(f"--dead-window must be at least 1, got {self.dead_window}")
         if self.warmup_steps < 0:
             raise InputError(f"warmup_steps must be 0 or more, got {self.warmup_steps}")
         if not (self.enc_init_scale > 0 and math.isfinite(self.enc_init_scale)):

@@ -37,6 +37,12 @@ def test_weightings():
         (dict(arch="matryoshka", d_in=4, n_latents=8, k_list=(4, 2, 8)), "increasing"),
         (dict(arch="relu", d_in=4, n_latents=8), "l1"),
         (dict(arch="relu", d_in=4, n_latents=8, l1=0.1, loss="l2"), "loss"),
+        # config.json's JSON types: true is not k = 1, "false" is not a boolean
+        (dict(arch="topk", d_in=4, n_latents=8, k=True), "k=True"),
+        (dict(arch="matryoshka", d_in=4, n_latents=8, k_list=(True, 8)), "k_list"),
+        (dict(arch="topk", d_in=4, n_latents=8, k=2, mean_center="false"), "mean_center"),
+        (dict(arch="topk", d_in=4, n_latents=8, k=2, embedding_model=5), "embedding_model"),
+        (dict(arch="topk", d_in=4, n_latents=8, k=2, modality=["image"]), "modality"),
     ],
 )
 def test_invalid_configs(kwargs, message):

@@ -135,6 +135,7 @@ def test_nmse_divides_by_the_distance_to_the_data_mean(tmp_path, planted):
         {"decoder_renorm": "never"},
         {"scale_rule": "sqrt"},
         {"nmse_center": "mean"},
+        {"dead_window": 0},  # every latent would count as dead from the first step
     ],
 )
 def test_invalid_options(kwargs):
