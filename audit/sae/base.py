@@ -86,7 +86,9 @@ class SAEConfig:
         """``mean_center`` a boolean and the provenance fields strings (or null): a config.json
         saying ``"mean_center": "false"`` or ``"embedding_model": 5`` is refused, not read."""
         if not isinstance(self.mean_center, bool):
-            raise InputError(f"SAE config: mean_center must be true or false, got {self.mean_center!r}")
+            raise InputError(
+                f"SAE config: mean_center must be true or false, got {self.mean_center!r}"
+            )
         for name in ("embedding_model", "pretrained", "modality"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -110,11 +112,7 @@ class SAEConfig:
     def _check_matryoshka(self) -> None:
         """A strictly increasing ``k_list`` of positive sizes ending at ``n_latents``."""
         ks = self.k_list
-        if (
-            not ks
-            or any(not _is_int(k) or k < 1 for k in ks)
-            or list(ks) != sorted(set(ks))
-        ):
+        if not ks or any(not _is_int(k) or k < 1 for k in ks) or list(ks) != sorted(set(ks)):
             raise InputError(f"matryoshka needs a strictly increasing k_list, got {ks!r}")
         if ks[-1] != self.n_latents:
             raise InputError(

@@ -75,6 +75,12 @@ class TrainConfig:
             raise InputError(
                 f"stream_shuffle must be one of {', '.join(SHUFFLE_MODES)}, got {self.stream_shuffle!r}"
             )
+        if not (self.enc_init_scale > 0 and math.isfinite(self.enc_init_scale)):
+            raise InputError(f"enc_init_scale must be positive, got {self.enc_init_scale}")
+        self._check_counts()
+        self._check_choices()
+
+    def _check_counts(self) -> None:
         if self.stream_chunk_rows < 1 or self.stream_buffer_chunks < 1:
             raise InputError("stream_chunk_rows and stream_buffer_chunks must be positive")
         if self.checkpoint_every < 0:
@@ -83,9 +89,6 @@ class TrainConfig:
             raise InputError(f"--dead-window must be at least 1, got {self.dead_window}")
         if self.warmup_steps < 0:
             raise InputError(f"warmup_steps must be 0 or more, got {self.warmup_steps}")
-        if not (self.enc_init_scale > 0 and math.isfinite(self.enc_init_scale)):
-            raise InputError(f"enc_init_scale must be positive, got {self.enc_init_scale}")
-        self._check_choices()
 
     def _check_choices(self) -> None:
         for name, value, allowed in (
