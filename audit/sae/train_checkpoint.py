@@ -127,6 +127,7 @@ def _plausible(data: Any, state: TrainState, names: Any, scale: float) -> bool:
         and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counters)
         and isinstance(state.elapsed, int | float)
         and isinstance(state.history, list)
+        and (state.data_order is None or isinstance(state.data_order, str))
         and isinstance(names, list)
         and all(isinstance(n, str) for n in names)
         and math.isfinite(scale)

@@ -119,6 +119,8 @@ class TrainState:
     samples: int = 0
     elapsed: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    # The order the data are read in (see train.data_order); a resumed run keeps it.
+    data_order: str | None = None
 
 
 @dataclass

@@ -86,6 +86,37 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, planted_store, 
     torch.testing.assert_close(load_sae(tmp_path / "resumed").W_dec, full.model.W_dec.cpu())
 
 
+def test_a_resumed_run_keeps_its_data_order_when_auto_decides_otherwise(
+    tmp_path, planted_store, monkeypatch
+):
+    """Trained in memory, resumed when the data no longer fit (``auto`` would stream through a
+    shuffle buffer): the rest of the epoch must come in the same order, so the weights equal an
+    uninterrupted run's; and the reverse, a buffered run resumed where the data fit."""
+    import audit.sae.train as train_module
+
+    roomy, tight = 1 << 40, planted_store.count * planted_store.dim * 4 - 1
+    extra = {"stream_chunk_rows": 700, "stream_buffer_chunks": 2}  # 4000 rows: 6 chunks
+    for first, then in ((roomy, tight), (tight, roomy)):
+        monkeypatch.setattr(train_module, "memory_budget_bytes", lambda device, b=first: b)
+        name = f"full-{first}"
+        _, _, full = _small_run(tmp_path, planted_store, name, train=extra)
+        part = f"resumed-{first}"
+        _small_run(tmp_path, planted_store, part, train=extra, stop_after=full.state.step // 3 + 2)
+        monkeypatch.setattr(train_module, "memory_budget_bytes", lambda device, b=then: b)
+        _, _, resumed = _small_run(tmp_path, planted_store, part, train=extra, resume=True)
+        assert resumed.state.data_order == full.state.data_order
+        for key, value in _weights(full.model).items():
+            torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_resume_refuses_another_data_order(tmp_path, planted_store):
+    streamed = {"data_on_device": "no", "stream_chunk_rows": 700, "stream_buffer_chunks": 2}
+    _small_run(tmp_path, planted_store, "r", train=streamed, stop_after=3)
+    for other in ({**streamed, "data_on_device": "yes"}, {**streamed, "stream_chunk_rows": 500}):
+        with pytest.raises(InputError, match="read the data in the order of a shuffle buffer"):
+            _small_run(tmp_path, planted_store, "r", train=other, resume=True)
+
+
 def test_same_seed_same_model_different_seed_different_model(tmp_path, planted_store):
     _, _, a = _small_run(tmp_path, planted_store, "a")
     _, _, b = _small_run(tmp_path, planted_store, "b")
