@@ -224,6 +224,8 @@ def _run_training(
     with Bars(quiet) as bars:
         result = train_sae(store, sae_cfg, train_cfg, out, resume=resume, on_step=on_step)
     console.print(_summary_table(result.summary, out))
+    for warning in result.summary.get("warnings", []):
+        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _summary_table(summary: dict, out: Path) -> Table:

@@ -43,6 +43,10 @@ DEFAULT_CHUNK_ROWS = 1 << 16
 class Preprocessing:
     mean: np.ndarray  # [d] float64
     scale: float
+    # E‖x̃ − mean(x̃)‖², the data's variance per row in preprocessed space: the denominator of
+    # the training FVU, so a small batch (a last one of one row) is not divided by its own
+    # spread. None in checkpoints written before it was recorded (the batch's own then).
+    variance: float | None = None
 
     def apply(self, block: np.ndarray) -> np.ndarray:
         return ((block - self.mean) * self.scale).astype(np.float32)
@@ -103,7 +107,10 @@ def fit_preprocessing(
     if world_size > 1:
         assert all_reduce is not None
         sq = float(all_reduce(np.array([sq], dtype=np.float64), "sum")[0])
-    return Preprocessing(mean, preprocessing_scale(d, sq / n, scale_rule))
+    scale = preprocessing_scale(d, sq / n, scale_rule)
+    # Around the data mean x̄: E‖x − μ‖² − ‖x̄ − μ‖² (μ = x̄ when mean-centring).
+    spread = sq / n - float(np.sum((total / n - mean) ** 2))
+    return Preprocessing(mean, scale, max(spread, 0.0) * scale**2)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

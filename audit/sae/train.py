@@ -275,12 +275,29 @@ def _finish(run: TrainingRun, out: Path) -> TrainResult:
         "dead_latents": int((run.dead_counter >= run.window).sum()),
         "data": run.fingerprint,
     }
+    summary["warnings"] = _training_warnings(
+        summary["final"], run.cfg.learning_rate(run.sae_cfg.arch)
+    )
     if run.dist_ctx.is_main:
         save_sae(model, out)
         write_json(out / "training.json", {**summary, "history": state.history})
         run.checkpoint_path.unlink(missing_ok=True)
     run.dist_ctx.barrier()  # the model is on disk before any rank returns
     return TrainResult(model, state, summary, out)
+
+
+def _training_warnings(final: dict[str, Any], lr: float) -> list[str]:
+    """What the user must hear about a run that finished: a final FVU of 1 or more means the
+    SAE reconstructs the data no better than their mean does (finite, so not a divergence,
+    but the model is useless: a learning rate far too large, or far too few steps)."""
+    fvu = final.get("fvu")
+    if fvu is None or fvu < 1:
+        return []
+    return [
+        f"the final training FVU is {fvu:.3g} (1 or more: the SAE reconstructs the data no "
+        f"better than their mean); the model is not usable — try a smaller --lr than {lr:g} "
+        "or more steps"
+    ]
 
 
 def _nmse_center(

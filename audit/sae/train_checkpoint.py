@@ -54,6 +54,7 @@ def save_checkpoint(
         "sae_config": json.dumps(sae_cfg.to_json()),
         "train_config": json.dumps(resume_relevant(cfg)),
         "prep_scale": repr(prep.scale),
+        "prep_variance": repr(prep.variance),
         "data": json.dumps(fingerprint),
         "param_names": json.dumps(names),
     }
@@ -87,11 +88,16 @@ def load_checkpoint(path: Path, sae_cfg: SAEConfig, cfg: TrainConfig, fingerprin
         state = TrainState(**json.loads(meta["state"]))
         names = json.loads(meta["param_names"])
         scale = float(meta["prep_scale"])
+        variance = (
+            float(meta["prep_variance"]) if meta.get("prep_variance", "None") != "None" else None
+        )
     except (KeyError, ValueError, TypeError) as exc:
         raise InputError(
             f"{path}: checkpoint metadata is unreadable; delete it to start over"
         ) from exc
-    if not _plausible(saved_data, state, names, scale):
+    if not _plausible(saved_data, state, names, scale) or not (
+        variance is None or (math.isfinite(variance) and variance >= 0)
+    ):
         raise InputError(f"{path}: checkpoint metadata is unreadable; delete it to start over")
     _check_same_run(path, (saved_sae, saved_train, saved_data), sae_cfg, cfg, fingerprint)
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -115,7 +121,7 @@ def load_checkpoint(path: Path, sae_cfg: SAEConfig, cfg: TrainConfig, fingerprin
         }
         if slots:
             optim_state[index] = slots
-    prep = Preprocessing(tensors["train.prep_mean"].double().numpy(), scale)
+    prep = Preprocessing(tensors["train.prep_mean"].double().numpy(), scale, variance)
     return model, optim_state, state, prep, tensors["train.dead_counter"]
 
 

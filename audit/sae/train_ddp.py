@@ -49,6 +49,7 @@ def all_reduce_step(
     x: torch.Tensor,
     out: Any,
     local_rows: int,
+    variance: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One all-reduce of the step's fired latents, metric sums and BatchTopK threshold estimate.
 
@@ -91,12 +92,15 @@ def all_reduce_step(
         ).reshape(threshold.shape)
         model._last_min_kept = mean_kept.to(threshold) if bool((kept_count > 0).any()) else None
     x_sum = stats[n : n + d]
-    variance = max(sq - float(x_sum.pow(2).sum()) / rows, 1e-12)
+    if variance is not None:  # the data's variance per row (as the single-process metrics)
+        spread = max(rows * variance, 1e-12)
+    else:
+        spread = max(sq - float(x_sum.pow(2).sum()) / rows, 1e-12)
     metrics = {
         "loss": loss / rows,
         "recon": recon / rows,
         "aux": aux / rows,
-        "fvu": err / variance,
+        "fvu": err / spread,
         "l0": active / rows,
     }
     return stats[:n] > 0, metrics

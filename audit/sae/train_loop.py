@@ -132,7 +132,9 @@ def _train_step(run: TrainingRun, x: torch.Tensor, metrics: dict[str, float]) ->
     if run.ddp is None:
         fired = out_step.fired
     else:
-        fired, reduced = all_reduce_step(run.dist_ctx, run.model, x, out_step, local_rows)
+        fired, reduced = all_reduce_step(
+            run.dist_ctx, run.model, x, out_step, local_rows, run.prep.variance
+        )
     run.model.after_step(out_step)
     with torch.no_grad():
         run.dead_counter += batch_rows
@@ -146,7 +148,7 @@ def _train_step(run: TrainingRun, x: torch.Tensor, metrics: dict[str, float]) ->
         metrics = {**reduced, "dead": int((run.dead_counter >= run.window).sum())}
     elif log_now or run.steps_this_run == 1:
         # Reading metrics waits for the device: only on logged steps (and the first).
-        metrics = _step_metrics(x, out_step, run.dead_counter, run.window)
+        metrics = _step_metrics(x, out_step, run.dead_counter, run.window, run.prep.variance)
     if log_now or run.steps_this_run == 1:
         run.require_finite(metrics["loss"])
     if log_now:
@@ -179,10 +181,15 @@ def _gradient_step(run: TrainingRun, x: torch.Tensor, local_rows: int, batch_row
 
 @torch.no_grad()
 def _step_metrics(
-    x: torch.Tensor, out: Any, dead_counter: torch.Tensor, window: int
+    x: torch.Tensor, out: Any, dead_counter: torch.Tensor, window: int, variance: float | None
 ) -> dict[str, float]:
+    """The step's metrics; ``fvu`` is the batch's squared error over ``rows × variance`` (the
+    data's variance per row, see :class:`Preprocessing`): the dataset FVU estimated on it."""
     err = (out.x_hat.float() - x).pow(2).sum()
-    var = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+    if variance is not None:
+        var = x.new_tensor(x.shape[0] * variance).clamp_min(1e-12)
+    else:
+        var = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
     return {
         "loss": float(out.loss),
         "recon": float(out.recon_loss),

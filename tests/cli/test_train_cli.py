@@ -252,3 +252,31 @@ def test_a_diverging_run_stops_with_one_line_and_publishes_nothing(cli, planted_
 )  # fmt: skip
 def test_bad_numbers_are_refused_before_training(cli, planted_store, tmp_path, extra, message):
     assert_one_line_error(_small_train(cli, planted_store.path, tmp_path / "o", *extra), 2, message)
+
+
+def test_a_useless_finite_run_ends_with_a_warning(cli, planted_store, tmp_path):
+    """--lr 1e6 stays finite but reconstructs worse than the data mean: the model is written
+    (exit 0, nothing lost) and the user is told, in one line and in training.json."""
+    r = _small_train(cli, planted_store.path, tmp_path / "bad", "--lr", "1e6", "-q")
+    assert r.exit_code == 0
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "FVU" in warnings[0] and "--lr" in warnings[0]
+    summary = json.loads((tmp_path / "bad" / "training.json").read_text())
+    assert summary["final"]["fvu"] >= 1 and len(summary["warnings"]) == 1
+    good = _small_train(cli, planted_store.path, tmp_path / "good", "-q")
+    assert good.exit_code == 0 and "warning:" not in good.stderr
+    assert json.loads((tmp_path / "good" / "training.json").read_text())["warnings"] == []
+
+
+def test_the_training_fvu_of_a_one_row_last_batch_is_not_divided_by_its_own_spread(
+    cli, planted_store, tmp_path
+):
+    """4000 rows in batches of 3999: the last (logged) batch has one row, whose own variance
+    is 0; the FVU is measured against the data's variance, so it stays a fraction."""
+    out = tmp_path / "sae"
+    r = _small_train(cli, planted_store.path, out, "--batch-size", "3999", "--epochs", "3", "-q")
+    assert r.exit_code == 0
+    history = json.loads((out / "training.json").read_text())["history"]
+    assert history[-1]["step"] == 6
+    assert 0 < history[-1]["fvu"] < 1.5, history[-1]
+    assert "warning:" not in r.stderr
