@@ -52,3 +52,15 @@ class IntegrityError(AuditError):
     """The SAE or classifier cannot be trusted on this data (exit code 3)."""
 
     exit_code = EXIT_INTEGRITY
+
+
+def check_seed(value: int) -> int:
+    """A seed, refused (one line, exit 2) outside ``[0, 2^32)``, what numpy's and torch's
+    generators both accept: the one check behind every ``--seed`` and ``TrainConfig.seed``.
+
+    >>> check_seed(7)
+    7
+    """
+    if not 0 <= value < 2**32:
+        raise InputError(f"--seed must lie in [0, 2^32), got {value}")
+    return value

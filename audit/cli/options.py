@@ -37,7 +37,7 @@ import typer
 from rich.markup import escape
 
 from audit.device import check_device_name
-from audit.errors import InputError
+from audit.errors import InputError, check_seed
 from audit.fileio import read_yaml
 
 T = TypeVar("T")
@@ -96,15 +96,8 @@ def device_option(default: str = "auto") -> Any:
     )
 
 
-def check_seed(value: int) -> int:
-    """``--seed``'s value, refused (one line, exit 2) outside what numpy's and torch's
-    generators both accept; a Typer callback, so every command checks it before any work."""
-    if not 0 <= value < 2**32:
-        raise InputError(f"--seed must lie in [0, 2^32), got {value}")
-    return value
-
-
 def seed_option(default: int, help: str) -> Any:
+    """``--seed``, checked by a Typer callback, so every command refuses it before any work."""
     return option(default, "--seed", help=help, callback=check_seed)
 
 

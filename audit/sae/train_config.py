@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.errors import InputError
+from audit.errors import InputError, check_seed
 from audit.sae.base import SCALE_RULES, SparseAutoencoder
 from audit.sae.data import (
     DEFAULT_CHUNK_ROWS,
@@ -99,8 +99,7 @@ class TrainConfig:
         ):
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if not 0 <= self.seed < 2**32:  # what numpy's and torch's generators accept alike
-            raise InputError(f"--seed must lie in [0, 2^32), got {self.seed}")
+        check_seed(self.seed)
 
     def learning_rate(self, arch: str) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[arch]
