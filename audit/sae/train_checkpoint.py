@@ -161,6 +161,9 @@ def _check_same_run(
     fingerprint: dict[str, Any],
 ) -> None:
     saved_sae, saved_train, saved_data = saved
+    # The data first: other data also changes the SAE settings that record where the
+    # embeddings came from (model, modality), and "different SAE settings" would mislead.
+    _check_same_data(path, saved_data, fingerprint)
     if saved_sae != sae_cfg:
         raise InputError(
             f"{path}: checkpoint was made with different SAE settings; use the same flags or delete it"
@@ -169,6 +172,9 @@ def _check_same_run(
         raise InputError(
             f"{path}: checkpoint was made with different training settings; use the same flags or delete it"
         )
+
+
+def _check_same_data(path: Path, saved_data: dict[str, Any], fingerprint: dict[str, Any]) -> None:
     # Older checkpoints name their data by path only.
     keys = ("content",) if "content" in saved_data else ("path", "count", "dim")
     if any(saved_data.get(k) != fingerprint.get(k) for k in keys):

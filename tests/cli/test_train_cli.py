@@ -280,3 +280,20 @@ def test_the_training_fvu_of_a_one_row_last_batch_is_not_divided_by_its_own_spre
     assert history[-1]["step"] == 6
     assert 0 < history[-1]["fvu"] < 1.5, history[-1]
     assert "warning:" not in r.stderr
+
+
+def test_resuming_on_other_embeddings_says_so(cli, planted_store, tmp_path):
+    """Interrupted on a store, resumed (from the command line) on a .npy of other rows: the
+    one line names the embeddings, not the SAE settings the .npy's missing model changes."""
+    from audit.sae import SAEConfig, matryoshka_k_list
+    from audit.sae.train import TrainConfig, train_sae
+
+    cfg = SAEConfig(
+        arch="matryoshka", d_in=planted_store.dim, n_latents=24,
+        k_list=matryoshka_k_list(24, 4), embedding_model="planted", modality="image",
+    )  # fmt: skip
+    out = tmp_path / "r"
+    train_sae(planted_store, cfg, TrainConfig(epochs=1, batch_size=64), out, stop_after=3)
+    other = tmp_path / "other.npy"
+    np.save(other, np.asarray(planted_store.read()) * -3)
+    assert_one_line_error(_small_train(cli, other, out, "--resume"), 2, "different embeddings")
