@@ -32,6 +32,18 @@ def test_preprocessing_gives_unit_mean_square_per_dimension(planted_store):
     assert (x**2).sum(1).mean() == pytest.approx(planted_store.dim, rel=1e-4)
 
 
+@pytest.mark.parametrize("mean_center", [True, False])
+@pytest.mark.parametrize("rule", ["unit", "reference"])
+def test_preprocessing_records_the_datas_variance_in_preprocessed_space(
+    planted_store, mean_center, rule
+):
+    """The training FVU's denominator: E‖x̃ − mean(x̃)‖², with or without mean-centring."""
+    prep = fit_preprocessing(planted_store, mean_center=mean_center, scale_rule=rule)
+    x = prep.apply(planted_store.read()).astype(np.float64)
+    expected = ((x - x.mean(0)) ** 2).sum(1).mean()
+    assert prep.variance == pytest.approx(expected, rel=1e-5)
+
+
 def test_dictionary_recovery_on_planted_clip_like_data(tmp_path):
     data = planted_embeddings(n_samples=20_000, dim=64, n_atoms=64, active=4, seed=0)
     store = write_store(tmp_path / "s", data.embeddings)
