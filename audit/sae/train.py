@@ -47,13 +47,7 @@ from audit.errors import InputError
 from audit.fileio import ensure_dir, write_json
 from audit.sae.base import SAEConfig, SparseAutoencoder
 from audit.sae.checkpoint import save_sae
-from audit.sae.data import (
-    InMemoryBatches,
-    Preprocessing,
-    StreamingBatches,
-    fit_preprocessing,
-    memory_budget_bytes,
-)
+from audit.sae.data import InMemoryBatches, Preprocessing, fit_preprocessing
 from audit.sae.init import MEDIAN_ROWS, initial_b_pre
 from audit.sae.registry import build_sae
 from audit.sae.train_checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -69,6 +63,7 @@ from audit.sae.train_config import (
 )
 from audit.sae.train_ddp import wrap_ddp
 from audit.sae.train_loop import TrainingRun, run_steps
+from audit.sae.train_source import batch_source, data_order, describe_source
 from audit.store import EmbeddingStore
 
 __all__ = [
@@ -147,7 +142,7 @@ def _start_run(
     # so find_unused_parameters stays off.
     ddp = wrap_ddp(model, device) if dist_ctx.enabled else None
     optimizer = _optimizer(model, cfg, sae_cfg.arch, optimizer_state, device)
-    source = _batch_source(store, prep, cfg, device, dist_ctx, state.data_order)
+    source = batch_source(store, prep, cfg, device, dist_ctx, state.data_order)
     state.data_order = data_order(source)
     total_steps = cfg.epochs * source.steps_per_epoch
     if cfg.max_steps is not None:
@@ -269,7 +264,7 @@ def _finish(run: TrainingRun, out: Path) -> TrainResult:
         "device": str(run.device),
         "world_size": run.dist_ctx.world_size,
         "data_on_device": isinstance(run.source, InMemoryBatches),
-        "data_source": _describe_source(run.source),
+        "data_source": describe_source(run.source),
         "train_config": asdict(run.cfg),
         "final": state.history[-1] if state.history else {},
         "dead_latents": int((run.dead_counter >= run.window).sum()),
@@ -315,77 +310,6 @@ def _nmse_center(
         all_reduce=dist_ctx.all_reduce_numpy,
     ).mean
     return torch.from_numpy((raw_mean - prep.mean) * prep.scale).float()
-
-
-def _batch_source(
-    store: EmbeddingStore,
-    prep: Preprocessing,
-    cfg: TrainConfig,
-    device: torch.device,
-    dist_ctx: DistContext | None = None,
-    resumed_order: str | None = None,
-) -> InMemoryBatches | StreamingBatches:
-    """Where batches come from (``--data-on-device``). A resumed run reads the data in its
-    checkpoint's order (``resumed_order``), whatever ``auto`` decides now: a run trained in
-    memory that no longer fits streams in the same order (``global``)."""
-    dist_ctx = dist_ctx or DistContext(device=device)
-    rank, world_size = dist_ctx.rank, dist_ctx.world_size
-    budget = memory_budget_bytes(device)
-    if device.type == "cpu":
-        budget //= max(1, dist_ctx.local_world_size)  # each local process holds its own copy
-    fits = store.count * store.dim * 4 <= budget
-    # Every rank must pick the same source (their orders differ): stream if any rank must.
-    fits = bool(dist_ctx.all_reduce_numpy(np.array([float(fits)]), "min")[0])
-    in_memory = cfg.data_on_device == "yes" or (cfg.data_on_device == "auto" and fits)
-    shuffle = cfg.stream_shuffle
-    if resumed_order == PERMUTATION_ORDER:
-        shuffle = "global"  # streamed, the in-memory order
-    elif resumed_order is not None and cfg.data_on_device == "auto":
-        in_memory = False  # a shuffle buffer's order exists only streamed
-    if in_memory:
-        source: InMemoryBatches | StreamingBatches = InMemoryBatches(
-            store, prep, cfg.batch_size, cfg.seed, device, rank, world_size, cfg.stream_chunk_rows
-        )
-    else:
-        source = StreamingBatches(
-            store,
-            prep,
-            cfg.batch_size,
-            cfg.seed,
-            device,
-            rank,
-            world_size,
-            cfg.stream_chunk_rows,
-            cfg.stream_buffer_chunks,
-            shuffle,
-        )
-    if resumed_order is not None and data_order(source) != resumed_order:
-        raise InputError(
-            f"the interrupted run read the data in the order of {resumed_order}, these settings "
-            f"would read it in that of {data_order(source)}; resume with its --data-on-device "
-            "and --stream-* options (or start over with --overwrite)"
-        )
-    return source
-
-
-#: The order of :class:`InMemoryBatches` and of ``global`` streaming: a seeded permutation.
-PERMUTATION_ORDER = "a seeded permutation"
-
-
-def data_order(source: InMemoryBatches | StreamingBatches) -> str:
-    """The order a source reads the data in: two sources with the same order give the same
-    batches, so a run resumed with either ends with the same weights."""
-    if isinstance(source, InMemoryBatches) or source.shuffle == "global":
-        return PERMUTATION_ORDER
-    return f"a shuffle buffer of {source.buffer_chunks} chunks of {source.chunk_rows} rows"
-
-
-def _describe_source(source: InMemoryBatches | StreamingBatches) -> str:
-    if isinstance(source, InMemoryBatches):
-        return "in-memory"
-    if source.shuffle == "global":
-        return "streamed (global shuffle)"
-    return f"streamed (shuffle buffer of {source.buffer_rows} rows)"
 
 
 def _data_fingerprint(store: EmbeddingStore, sample_rows: int = 1024) -> dict[str, Any]:

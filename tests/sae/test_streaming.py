@@ -125,7 +125,7 @@ def test_streamed_training_matches_in_memory_training(tmp_path):
 
 
 def test_auto_streams_when_the_data_do_not_fit(tmp_path, monkeypatch, planted_store):
-    import audit.sae.train as train_module
+    import audit.sae.train_source as train_module
 
     cfg = TrainConfig(epochs=1, batch_size=500, checkpoint_every=0)
     monkeypatch.setattr(train_module, "memory_budget_bytes", lambda device: 1 << 40)

@@ -104,7 +104,7 @@ def test_a_resumed_run_keeps_its_data_order_when_auto_decides_otherwise(
     """Trained in memory, resumed when the data no longer fit (``auto`` would stream through a
     shuffle buffer): the rest of the epoch must come in the same order, so the weights equal an
     uninterrupted run's; and the reverse, a buffered run resumed where the data fit."""
-    import audit.sae.train as train_module
+    import audit.sae.train_source as train_module
 
     roomy, tight = 1 << 40, planted_store.count * planted_store.dim * 4 - 1
     extra = {"stream_chunk_rows": 700, "stream_buffer_chunks": 2}  # 4000 rows: 6 chunks
