@@ -194,6 +194,8 @@ def test_dimension_mismatch_and_bad_settings_are_input_errors(world, tmp_path):
         evaluate_sae(model, other, EvalConfig(device="cpu"))
     with pytest.raises(InputError, match="--topk"):
         EvalConfig(topk=0)
+    with pytest.raises(InputError, match="--seed"):
+        EvalConfig(seed=-1)  # numpy's generator would refuse it with a ValueError mid-run
 
 
 def test_json_safe_replaces_non_finite_numbers():

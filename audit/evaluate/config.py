@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from audit.errors import InputError
+from audit.errors import InputError, check_seed
 from audit.metrics import (
     CKNNA_K,
 )
@@ -59,6 +59,7 @@ class EvalConfig:
             raise InputError(f"--probe-c must be a positive number, got {self.probe_c}")
         if self.code not in EVAL_CODES:
             raise InputError(f"code must be one of {', '.join(EVAL_CODES)}, got {self.code!r}")
+        check_seed(self.seed)  # the library's callers too, not only --seed
 
     def rows_per_chunk(self, n_latents: int) -> int:
         if self.chunk_rows is not None:
