@@ -6,6 +6,7 @@ failure (the SAE or the classifier cannot be trusted on this data), 4 internal e
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -392,10 +393,12 @@ def check_command(
     refuse_overwriting({k: v for k, v in outputs.items() if k != "--json"}, [results])
     gate = load_gate(config)
     result, notes = rejudge(parse_result(read_json(results, "audit results")), gate)
+    # Written before anything is printed (a closed stdout must not lose them), and whenever
+    # $GITHUB_STEP_SUMMARY is set: the re-judged verdict is what a CI step summary should show.
+    if json_out or junit_out or markdown_out or os.environ.get("GITHUB_STEP_SUMMARY"):
+        write_reports(result, {"json": json_out, "junit": junit_out, "markdown": markdown_out})
     console.print(verdict_panel(result))
     console.print(checks_table(result))
     for note in notes:
         err_console.print(f"note: {note}", markup=False, highlight=False)
-    if json_out or junit_out or markdown_out:
-        write_reports(result, {"json": json_out, "junit": junit_out, "markdown": markdown_out})
     raise typer.Exit(result.exit_code)

@@ -254,6 +254,19 @@ def test_default_report_paths_and_step_summary(cli, world, tmp_path, monkeypatch
     assert text.startswith("# earlier step\n") and "msae-audit" in text and "blond hair" in text
 
 
+def test_check_appends_the_rejudged_verdict_to_the_step_summary(cli, world, tmp_path, monkeypatch):
+    """README's CI recipe re-judges with a bare `check --config GATE RESULTS`; in a CI step the
+    summary must show that verdict, as `audit` does, without --markdown."""
+    assert cli(*audit_args(world, tmp_path)).exit_code == 0
+    summary = tmp_path / "summary.md"
+    summary.write_text("# earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    r = cli("check", "--config", gate_file(tmp_path, FAIL_GATE), tmp_path / "a.json")
+    assert r.exit_code == 1
+    text = summary.read_text()
+    assert text.startswith("# earlier step\n") and "## msae-audit" in text and "FAIL" in text
+
+
 def test_probe_on_a_labels_csv_with_a_split(cli, tmp_path):
     paths = write_world(tmp_path / "w", n_samples=2000, seed=1, with_split=True)
     r = cli(
