@@ -16,6 +16,9 @@ import traceback
 
 import typer
 
+# Typer vendors Click (typer >= 0.17); these are the classes its parser raises.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
 from audit.cli.app import app, err_console
 from audit.errors import EXIT_INPUT, EXIT_INTERNAL, AuditError
 
@@ -33,11 +36,17 @@ def run(argv: list[str] | None = None) -> int:
     _register_commands()
     command = typer.main.get_command(app)
     try:
-        # Standalone mode lets Click report usage errors itself (exit code 2) and turns
-        # ``typer.Exit(code)`` into SystemExit; our own errors propagate to the handlers below.
-        command.main(args=argv, prog_name="msae-audit", standalone_mode=True)
+        # Not standalone: ``typer.Exit(code)`` comes back as the return value, and Click's usage
+        # errors reach the handler below, which prints them as one line like every other error.
+        returned = command.main(args=argv, prog_name="msae-audit", standalone_mode=False)
+        return returned if type(returned) is int else 0  # typer.Exit(code), or a command's end
     except SystemExit as exc:
         return _exit_code(exc.code)
+    except ClickException as exc:
+        return _usage_error(exc)
+    except typer.Abort:
+        err_console.print("aborted")
+        return 1
     except AuditError as exc:
         err_console.print(
             f"{_rank_prefix()}[bold red]error:[/] {_one_line(str(exc))}",
@@ -74,6 +83,21 @@ def _tolerate_unencodable_output() -> None:
         if reconfigure is not None:
             with contextlib.suppress(ValueError, OSError, TypeError):
                 reconfigure(errors="backslashreplace")
+
+
+def _usage_error(exc: ClickException) -> int:
+    """A usage error (missing or unknown option, bad value) as one line, exit code 2. With no
+    arguments at all the command's help has been printed already (Click's no_args_is_help)."""
+    if isinstance(exc, NoArgsIsHelpError):
+        return EXIT_INPUT
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    err_console.print(
+        f"{_rank_prefix()}[bold red]error:[/] {_one_line(exc.format_message())}{_escape(hint)}",
+        markup=True,
+        soft_wrap=True,
+    )
+    return EXIT_INPUT
 
 
 def _exit_code(code: object) -> int:

@@ -15,6 +15,36 @@ def test_version_prints_the_package_version(cli):
     assert r.stdout.strip() == f"msae-audit {__version__}"
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("audit", "--embeddings", "x"), "Missing option '--target'"),
+        (("audit", "--no-such-flag", "1"), "No such option: --no-such-flag"),
+        (
+            ("train", "--seed", "abc", "--out", "o", "--embeddings", "e"),
+            "Invalid value for '--seed'",
+        ),
+        (("no-such-command",), "No such command 'no-such-command'"),
+        (("embed", "images"), "Missing argument"),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_code_2(cli, args, says):
+    """Usage errors, like every other error, are one line naming the problem (docs/cli.md's
+    exit codes), not Click's usage block and boxed panel."""
+    r = cli(*args)
+    assert r.exit_code == 2
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ") and says in lines[0], lines[0]
+    assert "--help" in lines[0] and r.stdout == ""
+
+
+def test_no_arguments_still_show_the_help(cli):
+    r = cli()
+    assert r.exit_code == 2 and "Usage: msae-audit" in r.stdout + r.stderr
+    assert cli("audit", "--help").exit_code == 0
+
+
 def _leaf_commands() -> list[tuple[str, ...]]:
     """Every command path (``("embed", "images")``, ``("concepts",)``, …) of the CLI."""
     import typer
