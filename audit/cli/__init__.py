@@ -13,6 +13,7 @@ import os
 import pkgutil
 import sys
 import traceback
+from typing import Any
 
 import typer
 
@@ -33,6 +34,52 @@ def _register_commands() -> None:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by tests and :func:`main`)."""
     _tolerate_unencodable_output()
+    stdout = sys.stdout
+    sys.stdout = _ReaderMayLeave(stdout)  # type: ignore[assignment]
+    try:
+        return _run(argv)
+    finally:
+        sys.stdout = stdout
+
+
+class _ReaderMayLeave:
+    """``sys.stdout`` whose reader may go away (``msae-audit audit … | head``): the rest of the
+    output is dropped and the command still ends with its own exit code. Click would end it
+    with 1 on the broken pipe, the code of a failed gate, whatever the verdict was."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self._gone = True
+        # Python flushes stdout once more at exit; pointing the descriptor at /dev/null keeps
+        # that flush from failing too.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _run(argv: list[str] | None) -> int:
     _register_commands()
     command = typer.main.get_command(app)
     try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +41,28 @@ def test_a_usage_error_is_one_line_and_exit_code_2(cli, args, says):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("error: ") and says in lines[0], lines[0]
     assert "--help" in lines[0] and r.stdout == ""
+
+
+@pytest.mark.parametrize(("bound", "code"), [("min: 0.1", 0), ("min: 0.99", 1)])
+def test_a_reader_that_leaves_early_does_not_change_the_exit_code(tmp_path, bound, code):
+    """`msae-audit check … | head -1` in a CI script: the exit code is still the verdict (Click
+    ended a command whose stdout closed with 1, a failed gate, whatever the verdict was)."""
+    root = Path(__file__).resolve().parents[2]
+    gate = tmp_path / "gate.yaml"
+    gate.write_text(f"gates:\n  worst_group_accuracy: {{{bound}}}\nmin_group_size: 0\n")
+    results = root / "tests" / "golden" / "expected" / "demo.json"
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "audit", "check", "--config", str(gate), str(results)],
+            stdout=write, stderr=subprocess.PIPE, env=env, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
 
 
 def test_no_arguments_still_show_the_help(cli):
