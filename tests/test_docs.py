@@ -226,16 +226,7 @@ def _quickgelu_mismatches(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="README fix pending (lead)"))
-        if p == README
-        else p
-        for p in _COMMAND_DOCS
-    ],
-    ids=lambda p: str(p.relative_to(ROOT)),
-)
+@pytest.mark.parametrize("path", _COMMAND_DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_openai_weights_are_paired_with_quickgelu_configs(path):
     """OpenAI's CLIP weights were trained with QuickGELU; open_clip builds a plain `ViT-L-14`
     with GELU and loads them anyway (a warning), so every embedding differs from OpenAI's

@@ -115,7 +115,7 @@ def test_open_clip_config_wrapper_and_recorded_ids(tmp_path, random_clip_files):
     "model,pretrained,message",
     [
         ("ViT-Nope-99", "openai", "unknown open_clip model"),
-        ("ViT-B-32", "openai", "downloads are disabled"),
+        ("ViT-B-32-quickgelu", "openai", "downloads are disabled"),
         ("ViT-B-32", "no/such/file.pt", "checkpoint not found"),
         ("ViT-B-32", "not-a-tag", "neither a checkpoint file nor a known tag"),
         ("missing-config.json", "x.pt", "model config not found"),
@@ -126,6 +126,22 @@ def test_loading_errors_name_the_problem(monkeypatch, model, pretrained, message
     monkeypatch.setenv("MSAE_AUDIT_NO_DOWNLOAD", "1")
     with pytest.raises(InputError, match=message):
         load_clip(model, pretrained, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "model,pretrained,fix",
+    [
+        ("ViT-L-14", "openai", "use --model ViT-L-14-quickgelu"),
+        ("RN50", "OpenAI", "use --model RN50-quickgelu"),
+    ],
+)
+def test_weights_trained_with_another_activation_are_refused(monkeypatch, model, pretrained, fix):
+    """open_clip builds these configs and loads the weights with only a warning; the
+    embeddings would differ from the CLIP the weights come from. Refused before any download."""
+    monkeypatch.setenv("MSAE_AUDIT_NO_DOWNLOAD", "1")
+    with pytest.raises(InputError, match="trained with") as caught:
+        load_clip(model, pretrained, device="cpu")
+    assert str(caught.value).endswith(fix)
 
 
 def test_mismatched_or_damaged_checkpoint(tmp_path, random_clip_files):

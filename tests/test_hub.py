@@ -160,7 +160,7 @@ def test_hf_hub_offline_fails_at_once_naming_model_tag_cache_and_the_way_out(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     with pytest.raises(InputError) as caught:
-        load_clip("ViT-B-32", "openai", device="cpu")
+        load_clip("ViT-B-32-quickgelu", "openai", device="cpu")
     assert time.perf_counter() - started < 5.0
     _assert_complete_line(
         str(caught.value),
@@ -196,7 +196,7 @@ def test_the_cli_gives_one_line_and_exit_code_2(cli, hub_cache, endpoint, monkey
     words = tmp_path / "words.txt"
     words.write_text("red\nblue\n")
     started = time.perf_counter()
-    r = cli("embed", "texts", words, "--model", "ViT-B-32", "--pretrained", "openai",
+    r = cli("embed", "texts", words, "--model", "ViT-B-32-quickgelu", "--pretrained", "openai",
             "--out", tmp_path / "s")  # fmt: skip
     assert time.perf_counter() - started < 15.0
     assert r.exit_code == 2 and r.stdout == ""
@@ -234,6 +234,6 @@ def test_online_the_weights_are_downloaded_into_the_cache(hub_cache, endpoint, f
 def test_weights_that_need_no_hub_are_not_checked():
     assert hub.hub_files("ViT-B-32", "/some/checkpoint.pt") is None
     assert hub.hub_files("local-dir:/models/x", None) is None
-    files = hub.hub_files("ViT-B-32", "openai")
+    files = hub.hub_files("ViT-B-32-quickgelu", "openai")
     assert files is not None and files.repo == "timm/vit_base_patch32_clip_224.openai"
     assert files.groups == (("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),)

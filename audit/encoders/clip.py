@@ -302,11 +302,33 @@ def _resolve_pretrained(
         raise InputError(f"--pretrained {text} is a folder; give the checkpoint file inside it")
     tags = open_clip.list_pretrained_tags_by_model(name)
     if text in tags or text.lower() in tags:
+        _check_activation(name, text if text in tags else text.lower())
         return text, text  # fetched from the Hub or its cache (audit.hub)
     if _looks_like_path(text) or text.endswith(_CHECKPOINT_SUFFIXES):
         raise InputError(f"checkpoint not found: {path}")
     known = f"; known tags for {name}: {', '.join(tags)}" if tags else ""
     raise InputError(f"--pretrained {text!r} is neither a checkpoint file nor a known tag{known}")
+
+
+def _check_activation(name: str, tag: str) -> None:
+    """Refuse weights trained with another activation than the config builds.
+
+    open_clip builds plain ``ViT-L-14`` with GELU and, given OpenAI's QuickGELU-trained weights,
+    loads them anyway with only a warning: every embedding then differs from that CLIP's.
+    """
+    import open_clip
+
+    trained = bool(open_clip.get_pretrained_cfg(name, tag).get("quick_gelu", False))
+    built = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+    if trained == built:
+        return
+    activation = {True: "QuickGELU", False: "GELU"}
+    other = f"{name}-quickgelu" if trained else name.removesuffix("-quickgelu")
+    fix = f"; use --model {other}" if other in open_clip.list_models() else ""
+    raise InputError(
+        f"--pretrained {tag} was trained with {activation[trained]} but --model {name} builds "
+        f"{activation[built]}, so every embedding would differ from that CLIP's{fix}"
+    )
 
 
 def _refuse_unsafe_folder(folder: Path, model: str) -> None:

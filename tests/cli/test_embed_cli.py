@@ -162,7 +162,7 @@ def test_model_errors_exit_2(cli, tmp_path):
         "images",
         tmp_path / "imgs",
         "--model",
-        "ViT-B-32",
+        "ViT-B-32-quickgelu",
         "--pretrained",
         "openai",
         "--out",
