@@ -17,8 +17,12 @@ from typing import Any
 
 import typer
 
-# Typer vendors Click (typer >= 0.17); these are the classes its parser raises.
-from typer._click.exceptions import ClickException, NoArgsIsHelpError
+# The classes the parser raises: Typer's vendored Click where it vendors one (a private
+# module, so a Typer that uses plain Click again falls back to Click's).
+try:
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 from audit.cli.app import app, err_console
 from audit.errors import EXIT_INPUT, EXIT_INTERNAL, AuditError
