@@ -289,6 +289,25 @@ def test_manifest_mismatches(tmp_path, rng):
         open_store(tmp_path / "s")
 
 
+def test_relative_image_paths_name_files_beside_the_store_from_any_folder(
+    tmp_path, rng, monkeypatch
+):
+    """A hand-made or moved store may list its images relative to itself; the thumbnails and
+    the image model must find them whatever folder the command runs in."""
+    store_dir = tmp_path / "project" / "store"
+    (store_dir / "images").mkdir(parents=True)
+    (store_dir / "images" / "a.png").write_bytes(b"")
+    absolute = str(tmp_path / "elsewhere.png")
+    meta = pd.DataFrame({"id": [0, 1, 2], "path": ["images/a.png", absolute, None]})
+    write_store(store_dir, rng.normal(size=(3, 4)).astype(np.float32), meta,
+                model="m", pretrained="p", modality="image")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    paths = open_store(store_dir).metadata["path"].tolist()
+    assert paths[0] == str((store_dir / "images" / "a.png").resolve())
+    assert Path(paths[0]).is_file()
+    assert paths[1] == absolute and pd.isna(paths[2])
+
+
 def test_metadata_row_count_must_match(tmp_path, rng):
     x = rng.normal(size=(10, 4)).astype(np.float32)
     write_store(tmp_path / "s", x, pd.DataFrame({"a": range(10)}))

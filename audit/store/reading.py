@@ -102,8 +102,21 @@ def _open_dir(p: Path) -> EmbeddingStore:
         )
     metadata = None
     if (p / "metadata.csv").exists():
-        metadata = read_labels_csv(p / "metadata.csv", count)
+        metadata = _anchor_paths(read_labels_csv(p / "metadata.csv", count), p)
     return EmbeddingStore(p, manifest, shards, metadata, _recorded_digests(files, entries))
+
+
+def _anchor_paths(metadata: pd.DataFrame, store_dir: Path) -> pd.DataFrame:
+    """Relative image paths in a store's ``metadata.csv`` name files beside the store, wherever
+    the command runs (``embed`` writes absolute paths; a hand-made or moved store may not)."""
+    if "path" not in metadata.columns:
+        return metadata
+    base = store_dir.resolve()
+    metadata["path"] = [
+        str(base / value) if isinstance(value, str) and value and not os.path.isabs(value) else value
+        for value in metadata["path"]
+    ]
+    return metadata
 
 
 def _recorded_digests(
