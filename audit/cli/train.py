@@ -6,6 +6,7 @@ Under ``torchrun --nproc-per-node N -m audit train …`` the same command trains
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -174,8 +175,17 @@ def train(opts: TrainOptions) -> None:
     # it goes, and the finished model replaces the old model file by file (each write atomic),
     # so bad input or an interruption never costs the model that was there.
 
-    with distributed_session(train_cfg.device):
-        _run_training(store, sae_cfg, train_cfg, out, opts.resume, opts.quiet, main_rank)
+    created = not out.exists()
+    try:
+        with distributed_session(train_cfg.device):
+            _run_training(store, sae_cfg, train_cfg, out, opts.resume, opts.quiet, main_rank)
+    except BaseException:
+        # A run that fails before writing anything leaves no empty --out behind (a folder
+        # that existed, or holds anything, is kept as it is).
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
 
 
 def _refuse_foreign_files(out: Path) -> None:

@@ -110,6 +110,12 @@ def test_bad_inputs_exit_2(cli, tmp_path, rng):
     assert_one_line_error(
         cli("train", "--embeddings", tmp_path / "nan.npy", "--out", tmp_path / "o"), 2, "row 7"
     )
+    assert not (tmp_path / "o").exists()  # a failed run leaves no empty folder behind
+    (tmp_path / "kept").mkdir()
+    assert_one_line_error(
+        cli("train", "--embeddings", tmp_path / "nan.npy", "--out", tmp_path / "kept"), 2, "row 7"
+    )
+    assert (tmp_path / "kept").is_dir()  # but never removes a folder it did not create
     np.save(tmp_path / "3d.npy", np.zeros((2, 3, 4), dtype=np.float32))
     assert_one_line_error(
         cli("train", "--embeddings", tmp_path / "3d.npy", "--out", tmp_path / "o"), 2, "2-D"
