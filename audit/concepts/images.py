@@ -39,6 +39,7 @@ from audit.errors import InputError
 
 MIN_PROBE_IMAGES = 200
 MAD_TO_SD = 1.4826  # the MAD of a normal distribution is 0.6745 σ
+MEAN_AD_TO_SD = 1.2533  # its mean absolute deviation is 0.7979 σ
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,19 @@ def activation_covariance(z: Tensor, unit_x: Tensor, chunk_rows: int) -> Tensor:
 
 
 def robust_z(responses: Tensor) -> Tensor:
-    """Each row's robust z-scores: ``(r − median) / (1.4826 · MAD)``."""
+    """Each row's robust z-scores: ``(r − median) / (1.4826 · MAD)``.
+
+    Where more than half of a row's responses are equal (MAD 0: e.g. many words that the
+    CLIP embeds identically) the scale falls back to ``1.2533 · mean |r − median|`` (Iglewicz
+    and Hoaglin's modified z-score), so one word a little above the rest is not "selective"
+    by a factor of 1e10; a row with no spread at all scores 0.
+    """
     median = responses.median(dim=1, keepdim=True).values
-    mad = (responses - median).abs().median(dim=1, keepdim=True).values
-    scale = (MAD_TO_SD * mad).clamp_min(1e-12)
-    return (responses - median) / scale
+    deviation = (responses - median).abs()
+    mad = deviation.median(dim=1, keepdim=True).values
+    mean_deviation = deviation.mean(dim=1, keepdim=True)
+    scale = torch.where(mad > 0, MAD_TO_SD * mad, MEAN_AD_TO_SD * mean_deviation)
+    return (responses - median) / scale.clamp_min(1e-12)
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,17 @@ def test_responses_equal_the_explicit_images_by_words_computation():
     assert choice.word[j] == int(scores[j].argmax()) and not choice.absent[j]
 
 
+def test_robust_z_when_most_words_respond_alike():
+    """Golden values by hand. Most words respond alike (MAD 0): the scale falls back to
+    1.2533 x the mean absolute deviation, so a word a little above the rest is not selective
+    by a factor of 1e10; a row with no spread scores 0; the usual case is (r - med) / 1.4826 MAD."""
+    alike = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0]])  # median 0, MAD 0, mean |dev| 0.2
+    torch.testing.assert_close(robust_z(alike), alike / (1.2533 * 0.2))
+    assert robust_z(torch.full((1, 6), 0.3)).abs().max() == 0
+    spread = torch.tensor([[1.0, 2.0, 3.0, 4.0, 10.0]])  # median 3, MAD 1
+    torch.testing.assert_close(robust_z(spread), (spread - 3.0) / 1.4826)
+
+
 def test_bank_keeps_the_text_and_image_scores_behind_each_decision(tmp_path):
     world = marker_world(seed=0)
     bank = name_latents(
