@@ -24,8 +24,10 @@ Timings on a shared machine are noisy; run it twice and report the faster.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -182,6 +184,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="audit-bench-"))
+    if args.keep is None:  # generated data (hundreds of MB at the default size) is not left behind
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     paths = make_world(

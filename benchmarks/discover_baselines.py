@@ -23,6 +23,8 @@ something, so their false-flag rate is undefined (discover's null rate is in tes
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -97,6 +99,7 @@ def main() -> None:
     flagged_first = 0
     start = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="discover-baselines-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # generated data is not left behind
     for seed in range(args.seeds):
         world = planted_bias_world(n_samples=args.rows, seed=seed)
         x = world.embeddings.astype(np.float64)

@@ -19,7 +19,9 @@ null), which understates the gap. Timings on a shared machine are noisy; run it 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -86,6 +88,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()
     folder = Path(tempfile.mkdtemp(prefix="discover-bench-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # generated data is not left behind
     start = time.perf_counter()
     paths = make_world(folder, args.rows, args.dim, args.latents, args.active, args.named,
                        args.seed)  # fmt: skip

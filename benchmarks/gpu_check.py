@@ -29,6 +29,7 @@ Nothing is downloaded: data, images and model weights are synthetic. Writes
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import os
@@ -287,7 +288,9 @@ class _tf32:
 def _tiny_model_config(out: Path) -> Path:
     from audit.data.tinyclip import MODEL_CONFIG
 
-    path = Path(tempfile.mkdtemp(prefix="msae-gpu-check-")) / "tinyclip.json"
+    folder = Path(tempfile.mkdtemp(prefix="msae-gpu-check-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "tinyclip.json"
     path.write_text(json.dumps(MODEL_CONFIG), encoding="utf-8")
     return path
 

@@ -18,9 +18,11 @@ failed (``.hypothesis/``)::
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,6 +54,7 @@ FUZZ = settings(
 )
 
 _DIR = Path(tempfile.mkdtemp(prefix="msae-audit-fuzz-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)  # module-wide: no tmp_path fixture here
 
 
 def _file(name: str, data: bytes) -> Path:
