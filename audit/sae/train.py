@@ -318,10 +318,9 @@ def _data_fingerprint(store: EmbeddingStore, sample_rows: int = 1024) -> dict[st
     A store's shard sha256s when its manifest records them, else a hash of its first and last
     ``sample_rows`` rows; with the count and dimension."""
     digest = hashlib.sha256(f"{store.count}x{store.dim}".encode())
-    shards = store.manifest.get("shards") or []
-    recorded = [s.get("sha256") for s in shards if isinstance(s, dict)]
-    if recorded and all(isinstance(h, str) for h in recorded) and len(recorded) == len(shards):
-        digest.update("|".join(recorded).encode())
+    recorded = store.recorded_sha256  # the manifest's, validated when the store was opened
+    if recorded and len(recorded) == len(store.shards):
+        digest.update("|".join(recorded[i][1] for i in range(len(store.shards))).encode())
     else:
         head = store.read(0, sample_rows)
         tail = store.read(max(0, store.count - sample_rows), store.count)
