@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from audit.concepts import resolve_bank
 from audit.errors import InputError
 from audit.fairness import AuditResult, AuditSettings, GateConfig, dumps, load_gate, run_audit
 from audit.fairness.inputs import load_inputs
@@ -88,10 +89,14 @@ def input_files(
     gate: str | os.PathLike[str] | None,
 ) -> list[str | os.PathLike[str] | None]:
     """The files (and folders) an audit or discover run reads, for :func:`refuse_overwriting`;
-    a bank given by name is ``./concept_banks/NAME.yaml``."""
+    a bank given by name is the file the run will load (looked up as :func:`resolve_bank`
+    does: ``./concept_banks/``, then ``reports/*/concept_banks/``)."""
     frame = isinstance(labels, pd.DataFrame)
-    named_bank = Path("concept_banks") / f"{bank}.yaml"
-    return [embeddings, None if frame else labels, sae, bank, named_bank, classifier, gate]  # type: ignore[list-item]
+    try:
+        bank_file: str | os.PathLike[str] = resolve_bank(bank)
+    except InputError:
+        bank_file = bank  # not found: loading the inputs names the problem
+    return [embeddings, None if frame else labels, sae, bank_file, classifier, gate]  # type: ignore[list-item]
 
 
 def audit_files(
