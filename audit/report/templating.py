@@ -68,13 +68,15 @@ def thumbnail(path: str | None, size: int = 112) -> str | None:
     try:
         from PIL import Image
 
+        from audit.encoders import to_rgb
+
         if not Path(path).is_file():
             return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.draft("RGB", (size, size))  # JPEG: decode at the scale needed, not in full
-                img = img.convert("RGB")
+                img = to_rgb(img)  # as the images were embedded (16-bit grey scaled, not clipped)
                 img.thumbnail((size, size))
                 buf = io.BytesIO()
                 img.save(buf, format="JPEG", quality=80)

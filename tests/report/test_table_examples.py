@@ -194,3 +194,26 @@ def test_report_renders_when_example_images_are_hostile(audited, tmp_path):
     page = render_html(replace(result, examples=examples))
     assert "<img" not in page  # nothing to show, and nothing but data: URIs ever
     assert "127.0.0.1" not in page and "<svg xmlns" not in page
+
+
+def test_a_sixteen_bit_grey_thumbnail_looks_like_its_eight_bit_copy(tmp_path):
+    """Thumbnails convert images as embedding does: 16-bit grey is scaled, not clipped white."""
+    import base64
+    import io
+
+    import numpy as np
+
+    from audit.report.templating import thumbnail
+
+    grey = np.random.default_rng(5).integers(0, 256, size=(40, 48), dtype=np.uint16)
+    Image.fromarray(grey.astype(np.uint8)).save(tmp_path / "eight.png")
+    Image.fromarray(grey * 257).save(tmp_path / "sixteen.png")
+
+    def pixels(name: str) -> np.ndarray:
+        uri = thumbnail(str(tmp_path / name))
+        assert uri is not None
+        data = base64.b64decode(uri.split(",", 1)[1])
+        return np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=float)
+
+    assert np.abs(pixels("sixteen.png") - pixels("eight.png")).mean() < 2  # JPEG noise only
+
