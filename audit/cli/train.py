@@ -156,17 +156,7 @@ class TrainOptions:
 def train(opts: TrainOptions) -> None:
     """Train a Matryoshka (or TopK, BatchTopK, ReLU) sparse autoencoder on embeddings."""
     out = opts.out
-    if not opts.resume and not opts.overwrite:
-        if (out / "sae.safetensors").exists():
-            raise InputError(
-                f"{out} already holds a model (use --overwrite to replace it, or another --out)"
-            )
-        if (out / CHECKPOINT_FILE).exists():
-            raise InputError(
-                f"{out} holds an interrupted run (use --resume to continue it, or --overwrite "
-                "to start over)"
-            )
-    _refuse_foreign_files(out)
+    _check_out(out, opts.resume or opts.overwrite)
     store = open_store(opts.embeddings)
     sae_cfg = opts.sae_config(store)
     train_cfg = opts.train_config()
@@ -188,10 +178,21 @@ def train(opts: TrainOptions) -> None:
         raise
 
 
-def _refuse_foreign_files(out: Path) -> None:
-    """A folder with neither a model nor a run of ours keeps its ``config.json`` and
-    ``training.json``: training writes both, so there they are the user's own files."""
-    if (out / "sae.safetensors").exists() or (out / CHECKPOINT_FILE).exists():
+def _check_out(out: Path, replacing_allowed: bool) -> None:
+    """``--out`` holding a model or an interrupted run needs ``--overwrite`` or ``--resume``.
+    A folder with neither keeps its ``config.json`` and ``training.json``: training writes
+    both, so there they are the user's own files."""
+    model, run = (out / "sae.safetensors").exists(), (out / CHECKPOINT_FILE).exists()
+    if model and not replacing_allowed:
+        raise InputError(
+            f"{out} already holds a model (use --overwrite to replace it, or another --out)"
+        )
+    if run and not replacing_allowed:
+        raise InputError(
+            f"{out} holds an interrupted run (use --resume to continue it, or --overwrite "
+            "to start over)"
+        )
+    if model or run:
         return
     found = [name for name in ("config.json", "training.json") if (out / name).exists()]
     if found:
