@@ -217,31 +217,40 @@ def test_overwrite_keeps_the_old_model_when_the_new_input_is_bad(cli, planted_st
     assert (out / "sae.safetensors").read_bytes() != before["sae.safetensors"]
 
 
-def test_an_interrupted_run_is_not_silently_restarted(cli, planted_store, tmp_path):
+def _interrupted_run(store, out):  # type: ignore[no-untyped-def]
+    """A small Matryoshka run on ``store`` stopped after 3 steps in ``out``; returns a function
+    that starts the same run elsewhere (its SAE and training settings)."""
     from audit.sae import SAEConfig, matryoshka_k_list
     from audit.sae.train import TrainConfig, train_sae
 
     cfg = SAEConfig(
-        arch="matryoshka", d_in=planted_store.dim, n_latents=24,
+        arch="matryoshka", d_in=store.dim, n_latents=24,
         k_list=matryoshka_k_list(24, 4), embedding_model="planted", modality="image",
     )  # fmt: skip
+
+    def run(data, folder, **kw):  # type: ignore[no-untyped-def]
+        return train_sae(data, cfg, TrainConfig(epochs=1, batch_size=64), folder, **kw)
+
+    run(store, out, stop_after=3)
+    return run
+
+
+def test_an_interrupted_run_is_not_silently_restarted(cli, planted_store, tmp_path):
     out = tmp_path / "r"
-    train_sae(planted_store, cfg, TrainConfig(epochs=1, batch_size=64), out, stop_after=3)
+    run = _interrupted_run(planted_store, out)
     assert_one_line_error(_small_train(cli, planted_store.path, out), 2, "--resume")
     # The same store reached by another path resumes (the data's content names it) ...
     other = tmp_path / "same-store"
     other.symlink_to(planted_store.path, target_is_directory=True)
     assert _small_train(cli, other, out, "--resume").exit_code == 0
     # ... and other data at the checkpoint's path is refused.
-    train_sae(planted_store, cfg, TrainConfig(epochs=1, batch_size=64), tmp_path / "r2",
-              stop_after=3)  # fmt: skip
+    run(planted_store, tmp_path / "r2", stop_after=3)
     changed = np.asarray(planted_store.read()) * -3
     np.save(tmp_path / "changed.npy", changed)
     from audit.store import open_store
 
     with pytest.raises(Exception, match="different embeddings"):
-        train_sae(open_store(tmp_path / "changed.npy"), cfg, TrainConfig(epochs=1, batch_size=64),
-                  tmp_path / "r2", resume=True)  # fmt: skip
+        run(open_store(tmp_path / "changed.npy"), tmp_path / "r2", resume=True)
 
 
 def test_a_diverging_run_stops_with_one_line_and_publishes_nothing(cli, planted_store, tmp_path):
@@ -291,15 +300,8 @@ def test_the_training_fvu_of_a_one_row_last_batch_is_not_divided_by_its_own_spre
 def test_resuming_on_other_embeddings_says_so(cli, planted_store, tmp_path):
     """Interrupted on a store, resumed (from the command line) on a .npy of other rows: the
     one line names the embeddings, not the SAE settings the .npy's missing model changes."""
-    from audit.sae import SAEConfig, matryoshka_k_list
-    from audit.sae.train import TrainConfig, train_sae
-
-    cfg = SAEConfig(
-        arch="matryoshka", d_in=planted_store.dim, n_latents=24,
-        k_list=matryoshka_k_list(24, 4), embedding_model="planted", modality="image",
-    )  # fmt: skip
     out = tmp_path / "r"
-    train_sae(planted_store, cfg, TrainConfig(epochs=1, batch_size=64), out, stop_after=3)
+    _interrupted_run(planted_store, out)
     other = tmp_path / "other.npy"
     np.save(other, np.asarray(planted_store.read()) * -3)
     assert_one_line_error(_small_train(cli, other, out, "--resume"), 2, "different embeddings")
