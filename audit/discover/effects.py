@@ -130,8 +130,9 @@ def concept_effects(
     before_ok = (scan.base.margin > 0) == (y == 1)
     active, thresholds = activity.active, activity.thresholds
     pairs = count_pairs(y, before_ok, active, scan.after_ok)
-    own = own_model_pairs(ctx, scan, before_ok, active)
-    agree = held_out_agreement(ctx, scan, active)
+    model_ok = (ctx.decisions(scan.base.margin) == 1) == (y == 1)  # an own model's decisions
+    own = own_model_pairs(ctx, model_ok, before_ok, active)
+    agree = held_out_agreement(ctx, model_ok, active)
     out = []
     for r, group in enumerate(family.groups):
         cells = concept_cells(ctx, str(group.name), active[:, r])
@@ -146,20 +147,18 @@ def concept_effects(
 
 
 def own_model_pairs(
-    ctx: AuditContext, scan: ConceptScan, surrogate_ok: np.ndarray, active: np.ndarray
+    ctx: AuditContext, model_ok: np.ndarray, surrogate_ok: np.ndarray, active: np.ndarray
 ) -> np.ndarray | None:
     """The user's own model: ``[R, 4, 4]`` per concept and cell, (model right or wrong) ×
     (surrogate right or wrong) on the unedited rows; None for a classifier on embeddings,
     whose decisions are the ones the edits run on."""
     if not ctx.own_model:
         return None
-    y = ctx.cells.y
-    model_ok = (ctx.decisions(scan.base.margin) == 1) == (y == 1)
-    return count_pairs(y, model_ok, active, surrogate_ok[:, None])
+    return count_pairs(ctx.cells.y, model_ok, active, surrogate_ok[:, None])
 
 
 def held_out_agreement(
-    ctx: AuditContext, scan: ConceptScan, active: np.ndarray
+    ctx: AuditContext, model_ok: np.ndarray, active: np.ndarray
 ) -> np.ndarray | None:
     """The user's own model: ``[R, 4]`` per concept and cell, the rows where the surrogate's
     held-out decision (train-split head, or each row's cross-fitted head: what
@@ -167,7 +166,6 @@ def held_out_agreement(
     if ctx.stand_in is None:
         return None
     y = ctx.cells.y
-    model_ok = (ctx.decisions(scan.base.margin) == 1) == (y == 1)
     held_out_ok = (ctx.stand_in.surrogate.decisions == 1) == (y == 1)
     pairs = count_pairs(y, model_ok, active, held_out_ok[:, None])
     return pairs[:, :, 0] + pairs[:, :, 3]  # both right or both wrong: the same decision

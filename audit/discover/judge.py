@@ -51,9 +51,7 @@ def judged(
     result: DiscoverResult, ctx: AuditContext, measured: Measured | None, gate: GateConfig
 ) -> DiscoverResult:
     """``result`` with its class metrics, checks and verdict."""
-    from audit.discover.run import own_decisions
-
-    decisions = measured.decisions if measured else own_decisions(ctx, base_margins(ctx))
+    decisions = measured.decisions if measured else ctx.decisions(base_margins(ctx))
     classes, accuracy = class_groups(ctx, decisions)
     groups = [g for c in result.concepts if c.tested and not c.target_concept for g in c.groups]
     worst = min(groups, key=lambda g: (g.accuracy, g.name)) if groups else None

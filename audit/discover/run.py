@@ -122,13 +122,6 @@ def run_discover(
     return result, clock.timings
 
 
-def own_decisions(ctx: AuditContext, margins: np.ndarray) -> np.ndarray:
-    """The classifier's own decisions: an own model's (when the context carries them), else
-    the sign of the margins of the classifier the edits run on."""
-    decide = getattr(ctx, "decisions", None)
-    return decide(margins) if callable(decide) else (margins > 0).astype(np.int8)
-
-
 def activity_of(scan: ConceptScan, family: Family, threshold: float | None) -> ConceptActivity:
     """Each concept's activity on the audited rows: its threshold (Otsu's over these rows, or
     the one given) — the tool's one definition."""
@@ -164,7 +157,7 @@ def _measure(
     )
     shown = _shown(concepts, ctx.settings.dose_top)
     by_name = {str(e.group.name): (r, e) for r, e in enumerate(effects)}
-    decisions = own_decisions(ctx, scan.base.margin)
+    decisions = ctx.decisions(scan.base.margin)
     slices = tuple(
         examples(ctx, by_name[c.name][1], scan.sums[:, by_name[c.name][0]], scan.base.margin,
                  decisions, ctx.settings.examples)
