@@ -154,12 +154,7 @@ class ConceptAttribute(Attribute):
         sae = inputs.sae.to(inputs.device).eval()
         activity = concept_activity(sae, chunks, [group.latents], [self.threshold])
         t, active = float(activity.thresholds[0]), activity.active[:, 0]
-        if active.all() or not active.any():
-            where = "every" if active.all() else "no"
-            raise InputError(
-                f"concept '{group.name}' is active on {where} row (summed activation > {t:g}); "
-                "its groups cannot be compared: choose another threshold with concept:NAME>T"
-            )
+        _require_both_groups(str(group.name), active, t, "row")
         scores = activity.activation[:, 0] if self.threshold is None else None
         return AttributeCodes(
             active.astype(np.int16), CONCEPT_VALUES, 1, concept_spec(str(group.name), t), scores
@@ -179,16 +174,21 @@ def cut_on_audited_rows(cells: Cells, rows: np.ndarray) -> Cells:
     t = otsu_threshold(scores[rows])
     active = scores > t
     name = str(cells.attribute_spec or "")[len(CONCEPT_PREFIX) :].rpartition(">")[0]
-    if active[rows].all() or not active[rows].any():
-        where = "every" if active[rows].all() else "no"
-        raise InputError(
-            f"concept '{name}' is active on {where} audited row (summed activation > {t:g}); "
-            "its groups cannot be compared: choose another threshold with concept:NAME>T"
-        )
+    _require_both_groups(name, active[rows], t, "audited row")
     return replace(
         cells, attribute=active.astype(np.int16), attribute_spec=concept_spec(name, t),
         attribute_scores=None,
     )  # fmt: skip
+
+
+def _require_both_groups(name: str, active: np.ndarray, t: float, rows: str) -> None:
+    """A concept attribute must be active on some ``rows`` and inactive on others."""
+    if active.all() or not active.any():
+        where = "every" if active.all() else "no"
+        raise InputError(
+            f"concept '{name}' is active on {where} {rows} (summed activation > {t:g}); "
+            "its groups cannot be compared: choose another threshold with concept:NAME>T"
+        )
 
 
 def concept_spec(name: str, threshold: float) -> str:
