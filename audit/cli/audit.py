@@ -15,10 +15,9 @@ import pandas as pd
 import typer
 
 from audit.cli.app import app, console, err_console
-from audit.cli.options import check_seed
 from audit.cli.progress import Bars
 from audit.device import check_device_name
-from audit.errors import InputError
+from audit.errors import InputError, check_seed
 from audit.fairness.config import AuditSettings, GateConfig
 
 DEFAULT_REPORTS = Path("reports")
@@ -78,9 +77,7 @@ _GATE = typer.Option(
     show_default=f"none: verdict ungated, integrity thresholds "
     f"{GateConfig.min_cosine:g} (cosine) and {GateConfig.min_agreement:g} (agreement)",
 )
-_SEED = typer.Option(
-    AuditSettings.default("seed"), "--seed", help=AuditSettings.help("seed"), callback=check_seed
-)
+_SEED = _setting("seed", "--seed", callback=check_seed)
 _DEVICE = _setting("device", "--device", callback=check_device_name)
 _ABLATION = _setting("ablation", "--ablation")
 _SPLIT = _setting("split", "--split")
