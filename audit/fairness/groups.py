@@ -10,7 +10,10 @@ Everything here works on integer-coded arrays:
 The semantics match fairlearn (``MetricFrame`` with both columns as sensitive features for the
 per-cell accuracies; ``equalized_odds_difference`` and ``demographic_parity_difference`` with the
 attribute as the sensitive feature; ``method="between_groups"``, ``agg="worst_case"``); a test
-checks the agreement. fairlearn itself is only a test dependency.
+checks the agreement. One difference: where a value of the attribute has rows of one class only,
+its FPR (or TPR) is undefined and left out of that gap, whereas fairlearn counts it as 0. That
+happens only when a cell is empty, and then every gated group check is skipped anyway.
+fairlearn itself is only a test dependency.
 """
 
 from __future__ import annotations
@@ -113,7 +116,9 @@ def _spread(values: np.ndarray) -> float:
 def equalized_odds_difference(tpr: np.ndarray, fpr: np.ndarray) -> float:
     """max(TPR gap, FPR gap) across the attribute's values (the target is the label).
 
-    fairlearn's ``equalized_odds_difference(..., method="between_groups", agg="worst_case")``.
+    fairlearn's ``equalized_odds_difference(..., method="between_groups", agg="worst_case")``,
+    except that an undefined rate (NaN: no row of that class has that value) is left out of its
+    gap rather than counted as 0.
 
     >>> equalized_odds_difference(np.array([0.5, 1.0]), np.array([0.5, 0.0]))
     0.5

@@ -95,3 +95,21 @@ def test_planted_audit_groups_agree_with_fairlearn():
         sensitive_features=w.labels[["Male", "Blond_Hair"]],
     )  # fmt: skip
     assert result.worst_group_accuracy == pytest.approx(mf.group_min(), abs=1e-6)
+
+
+def test_an_undefined_rate_is_left_out_of_the_equalized_odds_difference():
+    """A value of the attribute with rows of one class only has no FPR (or no TPR): it is left
+    out of that gap, where fairlearn counts the missing rate as 0 (documented difference)."""
+    # a: 4 positives (3 predicted 1), 4 negatives (3 predicted 1): TPR .75, FPR .75
+    # b: 4 positives (2), 4 negatives (2): TPR .5, FPR .5
+    # c: 2 positives (both 1), no negatives: TPR 1, FPR undefined
+    y = [1, 1, 1, 1, 0, 0, 0, 0] * 2 + [1, 1]
+    pred = [1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1]
+    labels = pd.DataFrame({"T": y, "A": ["a"] * 8 + ["b"] * 8 + ["c"] * 2})
+    report = group_report(build_cells(labels, "T", "A"), np.array(pred))
+    rates = {g.value: (g.tpr, g.fpr) for g in report.attribute_groups}
+    assert rates == {"a": (0.75, 0.75), "b": (0.5, 0.5), "c": (1.0, None)}
+    # TPR gap 1 − .5 = .5, FPR gap over a and b .75 − .5 = .25 (fairlearn: .75 − 0 = .75)
+    assert report.equalized_odds_difference == pytest.approx(0.5, abs=1e-12)
+    # The cell (T=0, A=c) is empty, so a gate never judges this number (checks are skipped).
+    assert report.empty_groups == ("T=0, A=c",)
