@@ -12,7 +12,7 @@ one are exchangeable, so ``p = P(ΔWGA_null ≥ ΔWGA)`` is a valid p-value.
 
 Each sample's probability of being correct in ``x^π`` is a count over its class's activation
 values: exact for linear heads on raw embeddings (the effect's shortcut), otherwise over the
-class's activation distribution reduced to equal-mass quantile atoms. Draws of each cell's
+class's activation vectors reduced to atoms (:func:`class_atoms`). Draws of each cell's
 number of correct predictions are then sums of independent Bernoullis.
 
 With ``given`` edits (:mod:`.beyond`) everything above is drawn on ``x + e_F``.
