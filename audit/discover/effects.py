@@ -229,7 +229,7 @@ def add_null(
     _add_q(effects)
     # Concepts below a stronger one that would be flagged: also tested beyond it (the audit's
     # rule, audit.fairness.reliance.beyond); the p-value is the larger of the two.
-    strong = [e for e in candidates if e.q <= ctx.gate.max_q]
+    strong = [e for e in candidates if meets_flag_rule(e.summary.delta_wga, e.ci[0], e.q, ctx.gate)]
     beyond = beyond_tests(
         [(e.row, e.setting(ctx, scan), columns.of(e.row)) for e in strong],
         max_draws, settings.seed, settings.null_atoms,

@@ -30,6 +30,7 @@ from audit.fairness.result import (
     Integrity,
     Verdict,
 )
+from audit.fairness.serialize import DECIMALS
 
 #: Checks a gate may name. Group-dependent checks are skipped when a group is too small.
 GROUP_CHECKS = (
@@ -55,13 +56,28 @@ _ALWAYS_ENFORCED = {*INTEGRITY_CHECKS, SURROGATE_CHECK}
 TOLERANCE = 1e-12
 
 
+def as_published(value: float) -> float:
+    """``value`` as the result files write it (rounded to 6 decimals). Thresholds judge these
+    numbers, so every flag and check agrees with the figures printed beside it, and
+    ``msae-audit check`` on a saved file reproduces the run's flags and verdict (a ΔWGA of
+    0.0199997 is written 0.02; judged unrounded it missed ``min_dwga: 0.02`` in the run but met
+    it when re-checked)."""
+    return round(value, DECIMALS)
+
+
 def is_allowlisted(name: str | None, allowlist: tuple[str, ...]) -> bool:
     return bool(name) and name.strip().lower() in {a.strip().lower() for a in allowlist}
 
 
 def meets_flag_rule(delta_wga: float, ci_low: float, q: float | None, gate: GateConfig) -> bool:
-    """ΔWGA ≥ min_dwga, the interval above 0 and q ≤ max_q (the allowlist aside)."""
-    return delta_wga >= gate.min_dwga and ci_low > 0 and q is not None and q <= gate.max_q
+    """ΔWGA ≥ min_dwga, the interval above 0 and q ≤ max_q (the allowlist aside), on the
+    numbers as published (:func:`as_published`)."""
+    return (
+        as_published(delta_wga) >= gate.min_dwga
+        and as_published(ci_low) > 0
+        and q is not None
+        and as_published(q) <= gate.max_q
+    )
 
 
 def flag_concepts(
@@ -115,8 +131,9 @@ def _judge(
         return Check(*head, "skipped", skip)
     if not bounds:
         return Check(*head, "info", "no gate entry: never fails")
-    ok = ("min" not in bounds or value >= bounds["min"] - TOLERANCE) and (
-        "max" not in bounds or value <= bounds["max"] + TOLERANCE
+    shown = as_published(value)
+    ok = ("min" not in bounds or shown >= bounds["min"] - TOLERANCE) and (
+        "max" not in bounds or shown <= bounds["max"] + TOLERANCE
     )
     return Check(*head, "pass" if ok else "fail", _reason(value, bounds, ok))
 

@@ -264,3 +264,34 @@ def test_the_attribute_direction_can_be_gated_and_says_why_when_it_is_missing():
         if c.name == "attribute_direction_delta_wga"
     )
     assert check.status == "skipped" and "min_group_size" in check.reason
+
+
+def test_a_saved_result_rejudged_under_its_own_gate_keeps_its_flags_and_verdict():
+    """Values within rounding of a threshold are judged as the JSON writes them (6 decimals), so
+    the run's flags and verdict are what `msae-audit check` finds in its saved file, and every
+    flag agrees with the numbers shown beside it."""
+    from audit.fairness import dumps
+    from audit.fairness.checks import judge
+
+    gate = GateConfig(gates={"worst_group_accuracy": {"min": 0.7}}, min_dwga=0.02, max_q=0.05)
+    r = result(worst_group_accuracy=0.7 - 3e-7)  # written as 0.7: meets the gate's minimum
+    concepts = tuple(
+        replace(c, delta_wga=d, ci=ci, q=q)
+        for c, (d, ci, q) in zip(
+            r.concepts,
+            [
+                (0.02 - 3e-7, (0.01, 0.03), 0.01),  # ΔWGA written as 0.02: meets min_dwga
+                (0.2, (3e-7, 0.3), 0.01),  # interval written as [0, 0.3]: not above 0
+                (0.3, (0.2, 0.4), None),  # unnamed
+            ],
+            strict=True,
+        )
+    )
+    run = judge(r, concepts, gate)
+    saved = parse_result(json.loads(dumps(run)))
+    again, _ = rejudge(saved, gate)
+    assert [c.flagged for c in run.concepts] == [c.flagged for c in again.concepts]
+    assert [c.flagged for c in run.concepts] == [True, False, False]
+    assert (run.verdict, run.exit_code) == (again.verdict, again.exit_code) == ("pass", 0)
+    q_edge = replace(concepts[0], delta_wga=0.2, q=0.05 + 3e-7)  # written as 0.05 ≤ max_q
+    assert judge(r, (q_edge,), gate).concepts[0].flagged

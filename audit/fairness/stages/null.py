@@ -82,7 +82,7 @@ def _beyond(
         if not meets_flag_rule(s.delta_wga, 1.0, q[r.latents], ctx.gate):
             return False  # the bootstrap below is the expensive part: only when it can matter
         ci = row_interval(effects.pairs[r.latents], ctx.gate.bootstrap_samples, boot_seed, r)
-        return ci[0] > 0
+        return meets_flag_rule(s.delta_wga, ci[0], q[r.latents], ctx.gate)
 
     alone = [r for r in candidates if strong(r)]  # candidates come largest ΔWGA first
     return beyond_tests(
