@@ -30,7 +30,7 @@ from audit.fairness.result import (
     Integrity,
     Verdict,
 )
-from audit.fairness.serialize import DECIMALS
+from audit.fairness.serialize import round_number
 
 #: Checks a gate may name. Group-dependent checks are skipped when a group is too small.
 GROUP_CHECKS = (
@@ -56,13 +56,13 @@ _ALWAYS_ENFORCED = {*INTEGRITY_CHECKS, SURROGATE_CHECK}
 TOLERANCE = 1e-12
 
 
-def as_published(value: float) -> float:
-    """``value`` as the result files write it (rounded to 6 decimals). Thresholds judge these
-    numbers, so every flag and check agrees with the figures printed beside it, and
-    ``msae-audit check`` on a saved file reproduces the run's flags and verdict (a ΔWGA of
-    0.0199997 is written 0.02; judged unrounded it missed ``min_dwga: 0.02`` in the run but met
-    it when re-checked)."""
-    return round(value, DECIMALS)
+def as_published(value: float, significant: bool = False) -> float:
+    """``value`` as the result files write it (6 decimals; p- and q-values 6 significant
+    digits). Thresholds judge these numbers, so every flag and check agrees with the figures
+    printed beside it, and ``msae-audit check`` on a saved file reproduces the run's flags and
+    verdict (a ΔWGA of 0.0199997 is written 0.02; judged unrounded it missed ``min_dwga: 0.02``
+    in the run but met it when re-checked)."""
+    return round_number(value, significant)
 
 
 def is_allowlisted(name: str | None, allowlist: tuple[str, ...]) -> bool:
@@ -76,7 +76,7 @@ def meets_flag_rule(delta_wga: float, ci_low: float, q: float | None, gate: Gate
         as_published(delta_wga) >= gate.min_dwga
         and as_published(ci_low) > 0
         and q is not None
-        and as_published(q) <= gate.max_q
+        and as_published(q, significant=True) <= gate.max_q
     )
 
 

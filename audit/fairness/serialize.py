@@ -1,7 +1,9 @@
 """The audit JSON: the one writer and the one reader of :class:`AuditResult`.
 
 Numbers are written rounded to 6 decimals (−0 as 0, NaN and inf as null) with sorted keys, so
-the same inputs and seed give the same bytes. The reader checks every field (``msae-audit
+the same inputs and seed give the same bytes. p- and q-values keep 6 significant digits instead:
+an exact test over thousands of rows gives p far below 1e-6, and a p-value written as 0 claims
+what no test can. The reader checks every field (``msae-audit
 check`` reads files users hand it): a damaged file is one :class:`InputError`, exit code 2.
 """
 
@@ -23,24 +25,37 @@ SCHEMA_VERSION = 1
 DECIMALS = 6
 
 
-def canonical(obj: Any) -> Any:
-    """Plain JSON types, floats rounded to 6 decimals (−0 → 0, NaN/inf → null)."""
+#: Fields written with 6 significant digits rather than 6 decimals (see the module docstring).
+SIGNIFICANT_FIELDS = frozenset({"p", "q"})
+
+
+def round_number(value: float, significant: bool = False) -> float:
+    """``value`` as the result files write it: 6 decimals, or 6 significant digits for p- and
+    q-values; −0 becomes 0.
+
+    >>> round_number(0.0199997), round_number(3e-7), round_number(3.14159265e-9, significant=True)
+    (0.02, 0.0, 3.14159e-09)
+    """
+    value = float(f"{value:.{DECIMALS}g}") if significant else round(value, DECIMALS)
+    return 0.0 if value == 0 else value
+
+
+def canonical(obj: Any, significant: bool = False) -> Any:
+    """Plain JSON types, floats rounded by :func:`round_number` (NaN/inf → null); floats under
+    a key of :data:`SIGNIFICANT_FIELDS` keep significant digits."""
     if isinstance(obj, dict):
-        return {str(k): canonical(v) for k, v in obj.items()}
+        return {str(k): canonical(v, str(k) in SIGNIFICANT_FIELDS) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [canonical(v) for v in obj]
+        return [canonical(v, significant) for v in obj]
     if isinstance(obj, np.ndarray):
-        return [canonical(v) for v in obj.tolist()]
+        return [canonical(v, significant) for v in obj.tolist()]
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
         value = float(obj)
-        if not math.isfinite(value):
-            return None
-        value = round(value, DECIMALS)
-        return 0.0 if value == 0 else value
+        return round_number(value, significant) if math.isfinite(value) else None
     if obj is None or isinstance(obj, str):
         return obj
     if isinstance(obj, Path):

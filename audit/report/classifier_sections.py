@@ -17,6 +17,7 @@ from rich.text import Text
 from audit.discover.result import DiscoverResult
 from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors, SurrogateRecord
 from audit.fairness.result import AuditResult
+from audit.report.wording import p_value_text
 
 #: Concepts shown in the sliced-errors tables (the JSON has them all).
 TOP_ERRORS = 10
@@ -59,7 +60,7 @@ def surrogate_line(s: SurrogateRecord) -> str:
 def _slice_text(s: ErrorSlice) -> str:
     return (
         f"{_f(s.accuracy_active)} vs {_f(s.accuracy_inactive)} "
-        f"(n {s.n_active}/{s.n_inactive}, q {_f(s.q)})"
+        f"(n {s.n_active}/{s.n_inactive}, q {p_value_text(s.q)})"
     )
 
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 import re
 
 from audit.fairness.result import AuditResult, ConceptFinding
-from audit.report.wording import concept_note, direction_note, group_name, verdict_note
+from audit.report.wording import (
+    concept_note,
+    direction_note,
+    group_name,
+    p_value_text,
+    verdict_note,
+)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 VERDICT_MARK = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR",
@@ -87,7 +93,7 @@ def render_markdown(result: AuditResult) -> str:
         for c in concepts:
             lines.append(
                 f"| {c.rank} | {md_escape(_with_note(result, c))} | {_num(c.delta_wga, 4)} | "
-                f"{_num(c.ci, 4)} | {_num(c.q, 4)} | {'**yes**' if c.flagged else 'no'} |"
+                f"{_num(c.ci, 4)} | {p_value_text(c.q)} | {'**yes**' if c.flagged else 'no'} |"
             )
     direction = direction_note(result)
     if direction:

@@ -15,6 +15,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from audit.report.wording import p_value_text
+
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -29,6 +31,7 @@ def template_env() -> Environment:
     )
     env.filters["num"] = fmt_number
     env.filters["pct"] = fmt_percent
+    env.filters["pvalue"] = p_value_text
     return env
 
 

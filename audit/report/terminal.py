@@ -11,7 +11,13 @@ from rich.table import Table
 from rich.text import Text
 
 from audit.fairness.result import AuditResult, Check
-from audit.report.wording import concept_note, direction_note, group_name, verdict_note
+from audit.report.wording import (
+    concept_note,
+    direction_note,
+    group_name,
+    p_value_text,
+    verdict_note,
+)
 
 STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold dark_orange",
                 "skipped": "dim", "info": "cyan", "ungated": "bold cyan",
@@ -110,7 +116,7 @@ def concepts_table(result: AuditResult, top: int = 10) -> Table:
             concept_cell(c.label, style, concept_note(result, c)),
             f"{c.delta_wga:+.3f}",
             f"[{lo:+.3f}, {hi:+.3f}]",
-            _num(c.q, 3),
+            p_value_text(c.q),
             Text("yes", style="bold red") if c.flagged else Text("no"),
             f"{100 * c.flip_rate:.1f}%",
         )

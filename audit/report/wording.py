@@ -8,6 +8,19 @@ from audit.discover.result import DiscoveredConcept
 from audit.fairness.result import AuditResult, ConceptFinding
 
 
+def p_value_text(p: float | None) -> str:
+    """A p- or q-value as every report writes it: 3 decimals, or 2 significant digits below
+    0.001 (an exact test over thousands of rows gives p far below what 3 or 4 decimals show, and
+    "0.000" is no p-value).
+
+    >>> p_value_text(0.0412), p_value_text(0.00029), p_value_text(3.1e-09), p_value_text(None)
+    ('0.041', '2.9e-04', '3.1e-09', '–')
+    """
+    if p is None:
+        return "–"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
 def group_name(result: AuditResult, name: str) -> str:
     """A group as the reports show it: each ``COLUMN=VALUE`` part by its class name when
     ``--class-names`` gave one ("is_circle=1, is_red=0" → "circle, not red")."""

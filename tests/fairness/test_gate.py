@@ -293,5 +293,24 @@ def test_a_saved_result_rejudged_under_its_own_gate_keeps_its_flags_and_verdict(
     assert [c.flagged for c in run.concepts] == [c.flagged for c in again.concepts]
     assert [c.flagged for c in run.concepts] == [True, False, False]
     assert (run.verdict, run.exit_code) == (again.verdict, again.exit_code) == ("pass", 0)
-    q_edge = replace(concepts[0], delta_wga=0.2, q=0.05 + 3e-7)  # written as 0.05 ≤ max_q
-    assert judge(r, (q_edge,), gate).concepts[0].flagged
+    # q keeps 6 significant digits: 0.05 + 3e-9 is written 0.05 (≤ max_q), 0.05 + 3e-7 is
+    # written 0.0500003 (above it), and a saved file says the same.
+    for q, flagged in ((0.05 + 3e-9, True), (0.05 + 3e-7, False)):
+        q_edge = judge(r, (replace(concepts[0], delta_wga=0.2, q=q),), gate)
+        assert q_edge.concepts[0].flagged is flagged, q
+        again, _ = rejudge(parse_result(json.loads(dumps(q_edge))), gate)
+        assert again.concepts[0].flagged is flagged, q
+
+
+def test_tiny_p_and_q_values_are_written_with_their_digits_not_as_zero():
+    """An exact test over thousands of rows gives p far below 1e-6: the JSON keeps 6
+    significant digits of p and q (other numbers 6 decimals), and the reports print it."""
+    from audit.fairness import dumps
+    from audit.report.markdown import render_markdown
+
+    r = result()
+    tiny = replace(r.concepts[0], p=3.14159265e-9, q=2.7e-8, delta_wga=1e-9)
+    saved = json.loads(dumps(replace(r, concepts=(tiny, *r.concepts[1:]))))
+    concept = saved["concepts"][0]
+    assert (concept["p"], concept["q"], concept["delta_wga"]) == (3.14159e-09, 2.7e-08, 0.0)
+    assert "2.7e-08" in render_markdown(parse_result(saved))
