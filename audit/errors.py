@@ -7,11 +7,16 @@ so users never see a traceback for bad input.
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_INPUT = 2
 EXIT_INTEGRITY = 3
 EXIT_INTERNAL = 4
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 def first_line(exc: BaseException, limit: int | None = 200) -> str:
@@ -23,7 +28,9 @@ def first_line(exc: BaseException, limit: int | None = 200) -> str:
     >>> first_line(KeyError())
     'KeyError'
     """
-    text = str(exc).strip()
+    # Some libraries colour their messages (torch's refused weights_only load bolds a phrase);
+    # the escape codes would print as garbage in a log or a CI step summary.
+    text = _ANSI_ESCAPE.sub("", str(exc)).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return line if limit is None else line[:limit]
 

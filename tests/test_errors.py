@@ -18,3 +18,9 @@ def test_first_line_is_cut_at_the_limit_and_strips_blank_lines():
     assert first_line(ValueError("x" * 500), limit=300) == "x" * 300
     assert first_line(ValueError("x" * 500), limit=None) == "x" * 500
     assert first_line(ValueError("   ")) == "ValueError"
+
+
+def test_first_line_drops_terminal_colour_codes():
+    # torch's weights_only refusal bolds a phrase; the one-line error must be plain text.
+    exc = RuntimeError("load failed, \x1b[1mdo those steps only if you trust it\x1b[0m. More")
+    assert first_line(exc) == "load failed, do those steps only if you trust it. More"

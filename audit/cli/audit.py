@@ -261,14 +261,26 @@ def _embed_celeba_cached(
     return store
 
 
-def celeba_labels(root: Path, store_path: Path) -> pd.DataFrame:
-    """CelebA's attributes, split and image paths aligned to a store's rows by ``id``."""
+def celeba_labels(root: Path, store_path: Path, ids: Path | None = None) -> pd.DataFrame:
+    """CelebA's attributes, split and image paths aligned to a store's rows by ``id`` (from its
+    metadata.csv, or from ``ids``, a row-aligned CSV); a plain ``.npy`` without ids holds
+    CelebA's rows in the order of its attribute list (the order `embed celeba` writes)."""
     from audit.data.celeba import read_celeba
     from audit.store import open_store
 
     # Absolute image paths: an image model finds each row's image wherever the store is.
     table = read_celeba(Path(root).resolve(), require_images=False).table
-    store = open_store(store_path)
+    store = open_store(store_path, ids)
+    if store.metadata is None and Path(store_path).suffix == ".npy":
+        if store.count != len(table):
+            raise InputError(
+                f"{store_path}: a plain .npy without --labels must hold every CelebA image in the "
+                f"order of its attribute list ({len(table)} rows), got {store.count} rows; give "
+                "--labels CSV with an 'id' column of CelebA file names"
+            )
+        listed = table.reset_index(drop=True)
+        listed.attrs["source"] = f"CelebA attributes and split under {root}, in list order"
+        return listed
     if store.metadata is None or "id" not in store.metadata.columns:
         raise InputError(
             f"{store_path}: the store's metadata.csv needs an 'id' column with CelebA file names "
@@ -318,8 +330,14 @@ def celeba_command(
     embeddings: Path = typer.Option(
         None,
         "--embeddings",
-        help="A store from `msae-audit embed celeba` (skips embedding).",
+        help="A store from `msae-audit embed celeba` (skips embedding), or a .npy of its rows.",
         show_default="embed the images (cached)",
+    ),
+    labels: Path = typer.Option(
+        None,
+        "--labels",
+        help="Row-aligned CSV whose 'id' column names each row's CelebA image (for a .npy).",
+        show_default="the store's metadata.csv; a .npy: CelebA's list order",
     ),
     json_out: Path = _report("--json", "Audit JSON (the source of truth).", "celeba", ".json"),
     html_out: Path = _report("--html", "Self-contained HTML report.", "celeba", ".html"),
@@ -342,6 +360,8 @@ def celeba_command(
     # Bad options are reported before CelebA is embedded (minutes), as a bad gate is.
     classifier_arg = _classifier_arg(classifier, predictions)
     own_input = _own_settings(classifier_input, predictions, image_size, workers)
+    if labels is not None and embeddings is None:
+        raise InputError("--labels names the rows of --embeddings; give both")
     if embeddings is None:
         from audit.sae import load_sae
 
@@ -352,7 +372,7 @@ def celeba_command(
     _execute(
         "celeba",
         _Inputs(
-            embeddings, celeba_labels(root, embeddings), sae, bank, classifier_arg,
+            embeddings, celeba_labels(root, embeddings, labels), sae, bank, classifier_arg,
         ),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
                       classifier_input=own_input,

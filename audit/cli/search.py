@@ -26,7 +26,15 @@ _ONE_QUERY = "none; give one of --image, --text, --row"
 
 @dataclass(frozen=True)
 class SearchOptions:
-    gallery: Path = option(None, "--gallery", help="Embedding store to search.", required=True)
+    gallery: Path = option(
+        None, "--gallery", help="Embedding store directory or .npy file to search.", required=True
+    )
+    labels: Path | None = option(
+        None,
+        "--labels",
+        help="Row-aligned CSV naming the gallery's rows ('id', 'path' columns; for a .npy).",
+        shown="the store's metadata.csv",
+    )
     sae: Path = option(None, "--sae", help="SAE directory.", required=True)
     bank: str = option(None, "--bank", help="Concept bank name or path.", required=True)
     image: Path | None = option(
@@ -70,7 +78,7 @@ def search(opts: SearchOptions) -> None:
     sources = [s for s in (image, text, row) if s is not None]
     if len(sources) != 1:
         raise InputError("give exactly one query: --image FILE, --text TEXT or --row N")
-    store = open_store(opts.gallery)
+    store = open_store(opts.gallery, opts.labels)
     torch_device = resolve_device(opts.device)
     model_sae = load_sae(opts.sae, device=torch_device)
     concept_bank = load_bank(opts.bank)

@@ -313,6 +313,41 @@ def test_celeba_with_a_store_uses_celeba_attributes_and_split(cli, tmp_path):
     assert "data:image/jpeg;base64," in (tmp_path / "c.html").read_text()  # thumbnails embedded
 
 
+def test_celeba_takes_a_plain_npy_with_ids_or_in_list_order(cli, tmp_path):
+    """A plain .npy is a store too: its rows are named by --labels (an 'id' column, any order)
+    or, without one, are CelebA's rows in the order of its attribute list."""
+    from audit.data.celeba import read_celeba, write_fake_celeba
+    from tests.fairness.planted import planted_bias_world, save_planted_world
+
+    root = write_fake_celeba(tmp_path / "celeba", n_images=600, seed=2, image_size=16)
+    ids = read_celeba(root).table["id"].to_numpy()
+    world = planted_bias_world(n_samples=600, seed=2)
+    paths = save_planted_world(world, tmp_path / "w")
+    order = np.random.default_rng(0).permutation(600)
+    np.save(tmp_path / "listed.npy", world.embeddings)
+    np.save(tmp_path / "shuffled.npy", world.embeddings[order])
+    pd.DataFrame({"id": ids[order]}).to_csv(tmp_path / "ids.csv", index=False)
+    common = ["celeba", "--root", root, "--sae", paths["sae"], "--bank", paths["bank"],
+              "--classifier", paths["head"], "--html", tmp_path / "c.html",
+              "--junit", tmp_path / "c.xml"]  # fmt: skip
+    groups = []
+    for name, extra in [("listed", []), ("shuffled", ["--labels", tmp_path / "ids.csv"])]:
+        out = tmp_path / f"{name}.json"
+        r = cli(*common, "--embeddings", tmp_path / f"{name}.npy", *extra, "--json", out)
+        assert r.exit_code == 0, r.stderr
+        data = json.loads(out.read_text())
+        assert data["data"]["rows_audited"] == 600 - int(
+            (read_celeba(root).table["partition"] != 2).sum()
+        )
+        groups.append(data["groups"])
+    assert groups[0] == groups[1] and sum(g["n"] for g in groups[0]) > 0
+    np.save(tmp_path / "short.npy", world.embeddings[:599])
+    r = cli(*common, "--embeddings", tmp_path / "short.npy")
+    assert_one_line_error(r, 2, "must hold every CelebA image in the order of its attribute list")
+    r = cli(*common, "--labels", tmp_path / "ids.csv")
+    assert_one_line_error(r, 2, "--labels names the rows of --embeddings")
+
+
 def test_celeba_without_a_store_embeds_with_the_sae_model_and_caches(
     cli, world, tmp_path, monkeypatch
 ):

@@ -86,3 +86,24 @@ def test_search_input_errors(cli, tmp_path):
         2,
         "dimension",
     )
+
+
+def test_a_plain_npy_gallery_takes_its_row_names_from_labels(cli, tmp_path):
+    store, _ = _setup(tmp_path)
+    np.save(tmp_path / "gallery.npy", store.read())
+    ids = [f"img-{i:04d}" for i in range(store.count)]
+    (tmp_path / "ids.csv").write_text("id\n" + "\n".join(ids) + "\n")
+    r = cli(
+        "search", "--gallery", tmp_path / "gallery.npy", "--labels", tmp_path / "ids.csv",
+        "--sae", tmp_path / "sae", "--bank", tmp_path / "bank.yaml", "--row", 3, "--top", 5,
+        "--json", tmp_path / "s.json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    after = json.loads((tmp_path / "s.json").read_text())["after"]
+    assert [item["id"] for item in after] == [ids[item["row"]] for item in after]
+    (tmp_path / "short.csv").write_text("id\nonly-one\n")
+    short = cli(
+        "search", "--gallery", tmp_path / "gallery.npy", "--labels", tmp_path / "short.csv",
+        "--sae", tmp_path / "sae", "--bank", tmp_path / "bank.yaml", "--row", 3,
+    )  # fmt: skip
+    assert_one_line_error(short, 2, "has 1 rows but the embeddings have")

@@ -274,6 +274,17 @@ def test_unloadable_model_files(tmp_path, name, content, words):
     assert words in _one_line(exc)
 
 
+def test_an_image_model_without_image_input_says_which_input_it_needs(tmp_path):
+    from audit.fairness.classifiers import load_classifier
+
+    (tmp_path / "m.pt2").write_bytes(b"never read: the suffix decides")
+    with pytest.raises(InputError) as exc:
+        load_classifier(tmp_path / "m.pt2", 8, "raw")
+    text = _one_line(exc)
+    assert "an image model cannot be read with --classifier-input raw" in text
+    assert "it needs --classifier-input image" in text
+
+
 def test_an_exported_program_named_pt_is_pointed_to_pt2(tmp_path):
     _export(RedMinusBlue(), tmp_path / "m.pt2")
     (tmp_path / "m.pt").write_bytes((tmp_path / "m.pt2").read_bytes())

@@ -182,6 +182,21 @@ def test_pickles_that_need_code_are_refused_and_never_run(tmp_path):
         load_sae(path)
 
 
+class _NeedsPrint:
+    def __reduce__(self):  # a builtins global: torch's refusal then bolds part of its message
+        return (print, ("unpickled",))
+
+
+def test_a_refused_pickle_is_one_plain_line(tmp_path):
+    path = tmp_path / "32_8_TopKReLU_4_UW_False_False_0.0_x.pt"
+    torch.save({"model": _NeedsPrint()}, path)
+    with pytest.raises(InputError, match="refused to load") as info:
+        load_sae(path)
+    message = str(info.value)
+    assert "\x1b" not in message and "\n" not in message, message
+    assert "do those steps only if you trust" in message  # torch's reason, without its bold
+
+
 _REF_NAME = "32_8_TopKReLU_4_UW_False_False_0.0_x.pt"
 
 

@@ -37,8 +37,12 @@ def check_input(input: str, allowed: tuple[str, ...] = CLASSIFIER_INPUTS) -> str
     return input
 
 
+def _article(name: str) -> str:
+    return "an" if name[:1].lower() in "aeiou" else "a"
+
+
 def _formats(formats: list[ClassifierFormat]) -> str:
-    return " or ".join(f"a {f.name} ({', '.join(f.suffixes)})" for f in formats)
+    return " or ".join(f"{_article(f.name)} {f.name} ({', '.join(f.suffixes)})" for f in formats)
 
 
 def load_classifier(path: str | os.PathLike[str], dim: int, input: str = "raw") -> Classifier:
@@ -54,10 +58,14 @@ def load_classifier(path: str | os.PathLike[str], dim: int, input: str = "raw") 
         if input in fmt.inputs:
             return fmt.load(p, dim, input)
     if matches:
+        fmt = matches[0]
         wanted = [f for f in _FORMATS if input in f.inputs]
+        # Say which --classifier-input the file needs: a .pt2 given without `image` is the
+        # usual slip, and the list of what `raw` takes alone does not say how to fix it.
         raise InputError(
-            f"{p}: a {matches[0].name} cannot be read with --classifier-input {input}, which "
-            f"takes {_formats(wanted)}"
+            f"{p}: {_article(fmt.name)} {fmt.name} cannot be read with --classifier-input "
+            f"{input}; it needs --classifier-input {' or '.join(fmt.inputs)} ({input} takes "
+            f"{_formats(wanted)})"
         )
     raise InputError(f"{p}: unknown classifier format; use 'probe', {_formats(_FORMATS)}")
 
