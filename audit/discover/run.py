@@ -231,7 +231,7 @@ def _result(
 
 
 def _notes(ctx: AuditContext, own: bool) -> tuple[str, ...]:
-    notes = []
+    notes = [n for n in (ctx.bank.text_only_note(),) if n]
     if own:
         notes.append(
             "the classifier is your own model: group accuracies are its own decisions; every "

@@ -105,6 +105,7 @@ def load_inputs(
             "sha256": file_sha256(bank_path),
             "latents": len(bank_obj.concepts),
             "validated": len(bank_obj.named(validated_only=True)),
+            "validation": bank_obj.validation_method,
         },
         "classifier": {"kind": "probe"} if clf == "probe" else {},
     }

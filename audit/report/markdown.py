@@ -101,4 +101,5 @@ def render_markdown(result: AuditResult) -> str:
     from audit.report.classifier_sections import markdown_lines
 
     lines += markdown_lines(result, md_escape)
+    lines += [line for note in result.notes for line in ("", f"Note: {md_escape(note)}")]
     return "\n".join(lines) + "\n"

@@ -143,3 +143,5 @@ def render_terminal(result: AuditResult, console: Console, top: int = 10) -> Non
     if errors is not None:
         console.print(errors)
     console.print(checks_table(result))
+    for note in result.notes:
+        console.print(Text(f"Note: {note}", style="dim"))

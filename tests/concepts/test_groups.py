@@ -149,3 +149,16 @@ def test_unnamed_concepts_with_a_large_effect_are_listed_but_never_flagged(tmp_p
     assert top["latents"] == [1, 4] and top["label"] == "latents 1+4 (~blond)"
     assert not top["tested"] and not top["flagged"] and top["q"] is None
     assert result["flagged_concepts"] == 0
+
+
+def test_a_bank_named_from_text_alone_carries_a_caveat_and_an_image_named_one_none():
+    concepts = [Concept(0, "red", 0.5, "red", True)]
+    image = {"validation": {"method": "image", "rule": "…"}}
+    for extra, method in (({}, "text"), ({"validation": {"method": "text"}}, "text"),
+                          (image, "image"), ({"validation": "image"}, "text")):  # fmt: skip
+        bank = ConceptBank("b", {"fingerprint": "f"}, concepts, extra=extra)
+        assert bank.validation_method == method
+        note = bank.text_only_note()
+        assert (note is None) == (method == "image")
+        if note:
+            assert "--probe-images" in note and "'b'" in note
