@@ -665,7 +665,7 @@ CASES: list[Case] = [
          "corrupt or truncated checkpoint", 2,
          lambda c: evaluate(c, sae=reference_pt(c, "truncated"))),
     Case("pickled-classifier", "a pickled .pt (not TorchScript) as --classifier", "audit",
-         "not a TorchScript module", 2,
+         "not a TorchScript module but a torch.save checkpoint", 2,
          lambda c: audit(c, classifier=evil_classifier(c)), after=payload_did_not_run),
     Case("classifier-raises", "a TorchScript classifier that fails on embeddings (an image model "
          "without --classifier-input image)", "audit",

@@ -146,6 +146,8 @@ def _load_torchscript(p: Path) -> ImageModel:
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(p), map_location="cpu")
     except Exception as exc:  # RuntimeError, ValueError, OSError, zip errors …
+        if is_torch_checkpoint(p):
+            raise InputError(f"{p}: {CHECKPOINT_PROBLEM}") from exc
         hint = " (a torch.export program? name it .pt2)" if _is_pt2_archive(p) else ""
         raise InputError(f"{p}: not a TorchScript module{hint} ({_sentence(exc)})") from exc
     module.eval()
@@ -199,6 +201,38 @@ def _quiet_torch_export() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+#: What a ``torch.save`` file given as a model is, and what to give instead.
+CHECKPOINT_PROBLEM = (
+    "not a TorchScript module but a torch.save checkpoint (a pickled model or a state dict), "
+    "which is never unpickled; save the model as code with torch.jit.script or torch.jit.trace "
+    "(.pt) or torch.export (.pt2)"
+)
+
+# The first bytes of a torch.save file written with _use_new_zipfile_serialization=False:
+# a pickle (protocol 2) of torch's magic number.
+_LEGACY_TORCH_SAVE = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def is_torch_checkpoint(p: Path) -> bool:
+    """Whether ``p`` is a ``torch.save`` file — a zip archive with a pickle (``data.pkl``) and
+    none of TorchScript's code (``constants.pkl``), or the legacy pickle format. Read from the
+    archive's names and first bytes only; nothing is unpickled. Such a file is what users
+    most often give for "my model": it loads only with its Python class, as code we never run.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as archive:
+            names = [name.split("/", 1)[-1] for name in archive.namelist()]
+    except (zipfile.BadZipFile, OSError):
+        try:
+            with open(p, "rb") as fh:
+                return fh.read(len(_LEGACY_TORCH_SAVE)) == _LEGACY_TORCH_SAVE
+        except OSError:
+            return False
+    return "data.pkl" in names and "constants.pkl" not in names
 
 
 def _is_pt2_archive(p: Path) -> bool:

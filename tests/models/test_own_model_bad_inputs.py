@@ -91,6 +91,13 @@ def image_model(ctx: Ctx, module: torch.nn.Module) -> Path:
     return path
 
 
+def state_dict(ctx: Ctx) -> Path:
+    """What a user most often has for "my model": ``torch.save(model.state_dict(), ...)``."""
+    path = ctx.tmp / "model.pth"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    return path
+
+
 def image_labels(ctx: Ctx, missing: int | None = None) -> Path:
     """The world's labels with a ``path`` column of tiny images (``missing``: that row's image
     is not written)."""
@@ -174,6 +181,11 @@ OWN_MODEL_CASES: list[Case] = [
     Case("image-model-constant", "an image model deciding one class for every image", "audit",
          "decisions are constant", 2,
          lambda c: with_image_model(c, _Constant())),
+    Case("image-model-state-dict", "a torch.save state dict as the image model", "audit",
+         "a torch.save checkpoint (a pickled model or a state dict), which is never unpickled; "
+         "save the model as code with torch.jit.script", 2,
+         lambda c: audit(c, "--classifier-input", "image", "--workers", "0",
+                         classifier=state_dict(c), labels=image_labels(c))),
     Case("image-input-linear-head", "--classifier-input image with a linear head", "audit",
          "cannot be read with --classifier-input image", 2,
          lambda c: audit(c, "--classifier-input", "image")),

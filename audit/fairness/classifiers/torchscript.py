@@ -18,7 +18,7 @@ from torch import Tensor
 from audit.errors import InputError, first_line
 from audit.fairness.classifiers.base import Classifier
 from audit.fileio import file_sha256
-from audit.models.image_model import model_error
+from audit.models.image_model import CHECKPOINT_PROBLEM, is_torch_checkpoint, model_error
 
 SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 
@@ -88,6 +88,8 @@ def load_torchscript(p: Path, dim: int, input: str) -> ScriptedClassifier:
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(p), map_location="cpu")
     except (RuntimeError, ValueError, OSError) as exc:
+        if is_torch_checkpoint(p):
+            raise InputError(f"{p}: {CHECKPOINT_PROBLEM}") from exc
         raise InputError(f"{p}: not a TorchScript module ({first_line(exc)})") from exc
     module.eval()
     return ScriptedClassifier(module, input, str(p), file_sha256(p))
