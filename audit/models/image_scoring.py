@@ -211,6 +211,24 @@ def _check_finite(scores: np.ndarray, rows: list[int], paths: Sequence[str], sou
         )
 
 
+def _check_two_signs(scores: np.ndarray, source: str) -> None:
+    """A single output of one sign, not all in [0, 1], is neither a probability nor a usable
+    logit (:func:`interpret_scores`). A predictions file is then usually percentages or
+    log-probabilities; a model more often decides one class for every image because of what it
+    is given (another image size, another pixel range), so say that first."""
+    if scores.min() < 0.0 < scores.max() or (scores.min() >= 0.0 and scores.max() <= 1.0):
+        return
+    positive = scores.min() >= 0.0
+    raise InputError(
+        f"{source}: the model's output is {'≥' if positive else '≤'} 0 for all {scores.size} "
+        f"images and not a probability (not all in [0, 1]), so read as a logit it decides the "
+        f"{'positive' if positive else 'negative'} class for every image; check what it is "
+        "given (--image-size; float32 pixels in [0, 1], normalised by the model itself), or "
+        "make it return the logit or the probability if it returns log-probabilities or "
+        "percentages"
+    )
+
+
 def _decisions(
     rows: np.ndarray, outputs: list[np.ndarray], source: str, allow_constant: bool
 ) -> ModelDecisions:
@@ -223,6 +241,7 @@ def _decisions(
     if scores.ndim == 2:
         decisions, margins, kind = two_class_margins(scores)
     else:
+        _check_two_signs(scores, source)
         decisions, margins, kind = interpret_scores(scores, source)
     if not allow_constant:
         check_varied(decisions, source)

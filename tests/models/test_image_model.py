@@ -206,7 +206,7 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
         ("three", "returned shape [8, 3] for a batch of 8 images"),
         ("nan", "NaN or inf"),
         ("constant", "decisions are constant (class 1 for all 15 rows)"),
-        ("one-sign", "neither probabilities nor logits"),
+        ("one-sign", "decides the positive class for every image; check what it is given"),
     ],
 )
 def test_bad_outputs(tmp_path, images, layout, words):

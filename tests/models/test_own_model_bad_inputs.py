@@ -85,6 +85,11 @@ class _Constant(torch.nn.Module):
         return x.mean((1, 2, 3)) * 0 + 1.0  # every image "positive"
 
 
+class _AllNegative(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -1.0 - x.mean((1, 2, 3))  # a logit < -1 for every image: one decision
+
+
 def image_model(ctx: Ctx, module: torch.nn.Module) -> Path:
     path = ctx.tmp / f"{type(module).__name__.strip('_').lower()}.pt"
     torch.jit.script(module).save(str(path))
@@ -181,6 +186,10 @@ OWN_MODEL_CASES: list[Case] = [
     Case("image-model-constant", "an image model deciding one class for every image", "audit",
          "decisions are constant", 2,
          lambda c: with_image_model(c, _Constant())),
+    Case("image-model-one-sign", "an image model whose single output is < -1 on every image",
+         "audit", "decides the negative class for every image; check what it is given "
+         "(--image-size", 2,
+         lambda c: with_image_model(c, _AllNegative())),
     Case("image-model-state-dict", "a torch.save state dict as the image model", "audit",
          "a torch.save checkpoint (a pickled model or a state dict), which is never unpickled; "
          "save the model as code with torch.jit.script", 2,
