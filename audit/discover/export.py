@@ -118,7 +118,36 @@ def export_head(
         )
     record = ExportedHead(str(path), tuple(c.name for c in flagged), len(latents), refit,
                           method, scores)  # fmt: skip
-    return replace(result, export=record)
+    note = constant_note(after, splits, ctx, record.removed, refit)
+    return replace(result, export=record, notes=result.notes + ((note,) if note else ()))
+
+
+def constant_note(
+    after: np.ndarray, splits: dict[str, np.ndarray], ctx: AuditContext,
+    removed: tuple[str, ...], refit: bool,
+) -> str | None:  # fmt: skip
+    """Say so when the exported head decides one class on every row of a split: its scores
+    (a better worst group, say) would otherwise hide that it is no classifier at all. A head
+    that decided almost by the removed concepts alone is left with (nearly) only its bias."""
+    constant = [
+        (name, int(after[rows][0])) for name, rows in splits.items()
+        if rows.size and np.unique(after[rows]).size == 1
+    ]  # fmt: skip
+    if not constant:
+        return None
+    values = ctx.cells.target_values
+    which = "; ".join(
+        f"{ctx.settings.target}={values[c]} on every "
+        f"{' and '.join(name for name, k in constant if k == c)} row"
+        for c in sorted({c for _, c in constant})
+    )
+    advice = (
+        "" if refit else "; --refit learns the task without the directions instead"
+    )
+    return (
+        f"the exported head decides {which}: without {', '.join(removed)} it has nothing left "
+        f"to decide by{advice}"
+    )
 
 
 def _linear_head(ctx: AuditContext) -> tuple[LinearHead, bool]:

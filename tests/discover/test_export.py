@@ -133,3 +133,19 @@ def test_an_own_models_surrogate_is_exported_without_the_leaked_concept(
     if refit:
         test = next(s for s in export["scores"] if s["split"] == "test")
         assert test["worst_group_accuracy_after"] > test["worst_group_accuracy_before"] + 0.2
+    # Whether the exported head still decides both classes, and the notes say so when not.
+    x = open_store(world.store).read(0, len(world.metadata))
+    decides = (x @ w + load_classifier(tmp_path / "head.npz", u.shape[1]).bias > 0).astype(int)
+    constant = [s for s, rows in _splits(world.metadata).items() if len(set(decides[rows])) == 1]
+    notes = [n for n in data["notes"] if n.startswith("the exported head decides")]
+    if refit:
+        assert not constant and not notes
+    else:  # colour alone: the projected surrogate keeps (nearly) only its bias
+        assert constant and len(notes) == 1
+        assert all(f"{s} row" in notes[0] or f"{s} and" in notes[0] for s in constant)
+        assert "--refit learns the task" in notes[0]
+
+
+def _splits(metadata: pd.DataFrame) -> dict[str, np.ndarray]:
+    split = metadata["split"].astype(str).to_numpy()
+    return {s: np.nonzero(split == s)[0] for s in np.unique(split)}
