@@ -57,6 +57,9 @@ class AttributeCodes:
     # A concept without a fixed threshold: its summed activation on every row, so that the cut
     # can be chosen again on the audited rows once they are known (cut_on_audited_rows).
     scores: np.ndarray | None = None
+    # How group names show the attribute, when it differs from what was asked (the bank's
+    # spelling of a concept named case-insensitively: "concept:Red" groups read "red=active").
+    name: str | None = None
 
 
 class Attribute(ABC):
@@ -157,7 +160,8 @@ class ConceptAttribute(Attribute):
         _require_both_groups(str(group.name), active, t, "row")
         scores = activity.activation[:, 0] if self.threshold is None else None
         return AttributeCodes(
-            active.astype(np.int16), CONCEPT_VALUES, 1, concept_spec(str(group.name), t), scores
+            active.astype(np.int16), CONCEPT_VALUES, 1, concept_spec(str(group.name), t), scores,
+            str(group.name),
         )
 
 
@@ -239,7 +243,7 @@ def build_cells(
         y=(labels[target].to_numpy() == target_values[1]).astype(np.int8),
         attribute=coded.codes,
         target_name=str(target),
-        attribute_name=str(attr.name),
+        attribute_name=str(coded.name or attr.name),
         target_values=(_display(target_values[0]), _display(target_values[1])),
         attribute_values=coded.values,
         spurious_present=coded.present,

@@ -88,6 +88,15 @@ def test_a_given_threshold_is_used_and_recorded():
     assert abs(active["n"] - expected) <= 1  # float32 sums at the cut
 
 
+def test_groups_use_the_banks_spelling_of_a_concept_named_in_another_case():
+    world = planted_bias_world(n_samples=1000, seed=0)
+    result = audit(world, f"concept:{SPURIOUS.upper()}")
+    assert result["data"]["spurious"].startswith(f"concept:{SPURIOUS}>")
+    assert {g["name"] for g in result["groups"]} == {
+        f"Male={m}, {SPURIOUS}={a}" for m in (0, 1) for a in ("active", "inactive")
+    }
+
+
 def test_unknown_concepts_and_useless_thresholds_are_input_errors():
     world = planted_bias_world(n_samples=1000, seed=0)
     with pytest.raises(
