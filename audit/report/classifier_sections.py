@@ -82,8 +82,10 @@ def errors_table(result: AuditResult, top: int = TOP_ERRORS) -> Table | None:
     table = Table(title=errors_title(errors), title_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("concept", min_width=12, ratio=1)
-    for col in ("shift", "95% CI"):
-        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("shift", justify="right", no_wrap=True)
+    # The interval may break after its comma: in an 80-column CI log an unbroken one pushed
+    # the "flag" column off the right edge.
+    table.add_column("95% CI", justify="right")
     targets = [s.target for s in errors.concepts[0].slices]
     for t in targets:
         table.add_column(f"{result.data.target}={t}: active vs not", ratio=1)

@@ -155,7 +155,10 @@ def concept_groups_table(c: DiscoveredConcept) -> Table:
     # An own model: the removal runs on the surrogate, so its accuracy before is shown too,
     # and how often it decides like the model in the group.
     surrogate = any(g.surrogate_accuracy is not None for g in c.groups)
-    table.add_column("group")
+    # Narrow terminals (80 columns in most CI logs) squeeze the one wrapping column: keep each
+    # word of a group's name whole ("is_circle=0," / "red=inactive", not "is_c…").
+    words = [len(word) for g in c.groups for word in g.name.split()]
+    table.add_column("group", min_width=min(max(words, default=5), 24))
     extra = ("surrogate", "after removal", "agrees") if surrogate else ("after removal",)
     for col in ("n", "accuracy", "95% CI", *extra):
         table.add_column(col, justify="right", no_wrap=True)

@@ -152,3 +152,19 @@ def test_each_concept_groups_agreement_adds_up_to_the_class_agreement(own_world)
     hurt = next(g for g in groups if g.target == "1" and not g.active)
     assert hurt.surrogate_agreement == min(g.surrogate_agreement for g in groups)
     assert hurt.surrogate_agreement < 0.95
+
+
+def test_group_names_stay_whole_in_an_80_column_terminal(own_world):
+    """CI logs are 80 columns wide: the group column was squeezed to "Mal…" there."""
+    import io
+
+    from rich.console import Console
+
+    from audit.report.discover import concept_groups_table
+
+    for concept in own_world.result.concepts[:3]:
+        out = io.StringIO()
+        Console(file=out, width=80, color_system=None).print(concept_groups_table(concept))
+        for group in concept.groups:
+            for word in group.name.split():
+                assert word in out.getvalue(), (word, out.getvalue())
