@@ -141,9 +141,7 @@ def constant_note(
         f"{' and '.join(name for name, k in constant if k == c)} row"
         for c in sorted({c for _, c in constant})
     )
-    advice = (
-        "" if refit else "; --refit learns the task without the directions instead"
-    )
+    advice = "" if refit else "; --refit learns the task without the directions instead"
     return (
         f"the exported head decides {which}: without {', '.join(removed)} it has nothing left "
         f"to decide by{advice}"
