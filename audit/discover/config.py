@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -64,6 +64,7 @@ class EveryRow(Attribute):
     """One group per target class: the cells discover starts from."""
 
     name: str = "rows"
+    VALUE: ClassVar[str] = "all"
 
     def code(self, data: GroupingData, target: str) -> AttributeCodes:
-        return AttributeCodes(np.zeros(len(data.labels), dtype=np.int16), ("all",), None)
+        return AttributeCodes(np.zeros(len(data.labels), dtype=np.int16), (self.VALUE,), None)

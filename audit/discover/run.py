@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,7 @@ def run_discover(
         store, labels, sae, bank, classifier, settings.base, gate, progress, attribute=EveryRow()
     )
     clock.lap("inputs")
+    ctx = _classes_named(ctx)
     integrity = check_integrity(ctx)
     clock.lap("integrity")
     inputs = {
@@ -189,6 +190,25 @@ def _family(
         bootstrap_samples=ctx.gate.bootstrap_samples,
         bootstrap_seed=ctx.gate.bootstrap_seed_for(ctx.settings.seed),
     )
+
+
+def _classes_named(ctx: AuditContext) -> AuditContext:
+    """The surrogate's groups are the target classes here (discover has no attribute): name
+    them as discover's class groups are ("Male=1"), not by the placeholder attribute that makes
+    them ("Male=1, rows=all"), in its record, the integrity check and every report."""
+    if ctx.stand_in is None:
+        return ctx
+    record = ctx.stand_in.record
+    suffix = f", {EveryRow.name}={EveryRow.VALUE}"
+
+    def named(keys: Mapping[str, Any]) -> dict[str, Any]:
+        return {k.removesuffix(suffix): v for k, v in keys.items()}
+
+    record = replace(
+        record, agreement_per_group=named(record.agreement_per_group),
+        group_sizes=named(record.group_sizes), worst_group=record.worst_group.removesuffix(suffix),
+    )  # fmt: skip
+    return replace(ctx, stand_in=replace(ctx.stand_in, record=record))
 
 
 def _result(

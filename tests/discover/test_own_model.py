@@ -146,8 +146,12 @@ def test_each_concept_groups_agreement_adds_up_to_the_class_agreement(own_world)
         for target in ("0", "1"):
             groups = [g for g in c.groups if g.target == target]
             agreeing = sum(g.surrogate_agreement * g.n for g in groups)
-            key = next(k for k in per_class if k.startswith(f"Male={target},"))
+            key = f"Male={target}"  # the class, as discover's class groups name it
             assert agreeing == pytest.approx(per_class[key] * sizes[key], abs=0.5), c.name
+    assert set(per_class) == set(sizes) == {"Male=0", "Male=1"}
+    assert r.surrogate.worst_group in per_class
+    check = next(c for c in r.checks if c.name == "surrogate_agreement")
+    assert "rows=all" not in check.reason and r.surrogate.worst_group in check.reason
     groups = _concept(r, SPURIOUS).groups
     hurt = next(g for g in groups if g.target == "1" and not g.active)
     assert hurt.surrogate_agreement == min(g.surrogate_agreement for g in groups)
