@@ -458,7 +458,9 @@ def _plain_npy_folder(ctx: Ctx) -> Path:
 
 
 def _plain_npy_kept(ctx: Ctx) -> None:
-    np.testing.assert_array_equal(np.load(ctx.tmp / "work" / "embeddings.npy"), ctx.embeddings()[:5])
+    np.testing.assert_array_equal(
+        np.load(ctx.tmp / "work" / "embeddings.npy"), ctx.embeddings()[:5]
+    )
 
 
 def _odd_image(ctx: Ctx, name: str) -> Path:

@@ -113,7 +113,9 @@ def _anchor_paths(metadata: pd.DataFrame, store_dir: Path) -> pd.DataFrame:
         return metadata
     base = store_dir.resolve()
     metadata["path"] = [
-        str(base / value) if isinstance(value, str) and value and not os.path.isabs(value) else value
+        str(base / value)
+        if isinstance(value, str) and value and not os.path.isabs(value)
+        else value
         for value in metadata["path"]
     ]
     return metadata
