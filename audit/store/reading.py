@@ -215,7 +215,7 @@ def _match_ids(
     position they would give rows the labels of other images, silently."""
     if metadata is None or "id" not in metadata.columns or "id" not in labels.columns:
         return labels
-    ours, theirs = _id_text(metadata["id"]), _id_text(labels["id"])
+    ours, theirs = id_text(metadata["id"]), id_text(labels["id"])
     if (ours == theirs).all():
         return labels
     row = int(np.argmax(ours != theirs))
@@ -235,9 +235,14 @@ def _match_ids(
     )
 
 
-def _id_text(ids: pd.Series) -> np.ndarray:
+def id_text(ids: pd.Series) -> np.ndarray:
     """Ids as text, whole numbers without a decimal part: a column that pandas read as float
-    (one empty cell) still matches the same ids read as integers (``7.0`` is ``7``)."""
+    (one empty cell) still matches the same ids read as integers (``7.0`` is ``7``; ``7.5``
+    stays ``7.5``). Every comparison of ids (labels, predictions) goes through this.
+
+    >>> id_text(pd.Series([7.0, 12.0, 7.5])).tolist()
+    ['7', '12', '7.5']
+    """
     if pd.api.types.is_float_dtype(ids):
         whole = ids.notna() & np.isfinite(ids) & (ids == ids.round())
         text = ids.astype(str)
