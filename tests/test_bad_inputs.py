@@ -463,6 +463,14 @@ def _plain_npy_kept(ctx: Ctx) -> None:
     )
 
 
+def _left_out_folder(ctx: Ctx) -> Path:
+    """Two images, a link to a deleted image and a photo of a type that is not read."""
+    folder = _odd_image(ctx, "b_good.png")
+    (folder / "gone.png").symlink_to(ctx.tmp / "deleted.png")
+    (folder / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    return folder
+
+
 def _odd_image(ctx: Ctx, name: str) -> Path:
     """A good image and ``name``: a float TIFF for .tif names, else an ordinary PNG."""
     from PIL import Image
@@ -888,6 +896,13 @@ CASES: list[Case] = [
          "embed texts", "which is not part of a store (no manifest.json)", 2,
          lambda c: ["embed", "texts", vocab(c), *c.clip, "--out", _plain_npy_folder(c)],
          after=lambda c: _plain_npy_kept(c)),
+    Case("images-left-out", "an image folder with a dangling symlink and a .heic photo",
+         "embed images", "warning: left out 2 file(s)", 0,
+         lambda c: ["embed", "images", _left_out_folder(c), *c.clip, "--out", c.tmp / "s",
+                    "--workers", "0"],
+         after=lambda c: _named_in_output(c, "1 dangling symlink (gone.png)"),
+         readme="the store is written, after one line: `warning: left out 2 file(s) under …: "
+                "1 dangling symlink (gone.png); 1 not an image type that is read (photo.heic)…`"),
     Case("manifest-no-path", "an image manifest CSV without a path column", "embed images",
          "manifest needs a 'path' column", 2,
          lambda c: ["embed", "images", c.text("m.csv", "file,label\na.png,1\n"), *c.clip,

@@ -19,6 +19,7 @@ from audit.encoders import (
     list_images,
     load_clip,
     rank_slice,
+    scan_images,
 )
 from audit.errors import InputError
 from audit.store import StoreWriter, open_store
@@ -284,6 +285,30 @@ def test_list_images_folder_and_manifest(tmp_path):
     with pytest.raises(InputError, match="no images"):
         (tmp_path / "empty").mkdir()
         list_images(tmp_path / "empty")
+
+
+def test_files_left_out_of_a_folder_are_counted_by_reason(tmp_path):
+    _write_images(tmp_path / "d" / "sub", 2)
+    (tmp_path / "d" / "link.png").symlink_to(tmp_path / "d" / "sub" / "img001.png")  # an image
+    for name in ("gone.jpg", "sub/gone2.png"):
+        (tmp_path / "d" / name).symlink_to(tmp_path / "nowhere.png")
+    for name in ("a.heic", "b.heic", "notes.txt", "z.avif"):
+        (tmp_path / "d" / name).write_bytes(b"x")
+    table, left_out = scan_images(tmp_path / "d")
+    assert table["id"].tolist() == ["link.png", "sub/img000.jpg", "sub/img001.png"]
+    assert left_out.dangling == ("gone.jpg", "sub/gone2.png")
+    assert left_out.unsupported == ("a.heic", "b.heic", "notes.txt", "z.avif")
+    line = left_out.describe("d")
+    assert line.startswith("left out 6 file(s) under d: 2 dangling symlink (gone.jpg, ")
+    assert "4 not an image type that is read (a.heic, b.heic, notes.txt, …)" in line
+    assert "z.avif" not in line and "\n" not in line  # a few examples, one line
+    _write_images(tmp_path / "clean", 1)
+    assert len(scan_images(tmp_path / "clean")[1]) == 0
+    # Nothing readable at all: the error says what was there.
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "x.heic").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"no images .* \(left out 1 file\(s\) .*x\.heic"):
+        scan_images(tmp_path / "e")
 
 
 def test_rank_slices_cover_the_input_in_order():
