@@ -237,6 +237,34 @@ def test_resume_with_another_input_list_is_refused(tmp_path, clip):
         embed_images(paths[::-1], clip, StoreWriter(tmp_path / "s", clip.embed_dim, shard_rows=4))
 
 
+def test_overwrite_starts_over_when_the_interrupted_run_read_other_inputs(tmp_path, clip):
+    """--overwrite replaces what is in --out, an interrupted run included: another input list
+    starts from row 0 instead of being refused, and the complete store that was there stays
+    readable until the new one is published."""
+    paths = [str(p) for p in _write_images(tmp_path / "imgs", 12)]
+    out = tmp_path / "s"
+
+    def embed(inputs: list[str], progress=None, overwrite: bool = True):
+        writer = StoreWriter(out, clip.embed_dim, shard_rows=4, overwrite=overwrite)
+        return finish_store(
+            writer, embed_images(inputs, clip, writer, batch_size=4, progress=progress)
+        )
+
+    def stop(done: int, total: int) -> None:
+        if done >= 8:
+            raise _Interrupt
+
+    embed(paths[:5], overwrite=False)  # the store already in --out
+    with pytest.raises(_Interrupt):
+        embed(paths, progress=stop)
+    assert open_store(out).count == 5  # still the old store, whole
+    store = embed(paths[::-1])
+    fresh = StoreWriter(tmp_path / "ref", clip.embed_dim, shard_rows=4)
+    reference = finish_store(fresh, embed_images(paths[::-1], clip, fresh, batch_size=4))
+    assert store.count == 12 and not (out / ".partial").exists()
+    np.testing.assert_array_equal(open_store(out).read(), reference.read())
+
+
 def test_text_store_resumes_and_counts_full_contexts(tmp_path, clip):
     texts = [f"word {i}" for i in range(10)] + ["a very long caption " * 10]
     writer = StoreWriter(tmp_path / "t", clip.embed_dim, shard_rows=4)

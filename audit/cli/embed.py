@@ -64,7 +64,12 @@ class EmbedSettings:
         False, "--normalize/--raw", help="L2-normalise embeddings, or store raw model outputs."
     )
     dtype: str = option("float32", "--dtype", help="Stored dtype: float32 | float16")
-    overwrite: bool = option(False, "--overwrite", help="Replace an existing store in --out.")
+    overwrite: bool = option(
+        False,
+        "--overwrite",
+        help="Replace an existing store, or an interrupted run of other inputs, in --out (a "
+        "complete store stays until the new one is).",
+    )
     quiet: bool = quiet_option()
 
 
