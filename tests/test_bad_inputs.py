@@ -548,6 +548,9 @@ CASES: list[Case] = [
          "audit", "labels are matched to the store by their 'id' column", 2,
          lambda c: audit(c, labels=_csv(c, c.labels().assign(id=lambda f: f["id"].astype(str)
                                                                + "-other")))),
+    Case("labels-other-paths", "a labels CSV whose path column names other images than the "
+         "store", "audit", "column 'path' names other images than the store's metadata.csv", 2,
+         lambda c: audit(c, **_other_paths(c)), after=no_report),
     Case("labels-parquet-damaged", "a truncated Parquet labels table", "audit",
          "malformed Parquet file", 2,
          lambda c: audit(c, labels=c.text("l.parquet", b"PAR1\x15\x04\x15\x00"))),
@@ -1013,6 +1016,16 @@ def _latin1_labels(ctx: Ctx) -> bytes:
     frame = ctx.labels()
     frame["id"] = [f"caf\xe9{i}" for i in range(len(frame))]
     return frame.to_csv(index=False).encode("latin-1")
+
+
+def _other_paths(ctx: Ctx) -> dict:
+    """A copy of the store with image paths, and labels naming the images in another order."""
+    store = ctx.copy("store")
+    meta = pd.read_csv(store / "metadata.csv")
+    meta["path"] = [f"images/{i}.png" for i in range(len(meta))]
+    meta.to_csv(store / "metadata.csv", index=False)
+    labels = ctx.labels().assign(path=meta["path"].iloc[::-1].to_numpy())
+    return {"embeddings": store, "labels": _csv(ctx, labels)}
 
 
 def _blank(frame: pd.DataFrame, column: str, n: int) -> pd.DataFrame:
