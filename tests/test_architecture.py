@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -19,3 +20,26 @@ def test_import_contracts_are_kept():
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "broken" in run.stdout and "0 broken" in run.stdout
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_no_private_module_of_another_package_is_imported():
+    # A private module (typer._click, …) may move or vanish in any release of its package.
+    private = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for path in sorted((ROOT / "audit").rglob("*.py"))
+        for line, name in _imported_modules(path)
+        if name.split(".")[0] != "audit"
+        and any(part.startswith("_") and not part.startswith("__") for part in name.split("."))
+    ]
+    assert not private, private

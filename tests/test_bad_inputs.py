@@ -458,7 +458,17 @@ def _plain_npy_folder(ctx: Ctx) -> Path:
 
 
 def _plain_npy_kept(ctx: Ctx) -> None:
-    np.testing.assert_array_equal(np.load(ctx.tmp / "work" / "embeddings.npy"), ctx.embeddings()[:5])
+    np.testing.assert_array_equal(
+        np.load(ctx.tmp / "work" / "embeddings.npy"), ctx.embeddings()[:5]
+    )
+
+
+def _left_out_folder(ctx: Ctx) -> Path:
+    """Two images, a link to a deleted image and a photo of a type that is not read."""
+    folder = _odd_image(ctx, "b_good.png")
+    (folder / "gone.png").symlink_to(ctx.tmp / "deleted.png")
+    (folder / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    return folder
 
 
 def _odd_image(ctx: Ctx, name: str) -> Path:
@@ -538,6 +548,9 @@ CASES: list[Case] = [
          "audit", "labels are matched to the store by their 'id' column", 2,
          lambda c: audit(c, labels=_csv(c, c.labels().assign(id=lambda f: f["id"].astype(str)
                                                                + "-other")))),
+    Case("labels-other-paths", "a labels CSV whose path column names other images than the "
+         "store", "audit", "column 'path' names other images than the store's metadata.csv", 2,
+         lambda c: audit(c, **_other_paths(c)), after=no_report),
     Case("labels-parquet-damaged", "a truncated Parquet labels table", "audit",
          "malformed Parquet file", 2,
          lambda c: audit(c, labels=c.text("l.parquet", b"PAR1\x15\x04\x15\x00"))),
@@ -886,6 +899,13 @@ CASES: list[Case] = [
          "embed texts", "which is not part of a store (no manifest.json)", 2,
          lambda c: ["embed", "texts", vocab(c), *c.clip, "--out", _plain_npy_folder(c)],
          after=lambda c: _plain_npy_kept(c)),
+    Case("images-left-out", "an image folder with a dangling symlink and a .heic photo",
+         "embed images", "warning: left out 2 file(s)", 0,
+         lambda c: ["embed", "images", _left_out_folder(c), *c.clip, "--out", c.tmp / "s",
+                    "--workers", "0"],
+         after=lambda c: _named_in_output(c, "1 dangling symlink (gone.png)"),
+         readme="the store is written, after one line: `warning: left out 2 file(s) under …: "
+                "1 dangling symlink (gone.png); 1 not an image type that is read (photo.heic)…`"),
     Case("manifest-no-path", "an image manifest CSV without a path column", "embed images",
          "manifest needs a 'path' column", 2,
          lambda c: ["embed", "images", c.text("m.csv", "file,label\na.png,1\n"), *c.clip,
@@ -996,6 +1016,16 @@ def _latin1_labels(ctx: Ctx) -> bytes:
     frame = ctx.labels()
     frame["id"] = [f"caf\xe9{i}" for i in range(len(frame))]
     return frame.to_csv(index=False).encode("latin-1")
+
+
+def _other_paths(ctx: Ctx) -> dict:
+    """A copy of the store with image paths, and labels naming the images in another order."""
+    store = ctx.copy("store")
+    meta = pd.read_csv(store / "metadata.csv")
+    meta["path"] = [f"images/{i}.png" for i in range(len(meta))]
+    meta.to_csv(store / "metadata.csv", index=False)
+    labels = ctx.labels().assign(path=meta["path"].iloc[::-1].to_numpy())
+    return {"embeddings": store, "labels": _csv(ctx, labels)}
 
 
 def _blank(frame: pd.DataFrame, column: str, n: int) -> pd.DataFrame:

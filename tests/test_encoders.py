@@ -19,6 +19,7 @@ from audit.encoders import (
     list_images,
     load_clip,
     rank_slice,
+    scan_images,
 )
 from audit.errors import InputError
 from audit.store import StoreWriter, open_store
@@ -236,6 +237,34 @@ def test_resume_with_another_input_list_is_refused(tmp_path, clip):
         embed_images(paths[::-1], clip, StoreWriter(tmp_path / "s", clip.embed_dim, shard_rows=4))
 
 
+def test_overwrite_starts_over_when_the_interrupted_run_read_other_inputs(tmp_path, clip):
+    """--overwrite replaces what is in --out, an interrupted run included: another input list
+    starts from row 0 instead of being refused, and the complete store that was there stays
+    readable until the new one is published."""
+    paths = [str(p) for p in _write_images(tmp_path / "imgs", 12)]
+    out = tmp_path / "s"
+
+    def embed(inputs: list[str], progress=None, overwrite: bool = True):
+        writer = StoreWriter(out, clip.embed_dim, shard_rows=4, overwrite=overwrite)
+        return finish_store(
+            writer, embed_images(inputs, clip, writer, batch_size=4, progress=progress)
+        )
+
+    def stop(done: int, total: int) -> None:
+        if done >= 8:
+            raise _Interrupt
+
+    embed(paths[:5], overwrite=False)  # the store already in --out
+    with pytest.raises(_Interrupt):
+        embed(paths, progress=stop)
+    assert open_store(out).count == 5  # still the old store, whole
+    store = embed(paths[::-1])
+    fresh = StoreWriter(tmp_path / "ref", clip.embed_dim, shard_rows=4)
+    reference = finish_store(fresh, embed_images(paths[::-1], clip, fresh, batch_size=4))
+    assert store.count == 12 and not (out / ".partial").exists()
+    np.testing.assert_array_equal(open_store(out).read(), reference.read())
+
+
 def test_text_store_resumes_and_counts_full_contexts(tmp_path, clip):
     texts = [f"word {i}" for i in range(10)] + ["a very long caption " * 10]
     writer = StoreWriter(tmp_path / "t", clip.embed_dim, shard_rows=4)
@@ -284,6 +313,30 @@ def test_list_images_folder_and_manifest(tmp_path):
     with pytest.raises(InputError, match="no images"):
         (tmp_path / "empty").mkdir()
         list_images(tmp_path / "empty")
+
+
+def test_files_left_out_of_a_folder_are_counted_by_reason(tmp_path):
+    _write_images(tmp_path / "d" / "sub", 2)
+    (tmp_path / "d" / "link.png").symlink_to(tmp_path / "d" / "sub" / "img001.png")  # an image
+    for name in ("gone.jpg", "sub/gone2.png"):
+        (tmp_path / "d" / name).symlink_to(tmp_path / "nowhere.png")
+    for name in ("a.heic", "b.heic", "notes.txt", "z.avif"):
+        (tmp_path / "d" / name).write_bytes(b"x")
+    table, left_out = scan_images(tmp_path / "d")
+    assert table["id"].tolist() == ["link.png", "sub/img000.jpg", "sub/img001.png"]
+    assert left_out.dangling == ("gone.jpg", "sub/gone2.png")
+    assert left_out.unsupported == ("a.heic", "b.heic", "notes.txt", "z.avif")
+    line = left_out.describe("d")
+    assert line.startswith("left out 6 file(s) under d: 2 dangling symlink (gone.jpg, ")
+    assert "4 not an image type that is read (a.heic, b.heic, notes.txt, …)" in line
+    assert "z.avif" not in line and "\n" not in line  # a few examples, one line
+    _write_images(tmp_path / "clean", 1)
+    assert len(scan_images(tmp_path / "clean")[1]) == 0
+    # Nothing readable at all: the error says what was there.
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "x.heic").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"no images .* \(left out 1 file\(s\) .*x\.heic"):
+        scan_images(tmp_path / "e")
 
 
 def test_rank_slices_cover_the_input_in_order():

@@ -377,6 +377,32 @@ def test_labels_are_matched_to_the_store_by_id(tmp_path, rng):
     ]
 
 
+def test_labels_keep_each_rows_id_and_image_from_the_store(tmp_path, rng):
+    """A labels table brings label columns; a row's id and image path stay the store's: added
+    when the labels lack them, refused (one line) when the labels name other images."""
+    x = rng.normal(size=(3, 2)).astype(np.float32)
+    meta = pd.DataFrame({"id": ["a", "b", "c"], "path": ["img/a.png", "img/b.png", "img/c.png"]})
+    write_store(tmp_path / "s", x, meta.assign(colour=["red", "red", "blue"]))
+    images = [str((tmp_path / "s" / "img" / n).resolve()) for n in ("a.png", "b.png", "c.png")]
+    pd.DataFrame({"target": [1, 0, 1]}).to_csv(tmp_path / "t.csv", index=False)
+    merged = open_store(tmp_path / "s", labels=tmp_path / "t.csv").metadata
+    assert merged.columns.tolist() == ["id", "path", "target"]  # not the store's other labels
+    assert merged["id"].tolist() == ["a", "b", "c"] and merged["path"].tolist() == images
+    # The same images, written as the store's metadata.csv writes them: accepted.
+    meta.iloc[[2, 0, 1]].assign(target=[1, 1, 0]).to_csv(tmp_path / "same.csv", index=False)
+    same = open_store(tmp_path / "s", labels=tmp_path / "same.csv").metadata
+    assert same["path"].tolist() == images and same["target"].tolist() == [1, 0, 1]
+    # Other images under the same ids: the thumbnails and an image model would use them.
+    meta.assign(path=["img/a.png", "img/c.png", "img/b.png"]).to_csv(
+        tmp_path / "o.csv", index=False
+    )
+    with pytest.raises(InputError) as exc:
+        open_store(tmp_path / "s", labels=tmp_path / "o.csv")
+    message = str(exc.value)
+    assert "column 'path' names other images than the store's metadata.csv on 2 rows" in message
+    assert "store row 1: img/c.png is not" in message and "\n" not in message
+
+
 def test_labels_may_be_parquet(tmp_path, rng):
     """A Parquet table (recognised by its bytes) reads like the CSV: a named index comes back
     as a column, so ids saved as the index still match the store's."""

@@ -17,15 +17,15 @@ from typing import Any
 
 import typer
 
-# The classes the parser raises: Typer's vendored Click where it vendors one (a private
-# module, so a Typer that uses plain Click again falls back to Click's).
-try:
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-except ImportError:  # pragma: no cover - depends on the installed Typer
-    from click.exceptions import ClickException, NoArgsIsHelpError
-
 from audit.cli.app import app, err_console
 from audit.errors import EXIT_INPUT, EXIT_INTERNAL, AuditError
+
+# The parser's errors derive from Click's ClickException: plain Click's, or the copy Typer
+# vendors in a private module. Typer's public BadParameter is one of them, so its base class is
+# the one the parser raises, whichever Click that is.
+ClickException: type[Exception] = next(
+    base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException"
+)
 
 
 def _register_commands() -> None:
@@ -136,10 +136,11 @@ def _tolerate_unencodable_output() -> None:
                 reconfigure(errors="backslashreplace")
 
 
-def _usage_error(exc: ClickException) -> int:
+def _usage_error(exc: Exception) -> int:
     """A usage error (missing or unknown option, bad value) as one line, exit code 2. With no
-    arguments at all the command's help has been printed already (Click's no_args_is_help)."""
-    if isinstance(exc, NoArgsIsHelpError):
+    arguments at all the command's help has been printed already (Click's no_args_is_help;
+    recognised by name, as Typer does: its class is not public)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
         return EXIT_INPUT
     ctx = getattr(exc, "ctx", None)
     hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""

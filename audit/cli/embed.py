@@ -21,8 +21,8 @@ from audit.encoders import (
     embed_images,
     embed_texts,
     finish_store,
-    list_images,
     load_clip,
+    scan_images,
 )
 from audit.errors import InputError
 from audit.store import StoreWriter
@@ -64,7 +64,12 @@ class EmbedSettings:
         False, "--normalize/--raw", help="L2-normalise embeddings, or store raw model outputs."
     )
     dtype: str = option("float32", "--dtype", help="Stored dtype: float32 | float16")
-    overwrite: bool = option(False, "--overwrite", help="Replace an existing store in --out.")
+    overwrite: bool = option(
+        False,
+        "--overwrite",
+        help="Replace an existing store, or an interrupted run of other inputs, in --out (a "
+        "complete store stays until the new one is).",
+    )
     quiet: bool = quiet_option()
 
 
@@ -118,8 +123,24 @@ class EmbedTextsOptions(EmbedSettings):
 @command_options(EmbedImagesOptions)
 def embed_images_command(opts: EmbedImagesOptions) -> None:
     """Embed images (a folder or a manifest CSV); manifest columns go into metadata.csv."""
-    table = list_images(opts.source)
+    table, left_out = scan_images(opts.source)
+    if left_out and _speaks():
+        # Said before the (long) embedding starts: a folder of .heic photos or broken links
+        # should not come out as a smaller store without a word.
+        err_console.print(
+            f"warning: {left_out.describe(opts.source)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     _run_images(table, opts, {"source": str(Path(opts.source).resolve())})
+
+
+def _speaks() -> bool:
+    """Under torchrun, rank 0 alone prints what every rank would print alike."""
+    from audit.distributed import env_rank, launched_with_torchrun
+
+    return not launched_with_torchrun() or env_rank() == 0
 
 
 @embed_app.command("celeba")

@@ -92,9 +92,7 @@ def recheck_command(
     return " ".join(shlex.quote(a) for a in args)
 
 
-def classifier_args(
-    classifier: Mapping[str, Any], path: str, settings: AuditSettings
-) -> list[str]:
+def classifier_args(classifier: Mapping[str, Any], path: str, settings: AuditSettings) -> list[str]:
     """The options that name the classifier and how it is read: ``--predictions`` for a
     predictions file, ``--classifier`` otherwise, with ``--classifier-input`` and, for an image
     model, the image size (a model built for one size fails on others) and the loader's

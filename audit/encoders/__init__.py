@@ -30,7 +30,7 @@ from audit.encoders.embedding import (
     finish_store,
     to_rgb,
 )
-from audit.encoders.inputs import IMAGE_SUFFIXES, list_images, rank_slice
+from audit.encoders.inputs import IMAGE_SUFFIXES, LeftOut, list_images, rank_slice, scan_images
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -38,6 +38,7 @@ __all__ = [
     "SKIPPED_FILE",
     "ClipEncoder",
     "EmbedResult",
+    "LeftOut",
     "ProgressCallback",
     "SkippedImage",
     "_ImageFiles",
@@ -49,5 +50,6 @@ __all__ = [
     "list_images",
     "load_clip",
     "rank_slice",
+    "scan_images",
     "to_rgb",
 ]

@@ -256,6 +256,15 @@ def _input_digest(items: Sequence[Any], metadata: pd.DataFrame | None) -> str:
     return digest.hexdigest()
 
 
+def _recorded_input(path: Path) -> str | None:
+    """The input digest an interrupted run recorded, or None (no record, or an unreadable one)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    return data.get("input_sha256") if isinstance(data, dict) else None
+
+
 @dataclass
 class _EmbedState:
     """What an interrupted run needs besides the writer's shards: which input it was reading
@@ -274,6 +283,10 @@ class _EmbedState:
     def open(cls, writer: StoreWriter, digest: str) -> _EmbedState:
         path = writer.out / PARTIAL_DIR / _EMBED_STATE
         state = cls(path, digest, [])
+        if writer.overwrite and writer.rows_done > 0 and _recorded_input(path) != digest:
+            # --overwrite replaces what is in --out: an interrupted run of other inputs (or
+            # one whose input record is gone) is discarded and this run starts from row 0.
+            writer.start_over()
         if path.exists() and writer.rows_done > 0:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -282,7 +295,8 @@ class _EmbedState:
             if data.get("input_sha256") not in (None, digest):
                 raise InputError(
                     f"{writer.out}: an interrupted run for a different input list exists "
-                    f"(delete {writer.out / PARTIAL_DIR} or use another --out)"
+                    f"(--overwrite starts over, or delete {writer.out / PARTIAL_DIR} or use "
+                    "another --out)"
                 )
             state.skipped = [SkippedImage(**s) for s in data.get("skipped", [])]
         elif writer.rows_done > 0 and not path.exists():

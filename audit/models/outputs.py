@@ -55,19 +55,19 @@ class ModelDecisions:
         return int(self.rows.size)
 
     def take(
-        self, rows: np.ndarray | Sequence[int], ids: Sequence[str] | None = None
+        self, rows: np.ndarray | Sequence[int], ids: Sequence[object] | None = None
     ) -> np.ndarray:
         """The decisions on store ``rows``; a row the model did not score is an input error
         (named by its id when ``ids``, the store's ids, are given)."""
         return self.decisions[self.positions(rows, ids)]
 
     def take_margins(
-        self, rows: np.ndarray | Sequence[int], ids: Sequence[str] | None = None
+        self, rows: np.ndarray | Sequence[int], ids: Sequence[object] | None = None
     ) -> np.ndarray | None:
         return None if self.margins is None else self.margins[self.positions(rows, ids)]
 
     def positions(
-        self, rows: np.ndarray | Sequence[int], ids: Sequence[str] | None = None
+        self, rows: np.ndarray | Sequence[int], ids: Sequence[object] | None = None
     ) -> np.ndarray:
         wanted = np.asarray(rows, dtype=np.int64)
         order = np.argsort(self.rows, kind="stable")
@@ -77,12 +77,21 @@ class ModelDecisions:
         found[found] = sorted_rows[at[found]] == wanted[found]
         if not found.all():
             missing = wanted[~found]
-            first = f"id {ids[int(missing[0])]!r}" if ids is not None else f"row {int(missing[0])}"
+            first = (
+                f"id {_text(ids[int(missing[0])])!r}"
+                if ids is not None
+                else f"row {int(missing[0])}"
+            )
             raise InputError(
                 f"the model has no decision for {missing.size} of the {wanted.size} rows needed "
                 f"(first: {first})"
             )
         return order[at]
+
+
+def _text(value: object) -> str:
+    """An id as the text it is (``'5'``), not NumPy's repr of it (``np.int64(5)``)."""
+    return str(value.item() if isinstance(value, np.generic) else value)
 
 
 def interpret_scores(scores: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, str]:

@@ -10,7 +10,9 @@
 With both columns the score decides and every label must agree with it. Other columns are
 ignored. Each id appears once and must be a row of the store; store rows without a prediction
 are allowed here (the audit asks for the rows it needs with :meth:`ModelDecisions.take`).
-Ids are compared as text, after the same CSV parsing as the store's ``metadata.csv``.
+Ids are compared as text, after the same CSV parsing as the store's ``metadata.csv``; whole
+numbers written as floats (``7.0``, as pandas writes an integer column with an empty cell)
+are the integers they hold, on either side.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from audit.errors import InputError
 from audit.models.outputs import ModelDecisions, check_varied, interpret_scores
 
 
-def load_predictions(path: str | os.PathLike[str], store_ids: Sequence[str]) -> ModelDecisions:
-    """Read ``path`` and align it to the store rows whose ids are ``store_ids`` (in row order)."""
-    from audit.store import read_labels_csv
+def load_predictions(path: str | os.PathLike[str], store_ids: Sequence[object]) -> ModelDecisions:
+    """Read ``path`` and align it to the store rows whose ids are ``store_ids`` (in row order;
+    text or numbers, as the store's metadata column holds them)."""
+    from audit.store import id_text, read_labels_csv
 
     p = Path(path)
     frame = read_labels_csv(p)
@@ -42,7 +45,7 @@ def load_predictions(path: str | os.PathLike[str], store_ids: Sequence[str]) -> 
     if frame.empty:
         raise InputError(f"{where}: no predictions")
     ids = _ids(frame, where)
-    rows = _store_rows(ids, store_ids, where)
+    rows = _store_rows(ids, id_text(pd.Series(list(store_ids))), where)
     if "score" in frame.columns:
         scores = _numbers(frame["score"], ids, where, "score")
         decisions, margins, kind = interpret_scores(scores, where)
@@ -66,10 +69,12 @@ def _line(position: int) -> int:
 
 
 def _ids(frame: pd.DataFrame, where: str) -> np.ndarray:
+    from audit.store import id_text
+
     raw = frame["id"]
     if raw.isna().any():
         raise InputError(f"{where}: line {_line(int(raw.isna().to_numpy().argmax()))} has no id")
-    ids = raw.astype(str).to_numpy()
+    ids = id_text(raw)
     duplicated = pd.Series(ids).duplicated(keep=False).to_numpy()
     if duplicated.any():
         first = ids[int(duplicated.argmax())]
@@ -81,8 +86,8 @@ def _ids(frame: pd.DataFrame, where: str) -> np.ndarray:
     return ids
 
 
-def _store_rows(ids: np.ndarray, store_ids: Sequence[str], where: str) -> np.ndarray:
-    store = pd.Index(pd.Series(store_ids, dtype=object).astype(str))
+def _store_rows(ids: np.ndarray, store_ids: np.ndarray, where: str) -> np.ndarray:
+    store = pd.Index(store_ids)
     if not store.is_unique:
         first = store[store.duplicated()][0]
         raise InputError(

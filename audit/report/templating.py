@@ -2,22 +2,69 @@
 
 Autoescaping is on for every template and for strings, so user-provided text (concept names,
 labels, file names) can only reach a page escaped; undefined variables are errors, not blanks.
+Text with right-to-left letters or bidi controls is isolated (:func:`bidi_isolate`), so it cannot
+reorder the sentence, cell or label it is shown in.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import re
 import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from audit.report.wording import p_value_text
 
 TEMPLATES = Path(__file__).parent / "templates"
+
+
+# Characters that can reorder text around them: the explicit bidi controls (embeddings,
+# overrides, isolates, marks) and right-to-left letters and digits (Hebrew, Arabic, Syriac, …).
+_BIDI = re.compile(
+    "[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+    "\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefe\U00010800-\U00010fff\U0001e800-\U0001efff]"
+)
+_INITIATORS, _PDI, _FSI = "\u2066\u2067\u2068", "\u2069", "\u2068"
+
+
+def bidi_isolate(text: str) -> str:
+    """``text`` between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE when it holds anything
+    that could reorder its surroundings (``<bdi>`` in characters: it works in SVG text and in
+    attributes too). Inside, an override such as U+202E ends at the isolate's end; a stray
+    U+2069 that would end the isolate early is dropped and isolates left open are closed.
+    Plain text is returned unchanged (no invisible characters in copied text).
+
+    >>> bidi_isolate("blond hair")
+    'blond hair'
+    >>> [hex(ord(c)) for c in bidi_isolate("a\u2069\u202eb\u2067c")]
+    ['0x2068', '0x61', '0x202e', '0x62', '0x2067', '0x63', '0x2069', '0x2069']
+    """
+    if not _BIDI.search(text):
+        return text
+    kept, open_isolates = [], 0
+    for ch in text:
+        if ch in _INITIATORS:
+            open_isolates += 1
+        elif ch == _PDI:
+            if not open_isolates:
+                continue  # it would close our isolate, letting the rest reorder the page
+            open_isolates -= 1
+        kept.append(ch)
+    return _FSI + "".join(kept) + _PDI * (open_isolates + 1)
+
+
+def _finalize(value: Any) -> Any:
+    # Every {{ expression }} of every template: strings are isolated before they are escaped;
+    # Markup is HTML the templates built (its own expressions were isolated when rendered).
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return bidi_isolate(value)
+    return value
 
 
 @lru_cache(maxsize=1)
@@ -28,6 +75,7 @@ def template_env() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_finalize,
     )
     env.filters["num"] = fmt_number
     env.filters["pct"] = fmt_percent

@@ -28,7 +28,7 @@ from audit.store.layout import (
     EmbeddingStore,
     verify_sha256,
 )
-from audit.store.reading import open_store, read_labels_csv
+from audit.store.reading import id_text, open_store, read_labels_csv
 from audit.store.writing import StoreWriter, remove_store_files, write_store
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "STORE_VERSION",
     "EmbeddingStore",
     "StoreWriter",
+    "id_text",
     "open_store",
     "read_labels_csv",
     "remove_store_files",

@@ -55,7 +55,8 @@ def open_store(
     else:
         raise InputError(f"{p} is neither a store directory nor a .npy file")
     if labels is not None:
-        store.metadata = _match_ids(read_labels_csv(labels, store.count), store.metadata, labels)
+        matched = _match_ids(read_labels_csv(labels, store.count), store.metadata, labels)
+        store.metadata = _with_row_identity(matched, store.metadata, labels, p)
     if expected_dim is not None and store.dim != expected_dim:
         raise InputError(f"{p} has embedding dimension {store.dim}, but {expected_dim} is expected")
     if check_finite:
@@ -113,7 +114,9 @@ def _anchor_paths(metadata: pd.DataFrame, store_dir: Path) -> pd.DataFrame:
         return metadata
     base = store_dir.resolve()
     metadata["path"] = [
-        str(base / value) if isinstance(value, str) and value and not os.path.isabs(value) else value
+        str(base / value)
+        if isinstance(value, str) and value and not os.path.isabs(value)
+        else value
         for value in metadata["path"]
     ]
     return metadata
@@ -213,7 +216,7 @@ def _match_ids(
     position they would give rows the labels of other images, silently."""
     if metadata is None or "id" not in metadata.columns or "id" not in labels.columns:
         return labels
-    ours, theirs = _id_text(metadata["id"]), _id_text(labels["id"])
+    ours, theirs = id_text(metadata["id"]), id_text(labels["id"])
     if (ours == theirs).all():
         return labels
     row = int(np.argmax(ours != theirs))
@@ -233,9 +236,50 @@ def _match_ids(
     )
 
 
-def _id_text(ids: pd.Series) -> np.ndarray:
+IDENTITY_COLUMNS = ("id", "path")
+
+
+def _with_row_identity(
+    labels: pd.DataFrame, metadata: pd.DataFrame | None, path: str | os.PathLike[str], store: Path
+) -> pd.DataFrame:
+    """``labels`` (in the store's row order) with each row's identity from the store: its
+    ``id`` and ``path`` (the image its embedding was made from) are added from the store's
+    metadata when the labels lack them, and must agree with it when the labels have them (ids
+    are checked by :func:`_match_ids`). The labels' other columns are theirs alone."""
+    if metadata is None:
+        return labels
+    merged = labels.copy()
+    if "path" in labels.columns and "path" in metadata.columns:
+        given = labels["path"].astype(object).where(labels["path"].notna(), None)
+        anchored = _anchor_paths(
+            pd.DataFrame({"path": given}), store if store.is_dir() else store.parent
+        )
+        ours = metadata["path"].astype(str).map(os.path.normpath).to_numpy()
+        theirs = anchored["path"].astype(str).map(os.path.normpath).to_numpy()
+        differ = ours != theirs
+        if differ.any():
+            row = int(np.argmax(differ))
+            raise InputError(
+                f"{path}: column 'path' names other images than the store's metadata.csv on "
+                f"{int(differ.sum())} rows (store row {row}: {labels['path'].iloc[row]!s} is not "
+                f"{metadata['path'].iloc[row]!s}); a row's image is the one its embedding was "
+                "made from: drop the column from the labels, or fix the store's metadata.csv"
+            )
+        merged["path"] = metadata["path"].to_numpy()
+    for column in reversed(IDENTITY_COLUMNS):
+        if column in metadata.columns and column not in merged.columns:
+            merged.insert(0, column, metadata[column].to_numpy())
+    return merged
+
+
+def id_text(ids: pd.Series) -> np.ndarray:
     """Ids as text, whole numbers without a decimal part: a column that pandas read as float
-    (one empty cell) still matches the same ids read as integers (``7.0`` is ``7``)."""
+    (one empty cell) still matches the same ids read as integers (``7.0`` is ``7``; ``7.5``
+    stays ``7.5``). Every comparison of ids (labels, predictions) goes through this.
+
+    >>> id_text(pd.Series([7.0, 12.0, 7.5])).tolist()
+    ['7', '12', '7.5']
+    """
     if pd.api.types.is_float_dtype(ids):
         whole = ids.notna() & np.isfinite(ids) & (ids == ids.round())
         text = ids.astype(str)

@@ -132,6 +132,14 @@ class StoreWriter:
             kept.append(entry)
         return kept
 
+    def start_over(self) -> None:
+        """Discard what an interrupted run left in ``.partial/`` (shards, progress, its caller's
+        records) and write from row 0. A complete store in the folder is not touched: it stays
+        readable until :meth:`finalize` publishes the new one."""
+        shutil.rmtree(self.partial, ignore_errors=True)
+        ensure_dir(self.partial)
+        self.progress = {"params": self.params, "shards": []}
+
     @property
     def rows_done(self) -> int:
         """Rows already written by an earlier (interrupted) run of the same command."""

@@ -77,6 +77,19 @@ def test_unreadable_image_exits_2_naming_the_file(cli, tmp_path, model_args):
     assert open_store(tmp_path / "s").count == 3
 
 
+def test_files_left_out_of_a_folder_are_named_in_one_warning(cli, tmp_path, model_args):
+    _images(tmp_path / "imgs", 3)
+    (tmp_path / "imgs" / "moved.png").symlink_to(tmp_path / "elsewhere.png")
+    (tmp_path / "imgs" / "IMG_1.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    result = cli("embed", "images", tmp_path / "imgs", *model_args, "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "left out" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "2 file(s)" in warnings[0] and "1 dangling symlink (moved.png)" in warnings[0]
+    assert "1 not an image type that is read (IMG_1.HEIC)" in warnings[0]
+    assert open_store(tmp_path / "s").count == 3
+
+
 def test_large_but_allowed_images_are_read_without_a_warning(
     cli, tmp_path, model_args, monkeypatch
 ):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.test_bad_inputs import Case, Ctx, audit, shared  # noqa: F401 (shared: a fixture)
+from tests.test_bad_inputs import Case, Ctx, audit, shared, with_rows  # noqa: F401 (shared: a fixture)
 from tests.test_bad_inputs import test_bad_input as run_case
 
 # --- predictions files ------------------------------------------------------------------------
@@ -55,6 +55,18 @@ def _duplicated(ctx: Ctx) -> Path:
 def _unknown(ctx: Ctx) -> Path:
     ids = _ids(ctx)
     return predictions(ctx, id=["ghost", *ids[1:]])
+
+
+def _float_ids(ctx: Ctx) -> list:
+    """Integer ids in the labels, the same ids written as floats (``7.0``) in the predictions, as
+    pandas writes an integer column that has an empty cell."""
+    labels = ctx.labels().assign(id=range(1000))
+    head = np.load(ctx.world["head"])  # the world's linear head: decisions a surrogate can fit
+    scores = ctx.embeddings() @ head["weight"][0] + head["bias"][0]
+    path = predictions(ctx, id=[f"{i}.0" for i in range(1000)], score=scores)
+    return audit(
+        ctx, "--predictions", path, classifier=None, **with_rows(ctx, ctx.embeddings(), labels)
+    )
 
 
 # --- image models -----------------------------------------------------------------------------
@@ -164,6 +176,9 @@ OWN_MODEL_CASES: list[Case] = [
     Case("predictions-constant", "predictions with one decision for every row", "audit",
          "decisions are constant", 2,
          lambda c: with_predictions(c, predictions(c, score=None, label=[1] * 1000))),
+    Case("predictions-float-ids", "predictions whose ids are written as floats (7.0) for "
+         "integer ids", "audit", "", 0, _float_ids,
+         readme="accepted: `7.0` is the id `7` (`7.5` is no id of the store: exit 2)"),
     # --- image models -----------------------------------------------------------------------
     Case("image-model-no-paths", "an image model on a store without image paths", "audit",
          "has no 'path' column", 2,

@@ -69,6 +69,30 @@ def test_a_subset_of_the_store_and_ids_parsed_like_metadata(tmp_path):
         result.take([0, 1, 2], ids=[str(i) for i in store_ids])
 
 
+def test_whole_number_ids_written_as_floats_match_integer_ids(tmp_path):
+    """pandas writes an integer column with one empty cell as floats (``7.0``): such ids are the
+    integers they hold, on either side; an id with a fraction is still no row of the store."""
+    p = _write(tmp_path, "id,score\n7.0,0.9\n3.0,0.2\n")
+    result = load_predictions(p, [3, 5, 7, 11])
+    np.testing.assert_array_equal(result.rows, [0, 2])
+    np.testing.assert_array_equal(result.decisions, [0, 1])
+    floats = pd.read_csv(_write(tmp_path, "id,x\n3,1\n,1\n7,1\n", "metadata.csv"))["id"]
+    assert floats.dtype == np.float64  # the store's own ids read as floats
+    result = load_predictions(_write(tmp_path, "id,score\n7,0.9\n3,0.2\n"), floats.tolist())
+    np.testing.assert_array_equal(result.rows, [0, 2])
+    with pytest.raises(
+        InputError, match=r"1 ids are not rows of the store \(first: '7\.5' on line 2\)"
+    ):
+        load_predictions(_write(tmp_path, "id,score\n7.5,0.9\n3.0,0.2\n"), [3, 5, 7, 11])
+
+
+def test_ids_in_messages_are_plain_text():
+    d = ModelDecisions(np.array([0, 2]), np.array([1, 0], np.int8), None, "label")
+    with pytest.raises(InputError) as exc:
+        d.take([0, 1], ids=np.array([3, 5, 7]))  # NumPy integers, as a metadata column gives
+    assert "(first: id '5')" in str(exc.value), str(exc.value)
+
+
 def test_score_and_label_together_must_agree(tmp_path):
     frame = pd.DataFrame(
         {"id": STORE_IDS[:4], "score": [0.2, 0.8, 0.6, 0.1], "label": [0, 1, 1, 0]}

@@ -95,3 +95,68 @@ def test_report_in_headless_chromium(report, tmp_path):
     lo, hi = image.getextrema()
     histogram = image.histogram()
     assert hi - lo > 100 and max(histogram) < 0.97 * sum(histogram)  # not blank, not one colour
+
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: the text after it is laid out right to left
+
+
+@pytest.fixture(scope="module")
+def bidi_report(tmp_path_factory) -> Path:
+    """The planted world with an override inside each value of the spurious attribute."""
+    from audit.fairness import AuditSettings, run_audit
+    from audit.report.html import render_html
+    from audit.store import open_store
+    from tests.fairness.planted import planted_bias_world, save_planted_world
+
+    root = tmp_path_factory.mktemp("bidi")
+    world = planted_bias_world(n_samples=2000, seed=0)
+    store = open_store(save_planted_world(world, root)["store"])
+    labels = world.labels.copy()
+    labels["Blond_Hair"] = labels["Blond_Hair"].map({0: f"dark{RLO}xy", 1: f"fair{RLO}xy"})
+    result, _ = run_audit(
+        store, labels, world.sae, world.bank, world.head, AuditSettings("Male", "Blond_Hair")
+    )
+    page = root / "audit.html"
+    page.write_text(render_html(result), encoding="utf-8")
+    return page
+
+
+# Left edge of every visible character of the header cell "Δacc (<worst group>)", in text order.
+_HEADER_CHARS = """() => {
+  const th = [...document.querySelectorAll('th')].find(e => e.textContent.startsWith('Δacc ('));
+  const node = th.firstChild, range = document.createRange(), out = [];
+  for (let i = 0; i < node.data.length; i++) {
+    range.setStart(node, i); range.setEnd(node, i + 1);
+    const r = range.getBoundingClientRect();
+    if (r.width > 0) out.push([node.data[i], r.left]);
+  }
+  return out;
+}"""
+
+
+def test_an_override_in_a_label_value_does_not_reorder_the_text_after_it(bidi_report, tmp_path):
+    """A value with U+202E is laid out inside its own isolate: the ")" the page writes after the
+    group name stays at the right end of its header, after the value's own letters."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (never `playwright install`)"
+    )
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path),
+            executable_path=CHROMIUM,
+            args=ARGS,
+            headless=True,
+        )
+        try:
+            page = context.new_page()
+            page.goto(bidi_report.as_uri(), wait_until="load")
+            chars = page.evaluate(_HEADER_CHARS)
+        finally:
+            context.close()
+    text = "".join(c for c, _ in chars)
+    assert text.startswith("Δacc (") and text.endswith("xy)") and RLO not in text, text
+    lefts = dict(enumerate(x for _, x in chars))
+    close = lefts[len(chars) - 1]
+    assert all(close > x for i, x in lefts.items() if i < len(chars) - 1), chars
+    # Inside the isolate the override still applies: the value's "xy" reads "yx", as written.
+    assert lefts[len(chars) - 3] > lefts[len(chars) - 2], chars

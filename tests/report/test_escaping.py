@@ -119,3 +119,13 @@ def test_every_page_template_forbids_fetches_and_scripts():
     csp = "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\""
     missing = [p.name for p in pages if csp not in p.read_text()]
     assert not missing, missing
+
+
+def test_text_that_could_reorder_its_surroundings_is_isolated_in_every_template():
+    """Without a browser: each {{ expression }} holding bidi controls or right-to-left letters is
+    rendered between U+2068 and U+2069 (a stray U+2069 dropped), plain text as it is."""
+    from audit.report.templating import template_env
+
+    page = template_env().from_string("<p>{{ a }} at {{ b }}; {{ c }}</p>")
+    rendered = page.render(a="x\u202ey", b="85%", c="\u05e9\u05dc\u05d5\u05dd\u2069z")
+    assert rendered == "<p>\u2068x\u202ey\u2069 at 85%; \u2068\u05e9\u05dc\u05d5\u05ddz\u2069</p>"

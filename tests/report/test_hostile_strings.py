@@ -83,7 +83,9 @@ def _write_world(root: Path, hostile: bool) -> dict[str, Path]:
         labels["Blond_Hair"] = labels["Blond_Hair"].map(dict(enumerate(ATTRIBUTE_VALUES)))
         labels = labels.rename(columns={"Male": TARGET_COL, "Blond_Hair": SPURIOUS_COL})
     tag = "<script>" if hostile else ""
-    store = write_store(root / f"store{tag}", world.embeddings, model="planted-atoms", modality="image")
+    store = write_store(
+        root / f"store{tag}", world.embeddings, model="planted-atoms", modality="image"
+    )
     labels_path = root / f"labels]]>{'|x' if hostile else ''}.csv"
     labels.to_csv(labels_path, index=False)
     sae = save_sae(world.sae, root / f'sae"{tag}')

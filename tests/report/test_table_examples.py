@@ -216,4 +216,3 @@ def test_a_sixteen_bit_grey_thumbnail_looks_like_its_eight_bit_copy(tmp_path):
         return np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=float)
 
     assert np.abs(pixels("sixteen.png") - pixels("eight.png")).mean() < 2  # JPEG noise only
-

@@ -34,7 +34,7 @@ class PredictionsClassifier(OwnModel):
                 f"{self.source}: predictions are matched to rows by id, but the labels have no "
                 "'id' column"
             )
-        return load_predictions(self.source, request.labels["id"].astype(str).tolist())
+        return load_predictions(self.source, request.labels["id"].tolist())
 
     def with_head(self, head: LinearHead) -> PredictionsClassifier:
         return replace(self, head=head)

@@ -25,7 +25,7 @@ from audit.fairness.records import SurrogateRecord
 from audit.fairness.selection import RowSelection, split_column
 from audit.fairness.surrogate import Surrogate, fit_surrogate
 from audit.models import ModelDecisions, check_varied
-from audit.store import EmbeddingStore
+from audit.store import EmbeddingStore, id_text
 
 #: Random stream of the surrogate's train-row sample.
 SAMPLE_STREAM = 11
@@ -96,7 +96,7 @@ def stand_in(
         progress=(lambda done, total: progress("score images", done, total)) if progress else None,
     )
     decided = own.decide(request)
-    ids = labels["id"].astype(str).tolist() if "id" in labels.columns else None
+    ids = id_text(labels["id"]).tolist() if "id" in labels.columns else None
     decisions = decided.take(audited, ids)
     check_varied(decisions, str(own.describe().get("path")), cells_all.target_values)
     fit = _fit_rows(decided, train)
