@@ -31,13 +31,7 @@ def _setting(name: str, flag: str, **typer_kwargs: Any) -> Any:
 
 
 def _report(flag: str, what: str, command: str, suffix: str) -> Any:
-    # Only the reports named are written; with none named, JSON, HTML and JUnit (report_paths).
-    return typer.Option(
-        None,
-        flag,
-        help=what,
-        show_default=f"{DEFAULT_REPORTS}/{command}{suffix} when no report is named",
-    )
+    return typer.Option(None, flag, help=what, show_default=f"{DEFAULT_REPORTS}/{command}{suffix}")
 
 
 _SAE = typer.Option(..., "--sae", help="SAE directory (sae.safetensors + config.json).")

@@ -34,7 +34,7 @@ from audit.fairness.inputs import load_inputs
 from audit.fairness.stages.context import Progress
 from audit.fileio import refuse_overwriting, write_text
 from audit.report.classifier_sections import classifier_line, surrogate_line
-from audit.report.files import input_files, report_paths
+from audit.report.files import input_files
 from audit.report.junit import xml_text
 from audit.report.terminal import STATUS_STYLE, concept_cell
 from audit.report.wording import beyond_note, p_value_text
@@ -66,22 +66,21 @@ def discover_files(
     extra: dict | None = None,
     progress: Progress | None = None,
 ) -> DiscoverOutcome:
-    """Run discover from files; write the reports ``paths`` names (``json``/``html``/``junit``
-    → path) or, with none named, ``<out_dir>/<stem>.json``, ``.html``, ``.xml``
-    (:func:`~audit.report.files.report_paths`), and the gate the re-check commands name
-    (``<stem>-gate.yaml`` beside the JSON — or the first report, when no JSON is written: the
-    given gate's thresholds with ``flagged_concepts: {max: 0}``)."""
+    """Run discover from files; write ``<out_dir>/<stem>.json``, ``.html``, ``.xml`` (``paths``
+    overrides any of ``json``/``html``/``junit``) and the gate the re-check commands name
+    (``<stem>-gate.yaml`` beside the JSON: the given gate's thresholds with
+    ``flagged_concepts: {max: 0}``)."""
     from audit.concepts import validate_file_name
 
     validate_file_name(stem, "report name")
     base = settings or DiscoverSettings(AuditSettings(target=target, spurious=""))
     settings = replace(base, base=replace(base.base, target=target, spurious=""))
     gate_cfg = gate if isinstance(gate, GateConfig) else (load_gate(gate) if gate else GateConfig())
-    targets = report_paths(paths or {}, out_dir, stem)
-    # Always written: a user's gate need not gate flagged concepts, and a re-check must. Beside
-    # the JSON, or the first report named when the JSON is not written.
-    anchor = targets.get("json") or next(iter(targets.values()))
-    written_gate = anchor.with_name(f"{stem}-gate.yaml")
+    out = Path(out_dir)
+    given = {k: Path(v) for k, v in (paths or {}).items() if v}
+    targets = {k: given.get(k, out / f"{stem}{s}") for k, s in _SUFFIXES.items()}
+    # Always written: a user's gate need not gate flagged concepts, and a re-check must.
+    written_gate = targets["json"].with_name(f"{stem}-gate.yaml")
     _check_not_overwritten(gate, written_gate)
     refuse_overwriting(
         {**{f"--{kind}": path for kind, path in targets.items()}, "--export-head": export_head},
@@ -127,6 +126,9 @@ def _check_not_overwritten(gate: object, written: Path) -> None:
             f"--gate {gate} is the re-check gate discover writes beside the JSON; give a copy "
             "of it, or write the JSON elsewhere"
         )
+
+
+_SUFFIXES = {"json": ".json", "html": ".html", "junit": ".xml"}
 
 
 def write_discover_reports(result: DiscoverResult, paths: dict[str, Path]) -> dict[str, Path]:

@@ -80,27 +80,6 @@ def write_reports(result: AuditResult, paths: Mapping[str, Path | None]) -> dict
     return written
 
 
-DEFAULT_SUFFIXES = {"json": ".json", "html": ".html", "junit": ".xml"}
-
-
-def report_paths(
-    named: Mapping[str, str | os.PathLike[str] | None], out_dir: str | os.PathLike[str], stem: str
-) -> dict[str, Path]:
-    """The reports a run writes: the ones ``named`` (kind → path; ``None`` is not named) and no
-    others — a user who asks for ``--json OUT`` alone gets that file, not three more under
-    ``out_dir`` — or, with none named, JSON, HTML and JUnit as ``<out_dir>/<stem>.{json,html,xml}``.
-
-    >>> report_paths({"json": "a.json", "html": None}, "reports", "audit")
-    {'json': PosixPath('a.json')}
-    >>> sorted(report_paths({}, "reports", "audit").values())
-    [PosixPath('reports/audit.html'), PosixPath('reports/audit.json'), PosixPath('reports/audit.xml')]
-    """
-    chosen = {kind: Path(path) for kind, path in named.items() if path}
-    if chosen:
-        return chosen
-    return {kind: Path(out_dir) / f"{stem}{suffix}" for kind, suffix in DEFAULT_SUFFIXES.items()}
-
-
 def input_files(
     embeddings: str | os.PathLike[str],
     labels: str | os.PathLike[str] | pd.DataFrame | None,
@@ -141,10 +120,8 @@ def audit_files(
     progress: Progress | None = None,
     **overrides: Any,
 ) -> AuditOutcome:
-    """Run an audit from files and write the reports given by path (``json_path``, ``html_path``,
-    ``junit_path``, ``markdown_path``) or, with none given, ``<out_dir>/<stem>.json``, ``.html``
-    and ``.xml`` (:func:`report_paths`); Markdown is also appended to ``$GITHUB_STEP_SUMMARY``
-    when it is set.
+    """Run an audit from files and write ``<out_dir>/<stem>.json``, ``.html`` and ``.xml``
+    (and Markdown when ``markdown_path`` is given or ``$GITHUB_STEP_SUMMARY`` is set).
 
     ``overrides`` are :class:`AuditSettings` fields (``seed=1``, ``ablation="mean"``, …);
     ``extra`` adds top-level JSON fields, e.g. ``{"demo": {"planted_concept": "blond hair"}}``.
@@ -155,11 +132,13 @@ def audit_files(
     base = settings or AuditSettings(target=target, spurious=spurious)
     settings = replace(base, target=target, spurious=spurious, **overrides)
     gate_cfg = gate if isinstance(gate, GateConfig) else (load_gate(gate) if gate else GateConfig())
-    paths = report_paths(
-        {"json": json_path, "html": html_path, "junit": junit_path, "markdown": markdown_path},
-        out_dir,
-        stem,
-    )
+    out = Path(out_dir)
+    paths = {
+        "json": Path(json_path) if json_path else out / f"{stem}.json",
+        "html": Path(html_path) if html_path else out / f"{stem}.html",
+        "junit": Path(junit_path) if junit_path else out / f"{stem}.xml",
+        "markdown": Path(markdown_path) if markdown_path else None,
+    }
     refuse_overwriting(
         {f"--{kind}": path for kind, path in paths.items()},
         input_files(embeddings, labels, sae, bank, classifier, gate_cfg.source),

@@ -254,16 +254,6 @@ def test_default_report_paths_and_step_summary(cli, world, tmp_path, monkeypatch
     assert text.startswith("# earlier step\n") and "msae-audit" in text and "blond hair" in text
 
 
-def test_only_the_named_reports_are_written(cli, world, tmp_path, monkeypatch):
-    """Naming one report asks for that one: nothing appears under the default ./reports/."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    args = audit_args(world, tmp_path)[:-6]
-    assert cli(*args, "--json", tmp_path / "only.json").exit_code == 0
-    assert cli(*args, "--markdown", tmp_path / "only.md").exit_code == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["only.json", "only.md"]
-
-
 def test_check_appends_the_rejudged_verdict_to_the_step_summary(cli, world, tmp_path, monkeypatch):
     """README's CI recipe re-judges with a bare `check --config GATE RESULTS`; in a CI step the
     summary must show that verdict, as `audit` does, without --markdown."""
@@ -291,7 +281,7 @@ def test_probe_on_a_labels_csv_with_a_split(cli, tmp_path):
     assert data["inputs"]["labels"]["path"] == str(paths["labels"])
 
 
-def test_celeba_with_a_store_uses_celeba_attributes_and_split(cli, tmp_path, monkeypatch):
+def test_celeba_with_a_store_uses_celeba_attributes_and_split(cli, tmp_path):
     from audit.data.celeba import read_celeba, write_fake_celeba
     from audit.store import write_store
     from tests.fairness.planted import planted_bias_world, save_planted_world
@@ -306,15 +296,12 @@ def test_celeba_with_a_store_uses_celeba_attributes_and_split(cli, tmp_path, mon
         tmp_path / "celeba-store", world.embeddings[order], pd.DataFrame({"id": table["id"].to_numpy()[order]}),
         model="planted-atoms", overwrite=True,
     )  # fmt: skip
-    monkeypatch.chdir(tmp_path)
     r = cli(
         "celeba", "--root", root, "--embeddings", store.path, "--sae", paths["sae"],
         "--bank", paths["bank"], "--classifier", paths["head"], "--json", tmp_path / "c.json",
-        "--html", tmp_path / "c.html",
+        "--html", tmp_path / "c.html", "--junit", tmp_path / "c.xml",
     )  # fmt: skip
     assert r.exit_code == 0, r.stderr
-    # The reports named, and no others (no JUnit, nothing under ./reports/).
-    assert not (tmp_path / "reports").exists() and not list(tmp_path.glob("*.xml"))
     data = json.loads((tmp_path / "c.json").read_text())
     assert_valid(data, "audit")
     assert data["data"]["target"] == "Male" and data["data"]["spurious"] == "Blond_Hair"
@@ -423,3 +410,14 @@ def test_help_states_every_default(command):
     for name in ("seed", "ablation", "split", "device", "classifier_input"):
         if name in defaults:
             assert defaults[name] == AuditSettings.default(name)
+
+
+def test_a_report_not_named_still_goes_to_its_default_path(cli, world, tmp_path, monkeypatch):
+    """Naming one report does not switch the others off: ``--html X`` alone still writes the
+    JSON (the source of truth ``check`` reads) and the JUnit file under ./reports/."""
+    monkeypatch.chdir(tmp_path)
+    args = [*audit_args(world, tmp_path)[:-6], "--html", tmp_path / "mine.html"]
+    assert cli(*args).exit_code == 0
+    assert (tmp_path / "mine.html").exists()
+    assert {p.name for p in (tmp_path / "reports").iterdir()} >= {"audit.json", "audit.xml"}
+    assert not (tmp_path / "reports" / "audit.html").exists()

@@ -34,19 +34,6 @@ def discover_args(world: dict[str, Path], out: Path, *extra: object) -> list[obj
     ]  # fmt: skip
 
 
-def test_only_the_named_reports_are_written(cli, world, tmp_path, monkeypatch):
-    """``--html`` alone: that report, and the re-check gates beside it (no JSON to sit beside);
-    nothing under the default ./reports/."""
-    monkeypatch.chdir(tmp_path)
-    out = tmp_path / "out"
-    args = discover_args(world, out)[:-7]
-    assert cli(*args, "--html", out / "d.html", "-q").exit_code == 0
-    assert not (tmp_path / "reports").exists()
-    written = sorted(p.name for p in out.iterdir())
-    assert written[0] == "d.html" and "discover-gate.yaml" in written
-    assert not [n for n in written if n.endswith((".json", ".xml"))], written
-
-
 def test_discover_writes_the_contract_and_names_the_planted_shortcut(cli, world, tmp_path):
     r = cli(*discover_args(world, tmp_path))
     assert r.exit_code == 0, r.stderr

@@ -27,8 +27,8 @@ def test_reference_keeps_the_defaults_click_appends():
     # would be read as style tags and dropped, leaving options with no stated default.
     text = render()
     assert (
-        "| `--json <path>` | Audit JSON (the source of truth). [default: (reports/audit.json "
-        "when no report is named)] |" in text
+        "| `--json <path>` | Audit JSON (the source of truth). [default: (reports/audit.json)] |"
+        in text
     )
     assert (
         "| `--target <str>` | Binary target column (the classifier's label). [required] |" in text
