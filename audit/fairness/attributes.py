@@ -160,7 +160,11 @@ class ConceptAttribute(Attribute):
         _require_both_groups(str(group.name), active, t, "row")
         scores = activity.activation[:, 0] if self.threshold is None else None
         return AttributeCodes(
-            active.astype(np.int16), CONCEPT_VALUES, 1, concept_spec(str(group.name), t), scores,
+            active.astype(np.int16),
+            CONCEPT_VALUES,
+            1,
+            concept_spec(str(group.name), t),
+            scores,
             str(group.name),
         )
 

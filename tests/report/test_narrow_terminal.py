@@ -37,4 +37,3 @@ def test_the_sliced_errors_table_keeps_its_flag_column(rng):
     firsts = [line for line in text.splitlines() if line.startswith("│") and line[1:4].strip()]
     flags = [line.rstrip().split("│")[-2].strip() for line in firsts]  # each concept's
     assert flags == ["yes" if c.flagged else "no" for c in errors.concepts]
-
