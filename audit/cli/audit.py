@@ -15,6 +15,7 @@ import pandas as pd
 import typer
 
 from audit.cli.app import app, console, err_console
+from audit.cli.options import IDLE_DEVICE_HELP
 from audit.cli.progress import Bars
 from audit.device import check_device_name
 from audit.errors import InputError, check_seed
@@ -397,6 +398,9 @@ def check_command(
         show_default="not written",
     ),
     markdown_out: Path = _MARKDOWN,
+    device: str = typer.Option(
+        "auto", "--device", help=IDLE_DEVICE_HELP, callback=check_device_name
+    ),
 ) -> None:
     """Re-judge saved audit results against a gate file; the exit code is the verdict."""
     from audit.fairness import load_gate, parse_result, rejudge

@@ -37,8 +37,10 @@ class CompareOptions(EvalSettings):
 @app.command(rich_help_panel="Models")
 @command_options(CompareOptions)
 def compare(opts: CompareOptions) -> None:
-    """Evaluate several SAEs on the same embeddings: a table like the paper's Table 1, and an
-    HTML page with the sparsity–fidelity plot and progressive-recovery curves."""
+    """Evaluate several SAEs on the same embeddings, side by side.
+
+    A table like the paper's Table 1, and an HTML page with the sparsity–fidelity plot and
+    progressive-recovery curves."""
     cfg = opts.eval_config()
     store, label_series = opts.open_store()
     models = [load_sae(path) for path in opts.saes]  # fail on a bad SAE before any long work

@@ -10,7 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
-from audit.cli.options import argument, command_options, device_option, option, quiet_option
+from audit.cli.options import (
+    IDLE_DEVICE_HELP,
+    argument,
+    command_options,
+    device_option,
+    option,
+    quiet_option,
+)
 from audit.cli.progress import Bars
 from audit.concepts import (
     DEFAULT_ALTERNATIVES,
@@ -144,6 +151,7 @@ class ShowOptions:
         help="Check that the bank belongs to this SAE.",
         shown="none: not checked",
     )
+    device: str = device_option(help=IDLE_DEVICE_HELP)
 
 
 @concepts_app.command("show")

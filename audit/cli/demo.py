@@ -48,8 +48,10 @@ class DemoOptions:
 @app.command(rich_help_panel="Main")
 @command_options(DemoOptions)
 def demo(opts: DemoOptions) -> None:
-    """Offline end to end: tiny CLIP → world with a planted shortcut → store → MSAE → concept
-    bank → probe → audit."""
+    """Offline end to end: tiny CLIP → planted shortcut → store → MSAE → bank → audit.
+
+    The world's images, the SAE, the concept bank, a probe, the audit, discover and an image
+    model's audit, all on this machine, with nothing downloaded."""
     from audit.demo import run_demo
 
     with Bars(opts.quiet) as bars:

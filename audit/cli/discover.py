@@ -90,7 +90,9 @@ def discover_command(
     top: int = _TOP,
     quiet: bool = _QUIET,
 ) -> None:
-    """Rank every validated concept by how it splits the classifier's accuracy and how much
+    """Find shortcuts nobody labelled: rank concepts by the accuracy gap they open.
+
+    Every validated concept is ranked by how it splits the classifier's accuracy and how much
     removing it repairs the worst group — no attribute column needed. Your own image model
     (--classifier-input image) or predictions file (--predictions) works as in ``audit``: every
     edit runs on a surrogate fit to its decisions, and the report says so."""

@@ -105,8 +105,10 @@ class EvalOptions(EvalSettings):
 @app.command(name="eval", rich_help_panel="Models")
 @command_options(EvalOptions)
 def eval_command(opts: EvalOptions) -> None:
-    """Evaluate an SAE: L0, FVU (two variants), cosine, CKNNA, decoder orthogonality, dead
-    latents, LP-KL / LP-agreement and progressive recovery, in raw embedding space."""
+    """Evaluate an SAE on embeddings: sparsity, fidelity and progressive recovery.
+
+    L0, FVU (two variants), cosine, CKNNA, decoder orthogonality, dead latents, LP-KL /
+    LP-agreement and progressive recovery, all in raw embedding space."""
     cfg = opts.eval_config()
     store, label_series = opts.open_store()
     model = load_sae(opts.sae)

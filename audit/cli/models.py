@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from audit.cli.app import app, console, err_console
-from audit.cli.options import command_options, option
+from audit.cli.options import IDLE_DEVICE_HELP, command_options, device_option, option
 from audit.fileio import write_json
 from audit.sae import hub
 
@@ -54,13 +54,16 @@ class ModelsOptions:
     json_out: Path | None = option(
         None, "--json", help="Also write the list as JSON here.", shown="none: not written"
     )
+    device: str = device_option(help=IDLE_DEVICE_HELP)
 
 
 @app.command("models", rich_help_panel="Models")
 @command_options(ModelsOptions)
 def models_command(opts: ModelsOptions) -> None:
-    """List the paper's released SAEs (pass the `--sae` value to any command) and which are
-    cached; `HF_HOME` / `HF_HUB_CACHE` choose the cache, `HF_HUB_OFFLINE=1` stays offline."""
+    """List the paper's released SAEs and which are cached.
+
+    Pass a row's `--sae` value to any command; `HF_HOME` / `HF_HUB_CACHE` choose the cache,
+    `HF_HUB_OFFLINE=1` stays offline."""
     rows = release_rows()
     table = Table(title="Released SAEs (Zaigrajew et al., ICML 2025)", title_justify="left")
     for name in ("name", "CLIP model", "d→n", "k levels", "α", "cached"):

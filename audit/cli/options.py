@@ -88,12 +88,14 @@ def quiet_option() -> Any:
     return option(False, "--quiet", "-q", help="No progress output.", in_config=False)
 
 
-def device_option(default: str = "auto") -> Any:
+#: The help of ``--device`` on commands that compute nothing on one (check, models, show).
+IDLE_DEVICE_HELP = "auto | cpu | cuda | cuda:N; accepted as on every command, unused here."
+
+
+def device_option(default: str = "auto", help: str = "auto | cpu | cuda | cuda:N") -> Any:
     # Checked as it is parsed: a command that ends up not using a device (concepts with
     # --text-embeddings) still refuses a name it could never use.
-    return option(
-        default, "--device", help="auto | cpu | cuda | cuda:N", callback=check_device_name
-    )
+    return option(default, "--device", help=help, callback=check_device_name)
 
 
 def seed_option(default: int, help: str) -> Any:

@@ -191,3 +191,17 @@ def test_error_lines_carry_no_control_characters(cli, tmp_path):
     assert r.exit_code == 2, r.stderr
     assert "\x1b" not in r.stderr and "\u202e" not in r.stderr
     assert "gate\ufffd[2J\ufffd.yaml" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("check", "results.json", "--config", "gate.yaml"), ("models",), ("concepts", "show", "b")],
+)
+def test_every_command_takes_device_even_where_it_computes_nothing(cli, command):
+    """A script that passes ``--device`` to every command works on these too; a name no
+    device has is still refused, on parse, as one line."""
+    r = cli(*command, "--device", "tpu")
+    assert r.exit_code == 2
+    assert r.stderr.strip() == "error: unknown device 'tpu'; use auto, cpu, cuda or cuda:N"
+    help_text = cli(*command[:2] if command[0] == "concepts" else command[:1], "--help").stdout
+    assert "--device" in help_text
