@@ -90,3 +90,29 @@ def test_self_ranks_with_shared_words_equal_one_pair_at_a_time():
     single = self_ranks(sae, emb[words], latents)
     np.testing.assert_array_equal(shared, single)
     assert (shared > 0).any()
+
+
+def test_bf16_screening_is_not_timed_where_the_cpu_has_no_bf16_path(monkeypatch):
+    """Without AVX-512 torch emulates bf16 about 100× slower than fp32: the choice is made
+    from the CPU's capability, without a seconds-long timing, and at most once per process."""
+    from audit.concepts import matching
+
+    timed = []
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(matching.time, "perf_counter", lambda: timed.append(1) or 0.0)
+    matching._bf16_is_faster.cache_clear()
+    try:
+        assert matching._bf16_is_faster("cpu") is False
+        assert matching._bf16_is_faster("cuda") is False
+        assert timed == []
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+        small = torch.randn(4, 4)
+        monkeypatch.setattr(torch, "randn", lambda *shape: small)  # no slow emulated bf16 here
+        matching._bf16_is_faster.cache_clear()
+        matching._bf16_is_faster("cpu")
+        calls = len(timed)
+        assert calls > 0  # measured where bf16 may be fast ...
+        matching._bf16_is_faster("cpu")
+        assert len(timed) == calls  # ... once
+    finally:
+        matching._bf16_is_faster.cache_clear()
