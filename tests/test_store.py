@@ -392,6 +392,12 @@ def test_labels_keep_each_rows_id_and_image_from_the_store(tmp_path, rng):
     meta.iloc[[2, 0, 1]].assign(target=[1, 1, 0]).to_csv(tmp_path / "same.csv", index=False)
     same = open_store(tmp_path / "s", labels=tmp_path / "same.csv").metadata
     assert same["path"].tolist() == images and same["target"].tolist() == [1, 0, 1]
+    # The same files written from another folder: the store's paths stand.
+    meta.assign(path=["/elsewhere/a.png", "b.png", "x/c.png"]).to_csv(
+        tmp_path / "moved.csv", index=False
+    )
+    moved = open_store(tmp_path / "s", labels=tmp_path / "moved.csv").metadata
+    assert moved["path"].tolist() == images
     # Other images under the same ids: the thumbnails and an image model would use them.
     meta.assign(path=["img/a.png", "img/c.png", "img/b.png"]).to_csv(
         tmp_path / "o.csv", index=False

@@ -245,7 +245,10 @@ def _with_row_identity(
     """``labels`` (in the store's row order) with each row's identity from the store: its
     ``id`` and ``path`` (the image its embedding was made from) are added from the store's
     metadata when the labels lack them, and must agree with it when the labels have them (ids
-    are checked by :func:`_match_ids`). The labels' other columns are theirs alone."""
+    are checked by :func:`_match_ids`). Paths agree when they name the same file: the labels
+    may write them from another folder (``data/img/1.jpg`` for the store's ``/mnt/img/1.jpg``),
+    but another file name on a row means the rows are not the same images. The labels' other
+    columns are theirs alone."""
     if metadata is None:
         return labels
     merged = labels.copy()
@@ -254,8 +257,8 @@ def _with_row_identity(
         anchored = _anchor_paths(
             pd.DataFrame({"path": given}), store if store.is_dir() else store.parent
         )
-        ours = metadata["path"].astype(str).map(os.path.normpath).to_numpy()
-        theirs = anchored["path"].astype(str).map(os.path.normpath).to_numpy()
+        ours = metadata["path"].astype(str).map(_file_name).to_numpy()
+        theirs = anchored["path"].astype(str).map(_file_name).to_numpy()
         differ = ours != theirs
         if differ.any():
             row = int(np.argmax(differ))
@@ -270,6 +273,10 @@ def _with_row_identity(
         if column in metadata.columns and column not in merged.columns:
             merged.insert(0, column, metadata[column].to_numpy())
     return merged
+
+
+def _file_name(path: str) -> str:
+    return os.path.basename(os.path.normpath(path.replace("\\", "/")))
 
 
 def id_text(ids: pd.Series) -> np.ndarray:
