@@ -30,7 +30,7 @@ from audit.fairness.result import (
     Integrity,
     Verdict,
 )
-from audit.fairness.serialize import round_number
+from audit.fairness.rounding import round_number
 
 #: Checks a gate may name. Group-dependent checks are skipped when a group is too small.
 GROUP_CHECKS = (

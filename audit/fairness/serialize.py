@@ -18,26 +18,11 @@ import numpy as np
 
 from audit.errors import InputError
 from audit.fairness.result import AuditResult
+from audit.fairness.rounding import SIGNIFICANT_FIELDS, round_number
 from audit.typedjson import from_plain, to_plain
 
 SCHEMA = "msae-audit/audit"
 SCHEMA_VERSION = 1
-DECIMALS = 6
-
-
-#: Fields written with 6 significant digits rather than 6 decimals (see the module docstring).
-SIGNIFICANT_FIELDS = frozenset({"p", "q"})
-
-
-def round_number(value: float, significant: bool = False) -> float:
-    """``value`` as the result files write it: 6 decimals, or 6 significant digits for p- and
-    q-values; −0 becomes 0.
-
-    >>> round_number(0.0199997), round_number(3e-7), round_number(3.14159265e-9, significant=True)
-    (0.02, 0.0, 3.14159e-09)
-    """
-    value = float(f"{value:.{DECIMALS}g}") if significant else round(value, DECIMALS)
-    return 0.0 if value == 0 else value
 
 
 def canonical(obj: Any, significant: bool = False) -> Any:
