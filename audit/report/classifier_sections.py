@@ -17,20 +17,10 @@ from rich.text import Text
 from audit.discover.result import DiscoverResult
 from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors, SurrogateRecord
 from audit.fairness.result import AuditResult
-from audit.report.wording import p_value_text
+from audit.report.wording import number_text, p_value_text
 
 #: Concepts shown in the sliced-errors tables (the JSON has them all).
 TOP_ERRORS = 10
-
-
-def _f(value: float | None, digits: int = 3, sign: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def _interval(ci: tuple[float, float] | None) -> str:
-    return "–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
 def classifier_line(result: AuditResult | DiscoverResult) -> str | None:
@@ -59,7 +49,7 @@ def surrogate_line(s: SurrogateRecord) -> str:
 
 def _slice_text(s: ErrorSlice) -> str:
     return (
-        f"{_f(s.accuracy_active)} vs {_f(s.accuracy_inactive)} "
+        f"{number_text(s.accuracy_active)} vs {number_text(s.accuracy_inactive)} "
         f"(n {s.n_active}/{s.n_inactive}, q {p_value_text(s.q)})"
     )
 
@@ -95,8 +85,8 @@ def errors_table(result: AuditResult, top: int = TOP_ERRORS) -> Table | None:
         table.add_row(
             str(c.rank),
             Text(c.name, style=style),
-            _f(c.shift, sign=True),
-            _interval(c.shift_ci),
+            number_text(c.shift, sign=True),
+            number_text(c.shift_ci, sign=True),
             *[Text(_slice_text(s)) for s in c.slices],
             Text("yes", style="bold red") if c.flagged else Text("no"),
         )
@@ -124,7 +114,7 @@ def markdown_lines(result: AuditResult, escape: Callable[[object], str]) -> list
     for c in shown_errors(errors):
         slices = "; ".join(f"{escape(s.target)}: {_slice_text(s)}" for s in c.slices)
         lines.append(
-            f"| {c.rank} | {escape(c.name)} | {_f(c.shift, sign=True)} | "
-            f"{_interval(c.shift_ci)} | {slices} | {'**yes**' if c.flagged else 'no'} |"
+            f"| {c.rank} | {escape(c.name)} | {number_text(c.shift, sign=True)} | "
+            f"{number_text(c.shift_ci, sign=True)} | {slices} | {'**yes**' if c.flagged else 'no'} |"
         )
     return lines

@@ -14,6 +14,7 @@ from audit.report.wording import (
     concept_note,
     direction_note,
     group_name,
+    number_text,
     p_value_text,
     verdict_note,
 )
@@ -37,18 +38,6 @@ def md_escape(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
-def _num(value: object, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_num(v, digits) for v in value) + "]"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    return f"{float(value):.{digits}f}"  # type: ignore[arg-type]
-
-
 def _with_note(result: AuditResult, c: ConceptFinding) -> str:
     note = concept_note(result, c)
     return f"{c.label} ({note})" if note else c.label
@@ -63,7 +52,7 @@ def render_markdown(result: AuditResult) -> str:
         f"Target **{md_escape(data.target)}** across **{md_escape(data.spurious)}**; "
         f"{data.rows_audited:,} rows audited ({md_escape(data.split)}). "
         f"Worst group **{md_escape(group_name(result, result.worst_group))}**: accuracy "
-        f"{_num(result.worst_group_accuracy)}; flagged concepts: "
+        f"{number_text(result.worst_group_accuracy)}; flagged concepts: "
         f"**{result.flagged_concepts}**.",
         "",
     ]
@@ -75,13 +64,13 @@ def render_markdown(result: AuditResult) -> str:
     lines += ["| check | value | threshold | status |", "| --- | ---: | ---: | --- |"]
     for c in result.checks:
         lines.append(
-            f"| {md_escape(c.name)} | {_num(c.value, 4)} | {_num(c.threshold, 4)} | "
+            f"| {md_escape(c.name)} | {number_text(c.value, 4)} | {number_text(c.threshold, 4)} | "
             f"{md_escape(c.status)} |"
         )
     lines += ["", "| group | n | accuracy | 95% CI |", "| --- | ---: | ---: | ---: |"]
     for g in result.groups:
         lines.append(
-            f"| {md_escape(group_name(result, g.name))} | {g.n} | {_num(g.accuracy)} | {_num(g.ci)} |"
+            f"| {md_escape(group_name(result, g.name))} | {g.n} | {number_text(g.accuracy)} | {number_text(g.ci)} |"
         )
     concepts = result.concepts[:TOP_CONCEPTS]
     if concepts:
@@ -92,8 +81,8 @@ def render_markdown(result: AuditResult) -> str:
         ]
         for c in concepts:
             lines.append(
-                f"| {c.rank} | {md_escape(_with_note(result, c))} | {_num(c.delta_wga, 4)} | "
-                f"{_num(c.ci, 4)} | {p_value_text(c.q)} | {'**yes**' if c.flagged else 'no'} |"
+                f"| {c.rank} | {md_escape(_with_note(result, c))} | {number_text(c.delta_wga, 4)} | "
+                f"{number_text(c.ci, 4)} | {p_value_text(c.q)} | {'**yes**' if c.flagged else 'no'} |"
             )
     direction = direction_note(result)
     if direction:

@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from audit.report.wording import p_value_text
+from audit.report.wording import number_text, p_value_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -77,7 +77,7 @@ def template_env() -> Environment:
         lstrip_blocks=True,
         finalize=_finalize,
     )
-    env.filters["num"] = fmt_number
+    env.filters["num"] = number_text
     env.filters["pct"] = fmt_percent
     env.filters["pvalue"] = p_value_text
     return env
@@ -85,21 +85,6 @@ def template_env() -> Environment:
 
 def render(template: str, **context: Any) -> str:
     return template_env().get_template(template).render(**context)
-
-
-def fmt_number(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(fmt_number(v, digits) for v in value) + "]"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    try:
-        return f"{float(value):.{digits}f}"
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def fmt_percent(value: Any, digits: int = 1) -> str:

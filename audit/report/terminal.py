@@ -15,6 +15,7 @@ from audit.report.wording import (
     concept_note,
     direction_note,
     group_name,
+    number_text,
     p_value_text,
     verdict_note,
 )
@@ -24,16 +25,6 @@ STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold dark_or
                 "inconclusive": "bold yellow"}  # fmt: skip
 
 
-def _num(value: object, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_num(v, digits) for v in value) + "]"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return f"{float(value):.{digits}f}"  # type: ignore[arg-type]
-
-
 def verdict_panel(result: AuditResult) -> Panel:
     verdict = result.verdict
     text = Text()
@@ -41,7 +32,7 @@ def verdict_panel(result: AuditResult) -> Panel:
     text.append("  ")
     text.append(f"{result.data.target} across {result.data.spurious}: ")
     worst = group_name(result, result.worst_group)
-    text.append(f"worst group {worst} at {_num(result.worst_group_accuracy)}, ")
+    text.append(f"worst group {worst} at {number_text(result.worst_group_accuracy)}, ")
     text.append(f"{result.flagged_concepts} flagged concept(s), exit code {result.exit_code}")
     body = [text]
     note = verdict_note(result)
@@ -56,7 +47,7 @@ def _threshold(check: Check) -> str:
     t = check.threshold
     if isinstance(check.value, int) and isinstance(t, float) and t.is_integer():
         return str(int(t))  # counts (flagged_concepts) get integer thresholds
-    return _num(t, 4)
+    return number_text(t, 4)
 
 
 def checks_table(result: AuditResult) -> Table:
@@ -72,7 +63,7 @@ def checks_table(result: AuditResult) -> Table:
     for c in result.checks:
         table.add_row(
             Text(c.name),
-            _num(c.value, 4) if isinstance(c.value, float) else _num(c.value),
+            number_text(c.value, 4) if isinstance(c.value, float) else number_text(c.value),
             _threshold(c),
             Text(c.status, style=STATUS_STYLE.get(c.status, "")),
             Text(c.reason, style="dim"),
@@ -88,7 +79,7 @@ def groups_table(result: AuditResult) -> Table:
         style = "bold red" if g.name == result.worst_group else ""
         name = Text(group_name(result, g.name), style=style)
         table.add_row(
-            name, _num(g.n), _num(g.accuracy), _num(g.ci), _num(g.tpr), _num(g.fpr),
+            name, number_text(g.n), number_text(g.accuracy), number_text(g.ci), number_text(g.tpr), number_text(g.fpr),
         )  # fmt: skip
     return table
 

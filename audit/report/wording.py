@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from audit.discover.result import DiscoveredConcept
 from audit.fairness.result import AuditResult, ConceptFinding
+
+
+def number_text(value: Any, digits: int = 3, sign: bool = False) -> str:
+    """A number as every report writes it: ``digits`` decimals (with a sign when asked), whole
+    numbers with thousands separators, booleans as yes/no, a pair or list bracketed, None as "–".
+
+    >>> number_text(0.91234), number_text(-0.0125, 4, sign=True), number_text(12000)
+    ('0.912', '-0.0125', '12,000')
+    >>> number_text((0.01, 0.2)), number_text(True), number_text(None), number_text("n/a")
+    ('[0.010, 0.200]', 'yes', '–', 'n/a')
+    """
+    if value is None:
+        return "–"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(number_text(v, digits, sign) for v in value) + "]"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:+,}" if sign else f"{value:,}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:+.{digits}f}" if sign else f"{number:.{digits}f}"
 
 
 def p_value_text(p: float | None) -> str:
@@ -59,7 +84,7 @@ def beyond_note(concept: ConceptFinding | DiscoveredConcept) -> str | None:
     b = concept.beyond
     if b is None:
         return None
-    return f"beyond {', '.join(b.given)}: ΔWGA {b.delta_wga:+.3f}, p {b.p:.2g}"
+    return f"beyond {', '.join(b.given)}: ΔWGA {b.delta_wga:+.3f}, p {p_value_text(b.p)}"
 
 
 def concept_note(result: AuditResult, concept: ConceptFinding) -> str | None:
