@@ -122,16 +122,17 @@ class ConceptBank:
         method = validation.get("method") if isinstance(validation, dict) else None
         return "image" if method == "image" else "text"
 
-    def text_only_note(self) -> str | None:
-        """The caveat every report carries when the names were never checked against images."""
+    def notes(self) -> tuple[str, ...]:
+        """The caveats every report of an audit with this bank carries: one when the names
+        were never checked against images, else none."""
         if self.validation_method == "image":
-            return None
+            return ()
         return (
             f"the bank '{self.name}' was named from text alone (built without --probe-images): "
             "its names were never checked against images, and a decoder direction close to a "
             "word is often not a detector of it (8 of 20 such names were wrong on the demo "
             "world, docs/naming.md); rebuild it with `msae-audit concepts … --probe-images "
-            "STORE` (this store, or a broad sample of the domain) before acting on a flag"
+            "STORE` (this store, or a broad sample of the domain) before acting on a flag",
         )
 
     def by_latent(self) -> dict[int, Concept]:

@@ -251,7 +251,7 @@ def _result(
 
 
 def _notes(ctx: AuditContext, own: bool) -> tuple[str, ...]:
-    notes = [n for n in (ctx.bank.text_only_note(),) if n]
+    notes = list(ctx.bank.notes())
     if own:
         notes.append(
             "the classifier is your own model: group accuracies are its own decisions; every "

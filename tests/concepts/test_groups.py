@@ -158,7 +158,7 @@ def test_a_bank_named_from_text_alone_carries_a_caveat_and_an_image_named_one_no
                           (image, "image"), ({"validation": "image"}, "text")):  # fmt: skip
         bank = ConceptBank("b", {"fingerprint": "f"}, concepts, extra=extra)
         assert bank.validation_method == method
-        note = bank.text_only_note()
-        assert (note is None) == (method == "image")
-        if note:
+        notes = bank.notes()
+        assert (notes == ()) == (method == "image")
+        for note in notes:
             assert "--probe-images" in note and "'b'" in note

@@ -87,11 +87,6 @@ def classifier_record(ctx: AuditContext) -> ClassifierRecord:
     )
 
 
-def _bank_notes(ctx: AuditContext) -> tuple[str, ...]:
-    note = ctx.bank.text_only_note()
-    return (note,) if note else ()
-
-
 def assemble(
     ctx: AuditContext,
     integrity: Integrity,
@@ -121,7 +116,7 @@ def assemble(
         schema=SCHEMA, version=SCHEMA_VERSION, verdict="pass", exit_code=0,
         tool=tool_versions(), seed=settings.seed, inputs=inputs,
         settings=SettingsRecord.of(settings, gate), gate=gate.describe(), data=data,
-        notes=_bank_notes(ctx) + attribution.notes, integrity=integrity, groups=metrics.groups,
+        notes=ctx.bank.notes() + attribution.notes, integrity=integrity, groups=metrics.groups,
         empty_groups=metrics.empty_groups, attribute_groups=metrics.attribute_groups,
         accuracy=metrics.accuracy, worst_group=metrics.worst_group,
         worst_group_accuracy=metrics.worst_group_accuracy, accuracy_gap=metrics.accuracy_gap,
