@@ -29,6 +29,7 @@ from audit.fairness.result import (
     GroupMetrics,
     Integrity,
     Verdict,
+    meets_minimum,
 )
 from audit.fairness.rounding import round_number
 
@@ -161,7 +162,7 @@ def evaluate_checks(
     for name, key in INTEGRITY_CHECKS.items():
         threshold = getattr(gate, key)
         value = None if integrity is None else getattr(integrity, name)
-        ok = value is not None and value >= threshold
+        ok = meets_minimum(value, threshold)
         reason = _reason(value, {"min": threshold}, ok)
         if not ok:
             reason += " (integrity: concept attributions refused)"
@@ -178,8 +179,8 @@ def _surrogate_check(integrity: Integrity, gate: GateConfig) -> Check:
     min_surrogate_group_agreement (the value and threshold shown are the overall ones)."""
     overall, group = integrity.surrogate_agreement, integrity.surrogate_group_agreement
     low, low_group = gate.min_surrogate_agreement, gate.min_surrogate_group_agreement
-    ok_overall = overall is not None and overall >= low - TOLERANCE
-    ok_group = group is not None and group >= low_group - TOLERANCE
+    ok_overall = meets_minimum(overall, low)
+    ok_group = meets_minimum(group, low_group)
     ok = ok_overall and ok_group
     reason = (
         f"{_reason(overall, {'min': low}, ok_overall)} overall; worst group "

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from audit.fairness.config import DOSE_ALPHAS, AuditSettings, GateConfig
 from audit.fairness.records import ClassifierRecord, SlicedErrors, SurrogateRecord
+from audit.fairness.rounding import round_number
 from audit.typedjson import doc
 
 Interval = tuple[float, float]
@@ -103,27 +104,40 @@ class Integrity:
     )
 
     @property
+    def cosine_passed(self) -> bool:
+        """The SAE reconstructs this data (mean cosine, as written, at least the minimum)."""
+        return meets_minimum(self.sae_cosine, self.min_cosine)
+
+    @property
     def sae_passed(self) -> bool:
         """The SAE explains what the classifier (or its surrogate) uses on this data."""
-        return (
-            self.sae_cosine is not None
-            and self.classifier_agreement is not None
-            and self.sae_cosine >= self.min_cosine
-            and self.classifier_agreement >= self.min_agreement
-        )
+        return self.cosine_passed and meets_minimum(self.classifier_agreement, self.min_agreement)
 
     @property
     def surrogate_passed(self) -> bool:
         """No surrogate, or one that stands for the model overall and in every group."""
         if self.surrogate_agreement is None:
             return True
-        return self.surrogate_agreement >= (self.min_surrogate_agreement or 0.0) and (
-            self.surrogate_group_agreement or 0.0
-        ) >= (self.min_surrogate_group_agreement or 0.0)
+        return meets_minimum(
+            self.surrogate_agreement, self.min_surrogate_agreement or 0.0
+        ) and meets_minimum(
+            self.surrogate_group_agreement or 0.0, self.min_surrogate_group_agreement or 0.0
+        )
 
     @property
     def passed(self) -> bool:
         return self.sae_passed and self.surrogate_passed
+
+
+def meets_minimum(value: float | None, minimum: float) -> bool:
+    """``value``, as the result files write it, is at least ``minimum``: the run's integrity
+    decision and ``msae-audit check`` on the saved file judge the same number (a cosine of
+    0.8999996 is written 0.9 and meets ``min_cosine: 0.9`` in both).
+
+    >>> meets_minimum(0.8999996, 0.9), meets_minimum(0.899999, 0.9), meets_minimum(None, 0.0)
+    (True, False, False)
+    """
+    return value is not None and round_number(value) >= minimum
 
 
 @dataclass(frozen=True)

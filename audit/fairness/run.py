@@ -90,8 +90,7 @@ def _refused(ctx: AuditContext, integrity: Integrity, clock: StageClock) -> _Out
     reconstructs this data (they are the model's own decisions and need no surrogate)."""
     decisions = ctx.decisions(base_margins(ctx))
     # The sliced errors need the SAE to reconstruct this data, not a classifier that agrees on x̂.
-    sae_fits = integrity.sae_cosine is not None and integrity.sae_cosine >= integrity.min_cosine
-    errors = errors_stage(ctx, decisions) if sae_fits else None
+    errors = errors_stage(ctx, decisions) if integrity.cosine_passed else None
     clock.lap("sliced errors")
     refused = Attribution(False, error=refusal(integrity))
     return _Outcome(group_report(ctx.cells, decisions), refused, errors)

@@ -34,6 +34,7 @@ from audit.errors import InputError
 from audit.fairness.classifiers import LinearHead, fit_probe
 from audit.fairness.groups import Cells, group_report
 from audit.fairness.records import SurrogateRecord
+from audit.fairness.result import meets_minimum
 
 MODEL = "logistic regression on the CLIP embeddings, fit to the model's decisions"
 
@@ -162,12 +163,14 @@ def agreement_problem(
 ) -> str | None:
     """Why the surrogate cannot stand for the model (None when it can): its agreement with the
     model is below ``min_overall``, or below ``min_group`` in some group."""
-    if surrogate.agreement < min_overall:
+    if not meets_minimum(surrogate.agreement, min_overall):
         return (
             f"the surrogate agrees with the model on {surrogate.agreement:.1%} of the audited "
             f"rows (< {min_overall:.0%}): CLIP embeddings do not carry what the model decides on"
         )
-    low = {g: a for g, a in surrogate.agreement_per_group.items() if a < min_group}
+    low = {
+        g: a for g, a in surrogate.agreement_per_group.items() if not meets_minimum(a, min_group)
+    }
     if low:
         group, value = min(low.items(), key=lambda item: item[1])
         return (

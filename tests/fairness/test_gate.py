@@ -314,3 +314,33 @@ def test_tiny_p_and_q_values_are_written_with_their_digits_not_as_zero():
     concept = saved["concepts"][0]
     assert (concept["p"], concept["q"], concept["delta_wga"]) == (3.14159e-09, 2.7e-08, 0.0)
     assert "2.7e-08" in render_markdown(parse_result(saved))
+
+
+def test_integrity_is_judged_on_the_numbers_as_written():
+    """A cosine or agreement within rounding of its minimum is judged as the JSON writes it:
+    the run's integrity decision (attribute or refuse) and its integrity checks say the same as
+    `msae-audit check` on the saved file, and the same as the figure printed beside them."""
+    from audit.fairness import dumps
+    from audit.fairness.checks import judge
+
+    gate = GateConfig(min_cosine=0.9, min_agreement=0.95)
+    r = result()
+    for cosine, agreement, cosine_passed, passed in (
+        (0.9 - 3e-7, 0.95, True, True),  # written 0.9: meets min_cosine
+        (0.9 - 3e-6, 0.95, False, False),  # written 0.899997
+        (0.99, 0.95 - 4e-7, True, True),
+        (0.99, 0.95 - 6e-7, True, False),  # written 0.949999
+    ):
+        integrity = replace(
+            r.integrity, sae_cosine=cosine, classifier_agreement=agreement,
+            min_cosine=gate.min_cosine, min_agreement=gate.min_agreement,
+        )  # fmt: skip
+        assert (integrity.cosine_passed, integrity.passed) == (cosine_passed, passed)
+        run = judge(replace(r, integrity=integrity), r.concepts, gate)
+        shown = {c.name: c.status for c in run.checks}
+        expected = "pass" if passed else "fail"
+        assert expected in (shown["sae_cosine"], shown["classifier_agreement"])
+        assert {shown["sae_cosine"], shown["classifier_agreement"]} <= {"pass", expected}
+        again, _ = rejudge(parse_result(json.loads(dumps(run))), gate)
+        assert statuses(again.checks) == statuses(run.checks)
+        assert (again.verdict == "error") is (not passed)
