@@ -63,6 +63,7 @@ _IMAGE_SIZE = typer.Option(
     show_default="the images as they are (a .pt2 with a fixed size: its size)",
 )
 _WORKERS = _setting("workers", "--workers")
+_IMAGE_BATCH = _setting("image_batch_size", "--image-batch-size")
 _MARKDOWN = typer.Option(
     None,
     "--markdown",
@@ -112,12 +113,18 @@ def _classifier_arg(classifier: str | None, predictions: Path | None) -> str:
 
 
 def _own_settings(
-    classifier_input: str, predictions: Path | None, image_size: int | None, workers: int
+    classifier_input: str,
+    predictions: Path | None,
+    image_size: int | None,
+    workers: int,
+    image_batch_size: int,
 ) -> str:
     """The own-model options, checked together. A predictions file is read as decisions: no
     --classifier-input beyond the default, and no --image-size (nothing is run on images)."""
     if workers < 0:
         raise InputError(f"--workers must be 0 or more, got {workers}")
+    if image_batch_size < 1:
+        raise InputError(f"--image-batch-size must be positive, got {image_batch_size}")
     if predictions is not None and classifier_input != "raw":
         raise InputError("--classifier-input does not apply to --predictions")
     if predictions is not None and image_size is not None:
@@ -192,6 +199,7 @@ def audit_command(
     classifier_input: str = _CLASSIFIER_INPUT,
     predictions: Path = _PREDICTIONS,
     image_size: int = _IMAGE_SIZE,
+    image_batch_size: int = _IMAGE_BATCH,
     workers: int = _WORKERS,
     json_out: Path = _report("--json", "Audit JSON (the source of truth).", "audit", ".json"),
     html_out: Path = _report("--html", "Self-contained HTML report.", "audit", ".html"),
@@ -208,13 +216,14 @@ def audit_command(
 ) -> None:
     """Audit a classifier on any embeddings + labels: groups, concept reliance, the gate."""
     classifier_arg = _classifier_arg(classifier, predictions)
-    own_input = _own_settings(classifier_input, predictions, image_size, workers)
+    own_input = _own_settings(classifier_input, predictions, image_size, workers, image_batch_size)
     _execute(
         "audit",
         _Inputs(embeddings, labels, sae, bank, classifier_arg),
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
                       classifier_input=own_input,
                       device=device, image_size=image_size, workers=workers,
+                      image_batch_size=image_batch_size,
                       class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
         gate, top, quiet,
@@ -315,6 +324,7 @@ def celeba_command(
     classifier_input: str = _CLASSIFIER_INPUT,
     predictions: Path = _PREDICTIONS,
     image_size: int = _IMAGE_SIZE,
+    image_batch_size: int = _IMAGE_BATCH,
     workers: int = _WORKERS,
     target: str = typer.Option(
         "Male", "--target", help="CelebA attribute the classifier predicts."
@@ -360,7 +370,7 @@ def celeba_command(
         load_gate(gate)  # a bad gate file is reported before any heavy work
     # Bad options are reported before CelebA is embedded (minutes), as a bad gate is.
     classifier_arg = _classifier_arg(classifier, predictions)
-    own_input = _own_settings(classifier_input, predictions, image_size, workers)
+    own_input = _own_settings(classifier_input, predictions, image_size, workers, image_batch_size)
     if labels is not None and embeddings is None:
         raise InputError("--labels names the rows of --embeddings; give both")
     if embeddings is None:
@@ -378,6 +388,7 @@ def celeba_command(
         AuditSettings(target, spurious, seed=seed, ablation=ablation, split=split,
                       classifier_input=own_input,
                       device=device, image_size=image_size, workers=workers,
+                      image_batch_size=image_batch_size,
                       class_names=tuple(class_names or ())),
         {"json": json_out, "html": html_out, "junit": junit_out, "markdown": markdown_out},
         gate, top, quiet,

@@ -18,6 +18,7 @@ from audit.cli.audit import (
     _CLASSIFIER_INPUT,
     _DEVICE,
     _GATE,
+    _IMAGE_BATCH,
     _IMAGE_SIZE,
     _PREDICTIONS,
     _QUIET,
@@ -60,6 +61,7 @@ def discover_command(
     classifier_input: str = _CLASSIFIER_INPUT,
     predictions: Path = _PREDICTIONS,
     image_size: int = _IMAGE_SIZE,
+    image_batch_size: int = _IMAGE_BATCH,
     workers: int = _WORKERS,
     threshold: float = _own("threshold", "--threshold"),
     min_rows: int = _own("min_rows", "--min-rows"),
@@ -102,10 +104,11 @@ def discover_command(
     if gate is not None:
         load_gate(gate)  # a bad gate file fails fast (exit 2)
     classifier_arg = _classifier_arg(classifier, predictions)
-    own_input = _own_settings(classifier_input, predictions, image_size, workers)
+    own_input = _own_settings(classifier_input, predictions, image_size, workers, image_batch_size)
     base = AuditSettings(target, "", seed=seed, ablation=ablation, split=split,
                          classifier_input=own_input,
-                         device=device, image_size=image_size, workers=workers)  # fmt: skip
+                         device=device, image_size=image_size, workers=workers,
+                         image_batch_size=image_batch_size)  # fmt: skip
     with Bars(quiet) as bars:
         outcome = discover_files(
             embeddings, sae=sae, bank=bank, classifier=classifier_arg, target=target, labels=labels,

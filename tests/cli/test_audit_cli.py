@@ -407,9 +407,23 @@ def test_help_states_every_default(command):
         stated = p.required or isinstance(p.show_default, str) or p.default is not None
         assert stated and p.show_default is not False, p.name
     defaults = {p.name: p.default for p in params}
-    for name in ("seed", "ablation", "split", "device", "classifier_input"):
+    for name in ("seed", "ablation", "split", "device", "classifier_input", "workers",
+                 "image_batch_size"):  # fmt: skip
         if name in defaults:
             assert defaults[name] == AuditSettings.default(name)
+
+
+def test_image_model_options_reach_the_audit_settings(cli, world, tmp_path, monkeypatch):
+    """--image-batch-size and --workers are what the audit runs the user's model with."""
+    import audit.cli.audit as audit_cli
+
+    seen = []
+    monkeypatch.setattr(
+        audit_cli, "_execute", lambda _cmd, _inputs, settings, *a: seen.append(settings)
+    )
+    args = audit_args(world, tmp_path, "--image-batch-size", "7", "--workers", "0")
+    assert cli(*args).exit_code == 0
+    assert (seen[0].image_batch_size, seen[0].workers) == (7, 0)
 
 
 def test_a_report_not_named_still_goes_to_its_default_path(cli, world, tmp_path, monkeypatch):
