@@ -4,7 +4,7 @@ file it uses: the run's gate thresholds (the user's, or the defaults) with
 
 The command pins the concept's threshold (``--spurious 'concept:NAME>T'``), the ablation, the
 split, the seed and how the classifier is read (``--predictions``, ``--classifier-input``,
-``--image-size``, ``--workers``), so the audit sees the same groups, the same decisions and the
+``--image-size``, ``--image-batch-size``, ``--workers``), so the audit sees the same groups, the same decisions and the
 same edit that discover measured. ``--device`` is left to the machine that re-checks.
 """
 
@@ -95,8 +95,9 @@ def recheck_command(
 def classifier_args(classifier: Mapping[str, Any], path: str, settings: AuditSettings) -> list[str]:
     """The options that name the classifier and how it is read: ``--predictions`` for a
     predictions file, ``--classifier`` otherwise, with ``--classifier-input`` and, for an image
-    model, the image size (a model built for one size fails on others) and the loader's
-    workers (when not the default: a machine may need 0)."""
+    model, the image size (a model built for one size fails on others), its batch size and the
+    loader's workers (when not the default: a GPU's memory may need a smaller batch, a machine
+    0 workers)."""
     kind = classifier.get("kind")
     if kind == "predictions":
         return ["--predictions", path]
@@ -106,6 +107,8 @@ def classifier_args(classifier: Mapping[str, Any], path: str, settings: AuditSet
     if settings.classifier_input == "image":
         if settings.image_size is not None:
             args += ["--image-size", str(settings.image_size)]
-        if settings.workers != AuditSettings.default("workers"):
-            args += ["--workers", str(settings.workers)]
+        for option, field in (("--image-batch-size", "image_batch_size"), ("--workers", "workers")):
+            value = getattr(settings, field)
+            if value != AuditSettings.default(field):
+                args += [option, str(value)]
     return args

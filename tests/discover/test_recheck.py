@@ -26,9 +26,10 @@ def _option(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
 
 
-def test_an_image_model_keeps_its_input_size_and_workers():
+def test_an_image_model_keeps_its_input_size_batch_and_workers():
     args = _args({"kind": "image", "path": "cnn.pt"}, classifier_input="image", image_size=16,
-                 workers=0)  # fmt: skip
+                 workers=0, image_batch_size=8)  # fmt: skip
+    assert _option(args, "--image-batch-size") == "8"
     assert _option(args, "--classifier") == "cnn.pt"
     assert _option(args, "--classifier-input") == "image"
     assert _option(args, "--image-size") == "16"
@@ -38,9 +39,13 @@ def test_an_image_model_keeps_its_input_size_and_workers():
 def test_defaults_stay_out_of_the_command():
     args = _args({"kind": "image", "path": "cnn.pt"}, classifier_input="image")
     assert "--image-size" not in args and "--workers" not in args
-    head = _args({"kind": "linear", "path": "head.npz"}, image_size=16, workers=0)
+    assert "--image-batch-size" not in args
+    head = _args({"kind": "linear", "path": "head.npz"}, image_size=16, workers=0,
+                 image_batch_size=8)  # fmt: skip
     assert "--classifier-input" not in head and "--image-size" not in head
-    assert "--workers" not in head  # they apply to image models only
+    assert (
+        "--workers" not in head and "--image-batch-size" not in head
+    )  # they apply to image models only
 
 
 def test_a_predictions_file_is_passed_as_predictions():
