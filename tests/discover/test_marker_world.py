@@ -104,7 +104,8 @@ def test_the_stamp_probe_really_fails_blue_circles(marker_world):
     reason="not met (issue 13 point 5, docs/discover.md 'Marker world'): 'blue' is flagged beside "
     "the stamp in 15/20 seeds, significant even beyond it — blue circles are a real weak group of "
     "the stamp-trained probe (test_the_stamp_probe_really_fails_blue_circles), so 'only the "
-    "stamp' is not the right answer in this world",
+    "stamp' is not the right answer in this world; the shipped tiny CLIP sees a stamp only in "
+    "that pink (benchmarks/marker_colours.py), so a cleaner world needs a retrained tiny CLIP",
 )
 def test_discover_names_the_stamp_first_and_flags_only_it(outcomes):
     assert len(_alone(outcomes("stamp"), "stamp")) >= 19, outcomes("stamp")
