@@ -55,7 +55,7 @@ def image_model_step(ctx: DemoContext, progress: Progress | None = None) -> dict
         spurious=ctx.spurious_column, out_dir=ctx.out, stem=STEM,
         gate=parse_gate(DEMO_GATE, where="the demo gate"), extra={"demo": _demo_fields(ctx)},
         seed=ctx.settings.seed, split="test", ablation="mean", classifier_input="image",
-        workers=0, device=ctx.device, progress=progress,
+        workers=ctx.settings.workers, device=ctx.device, progress=progress,
     )  # fmt: skip
     result = outcome.audit
     named = [c for c in result.concepts if c.name]
