@@ -4,8 +4,9 @@ file it uses: the run's gate thresholds (the user's, or the defaults) with
 
 The command pins the concept's threshold (``--spurious 'concept:NAME>T'``), the ablation, the
 split, the seed and how the classifier is read (``--predictions``, ``--classifier-input``,
-``--image-size``, ``--image-batch-size``, ``--workers``), so the audit sees the same groups, the same decisions and the
-same edit that discover measured. ``--device`` is left to the machine that re-checks.
+``--image-size``, ``--image-batch-size``, ``--workers``), so the audit sees the same groups, the
+same decisions and the same edit that discover measured. ``--device`` is left to the machine
+that re-checks.
 """
 
 from __future__ import annotations
