@@ -29,10 +29,12 @@ these captions understand short prompts such as "a red object" or "a star".
 
 from __future__ import annotations
 
+import itertools
 import math
+import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -275,22 +277,59 @@ def _texture(texture: str, colour: np.ndarray, big: int, rng: np.random.Generato
     return base
 
 
+#: Fewer scenes than this render in this process: starting worker processes costs more.
+PARALLEL_MIN_SCENES = 1000
+
+
 def render_scenes(
-    scenes: pd.DataFrame, seed: int, image_size: int = DEFAULT_IMAGE_SIZE, workers: int = 1
+    scenes: pd.DataFrame,
+    seed: int,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    workers: int | None = None,
+    folder: Path | None = None,
 ) -> np.ndarray:
-    """Render every scene to a ``[N, H, W, 3]`` uint8 array (scene ``i`` uses ``(seed, i)``)."""
+    """Render every scene to a ``[N, H, W, 3]`` uint8 array (scene ``i`` uses ``(seed, i)``);
+    with ``folder``, also save scene ``i`` there as ``NNNNNN.png``.
+
+    Rendering is pure Python and numpy under the GIL, so threads do not help; ``workers``
+    processes (default: one per CPU, at most 4) each draw a contiguous slice of at least
+    :data:`PARALLEL_MIN_SCENES` / 2 scenes. The pixels do not depend on the number of workers.
+    """
     records = scenes.to_dict("records")
+    chunks = _chunks(len(records), _worker_count(len(records), workers))
+    if len(chunks) == 1:
+        return _draw_chunk(records, seed, image_size, 0, folder)
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(len(chunks), mp_context=context) as pool:
+        futures = [
+            pool.submit(_draw_chunk, records[lo:hi], seed, image_size, lo, folder)
+            for lo, hi in chunks
+        ]
+        return np.concatenate([f.result() for f in futures])
+
+
+def _worker_count(n: int, workers: int | None) -> int:
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1  # spawning re-imports numpy, PIL and pandas per worker: slower than drawing
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    return max(1, min(workers, n // (PARALLEL_MIN_SCENES // 2)))
+
+
+def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
+    edges = np.linspace(0, n, parts + 1).round().astype(int)
+    return [(int(lo), int(hi)) for lo, hi in itertools.pairwise(edges)]
+
+
+def _draw_chunk(
+    records: list[dict], seed: int, image_size: int, start: int, folder: Path | None
+) -> np.ndarray:
     out = np.empty((len(records), image_size, image_size, 3), dtype=np.uint8)
-
-    def draw(i: int) -> None:
-        out[i] = np.asarray(render_scene(records[i], _scene_seed(seed, i), image_size))
-
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(draw, range(len(records))))
-    else:
-        for i in range(len(records)):
-            draw(i)
+    for k, record in enumerate(records):
+        image = render_scene(record, _scene_seed(seed, start + k), image_size)
+        if folder is not None:
+            image.save(folder / f"{start + k:06d}.png", format="PNG", compress_level=1)
+        out[k] = np.asarray(image)
     return out
 
 
@@ -309,10 +348,8 @@ def write_world(
     a caption and any extra columns); returns the manifest table."""
     out = ensure_dir(Path(out_dir))
     images = ensure_dir(out / "images")
-    pixels = render_scenes(scenes, seed, image_size)
+    render_scenes(scenes, seed, image_size, folder=images)
     ids = [f"{i:06d}.png" for i in range(len(scenes))]
-    for name, array in zip(ids, pixels, strict=True):
-        Image.fromarray(array).save(images / name, format="PNG", compress_level=1)
     rng = np.random.default_rng([seed, 0xCA97])
     table = pd.DataFrame({"id": ids, "path": [str(images / name) for name in ids]})
     table = pd.concat([table, scenes.reset_index(drop=True)], axis=1)

@@ -31,6 +31,22 @@ def test_renders_are_deterministic_per_scene():
     assert not np.array_equal(a, c)
 
 
+def test_worker_processes_draw_and_save_the_same_pixels(tmp_path, monkeypatch):
+    """Scenes drawn in worker processes are the scenes drawn here, bit for bit, and so are the
+    PNG files written from them; a small world stays in this process."""
+    monkeypatch.setattr(world, "PARALLEL_MIN_SCENES", 20)  # the forked workers inherit it
+    scenes = world.sample_scenes(61, seed=3)
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    a = world.render_scenes(scenes, seed=3, image_size=32, workers=1, folder=here)
+    b = world.render_scenes(scenes, seed=3, image_size=32, workers=3, folder=there)
+    np.testing.assert_array_equal(a, b)
+    assert world._worker_count(61, 3) == 3 and world._worker_count(15, 3) == 1
+    for i in range(61):
+        name = f"{i:06d}.png"
+        assert (here / name).read_bytes() == (there / name).read_bytes(), name
+
+
 def test_rendered_colour_and_background_are_visible():
     scenes = pd.DataFrame(
         [
