@@ -256,13 +256,14 @@ def _input_digest(items: Sequence[Any], metadata: pd.DataFrame | None) -> str:
     return digest.hexdigest()
 
 
-def _recorded_input(path: Path) -> str | None:
-    """The input digest an interrupted run recorded, or None (no record, or an unreadable one)."""
+def _read_record(path: Path) -> dict[str, Any]:
+    """What an interrupted run recorded (its input digest, its skipped images), or ``{}`` when
+    there is no record or it cannot be read."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-        return None
-    return data.get("input_sha256") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -283,15 +284,12 @@ class _EmbedState:
     def open(cls, writer: StoreWriter, digest: str) -> _EmbedState:
         path = writer.out / PARTIAL_DIR / _EMBED_STATE
         state = cls(path, digest, [])
-        if writer.overwrite and writer.rows_done > 0 and _recorded_input(path) != digest:
+        data = _read_record(path) if writer.rows_done > 0 else {}
+        if writer.overwrite and writer.rows_done > 0 and data.get("input_sha256") != digest:
             # --overwrite replaces what is in --out: an interrupted run of other inputs (or
             # one whose input record is gone) is discarded and this run starts from row 0.
             writer.start_over()
         if path.exists() and writer.rows_done > 0:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-                data = {}
             if data.get("input_sha256") not in (None, digest):
                 raise InputError(
                     f"{writer.out}: an interrupted run for a different input list exists "
