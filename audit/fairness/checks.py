@@ -29,9 +29,8 @@ from audit.fairness.result import (
     GroupMetrics,
     Integrity,
     Verdict,
-    meets_minimum,
 )
-from audit.fairness.rounding import round_number
+from audit.fairness.rounding import meets_minimum, round_number, within_bounds
 
 #: Checks a gate may name. Group-dependent checks are skipped when a group is too small.
 GROUP_CHECKS = (
@@ -53,8 +52,6 @@ INTEGRITY_CHECKS = {"sae_cosine": "min_cosine", "classifier_agreement": "min_agr
 SURROGATE_CHECK = "surrogate_agreement"
 # Enforced whatever the gate says: the numbers mean nothing when one of these fails.
 _ALWAYS_ENFORCED = {*INTEGRITY_CHECKS, SURROGATE_CHECK}
-#: Bounds are compared with this slack so a value printed as the threshold meets it.
-TOLERANCE = 1e-12
 
 
 def as_published(value: float, significant: bool = False) -> float:
@@ -132,10 +129,7 @@ def _judge(
         return Check(*head, "skipped", skip)
     if not bounds:
         return Check(*head, "info", "no gate entry: never fails")
-    shown = as_published(value)
-    ok = ("min" not in bounds or shown >= bounds["min"] - TOLERANCE) and (
-        "max" not in bounds or shown <= bounds["max"] + TOLERANCE
-    )
+    ok = within_bounds(value, bounds.get("min"), bounds.get("max"))
     return Check(*head, "pass" if ok else "fail", _reason(value, bounds, ok))
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from audit.fairness.config import DOSE_ALPHAS, AuditSettings, GateConfig
 from audit.fairness.records import ClassifierRecord, SlicedErrors, SurrogateRecord
-from audit.fairness.rounding import round_number
+from audit.fairness.rounding import meets_minimum
 from audit.typedjson import doc
 
 Interval = tuple[float, float]
@@ -127,17 +127,6 @@ class Integrity:
     @property
     def passed(self) -> bool:
         return self.sae_passed and self.surrogate_passed
-
-
-def meets_minimum(value: float | None, minimum: float) -> bool:
-    """``value``, as the result files write it, is at least ``minimum``: the run's integrity
-    decision and ``msae-audit check`` on the saved file judge the same number (a cosine of
-    0.8999996 is written 0.9 and meets ``min_cosine: 0.9`` in both).
-
-    >>> meets_minimum(0.8999996, 0.9), meets_minimum(0.899999, 0.9), meets_minimum(None, 0.0)
-    (True, False, False)
-    """
-    return value is not None and round_number(value) >= minimum
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from audit.errors import InputError
 from audit.fairness.classifiers import LinearHead, fit_probe
 from audit.fairness.groups import Cells, group_report
 from audit.fairness.records import SurrogateRecord
-from audit.fairness.result import meets_minimum
+from audit.fairness.rounding import meets_minimum
 
 MODEL = "logistic regression on the CLIP embeddings, fit to the model's decisions"
 

@@ -92,6 +92,7 @@ def test_sequential_pvalue_stops_early_and_reaches_the_floor():
     "module",
     [
         "audit.fairness.groups",
+        "audit.fairness.rounding",
         "audit.fairness.stats",
         "audit.report.markdown",
         "audit.report.junit",
