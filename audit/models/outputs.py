@@ -78,7 +78,7 @@ class ModelDecisions:
         if not found.all():
             missing = wanted[~found]
             first = (
-                f"id {_text(ids[int(missing[0])])!r}"
+                f"id {_id_text(ids[int(missing[0])])!r}"
                 if ids is not None
                 else f"row {int(missing[0])}"
             )
@@ -89,9 +89,14 @@ class ModelDecisions:
         return order[at]
 
 
-def _text(value: object) -> str:
-    """An id as the text it is (``'5'``), not NumPy's repr of it (``np.int64(5)``)."""
-    return str(value.item() if isinstance(value, np.generic) else value)
+def _id_text(value: object) -> str:
+    """One id as every id comparison writes it (``audit.store.id_text``: ``'5'`` for
+    ``np.int64(5)`` or ``5.0``), not NumPy's repr of it."""
+    import pandas as pd
+
+    from audit.store import id_text
+
+    return str(id_text(pd.Series([value]))[0])
 
 
 def interpret_scores(scores: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, str]:

@@ -91,6 +91,9 @@ def test_ids_in_messages_are_plain_text():
     with pytest.raises(InputError) as exc:
         d.take([0, 1], ids=np.array([3, 5, 7]))  # NumPy integers, as a metadata column gives
     assert "(first: id '5')" in str(exc.value), str(exc.value)
+    with pytest.raises(InputError) as exc:  # a float column (one empty cell): as ids compare
+        d.take([0, 1], ids=np.array([3.0, 5.0, 7.0]))
+    assert "(first: id '5')" in str(exc.value), str(exc.value)
 
 
 def test_score_and_label_together_must_agree(tmp_path):
