@@ -78,7 +78,9 @@ def errors_table(result: AuditResult, top: int = TOP_ERRORS) -> Table | None:
     table.add_column("95% CI", justify="right")
     targets = [s.target for s in errors.concepts[0].slices]
     for t in targets:
-        table.add_column(f"{result.data.target}={t}: active vs not", ratio=1)
+        # "target=class" on a line of its own, folded when longer than the column: an
+        # ellipsis there ("is_circle=…") hid which class the column was.
+        table.add_column(f"{result.data.target}={t}\nactive vs not", ratio=1, overflow="fold")
     table.add_column("flag", no_wrap=True)
     for c in shown_errors(errors, top):
         style = "bold red" if c.flagged else ""

@@ -37,3 +37,22 @@ def test_the_sliced_errors_table_keeps_its_flag_column(rng):
     firsts = [line for line in text.splitlines() if line.startswith("│") and line[1:4].strip()]
     flags = [line.rstrip().split("│")[-2].strip() for line in firsts]  # each concept's
     assert flags == ["yes" if c.flagged else "no" for c in errors.concepts]
+
+
+def test_each_class_column_says_which_class_it_is(rng):
+    """Both per-class columns name their class in full: a header cut to "is_circle=…" left the
+    reader guessing which class the second column was."""
+    n = 400
+    y = rng.integers(0, 2, n)
+    active = rng.random((n, 3)) < 0.5
+    errors = sliced_errors(["red", "masculine face", "green"], activity_of(active), y, y)
+    for target in ("is_circle", "Wearing_Necktie_and_Hat"):
+        result = SimpleNamespace(concept_errors=errors, data=SimpleNamespace(target=target))
+        text = _render(errors_table(result))  # type: ignore[arg-type]
+        assert "…" not in text, text
+        assert all(len(line) <= WIDTH for line in text.splitlines())
+        header = "".join(  # the header's cells, read column by column across its lines
+            "".join(line.split("┃")[5 + k].strip() for line in text.splitlines() if "┃" in line)
+            for k in range(2)
+        )
+        assert f"{target}=0" in header and f"{target}=1" in header, text
