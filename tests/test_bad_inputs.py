@@ -106,6 +106,18 @@ class Ctx:
         return sae
 
 
+def _bank_with_word_file(c: Ctx, content: bytes, recorded: bytes | None = None) -> Path:
+    """The world's bank naming a word file beside it that holds ``content`` (its record: the
+    sha256 of ``recorded``, by default of ``content``)."""
+    import hashlib
+
+    (c.tmp / "bank.words.safetensors").write_bytes(content)
+    digest = hashlib.sha256(content if recorded is None else recorded).hexdigest()
+    record = {"file": "bank.words.safetensors", "sha256": f"sha256:{digest}",
+              "words": [{"word": "red", "threshold": 0.0}]}  # fmt: skip
+    return c.bank_with(lambda d: d.update(word_checks=record))
+
+
 # ------------------------------------------------------------------------------------------
 # Argument builders
 # ------------------------------------------------------------------------------------------
@@ -747,6 +759,11 @@ CASES: list[Case] = [
     Case("bank-not-utf8", "a Latin-1 bank file", "audit",
          "not UTF-8 text", 2,
          lambda c: audit(c, bank=c.text("b.yaml", "name: caf\xe9\n".encode("latin-1")))),
+    Case("bank-word-file-damaged", "a bank whose word file is not safetensors", "audit",
+         "not a word file", 2, lambda c: audit(c, bank=_bank_with_word_file(c, b"{not a tensor"))),
+    Case("bank-word-file-replaced", "a bank whose word file is not the one it records", "audit",
+         "does not match the sha256 the bank records", 2,
+         lambda c: audit(c, bank=_bank_with_word_file(c, b"other", recorded=b"original"))),
     Case("bank-name-escape", "concepts --name ../../x", "concepts",
          "invalid bank name '../../x'", 2,
          lambda c: concepts(c, vocab(c), name="../../x"),

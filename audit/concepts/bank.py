@@ -44,6 +44,17 @@ class ImageScores:
         return self.word if self.polarity == PRESENT else ABSENCE_PREFIX + self.word
 
 
+@dataclass(frozen=True)
+class WordCheck:
+    """How a name is checked again on other images: there, an image shows the word when
+    ``x̂ · direction > threshold`` — the word's direction ``t̂_w − t̄`` and the threshold ``θ_w``
+    its zero-shot labels had on the probe images (:mod:`audit.concepts.images`)."""
+
+    word: str
+    direction: Any  # np.ndarray [d] float32
+    threshold: float
+
+
 @dataclass
 class Concept:
     """One latent: its name (its concept's), the text evidence and, when images were at hand,
@@ -109,6 +120,10 @@ class ConceptBank:
     threshold_method: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     groups: list[ConceptGroup] | None = None  # None: concepts are latents sharing a name
+    # The words of the image-validated names, to check them again on the audited images
+    # (None: a text-only bank, or one written before banks kept them).
+    word_checks: dict[str, WordCheck] | None = None
+    missing_word_file: str | None = None  # the bank names a word file that is not there
 
     @property
     def fingerprint(self) -> str:
@@ -126,6 +141,12 @@ class ConceptBank:
         """The caveats every report of an audit with this bank carries: one when the names
         were never checked against images, else none."""
         if self.validation_method == "image":
+            if self.missing_word_file:
+                return (
+                    f"the bank '{self.name}' names its word file {self.missing_word_file}, "
+                    "which is not beside it: its names were checked on its probe images but "
+                    "not again on the audited ones (copy the file next to the bank)",
+                )
             return ()
         return (
             f"the bank '{self.name}' was named from text alone (built without --probe-images): "

@@ -19,6 +19,10 @@ A bank lives at ``concept_banks/<name>.yaml`` in the user's workspace (or any pa
     latents:                     # every latent's own evidence
       - {latent: 42, closest: red, score: 0.43, alternatives: [[crimson, 0.41], …], self_rank: 1,
          image: {word: red, polarity: present, selectivity: 8.1, auc: 0.97}}
+    word_checks:                 # image-named banks: how the audit checks names on its images
+      file: demo.words.safetensors   # beside the bank: tensor "directions" [words, d] float32
+      sha256: …
+      words: [{word: red, threshold: 0.031}, …]   # row i of directions; θ_w of the labels
 
 Version 1 banks (one ``concepts`` entry per latent with its ``name`` and ``validated``; no
 groups, no image evidence) still load: their concepts are the latents sharing a validated name.
@@ -26,11 +30,13 @@ groups, no image evidence) still load: their concepts are the latents sharing a 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from audit import __version__
@@ -41,11 +47,18 @@ from audit.concepts.bank import (
     ConceptBank,
     ConceptGroup,
     ImageScores,
+    WordCheck,
     name_groups,
 )
 from audit.concepts.locations import resolve_bank
-from audit.errors import InputError
-from audit.fileio import read_yaml, write_text
+from audit.errors import InputError, first_line
+from audit.fileio import (
+    file_sha256,
+    read_user_bytes,
+    read_yaml,
+    write_safetensors,
+    write_text,
+)
 
 BANK_FORMAT = "msae-audit/concept-bank"
 BANK_VERSION = 2
@@ -63,13 +76,21 @@ _TOP_LEVEL = (
     "threshold_method",
     "concepts",
     "latents",
+    "word_checks",
 )
+WORD_FILE_SUFFIX = ".words.safetensors"
+WORD_TENSOR = "directions"
 
 
 def save_bank(bank: ConceptBank, path: str | os.PathLike[str]) -> Path:
+    """Write the bank's YAML and, when it has word checks, its word file beside it (first:
+    the YAML records the file's sha256)."""
     p = Path(path)
+    data = bank_to_dict(bank)
+    if bank.word_checks:
+        data["word_checks"] = _save_word_file(bank.word_checks, p)
     text = yaml.safe_dump(
-        bank_to_dict(bank),
+        data,
         sort_keys=False,
         allow_unicode=True,
         width=120,
@@ -95,6 +116,25 @@ def bank_to_dict(bank: ConceptBank) -> dict[str, Any]:
         **{k: v for k, v in bank.extra.items() if k not in _TOP_LEVEL},
         "concepts": [_group_to_dict(g) for g in groups if g.name or len(g.latents) > 1],
         "latents": [_latent_to_dict(c) for c in sorted(bank.concepts, key=lambda c: c.latent)],
+    }
+
+
+def word_file_path(bank_path: Path) -> Path:
+    """``demo.yaml`` → ``demo.words.safetensors``, beside it."""
+    return bank_path.with_name(bank_path.stem + WORD_FILE_SUFFIX)
+
+
+def _save_word_file(checks: dict[str, WordCheck], bank_path: Path) -> dict[str, Any]:
+    import torch
+
+    words = sorted(checks)
+    directions = np.stack([np.asarray(checks[w].direction, dtype=np.float32) for w in words])
+    target = word_file_path(bank_path)
+    write_safetensors(target, {WORD_TENSOR: torch.from_numpy(directions)})
+    return {
+        "file": target.name,
+        "sha256": file_sha256(target),
+        "words": [{"word": w, "threshold": float(checks[w].threshold)} for w in words],
     }
 
 
@@ -181,6 +221,7 @@ def load_bank(
     except (TypeError, ValueError) as exc:
         raise InputError(f"{path}: {exc}") from exc
     model, pretrained = data.get("embedding_model"), data.get("pretrained")
+    checks, missing = _read_word_checks(path, data.get("word_checks"), sae.get("d_in"))
     return ConceptBank(
         name=str(data.get("name") or path.stem),
         sae=sae,
@@ -192,7 +233,54 @@ def load_bank(
         threshold_method=str(data.get("threshold_method") or ""),
         extra={k: v for k, v in data.items() if k not in _TOP_LEVEL},
         groups=groups,
+        word_checks=checks,
+        missing_word_file=missing,
     )
+
+
+def _read_word_checks(
+    path: Path, record: Any, d_in: Any
+) -> tuple[dict[str, WordCheck] | None, str | None]:
+    """The bank's word checks from its word file: ``(None, name)`` when the file is not beside
+    the bank (the audit notes it); a file that does not match the record is an input error."""
+    if record is None:
+        return None, None
+    where = f"{path}: word_checks"
+    if not isinstance(record, dict) or not isinstance(record.get("words"), list):
+        raise InputError(f"{where} must be a mapping with a 'words' list")
+    name = record.get("file")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise InputError(f"{where}.file must be a file name beside the bank, got {name!r}")
+    target = path.parent / name
+    if not target.is_file():
+        return None, name
+    blob = read_user_bytes(target, "bank word file")
+    if hashlib.sha256(blob).hexdigest() != str(record.get("sha256", "")).removeprefix("sha256:"):
+        raise InputError(f"{target}: does not match the sha256 the bank records (replaced?)")
+    try:
+        from safetensors.numpy import load
+
+        directions = load(blob)[WORD_TENSOR]
+    except Exception as exc:  # safetensors raises its own types for damaged files
+        raise InputError(f"{target}: not a word file ({first_line(exc)})") from exc
+    words = record["words"]
+    if directions.ndim != 2 or directions.shape[0] != len(words):
+        raise InputError(
+            f"{target}: holds {list(directions.shape)} directions for {len(words)} words"
+        )
+    if isinstance(d_in, int) and directions.shape[1] != d_in:
+        raise InputError(f"{target}: directions of dimension {directions.shape[1]}, not {d_in}")
+    if not np.isfinite(directions).all():
+        raise InputError(f"{target}: directions contain NaN or inf")
+    checks = {}
+    for i, item in enumerate(words):
+        try:
+            word = str(item["word"])
+            threshold = _finite(item["threshold"], "threshold")
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InputError(f"{where}.words #{i} is malformed ({exc})") from exc
+        checks[word] = WordCheck(word, directions[i].astype(np.float32), threshold)
+    return checks, None
 
 
 def _read_latents(

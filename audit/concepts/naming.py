@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from audit.concepts import grouping, images
-from audit.concepts.bank import Concept, ConceptBank, ConceptGroup
+from audit.concepts.bank import Concept, ConceptBank, ConceptGroup, WordCheck
 from audit.concepts.matching import DEFAULT_ALTERNATIVES, DEFAULT_TOP_M, self_ranks, top_matches
 from audit.concepts.thresholds import NULL_DIRECTIONS, NULL_QUANTILE, random_direction_threshold
 from audit.concepts.vocabulary import Vocabulary
@@ -162,10 +162,10 @@ def name_latents(
         "similarity": "cosine(W_dec[j] / s, text embedding of the entry)",
         "validation": {"method": "text", "top_m": int(top_m), "rule": TEXT_RULE},
     }
-    groups = None
+    groups, word_checks = None, None
     if probe_images is not None:
         settings = image_settings or images.ImageNamingSettings()
-        groups, extra["naming"] = image_naming(
+        groups, extra["naming"], word_checks = image_naming(
             sae, vocab, text_embeddings, probe_images, settings, concepts, timings
         )
         extra["naming"]["probe"].update(probe_source or {})
@@ -182,6 +182,7 @@ def name_latents(
         threshold_method=evidence.method,
         extra=extra,
         groups=groups,
+        word_checks=word_checks,
     )
     return NamingResult(bank, evidence.null_scores, timings)
 
@@ -198,9 +199,10 @@ def image_naming(
     settings: images.ImageNamingSettings,
     concepts: list[Concept],
     timings: dict[str, float] | None = None,
-) -> tuple[list[ConceptGroup], dict[str, Any]]:
-    """Image evidence for every latent, the concepts built and validated from it; names,
-    validity and per-latent image scores are written into ``concepts``."""
+) -> tuple[list[ConceptGroup], dict[str, Any], dict[str, WordCheck]]:
+    """Image evidence for every latent, the concepts built and validated from it, and what
+    checks their names again on other images; names, validity and per-latent image scores are
+    written into ``concepts``."""
     lap = Stopwatch(timings if timings is not None else {})
     evidence = gather_evidence(sae, vocab, text_embeddings, probe_images, settings, lap)
     built = grouping.build_concepts(evidence, settings)
@@ -231,7 +233,29 @@ def image_naming(
         for j in g.latents:
             concepts[j].name, concepts[j].validated = g.name, g.validated
     lap("images: per-latent scores")
-    return groups, naming_record(evidence, settings)
+    return groups, naming_record(evidence, settings), word_checks(evidence, groups, settings)
+
+
+def word_checks(
+    evidence: grouping.Evidence, groups: list[ConceptGroup], settings: images.ImageNamingSettings
+) -> dict[str, WordCheck]:
+    """Each validated concept's word with its direction and label threshold θ_w, as the
+    probe's fitting half set them: the audit labels its own images the same way."""
+    index = {word: i for i, word in enumerate(evidence.entries)}
+    wanted = sorted({index[g.image.word] for g in groups if g.validated and g.image is not None})
+    if not wanted:
+        return {}
+    thresholds = images.zero_shot_labels(
+        evidence.probe, evidence.directions, np.asarray(wanted), settings.label_quantile
+    ).threshold
+    return {
+        evidence.entries[i]: WordCheck(
+            evidence.entries[i],
+            evidence.directions[i].numpy().astype(np.float32),
+            float(theta),
+        )
+        for i, theta in zip(wanted, thresholds.tolist(), strict=True)
+    }
 
 
 class Stopwatch:

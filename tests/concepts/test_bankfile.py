@@ -77,3 +77,65 @@ def test_check_sae_refuses_latents_the_sae_does_not_have():
     bank.check_sae("f", n_latents=64)
     with pytest.raises(InputError, match="names latent 32, but the SAE has 32 latents"):
         bank.check_sae("f", n_latents=32)
+
+
+def _image_bank(tmp_path):  # type: ignore[no-untyped-def]
+    from tests.concepts.worlds import marker_world
+
+    world = marker_world(seed=0)
+    bank = name_latents(
+        world.sae, world.vocab, world.texts, bank_name="m", sae_info={"fingerprint": "f",
+        "d_in": 48}, probe_images=world.images,
+    ).bank  # fmt: skip
+    return bank, save_bank(bank, tmp_path / "m.yaml")
+
+
+def test_the_word_file_round_trips_beside_the_bank(tmp_path):
+    import numpy as np
+
+    bank, path = _image_bank(tmp_path)
+    assert bank.word_checks and "red" in bank.word_checks
+    validated = {g.image.word for g in bank.concept_groups() if g.validated and g.image}
+    assert set(bank.word_checks) == validated  # one check per validated concept's word
+    loaded = load_bank(path)
+    assert loaded.word_checks is not None and set(loaded.word_checks) == set(bank.word_checks)
+    for word, check in bank.word_checks.items():
+        again = loaded.word_checks[word]
+        np.testing.assert_array_equal(again.direction, check.direction)
+        assert again.threshold == check.threshold
+    assert (tmp_path / "m.words.safetensors").is_file() and not loaded.notes()
+
+
+def _replace_word_file(data: dict, path, content: bytes) -> None:  # type: ignore[no-untyped-def]
+    from audit.fileio import file_sha256
+
+    path.write_bytes(content)
+    data["word_checks"]["sha256"] = file_sha256(path)  # recorded: only the content is wrong
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (
+            lambda d, f: f.write_bytes(f.read_bytes()[:-4] + b"\0\0\0\0"),
+            "does not match the sha256",
+        ),
+        (lambda d, f: d["word_checks"].update(file="../m.words.safetensors"), "a file name beside"),
+        (
+            lambda d, f: d["word_checks"].update(words=d["word_checks"]["words"][1:]),
+            "directions for",
+        ),
+        (lambda d, f: d["word_checks"]["words"][0].update(threshold="x"), "words #0 is malformed"),
+        (lambda d, f: d.update(word_checks=[1]), "must be a mapping with a 'words' list"),
+        (lambda d, f: _replace_word_file(d, f, b"not safetensors"), "not a word file"),
+    ],
+)
+def test_a_damaged_word_file_is_an_input_error(tmp_path, tamper, message):
+    import yaml
+
+    _, path = _image_bank(tmp_path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    tamper(data, tmp_path / "m.words.safetensors")
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    with pytest.raises(InputError, match=message):
+        load_bank(path)
