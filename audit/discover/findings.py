@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from audit.concepts.namecheck import NameCheck
 from audit.discover.effects import ConceptEffect
 from audit.discover.recheck import concept_gate_path, recheck_command
 from audit.discover.result import (
@@ -19,6 +20,7 @@ from audit.fairness.checks import is_allowlisted, meets_flag_rule
 from audit.fairness.groups import wilson_interval
 from audit.fairness.reliance import beyond_record
 from audit.fairness.stages.context import AuditContext
+from audit.fairness.stages.names import name_evidence
 
 
 def _groups(e: ConceptEffect) -> tuple[ConceptGroupAccuracy, ...]:
@@ -54,14 +56,20 @@ def _surrogate_wga(groups: tuple[ConceptGroupAccuracy, ...]) -> float | None:
     return min(values) if values else None
 
 
-def finding(ctx: AuditContext, e: ConceptEffect, max_target_auc: float) -> DiscoveredConcept:
+def finding(
+    ctx: AuditContext, e: ConceptEffect, max_target_auc: float, name_check: NameCheck | None = None
+) -> DiscoveredConcept:
+    """``name_check``: the concept's name checked on the audited rows (a refuted name is not
+    flagged)."""
     groups = _groups(e)
     worst = min(groups, key=lambda g: (g.accuracy, g.name))
     allowed = is_allowlisted(e.group.name, ctx.gate.allowlist)
     is_target = e.target_auc >= max_target_auc
+    evidence = name_evidence(e.group.image, name_check)
     flagged = (
         e.tested and e.exact and not is_target
         and meets_flag_rule(e.summary.delta_wga, e.ci[0], e.q, ctx.gate)
+        and not (evidence is not None and evidence.refuted)
     )  # fmt: skip
     n = max(1, int(e.pairs.sum()))
     return DiscoveredConcept(
@@ -73,7 +81,7 @@ def finding(ctx: AuditContext, e: ConceptEffect, max_target_auc: float) -> Disco
         tested=e.tested, exact=e.exact, target_auc=e.target_auc, target_concept=is_target, p=e.p, q=e.q, null_draws=e.null_draws,
         null_band=e.null_band, allowlisted=allowed, flagged=bool(flagged and not allowed),
         beyond=beyond_record(e.beyond), recheck=None,
-        surrogate_worst_group_accuracy=_surrogate_wga(groups),
+        surrogate_worst_group_accuracy=_surrogate_wga(groups), evidence=evidence,
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from audit.fairness.records import ClassifierRecord, SurrogateRecord
-from audit.fairness.result import BeyondEffect, Check, Group, Integrity, Interval
+from audit.fairness.result import BeyondEffect, Check, Group, Integrity, Interval, NameEvidence
 from audit.typedjson import doc
 
 Verdict = Literal["pass", "fail", "error", "ungated", "inconclusive"]
@@ -78,7 +78,10 @@ class DiscoveredConcept:
     null_draws: int = doc("null draws made (0: none)", minimum=0)
     null_band: Interval | None = doc("central 95 % of the null's ΔWGA")
     allowlisted: bool = doc("the gate's allowlist names it")
-    flagged: bool = doc("ΔWGA ≥ min_dwga, CI above 0, q ≤ max_q, not allowlisted")
+    flagged: bool = doc(
+        "ΔWGA ≥ min_dwga, CI above 0, q ≤ max_q, not allowlisted, and its name not refuted on "
+        "the audited images (evidence.holds is not false)"
+    )
     beyond: BeyondEffect | None = doc(
         "its effect beyond stronger concepts that meet the flag rule (only for such concepts)",
         omit_none=True,
@@ -93,6 +96,12 @@ class DiscoveredConcept:
     surrogate_worst_group_accuracy: float | None = doc(
         "your own model: the surrogate's WGA over the concept's groups before the edit (the "
         "baseline of delta_wga)",
+        default=None,
+        omit_none=True,
+    )
+    evidence: NameEvidence | None = doc(
+        "the image evidence behind the name (banks named against probe images), with its check "
+        "on the audited images when the bank keeps its words",
         default=None,
         omit_none=True,
     )

@@ -51,6 +51,7 @@ from audit.fairness.serialize import canonical
 from audit.fairness.stages.assemble import classifier_record, tool_versions
 from audit.fairness.stages.context import AuditContext, Progress, prepare
 from audit.fairness.stages.integrity import check_integrity, refusal
+from audit.fairness.stages.names import name_check_stage
 from audit.sae import SparseAutoencoder
 from audit.store import EmbeddingStore
 
@@ -153,8 +154,18 @@ def _measure(
         ctx, scan, effects, settings.max_target_auc, ctx.tick("null", len(effects))
     )
     clock.lap("null")
+    column = {g.latents: i for i, g in enumerate(family.groups)}
+    names = name_check_stage(
+        ctx,
+        [(g.latents, g.image) for g in family.groups],
+        lambda latents: scan.sums[:, column[latents]],
+    )
+    clock.lap("name checks")
     concepts = ranked(
-        ctx, [finding(ctx, e, settings.max_target_auc) for e in effects], inputs, gate_path
+        ctx,
+        [finding(ctx, e, settings.max_target_auc, names.get(e.group.latents)) for e in effects],
+        inputs,
+        gate_path,
     )
     shown = _shown(concepts, ctx.settings.dose_top)
     by_name = {str(e.group.name): (r, e) for r, e in enumerate(effects)}

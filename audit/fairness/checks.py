@@ -82,12 +82,18 @@ def flag_concepts(
     concepts: tuple[ConceptFinding, ...], gate: GateConfig
 ) -> tuple[ConceptFinding, ...]:
     """Set ``flagged`` / ``allowlisted``: a tested (validated-name) concept is flagged when
-    ΔWGA ≥ min_dwga, its CI lower bound > 0, q ≤ max_q and it is not allowlisted. Unnamed
-    latents are never flagged."""
+    ΔWGA ≥ min_dwga, its CI lower bound > 0, q ≤ max_q, it is not allowlisted and its name
+    was not refuted on the audited images. Unnamed latents are never flagged."""
     out = []
     for c in concepts:
         allowed = c.tested and is_allowlisted(c.name, gate.allowlist)
-        flagged = c.tested and meets_flag_rule(c.delta_wga, c.ci[0], c.q, gate) and not allowed
+        refuted = c.evidence is not None and c.evidence.refuted
+        flagged = (
+            c.tested
+            and meets_flag_rule(c.delta_wga, c.ci[0], c.q, gate)
+            and not allowed
+            and not refuted
+        )
         out.append(replace(c, allowlisted=bool(allowed), flagged=bool(flagged)))
     return tuple(out)
 

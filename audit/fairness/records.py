@@ -110,8 +110,14 @@ class ConceptErrors:
         "more often the model decides positive where the concept is active"
     )
     shift_ci: Interval | None = doc("bootstrap 95 % interval of the shift")
-    flagged: bool = doc("one of its slices is flagged")
+    flagged: bool = doc("one of its slices is flagged (never when its name does not hold)")
     slices: tuple[ErrorSlice, ...] = doc("the positive class, then the negative class")
+    name_holds: bool | None = doc(
+        "its name checked on the audited images: false when it does not hold there (the concept "
+        "is then never flagged), true when it does; absent: not checked or undecided",
+        default=None,
+        omit_none=True,
+    )
 
 
 @dataclass(frozen=True)

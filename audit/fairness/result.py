@@ -152,6 +152,28 @@ class NameEvidence:
     selectivity: float = doc("how far the word stands out from the vocabulary (robust z)")
     auc: float | None = doc("held-out AUC of the activation for the word's zero-shot labels")
     auc_threshold: float | None = doc("the AUC random latents reach (a name needs more)")
+    audited_auc: float | None = doc(
+        "the same AUC on the audited rows, labelled with the word's direction and threshold "
+        "from the bank (null: too few rows with or without the label; absent: not checked)",
+        default=None,
+        omit_none=True,
+    )
+    audited_labelled: int | None = doc(
+        "audited rows whose zero-shot label shows the word (absent: not checked)",
+        default=None,
+        omit_none=True,
+    )
+    holds: bool | None = doc(
+        "the name holds on the audited images: audited_auc ≥ auc_threshold (null: undecided; "
+        "absent: not checked); a concept whose name does not hold is never flagged",
+        default=None,
+        omit_none=True,
+    )
+
+    @property
+    def refuted(self) -> bool:
+        """The name failed its test on the audited images: the concept is never flagged."""
+        return self.holds is False
 
 
 @dataclass(frozen=True)
@@ -185,7 +207,10 @@ class ConceptFinding:
     activation_rate: Mapping[str, float] | None = doc("share of each group where it is active")
     exact: bool = doc("delta_wga is exact (closed form or decode-and-rerun)")
     allowlisted: bool = doc("the gate's allowlist names it")
-    flagged: bool = doc("ΔWGA ≥ min_dwga, CI above 0, q ≤ max_q, not allowlisted")
+    flagged: bool = doc(
+        "ΔWGA ≥ min_dwga, CI above 0, q ≤ max_q, not allowlisted, and its name not refuted on "
+        "the audited images (evidence.holds is not false)"
+    )
     beyond: BeyondEffect | None = doc(
         "its effect beyond stronger concepts that meet the flag rule (only for such concepts)",
         omit_none=True,

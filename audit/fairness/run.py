@@ -29,6 +29,7 @@ from audit.fairness.stages.errors import activity_stage, errors_stage
 from audit.fairness.stages.findings import findings_stage
 from audit.fairness.stages.focus import focus_stage
 from audit.fairness.stages.integrity import base_margins, check_integrity, refusal
+from audit.fairness.stages.names import name_check_stage
 from audit.fairness.stages.null import null_stage
 from audit.fairness.stages.scan import scan_stage
 from audit.sae import SparseAutoencoder
@@ -71,13 +72,19 @@ def _attribute(ctx: AuditContext, clock: StageClock) -> _Outcome:
     rows = {r.latents: r for r in [*screened.tested, *chosen.listed]}
     activity = activity_stage(ctx, list(rows.values()), screened.scan)
     clock.lap("concept activity")
+    names = name_check_stage(
+        ctx,
+        [(r.latents, r.image) for r in rows.values() if r.tested],
+        lambda latents: activity.activation[:, activity.index(latents)],
+    )
+    clock.lap("name checks")
     null = null_stage(ctx, screened, chosen)
     clock.lap("null")
-    concepts, family = findings_stage(ctx, screened, chosen, null, activity)
+    concepts, family = findings_stage(ctx, screened, chosen, null, activity, names)
     clock.lap("bootstrap")
     doses, examples = focus_stage(ctx, screened, chosen, concepts)
     clock.lap("dose-response")
-    errors = errors_stage(ctx, ctx.decisions(screened.scan.base.margin), activity)
+    errors = errors_stage(ctx, ctx.decisions(screened.scan.base.margin), activity, names)
     clock.lap("sliced errors")
     attribution = Attribution(
         True, concepts, family, doses, examples, chosen.notes, direction=direction

@@ -31,7 +31,7 @@ slice come first, by ``|shift|``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -146,6 +146,22 @@ def _concept(
         flagged=one.flagged or zero.flagged,
         slices=(one, zero),
     )
+
+
+def with_name_checks(
+    errors: SlicedErrors, holds: Mapping[tuple[int, ...], bool | None]
+) -> SlicedErrors:
+    """``errors`` with each concept's name check (``holds``: by latents; None: undecided)
+    recorded; a concept whose name does not hold is not flagged (nor are its slices), and the
+    concepts are ranked again."""
+    marked = []
+    for c in errors.concepts:
+        verdict = holds.get(tuple(c.latents))
+        if verdict is False:
+            c = replace(c, flagged=False, slices=tuple(replace(s, flagged=False) for s in c.slices))
+        marked.append(replace(c, name_holds=verdict))
+    ranked = sorted(marked, key=_rank_key)
+    return replace(errors, concepts=tuple(replace(c, rank=i) for i, c in enumerate(ranked, 1)))
 
 
 def _rank_key(item: ConceptErrors) -> tuple[bool, bool, float, str]:

@@ -17,7 +17,7 @@ from rich.text import Text
 from audit.discover.result import DiscoverResult
 from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors, SurrogateRecord
 from audit.fairness.result import AuditResult
-from audit.report.wording import number_text, p_value_text
+from audit.report.wording import errors_name_note, number_text, p_value_text
 
 #: Concepts shown in the sliced-errors tables (the JSON has them all).
 TOP_ERRORS = 10
@@ -86,13 +86,26 @@ def errors_table(result: AuditResult, top: int = TOP_ERRORS) -> Table | None:
         style = "bold red" if c.flagged else ""
         table.add_row(
             str(c.rank),
-            Text(c.name, style=style),
+            _name_cell(c, style),
             number_text(c.shift, sign=True),
             number_text(c.shift_ci, sign=True),
             *[Text(_slice_text(s)) for s in c.slices],
             Text("yes", style="bold red") if c.flagged else Text("no"),
         )
     return table
+
+
+def _with_errors_note(c: ConceptErrors) -> str:
+    note = errors_name_note(c)
+    return f"{c.name} ({note})" if note else c.name
+
+
+def _name_cell(c: ConceptErrors, style: str) -> Text:
+    cell = Text(c.name, style=style)
+    note = errors_name_note(c)
+    if note:
+        cell.append("\n" + note, style="dim")
+    return cell
 
 
 def markdown_lines(result: AuditResult, escape: Callable[[object], str]) -> list[str]:
@@ -116,7 +129,7 @@ def markdown_lines(result: AuditResult, escape: Callable[[object], str]) -> list
     for c in shown_errors(errors):
         slices = "; ".join(f"{escape(s.target)}: {_slice_text(s)}" for s in c.slices)
         lines.append(
-            f"| {c.rank} | {escape(c.name)} | {number_text(c.shift, sign=True)} | "
+            f"| {c.rank} | {escape(_with_errors_note(c))} | {number_text(c.shift, sign=True)} | "
             f"{number_text(c.shift_ci, sign=True)} | {slices} | {'**yes**' if c.flagged else 'no'} |"
         )
     return lines

@@ -37,7 +37,7 @@ from audit.report.classifier_sections import classifier_line, surrogate_line
 from audit.report.files import input_files
 from audit.report.junit import xml_text
 from audit.report.terminal import STATUS_STYLE, concept_cell
-from audit.report.wording import beyond_note, p_value_text
+from audit.report.wording import discover_note, p_value_text
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def discover_table(result: DiscoverResult, top: int = 10) -> Table:
         else:
             name = c.name
         table.add_row(
-            str(c.rank), concept_cell(name, style, beyond_note(c)), f"{100 * c.active_rate:.0f}%",
+            str(c.rank), concept_cell(name, style, discover_note(c)), f"{100 * c.active_rate:.0f}%",
             f"{c.worst_group_accuracy:.3f}", f"{c.delta_wga:+.3f}",
             f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]", p_value_text(c.q),
             Text("yes", style="bold red") if c.flagged else Text("no"),

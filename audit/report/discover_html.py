@@ -8,7 +8,7 @@ from __future__ import annotations
 from audit.discover import DiscoverResult
 from audit.discover.result import ConceptGroupAccuracy, DiscoveredConcept
 from audit.report.templating import render, thumbnail
-from audit.report.wording import beyond_note
+from audit.report.wording import discover_note
 
 THUMBNAIL = 96
 CHART_CONCEPTS = 8
@@ -70,5 +70,5 @@ def render_discover_html(result: DiscoverResult) -> str:
         for c in charted[:CHART_CONCEPTS]
     ]
     top = result.concepts[:40]
-    notes = [beyond_note(c) for c in top]  # the terminal's and Markdown's wording
+    notes = [discover_note(c) for c in top]  # the terminal's and Markdown's wording
     return render("discover.html.j2", r=result, charts=charts, top=top, notes=notes)

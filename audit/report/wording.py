@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from audit.discover.result import DiscoveredConcept
+from audit.fairness.records import ConceptErrors
 from audit.fairness.result import AuditResult, ConceptFinding
 
 
@@ -87,9 +88,47 @@ def beyond_note(concept: ConceptFinding | DiscoveredConcept) -> str | None:
     return f"beyond {', '.join(b.given)}: ΔWGA {b.delta_wga:+.3f}, p {p_value_text(b.p)}"
 
 
+#: Beside a concept whose name did not hold on the audited images.
+NAME_NOT_CONFIRMED = "name not confirmed on these images"
+
+
+def errors_name_note(concept: ConceptErrors) -> str | None:
+    """The sliced errors' note: :data:`NAME_NOT_CONFIRMED` when the name did not hold."""
+    return NAME_NOT_CONFIRMED if concept.name_holds is False else None
+
+
+def name_check_note(concept: ConceptFinding | DiscoveredConcept) -> str | None:
+    """ "name not confirmed on these images: AUC 0.61 < 0.88" when the bank's name failed its
+    test on the audited rows (the concept is then never flagged); "name not checked on these
+    images: too few rows with and without 'red' (3 show it)" for a flagged concept whose word
+    is too rare (or too common) there to decide; else None."""
+    e = concept.evidence
+    if e is None or e.audited_labelled is None:
+        return None
+    if e.holds is False and e.audited_auc is not None and e.auc_threshold is not None:
+        return (
+            f"{NAME_NOT_CONFIRMED}: AUC {number_text(e.audited_auc)} < "
+            f"{number_text(e.auc_threshold)}"
+        )
+    if e.holds is None and concept.flagged:
+        return (
+            f"name not checked on these images: too few rows with and without '{e.word}' "
+            f"({e.audited_labelled} show it)"
+        )
+    return None
+
+
+def discover_note(concept: DiscoveredConcept) -> str | None:
+    """What discover's reports show beside a concept's name: whether its name failed on the
+    audited images and what it does beyond stronger flagged concepts, "; "-joined, or None."""
+    parts = [n for n in (name_check_note(concept), beyond_note(concept)) if n]
+    return "; ".join(parts) or None
+
+
 def concept_note(result: AuditResult, concept: ConceptFinding) -> str | None:
-    """What every report shows beside a concept's name in its table: whether the concept rides on
-    an attribute value and what it does beyond stronger flagged concepts, "; "-joined, or None."""
+    """What every report shows beside a concept's name in its table: whether its name failed on
+    the audited images, whether it rides on an attribute value and what it does beyond stronger
+    flagged concepts, "; "-joined, or None."""
     share = next(
         (
             ex.attribute_share
@@ -98,7 +137,8 @@ def concept_note(result: AuditResult, concept: ConceptFinding) -> str | None:
         ),
         None,
     )
-    parts = [n for n in (rides_on(result, share), beyond_note(concept)) if n]
+    notes = (name_check_note(concept), rides_on(result, share), beyond_note(concept))
+    parts = [n for n in notes if n]
     return "; ".join(parts) or None
 
 

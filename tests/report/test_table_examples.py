@@ -96,25 +96,44 @@ def test_every_report_shows_the_same_table_notes(audited):
         assert note in terminal and md_escape(note) in markdown, note
 
 
-def test_the_demo_reports_that_small_rides_on_red():
-    """The golden demo (an earlier tiny CLIP and SAE) lists "small" below "red": its strongest
-    rows are small red objects, and the table says so. Tested beyond red (red's edit applied
-    first) it is not significant, so it is not flagged."""
+def test_the_demo_reports_that_red_rides_on_red_and_joins_every_note():
+    """The golden demo lists "red" first: its strongest rows are all red, and the table says so.
+    Its other notes — beyond stronger concepts, a name refuted on the audited images — join
+    the same cell, "; "-separated, in the terminal, Markdown and HTML alike."""
     import json
+    from dataclasses import replace
     from pathlib import Path
 
+    from rich.console import Console
+
     from audit.fairness import parse_result
+    from audit.fairness.result import BeyondEffect
     from audit.report.html import table_notes
+    from audit.report.markdown import md_escape, render_markdown
+    from audit.report.terminal import render_terminal
 
     golden = Path(__file__).parents[1] / "golden" / "expected" / "demo.json"
     result = parse_result(json.loads(golden.read_text(encoding="utf-8")))
     table = result.concepts[:TABLE_CONCEPTS]
     notes = {c.name: n for c, n in zip(table, table_notes(result, table), strict=True)}
-    small = next(c for c in table if c.name == "small")
-    assert not small.flagged and small.beyond is not None and "red" in small.beyond.given
-    assert notes["small"].startswith("rides on is_red=1")
-    assert "; beyond red, green: ΔWGA +0.014, p 0.057" in notes["small"]  # why it is not flagged
-    assert notes["red"].startswith("rides on is_red=1")
+    assert notes["red"] == "rides on is_red=1: 100% of its strongest rows (50% overall)"
+    red = result.concepts[0]
+    assert red.name == "red" and red.flagged and red.evidence and red.evidence.holds
+    refuted = replace(
+        red,
+        flagged=False,
+        evidence=replace(red.evidence, audited_auc=0.61, holds=False),
+        beyond=BeyondEffect(("stamp",), 0.0142, 0.6, 0.057),
+    )
+    result = replace(result, concepts=(refuted, *result.concepts[1:]))
+    note = table_notes(result, (refuted,))[0]
+    assert note == (
+        "name not confirmed on these images: AUC 0.610 < 0.881; rides on is_red=1: 100% of its "
+        "strongest rows (50% overall); beyond stamp: ΔWGA +0.014, p 0.057"
+    )
+    console = Console(record=True, width=400)
+    render_terminal(result, console)
+    assert note in console.export_text() and md_escape(note) in render_markdown(result)
 
 
 def test_discover_reports_show_the_same_beyond_note(tmp_path):

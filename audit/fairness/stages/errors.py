@@ -4,7 +4,7 @@ not causes (:mod:`audit.fairness.slices`); "active" is :mod:`audit.concepts.acti
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -15,11 +15,13 @@ from audit.concepts.activity import (
     otsu_thresholds,
     summed_activations,
 )
+from audit.concepts.namecheck import NameCheck
 from audit.fairness.records import SlicedErrors
 from audit.fairness.reliance import ConceptRow, build_concept_rows
 from audit.fairness.reliance.scan import Scan
-from audit.fairness.slices import SliceSettings, sliced_errors
+from audit.fairness.slices import SliceSettings, sliced_errors, with_name_checks
 from audit.fairness.stages.context import AuditContext
+from audit.fairness.stages.names import name_check_stage
 
 
 def activity_stage(
@@ -53,13 +55,24 @@ def tested_rows(ctx: AuditContext) -> list[ConceptRow]:
 
 
 def errors_stage(
-    ctx: AuditContext, decisions: np.ndarray, activity: ConceptActivity | None = None
+    ctx: AuditContext,
+    decisions: np.ndarray,
+    activity: ConceptActivity | None = None,
+    name_checks: Mapping[tuple[int, ...], NameCheck] | None = None,
 ) -> SlicedErrors:
     """The sliced errors of ``decisions`` (the audited rows') over every validated concept;
-    ``activity`` may already hold them (it is computed otherwise)."""
+    ``activity`` may already hold them, and ``name_checks`` the names checked on the audited
+    rows (both are computed otherwise). A concept whose name does not hold is not flagged."""
     rows = tested_rows(ctx)
     if activity is None or not all(r.latents in activity.latents for r in rows):
         activity = activity_stage(ctx, rows)
+    known = activity
+    if name_checks is None:
+        name_checks = name_check_stage(
+            ctx,
+            [(r.latents, r.image) for r in rows],
+            lambda latents: known.activation[:, known.index(latents)],
+        )
     columns = [activity.index(r.latents) for r in rows]
     whose = {
         "image": "the image model's own",
@@ -68,7 +81,8 @@ def errors_stage(
     settings = SliceSettings(
         bootstrap=ctx.gate.bootstrap_samples, seed=ctx.gate.bootstrap_seed_for(ctx.settings.seed)
     )
-    return sliced_errors(
+    errors = sliced_errors(
         [str(r.name) for r in rows], activity, ctx.cells.y, decisions, ctx.cells.target_values,
         settings, whose, columns,
     )  # fmt: skip
+    return with_name_checks(errors, {key: check.holds for key, check in name_checks.items()})

@@ -3,27 +3,30 @@ per-group effects and activations — flagged under the gate and ranked."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
 
 from audit.concepts.activity import ConceptActivity
+from audit.concepts.namecheck import NameCheck
 from audit.fairness.checks import flag_concepts
 from audit.fairness.reliance import (
     ConceptRow,
     beyond_record,
     row_interval,
 )
-from audit.fairness.result import ConceptFinding, Family, NameEvidence
+from audit.fairness.result import ConceptFinding, Family
 from audit.fairness.stages.choose import Chosen
 from audit.fairness.stages.context import AuditContext
+from audit.fairness.stages.names import name_evidence
 from audit.fairness.stages.null import NullTests
 from audit.fairness.stages.scan import Screened
 
 
 def _finding(
     ctx: AuditContext, sc: Screened, chosen: Chosen, null: NullTests, row: ConceptRow,
-    present: list[int], counts: np.ndarray, rate: np.ndarray,
+    present: list[int], counts: np.ndarray, rate: np.ndarray, name_check: NameCheck | None,
 ) -> ConceptFinding:  # fmt: skip
     """``rate``: the share of each cell where the concept is active."""
     cells, key = ctx.cells, row.latents
@@ -43,16 +46,8 @@ def _finding(
         mean_activation={cells.cell_name(c): act_sum[c] / counts[c] for c in present},
         activation_rate={cells.cell_name(c): rate[c] for c in present},
         exact=True, allowlisted=False, flagged=False, beyond=beyond_record(null.beyond.get(key)),
-        evidence=_evidence(row),
+        evidence=name_evidence(row.image, name_check),
     )  # fmt: skip
-
-
-def _evidence(row: ConceptRow) -> NameEvidence | None:
-    image = row.image
-    if image is None:
-        return None
-    return NameEvidence(image.word, image.polarity, image.selectivity, image.auc,  # type: ignore[arg-type]
-                        image.auc_threshold)  # fmt: skip
 
 
 def _rank_key(c: ConceptFinding) -> tuple:
@@ -61,9 +56,15 @@ def _rank_key(c: ConceptFinding) -> tuple:
 
 
 def findings_stage(
-    ctx: AuditContext, sc: Screened, chosen: Chosen, null: NullTests, activity: ConceptActivity
+    ctx: AuditContext,
+    sc: Screened,
+    chosen: Chosen,
+    null: NullTests,
+    activity: ConceptActivity,
+    name_checks: Mapping[tuple[int, ...], NameCheck] | None = None,
 ) -> tuple[tuple[ConceptFinding, ...], Family]:
-    """``activity`` covers every listed row (where each concept is active)."""
+    """``activity`` covers every listed row (where each concept is active); ``name_checks``
+    the names checked again on the audited rows."""
     counts = np.bincount(ctx.cells.cell, minlength=ctx.cells.n_cells)
     present = [c for c in range(ctx.cells.n_cells) if counts[c]]
     tick = ctx.tick("bootstrap", len(chosen.listed))
@@ -73,7 +74,8 @@ def findings_stage(
     rates = activity.active_counts(cell_of, columns) / np.maximum(counts, 1)[:, None]
     found = []
     for i, r in enumerate(chosen.listed):
-        found.append(_finding(ctx, sc, chosen, null, r, present, counts, rates[:, i]))
+        check = (name_checks or {}).get(r.latents)
+        found.append(_finding(ctx, sc, chosen, null, r, present, counts, rates[:, i], check))
         if tick:
             tick(1)
     ranked = sorted(flag_concepts(tuple(found), ctx.gate), key=_rank_key)

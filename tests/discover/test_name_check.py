@@ -1,0 +1,48 @@
+"""``discover`` checks names on the audited images like the audit does: with the bank as
+built, "red" holds on the demo's test split and is flagged; with "red" labelled by the word
+check of "circle" (tests/fairness/test_name_check.py) it is refuted, reported and not flagged."""
+
+from __future__ import annotations
+
+import dataclasses
+from html import escape as html_escape
+
+import pytest
+
+from audit.concepts import load_bank, save_bank
+from audit.discover import DiscoverSettings
+from audit.fairness import AuditSettings
+from audit.report.discover import discover_files
+from audit.report.wording import discover_note
+from audit.store import open_store
+from tests.golden.cases import DEMO_INPUTS
+
+
+def _discover(tmp_path, red_labelled_as: str):  # type: ignore[no-untyped-def]
+    bank = load_bank(DEMO_INPUTS / "bank.yaml")
+    assert bank.word_checks is not None
+    bank.word_checks["red"] = dataclasses.replace(bank.word_checks[red_labelled_as], word="red")
+    folder = tmp_path / red_labelled_as
+    folder.mkdir()
+    bank_path = save_bank(bank, folder / "bank.yaml")
+    labels = open_store(DEMO_INPUTS / "store").metadata.drop(columns=["is_red"])
+    settings = DiscoverSettings(AuditSettings("is_circle", "", split="test", ablation="mean"))
+    outcome = discover_files(
+        DEMO_INPUTS / "store", sae=DEMO_INPUTS / "sae", bank=bank_path,
+        classifier=DEMO_INPUTS / "head.npz", target="is_circle", labels=labels,
+        out_dir=folder, stem="discover", settings=settings,
+    )  # fmt: skip
+    red = next(c for c in outcome.result.concepts if c.name == "red")
+    html = (folder / "discover.html").read_text(encoding="utf-8")
+    return red, html
+
+
+@pytest.mark.parametrize(("labelled_as", "holds"), [("red", True), ("circle", False)])
+def test_discover_flags_red_only_where_its_name_holds(tmp_path, labelled_as, holds):
+    red, html = _discover(tmp_path, labelled_as)
+    assert red.evidence is not None and red.evidence.holds is holds
+    assert red.flagged is holds
+    note = discover_note(red) or ""
+    assert ("name not confirmed on these images" in note) is not holds
+    if not holds:
+        assert html_escape(note) in html  # the terminal's wording, beside red in the table

@@ -1,0 +1,98 @@
+"""The bank's names checked again on the audited images: a name that holds there is flagged as
+before; a name that does not hold is reported as such and never flagged (audit, ``check`` on
+the saved JSON, every report).
+
+The world: the demo's audit inputs (tests/golden/inputs/demo: the test split of the task store,
+its SAE, its image-named bank with its word file, and the probe). As built, the bank's "red"
+is labelled on these images by the tiny CLIP's own text direction for "red". The refuting
+bank gives "red" the word check of "circle" instead (its direction and threshold), which the
+red concept does not follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audit.concepts import load_bank, save_bank
+from audit.concepts.bank import WordCheck
+from tests.golden.cases import DEMO_GATE, DEMO_INPUTS, reports, run_audit_case
+
+
+def _audit(tmp_path: Path, red_labelled_as: str) -> dict:
+    """The demo's audit with the bank's word check for "red" taken from ``red_labelled_as``."""
+    bank = load_bank(DEMO_INPUTS / "bank.yaml")
+    assert bank.word_checks is not None
+    bank.word_checks["red"] = dataclasses.replace(bank.word_checks[red_labelled_as], word="red")
+    folder = tmp_path / red_labelled_as
+    folder.mkdir()
+    bank_path = save_bank(bank, folder / "bank.yaml")
+    assert (folder / "bank.words.safetensors").is_file()
+    return run_audit_case(
+        folder, DEMO_INPUTS / "store", sae=DEMO_INPUTS / "sae", bank=bank_path,
+        classifier=DEMO_INPUTS / "head.npz", target="is_circle", spurious="is_red",
+        gate=DEMO_GATE, ablation="mean", split="test",
+    )  # fmt: skip
+
+
+def _red(result: dict) -> dict:
+    return next(c for c in result["concepts"] if c["name"] == "red")
+
+
+@pytest.fixture(scope="module")
+def audits(tmp_path_factory) -> dict[str, dict]:
+    root = tmp_path_factory.mktemp("name_check")
+    return {word: _audit(root, word) for word in ("red", "circle")}
+
+
+def test_a_name_that_holds_on_the_audited_images_is_flagged(audits):
+    red = _red(audits["red"])
+    assert red["evidence"]["holds"] is True
+    assert red["evidence"]["audited_auc"] >= 0.9  # the red concept follows "red" here too
+    assert 700 <= red["evidence"]["audited_labelled"] <= 1300  # of 2000 rows, half of them red
+    assert red["flagged"] and red["rank"] == 1
+    # Every validated concept whose word the bank keeps is checked.
+    named = [c for c in audits["red"]["concepts"] if c["tested"]]
+    assert named and all("audited_labelled" in c["evidence"] for c in named)
+
+
+def test_a_name_refuted_on_the_audited_images_is_reported_not_flagged(audits, tmp_path):
+    result = audits["circle"]
+    red = _red(result)
+    assert red["evidence"]["holds"] is False
+    assert red["evidence"]["audited_auc"] < red["evidence"]["auc_threshold"]
+    # The effect is the same as when the name held; only the flag goes.
+    held = _red(audits["red"])
+    assert red["delta_wga"] == held["delta_wga"] and red["q"] == held["q"]
+    assert not red["flagged"] and not any(c["flagged"] for c in result["concepts"])
+    note = "name not confirmed on these images: AUC"
+    rendered = reports(result)
+    for kind in ("txt", "md", "html"):
+        assert note in rendered[kind], kind
+    # `check` re-judging the saved file keeps it unflagged.
+    from audit.cli import run
+
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(result), encoding="utf-8")
+    gate = tmp_path / "gate.yaml"
+    gate.write_text(DEMO_GATE, encoding="utf-8")
+    out = tmp_path / "rejudged.json"
+    run(["check", "--config", str(gate), str(saved), "--json", str(out)])
+    assert not _red(json.loads(out.read_text(encoding="utf-8")))["flagged"]
+
+
+def test_without_the_word_file_the_bank_says_so(tmp_path):
+    folder = tmp_path / "bank"
+    shutil.copytree(DEMO_INPUTS, folder, ignore=shutil.ignore_patterns("store", "sae"))
+    bank = load_bank(folder / "bank.yaml")
+    bank.word_checks = {"red": WordCheck("red", np.ones(bank.sae["d_in"], np.float32), 0.0)}
+    save_bank(bank, folder / "bank.yaml")
+    (folder / "bank.words.safetensors").unlink()
+    moved = load_bank(folder / "bank.yaml")
+    assert moved.word_checks is None
+    assert any("bank.words.safetensors" in note for note in moved.notes())
