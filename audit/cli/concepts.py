@@ -31,6 +31,7 @@ from audit.concepts import (
     load_bank,
     save_bank,
     validate_bank_name,
+    word_file_path,
 )
 from audit.errors import InputError
 
@@ -137,7 +138,8 @@ def concepts(ctx: typer.Context, opts: ConceptsOptions) -> None:
         )
     save_bank(result.bank, target)
     console.print(bank_table(result.bank, limit=25))
-    console.print(f"{summary_line(result.bank)}; bank written to {target}")
+    words = f" with its word file {word_file_path(target)}" if result.bank.word_checks else ""
+    console.print(f"{summary_line(result.bank)}; bank written to {target}{words}")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from audit.concepts.bankfile import (
     bank_to_dict,
     load_bank,
     save_bank,
+    word_file_path,
 )
 from audit.concepts.build import build_bank, read_probe_images, sae_description
 from audit.concepts.images import ImageNamingSettings
@@ -111,4 +112,5 @@ __all__ = [
     "validate_file_name",
     "validate_templates",
     "vocabulary_embeddings",
+    "word_file_path",
 ]

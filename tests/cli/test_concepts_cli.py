@@ -120,6 +120,9 @@ def test_concepts_with_probe_images(cli, tmp_path, monkeypatch):
     bank = load_bank("marker")
     assert bank.extra["validation"]["method"] == "image"
     assert bank.concepts[world.latent_of["marker"]].name == MARKER
+    word_file = tmp_path / "concept_banks" / "marker.words.safetensors"
+    assert "with its word file" in text and word_file.is_file()
+    assert bank.word_checks and MARKER in bank.word_checks  # read back from that file
     short = cli(
         *["concepts", "--sae", "sae", "--vocab", "words.txt"],
         *["--text-embeddings", "texts.npy", "--out", "b.yaml"],
