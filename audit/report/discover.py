@@ -37,7 +37,7 @@ from audit.report.classifier_sections import classifier_line, surrogate_line
 from audit.report.files import input_files
 from audit.report.junit import xml_text
 from audit.report.terminal import STATUS_STYLE, concept_cell
-from audit.report.wording import discover_note, p_value_text
+from audit.report.wording import discover_note, name_checks_line, p_value_text
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,9 @@ def discover_panel(result: DiscoverResult) -> Panel:
         body.append(Text(surrogate_line(result.surrogate)))
     if result.error:
         body.append(Text(result.error, style="dark_orange"))
+    checked = name_checks_line(result.concepts)
+    if checked:
+        body.append(Text(checked, style="dim"))
     for note in result.notes:
         body.append(Text(note, style="dim"))
     from rich.console import Group

@@ -8,7 +8,7 @@ from __future__ import annotations
 from audit.discover import DiscoverResult
 from audit.discover.result import ConceptGroupAccuracy, DiscoveredConcept
 from audit.report.templating import render, thumbnail
-from audit.report.wording import discover_note
+from audit.report.wording import discover_note, name_checks_line
 
 THUMBNAIL = 96
 CHART_CONCEPTS = 8
@@ -71,4 +71,7 @@ def render_discover_html(result: DiscoverResult) -> str:
     ]
     top = result.concepts[:40]
     notes = [discover_note(c) for c in top]  # the terminal's and Markdown's wording
-    return render("discover.html.j2", r=result, charts=charts, top=top, notes=notes)
+    return render(
+        "discover.html.j2", r=result, charts=charts, top=top, notes=notes,
+        name_checks_line=name_checks_line(result.concepts),
+    )  # fmt: skip

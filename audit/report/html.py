@@ -15,7 +15,13 @@ from decimal import Decimal
 from audit.fairness.result import AuditResult, ConceptFinding
 from audit.fairness.stages.focus import TABLE_CONCEPTS
 from audit.report.templating import render, thumbnail
-from audit.report.wording import concept_note, direction_note, group_name, verdict_note
+from audit.report.wording import (
+    concept_note,
+    direction_note,
+    group_name,
+    name_checks_line,
+    verdict_note,
+)
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 FOREST_ROWS = 20
@@ -264,5 +270,6 @@ def render_html(result: AuditResult) -> str:
         table_notes=table_notes(result, top),
         verdict_note=verdict_note(result),
         direction_note=direction_note(result),
+        name_checks_line=name_checks_line(result.concepts),
         gname=lambda name: group_name(result, name),
     )

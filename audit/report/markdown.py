@@ -14,6 +14,7 @@ from audit.report.wording import (
     concept_note,
     direction_note,
     group_name,
+    name_checks_line,
     number_text,
     p_value_text,
     verdict_note,
@@ -84,9 +85,9 @@ def render_markdown(result: AuditResult) -> str:
                 f"| {c.rank} | {md_escape(_with_note(result, c))} | {number_text(c.delta_wga, 4)} | "
                 f"{number_text(c.ci, 4)} | {p_value_text(c.q)} | {'**yes**' if c.flagged else 'no'} |"
             )
-    direction = direction_note(result)
-    if direction:
-        lines += ["", md_escape(direction)]
+    for line in (direction_note(result), name_checks_line(result.concepts)):
+        if line:
+            lines += ["", md_escape(line)]
     from audit.report.classifier_sections import markdown_lines
 
     lines += markdown_lines(result, md_escape)

@@ -15,6 +15,7 @@ from audit.report.wording import (
     concept_note,
     direction_note,
     group_name,
+    name_checks_line,
     number_text,
     p_value_text,
     verdict_note,
@@ -127,9 +128,9 @@ def render_terminal(result: AuditResult, console: Console, top: int = 10) -> Non
     console.print(groups_table(result))
     if result.concepts:
         console.print(concepts_table(result, top))
-    direction = direction_note(result)
-    if direction:
-        console.print(Text(direction))
+    for line in (direction_note(result), name_checks_line(result.concepts)):
+        if line:
+            console.print(Text(line))
     errors = own.errors_table(result, top)
     if errors is not None:
         console.print(errors)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from audit.discover.result import DiscoveredConcept
@@ -168,6 +168,30 @@ def skipped_reasons(result: AuditResult) -> str:
     """``name (reason); …`` for the gated checks that were skipped."""
     reasons = {c.name: c.reason for c in result.checks}
     return "; ".join(f"{name} ({reasons.get(name, 'skipped')})" for name in result.skipped_checks)
+
+
+def name_checks_line(concepts: Sequence[ConceptFinding | DiscoveredConcept]) -> str | None:
+    """How the bank's names fared on the audited images, in one sentence ("Names checked on
+    these images: 14 of 16 hold; not confirmed: heart (never flagged); undecided, too few
+    labelled rows: star."), or None when none was checked.
+
+    An audit's or a discover run's concepts alike (only validated names carry a check)."""
+    checked = [
+        (c.name, c.evidence)
+        for c in concepts
+        if c.evidence is not None and c.evidence.audited_labelled is not None
+    ]
+    if not checked:
+        return None
+    hold = sum(e.holds is True for _, e in checked)
+    text = f"Names checked on these images: {hold} of {len(checked)} hold"
+    refuted = [str(name) for name, e in checked if e.refuted]
+    undecided = [str(name) for name, e in checked if e.holds is None]
+    if refuted:
+        text += f"; not confirmed: {', '.join(refuted)} (never flagged)"
+    if undecided:
+        text += f"; undecided, too few labelled rows: {', '.join(undecided)}"
+    return text + "."
 
 
 def direction_note(result: AuditResult) -> str | None:

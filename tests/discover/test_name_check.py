@@ -13,7 +13,7 @@ from audit.concepts import load_bank, save_bank
 from audit.discover import DiscoverSettings
 from audit.fairness import AuditSettings
 from audit.report.discover import discover_files
-from audit.report.wording import discover_note
+from audit.report.wording import discover_note, name_checks_line
 from audit.store import open_store
 from tests.golden.cases import DEMO_INPUTS
 
@@ -34,6 +34,10 @@ def _discover(tmp_path, red_labelled_as: str):  # type: ignore[no-untyped-def]
     )  # fmt: skip
     red = next(c for c in outcome.result.concepts if c.name == "red")
     html = (folder / "discover.html").read_text(encoding="utf-8")
+    line = name_checks_line(outcome.result.concepts)
+    assert line is not None and html_escape(line) in html  # the run's summary of the checks
+    refuted = line.partition("not confirmed: ")[2].partition(" (never flagged)")[0].split(", ")
+    assert ("red" in refuted) is (red_labelled_as != "red")
     return red, html
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from audit.concepts import load_bank, save_bank
 from audit.concepts.bank import WordCheck
+from audit.report.markdown import md_escape
 from tests.golden.cases import DEMO_GATE, DEMO_INPUTS, reports, run_audit_case
 
 
@@ -56,9 +57,12 @@ def test_a_name_that_holds_on_the_audited_images_is_flagged(audits):
     assert red["evidence"]["audited_auc"] >= 0.9  # the red concept follows "red" here too
     assert 700 <= red["evidence"]["audited_labelled"] <= 1300  # of 2000 rows, half of them red
     assert red["flagged"] and red["rank"] == 1
-    # Every validated concept whose word the bank keeps is checked.
+    # Every validated concept whose word the bank keeps is checked, and the reports count them.
     named = [c for c in audits["red"]["concepts"] if c["tested"]]
     assert named and all("audited_labelled" in c["evidence"] for c in named)
+    held = sum(c["evidence"].get("holds") is True for c in named)
+    line = f"Names checked on these images: {held} of {len(named)} hold"
+    assert held >= len(named) - 2 and line in " ".join(reports(audits["red"])["txt"].split())
 
 
 def test_a_name_refuted_on_the_audited_images_is_reported_not_flagged(audits, tmp_path):
@@ -72,8 +76,11 @@ def test_a_name_refuted_on_the_audited_images_is_reported_not_flagged(audits, tm
     assert not red["flagged"] and not any(c["flagged"] for c in result["concepts"])
     note = "name not confirmed on these images: AUC"
     rendered = reports(result)
+    summary = "not confirmed: red, heart (never flagged)"  # heart: no hearts in the task
     for kind in ("txt", "md", "html"):
         assert note in rendered[kind], kind
+        shown = md_escape(summary) if kind == "md" else summary
+        assert shown in " ".join(rendered[kind].split()), kind
     # `check` re-judging the saved file keeps it unflagged.
     from audit.cli import run
 
