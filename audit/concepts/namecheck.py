@@ -7,15 +7,20 @@ the audit labels its own rows the same way — an image shows word ``w`` when
 ``x̂ · (t̂_w − t̄) > θ_w``, with the direction and ``θ_w`` the bank kept
 (:class:`~audit.concepts.bank.WordCheck`) — and asks the same question there: does the
 concept's summed activation predict those labels (their absence, for a ``no <word>`` concept)
-with an AUC at least the bank's random-latent threshold? A name that does not hold there is
-reported as such and not flagged: the effect is real, the word may not be.
+with an AUC at least the bank's random-latent threshold?
 
-Too few labelled rows (fewer than :data:`MIN_LABELLED` showing the word, or not showing it)
-decide nothing: the check is reported with its counts and ``holds`` null.
+The bank's test already passed on the probe images, so the audit looks for clear evidence
+against the name: it **holds** when the AUC meets the threshold, and **does not hold** only
+when even the upper end of the AUC's 95 % interval (Hanley and McNeil's standard error,
+Radiology 1982) stays below it. A name that does not hold is reported as such and not
+flagged: the effect is real, the word is not supported here. In between — an AUC a little
+below the threshold on few labelled rows — and with fewer than :data:`MIN_LABELLED` rows
+showing the word (or not showing it), the check is undecided (``holds`` null).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,11 +41,33 @@ class NameCheck:
     labelled: int  # audited rows whose zero-shot label shows the word
     rows: int
     auc_threshold: float
+    auc_upper: float | None = None  # the upper end of the AUC's 95 % interval
 
     @property
     def holds(self) -> bool | None:
-        """True / False: the AUC meets / misses the bank's threshold; None: undecided."""
-        return None if self.auc is None else self.auc >= self.auc_threshold
+        """True: the AUC meets the bank's threshold; False: even its interval's upper end
+        misses it; None: undecided (too few rows, or within the interval)."""
+        if self.auc is None or self.auc_upper is None:
+            return None
+        if self.auc >= self.auc_threshold:
+            return True
+        return False if self.auc_upper < self.auc_threshold else None
+
+
+def auc_upper_bound(value: float, positives: int, negatives: int, z: float = 1.96) -> float:
+    """``value + z · SE`` with Hanley and McNeil's (1982) standard error of an AUC from
+    ``positives`` and ``negatives`` rows, capped at 1.
+
+    >>> round(auc_upper_bound(0.874, 23, 1977), 3)  # 0.874 ± 0.093
+    0.967
+    >>> round(auc_upper_bound(0.589, 1000, 1000), 3)
+    0.614
+    """
+    q1, q2 = value / (2 - value), 2 * value**2 / (1 + value)
+    variance = (
+        value * (1 - value) + (positives - 1) * (q1 - value**2) + (negatives - 1) * (q2 - value**2)
+    ) / (positives * negatives)
+    return min(1.0, value + z * math.sqrt(max(variance, 0.0)))
 
 
 def word_scores(unit_chunks: Iterable[np.ndarray], checks: list[WordCheck]) -> np.ndarray:
@@ -66,12 +93,12 @@ def check_name(
     >>> word = WordCheck("red", np.zeros(2), 0.0)
     >>> check_name(s * 2, s, word, ImageScores("red", auc_threshold=0.8)).holds
     True
-    >>> check_name(-s, s, word, ImageScores("red", auc_threshold=0.8)).auc
-    0.0
+    >>> check_name(-s, s, word, ImageScores("red", auc_threshold=0.8)).holds
+    False
     >>> check_name(-s, s, word, ImageScores("red", "absent", auc_threshold=0.8)).holds
     True
     >>> check_name(s, s, WordCheck("red", np.zeros(2), 0.9), ImageScores("red", auc_threshold=0.8))
-    NameCheck(auc=None, labelled=2, rows=40, auc_threshold=0.8)
+    NameCheck(auc=None, labelled=2, rows=40, auc_threshold=0.8, auc_upper=None)
     """
     if evidence.auc_threshold is None:
         return None
@@ -81,4 +108,8 @@ def check_name(
         return NameCheck(None, labelled, rows, float(evidence.auc_threshold))
     target = ~shows if evidence.polarity == ABSENT else shows
     value = auc(torch.as_tensor(np.asarray(activation, dtype=np.float64)), torch.as_tensor(target))
-    return NameCheck(round(float(value), 6), labelled, rows, float(evidence.auc_threshold))
+    positives = int(target.sum())
+    upper = auc_upper_bound(value, positives, rows - positives)
+    return NameCheck(
+        round(float(value), 6), labelled, rows, float(evidence.auc_threshold), round(upper, 6)
+    )

@@ -158,14 +158,20 @@ class NameEvidence:
         default=None,
         omit_none=True,
     )
+    audited_auc_upper: float | None = doc(
+        "the upper end of audited_auc's 95 % interval (Hanley–McNeil standard error)",
+        default=None,
+        omit_none=True,
+    )
     audited_labelled: int | None = doc(
         "audited rows whose zero-shot label shows the word (absent: not checked)",
         default=None,
         omit_none=True,
     )
     holds: bool | None = doc(
-        "the name holds on the audited images: audited_auc ≥ auc_threshold (null: undecided; "
-        "absent: not checked); a concept whose name does not hold is never flagged",
+        "the name on the audited images: true when audited_auc ≥ auc_threshold, false when "
+        "even audited_auc_upper < auc_threshold (the concept is then never flagged), null when "
+        "undecided (too few labelled rows, or in between); absent: not checked",
         default=None,
         omit_none=True,
     )

@@ -98,24 +98,29 @@ def errors_name_note(concept: ConceptErrors) -> str | None:
 
 
 def name_check_note(concept: ConceptFinding | DiscoveredConcept) -> str | None:
-    """ "name not confirmed on these images: AUC 0.61 < 0.88" when the bank's name failed its
-    test on the audited rows (the concept is then never flagged); "name not checked on these
-    images: too few rows with and without 'red' (3 show it)" for a flagged concept whose word
-    is too rare (or too common) there to decide; else None."""
+    """Beside a concept whose name was checked on the audited images: "name not confirmed on
+    these images: AUC 0.589 (at most 0.614) < 0.881" when it does not hold (the concept is then
+    never flagged); for a flagged concept whose check is undecided, why; else None."""
     e = concept.evidence
     if e is None or e.audited_labelled is None:
         return None
-    if e.holds is False and e.audited_auc is not None and e.auc_threshold is not None:
+    if e.refuted and e.audited_auc is not None:
         return (
-            f"{NAME_NOT_CONFIRMED}: AUC {number_text(e.audited_auc)} < "
-            f"{number_text(e.auc_threshold)}"
+            f"{NAME_NOT_CONFIRMED}: AUC {number_text(e.audited_auc)} (at most "
+            f"{number_text(e.audited_auc_upper)}) < {number_text(e.auc_threshold)}"
         )
-    if e.holds is None and concept.flagged:
+    if e.holds is not None or not concept.flagged:
+        return None
+    if e.audited_auc is None:
         return (
             f"name not checked on these images: too few rows with and without '{e.word}' "
             f"({e.audited_labelled} show it)"
         )
-    return None
+    return (
+        f"name undecided on these images: AUC {number_text(e.audited_auc)} (at most "
+        f"{number_text(e.audited_auc_upper)}) against {number_text(e.auc_threshold)}, "
+        f"{e.audited_labelled} rows show '{e.word}'"
+    )
 
 
 def discover_note(concept: DiscoveredConcept) -> str | None:
@@ -172,8 +177,8 @@ def skipped_reasons(result: AuditResult) -> str:
 
 def name_checks_line(concepts: Sequence[ConceptFinding | DiscoveredConcept]) -> str | None:
     """How the bank's names fared on the audited images, in one sentence ("Names checked on
-    these images: 14 of 16 hold; not confirmed: heart (never flagged); undecided, too few
-    labelled rows: star."), or None when none was checked.
+    these images: 14 of 16 hold; not confirmed: red (never flagged); undecided: heart, star."),
+    or None when none was checked.
 
     An audit's or a discover run's concepts alike (only validated names carry a check)."""
     checked = [
@@ -190,7 +195,7 @@ def name_checks_line(concepts: Sequence[ConceptFinding | DiscoveredConcept]) -> 
     if refuted:
         text += f"; not confirmed: {', '.join(refuted)} (never flagged)"
     if undecided:
-        text += f"; undecided, too few labelled rows: {', '.join(undecided)}"
+        text += f"; undecided: {', '.join(undecided)}"
     return text + "."
 
 

@@ -54,3 +54,43 @@ def test_every_validated_name_holds_on_fresh_images_of_its_world():
     red = word_scores([fresh], [checks["red"]])[:, 0] > checks["red"].threshold
     truth = world.colour[2000:] == 0  # COLOURS[0] is red
     assert (red == truth).mean() >= 0.9 and red.sum() >= MIN_LABELLED
+
+
+def _planted(rng, positives: int, negatives: int, separation: float):  # type: ignore[no-untyped-def]
+    """Activations of ``positives`` rows showing the word and ``negatives`` not showing it,
+    normal with means ``separation`` apart (AUC Φ(separation / √2)), and word scores that
+    label exactly the positives (threshold 0)."""
+    shows = np.r_[np.ones(positives, bool), np.zeros(negatives, bool)]
+    activation = rng.standard_normal(shows.size) + separation * shows
+    return activation, np.where(shows, 1.0, -1.0)
+
+
+def test_a_name_is_refuted_only_beyond_its_interval(rng):
+    from audit.concepts.bank import ImageScores
+
+    word, evidence = WordCheck("red", np.zeros(2), 0.0), ImageScores("red", auc_threshold=0.9)
+    # AUC about 0.84, below the threshold 0.9: with 15 labelled rows the interval reaches past
+    # it (undecided); with 1 500 it does not (refuted).
+    few = check_name(*_planted(rng, 15, 1985, 1.4), word, evidence)
+    many = check_name(*_planted(rng, 1500, 1500, 1.4), word, evidence)
+    assert few is not None and many is not None
+    assert few.auc < 0.9 < few.auc_upper and few.holds is None
+    assert many.auc_upper < 0.9 and many.holds is False
+    strong = check_name(*_planted(rng, 15, 1985, 3.0), word, evidence)
+    assert strong is not None and strong.holds is True  # AUC ≈ 0.98 holds even on 15 rows
+
+
+def test_the_auc_interval_matches_the_spread_of_repeated_samples(rng):
+    """Hanley and McNeil's standard error against the AUC's spread over 400 samples drawn
+    from the same two normal distributions."""
+    from audit.concepts.auc import auc
+    from audit.concepts.namecheck import auc_upper_bound
+
+    for positives, negatives, separation in ((30, 300, 1.0), (200, 200, 2.0)):
+        values = []
+        for _ in range(400):
+            activation, scores = _planted(rng, positives, negatives, separation)
+            values.append(auc(torch.as_tensor(activation), torch.as_tensor(scores > 0)))
+        mean, spread = float(np.mean(values)), float(np.std(values))
+        standard_error = (auc_upper_bound(mean, positives, negatives) - mean) / 1.96
+        assert abs(standard_error - spread) <= 0.15 * spread, (standard_error, spread)

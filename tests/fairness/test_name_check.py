@@ -69,14 +69,14 @@ def test_a_name_refuted_on_the_audited_images_is_reported_not_flagged(audits, tm
     result = audits["circle"]
     red = _red(result)
     assert red["evidence"]["holds"] is False
-    assert red["evidence"]["audited_auc"] < red["evidence"]["auc_threshold"]
+    assert red["evidence"]["audited_auc_upper"] < red["evidence"]["auc_threshold"]
     # The effect is the same as when the name held; only the flag goes.
     held = _red(audits["red"])
     assert red["delta_wga"] == held["delta_wga"] and red["q"] == held["q"]
     assert not red["flagged"] and not any(c["flagged"] for c in result["concepts"])
     note = "name not confirmed on these images: AUC"
     rendered = reports(result)
-    summary = "not confirmed: red, heart (never flagged)"  # heart: no hearts in the task
+    summary = "not confirmed: red (never flagged); undecided: star, heart"  # none in the task
     for kind in ("txt", "md", "html"):
         assert note in rendered[kind], kind
         shown = md_escape(summary) if kind == "md" else summary

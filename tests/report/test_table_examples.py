@@ -122,14 +122,14 @@ def test_the_demo_reports_that_red_rides_on_red_and_joins_every_note():
     refuted = replace(
         red,
         flagged=False,
-        evidence=replace(red.evidence, audited_auc=0.61, holds=False),
+        evidence=replace(red.evidence, audited_auc=0.61, audited_auc_upper=0.64, holds=False),
         beyond=BeyondEffect(("stamp",), 0.0142, 0.6, 0.057),
     )
     result = replace(result, concepts=(refuted, *result.concepts[1:]))
     note = table_notes(result, (refuted,))[0]
     assert note == (
-        "name not confirmed on these images: AUC 0.610 < 0.881; rides on is_red=1: 100% of its "
-        "strongest rows (50% overall); beyond stamp: ΔWGA +0.014, p 0.057"
+        "name not confirmed on these images: AUC 0.610 (at most 0.640) < 0.881; rides on "
+        "is_red=1: 100% of its strongest rows (50% overall); beyond stamp: ΔWGA +0.014, p 0.057"
     )
     console = Console(record=True, width=400)
     render_terminal(result, console)

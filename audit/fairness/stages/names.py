@@ -47,6 +47,7 @@ def name_evidence(image: ImageScores | None, check: NameCheck | None) -> NameEvi
     return NameEvidence(
         image.word, image.polarity, image.selectivity, image.auc, image.auc_threshold,  # type: ignore[arg-type]
         audited_auc=None if check is None else check.auc,
+        audited_auc_upper=None if check is None else check.auc_upper,
         audited_labelled=None if check is None else check.labelled,
         holds=None if check is None else check.holds,
     )  # fmt: skip
