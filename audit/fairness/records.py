@@ -97,6 +97,48 @@ class ErrorSlice:
 
 
 @dataclass(frozen=True)
+class NameEvidence:
+    """What the probe images said about a concept's name when the bank was built."""
+
+    word: str = doc("the vocabulary word the concept's activation follows")
+    polarity: Literal["present", "absent"] = doc(
+        "present: it fires when the word is in the image; absent: when it is not (reports say "
+        "'absence of <word>')"
+    )
+    selectivity: float = doc("how far the word stands out from the vocabulary (robust z)")
+    auc: float | None = doc("held-out AUC of the activation for the word's zero-shot labels")
+    auc_threshold: float | None = doc("the AUC random latents reach (a name needs more)")
+    audited_auc: float | None = doc(
+        "the same AUC on the audited rows, labelled with the word's direction and threshold "
+        "from the bank (null: too few rows with or without the label; absent: not checked)",
+        default=None,
+        omit_none=True,
+    )
+    audited_auc_upper: float | None = doc(
+        "the upper end of audited_auc's 95 % interval (Hanley–McNeil standard error)",
+        default=None,
+        omit_none=True,
+    )
+    audited_labelled: int | None = doc(
+        "audited rows whose zero-shot label shows the word (absent: not checked)",
+        default=None,
+        omit_none=True,
+    )
+    holds: bool | None = doc(
+        "the name on the audited images: true when audited_auc ≥ auc_threshold, false when "
+        "even audited_auc_upper < auc_threshold (the concept is then never flagged), null when "
+        "undecided (too few labelled rows, or in between); absent: not checked",
+        default=None,
+        omit_none=True,
+    )
+
+    @property
+    def refuted(self) -> bool:
+        """The name failed its test on the audited images: the concept is never flagged."""
+        return self.holds is False
+
+
+@dataclass(frozen=True)
 class ConceptErrors:
     """A named concept's slices of the model's errors."""
 
@@ -112,9 +154,9 @@ class ConceptErrors:
     shift_ci: Interval | None = doc("bootstrap 95 % interval of the shift")
     flagged: bool = doc("one of its slices is flagged (never when its name does not hold)")
     slices: tuple[ErrorSlice, ...] = doc("the positive class, then the negative class")
-    name_holds: bool | None = doc(
-        "its name checked on the audited images: false when it does not hold there (the concept "
-        "is then never flagged), true when it does; absent: not checked or undecided",
+    evidence: NameEvidence | None = doc(
+        "the image evidence behind its name, with its check on the audited images (a concept "
+        "whose name does not hold there is never flagged)",
         default=None,
         omit_none=True,
     )

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from audit.concepts.activity import ACTIVE_RULE, ConceptActivity
-from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors
+from audit.fairness.records import ConceptErrors, ErrorSlice, NameEvidence, SlicedErrors
 from audit.fairness.stats import bh_qvalues, fisher_exact_two_sided, percentile_interval
 
 RELATION = (
@@ -148,18 +148,18 @@ def _concept(
     )
 
 
-def with_name_checks(
-    errors: SlicedErrors, holds: Mapping[tuple[int, ...], bool | None]
+def with_name_evidence(
+    errors: SlicedErrors, evidence: Mapping[tuple[int, ...], NameEvidence]
 ) -> SlicedErrors:
-    """``errors`` with each concept's name check (``holds``: by latents; None: undecided)
-    recorded; a concept whose name does not hold is not flagged (nor are its slices), and the
-    concepts are ranked again."""
+    """``errors`` with each concept's name evidence (by latents) recorded; a concept whose name
+    does not hold on the audited images is not flagged (nor are its slices), and the concepts
+    are ranked again."""
     marked = []
     for c in errors.concepts:
-        verdict = holds.get(tuple(c.latents))
-        if verdict is False:
+        found = evidence.get(tuple(c.latents))
+        if found is not None and found.refuted:
             c = replace(c, flagged=False, slices=tuple(replace(s, flagged=False) for s in c.slices))
-        marked.append(replace(c, name_holds=verdict))
+        marked.append(replace(c, evidence=found))
     ranked = sorted(marked, key=_rank_key)
     return replace(errors, concepts=tuple(replace(c, rank=i) for i, c in enumerate(ranked, 1)))
 

@@ -17,7 +17,7 @@ from rich.text import Text
 from audit.discover.result import DiscoverResult
 from audit.fairness.records import ConceptErrors, ErrorSlice, SlicedErrors, SurrogateRecord
 from audit.fairness.result import AuditResult
-from audit.report.wording import errors_name_note, number_text, p_value_text
+from audit.report.wording import name_check_note, number_text, p_value_text
 
 #: Concepts shown in the sliced-errors tables (the JSON has them all).
 TOP_ERRORS = 10
@@ -96,13 +96,13 @@ def errors_table(result: AuditResult, top: int = TOP_ERRORS) -> Table | None:
 
 
 def _with_errors_note(c: ConceptErrors) -> str:
-    note = errors_name_note(c)
+    note = name_check_note(c)
     return f"{c.name} ({note})" if note else c.name
 
 
 def _name_cell(c: ConceptErrors, style: str) -> Text:
     cell = Text(c.name, style=style)
-    note = errors_name_note(c)
+    note = name_check_note(c)
     if note:
         cell.append("\n" + note, style="dim")
     return cell

@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from audit.report.wording import errors_name_note, number_text, p_value_text
+from audit.report.wording import name_check_note, number_text, p_value_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -80,7 +80,7 @@ def template_env() -> Environment:
     env.filters["num"] = number_text
     env.filters["pct"] = fmt_percent
     env.filters["pvalue"] = p_value_text
-    env.globals["errors_name_note"] = errors_name_note
+    env.globals["name_check_note"] = name_check_note
     return env
 
 

@@ -92,12 +92,7 @@ def beyond_note(concept: ConceptFinding | DiscoveredConcept) -> str | None:
 NAME_NOT_CONFIRMED = "name not confirmed on these images"
 
 
-def errors_name_note(concept: ConceptErrors) -> str | None:
-    """The sliced errors' note: :data:`NAME_NOT_CONFIRMED` when the name did not hold."""
-    return NAME_NOT_CONFIRMED if concept.name_holds is False else None
-
-
-def name_check_note(concept: ConceptFinding | DiscoveredConcept) -> str | None:
+def name_check_note(concept: ConceptFinding | DiscoveredConcept | ConceptErrors) -> str | None:
     """Beside a concept whose name was checked on the audited images: "name not confirmed on
     these images: AUC 0.589 (at most 0.614) < 0.881" when it does not hold (the concept is then
     never flagged); for a flagged concept whose check is undecided, why; else None."""

@@ -74,6 +74,11 @@ def test_a_name_refuted_on_the_audited_images_is_reported_not_flagged(audits, tm
     held = _red(audits["red"])
     assert red["delta_wga"] == held["delta_wga"] and red["q"] == held["q"]
     assert not red["flagged"] and not any(c["flagged"] for c in result["concepts"])
+    # The sliced errors follow the same rule: red's slices were flagged while its name held.
+    sliced = {w: _red(audits[w]["concept_errors"]) for w in ("red", "circle")}
+    assert sliced["red"]["flagged"] and sliced["red"]["evidence"]["holds"] is True
+    assert not sliced["circle"]["flagged"] and sliced["circle"]["evidence"]["holds"] is False
+    assert not any(s["flagged"] for s in sliced["circle"]["slices"])
     note = "name not confirmed on these images: AUC"
     rendered = reports(result)
     summary = "not confirmed: red (never flagged); undecided: star, heart"  # none in the task

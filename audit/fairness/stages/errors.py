@@ -19,9 +19,9 @@ from audit.concepts.namecheck import NameCheck
 from audit.fairness.records import SlicedErrors
 from audit.fairness.reliance import ConceptRow, build_concept_rows
 from audit.fairness.reliance.scan import Scan
-from audit.fairness.slices import SliceSettings, sliced_errors, with_name_checks
+from audit.fairness.slices import SliceSettings, sliced_errors, with_name_evidence
 from audit.fairness.stages.context import AuditContext
-from audit.fairness.stages.names import name_check_stage
+from audit.fairness.stages.names import name_check_stage, name_evidence
 
 
 def activity_stage(
@@ -85,4 +85,5 @@ def errors_stage(
         [str(r.name) for r in rows], activity, ctx.cells.y, decisions, ctx.cells.target_values,
         settings, whose, columns,
     )  # fmt: skip
-    return with_name_checks(errors, {key: check.holds for key, check in name_checks.items()})
+    evidence = {r.latents: name_evidence(r.image, name_checks.get(r.latents)) for r in rows}
+    return with_name_evidence(errors, {k: e for k, e in evidence.items() if e is not None})
