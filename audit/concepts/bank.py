@@ -139,13 +139,21 @@ class ConceptBank:
 
     def notes(self) -> tuple[str, ...]:
         """The caveats every report of an audit with this bank carries: one when the names
-        were never checked against images, else none."""
+        were never checked against images, or cannot be checked again on the audited ones;
+        else none."""
         if self.validation_method == "image":
             if self.missing_word_file:
                 return (
                     f"the bank '{self.name}' names its word file {self.missing_word_file}, "
                     "which is not beside it: its names were checked on its probe images but "
                     "not again on the audited ones (copy the file next to the bank)",
+                )
+            if self.word_checks is None and any(g.validated for g in self.concept_groups()):
+                return (
+                    f"the bank '{self.name}' keeps no word file (it was built before banks "
+                    "kept one): its names were checked on its probe images but not again on "
+                    "the audited ones; rebuild it with `msae-audit concepts … --probe-images "
+                    "STORE` to have them checked here",
                 )
             return ()
         return (

@@ -156,9 +156,12 @@ def test_a_bank_named_from_text_alone_carries_a_caveat_and_an_image_named_one_no
     image = {"validation": {"method": "image", "rule": "…"}}
     for extra, method in (({}, "text"), ({"validation": {"method": "text"}}, "text"),
                           (image, "image"), ({"validation": "image"}, "text")):  # fmt: skip
-        bank = ConceptBank("b", {"fingerprint": "f"}, concepts, extra=extra)
+        bank = ConceptBank("b", {"fingerprint": "f"}, concepts, extra=extra, word_checks={})
         assert bank.validation_method == method
         notes = bank.notes()
         assert (notes == ()) == (method == "image")
         for note in notes:
             assert "--probe-images" in note and "'b'" in note
+    # An image-named bank read without a word file cannot have its names checked again.
+    older = ConceptBank("b", {"fingerprint": "f"}, concepts, extra=image)
+    assert [n for n in older.notes() if "keeps no word file" in n and "--probe-images" in n]

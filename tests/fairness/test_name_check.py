@@ -108,3 +108,16 @@ def test_without_the_word_file_the_bank_says_so(tmp_path):
     moved = load_bank(folder / "bank.yaml")
     assert moved.word_checks is None
     assert any("bank.words.safetensors" in note for note in moved.notes())
+
+
+def test_an_image_bank_without_a_word_file_says_its_names_are_not_checked_here(tmp_path):
+    import yaml
+
+    data = yaml.safe_load((DEMO_INPUTS / "bank.yaml").read_text(encoding="utf-8"))
+    del data["word_checks"]  # as banks were written before they kept their words
+    older = tmp_path / "older.yaml"
+    older.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    bank = load_bank(older)
+    assert bank.word_checks is None and bank.validation_method == "image"
+    assert any("keeps no word file" in note for note in bank.notes())
+    assert not load_bank(DEMO_INPUTS / "bank.yaml").notes()  # with its word file: no caveat
