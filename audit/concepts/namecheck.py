@@ -5,17 +5,24 @@ activation predicted the word's zero-shot labels on held-out probe images better
 latents (:mod:`audit.concepts.grouping`). The audited images may be another kind of image. So
 the audit labels its own rows the same way — an image shows word ``w`` when
 ``x̂ · (t̂_w − t̄) > θ_w``, with the direction and ``θ_w`` the bank kept
-(:class:`~audit.concepts.bank.WordCheck`) — and asks the same question there: does the
-concept's summed activation predict those labels (their absence, for a ``no <word>`` concept)
-with an AUC at least the bank's random-latent threshold?
+(:class:`~audit.concepts.bank.WordCheck`) — and asks two questions there:
 
-The bank's test already passed on the probe images, so the audit looks for clear evidence
-against the name: it **holds** when the AUC meets the threshold, and **does not hold** only
-when even the upper end of the AUC's 95 % interval (Hanley and McNeil's standard error,
-Radiology 1982) stays below it. A name that does not hold is reported as such and not
-flagged: the effect is real, the word is not supported here. In between — an AUC a little
-below the threshold on few labelled rows — and with fewer than :data:`MIN_LABELLED` rows
-showing the word (or not showing it), the check is undecided (``holds`` null).
+* **ranking**: does the concept's summed activation predict those labels (their absence, for a
+  ``no <word>`` concept) with an AUC at least the bank's random-latent threshold?
+* **share**: do most of the rows where the concept is active (the audit's one definition of
+  active, :mod:`audit.concepts.activity`) show the word — at least :data:`MIN_SHARE`? A
+  concept the audit removes acts where it is active; if those rows mostly do not show its
+  word, "the classifier leans on <word>" describes a few of them. (The AUC alone misses it: a
+  concept active on 670 of 2 000 rows of circles and squares ranked the 23 rows CLIP calls
+  "heart" near its top, AUC 0.87–0.91, while 3–5 % of its active rows showed a heart.)
+
+The name passed its test on the probe images, so the audit looks for clear evidence against it:
+it **does not hold** when even the upper end of the AUC's 95 % interval (Hanley and McNeil's
+standard error, Radiology 1982) is below the threshold, or the upper end of the share's (Wilson)
+is below :data:`MIN_SHARE`; it **holds** when both point estimates meet their bounds; else
+(or with fewer than :data:`MIN_LABELLED` rows showing the word, or not showing it, for the
+AUC) it is undecided (``holds`` null). A name that does not hold is reported as such and not
+flagged: the effect is real, the word is not supported here.
 """
 
 from __future__ import annotations
@@ -29,8 +36,11 @@ import torch
 
 from audit.concepts.auc import auc
 from audit.concepts.bank import ABSENT, ImageScores, WordCheck
+from audit.intervals import Z_95, wilson_interval
 
 MIN_LABELLED = 10
+#: Most of the rows where a concept is active must show its word.
+MIN_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,19 +52,27 @@ class NameCheck:
     rows: int
     auc_threshold: float
     auc_upper: float | None = None  # the upper end of the AUC's 95 % interval
+    share: float | None = None  # of the rows where the concept is active, those showing it
+    share_upper: float | None = None  # the upper end of the share's 95 % interval
+
+    @property
+    def refuted(self) -> bool:
+        """Clear evidence against the name: an interval's upper end below its bound."""
+        return (self.auc_upper is not None and self.auc_upper < self.auc_threshold) or (
+            self.share_upper is not None and self.share_upper < MIN_SHARE
+        )
 
     @property
     def holds(self) -> bool | None:
-        """True: the AUC meets the bank's threshold; False: even its interval's upper end
-        misses it; None: undecided (too few rows, or within the interval)."""
-        if self.auc is None or self.auc_upper is None:
+        """True: the AUC and the share meet their bounds; False: refuted; None: undecided."""
+        if self.refuted:
+            return False
+        if self.auc is None or self.auc < self.auc_threshold:
             return None
-        if self.auc >= self.auc_threshold:
-            return True
-        return False if self.auc_upper < self.auc_threshold else None
+        return None if self.share is not None and self.share < MIN_SHARE else True
 
 
-def auc_upper_bound(value: float, positives: int, negatives: int, z: float = 1.96) -> float:
+def auc_upper_bound(value: float, positives: int, negatives: int, z: float = Z_95) -> float:
     """``value + z · SE`` with Hanley and McNeil's (1982) standard error of an AUC from
     ``positives`` and ``negatives`` rows, capped at 1.
 
@@ -83,33 +101,48 @@ def word_scores(unit_chunks: Iterable[np.ndarray], checks: list[WordCheck]) -> n
 
 
 def check_name(
-    activation: np.ndarray, scores: np.ndarray, check: WordCheck, evidence: ImageScores
+    activation: np.ndarray,
+    scores: np.ndarray,
+    check: WordCheck,
+    evidence: ImageScores,
+    active: np.ndarray | None = None,
 ) -> NameCheck | None:
     """The test of ``evidence``'s name on these rows: ``activation`` the concept's summed
-    activation, ``scores`` the word's ``x̂ · (t̂_w − t̄)``; None without a bank threshold.
+    activation, ``scores`` the word's ``x̂ · (t̂_w − t̄)``, ``active`` where the concept counts
+    as active (None: the share is not tested); None without a bank threshold.
 
     >>> from audit.concepts.bank import ImageScores, WordCheck
     >>> s = np.linspace(-1, 1, 40)  # the word shows on the upper half
     >>> word = WordCheck("red", np.zeros(2), 0.0)
-    >>> check_name(s * 2, s, word, ImageScores("red", auc_threshold=0.8)).holds
+    >>> check_name(s * 2, s, word, ImageScores("red", auc_threshold=0.8), s > 0).holds
     True
     >>> check_name(-s, s, word, ImageScores("red", auc_threshold=0.8)).holds
     False
-    >>> check_name(-s, s, word, ImageScores("red", "absent", auc_threshold=0.8)).holds
+    >>> check_name(-s, s, word, ImageScores("red", "absent", auc_threshold=0.8), s < 0).holds
     True
+    >>> found = check_name(s, s, word, ImageScores("red", auc_threshold=0.8), np.ones(40, bool))
+    >>> found.auc, found.share, found.holds  # ranked well, but active on every row: half show it
+    (1.0, 0.5, True)
     >>> check_name(s, s, WordCheck("red", np.zeros(2), 0.9), ImageScores("red", auc_threshold=0.8))
-    NameCheck(auc=None, labelled=2, rows=40, auc_threshold=0.8, auc_upper=None)
+    NameCheck(auc=None, labelled=2, rows=40, auc_threshold=0.8, auc_upper=None, share=None, share_upper=None)
     """
     if evidence.auc_threshold is None:
         return None
     shows = np.asarray(scores) > check.threshold
     labelled, rows = int(shows.sum()), int(shows.size)
-    if min(labelled, rows - labelled) < MIN_LABELLED:
-        return NameCheck(None, labelled, rows, float(evidence.auc_threshold))
     target = ~shows if evidence.polarity == ABSENT else shows
+    share = share_upper = None
+    if active is not None and np.asarray(active).any():
+        on = np.asarray(active, dtype=bool)
+        showing, n_active = int((target & on).sum()), int(on.sum())
+        share = round(showing / n_active, 6)
+        share_upper = round(wilson_interval(showing, n_active)[1], 6)
+    threshold = float(evidence.auc_threshold)
+    if min(labelled, rows - labelled) < MIN_LABELLED:
+        return NameCheck(None, labelled, rows, threshold, None, share, share_upper)
     value = auc(torch.as_tensor(np.asarray(activation, dtype=np.float64)), torch.as_tensor(target))
     positives = int(target.sum())
     upper = auc_upper_bound(value, positives, rows - positives)
     return NameCheck(
-        round(float(value), 6), labelled, rows, float(evidence.auc_threshold), round(upper, 6)
+        round(float(value), 6), labelled, rows, threshold, round(upper, 6), share, share_upper
     )

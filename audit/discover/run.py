@@ -154,12 +154,7 @@ def _measure(
         ctx, scan, effects, settings.max_target_auc, ctx.tick("null", len(effects))
     )
     clock.lap("null")
-    column = {g.latents: i for i, g in enumerate(family.groups)}
-    names = name_check_stage(
-        ctx,
-        [(g.latents, g.image) for g in family.groups],
-        lambda latents: scan.sums[:, column[latents]],
-    )
+    names = name_check_stage(ctx, [(g.latents, g.image) for g in family.groups], activity)
     clock.lap("name checks")
     concepts = ranked(
         ctx,

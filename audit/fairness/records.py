@@ -124,10 +124,20 @@ class NameEvidence:
         default=None,
         omit_none=True,
     )
+    audited_share: float | None = doc(
+        "of the audited rows where the concept is active, the share whose label shows the word "
+        "(its absence, for 'no <word>'); a name needs at least 0.5",
+        default=None,
+        omit_none=True,
+    )
+    audited_share_upper: float | None = doc(
+        "the upper end of audited_share's 95 % (Wilson) interval", default=None, omit_none=True
+    )
     holds: bool | None = doc(
-        "the name on the audited images: true when audited_auc ≥ auc_threshold, false when "
-        "even audited_auc_upper < auc_threshold (the concept is then never flagged), null when "
-        "undecided (too few labelled rows, or in between); absent: not checked",
+        "the name on the audited images: true when audited_auc ≥ auc_threshold and "
+        "audited_share ≥ 0.5, false when audited_auc_upper < auc_threshold or "
+        "audited_share_upper < 0.5 (the concept is then never flagged), null when undecided "
+        "(too few labelled rows, or in between); absent: not checked",
         default=None,
         omit_none=True,
     )

@@ -73,9 +73,7 @@ def _attribute(ctx: AuditContext, clock: StageClock) -> _Outcome:
     activity = activity_stage(ctx, list(rows.values()), screened.scan)
     clock.lap("concept activity")
     names = name_check_stage(
-        ctx,
-        [(r.latents, r.image) for r in rows.values() if r.tested],
-        lambda latents: activity.activation[:, activity.index(latents)],
+        ctx, [(r.latents, r.image) for r in rows.values() if r.tested], activity
     )
     clock.lap("name checks")
     null = null_stage(ctx, screened, chosen)

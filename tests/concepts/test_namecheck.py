@@ -94,3 +94,23 @@ def test_the_auc_interval_matches_the_spread_of_repeated_samples(rng):
         mean, spread = float(np.mean(values)), float(np.std(values))
         standard_error = (auc_upper_bound(mean, positives, negatives) - mean) / 1.96
         assert abs(standard_error - spread) <= 0.15 * spread, (standard_error, spread)
+
+
+def test_a_concept_active_mostly_where_its_word_is_not_shown_is_refuted(rng):
+    """The demo's "heart" on circles and squares: 23 rows read as hearts sit at the top of the
+    concept's ranking (a high AUC), but it is active on a third of all rows, which show no
+    heart — so the name does not describe where the concept acts."""
+    from audit.concepts.bank import ImageScores
+
+    n = 2000
+    shows = np.zeros(n, bool)
+    shows[:23] = True
+    activation = np.where(shows, 3.0, 0.0) + rng.random(n)
+    active = activation > 0.5  # the 23 and about half of the others
+    word, evidence = WordCheck("heart", np.zeros(2), 0.0), ImageScores("heart", auc_threshold=0.9)
+    scores = np.where(shows, 1.0, -1.0)
+    found = check_name(activation, scores, word, evidence, active)
+    assert found is not None and found.auc >= 0.99  # the ranking alone would pass it
+    assert found.share < 0.05 and found.share_upper < 0.5 and found.holds is False
+    # Active only where it shows, the same concept holds.
+    assert check_name(activation, scores, word, evidence, shows).holds is True

@@ -62,7 +62,13 @@ def test_a_name_that_holds_on_the_audited_images_is_flagged(audits):
     assert named and all("audited_labelled" in c["evidence"] for c in named)
     held = sum(c["evidence"].get("holds") is True for c in named)
     line = f"Names checked on these images: {held} of {len(named)} hold"
-    assert held >= len(named) - 2 and line in " ".join(reports(audits["red"])["txt"].split())
+    assert line in " ".join(reports(audits["red"])["txt"].split())
+    # Planted truth: the task shows circles and squares only. The names that do not hold are
+    # the bank's other shapes — active on hundreds of rows, few of which CLIP reads as them.
+    refuted = {c["name"] for c in named if c["evidence"]["holds"] is False}
+    assert refuted == {"cross", "heart", "star", "triangle"}, refuted
+    assert all(c["evidence"]["audited_share_upper"] < 0.5 for c in named if c["name"] in refuted)
+    assert held == len(named) - len(refuted)  # every other name holds
 
 
 def test_a_name_refuted_on_the_audited_images_is_reported_not_flagged(audits, tmp_path):
@@ -81,7 +87,7 @@ def test_a_name_refuted_on_the_audited_images_is_reported_not_flagged(audits, tm
     assert not any(s["flagged"] for s in sliced["circle"]["slices"])
     note = "name not confirmed on these images: AUC"
     rendered = reports(result)
-    summary = "not confirmed: red (never flagged); undecided: star, heart"  # none in the task
+    summary = "not confirmed: red, triangle, star, cross, heart (never flagged)"
     for kind in ("txt", "md", "html"):
         assert note in rendered[kind], kind
         shown = md_escape(summary) if kind == "md" else summary

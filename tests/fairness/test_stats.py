@@ -93,6 +93,7 @@ def test_sequential_pvalue_stops_early_and_reaches_the_floor():
     [
         "audit.fairness.groups",
         "audit.fairness.rounding",
+        "audit.intervals",
         "audit.fairness.stats",
         "audit.report.markdown",
         "audit.report.junit",

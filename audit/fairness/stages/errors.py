@@ -66,13 +66,8 @@ def errors_stage(
     rows = tested_rows(ctx)
     if activity is None or not all(r.latents in activity.latents for r in rows):
         activity = activity_stage(ctx, rows)
-    known = activity
     if name_checks is None:
-        name_checks = name_check_stage(
-            ctx,
-            [(r.latents, r.image) for r in rows],
-            lambda latents: known.activation[:, known.index(latents)],
-        )
+        name_checks = name_check_stage(ctx, [(r.latents, r.image) for r in rows], activity)
     columns = [activity.index(r.latents) for r in rows]
     whose = {
         "image": "the image model's own",

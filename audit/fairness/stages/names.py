@@ -4,10 +4,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import numpy as np
-
+from audit.concepts.activity import ConceptActivity
 from audit.concepts.bank import ImageScores
 from audit.concepts.namecheck import NameCheck, check_name, word_scores
 from audit.fairness.result import NameEvidence
@@ -19,11 +18,11 @@ Key = tuple[int, ...]  # a concept's latents
 def name_check_stage(
     ctx: AuditContext,
     concepts: Sequence[tuple[Key, ImageScores | None]],
-    activation: Callable[[Key], np.ndarray],
+    activity: ConceptActivity,
 ) -> dict[Key, NameCheck]:
     """Per concept (its latents and the image evidence of its name) whose word the bank
-    keeps, its name's test on the audited rows; ``activation(latents)`` is the concept's
-    summed activation there."""
+    keeps, its name's test on the audited rows; ``activity`` holds each concept's summed
+    activation there and where it is active."""
     checks = ctx.bank.word_checks or {}
     todo = [(key, image) for key, image in concepts if image is not None and image.word in checks]
     if not todo:
@@ -34,7 +33,10 @@ def name_check_stage(
     out = {}
     for key, image in todo:
         column = words.index(image.word)
-        found = check_name(activation(key), scores[:, column], checks[image.word], image)
+        i = activity.index(key)
+        summed = activity.activation[:, i]
+        active = summed > activity.thresholds[i]
+        found = check_name(summed, scores[:, column], checks[image.word], image, active)
         if found is not None:
             out[key] = found
     return out
@@ -48,6 +50,8 @@ def name_evidence(image: ImageScores | None, check: NameCheck | None) -> NameEvi
         image.word, image.polarity, image.selectivity, image.auc, image.auc_threshold,  # type: ignore[arg-type]
         audited_auc=None if check is None else check.auc,
         audited_auc_upper=None if check is None else check.auc_upper,
+        audited_share=None if check is None else check.share,
+        audited_share_upper=None if check is None else check.share_upper,
         audited_labelled=None if check is None else check.labelled,
         holds=None if check is None else check.holds,
     )  # fmt: skip
