@@ -168,6 +168,13 @@ def show(opts: ShowOptions) -> None:
     console.print(bank_table(loaded, limit=opts.limit, include_unnamed=opts.all_latents))
     if loaded.extra.get("summary"):
         console.print(summary_line(loaded))
+    if loaded.word_checks:
+        console.print(
+            f"word file: {len(loaded.word_checks)} words, so audits check the names again on "
+            "the images they audit"
+        )
+    for note in loaded.notes():
+        console.print(f"note: {escape(note)}", style="dim")
 
 
 def summary_line(bank: ConceptBank) -> str:

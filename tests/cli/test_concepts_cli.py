@@ -123,6 +123,11 @@ def test_concepts_with_probe_images(cli, tmp_path, monkeypatch):
     word_file = tmp_path / "concept_banks" / "marker.words.safetensors"
     assert "with its word file" in text and word_file.is_file()
     assert bank.word_checks and MARKER in bank.word_checks  # read back from that file
+    shown = cli("concepts", "show", "marker")
+    assert f"word file: {len(bank.word_checks)} words" in " ".join(shown.stdout.split())
+    word_file.unlink()  # a bank copied without it: show says what that costs
+    shown = " ".join(cli("concepts", "show", "marker").stdout.split())
+    assert "word file" in shown and "not again on the audited ones" in shown
     short = cli(
         *["concepts", "--sae", "sae", "--vocab", "words.txt"],
         *["--text-embeddings", "texts.npy", "--out", "b.yaml"],
