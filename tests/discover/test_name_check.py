@@ -4,27 +4,22 @@ check of "circle" (tests/fairness/test_name_check.py) it is refuted, reported an
 
 from __future__ import annotations
 
-import dataclasses
 from html import escape as html_escape
 
 import pytest
 
-from audit.concepts import load_bank, save_bank
 from audit.discover import DiscoverSettings
 from audit.fairness import AuditSettings
 from audit.report.discover import discover_files
 from audit.report.wording import discover_note, name_checks_line
 from audit.store import open_store
+from tests.fairness.test_name_check import red_labelled_as
 from tests.golden.cases import DEMO_INPUTS
 
 
-def _discover(tmp_path, red_labelled_as: str):  # type: ignore[no-untyped-def]
-    bank = load_bank(DEMO_INPUTS / "bank.yaml")
-    assert bank.word_checks is not None
-    bank.word_checks["red"] = dataclasses.replace(bank.word_checks[red_labelled_as], word="red")
-    folder = tmp_path / red_labelled_as
-    folder.mkdir()
-    bank_path = save_bank(bank, folder / "bank.yaml")
+def _discover(tmp_path, red_labelled_as_word: str):  # type: ignore[no-untyped-def]
+    folder = tmp_path / red_labelled_as_word
+    bank_path = red_labelled_as(red_labelled_as_word, folder)
     labels = open_store(DEMO_INPUTS / "store").metadata.drop(columns=["is_red"])
     settings = DiscoverSettings(AuditSettings("is_circle", "", split="test", ablation="mean"))
     outcome = discover_files(
@@ -37,7 +32,7 @@ def _discover(tmp_path, red_labelled_as: str):  # type: ignore[no-untyped-def]
     line = name_checks_line(outcome.result.concepts)
     assert line is not None and html_escape(line) in html  # the run's summary of the checks
     refuted = line.partition("not confirmed: ")[2].partition(" (never flagged)")[0].split(", ")
-    assert ("red" in refuted) is (red_labelled_as != "red")
+    assert ("red" in refuted) is (red_labelled_as_word != "red")
     return red, html
 
 

@@ -25,15 +25,22 @@ from audit.report.markdown import md_escape
 from tests.golden.cases import DEMO_GATE, DEMO_INPUTS, reports, run_audit_case
 
 
-def _audit(tmp_path: Path, red_labelled_as: str) -> dict:
-    """The demo's audit with the bank's word check for "red" taken from ``red_labelled_as``."""
+def red_labelled_as(word: str, folder: Path) -> Path:
+    """The demo's bank, written into ``folder`` (made here) with its word check for "red" taken
+    from ``word``'s; returns the bank's path (its word file beside it)."""
     bank = load_bank(DEMO_INPUTS / "bank.yaml")
     assert bank.word_checks is not None
-    bank.word_checks["red"] = dataclasses.replace(bank.word_checks[red_labelled_as], word="red")
-    folder = tmp_path / red_labelled_as
+    bank.word_checks["red"] = dataclasses.replace(bank.word_checks[word], word="red")
     folder.mkdir()
     bank_path = save_bank(bank, folder / "bank.yaml")
     assert (folder / "bank.words.safetensors").is_file()
+    return bank_path
+
+
+def _audit(tmp_path: Path, red_labelled_as_word: str) -> dict:
+    """The demo's audit with the bank's word check for "red" taken from that word's."""
+    folder = tmp_path / red_labelled_as_word
+    bank_path = red_labelled_as(red_labelled_as_word, folder)
     return run_audit_case(
         folder, DEMO_INPUTS / "store", sae=DEMO_INPUTS / "sae", bank=bank_path,
         classifier=DEMO_INPUTS / "head.npz", target="is_circle", spurious="is_red",
