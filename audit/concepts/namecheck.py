@@ -58,9 +58,7 @@ class NameCheck:
     @property
     def refuted(self) -> bool:
         """Clear evidence against the name: an interval's upper end below its bound."""
-        return (self.auc_upper is not None and self.auc_upper < self.auc_threshold) or (
-            self.share_upper is not None and self.share_upper < MIN_SHARE
-        )
+        return auc_refutes(self.auc_upper, self.auc_threshold) or share_refutes(self.share_upper)
 
     @property
     def holds(self) -> bool | None:
@@ -70,6 +68,16 @@ class NameCheck:
         if self.auc is None or self.auc < self.auc_threshold:
             return None
         return None if self.share is not None and self.share < MIN_SHARE else True
+
+
+def auc_refutes(auc_upper: float | None, auc_threshold: float | None) -> bool:
+    """Even the upper end of the AUC's interval misses the bank's threshold."""
+    return auc_upper is not None and auc_threshold is not None and auc_upper < auc_threshold
+
+
+def share_refutes(share_upper: float | None) -> bool:
+    """Even the upper end of the share's interval is below :data:`MIN_SHARE`."""
+    return share_upper is not None and share_upper < MIN_SHARE
 
 
 def auc_upper_bound(value: float, positives: int, negatives: int, z: float = Z_95) -> float:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from audit.concepts.bank import ABSENT
-from audit.concepts.namecheck import MIN_SHARE
+from audit.concepts.namecheck import auc_refutes, share_refutes
 from audit.discover.result import DiscoveredConcept
 from audit.fairness.records import ConceptErrors
 from audit.fairness.result import AuditResult, ConceptFinding
@@ -115,9 +115,9 @@ def name_check_note(concept: ConceptFinding | DiscoveredConcept | ConceptErrors)
     )
     if e.refuted:
         reasons = []
-        if e.audited_auc_upper is not None and e.audited_auc_upper < (e.auc_threshold or 0.0):
+        if auc_refutes(e.audited_auc_upper, e.auc_threshold):
             reasons.append(f"{auc} < {number_text(e.auc_threshold)}")
-        if e.audited_share_upper is not None and e.audited_share_upper < MIN_SHARE:
+        if share_refutes(e.audited_share_upper):
             reasons.append(f"{share} (at most {e.audited_share_upper:.0%}; a name needs most)")
         return f"{NAME_NOT_CONFIRMED}: {'; '.join(reasons)}"
     if e.holds is not None or not concept.flagged:
