@@ -27,12 +27,12 @@ def name_check_stage(
     todo = [(key, image) for key, image in concepts if image is not None and image.word in checks]
     if not todo:
         return {}
-    words = sorted({image.word for _, image in todo})
+    column_of = {word: i for i, word in enumerate(sorted({image.word for _, image in todo}))}
     blocks = (block for _, block in ctx.space.rows.chunks(ctx.space.chunk))
-    scores = word_scores(blocks, [checks[w] for w in words])
+    scores = word_scores(blocks, [checks[w] for w in column_of])
     out = {}
     for key, image in todo:
-        column = words.index(image.word)
+        column = column_of[image.word]
         i = activity.index(key)
         summed = activity.activation[:, i]
         active = summed > activity.thresholds[i]
