@@ -2,7 +2,7 @@
 time naming takes at CLIP scale.
 
     python benchmarks/naming_quality.py [--demo reports/demo] [--seeds 0,1,2,3,4] [--json FILE]
-                                        [--expansion E [--sae-seed S]] [--oracle]
+                                        [--expansion E [--sae-seeds 0,1,2]] [--oracle]
     python benchmarks/naming_quality.py --scale [--latents 6144] [--dim 768] [--vocab 20000]
                                         [--probe 20000]
 
@@ -27,7 +27,9 @@ weights 0.998 → 0.97, λ = 1) or by the Spearman correlation between the activ
 per-image centred similarity.
 
 ``--expansion E`` names the latents of an SAE trained on the demo's corpus with the demo's
-settings but ``E`` latents per dimension instead of the demo's SAE. ``--oracle`` measures
+settings but ``E`` latents per dimension instead of the demo's SAE; with ``--sae-seeds`` one
+SAE per training seed, each SAE's naming seeds reported on its own row and all together (how
+much the figures depend on the SAE's training run rather than on the naming). ``--oracle`` measures
 what any naming of the latents could reach: per value, with the true labels, the latent that
 detects it best and the greedy sum of latents (the naming's core rule, from any latents) that
 does, on the SAE and on as many random latents with the same firing rates.
@@ -43,6 +45,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,18 +96,20 @@ def load_demo(demo: Path | None, out: Path) -> dict:
     }
 
 
-def retrain_sae(data: dict, out: Path, expansion: int, seed: int) -> None:
+def retrain_sae(data: dict, out: Path, expansion: int, seed: int) -> float:
     """Replace the demo's SAE by one trained on the same corpus with the demo's settings but
-    ``expansion`` latents per dimension (how the naming depends on the dictionary's size)."""
+    ``expansion`` latents per dimension (how the naming depends on the dictionary's size);
+    returns its FVU on the corpus."""
     from audit.demo_steps import DemoSettings, train_demo_sae
     from audit.sae import load_sae
 
     settings = dataclasses.replace(DemoSettings(), sae_expansion=expansion, seed=seed)
     sae_dir = out / f"sae-x{expansion}-seed{seed}"
     sae_dir.mkdir(parents=True, exist_ok=True)
-    train_demo_sae(Path(data["corpus_store"]), sae_dir, settings, device="cpu")
+    trained = train_demo_sae(Path(data["corpus_store"]), sae_dir, settings, device="cpu")
     data["sae"] = load_sae(sae_dir).eval()
     print(f"SAE: {data['sae'].W_dec.shape[0]} latents ({expansion}x), trained in {sae_dir}")
+    return float(trained["fvu"])
 
 
 def evaluation_split(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -270,7 +275,7 @@ def run_seed(data: dict, seed: int) -> dict[str, dict]:
     return out
 
 
-def report(results: dict[int, dict[str, dict]]) -> None:
+def report(results: dict[Any, dict[str, dict]], list_misses: bool = True) -> None:
     methods = list(next(iter(results.values())))
     keys = (
         "concepts",
@@ -294,8 +299,29 @@ def report(results: dict[int, dict[str, dict]]) -> None:
         print(f"| {m} | " + " | ".join(cells) + " |")
     for s, per in results.items():
         for m, r in per.items():
-            if r["bad"]:
+            if r["bad"] and list_misses:
                 print(f"seed {s} {m}: below AUC {GOOD_AUC}: {r['bad']}")
+
+
+def report_per_sae(per_sae: dict[int, dict]) -> None:
+    """The image naming per SAE training seed (mean and range over its naming seeds), then
+    every row of :func:`report` over all SAEs and naming seeds together."""
+    keys = ("precision", "recall", "recall_correct", "recall_seen", "wrong_polarity")
+    print("| SAE seed | FVU | " + " | ".join(f"image {k}" for k in keys) + " |")
+    print("|---" * (len(keys) + 2) + "|")
+    for sae_seed, trained in per_sae.items():
+        cells = []
+        for k in keys:
+            values = np.array([r["image"][k] for r in trained["seeds"].values()], dtype=float)
+            fmt = "{:.0f}" if k == "wrong_polarity" else "{:.3f}"
+            cells.append(
+                f"{fmt.format(values.mean())} ({fmt.format(values.min())}–"
+                f"{fmt.format(values.max())})"
+            )
+        print(f"| {sae_seed} | {trained['fvu']:.4f} | " + " | ".join(cells) + " |")
+    print(f"\nall {len(per_sae)} SAEs together:")
+    pooled = {(a, b): r for a, t in per_sae.items() for b, r in t["seeds"].items()}
+    report(pooled, list_misses=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -424,7 +450,9 @@ def main() -> None:
         default=None,
         help="train an SAE with this many latents per dimension on the demo's corpus instead",
     )
-    parser.add_argument("--sae-seed", type=int, default=0, help="seed of that SAE")
+    parser.add_argument(
+        "--sae-seeds", default="0", help="training seeds of those SAEs (comma-separated)"
+    )
     parser.add_argument(
         "--oracle", action="store_true", help="what any naming of the latents can reach"
     )
@@ -437,15 +465,25 @@ def main() -> None:
         scale(args.latents, args.dim, args.vocab, args.probe)
         return
     data = load_demo(args.demo, args.out)
+    naming_seeds = [int(s) for s in args.seeds.split(",")]
+    if args.expansion is not None and "," in args.sae_seeds:
+        per_sae = {}
+        for sae_seed in (int(s) for s in args.sae_seeds.split(",")):
+            fvu = retrain_sae(data, args.out, args.expansion, sae_seed)
+            per_sae[sae_seed] = {"fvu": fvu, "seeds": {s: run_seed(data, s) for s in naming_seeds}}
+        report_per_sae(per_sae)
+        if args.json is not None:
+            args.json.write_text(json.dumps(per_sae, indent=1))
+        return
     if args.expansion is not None:
-        retrain_sae(data, args.out, args.expansion, args.sae_seed)
+        retrain_sae(data, args.out, args.expansion, int(args.sae_seeds))
     if args.oracle:
         found = {int(s): oracle_seed(data, int(s)) for s in args.seeds.split(",")}
         oracle_report(found)
         if args.json is not None:
             args.json.write_text(json.dumps(found, indent=1))
         return
-    results = {int(s): run_seed(data, int(s)) for s in args.seeds.split(",")}
+    results = {s: run_seed(data, s) for s in naming_seeds}
     report(results)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))

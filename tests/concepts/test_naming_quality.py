@@ -135,3 +135,32 @@ def test_expansion_retrains_the_sae_on_the_demo_corpus_with_that_many_latents(tm
     _benchmark().retrain_sae(data, tmp_path / "out", expansion=2, seed=3)
     assert data["sae"].W_dec.shape == (32, 16)
     assert (tmp_path / "out" / "sae-x2-seed3" / "sae.safetensors").exists()
+
+
+def test_per_sae_report_averages_each_training_run_then_all_together(capsys):
+    """Two SAEs with two naming seeds each: each row is its own SAE's mean (range), the pooled
+    table the mean over all four (values by hand)."""
+
+    def scores(recall: float) -> dict:
+        keys = ("concepts", "latents", "precision", "latent_precision", "recall_correct")
+        return {
+            **dict.fromkeys(keys, 1.0),
+            "recall": recall,
+            "recall_seen": recall,
+            "wrong_polarity": 0,
+            "bad": [("large", 0.8)],
+        }
+
+    per_sae = {
+        0: {"fvu": 0.0052, "seeds": {0: {"image": scores(0.6)}, 1: {"image": scores(0.8)}}},
+        1: {"fvu": 0.0041, "seeds": {0: {"image": scores(0.9)}, 1: {"image": scores(0.9)}}},
+    }
+    _benchmark().report_per_sae(per_sae)
+    lines = capsys.readouterr().out.splitlines()
+    first = next(line for line in lines if line.startswith("| 0 |"))
+    assert "| 0.0052 |" in first and "0.700 (0.600–0.800)" in first
+    second = next(line for line in lines if line.startswith("| 1 |"))
+    assert "0.900 (0.900–0.900)" in second
+    pooled = next(line for line in lines if line.startswith("| image |"))
+    assert "0.800 (0.600–0.900)" in pooled
+    assert not any("below AUC" in line for line in lines)  # 4 runs' misses are not listed
