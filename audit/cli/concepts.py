@@ -101,7 +101,13 @@ class ConceptsOptions:
         "--probe-images",
         help="Image embeddings (store or .npy, same model) to check names against: a name is "
         "then validated only if the latent predicts the word on held-out images.",
-        shown="none: text-only validation",
+        shown="the store the SAE was trained on, if still there unchanged; else none",
+    )
+    text_only: bool = option(
+        False,
+        "--text-only",
+        help="Name from text alone, even where the SAE's training store is at hand (names are "
+        "then never checked against images).",
     )
     quiet: bool = quiet_option()
 
@@ -119,6 +125,7 @@ def concepts(ctx: typer.Context, opts: ConceptsOptions) -> None:
     target = opts.out if opts.out is not None else bank_path_for_name(opts.name)
     if target.exists() and not opts.overwrite:
         raise InputError(f"{target} exists (use --overwrite to replace it)")
+    probe_images = _probe_images(opts, opts.sae)
     with Bars(opts.quiet) as bars:
         result = build_bank(
             sae_path=opts.sae,
@@ -133,13 +140,39 @@ def concepts(ctx: typer.Context, opts: ConceptsOptions) -> None:
             alternatives=opts.alternatives,
             device=opts.device,
             log=lambda message: err_console.print(message),
-            probe_images=opts.probe_images,
+            probe_images=probe_images,
             progress=bars,
         )
     save_bank(result.bank, target)
     console.print(bank_table(result.bank, limit=25))
     words = f" with its word file {word_file_path(target)}" if result.bank.word_checks else ""
     console.print(f"{summary_line(result.bank)}; bank written to {target}{words}")
+
+
+def _probe_images(opts: ConceptsOptions, sae: Path) -> Path | None:
+    """The images names are checked against: --probe-images, else the store the SAE was
+    trained on where it is still there unchanged (a sample of the SAE's own domain), unless
+    --text-only. Says which on stderr."""
+    if opts.text_only:
+        if opts.probe_images is not None:
+            raise InputError("give either --probe-images or --text-only, not both")
+        return None
+    if opts.probe_images is not None:
+        return opts.probe_images
+    from audit.sae.provenance import training_store
+
+    found, why_not = training_store(sae)
+    if found is None:
+        err_console.print(
+            f"naming from text alone: no images to check names against ({escape(why_not)}); "
+            "give --probe-images STORE to have them checked"
+        )
+    else:
+        err_console.print(
+            f"checking names against the images the SAE was trained on: {escape(str(found))} "
+            "(--probe-images to use others, --text-only to skip)"
+        )
+    return found
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,12 @@ checkpoints and the model; every rank resumes from the same checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from audit import __version__
@@ -49,6 +47,7 @@ from audit.sae.base import SAEConfig, SparseAutoencoder
 from audit.sae.checkpoint import save_sae
 from audit.sae.data import InMemoryBatches, Preprocessing, fit_preprocessing
 from audit.sae.init import MEDIAN_ROWS, initial_b_pre
+from audit.sae.provenance import TRAINING_RECORD, data_fingerprint
 from audit.sae.registry import build_sae
 from audit.sae.train_checkpoint import CHECKPOINT_FILE, load_checkpoint
 from audit.sae.train_config import (
@@ -129,7 +128,7 @@ def _start_run(
 ) -> TrainingRun:
     """A new model, or the checkpoint's when resuming, on the device with its optimizer."""
     checkpoint_path = out / CHECKPOINT_FILE
-    fingerprint = _data_fingerprint(store)
+    fingerprint = data_fingerprint(store)
     torch.manual_seed(cfg.seed)
     model, optimizer_state, state, prep, dead_counter = _model_and_state(
         store, sae_cfg, cfg, out, resume, dist_ctx, fingerprint
@@ -180,7 +179,7 @@ def _model_and_state(
     the checkpoint's when resuming one, else fresh (every rank must agree on which)."""
     checkpoint_path = out / CHECKPOINT_FILE
     from_checkpoint = resume and checkpoint_path.exists()
-    finished = (out / "sae.safetensors").exists() and (out / "training.json").exists()
+    finished = (out / "sae.safetensors").exists() and (out / TRAINING_RECORD).exists()
     dist_ctx.agree(
         [from_checkpoint, resume and finished],
         f"the contents of {out} (with several nodes, --out must be on a file system all of them see)",
@@ -275,7 +274,7 @@ def _finish(run: TrainingRun, out: Path) -> TrainResult:
     )
     if run.dist_ctx.is_main:
         save_sae(model, out)
-        write_json(out / "training.json", {**summary, "history": state.history})
+        write_json(out / TRAINING_RECORD, {**summary, "history": state.history})
         run.checkpoint_path.unlink(missing_ok=True)
     run.dist_ctx.barrier()  # the model is on disk before any rank returns
     return TrainResult(model, state, summary, out)
@@ -310,24 +309,3 @@ def _nmse_center(
         all_reduce=dist_ctx.all_reduce_numpy,
     ).mean
     return torch.from_numpy((raw_mean - prep.mean) * prep.scale).float()
-
-
-def _data_fingerprint(store: EmbeddingStore, sample_rows: int = 1024) -> dict[str, Any]:
-    """What a checkpoint must be resumed on: the data's content, not the path it was given by
-    (the same store reached by another path resumes; other data at the same path does not).
-    A store's shard sha256s when its manifest records them, else a hash of its first and last
-    ``sample_rows`` rows; with the count and dimension."""
-    digest = hashlib.sha256(f"{store.count}x{store.dim}".encode())
-    recorded = store.recorded_sha256  # the manifest's, validated when the store was opened
-    if recorded and len(recorded) == len(store.shards):
-        digest.update("|".join(recorded[i][1] for i in range(len(store.shards))).encode())
-    else:
-        head = store.read(0, sample_rows)
-        tail = store.read(max(0, store.count - sample_rows), store.count)
-        digest.update(np.ascontiguousarray(head).tobytes() + np.ascontiguousarray(tail).tobytes())
-    return {
-        "path": str(store.path),
-        "count": store.count,
-        "dim": store.dim,
-        "content": digest.hexdigest(),
-    }

@@ -134,3 +134,37 @@ def test_concepts_with_probe_images(cli, tmp_path, monkeypatch):
         *["--probe-images", "texts.npy"],
     )
     assert_one_line_error(short, 2, "too few to validate names")
+
+
+def test_names_are_checked_against_the_sae_training_store_by_default(cli, tmp_path):
+    """Without --probe-images, an SAE trained here has its names checked against the store it
+    was trained on (while that store is there unchanged); --text-only skips the check."""
+    from audit.data.planted import planted_embeddings
+    from audit.store import write_store
+
+    data = planted_embeddings(n_samples=4000, dim=32, n_atoms=32, active=3, seed=0)
+    planted_store = write_store(tmp_path / "store", data.embeddings, model="planted")
+    trained = cli("train", "--embeddings", planted_store.path, "--out", tmp_path / "sae",
+                  "--epochs", "1", "-q")  # fmt: skip
+    assert trained.exit_code == 0, trained.stderr
+    rng = np.random.default_rng(0)
+    (tmp_path / "words.txt").write_text("\n".join(f"w{i}" for i in range(40)) + "\n")
+    np.save(tmp_path / "texts.npy", rng.standard_normal((40, planted_store.dim)).astype(np.float32))
+    args = ["concepts", "--sae", tmp_path / "sae", "--vocab", tmp_path / "words.txt"]
+    args += ["--text-embeddings", tmp_path / "texts.npy", "-q"]
+    found = cli(*args, "--out", tmp_path / "image.yaml")
+    assert found.exit_code == 0, found.stderr
+    said = " ".join(found.stderr.split())
+    assert f"checking names against the images the SAE was trained on: {planted_store.path}" in said
+    assert load_bank(tmp_path / "image.yaml").extra["validation"]["method"] == "image"
+    skipped = cli(*args, "--out", tmp_path / "text.yaml", "--text-only")
+    assert skipped.exit_code == 0 and "checking names" not in skipped.stderr
+    assert load_bank(tmp_path / "text.yaml").extra["validation"]["method"] != "image"
+    both = cli(*args, "--out", tmp_path / "x.yaml", "--text-only", "--probe-images", "p.npy")
+    assert_one_line_error(both, 2, "either --probe-images or --text-only")
+    (tmp_path / "sae" / "training.json").unlink()  # weights alone, as released SAEs come
+    alone = cli(*args, "--out", tmp_path / "alone.yaml")
+    assert alone.exit_code == 0
+    said = " ".join(alone.stderr.split())
+    assert "naming from text alone: no images to check names against" in said
+    assert load_bank(tmp_path / "alone.yaml").extra["validation"]["method"] != "image"
