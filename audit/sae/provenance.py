@@ -21,7 +21,8 @@ def data_fingerprint(store: EmbeddingStore, sample_rows: int = 1024) -> dict[str
     """What a checkpoint must be resumed on: the data's content, not the path it was given by
     (the same store reached by another path resumes; other data at the same path does not).
     A store's shard sha256s when its manifest records them, else a hash of its first and last
-    ``sample_rows`` rows; with the count and dimension."""
+    ``sample_rows`` rows; with the count, the dimension and the store's absolute path (where
+    :func:`training_store` finds it again from any working directory)."""
     digest = hashlib.sha256(f"{store.count}x{store.dim}".encode())
     recorded = store.recorded_sha256  # the manifest's, validated when the store was opened
     if recorded and len(recorded) == len(store.shards):
@@ -31,7 +32,7 @@ def data_fingerprint(store: EmbeddingStore, sample_rows: int = 1024) -> dict[str
         tail = store.read(max(0, store.count - sample_rows), store.count)
         digest.update(np.ascontiguousarray(head).tobytes() + np.ascontiguousarray(tail).tobytes())
     return {
-        "path": str(store.path),
+        "path": os.path.abspath(store.path),
         "count": store.count,
         "dim": store.dim,
         "content": digest.hexdigest(),
@@ -41,7 +42,7 @@ def data_fingerprint(store: EmbeddingStore, sample_rows: int = 1024) -> dict[str
 def training_store(sae_path: str | os.PathLike[str]) -> tuple[Path | None, str]:
     """The image store the SAE in folder ``sae_path`` was trained on, when its training record
     names one that is still there and holds the same embeddings (same fingerprint); else None
-    and why not, in words that finish "no images to check names against: …".
+    and why not (one clause).
 
     It is a sample of the domain the SAE was made for, so names checked against it are checked
     where the SAE is used. SAEs that were not trained here (released weights, a reference

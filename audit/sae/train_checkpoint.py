@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,14 @@ def _check_same_run(
 
 
 def _check_same_data(path: Path, saved_data: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-    # Older checkpoints name their data by path only.
-    keys = ("content",) if "content" in saved_data else ("path", "count", "dim")
-    if any(saved_data.get(k) != fingerprint.get(k) for k in keys):
+    # Older checkpoints name their data by path only (as given: resolved here, from the same
+    # working directory, to compare with today's absolute path).
+    if "content" in saved_data:
+        differs = saved_data["content"] != fingerprint.get("content")
+    else:
+        saved = {**saved_data, "path": os.path.abspath(str(saved_data.get("path")))}
+        differs = any(saved.get(k) != fingerprint.get(k) for k in ("path", "count", "dim"))
+    if differs:
         raise InputError(
             f"{path}: checkpoint was made on different embeddings (then at "
             f"{saved_data.get('path')}, {saved_data.get('count')} rows)"

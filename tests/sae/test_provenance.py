@@ -67,3 +67,29 @@ def test_saes_without_a_usable_training_record_name_none(trained, tmp_path):
     (sae / TRAINING_RECORD).write_text("{not json", encoding="utf-8")
     found, why_not = training_store(sae)
     assert found is None and why_not.endswith("names no training store")
+
+
+def test_a_store_given_by_a_relative_path_is_found_from_another_directory(
+    tmp_path, planted, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    store = write_store("stores/planted", planted.embeddings, model="planted", modality="image")
+    _train(store, tmp_path / "sae")
+    monkeypatch.chdir(tmp_path / "stores")
+    assert training_store(tmp_path / "sae") == (tmp_path / "stores" / "planted", "")
+
+
+def test_checkpoints_that_name_their_data_by_path_only_still_resume_from_the_same_place(
+    tmp_path, planted_store, monkeypatch
+):
+    """Checkpoints written before fingerprints held content recorded the path as given; it is
+    resolved from the directory training resumes in, so the same relative path matches."""
+    from audit.errors import InputError
+    from audit.sae.train_checkpoint import _check_same_data
+
+    monkeypatch.chdir(planted_store.path.parent)
+    now = data_fingerprint(planted_store)
+    legacy = {"path": planted_store.path.name, "count": now["count"], "dim": now["dim"]}
+    _check_same_data(tmp_path / "checkpoint", legacy, now)  # no error
+    with pytest.raises(InputError, match="different embeddings"):
+        _check_same_data(tmp_path / "checkpoint", {**legacy, "path": "elsewhere"}, now)
