@@ -215,10 +215,12 @@ def summary_line(bank: ConceptBank) -> str:
     latents = f"[bold]{summary.get('validated', 0)}[/] of {summary.get('latents', 0)} latents"
     if bank.extra.get("validation", {}).get("method") == "image":
         naming = bank.extra.get("naming", {})
+        probe = naming.get("probe", {})
+        source = f" of {escape(str(probe['path']))}" if probe.get("path") else ""
         return (
             f"{latents} have a validated name, in {summary.get('concepts', 0)} concepts "
             f"({summary.get('absence_concepts', 0)} of absence), checked against "
-            f"{naming.get('probe', {}).get('rows', '?')} probe images (held-out AUC > "
+            f"{probe.get('rows', '?')} probe images{source} (held-out AUC > "
             f"{naming.get('auc_threshold', float('nan')):.3f}, selectivity ≥ "
             f"{naming.get('min_selectivity', float('nan')):g})"
         )

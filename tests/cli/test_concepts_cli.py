@@ -157,6 +157,8 @@ def test_names_are_checked_against_the_sae_training_store_by_default(cli, tmp_pa
     said = " ".join(found.stderr.split())
     assert f"checking names against the images the SAE was trained on: {planted_store.path}" in said
     assert load_bank(tmp_path / "image.yaml").extra["validation"]["method"] == "image"
+    unwrapped = "".join(found.stdout.split())  # a long path may wrap anywhere
+    assert f"probeimagesof{planted_store.path}".replace(" ", "") in unwrapped
     skipped = cli(*args, "--out", tmp_path / "text.yaml", "--text-only")
     assert skipped.exit_code == 0 and "checking names" not in skipped.stderr
     assert load_bank(tmp_path / "text.yaml").extra["validation"]["method"] != "image"
