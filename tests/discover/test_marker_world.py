@@ -80,9 +80,12 @@ def test_discover_names_the_stamp_first_and_flags_it(outcomes):
 def test_the_stamp_probe_really_fails_blue_circles(marker_world):
     """Why discover flags "blue" beside the stamp: blue circles are a real weak group of the
     stamp-trained probe, not an artefact. The stamp is pink; a probe that reads "pink ⇒ circle"
-    pushes blue circles towards "square". Measured, seeds 0–2: blue circles 0.61–0.72 accurate
-    under the leaky probe, 0.91–0.95 under one fit on balanced data, every other colour ≥ 0.84."""
-    for seed in range(3):
+    pushes blue circles towards "square". In every seed blue is the colour whose circles lose
+    most under the leaky probe against one fit on balanced data. Measured, 20 seeds (2-core
+    Intel Xeon VM, 2026-12-05): blue circles 0.57–0.81 accurate under the leaky probe against
+    0.91–1.00 balanced (a drop of 0.14–0.38); the other colours' circles drop at most 0.14, in
+    most seeds under 0.1 (75–96 held-out rows per cell)."""
+    for seed in SEEDS:
         task = marker_task(marker_world, "stamp", seed)
         labels = task.labels
         x, y = np.asarray(task.store.read()), labels[TARGET_COLUMN].to_numpy()
@@ -90,13 +93,19 @@ def test_the_stamp_probe_really_fails_blue_circles(marker_world):
         test = ~train
         balanced_fit = test & (np.arange(len(y)) % 2 == 0)
         held_out = test & ~balanced_fit
-        blue_circles = held_out & (labels["colour"] == "blue").to_numpy() & (y == 1)
-        accuracy = {}
-        for name, fit_rows in (("leaky", train), ("balanced", balanced_fit)):
-            head = fit_probe(x[fit_rows], y[fit_rows], seed=seed, c=1e-3)
-            decided = head.margin(torch.from_numpy(x[blue_circles])).numpy() > 0
-            accuracy[name] = float(decided.mean())
-        assert accuracy["leaky"] <= accuracy["balanced"] - 0.1, (seed, accuracy)
+        heads = {
+            name: fit_probe(x[rows], y[rows], seed=seed, c=1e-3)
+            for name, rows in (("leaky", train), ("balanced", balanced_fit))
+        }
+        drop = {}
+        for colour in sorted(set(labels["colour"])):
+            circles = held_out & (labels["colour"] == colour).to_numpy() & (y == 1)
+            right = {
+                name: float((head.margin(torch.from_numpy(x[circles])).numpy() > 0).mean())
+                for name, head in heads.items()
+            }
+            drop[colour] = right["balanced"] - right["leaky"]
+        assert drop["blue"] >= 0.1 and max(drop, key=drop.get) == "blue", (seed, drop)
 
 
 @pytest.mark.xfail(
