@@ -18,6 +18,7 @@ from audit.discover.result import (
 )
 from audit.fairness.checks import is_allowlisted, meets_flag_rule
 from audit.fairness.groups import wilson_interval
+from audit.fairness.records import name_refuted
 from audit.fairness.reliance import beyond_record
 from audit.fairness.stages.context import AuditContext
 from audit.fairness.stages.names import name_evidence
@@ -69,7 +70,7 @@ def finding(
     flagged = (
         e.tested and e.exact and not is_target
         and meets_flag_rule(e.summary.delta_wga, e.ci[0], e.q, ctx.gate)
-        and not (evidence is not None and evidence.refuted)
+        and not name_refuted(evidence)
     )  # fmt: skip
     n = max(1, int(e.pairs.sum()))
     return DiscoveredConcept(

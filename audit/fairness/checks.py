@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from audit.errors import EXIT_GATE_FAILED, EXIT_INTEGRITY, EXIT_OK
 from audit.fairness.config import GateConfig
+from audit.fairness.records import name_refuted
 from audit.fairness.result import (
     AuditResult,
     Check,
@@ -87,12 +88,11 @@ def flag_concepts(
     out = []
     for c in concepts:
         allowed = c.tested and is_allowlisted(c.name, gate.allowlist)
-        refuted = c.evidence is not None and c.evidence.refuted
         flagged = (
             c.tested
             and meets_flag_rule(c.delta_wga, c.ci[0], c.q, gate)
             and not allowed
-            and not refuted
+            and not name_refuted(c.evidence)
         )
         out.append(replace(c, allowlisted=bool(allowed), flagged=bool(flagged)))
     return tuple(out)

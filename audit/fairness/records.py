@@ -148,6 +148,13 @@ class NameEvidence:
         return self.holds is False
 
 
+def name_refuted(evidence: NameEvidence | None) -> bool:
+    """A concept's name failed its test on the audited images (no evidence: it was not
+    checked, so it did not fail): the one rule every flag (audit, discover, sliced errors)
+    applies."""
+    return evidence is not None and evidence.refuted
+
+
 @dataclass(frozen=True)
 class ConceptErrors:
     """A named concept's slices of the model's errors."""

@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 
 from audit.concepts.activity import ACTIVE_RULE, ConceptActivity
-from audit.fairness.records import ConceptErrors, ErrorSlice, NameEvidence, SlicedErrors
+from audit.fairness.records import (
+    ConceptErrors,
+    ErrorSlice,
+    NameEvidence,
+    SlicedErrors,
+    name_refuted,
+)
 from audit.fairness.stats import bh_qvalues, fisher_exact_two_sided, percentile_interval
 
 RELATION = (
@@ -157,7 +163,7 @@ def with_name_evidence(
     marked = []
     for c in errors.concepts:
         found = evidence.get(tuple(c.latents))
-        if found is not None and found.refuted:
+        if name_refuted(found):
             c = replace(c, flagged=False, slices=tuple(replace(s, flagged=False) for s in c.slices))
         marked.append(replace(c, evidence=found))
     ranked = sorted(marked, key=_rank_key)
