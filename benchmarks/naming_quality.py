@@ -464,9 +464,12 @@ def main() -> None:
     if args.scale:
         scale(args.latents, args.dim, args.vocab, args.probe)
         return
+    several = "," in args.sae_seeds
+    if several and (args.expansion is None or args.oracle):
+        parser.error("several --sae-seeds need --expansion, and not --oracle")
     data = load_demo(args.demo, args.out)
     naming_seeds = [int(s) for s in args.seeds.split(",")]
-    if args.expansion is not None and "," in args.sae_seeds:
+    if several:
         per_sae = {}
         for sae_seed in (int(s) for s in args.sae_seeds.split(",")):
             fvu = retrain_sae(data, args.out, args.expansion, sae_seed)
