@@ -14,7 +14,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from audit import __version__
-from audit.report.templating import render
+from audit.report.templating import bidi_isolate, render
 
 COMPARE_SCHEMA = "msae-audit/compare"
 COMPARE_VERSION = 1
@@ -221,6 +221,7 @@ def _svg_series(s: Series, ax: _Axis, ay: _Axis) -> str:
     """One series: its line, a dot per point and the highlighted point."""
     coords = [(ax.position(x), ay.position(y)) for x, y in s.points]
     color = escape(s.color)
+    name = escape(bidi_isolate(s.name))  # a folder name: its own isolate, before the numbers
     parts = []
     if len(coords) > 1:
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in coords)
@@ -228,14 +229,14 @@ def _svg_series(s: Series, ax: _Axis, ay: _Axis) -> str:
     for (x, y), (px, py) in zip(s.points, coords, strict=True):
         parts.append(
             f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}">'
-            f"<title>{escape(s.name)}: ({x:.4g}, {y:.4g})</title></circle>"
+            f"<title>{name}: ({x:.4g}, {y:.4g})</title></circle>"
         )
     if s.highlight is not None:
         x, y = s.highlight
         parts.append(
             f'<circle cx="{ax.position(x):.1f}" cy="{ay.position(y):.1f}" r="7" '
             f'fill="{color}" stroke="#fff" stroke-width="2">'
-            f"<title>{escape(s.name)}: ({x:.4g}, {y:.4g})</title></circle>"
+            f"<title>{name}: ({x:.4g}, {y:.4g})</title></circle>"
         )
     return "".join(parts)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from audit.discover import DiscoverResult
 from audit.discover.result import ConceptGroupAccuracy, DiscoveredConcept
-from audit.report.templating import render, thumbnail
+from audit.report.templating import bidi_isolate, render, thumbnail
 from audit.report.wording import discover_note, name_checks_line
 
 THUMBNAIL = 96
@@ -70,8 +70,8 @@ def render_discover_html(result: DiscoverResult) -> str:
         for c in charted[:CHART_CONCEPTS]
     ]
     top = result.concepts[:40]
-    notes = [discover_note(c) for c in top]  # the terminal's and Markdown's wording
+    notes = [discover_note(c, bidi_isolate) for c in top]  # the terminal's wording
     return render(
         "discover.html.j2", r=result, charts=charts, top=top, notes=notes,
-        name_checks_line=name_checks_line(result.concepts),
+        name_checks_line=name_checks_line(result.concepts, bidi_isolate),
     )  # fmt: skip

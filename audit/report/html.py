@@ -3,7 +3,8 @@
 Everything is inline: CSS, SVG charts and base64 image thumbnails; no scripts, fonts, external
 URLs or images, and a Content-Security-Policy that forbids the browser from fetching anything.
 Chart geometry is computed here (numbers only); every string from the user's data (concept
-names, label values, column names, paths) reaches the page through Jinja2's autoescaping.
+names, label values, column names, paths) reaches the page through Jinja2's autoescaping,
+and each one inside a sentence built here is shown in its own bidi isolate (``show``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from decimal import Decimal
 
 from audit.fairness.result import AuditResult, ConceptFinding
 from audit.fairness.stages.focus import TABLE_CONCEPTS
-from audit.report.templating import render, thumbnail
+from audit.report.templating import bidi_isolate, render, thumbnail
 from audit.report.wording import (
     concept_note,
     direction_note,
@@ -52,7 +53,7 @@ def group_bars(result: AuditResult) -> dict:
         rows.append(
             {
                 "y": y,
-                "name": group_name(result, g.name),
+                "name": group_name(result, g.name, bidi_isolate),
                 "x_lo": sx(g.ci[0]),
                 "x_hi": sx(g.ci[1]),
                 "x": sx(g.accuracy),
@@ -158,13 +159,13 @@ def activation_bars(result: AuditResult) -> dict:
                     "y": 70 - h,
                     "h": h,
                     "color": PALETTE[i % len(PALETTE)],
-                    "group": group_name(result, g),
+                    "group": group_name(result, g, bidi_isolate),
                     "value": v,
                 }
             )
         charts.append({"label": c.label, "bars": bars, "width": 20 + 22 * len(groups)})
     legend = [
-        {"group": group_name(result, g), "color": PALETTE[i % len(PALETTE)]}
+        {"group": group_name(result, g, bidi_isolate), "color": PALETTE[i % len(PALETTE)]}
         for i, g in enumerate(groups)
     ]
     return {"charts": charts, "legend": legend}
@@ -185,7 +186,7 @@ def dose_charts(result: AuditResult) -> list[dict]:
                 {
                     "points": pts,
                     "color": PALETTE[i % len(PALETTE)],
-                    "group": group_name(result, g),
+                    "group": group_name(result, g, bidi_isolate),
                     "wga": False,
                 }
             )
@@ -243,15 +244,16 @@ def table_examples(
             uri = thumbnail(item.path, size)
             if uri:
                 alt = item.id if item.id is not None else str(item.row)
-                items.append({"uri": uri, "alt": alt, "title": f"{alt}: {group_name(result, item.group)}, "
-                              f"z={item.activation:.2f}"})  # fmt: skip
+                group = group_name(result, item.group, bidi_isolate)
+                title = f"{bidi_isolate(str(alt))}: {group}, z={item.activation:.2f}"
+                items.append({"uri": uri, "alt": alt, "title": title})
         out.append(items)
     return out
 
 
 def table_notes(result: AuditResult, concepts: tuple[ConceptFinding, ...]) -> list[str | None]:
     """For each concept of the top table, the note shown under its name."""
-    return [concept_note(result, c) for c in concepts]
+    return [concept_note(result, c, bidi_isolate) for c in concepts]
 
 
 def render_html(result: AuditResult) -> str:
@@ -269,7 +271,7 @@ def render_html(result: AuditResult) -> str:
         table_examples=table_examples(result, top),
         table_notes=table_notes(result, top),
         verdict_note=verdict_note(result),
-        direction_note=direction_note(result),
-        name_checks_line=name_checks_line(result.concepts),
-        gname=lambda name: group_name(result, name),
+        direction_note=direction_note(result, bidi_isolate),
+        name_checks_line=name_checks_line(result.concepts, bidi_isolate),
+        gname=lambda name: group_name(result, name, bidi_isolate),
     )

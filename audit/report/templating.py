@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from audit.report.wording import name_check_note, number_text, p_value_text
 
@@ -80,8 +80,22 @@ def template_env() -> Environment:
     env.filters["num"] = number_text
     env.filters["pct"] = fmt_percent
     env.filters["pvalue"] = p_value_text
-    env.globals["name_check_note"] = name_check_note
+    env.filters["names"] = names_text
+    env.globals["name_check_note"] = lambda concept: name_check_note(concept, bidi_isolate)
     return env
+
+
+def names_text(names: Any, separator: str = ", ") -> Markup:
+    """User-supplied names joined for a page, each escaped inside its own isolate (Jinja's
+    ``join`` would isolate only the whole list: an override in one name would reorder the
+    names after it).
+
+    >>> str(names_text(["<b>", "c"]))
+    '&lt;b&gt;, c'
+    >>> [hex(ord(c)) for c in names_text(["a\\u202e", "b"])]
+    ['0x2068', '0x61', '0x202e', '0x2069', '0x2c', '0x20', '0x62']
+    """
+    return escape(separator).join(escape(bidi_isolate(str(n))) for n in names)
 
 
 def render(template: str, **context: Any) -> str:

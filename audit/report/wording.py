@@ -1,8 +1,15 @@
-"""Sentences every report shares, so the terminal, HTML, Markdown and JUnit say the same thing."""
+"""Sentences every report shares, so the terminal, HTML, Markdown and JUnit say the same thing.
+
+Sentences that hold user-supplied strings (group values, class names, concept names, words)
+take ``show``, how the renderer shows one such string: as it is for the terminal, Markdown and
+JUnit (each escapes or neutralises the whole sentence), and inside its own Unicode isolate for
+the HTML pages (:func:`audit.report.templating.bidi_isolate`), so that a bidi override in one
+name cannot reorder the names and words after it in the same sentence.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from audit.concepts.bank import ABSENT
@@ -10,6 +17,14 @@ from audit.concepts.namecheck import auc_refutes, share_refutes
 from audit.discover.result import DiscoveredConcept
 from audit.fairness.records import ConceptErrors
 from audit.fairness.result import AuditResult, ConceptFinding
+
+#: How a renderer shows one user-supplied string inside a sentence (see the module docstring).
+Show = Callable[[str], str]
+
+
+def as_is(text: str) -> str:
+    """The terminal's, Markdown's and JUnit's :data:`Show`: the string unchanged."""
+    return text
 
 
 def number_text(value: Any, digits: int = 3, sign: bool = False) -> str:
@@ -49,13 +64,12 @@ def p_value_text(p: float | None) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def group_name(result: AuditResult, name: str) -> str:
+def group_name(result: AuditResult, name: str, show: Show = as_is) -> str:
     """A group as the reports show it: each ``COLUMN=VALUE`` part by its class name when
-    ``--class-names`` gave one ("is_circle=1, is_red=0" → "circle, not red")."""
+    ``--class-names`` gave one ("is_circle=1, is_red=0" → "circle, not red"), each part shown
+    with ``show``."""
     names = (result.data.class_names if result.data else None) or {}
-    if not names:
-        return name
-    return ", ".join(names.get(part, part) for part in name.split(", "))
+    return ", ".join(show(names.get(part, part)) for part in name.split(", "))
 
 
 #: A concept "rides on" an attribute value when at least this share of its strongest rows carry
@@ -63,7 +77,9 @@ def group_name(result: AuditResult, name: str) -> str:
 RIDES_SHARE, RIDES_LIFT = 0.9, 1.5
 
 
-def rides_on(result: AuditResult, share: Mapping[str, float] | None) -> str | None:
+def rides_on(
+    result: AuditResult, share: Mapping[str, float] | None, show: Show = as_is
+) -> str | None:
     """ "rides on red: 96 % of its strongest rows (50 % overall)" when a concept's most-activating
     rows nearly all carry one attribute value (its effect is then hard to tell from the
     attribute's: the two are entangled in the data or in the SAE), else None."""
@@ -76,25 +92,28 @@ def rides_on(result: AuditResult, share: Mapping[str, float] | None) -> str | No
     if base is None or value < RIDES_SHARE or value < RIDES_LIFT * base:
         return None
     return (
-        f"rides on {group_name(result, name)}: {value:.0%} of its strongest rows "
+        f"rides on {group_name(result, name, show)}: {value:.0%} of its strongest rows "
         f"({base:.0%} overall)"
     )
 
 
-def beyond_note(concept: ConceptFinding | DiscoveredConcept) -> str | None:
+def beyond_note(concept: ConceptFinding | DiscoveredConcept, show: Show = as_is) -> str | None:
     """ "beyond red: ΔWGA +0.014, p 0.057" for a concept also tested with stronger flagged
     concepts removed first (its p is the larger of the two), else None."""
     b = concept.beyond
     if b is None:
         return None
-    return f"beyond {', '.join(b.given)}: ΔWGA {b.delta_wga:+.3f}, p {p_value_text(b.p)}"
+    given = ", ".join(show(name) for name in b.given)
+    return f"beyond {given}: ΔWGA {b.delta_wga:+.3f}, p {p_value_text(b.p)}"
 
 
 #: Beside a concept whose name did not hold on the audited images.
 NAME_NOT_CONFIRMED = "name not confirmed on these images"
 
 
-def name_check_note(concept: ConceptFinding | DiscoveredConcept | ConceptErrors) -> str | None:
+def name_check_note(
+    concept: ConceptFinding | DiscoveredConcept | ConceptErrors, show: Show = as_is
+) -> str | None:
     """Beside a concept whose name was checked on the audited images: why it does not hold ("name
     not confirmed on these images: 3% of the rows where it is active show 'heart' (at most 5%;
     a name needs most)"; the concept is then never flagged); for a flagged concept whose check
@@ -105,11 +124,11 @@ def name_check_note(concept: ConceptFinding | DiscoveredConcept | ConceptErrors)
     auc = (
         f"AUC {number_text(e.audited_auc)} (at most {number_text(e.audited_auc_upper)})"
         if e.audited_auc is not None
-        else f"AUC – ({e.audited_labelled} rows show '{e.word}')"
+        else f"AUC – ({e.audited_labelled} rows show '{show(e.word)}')"
     )
     share = (
         f"{e.audited_share:.0%} of the rows where it is active show "
-        f"{'no ' if e.polarity == ABSENT else ''}'{e.word}'"
+        f"{'no ' if e.polarity == ABSENT else ''}'{show(e.word)}'"
         if e.audited_share is not None
         else None
     )
@@ -126,14 +145,14 @@ def name_check_note(concept: ConceptFinding | DiscoveredConcept | ConceptErrors)
     return f"name undecided on these images: {'; '.join(parts)}"
 
 
-def discover_note(concept: DiscoveredConcept) -> str | None:
+def discover_note(concept: DiscoveredConcept, show: Show = as_is) -> str | None:
     """What discover's reports show beside a concept's name: whether its name failed on the
     audited images and what it does beyond stronger flagged concepts, "; "-joined, or None."""
-    parts = [n for n in (name_check_note(concept), beyond_note(concept)) if n]
+    parts = [n for n in (name_check_note(concept, show), beyond_note(concept, show)) if n]
     return "; ".join(parts) or None
 
 
-def concept_note(result: AuditResult, concept: ConceptFinding) -> str | None:
+def concept_note(result: AuditResult, concept: ConceptFinding, show: Show = as_is) -> str | None:
     """What every report shows beside a concept's name in its table: whether its name failed on
     the audited images, whether it rides on an attribute value and what it does beyond stronger
     flagged concepts, "; "-joined, or None."""
@@ -145,7 +164,11 @@ def concept_note(result: AuditResult, concept: ConceptFinding) -> str | None:
         ),
         None,
     )
-    notes = (name_check_note(concept), rides_on(result, share), beyond_note(concept))
+    notes = (
+        name_check_note(concept, show),
+        rides_on(result, share, show),
+        beyond_note(concept, show),
+    )
     parts = [n for n in notes if n]
     return "; ".join(parts) or None
 
@@ -178,7 +201,9 @@ def skipped_reasons(result: AuditResult) -> str:
     return "; ".join(f"{name} ({reasons.get(name, 'skipped')})" for name in result.skipped_checks)
 
 
-def name_checks_line(concepts: Sequence[ConceptFinding | DiscoveredConcept]) -> str | None:
+def name_checks_line(
+    concepts: Sequence[ConceptFinding | DiscoveredConcept], show: Show = as_is
+) -> str | None:
     """How the bank's names fared on the audited images, in one sentence ("Names checked on
     these images: 14 of 16 hold; not confirmed: red (never flagged); undecided: heart, star."),
     or None when none was checked.
@@ -193,8 +218,8 @@ def name_checks_line(concepts: Sequence[ConceptFinding | DiscoveredConcept]) -> 
         return None
     hold = sum(e.holds is True for _, e in checked)
     text = f"Names checked on these images: {hold} of {len(checked)} hold"
-    refuted = [str(name) for name, e in checked if e.refuted]
-    undecided = [str(name) for name, e in checked if e.holds is None]
+    refuted = [show(str(name)) for name, e in checked if e.refuted]
+    undecided = [show(str(name)) for name, e in checked if e.holds is None]
     if refuted:
         text += f"; not confirmed: {', '.join(refuted)} (never flagged)"
     if undecided:
@@ -202,7 +227,7 @@ def name_checks_line(concepts: Sequence[ConceptFinding | DiscoveredConcept]) -> 
     return text + "."
 
 
-def direction_note(result: AuditResult) -> str | None:
+def direction_note(result: AuditResult, show: Show = as_is) -> str | None:
     """The attribute's own direction beside the top concept, in one or two sentences: how big
     the shortcut is without the SAE, and — when it is clearly there and no concept is flagged —
     that the bank names nothing that carries it. None when it was not measured."""
@@ -211,12 +236,14 @@ def direction_note(result: AuditResult) -> str | None:
         return None
     lo, hi = d.ci
     text = (
-        f"Without the SAE: removing the {result.data.spurious} direction from the embeddings "
+        f"Without the SAE: removing the {show(result.data.spurious)} direction from the embeddings "
         f"changes worst-group accuracy by {d.delta_wga:+.3f} [{lo:+.3f}, {hi:+.3f}]"
     )
     top = next((c for c in result.concepts if c.tested), None)
     if top is not None:
-        text += f"; removing the strongest named concept, {top.label}, by {top.delta_wga:+.3f}"
+        text += (
+            f"; removing the strongest named concept, {show(top.label)}, by {top.delta_wga:+.3f}"
+        )
     text += "."
     if result.flagged_concepts == 0 and lo >= result.settings.min_dwga:
         text += (

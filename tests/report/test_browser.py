@@ -100,43 +100,55 @@ def test_report_in_headless_chromium(report, tmp_path):
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: the text after it is laid out right to left
 
 
-@pytest.fixture(scope="module")
-def bidi_report(tmp_path_factory) -> Path:
-    """The planted world with an override inside each value of the spurious attribute."""
+def _bidi_page(root: Path, spurious_values: dict[int, str], class_names: tuple[str, ...]) -> Path:
+    """The planted world's audit page with the spurious attribute's values (and the reports'
+    class names) replaced by the given strings."""
     from audit.fairness import AuditSettings, run_audit
     from audit.report.html import render_html
     from audit.store import open_store
     from tests.fairness.planted import planted_bias_world, save_planted_world
 
-    root = tmp_path_factory.mktemp("bidi")
     world = planted_bias_world(n_samples=2000, seed=0)
     store = open_store(save_planted_world(world, root)["store"])
     labels = world.labels.copy()
-    labels["Blond_Hair"] = labels["Blond_Hair"].map({0: f"dark{RLO}xy", 1: f"fair{RLO}xy"})
-    result, _ = run_audit(
-        store, labels, world.sae, world.bank, world.head, AuditSettings("Male", "Blond_Hair")
-    )
+    labels["Blond_Hair"] = labels["Blond_Hair"].map(spurious_values)
+    settings = AuditSettings("Male", "Blond_Hair", class_names=class_names)
+    result, _ = run_audit(store, labels, world.sae, world.bank, world.head, settings)
     page = root / "audit.html"
     page.write_text(render_html(result), encoding="utf-8")
     return page
 
 
-# Left edge of every visible character of the header cell "Δacc (<worst group>)", in text order.
+@pytest.fixture(scope="module")
+def bidi_report(tmp_path_factory) -> Path:
+    """The planted world with an override inside each value of the spurious attribute."""
+    root = tmp_path_factory.mktemp("bidi")
+    return _bidi_page(root, {0: f"dark{RLO}xy", 1: f"fair{RLO}xy"}, ())
+
+
+@pytest.fixture(scope="module")
+def bidi_first_report(tmp_path_factory) -> Path:
+    """The same with the override in the group name's first part: the target's class names."""
+    root = tmp_path_factory.mktemp("bidi_first")
+    names = (f"Male=1:man{RLO}xy,Male=0:woman{RLO}xy",)
+    return _bidi_page(root, {0: "dark", 1: "fair"}, names)
+
+
+# Left edge and line (top) of every visible character of the header cell "Δacc (<worst group>)",
+# in text order.
 _HEADER_CHARS = """() => {
   const th = [...document.querySelectorAll('th')].find(e => e.textContent.startsWith('Δacc ('));
   const node = th.firstChild, range = document.createRange(), out = [];
   for (let i = 0; i < node.data.length; i++) {
     range.setStart(node, i); range.setEnd(node, i + 1);
     const r = range.getBoundingClientRect();
-    if (r.width > 0) out.push([node.data[i], r.left]);
+    if (r.width > 0) out.push([node.data[i], r.left, Math.round(r.top)]);
   }
   return out;
 }"""
 
 
-def test_an_override_in_a_label_value_does_not_reorder_the_text_after_it(bidi_report, tmp_path):
-    """A value with U+202E is laid out inside its own isolate: the ")" the page writes after the
-    group name stays at the right end of its header, after the value's own letters."""
+def _header_chars(page_path: Path, tmp_path: Path) -> list[tuple[str, float, int]]:
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="pip install playwright (never `playwright install`)"
     )
@@ -149,14 +161,38 @@ def test_an_override_in_a_label_value_does_not_reorder_the_text_after_it(bidi_re
         )
         try:
             page = context.new_page()
-            page.goto(bidi_report.as_uri(), wait_until="load")
-            chars = page.evaluate(_HEADER_CHARS)
+            page.goto(page_path.as_uri(), wait_until="load")
+            return page.evaluate(_HEADER_CHARS)
         finally:
             context.close()
-    text = "".join(c for c, _ in chars)
+
+
+def test_an_override_in_a_label_value_does_not_reorder_the_text_after_it(bidi_report, tmp_path):
+    """A value with U+202E is laid out inside its own isolate: the ")" the page writes after the
+    group name stays at the right end of its header, after the value's own letters."""
+    chars = _header_chars(bidi_report, tmp_path)
+    text = "".join(c for c, _, _ in chars)
     assert text.startswith("Δacc (") and text.endswith("xy)") and RLO not in text, text
-    lefts = dict(enumerate(x for _, x in chars))
+    lefts = dict(enumerate(x for _, x, _ in chars))
     close = lefts[len(chars) - 1]
     assert all(close > x for i, x in lefts.items() if i < len(chars) - 1), chars
     # Inside the isolate the override still applies: the value's "xy" reads "yx", as written.
     assert lefts[len(chars) - 3] > lefts[len(chars) - 2], chars
+
+
+def test_an_override_in_a_group_names_first_part_does_not_reorder_the_next_part(
+    bidi_first_report, tmp_path
+):
+    """A group name such as "man<RLO>xy, Blond_Hair=fair" is built in Python before the
+    template sees it: each part has its own isolate, so ", Blond_Hair=fair)" reads left to
+    right after the first part, which keeps its own override ("xy" laid out as "yx")."""
+    chars = _header_chars(bidi_first_report, tmp_path)
+    text = "".join(c for c, _, _ in chars)
+    assert text.startswith("Δacc (") and text.endswith(")") and RLO not in text, text
+    cut = text.index("xy,") + 2  # the first part ends after its "xy" (the space has no width)
+    # Reading order: line by line (the narrow header wraps), then left to right.
+    first = [(top, x) for _, x, top in chars[len("Δacc (") : cut]]
+    rest = [(top, x) for _, x, top in chars[cut:]]
+    assert rest == sorted(rest) and len(set(rest)) == len(rest), chars
+    assert min(rest) > max(first), chars  # after the whole first part
+    assert first[-2][0] == first[-1][0] and first[-2][1] > first[-1][1], chars  # "xy" as "yx"
