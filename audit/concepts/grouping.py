@@ -27,7 +27,7 @@ from audit.concepts.images import (
     Probe,
     WordChoice,
     ZeroShotLabels,
-    selectivity_of,
+    selectivities,
 )
 
 GREEDY_GAIN = 1e-3  # a latent joins a concept when it raises the fitting-half AUC this much
@@ -133,22 +133,15 @@ def concept_members(
     return out
 
 
-def held_out_auc(
-    z_hold: Tensor, labels: ZeroShotLabels, members: tuple[int, ...], word: int, absent: bool
-) -> float:
-    y_hold = labels.hold[:, labels.column(word)] ^ absent
-    return auc(z_hold[:, list(members)].sum(1), y_hold)
-
-
 def build_concepts(evidence: Evidence, settings: ImageNamingSettings) -> list[ConceptGroup]:
     """The candidate concepts of :func:`concept_members`, validated on their core on held-out
     images; a validated concept then spans its kin and near-duplicates
     (:func:`merge_duplicates`)."""
-    candidates = []
-    for m in concept_members(
+    members = concept_members(
         evidence.probe.z_fit, evidence.labels, evidence.choice, evidence.kin_auc
-    ):
-        verdict = evaluate(evidence, m.core, m.word, m.absent, settings)
+    )
+    candidates = []
+    for m, verdict in zip(members, evaluate(evidence, members, settings), strict=True):
         if verdict.validated and m.kin != m.core:
             verdict = dataclasses.replace(
                 verdict, group=dataclasses.replace(verdict.group, latents=m.kin, core=m.core)
@@ -158,22 +151,33 @@ def build_concepts(evidence: Evidence, settings: ImageNamingSettings) -> list[Co
 
 
 def evaluate(
-    evidence: Evidence,
-    members: tuple[int, ...],
-    word: int,
-    absent: bool,
-    settings: ImageNamingSettings,
-) -> Candidate:
-    """The held-out AUC and selectivity of the summed activation of ``members``, and the
-    verdict."""
-    value = held_out_auc(evidence.probe.z_hold, evidence.labels, members, word, absent)
+    evidence: Evidence, members: list[Members], settings: ImageNamingSettings, chunk: int = 512
+) -> list[Candidate]:
+    """Each candidate's verdict from the summed activation of its core: its held-out AUC (one
+    rank pass per chunk of candidates) and its selectivity (one product per chunk)."""
+    if not members:
+        return []
+    words = np.array([m.word for m in members])
+    absent = np.array([m.absent for m in members])
+    covariance = torch.stack([evidence.covariance[list(m.core)].sum(0) for m in members])
+    selectivity = selectivities(covariance, evidence.directions, words, absent, chunk)
+    value = np.empty(len(members))
+    z_hold, labels = evidence.probe.z_hold, evidence.labels
+    for lo in range(0, len(members), chunk):
+        part = members[lo : lo + chunk]
+        sums = torch.stack([z_hold[:, list(m.core)].sum(1) for m in part], dim=1)
+        columns = torch.as_tensor(np.searchsorted(labels.words, words[lo : lo + chunk]))
+        y = labels.hold[:, columns] ^ torch.as_tensor(absent[lo : lo + chunk])
+        value[lo : lo + chunk] = auc_from_ranks(average_ranks(sums), y).numpy()
     threshold = evidence.auc_threshold
-    covariance = evidence.covariance[list(members)].sum(0)
-    selectivity = selectivity_of(covariance, evidence.directions, word, absent)
-    valid = bool(value > threshold and selectivity >= settings.min_selectivity)
-    scores = evidence.scores(word, absent, selectivity, value, threshold)
-    name = scores.phrase if valid else None
-    return Candidate(ConceptGroup(members, name, valid, scores.phrase, 0.0, scores), word, absent)
+    out = []
+    for m, auc_value, word_z in zip(members, value.tolist(), selectivity.tolist(), strict=True):
+        valid = bool(auc_value > threshold and word_z >= settings.min_selectivity)
+        scores = evidence.scores(m.word, m.absent, word_z, auc_value, threshold)
+        name = scores.phrase if valid else None
+        group = ConceptGroup(m.core, name, valid, scores.phrase, 0.0, scores)
+        out.append(Candidate(group, m.word, m.absent))
+    return out
 
 
 def near_duplicates(

@@ -185,10 +185,22 @@ def choose_words(
     return WordChoice(word, absent, selectivity, responsive)
 
 
-def selectivity_of(covariance_row: Tensor, directions: Tensor, word: int, absent: bool) -> float:
-    """The robust z of one word for one activation (a latent or a concept's summed latents)."""
-    z = robust_z((covariance_row @ directions.T).reshape(1, -1))[0, word]
-    return float(-z if absent else z)
+def selectivities(
+    covariance_rows: Tensor,
+    directions: Tensor,
+    words: np.ndarray,
+    absent: np.ndarray,
+    chunk: int = 512,
+) -> np.ndarray:
+    """The robust z of word ``words[i]`` for activation ``i`` — a latent or a concept's summed
+    latents, given by its row of ``cov(z, x̂)`` (``covariance_rows`` ``[c, d]``) — negated where
+    ``absent[i]``: one ``[chunk, d] × [d, V]`` product per chunk of activations."""
+    out = np.zeros(len(words))
+    for lo in range(0, len(words), chunk):
+        z = robust_z(covariance_rows[lo : lo + chunk] @ directions.T)
+        picked = z[torch.arange(z.shape[0]), torch.as_tensor(words[lo : lo + chunk])]
+        out[lo : lo + chunk] = picked.double().numpy()
+    return np.where(absent, -out, out)
 
 
 @dataclass(frozen=True)

@@ -173,3 +173,32 @@ def test_probe_images_are_checked():
     poisoned[3, 2] = np.nan
     with pytest.raises(InputError, match="NaN or inf"):
         make_probe(world.sae, poisoned, settings)
+
+
+def test_verdicts_in_chunks_equal_one_candidate_at_a_time():
+    """The candidates are judged in chunks (one rank pass, one product per chunk): each
+    candidate's held-out AUC equals the AUC of its own summed core, and its selectivity the
+    robust z of its word among the whole vocabulary's responses, computed alone."""
+    from audit.concepts import grouping
+    from audit.concepts.naming import gather_evidence
+
+    world = marker_world(n=600, seed=4)
+    settings = ImageNamingSettings(seed=4)
+    evidence = gather_evidence(world.sae, world.vocab, world.texts, world.images, settings)
+    members = grouping.concept_members(
+        evidence.probe.z_fit, evidence.labels, evidence.choice, evidence.kin_auc
+    )
+    assert len(members) > 5 and any(len(m.core) > 1 for m in members)
+    verdicts = grouping.evaluate(evidence, members, settings, chunk=3)  # several chunks
+    labels = evidence.labels
+    for m, verdict in zip(members, verdicts, strict=True):
+        summed = evidence.probe.z_hold[:, list(m.core)].sum(1)
+        y = labels.hold[:, labels.column(m.word)] ^ m.absent
+        scores = verdict.group.image
+        np.testing.assert_equal(scores.auc, auc(summed, y))
+        responses = evidence.covariance[list(m.core)].sum(0) @ evidence.directions.T
+        alone = float(robust_z(responses.reshape(1, -1))[0, m.word])
+        assert scores.selectivity == pytest.approx(-alone if m.absent else alone, rel=1e-5)
+        assert verdict.validated == (
+            scores.auc > evidence.auc_threshold and scores.selectivity >= settings.min_selectivity
+        )
