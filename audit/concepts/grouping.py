@@ -81,11 +81,16 @@ def latent_aucs(
     return np.nan_to_num(out, nan=0.5)
 
 
-def greedy_members(z_fit: Tensor, y_fit: Tensor, candidates: np.ndarray) -> list[int]:
-    """Candidates (best single AUC first) kept while each raises the summed activation's AUC."""
+def greedy_members(
+    z_fit: Tensor, y_fit: Tensor, candidates: np.ndarray, first_auc: float | None = None
+) -> list[int]:
+    """Candidates (best single AUC first) kept while each raises the summed activation's AUC
+    (``first_auc``: the first candidate's own AUC, when the caller has it already)."""
     members = [int(candidates[0])]
+    if len(candidates) == 1:
+        return members
     total = z_fit[:, members[0]].clone()
-    best = auc(total, y_fit)
+    best = auc(total, y_fit) if first_auc is None else first_auc
     for j in candidates[1:]:
         trial = total + z_fit[:, int(j)]
         value = auc(trial, y_fit)
@@ -127,7 +132,7 @@ def concept_members(
     for (word, absent), rows in sorted(buckets.items()):
         ordered = np.array(rows)[np.argsort(-single[rows], kind="stable")]
         y_fit = labels.fit[:, labels.column(word)] ^ absent
-        core = greedy_members(z_fit, y_fit, latents[ordered])
+        core = greedy_members(z_fit, y_fit, latents[ordered], float(single[ordered[0]]))
         kin = [int(latents[i]) for i in ordered if single[i] >= kin_auc]
         out.append(Members(tuple(sorted(core)), tuple(sorted(set(core) | set(kin))), word, absent))
     return out

@@ -192,6 +192,14 @@ def test_verdicts_in_chunks_equal_one_candidate_at_a_time():
     verdicts = grouping.evaluate(evidence, members, settings, chunk=3)  # several chunks
     labels = evidence.labels
     for m, verdict in zip(members, verdicts, strict=True):
+        # The greedy core started from the lead latent's AUC as the ranks give it is the core
+        # grown from scratch.
+        y_fit = labels.fit[:, labels.column(m.word)] ^ m.absent
+        lead = max(m.core, key=lambda j: auc(evidence.probe.z_fit[:, j], y_fit))
+        rest = [j for j in m.kin if j != lead]
+        rest.sort(key=lambda j: -auc(evidence.probe.z_fit[:, j], y_fit))
+        again = grouping.greedy_members(evidence.probe.z_fit, y_fit, np.array([lead, *rest]))
+        assert tuple(sorted(again)) == m.core
         summed = evidence.probe.z_hold[:, list(m.core)].sum(1)
         y = labels.hold[:, labels.column(m.word)] ^ m.absent
         scores = verdict.group.image
