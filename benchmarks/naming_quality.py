@@ -412,8 +412,11 @@ def oracle_report(results: dict[int, dict[str, dict[str, list[float]]]]) -> None
 def responses_against_naive(
     sae: Any, x: np.ndarray, texts: np.ndarray, settings: ImageNamingSettings
 ) -> None:
-    """The latents × words responses on the probe's fitting half, factorised and image by image."""
+    """The latents × words responses on the probe's fitting half, factorised and image by image,
+    and every latent's ranks over those images, by ``topk`` of the values above zero and by
+    sorting whole columns."""
     probe = images.make_probe(sae, x, settings)
+    n = probe.z_fit.shape[1]
     directions = images.word_directions(texts)
     started = time.perf_counter()
     covariance = images.activation_covariance(probe.z_fit, probe.unit_fit, settings.chunk_rows)
@@ -428,6 +431,21 @@ def responses_against_naive(
     z = probe.z_fit - probe.z_fit.mean(0)
     naive = z.T @ similarity / (z.shape[0] - 1)  # [n, N] × [N, V]
     naive_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    sparse_ranks = [average_ranks(probe.z_fit[:, lo : lo + 1024]) for lo in range(0, n, 1024)]
+    sparse_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    sorted_ranks = [
+        average_ranks(probe.z_fit[:, lo : lo + 1024], sparse=False) for lo in range(0, n, 1024)
+    ]
+    sorted_seconds = time.perf_counter() - started
+    same_ranks = all(torch.equal(a, b) for a, b in zip(sparse_ranks, sorted_ranks, strict=True))
+    print(
+        f"  ranks of every latent's codes: values above zero only {sparse_seconds:.2f} s, "
+        f"whole columns sorted {sorted_seconds:.2f} s, ratio "
+        f"{sorted_seconds / sparse_seconds:.1f}×; identical: {same_ranks}"
+    )
 
     difference = float((fast - naive).abs().max() / naive.abs().max().clamp_min(1e-30))
     same = float((fast.argmax(1) == naive.argmax(1)).float().mean())

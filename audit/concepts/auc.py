@@ -15,27 +15,66 @@ from torch import Tensor
 from audit.concepts.columnwise import map_columns
 
 
-def average_ranks(values: Tensor) -> Tensor:
+def average_ranks(values: Tensor, sparse: bool = True) -> Tensor:
     """Ranks ``1 … N`` of each column of ``values`` ``[N, k]``, ties given their average rank.
+
+    Columns of SAE codes are mostly zeros: when every value is ≥ 0 and no column has more than
+    a quarter of its values above zero, only each column's largest values are ordered
+    (``topk``) and its zeros share one rank, ``(zeros + 1) / 2`` — the same ranks, bit for bit
+    (``sparse=False`` sorts whole columns always: the reference the benchmark times).
 
     >>> average_ranks(torch.tensor([[0.0], [2.0], [0.0], [1.0]])).flatten().tolist()
     [1.5, 4.0, 1.5, 3.0]
     """
     rows = values.T.contiguous()  # sorting along contiguous rows is ~5x faster than dim 0
     n = rows.shape[1]
+    if sparse and rows.numel() and bool((rows >= 0).all()):
+        positives = (rows > 0).sum(1)
+        most = int(positives.max())
+        if 4 * most <= n:
+            return _sparse_average_ranks(rows, positives, most).T
     ordered, order = rows.sort(dim=1)
-    position = torch.arange(n, device=values.device).expand_as(ordered)
+    offset = torch.zeros(rows.shape[0], dtype=torch.long, device=rows.device)
+    return _scatter_mean_ranks(ordered, order, offset, n).T
+
+
+def _mean_block_ranks(ordered: Tensor, offset: Tensor) -> Tensor:
+    """1-based average ranks of the ascending rows ``ordered`` ``[c, m]`` whose first entry
+    sits at 0-based position ``offset`` (``[c]``) of its whole column."""
+    m = ordered.shape[1]
+    position = torch.arange(m, device=ordered.device).expand_as(ordered)
     starts = torch.ones_like(ordered, dtype=torch.bool)
     starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
     ends = torch.ones_like(ordered, dtype=torch.bool)
     ends[:, :-1] = starts[:, 1:]
     first = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=1).values
-    last = torch.where(ends, position, torch.full_like(position, n)).flip(1).cummin(dim=1)
+    last = torch.where(ends, position, torch.full_like(position, m)).flip(1).cummin(dim=1)
     # float32 holds every rank and half-rank exactly up to 2^23 rows.
-    mean_rank = (first + last.values.flip(1)).to(torch.float32) / 2 + 1
-    ranks = torch.empty_like(mean_rank)
-    ranks.scatter_(1, order, mean_rank)
-    return ranks.T
+    total = first + last.values.flip(1) + 2 * offset[:, None]
+    return total.to(torch.float32) / 2 + 1
+
+
+def _scatter_mean_ranks(ordered: Tensor, order: Tensor, offset: Tensor, n: int) -> Tensor:
+    mean_rank = _mean_block_ranks(ordered, offset)
+    ranks = torch.empty(ordered.shape[0], n, dtype=torch.float32, device=ordered.device)
+    return ranks.scatter_(1, order, mean_rank)
+
+
+def _sparse_average_ranks(rows: Tensor, positives: Tensor, most: int) -> Tensor:
+    """:func:`average_ranks` of non-negative rows ``[c, N]`` with at most ``most`` values above
+    zero each: the zeros tie at the bottom, the positive values are the top of each row."""
+    n = rows.shape[1]
+    zero_rank = (n - positives).to(torch.float32).add(1).div(2)
+    ranks = zero_rank[:, None].expand(-1, n).contiguous()
+    if most == 0:
+        return ranks
+    top, where = rows.topk(most, dim=1, largest=True, sorted=True)
+    top, where = top.flip(1), where.flip(1)  # ascending: the last `most` places of each row
+    block = _mean_block_ranks(top, torch.full_like(positives, n - most))
+    # A row with fewer positive values than `most` has zeros in its block: they keep the
+    # zeros' shared rank (their tie runs on below the block).
+    block = torch.where(top > 0, block, zero_rank[:, None].expand_as(block))
+    return ranks.scatter_(1, where, block)
 
 
 def auc_from_ranks(ranks: Tensor, labels: Tensor) -> Tensor:

@@ -95,3 +95,30 @@ def test_the_torch_path_equals_the_exact_numpy_path_bit_for_bit_on_many_rows():
     table = auc_table(ranks, labels[:, None])[:, 0]
     assert paired.numpy().tolist() == exact.tolist()
     assert table.numpy().tolist() == exact.tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 80).flatmap(
+        lambda n: st.lists(
+            st.lists(
+                st.one_of(st.just(0.0), st.sampled_from([0.5, 1.0, 2.0]), st.floats(0.01, 5.0)),
+                min_size=n,
+                max_size=n,
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+)
+def test_average_ranks_equal_scipy_on_sparse_and_dense_columns(columns):
+    """Codes are mostly zeros: columns with few values above zero take the top-k path, the
+    others a full sort; both give scipy's average ranks exactly (ties above zero, all-zero
+    columns, columns with fewer positives than the widest one)."""
+    from scipy.stats import rankdata
+
+    x = np.array(columns, dtype=np.float32).T  # [N, k]
+    sparse = x * (np.arange(x.shape[0])[:, None] % 5 == 0)  # at most a fifth above zero
+    for values in (x, sparse):
+        found = average_ranks(torch.as_tensor(values)).numpy()
+        assert (found == rankdata(values, axis=0)).all()
