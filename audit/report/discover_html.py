@@ -70,7 +70,7 @@ def render_discover_html(result: DiscoverResult) -> str:
         for c in charted[:CHART_CONCEPTS]
     ]
     top = result.concepts[:40]
-    notes = [discover_note(c, bidi_isolate) for c in top]  # the terminal's wording
+    notes = [discover_note(c, bidi_isolate) for c in top]  # the terminal's words, names isolated
     return render(
         "discover.html.j2", r=result, charts=charts, top=top, notes=notes,
         name_checks_line=name_checks_line(result.concepts, bidi_isolate),
