@@ -138,6 +138,20 @@ def activation_covariance(z: Tensor, unit_x: Tensor, chunk_rows: int) -> Tensor:
     return total / max(z.shape[0] - 1, 1)
 
 
+def order_statistics(rows: Tensor, ks: list[int]) -> list[Tensor]:
+    """The ``k``-th smallest value (0-based) of each row of ``rows`` ``[c, m]``, for each ``k``
+    of ``ks``, as ``[c, 1]`` columns: the values a sort would put there, found by selection
+    (NumPy's introselect on the CPU, 3–4× faster there than ``torch.median`` or ``kthvalue``).
+
+    >>> [t.flatten().tolist() for t in order_statistics(torch.tensor([[3.0, 1.0, 2.0]]), [0, 1])]
+    [[1.0], [2.0]]
+    """
+    if rows.device.type != "cpu" or rows.requires_grad:
+        return [rows.kthvalue(k + 1, dim=1, keepdim=True).values for k in ks]
+    chosen = np.partition(rows.numpy(), ks, axis=1)
+    return [torch.from_numpy(np.ascontiguousarray(chosen[:, k : k + 1])) for k in ks]
+
+
 def robust_z(responses: Tensor) -> Tensor:
     """Each row's robust z-scores: ``(r − median) / (1.4826 · MAD)``.
 
@@ -146,9 +160,10 @@ def robust_z(responses: Tensor) -> Tensor:
     and Hoaglin's modified z-score), so one word a little above the rest is not "selective"
     by a factor of 1e10; a row with no spread at all scores 0.
     """
-    median = responses.median(dim=1, keepdim=True).values
+    lower_median = [(responses.shape[1] - 1) // 2]  # torch.median's: the lower of two middles
+    (median,) = order_statistics(responses, lower_median)
     deviation = (responses - median).abs()
-    mad = deviation.median(dim=1, keepdim=True).values
+    (mad,) = order_statistics(deviation, lower_median)
     mean_deviation = deviation.mean(dim=1, keepdim=True)
     scale = torch.where(mad > 0, MAD_TO_SD * mad, MEAN_AD_TO_SD * mean_deviation)
     return (responses - median) / scale.clamp_min(1e-12)
@@ -227,9 +242,10 @@ def zero_shot_labels(
         s_fit = unit_fit @ block.T
         by_word = s_fit.T.contiguous()  # contiguous rows select fastest
         rows = by_word.shape[1]
-        # Order statistics by selection (no full sort): the same values a sort would give.
-        median = by_word.kthvalue((rows - 1) // 2 + 1, dim=1).values
-        high = by_word.kthvalue(min(rows - 1, int(quantile * (rows - 1))) + 1, dim=1).values
+        ks = sorted({(rows - 1) // 2, min(rows - 1, int(quantile * (rows - 1)))})
+        picked = dict(zip(ks, order_statistics(by_word, ks), strict=True))
+        median = picked[(rows - 1) // 2][:, 0]
+        high = picked[min(rows - 1, int(quantile * (rows - 1)))][:, 0]
         theta = (median + high) / 2
         fit.append(s_fit > theta)
         hold.append(unit_hold @ block.T > theta)

@@ -210,3 +210,24 @@ def test_verdicts_in_chunks_equal_one_candidate_at_a_time():
         assert verdict.validated == (
             scores.auc > evidence.auc_threshold and scores.selectivity >= settings.min_selectivity
         )
+
+
+def test_order_statistics_and_robust_z_equal_sorting_and_torch_median():
+    """Selection gives the values a sort puts at each place (ties, constant rows, odd and even
+    lengths), and the robust z built on it equals the one built on ``torch.median``."""
+    from audit.concepts.images import MAD_TO_SD, MEAN_AD_TO_SD, order_statistics
+
+    g = torch.Generator().manual_seed(5)
+    for m in (1, 2, 7, 500, 2001):
+        rows = torch.randn(9, m, generator=g)
+        rows[:3] = rows[:3].round()  # ties
+        rows[3] = 1.0  # constant
+        ks = sorted({0, (m - 1) // 2, m - 1})
+        ordered = rows.sort(dim=1).values
+        for k, found in zip(ks, order_statistics(rows, ks), strict=True):
+            assert torch.equal(found[:, 0], ordered[:, k])
+        median = rows.median(dim=1, keepdim=True).values
+        deviation = (rows - median).abs()
+        mad = deviation.median(dim=1, keepdim=True).values
+        scale = torch.where(mad > 0, MAD_TO_SD * mad, MEAN_AD_TO_SD * deviation.mean(1, True))
+        assert torch.equal(robust_z(rows), (rows - median) / scale.clamp_min(1e-12))
