@@ -34,13 +34,13 @@ def average_ranks(values: Tensor, sparse: bool = True) -> Tensor:
         if 4 * most <= n:
             return _sparse_average_ranks(rows, positives, most).T
     ordered, order = rows.sort(dim=1)
-    offset = torch.zeros(rows.shape[0], dtype=torch.long, device=rows.device)
-    return _scatter_mean_ranks(ordered, order, offset, n).T
+    mean_rank = _mean_block_ranks(ordered)
+    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank).T
 
 
-def _mean_block_ranks(ordered: Tensor, offset: Tensor) -> Tensor:
+def _mean_block_ranks(ordered: Tensor, offset: int = 0) -> Tensor:
     """1-based average ranks of the ascending rows ``ordered`` ``[c, m]`` whose first entry
-    sits at 0-based position ``offset`` (``[c]``) of its whole column."""
+    sits at 0-based position ``offset`` of its whole column."""
     m = ordered.shape[1]
     position = torch.arange(m, device=ordered.device).expand_as(ordered)
     starts = torch.ones_like(ordered, dtype=torch.bool)
@@ -50,14 +50,8 @@ def _mean_block_ranks(ordered: Tensor, offset: Tensor) -> Tensor:
     first = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=1).values
     last = torch.where(ends, position, torch.full_like(position, m)).flip(1).cummin(dim=1)
     # float32 holds every rank and half-rank exactly up to 2^23 rows.
-    total = first + last.values.flip(1) + 2 * offset[:, None]
+    total = first + last.values.flip(1) + 2 * offset
     return total.to(torch.float32) / 2 + 1
-
-
-def _scatter_mean_ranks(ordered: Tensor, order: Tensor, offset: Tensor, n: int) -> Tensor:
-    mean_rank = _mean_block_ranks(ordered, offset)
-    ranks = torch.empty(ordered.shape[0], n, dtype=torch.float32, device=ordered.device)
-    return ranks.scatter_(1, order, mean_rank)
 
 
 def _sparse_average_ranks(rows: Tensor, positives: Tensor, most: int) -> Tensor:
@@ -70,7 +64,7 @@ def _sparse_average_ranks(rows: Tensor, positives: Tensor, most: int) -> Tensor:
         return ranks
     top, where = rows.topk(most, dim=1, largest=True, sorted=True)
     top, where = top.flip(1), where.flip(1)  # ascending: the last `most` places of each row
-    block = _mean_block_ranks(top, torch.full_like(positives, n - most))
+    block = _mean_block_ranks(top, n - most)
     # A row with fewer positive values than `most` has zeros in its block: they keep the
     # zeros' shared rank (their tie runs on below the block).
     block = torch.where(top > 0, block, zero_rank[:, None].expand_as(block))
