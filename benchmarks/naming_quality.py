@@ -40,7 +40,8 @@ times the word responses (every latent against every word, the largest product o
 both ways in this process: the product's factorised ``cov(z, x̂) · (t̂_w − t̄)`` and the
 image-by-image computation it replaces (every probe image's similarity to every word, centred,
 then each latent's covariance with each word's column), with their largest difference and how
-often they pick the same best word.
+often they pick the same best word; and every latent's ranks over those images (behind every
+AUC) by ``topk`` of the values above zero against sorting whole columns.
 """
 
 from __future__ import annotations
@@ -281,6 +282,16 @@ def run_seed(data: dict, seed: int) -> dict[str, dict]:
     return out
 
 
+COUNT_KEYS = ("concepts", "latents", "wrong_polarity")  # whole numbers in the tables
+
+
+def spread_cell(values: list[float], key: str) -> str:
+    """``mean (min–max)`` of one figure over runs, whole numbers for the counts."""
+    array = np.array(values, dtype=float)
+    fmt = "{:.0f}" if key in COUNT_KEYS else "{:.3f}"
+    return f"{fmt.format(array.mean())} ({fmt.format(array.min())}–{fmt.format(array.max())})"
+
+
 def report(results: dict[Any, dict[str, dict]], list_misses: bool = True) -> None:
     methods = list(next(iter(results.values())))
     keys = (
@@ -296,12 +307,7 @@ def report(results: dict[Any, dict[str, dict]], list_misses: bool = True) -> Non
     print("| naming | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for m in methods:
-        cells = []
-        for k in keys:
-            values = np.array([results[s][m][k] for s in results], dtype=float)
-            fmt = "{:.0f}" if k in ("concepts", "latents", "wrong_polarity") else "{:.3f}"
-            low, high = fmt.format(values.min()), fmt.format(values.max())
-            cells.append(f"{fmt.format(values.mean())} ({low}–{high})")
+        cells = [spread_cell([results[s][m][k] for s in results], k) for k in keys]
         print(f"| {m} | " + " | ".join(cells) + " |")
     for s, per in results.items():
         for m, r in per.items():
@@ -316,14 +322,8 @@ def report_per_sae(per_sae: dict[int, dict]) -> None:
     print("| SAE seed | FVU | " + " | ".join(f"image {k}" for k in keys) + " |")
     print("|---" * (len(keys) + 2) + "|")
     for sae_seed, trained in per_sae.items():
-        cells = []
-        for k in keys:
-            values = np.array([r["image"][k] for r in trained["seeds"].values()], dtype=float)
-            fmt = "{:.0f}" if k == "wrong_polarity" else "{:.3f}"
-            cells.append(
-                f"{fmt.format(values.mean())} ({fmt.format(values.min())}–"
-                f"{fmt.format(values.max())})"
-            )
+        runs = trained["seeds"].values()
+        cells = [spread_cell([r["image"][k] for r in runs], k) for k in keys]
         print(f"| {sae_seed} | {trained['fvu']:.4f} | " + " | ".join(cells) + " |")
     print(f"\nall {len(per_sae)} SAEs together:")
     pooled = {(a, b): r for a, t in per_sae.items() for b, r in t["seeds"].items()}
@@ -546,7 +546,7 @@ def main() -> None:
     if args.expansion is not None:
         retrain_sae(data, args.out, args.expansion, int(args.sae_seeds))
     if args.oracle:
-        found = {int(s): oracle_seed(data, int(s)) for s in args.seeds.split(",")}
+        found = {s: oracle_seed(data, s) for s in naming_seeds}
         oracle_report(found)
         if args.json is not None:
             args.json.write_text(json.dumps(found, indent=1))
