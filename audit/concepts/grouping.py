@@ -188,20 +188,23 @@ def evaluate(
 def near_duplicates(
     z: Tensor, threshold: float, chunk: int = 2048, max_rows: int = 8192
 ) -> list[tuple[int, int]]:
-    """Pairs of latents whose activations over the probe (at most ``max_rows`` images, evenly
-    spaced) correlate at least ``threshold``."""
+    """Pairs ``(a, b)``, ``a < b``, of latents whose activations over the probe (at most
+    ``max_rows`` images, evenly spaced) correlate at least ``threshold``; a latent that never
+    varies correlates with nothing."""
     z = z[:: max(1, -(-z.shape[0] // max_rows))]
     centred = z - z.mean(0)
     norm = centred.norm(dim=0)
     alive = norm > 0
     unit = centred / norm.clamp_min(1e-12)
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     for lo in range(0, z.shape[1], chunk):
-        corr = unit[:, lo : lo + chunk].T @ unit
-        corr[~alive[lo : lo + chunk]] = 0
-        corr[:, ~alive] = 0
-        rows, cols = torch.nonzero(corr >= threshold, as_tuple=True)
-        pairs += [(int(r) + lo, int(c)) for r, c in zip(rows, cols, strict=True) if r + lo < c]
+        # Only the block's own columns and those after it: the matrix is symmetric, so the
+        # lower triangle would repeat every pair (half the work of the whole matrix).
+        corr = unit[:, lo : lo + chunk].T @ unit[:, lo:]
+        hit = (corr >= threshold) & alive[lo : lo + chunk, None] & alive[None, lo:]
+        rows, cols = torch.nonzero(hit, as_tuple=True)
+        above = rows < cols
+        pairs += zip((rows[above] + lo).tolist(), (cols[above] + lo).tolist(), strict=True)
     return pairs
 
 
