@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from audit.report.wording import name_check_note, number_text, p_value_text
+from audit.report.wording import group_part, name_check_note, number_text, p_value_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -59,6 +59,17 @@ def bidi_isolate(text: str) -> str:
     return _FSI + "".join(kept) + _PDI * (open_isolates + 1)
 
 
+def group_text(name: str) -> Markup:
+    """A group's name (``COLUMN=VALUE, COLUMN=VALUE``) for a page when no class names apply
+    (:func:`audit.report.wording.group_name` for an audit's), each column and each value
+    escaped inside its own isolate.
+
+    >>> str(group_text("target=1, <b>=active"))
+    'target=1, &lt;b&gt;=active'
+    """
+    return escape(", ").join(escape(group_part(part, bidi_isolate)) for part in name.split(", "))
+
+
 def _finalize(value: Any) -> Any:
     # Every {{ expression }} of every template: strings are isolated before they are escaped;
     # Markup is HTML the templates built (its own expressions were isolated when rendered).
@@ -81,6 +92,7 @@ def template_env() -> Environment:
     env.filters["pct"] = fmt_percent
     env.filters["pvalue"] = p_value_text
     env.filters["names"] = names_text
+    env.filters["group"] = group_text
     env.globals["name_check_note"] = lambda concept: name_check_note(concept, bidi_isolate)
     return env
 

@@ -66,10 +66,24 @@ def p_value_text(p: float | None) -> str:
 
 def group_name(result: AuditResult, name: str, show: Show = as_is) -> str:
     """A group as the reports show it: each ``COLUMN=VALUE`` part by its class name when
-    ``--class-names`` gave one ("is_circle=1, is_red=0" → "circle, not red"), each part shown
-    with ``show``."""
+    ``--class-names`` gave one ("is_circle=1, is_red=0" → "circle, not red"), each column,
+    value or class name shown with ``show``."""
     names = (result.data.class_names if result.data else None) or {}
-    return ", ".join(show(names.get(part, part)) for part in name.split(", "))
+    return ", ".join(group_part(names.get(part, part), show) for part in name.split(", "))
+
+
+def group_part(part: str, show: Show = as_is) -> str:
+    """One ``COLUMN=VALUE`` part of a group's name with its column and its value each shown
+    with ``show`` (the ``=`` between them outside both: in a page, an override in a column or
+    concept name cannot reverse the value after it); a part without ``=`` is shown whole.
+
+    >>> group_part("is_red=1", lambda s: f"[{s}]")
+    '[is_red]=[1]'
+    >>> group_part("not red", lambda s: f"[{s}]")
+    '[not red]'
+    """
+    column, equals, value = part.rpartition("=")
+    return show(column) + equals + show(value) if equals else show(part)
 
 
 #: A concept "rides on" an attribute value when at least this share of its strongest rows carry

@@ -13,20 +13,26 @@ from tests.report.test_browser import ARGS, CHROMIUM, pytestmark  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def page_path(tmp_path_factory) -> Path:
+def result(tmp_path_factory):  # type: ignore[no-untyped-def]
     from audit.discover import DiscoverSettings, published, run_discover
     from audit.fairness import AuditSettings
-    from audit.report.discover_html import render_discover_html
     from audit.store import open_store
 
     root = tmp_path_factory.mktemp("discover-browser")
     paths, world = hostile_world(root)
     store = open_store(paths["store"])
-    result, _ = run_discover(store, store.metadata, world.sae, world.bank, world.head,
-                             DiscoverSettings(AuditSettings("Male", "")))  # fmt: skip
-    assert result.concepts[0].name == HOSTILE_NAME and result.concepts[0].flagged
-    page = root / "discover.html"
-    page.write_text(render_discover_html(published(result)), encoding="utf-8")
+    found, _ = run_discover(store, store.metadata, world.sae, world.bank, world.head,
+                            DiscoverSettings(AuditSettings("Male", "")))  # fmt: skip
+    assert found.concepts[0].name == HOSTILE_NAME and found.concepts[0].flagged
+    return published(found)
+
+
+@pytest.fixture(scope="module")
+def page_path(result, tmp_path_factory) -> Path:
+    from audit.report.discover_html import render_discover_html
+
+    page = tmp_path_factory.mktemp("discover-page") / "discover.html"
+    page.write_text(render_discover_html(result), encoding="utf-8")
     return page
 
 
@@ -61,3 +67,68 @@ def test_discover_page_in_headless_chromium(page_path, tmp_path):
     lo, hi = image.getextrema()
     histogram = image.histogram()
     assert hi - lo > 100 and max(histogram) < 0.97 * sum(histogram)
+
+
+RLO = "\u202e"
+OVERRIDDEN = f"r{RLO}xy"  # a concept name with a right-to-left override inside
+
+
+def _renamed(result, old: str, new: str):  # type: ignore[no-untyped-def]
+    """The result with one concept name replaced everywhere it is written."""
+    from dataclasses import replace
+
+    def concept(c):  # type: ignore[no-untyped-def]
+        if c.name != old:
+            return c
+        groups = tuple(replace(g, name=g.name.replace(old, new)) for g in c.groups)
+        worst = c.worst_group.replace(old, new)
+        return replace(c, name=new, groups=groups, worst_group=worst)
+
+    examples = tuple(replace(e, name=new) if e.name == old else e for e in result.examples)
+    return replace(result, concepts=tuple(map(concept, result.concepts)), examples=examples)
+
+
+# Left edge of every visible character of the first concept's worst-group cell, in text order.
+_WORST_GROUP_CHARS = """() => {
+  const td = [...document.querySelectorAll('td')].find(
+    e => e.textContent.includes('\u202exy') && e.textContent.includes('active'));
+  const node = td.firstChild, range = document.createRange(), out = [];
+  for (let i = 0; i < node.data.length; i++) {
+    range.setStart(node, i); range.setEnd(node, i + 1);
+    const r = range.getBoundingClientRect();
+    if (r.width > 0) out.push([node.data[i], r.left]);
+  }
+  return out;
+}"""
+
+
+def test_an_override_in_a_concept_name_does_not_reverse_its_group_value(result, tmp_path):
+    """A discover group is named "<target>=<value>, <concept>=active": with an override in the
+    concept's name, the page isolates the name and the value apart, so "=active" or
+    "=inactive" reads left to right after the name, whose own "xy" keeps its override (laid out
+    as "yx"). Isolating the whole part would lay "=active" out reversed, to the name's left."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    from audit.report.discover_html import render_discover_html
+
+    page_path = tmp_path / "discover.html"
+    html = render_discover_html(_renamed(result, HOSTILE_NAME, OVERRIDDEN))
+    page_path.write_text(html, encoding="utf-8")
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path), executable_path=CHROMIUM,
+            args=ARGS, headless=True, viewport={"width": 1600, "height": 900},
+        )  # fmt: skip
+        try:
+            page = context.new_page()
+            page.goto(page_path.as_uri(), wait_until="load")
+            chars = page.evaluate(_WORST_GROUP_CHARS)
+        finally:
+            context.close()
+    text = "".join(c for c, _ in chars)
+    assert text.startswith("Male=") and text.endswith("active") and "rxy=" in text, text
+    x = dict(enumerate(left for _, left in chars))
+    cut = text.index("rxy=") + 3  # "=" and the value after it
+    value = [x[i] for i in range(cut, len(chars))]
+    assert value == sorted(value), chars  # the value left to right
+    assert min(value) > max(x[i] for i in range(cut)), chars  # after the whole name
+    assert x[cut - 2] > x[cut - 1], chars  # the name's own "xy" as "yx"
