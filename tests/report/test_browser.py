@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +35,25 @@ pytestmark = [
 ]
 
 
+@contextmanager
+def chromium(tmp_path: Path, **options: Any) -> Iterator[Any]:
+    """A browser context of Debian's headless Chromium with a fresh profile (its own
+    ``--user-data-dir`` under ``tmp_path``), closed on exit; ``options`` go to playwright
+    (a viewport). Skips the test where playwright is not installed."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (never `playwright install`)"
+    )
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path),
+            executable_path=CHROMIUM, args=ARGS, headless=True, **options,
+        )  # fmt: skip
+        try:
+            yield context
+        finally:
+            context.close()
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     from audit.fairness import AuditSettings, run_audit
@@ -55,36 +77,23 @@ def report(tmp_path_factory) -> Path:
 
 
 def test_report_in_headless_chromium(report, tmp_path):
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="pip install playwright (never `playwright install`)"
-    )
     from PIL import Image
 
     console, errors, requests, dialogs = [], [], [], []
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path),  # a fresh --user-data-dir
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-            viewport={"width": 1200, "height": 900},
+    with chromium(tmp_path, viewport={"width": 1200, "height": 900}) as context:
+        context.on("request", lambda r: requests.append(r.url))
+        page = context.new_page()
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(report.as_uri(), wait_until="load")
+        text = page.inner_text("body")
+        scripts = page.evaluate("document.querySelectorAll('script').length")
+        foreign_images = page.evaluate(
+            "[...document.images].filter(i => !i.src.startsWith('data:')).length"
         )
-        try:
-            context.on("request", lambda r: requests.append(r.url))
-            page = context.new_page()
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(report.as_uri(), wait_until="load")
-            text = page.inner_text("body")
-            scripts = page.evaluate("document.querySelectorAll('script').length")
-            foreign_images = page.evaluate(
-                "[...document.images].filter(i => !i.src.startsWith('data:')).length"
-            )
-            shot = tmp_path / "report.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            context.close()
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
     assert errors == [] and dialogs == []
     assert [m for m in console if m.startswith(("error", "warning"))] == []
     assert requests == [report.as_uri()]  # the page itself, nothing else
@@ -149,22 +158,10 @@ _HEADER_CHARS = """() => {
 
 
 def _header_chars(page_path: Path, tmp_path: Path) -> list[tuple[str, float, int]]:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="pip install playwright (never `playwright install`)"
-    )
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path),
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-        )
-        try:
-            page = context.new_page()
-            page.goto(page_path.as_uri(), wait_until="load")
-            return page.evaluate(_HEADER_CHARS)
-        finally:
-            context.close()
+    with chromium(tmp_path) as context:
+        page = context.new_page()
+        page.goto(page_path.as_uri(), wait_until="load")
+        return page.evaluate(_HEADER_CHARS)
 
 
 def test_an_override_in_a_label_value_does_not_reorder_the_text_after_it(bidi_report, tmp_path):

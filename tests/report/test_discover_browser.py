@@ -3,13 +3,12 @@ names shown as text, and a non-blank screenshot."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.audit_worlds import HOSTILE_NAME, hostile_world
-from tests.report.test_browser import ARGS, CHROMIUM, pytestmark  # noqa: F401
+from tests.report.test_browser import chromium, pytestmark  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -37,28 +36,20 @@ def page_path(result, tmp_path_factory) -> Path:
 
 
 def test_discover_page_in_headless_chromium(page_path, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     from PIL import Image
 
     console, errors, requests, dialogs = [], [], [], []
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path), executable_path=CHROMIUM,
-            args=ARGS, headless=True, viewport={"width": 1200, "height": 900},
-        )  # fmt: skip
-        try:
-            context.on("request", lambda r: requests.append(r.url))
-            page = context.new_page()
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(page_path.as_uri(), wait_until="load")
-            text = page.inner_text("body")
-            scripts = page.evaluate("document.querySelectorAll('script').length")
-            shot = tmp_path / "discover.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            context.close()
+    with chromium(tmp_path, viewport={"width": 1200, "height": 900}) as context:
+        context.on("request", lambda r: requests.append(r.url))
+        page = context.new_page()
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(page_path.as_uri(), wait_until="load")
+        text = page.inner_text("body")
+        scripts = page.evaluate("document.querySelectorAll('script').length")
+        shot = tmp_path / "discover.png"
+        page.screenshot(path=str(shot), full_page=True)
     assert errors == [] and dialogs == [] and scripts == 0
     assert [m for m in console if m.startswith(("error", "warning"))] == []
     assert requests == [page_path.as_uri()]
@@ -107,23 +98,15 @@ def test_an_override_in_a_concept_name_does_not_reverse_its_group_value(result, 
     concept's name, the page isolates the name and the value apart, so "=active" or
     "=inactive" reads left to right after the name, whose own "xy" keeps its override (laid out
     as "yx"). Isolating the whole part would lay "=active" out reversed, to the name's left."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     from audit.report.discover_html import render_discover_html
 
     page_path = tmp_path / "discover.html"
     html = render_discover_html(_renamed(result, HOSTILE_NAME, OVERRIDDEN))
     page_path.write_text(html, encoding="utf-8")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path), executable_path=CHROMIUM,
-            args=ARGS, headless=True, viewport={"width": 1600, "height": 900},
-        )  # fmt: skip
-        try:
-            page = context.new_page()
-            page.goto(page_path.as_uri(), wait_until="load")
-            chars = page.evaluate(_WORST_GROUP_CHARS)
-        finally:
-            context.close()
+    with chromium(tmp_path, viewport={"width": 1600, "height": 900}) as context:
+        page = context.new_page()
+        page.goto(page_path.as_uri(), wait_until="load")
+        chars = page.evaluate(_WORST_GROUP_CHARS)
     text = "".join(c for c, _ in chars)
     assert text.startswith("Male=") and text.endswith("active") and "rxy=" in text, text
     x = dict(enumerate(left for _, left in chars))

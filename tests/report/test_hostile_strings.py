@@ -15,7 +15,6 @@ import html
 import json
 import re
 import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -29,6 +28,7 @@ from audit.report.junit import xml_text
 from audit.sae import save_sae
 from audit.store import write_store
 from tests.fairness.planted import ROLE_NAMES, planted_bias_world, save_head
+from tests.report.test_browser import CHROMIUM, chromium
 
 HOSTILE = {
     "script": "<script>alert(1)</script>",
@@ -269,46 +269,28 @@ def test_terminal_and_json_keep_the_strings_verbatim(reports):
 # Headless Chromium
 # ------------------------------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-)
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
 
 def _open_in_chromium(pages: list[Path], tmp_path: Path) -> list[dict]:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="pip install playwright (never `playwright install`)"
-    )
     seen: list[dict] = []
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path),
-            executable_path=CHROMIUM, args=ARGS, headless=True,
-        )  # fmt: skip
+    with chromium(tmp_path) as context:
         context.on("request", lambda r: seen[-1]["requests"].append(r.url))
-        try:
-            for path in pages:
-                log = {"requests": [], "console": [], "errors": [], "dialogs": []}
-                seen.append(log)
-                page = context.new_page()
-                page.on("console", lambda m, log=log: log["console"].append(f"{m.type}: {m.text}"))
-                page.on("pageerror", lambda e, log=log: log["errors"].append(str(e)))
-                page.on(
-                    "dialog", lambda d, log=log: (log["dialogs"].append(d.message), d.dismiss())
-                )
-                page.goto(path.as_uri(), wait_until="load")
-                page.wait_for_timeout(300)  # let any (injected) timer or handler fire
-                log["text"] = page.inner_text("body")
-                log["scripts"] = page.evaluate("document.scripts.length")
-                log["handlers"] = page.evaluate(
-                    "[...document.querySelectorAll('*')].flatMap(e => [...e.attributes])"
-                    ".filter(a => a.name.startsWith('on')).length"
-                )
-                log["uri"] = path.as_uri()
-                page.close()
-        finally:
-            context.close()
+        for path in pages:
+            log = {"requests": [], "console": [], "errors": [], "dialogs": []}
+            seen.append(log)
+            page = context.new_page()
+            page.on("console", lambda m, log=log: log["console"].append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e, log=log: log["errors"].append(str(e)))
+            page.on("dialog", lambda d, log=log: (log["dialogs"].append(d.message), d.dismiss()))
+            page.goto(path.as_uri(), wait_until="load")
+            page.wait_for_timeout(300)  # let any (injected) timer or handler fire
+            log["text"] = page.inner_text("body")
+            log["scripts"] = page.evaluate("document.scripts.length")
+            log["handlers"] = page.evaluate(
+                "[...document.querySelectorAll('*')].flatMap(e => [...e.attributes])"
+                ".filter(a => a.name.startsWith('on')).length"
+            )
+            log["uri"] = path.as_uri()
+            page.close()
     return seen
 
 
