@@ -76,34 +76,48 @@ def report(tmp_path_factory) -> Path:
     return page
 
 
-def test_report_in_headless_chromium(report, tmp_path):
+def visit(page_path: Path, tmp_path: Path) -> dict[str, Any]:
+    """``page_path`` opened in a 1200 × 900 window: its text, how many scripts and images not
+    from ``data:`` URIs it has, a full-page screenshot (grayscale), and what happened while it
+    loaded — requests, console messages, page errors, dialogs (dismissed)."""
     from PIL import Image
 
-    console, errors, requests, dialogs = [], [], [], []
+    seen: dict[str, Any] = {"requests": [], "console": [], "errors": [], "dialogs": []}
     with chromium(tmp_path, viewport={"width": 1200, "height": 900}) as context:
-        context.on("request", lambda r: requests.append(r.url))
+        context.on("request", lambda r: seen["requests"].append(r.url))
         page = context.new_page()
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.goto(report.as_uri(), wait_until="load")
-        text = page.inner_text("body")
-        scripts = page.evaluate("document.querySelectorAll('script').length")
-        foreign_images = page.evaluate(
+        page.on("console", lambda m: seen["console"].append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+        page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+        page.goto(page_path.as_uri(), wait_until="load")
+        seen["text"] = page.inner_text("body")
+        seen["scripts"] = page.evaluate("document.querySelectorAll('script').length")
+        seen["foreign_images"] = page.evaluate(
             "[...document.images].filter(i => !i.src.startsWith('data:')).length"
         )
-        shot = tmp_path / "report.png"
+        shot = tmp_path / f"{page_path.stem}.png"
         page.screenshot(path=str(shot), full_page=True)
-    assert errors == [] and dialogs == []
-    assert [m for m in console if m.startswith(("error", "warning"))] == []
-    assert requests == [report.as_uri()]  # the page itself, nothing else
-    assert scripts == 0 and foreign_images == 0
-    assert HOSTILE_NAME in text and HOSTILE_VALUE in text  # shown as text, not run
-    image = Image.open(shot).convert("L")
-    assert image.size[0] >= 1000 and image.size[1] > 1500
-    lo, hi = image.getextrema()
-    histogram = image.histogram()
-    assert hi - lo > 100 and max(histogram) < 0.97 * sum(histogram)  # not blank, not one colour
+    seen["screenshot"] = Image.open(shot).convert("L")
+    return seen
+
+
+def assert_quiet_and_drawn(seen: dict[str, Any], page_path: Path) -> None:
+    """No script ran or was present, nothing was fetched but the page, nothing was logged as an
+    error or warning, and the screenshot is neither blank nor one colour."""
+    assert seen["errors"] == [] and seen["dialogs"] == []
+    assert [m for m in seen["console"] if m.startswith(("error", "warning"))] == []
+    assert seen["requests"] == [page_path.as_uri()]  # the page itself, nothing else
+    assert seen["scripts"] == 0 and seen["foreign_images"] == 0
+    lo, hi = seen["screenshot"].getextrema()
+    histogram = seen["screenshot"].histogram()
+    assert hi - lo > 100 and max(histogram) < 0.97 * sum(histogram)
+
+
+def test_report_in_headless_chromium(report, tmp_path):
+    seen = visit(report, tmp_path)
+    assert_quiet_and_drawn(seen, report)
+    assert HOSTILE_NAME in seen["text"] and HOSTILE_VALUE in seen["text"]  # shown, not run
+    assert seen["screenshot"].size[0] >= 1000 and seen["screenshot"].size[1] > 1500
 
 
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: the text after it is laid out right to left

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from tests.audit_worlds import HOSTILE_NAME, hostile_world
-from tests.report.test_browser import chromium, pytestmark  # noqa: F401
+from tests.report.test_browser import (  # noqa: F401
+    assert_quiet_and_drawn,
+    chromium,
+    pytestmark,
+    visit,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,28 +41,9 @@ def page_path(result, tmp_path_factory) -> Path:
 
 
 def test_discover_page_in_headless_chromium(page_path, tmp_path):
-    from PIL import Image
-
-    console, errors, requests, dialogs = [], [], [], []
-    with chromium(tmp_path, viewport={"width": 1200, "height": 900}) as context:
-        context.on("request", lambda r: requests.append(r.url))
-        page = context.new_page()
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.goto(page_path.as_uri(), wait_until="load")
-        text = page.inner_text("body")
-        scripts = page.evaluate("document.querySelectorAll('script').length")
-        shot = tmp_path / "discover.png"
-        page.screenshot(path=str(shot), full_page=True)
-    assert errors == [] and dialogs == [] and scripts == 0
-    assert [m for m in console if m.startswith(("error", "warning"))] == []
-    assert requests == [page_path.as_uri()]
-    assert HOSTILE_NAME in text and "Re-check as a gate" in text
-    image = Image.open(shot).convert("L")
-    lo, hi = image.getextrema()
-    histogram = image.histogram()
-    assert hi - lo > 100 and max(histogram) < 0.97 * sum(histogram)
+    seen = visit(page_path, tmp_path)
+    assert_quiet_and_drawn(seen, page_path)
+    assert HOSTILE_NAME in seen["text"] and "Re-check as a gate" in seen["text"]
 
 
 RLO = "\u202e"
