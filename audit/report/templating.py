@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from audit.report.wording import group_part, name_check_note, number_text, p_value_text
+from audit.report.wording import group_label, name_check_note, number_text, p_value_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -62,12 +62,12 @@ def bidi_isolate(text: str) -> str:
 def group_text(name: str) -> Markup:
     """A group's name (``COLUMN=VALUE, COLUMN=VALUE``) for a page when no class names apply
     (:func:`audit.report.wording.group_name` for an audit's), each column and each value
-    escaped inside its own isolate.
+    inside its own isolate, escaped.
 
     >>> str(group_text("target=1, <b>=active"))
     'target=1, &lt;b&gt;=active'
     """
-    return escape(", ").join(escape(group_part(part, bidi_isolate)) for part in name.split(", "))
+    return escape(group_label(name, bidi_isolate))
 
 
 def _finalize(value: Any) -> Any:
@@ -97,7 +97,7 @@ def template_env() -> Environment:
     return env
 
 
-def names_text(names: Any, separator: str = ", ") -> Markup:
+def names_text(names: Any) -> Markup:
     """User-supplied names joined for a page, each escaped inside its own isolate (Jinja's
     ``join`` would isolate only the whole list: an override in one name would reorder the
     names after it).
@@ -107,7 +107,7 @@ def names_text(names: Any, separator: str = ", ") -> Markup:
     >>> [hex(ord(c)) for c in names_text(["a\\u202e", "b"])]
     ['0x2068', '0x61', '0x202e', '0x2069', '0x2c', '0x20', '0x62']
     """
-    return escape(separator).join(escape(bidi_isolate(str(n))) for n in names)
+    return escape(", ").join(escape(bidi_isolate(str(n))) for n in names)
 
 
 def render(template: str, **context: Any) -> str:

@@ -68,7 +68,17 @@ def group_name(result: AuditResult, name: str, show: Show = as_is) -> str:
     """A group as the reports show it: each ``COLUMN=VALUE`` part by its class name when
     ``--class-names`` gave one ("is_circle=1, is_red=0" → "circle, not red"), each column,
     value or class name shown with ``show``."""
-    names = (result.data.class_names if result.data else None) or {}
+    return group_label(name, show, result.data.class_names if result.data else None)
+
+
+def group_label(name: str, show: Show = as_is, class_names: Mapping[str, str] | None = None) -> str:
+    """A group's name with each ``COLUMN=VALUE`` part replaced by its class name where
+    ``class_names`` has one, each column, value or class name shown with ``show``.
+
+    >>> group_label("y=1, a=0", lambda s: f"[{s}]", {"y=1": "cat"})
+    '[cat], [a]=[0]'
+    """
+    names = class_names or {}
     return ", ".join(group_part(names.get(part, part), show) for part in name.split(", "))
 
 

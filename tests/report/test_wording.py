@@ -44,6 +44,8 @@ def test_every_user_string_in_a_shared_sentence_passes_through_show():
     result = NS(data=NS(class_names={"y=1": "cat", "a=0": "indoor"}, spurious="a"))
     assert group_name(result, "y=1, a=0", _mark) == "⟨cat⟩, ⟨indoor⟩"
     assert group_name(result, "y=0, a=0") == "y=0, indoor"
+    # A part without a class name: its column and its value each shown on their own.
+    assert group_name(result, "y=0, a=0", _mark) == "⟨y⟩=⟨0⟩, ⟨indoor⟩"
 
     concept = NS(beyond=NS(given=("red", "frame"), delta_wga=0.01, p=0.2))
     assert beyond_note(concept, _mark).startswith("beyond ⟨red⟩, ⟨frame⟩: ΔWGA +0.010")
