@@ -523,7 +523,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=20000)
     parser.add_argument("--probe", type=int, default=20000)
     parser.add_argument(
-        "--naive", action="store_true", help="with --scale: the responses image by image too"
+        "--naive",
+        action="store_true",
+        help="with --scale: also the responses image by image and the ranks by full sorts",
     )
     args = parser.parse_args()
     if args.scale:

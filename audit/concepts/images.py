@@ -140,8 +140,9 @@ def activation_covariance(z: Tensor, unit_x: Tensor, chunk_rows: int) -> Tensor:
 
 def order_statistics(rows: Tensor, ks: list[int]) -> list[Tensor]:
     """The ``k``-th smallest value (0-based) of each row of ``rows`` ``[c, m]``, for each ``k``
-    of ``ks`` (in any order, repeats allowed), as ``[c, 1]`` columns: the values a sort would put there, found by selection
-    (NumPy's introselect on the CPU, 3–4× faster there than ``torch.median`` or ``kthvalue``).
+    of ``ks`` (in any order, repeats allowed), as ``[c, 1]`` columns: the values a sort would
+    put there, found by selection (NumPy's introselect on the CPU, 3–4× faster there than
+    ``torch.median`` or ``kthvalue``).
 
     >>> [t.flatten().tolist() for t in order_statistics(torch.tensor([[3.0, 1.0, 2.0]]), [0, 1])]
     [[1.0], [2.0]]
